@@ -1,0 +1,73 @@
+//! Codec micro-benchmarks: masking throughput, header parsing, and decoding a stream of
+//! small messages through `Connection::decode` (the server's per-frame hot path).
+
+use bytes::BytesMut;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use wsedge::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
+use wsedge::proto::mask::apply_mask;
+use wsedge::proto::{Config, Connection, Event, MessageKind, Role};
+
+fn masking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mask");
+    for size in [16usize, 1024, 64 * 1024] {
+        let mut buf = vec![0x5au8; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
+            b.iter(|| apply_mask(black_box(&mut buf), black_box([1, 2, 3, 4]), 0))
+        });
+    }
+    group.finish();
+}
+
+fn header_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("header_parse");
+    for (name, len) in [("7bit", 100u64), ("16bit", 1000), ("64bit", 100_000)] {
+        let header =
+            FrameHeader { fin: true, rsv: 0, opcode: OpCode::Binary, mask: Some([1, 2, 3, 4]), payload_len: len };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut bytes);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(name, |b| b.iter(|| FrameHeader::parse(black_box(&bytes[..n]))));
+    }
+    group.finish();
+}
+
+/// 1,000 masked text messages of 32 bytes, as a client would send them.
+fn client_stream(count: usize, size: usize) -> Vec<u8> {
+    let mut client = Connection::client(Config::default(), 42);
+    let payload = bytes::Bytes::from("x".repeat(size));
+    for _ in 0..count {
+        client.send_message(MessageKind::Text, payload.clone());
+    }
+    let mut wire = Vec::new();
+    while let Some(chunk) = client.poll_transmit() {
+        wire.extend_from_slice(&chunk);
+    }
+    wire
+}
+
+fn decode_stream(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_stream");
+    let count = 1000;
+    for size in [32usize, 1024] {
+        let wire = client_stream(count, size);
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::new("text_messages", size), &wire, |b, wire| {
+            b.iter(|| {
+                let mut server = Connection::new(Role::Server, Config::default());
+                let mut buf = BytesMut::from(&wire[..]);
+                let mut n = 0;
+                while let Ok(Some(Event::Message { data, .. })) = server.decode(&mut buf) {
+                    black_box(data);
+                    n += 1;
+                }
+                assert_eq!(n, count);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, masking, header_parse, decode_stream);
+criterion_main!(benches);

@@ -1,0 +1,17 @@
+//! The echo handler: every text or binary message goes back unchanged to its sender.
+//! Used by `wsedge echo` and by the Autobahn testsuite run.
+
+use bytes::Bytes;
+
+use crate::proto::MessageKind;
+use crate::server::{ConnId, Handler, Outbox};
+
+#[derive(Debug, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
+        // The payload `Bytes` is the slice of the read buffer it arrived in: no copy.
+        out.send(conn, kind, data);
+    }
+}

@@ -1,0 +1,16 @@
+//! The sans-IO RFC 6455 codec.
+//!
+//! Nothing in this module opens a socket, reads a clock or spawns a thread: every type is
+//! driven with byte slices (`&[u8]` / `BytesMut`) and returns events and encoded bytes. That
+//! is what lets tests, property tests and fuzz targets drive the exact code the server runs.
+
+pub mod close;
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role};
+pub use frame::{FrameHeader, OpCode};

@@ -1,0 +1,179 @@
+//! One accepted socket: its read buffer, its queue of outgoing `Bytes`, its codec and the
+//! phase of its life. Reading and writing here never block: they stop at `WouldBlock`.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpStream;
+
+use crate::proto::Connection;
+
+/// Bytes asked of the socket per `read` call.
+const READ_CHUNK: usize = 32 * 1024;
+/// Buffers handed to one `writev` call.
+const MAX_IOVECS: usize = 64;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the HTTP request head (deadline: handshake timeout).
+    Handshake,
+    /// WebSocket open.
+    Open,
+    /// We sent a close and wait for the peer's (deadline: close linger).
+    CloseSent,
+    /// Nothing more to say: flush the queue, then shut down our side.
+    Finishing,
+    /// Our FIN is sent; discard input until the peer's FIN (deadline: close linger).
+    Draining,
+}
+
+/// Outcome of an IO attempt that the loop acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoStatus {
+    /// Nothing wrong; the socket has nothing more for now (or took everything queued).
+    Ok,
+    /// Reading stopped at its budget; the socket may hold more.
+    More,
+    /// The peer closed its side (EOF).
+    Eof,
+    /// The socket failed (reset, broken pipe, ...): drop the connection.
+    Error,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub socket: TcpStream,
+    pub generation: u32,
+    pub phase: Phase,
+    /// When the current phase times out, if it does.
+    pub deadline: Option<Instant>,
+    pub read_buf: BytesMut,
+    write_queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// The codec, from the 101 response on.
+    pub codec: Option<Connection>,
+    /// The handler saw `on_open` and not yet `on_close`.
+    pub opened: bool,
+    /// Counted against `max_connections` as an open WebSocket.
+    pub counted: bool,
+    /// The peer's FIN arrived.
+    pub peer_eof: bool,
+    /// In the loop's list of connections to flush this turn.
+    pub dirty: bool,
+    /// Reading stopped because the write queue is over the high-water mark.
+    pub read_paused: bool,
+}
+
+impl Conn {
+    pub fn new(socket: TcpStream, generation: u32, deadline: Instant) -> Self {
+        Conn {
+            socket,
+            generation,
+            phase: Phase::Handshake,
+            deadline: Some(deadline),
+            read_buf: BytesMut::new(),
+            write_queue: VecDeque::new(),
+            queued_bytes: 0,
+            codec: None,
+            opened: false,
+            counted: false,
+            peer_eof: false,
+            dirty: false,
+            read_paused: false,
+        }
+    }
+
+    /// Reads until `WouldBlock`, EOF, an error, or about `budget` more bytes (a chunk's
+    /// worth at most over it), so input is decoded in bounded batches.
+    pub fn read_some(&mut self, budget: usize) -> IoStatus {
+        let limit = self.read_buf.len().saturating_add(budget);
+        while self.read_buf.len() < limit {
+            let start = self.read_buf.len();
+            // Zero-filled spare room: safe code only; the memset is cheap next to the syscall.
+            self.read_buf.resize(start + READ_CHUNK, 0);
+            let result = self.socket.read(&mut self.read_buf[start..]);
+            let n = match &result {
+                Ok(n) => *n,
+                Err(_) => 0,
+            };
+            self.read_buf.truncate(start + n);
+            match result {
+                Ok(0) => return IoStatus::Eof,
+                Ok(n) if n < READ_CHUNK => return IoStatus::Ok, // drained for now
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IoStatus::Ok,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return IoStatus::Error,
+            }
+        }
+        IoStatus::More
+    }
+
+    pub fn queue(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.queued_bytes += bytes.len();
+            self.write_queue.push_back(bytes);
+        }
+    }
+
+    /// Moves the codec's pending frames into the write queue.
+    pub fn queue_codec_output(&mut self) {
+        while let Some(bytes) = self.codec.as_mut().and_then(Connection::poll_transmit) {
+            self.queue(bytes);
+        }
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Writes queued bytes with vectored writes until the queue is empty or the socket
+    /// would block.
+    pub fn flush(&mut self) -> IoStatus {
+        while !self.write_queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, bytes) in slices.iter_mut().zip(self.write_queue.iter()) {
+                *slot = IoSlice::new(bytes);
+                count += 1;
+            }
+            let written = match self.socket.write_vectored(&slices[..count]) {
+                Ok(0) => return IoStatus::Error,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IoStatus::Ok,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return IoStatus::Error,
+            };
+            self.consume_written(written);
+        }
+        IoStatus::Ok
+    }
+
+    fn consume_written(&mut self, mut written: usize) {
+        self.queued_bytes = self.queued_bytes.saturating_sub(written);
+        while written > 0 {
+            let Some(front) = self.write_queue.front_mut() else { return };
+            if written >= front.len() {
+                written -= front.len();
+                self.write_queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+
+    /// Sends our FIN; the peer's comes back as EOF.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.socket.shutdown(Shutdown::Write);
+    }
+
+    /// Releases buffer memory a connection no longer needs while draining.
+    pub fn discard_input(&mut self) {
+        self.read_buf.clear();
+    }
+}

@@ -1,0 +1,505 @@
+//! The event loop: one thread, one `mio::Poll`, one listener, a slab of connections.
+//!
+//! Each turn: wait for readiness (or the next deadline), read and decode what arrived,
+//! let the handler act, then flush every connection that has output with one vectored
+//! write each. Deadlines (handshake, close linger) sit in a min-heap checked once per turn;
+//! entries made stale by a phase change are skipped when they come up.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use log::{debug, info, trace, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use super::conn::{Conn, IoStatus, Phase};
+use super::{http, Command, Config, ConnId, Handler, Outbox};
+use crate::proto::handshake::{parse_request, Request};
+use crate::proto::{CloseCode, Connection, Event, Role};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// Bytes read from one socket before decoding them (keeps batches bounded and fair).
+const READ_BUDGET: usize = 256 * 1024;
+/// How long to stop accepting after the process runs out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Stops a running [`Server`] from another thread: open connections get close 1001.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    requested: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the event loop for shutdown: {e}");
+        }
+    }
+}
+
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    handler: H,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    open_count: usize,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    outbox: Outbox,
+    /// Connections with output to flush at the end of this turn.
+    dirty: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    shutdown_requested: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    /// Set once shutdown began: the time by which the loop exits regardless.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: Handler> Server<H> {
+    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(config.listen)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            config,
+            handler,
+            conns: Slab::new(),
+            next_generation: 0,
+            open_count: 0,
+            timers: BinaryHeap::new(),
+            outbox: Outbox::default(),
+            dirty: Vec::new(),
+            accept_paused_until: None,
+            shutdown_requested: Arc::new(AtomicBool::new(false)),
+            waker,
+            shutdown_deadline: None,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { requested: self.shutdown_requested.clone(), waker: self.waker.clone() }
+    }
+
+    /// Runs until a shutdown completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        info!("listening on ws://{}", self.local_addr);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        if self.shutdown_requested.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    Token(index) => {
+                        if event.is_writable() {
+                            self.mark_dirty(index);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_conn(index, now);
+                        }
+                    }
+                }
+            }
+            self.fire_timers(now);
+            self.flush_dirty(now);
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    info!("shutdown complete ({} connections dropped at the deadline)", self.conns.len());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+        let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
+        for t in [self.accept_paused_until, self.shutdown_deadline].into_iter().flatten() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() || self.shutdown_deadline.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog;
+                    // retrying at once would spin, so back off and let closes free fds.
+                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        let generation = self.next_generation;
+        let Some(id) = ConnId::new(index, generation).filter(|_| index < WAKER.0) else {
+            warn!("connection table full; dropping {peer}");
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("register failed for {peer}: {e}");
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let deadline = now + self.config.handshake_timeout;
+        entry.insert(Conn::new(stream, generation, deadline));
+        self.timers.push(Reverse((deadline, id)));
+        debug!("accepted {peer} as {id:?}");
+    }
+
+    // ---- reading ----
+
+    fn read_conn(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else { return };
+            let status = match conn.phase {
+                Phase::Handshake => {
+                    let budget = (self.config.max_head_bytes + 1).saturating_sub(conn.read_buf.len()).max(1);
+                    let status = conn.read_some(budget);
+                    self.process_handshake(index, now);
+                    status
+                }
+                Phase::Open | Phase::CloseSent => {
+                    if conn.queued_bytes() > self.config.write_high_water {
+                        conn.read_paused = true; // resumed by flush_dirty
+                        return;
+                    }
+                    let status = conn.read_some(READ_BUDGET);
+                    self.process_frames(index, now);
+                    status
+                }
+                Phase::Finishing | Phase::Draining => {
+                    let status = conn.read_some(READ_BUDGET);
+                    conn.discard_input();
+                    status
+                }
+            };
+            match status {
+                IoStatus::More => continue,
+                IoStatus::Ok => return,
+                IoStatus::Eof => return self.on_eof(index, now),
+                IoStatus::Error => return self.remove(index, now),
+            }
+        }
+    }
+
+    fn on_eof(&mut self, index: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        conn.peer_eof = true;
+        match conn.phase {
+            // Peer's FIN after we finished: done. While we still flush: drop once flushed.
+            Phase::Draining => self.remove(index, now),
+            Phase::Finishing => {}
+            // Gone without a close handshake (abrupt close, reset, half-open).
+            Phase::Handshake | Phase::Open | Phase::CloseSent => {
+                debug!("peer closed {index} without a close handshake");
+                self.remove(index, now)
+            }
+        }
+    }
+
+    fn process_handshake(&mut self, index: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        if conn.phase != Phase::Handshake {
+            return;
+        }
+        let request = match parse_request(&conn.read_buf, self.config.max_head_bytes) {
+            Ok(None) => return,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                debug!("handshake rejected on {index}: {e}");
+                let response = Bytes::from(e.response());
+                return self.finish_with(index, response, now);
+            }
+        };
+        match request {
+            (Request::Plain(req), _) => {
+                let response = Bytes::from(self.handler.on_http(&req).encode());
+                self.finish_with(index, response, now)
+            }
+            (Request::Upgrade(_), _) if self.open_count >= self.config.max_connections => {
+                debug!("rejecting upgrade on {index}: at max_connections");
+                self.finish_with(index, Bytes::from(http::over_capacity().encode()), now)
+            }
+            (Request::Upgrade(req), head_len) => {
+                let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
+                let protocol = req.select_protocol(&supported);
+                conn.queue(Bytes::from(req.accept(protocol, None)));
+                conn.read_buf.advance(head_len);
+                conn.codec = Some(Connection::new(Role::Server, self.config.protocol));
+                conn.phase = Phase::Open;
+                conn.deadline = None;
+                conn.opened = true;
+                conn.counted = true;
+                self.open_count += 1;
+                let id = ConnId::new(index, conn.generation);
+                self.mark_dirty(index);
+                if let Some(id) = id {
+                    self.handler.on_open(&mut self.outbox, id, &req);
+                    self.apply_outbox(now);
+                }
+                // Frames sent right behind the request head are already buffered.
+                self.process_frames(index, now);
+            }
+        }
+    }
+
+    /// Decodes buffered frames and hands messages to the handler.
+    fn process_frames(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else { return };
+            let Some(codec) = conn.codec.as_mut() else { return };
+            let result = codec.decode(&mut conn.read_buf);
+            let terminated = codec.is_terminated();
+            conn.queue_codec_output();
+            let id = ConnId::new(index, conn.generation);
+            let deliver = conn.phase == Phase::Open;
+            self.mark_dirty(index);
+            let needs_input = matches!(result, Ok(None));
+            match result {
+                Ok(Some(Event::Message { kind, data })) => {
+                    trace!("{index}: {kind:?} message of {} bytes", data.len());
+                    if let (true, Some(id)) = (deliver, id) {
+                        self.handler.on_message(&mut self.outbox, id, kind, data);
+                        self.apply_outbox(now);
+                    }
+                }
+                Ok(Some(Event::Close(frame))) => {
+                    debug!("{index}: close received {:?}", frame.as_ref().map(|f| f.code));
+                }
+                Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                Ok(None) => {}
+                Err(e) => debug!("{index}: failing connection: {e} (close {})", e.close_code().0),
+            }
+            if terminated {
+                return self.enter_finishing(index, now);
+            }
+            if needs_input {
+                return;
+            }
+        }
+    }
+
+    // ---- phase changes ----
+
+    /// Queues a final HTTP response and closes after it.
+    fn finish_with(&mut self, index: usize, response: Bytes, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            conn.queue(response);
+            self.enter_finishing(index, now);
+        }
+    }
+
+    /// No more input matters: flush what is queued, then send FIN (see `flush_dirty`).
+    fn enter_finishing(&mut self, index: usize, now: Instant) {
+        self.leave_open(index, now);
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        conn.phase = Phase::Finishing;
+        conn.discard_input();
+        self.set_deadline(index, now + self.config.close_linger);
+        self.mark_dirty(index);
+    }
+
+    /// The handler is done with this connection: tell it once.
+    fn leave_open(&mut self, index: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        if !conn.opened {
+            return;
+        }
+        conn.opened = false;
+        if let Some(id) = ConnId::new(index, conn.generation) {
+            self.handler.on_close(&mut self.outbox, id);
+            self.apply_outbox(now);
+        }
+    }
+
+    fn set_deadline(&mut self, index: usize, deadline: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        conn.deadline = Some(deadline);
+        if let Some(id) = ConnId::new(index, conn.generation) {
+            self.timers.push(Reverse((deadline, id)));
+        }
+    }
+
+    fn remove(&mut self, index: usize, now: Instant) {
+        self.leave_open(index, now);
+        let Some(mut conn) = self.conns.try_remove(index) else { return };
+        if conn.counted {
+            self.open_count -= 1;
+        }
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        debug!("connection {index} removed");
+    }
+
+    // ---- handler output ----
+
+    fn apply_outbox(&mut self, now: Instant) {
+        while !self.outbox.commands.is_empty() {
+            let mut commands = std::mem::take(&mut self.outbox.commands);
+            for command in commands.drain(..) {
+                match command {
+                    Command::Message(id, kind, payload) => {
+                        if let Some(conn) = self.live_conn(id, Phase::Open) {
+                            if let Some(codec) = conn.codec.as_mut() {
+                                codec.send_message(kind, payload);
+                            }
+                            conn.queue_codec_output();
+                            self.mark_dirty(id.index());
+                        }
+                    }
+                    Command::Frame(id, frame) => {
+                        if let Some(conn) = self.live_conn(id, Phase::Open) {
+                            conn.queue(frame);
+                            self.mark_dirty(id.index());
+                        }
+                    }
+                    Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
+                }
+            }
+            // Keep the (now empty) vector's capacity unless the handler queued more.
+            if self.outbox.commands.is_empty() {
+                self.outbox.commands = commands;
+            }
+        }
+    }
+
+    fn live_conn(&mut self, id: ConnId, phase: Phase) -> Option<&mut Conn> {
+        self.conns.get_mut(id.index()).filter(|c| c.generation == id.generation() && c.phase == phase)
+    }
+
+    /// Sends a close frame and waits (up to the linger time) for the peer's.
+    fn start_close(&mut self, id: ConnId, code: CloseCode, reason: &str, now: Instant) {
+        let Some(conn) = self.live_conn(id, Phase::Open) else { return };
+        if let Some(codec) = conn.codec.as_mut() {
+            codec.close(code, reason);
+        }
+        conn.queue_codec_output();
+        conn.phase = Phase::CloseSent;
+        self.set_deadline(id.index(), now + self.config.close_linger);
+        self.mark_dirty(id.index());
+        self.leave_open(id.index(), now);
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    // ---- writing ----
+
+    fn flush_dirty(&mut self, now: Instant) {
+        while let Some(index) = self.dirty.pop() {
+            let Some(conn) = self.conns.get_mut(index) else { continue };
+            conn.dirty = false;
+            if conn.flush() == IoStatus::Error {
+                self.remove(index, now);
+                continue;
+            }
+            let drained = conn.queued_bytes() == 0;
+            if drained && conn.phase == Phase::Finishing {
+                conn.shutdown_write();
+                conn.phase = Phase::Draining;
+                if conn.peer_eof {
+                    self.remove(index, now);
+                } else {
+                    self.set_deadline(index, now + self.config.close_linger);
+                }
+            } else if conn.read_paused && conn.queued_bytes() <= self.config.write_high_water / 2 {
+                conn.read_paused = false;
+                // Edge-triggered: data already in the socket raises no new event.
+                self.read_conn(index, now);
+            }
+        }
+    }
+
+    // ---- deadlines and shutdown ----
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept(now);
+        }
+        while let Some(Reverse((deadline, id))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get(id.index()) else { continue };
+            if conn.generation != id.generation() || conn.deadline != Some(deadline) {
+                continue; // stale: the connection moved on
+            }
+            debug!("connection {} timed out in {:?}", id.index(), conn.phase);
+            self.remove(id.index(), now);
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        info!("shutting down: closing {} connections with 1001", self.open_count);
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.shutdown_deadline = Some(now + self.config.close_linger);
+        let ids: Vec<(usize, Phase, u32)> = self.conns.iter().map(|(i, c)| (i, c.phase, c.generation)).collect();
+        for (index, phase, generation) in ids {
+            match (phase, ConnId::new(index, generation)) {
+                (Phase::Handshake, _) => self.remove(index, now),
+                (Phase::Open, Some(id)) => self.start_close(id, CloseCode::GOING_AWAY, "server shutting down", now),
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The IO shell: a single-threaded mio event loop that owns sockets and time, drives the
+//! `proto` codec, and hands complete messages to a [`Handler`].
+//!
+//! The handler API is the seam between transport and application: `echo` is one handler,
+//! the room layer another. Handlers never touch sockets; they queue work on an [`Outbox`]
+//! (send a message, send a pre-encoded frame to many connections, close), which the loop
+//! applies after the handler returns and flushes with vectored writes once per loop turn.
+
+mod conn;
+mod event_loop;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::proto::handshake::{PlainRequest, UpgradeRequest};
+use crate::proto::{self, CloseCode, MessageKind};
+
+pub use event_loop::{Server, ShutdownHandle};
+pub use http::HttpResponse;
+
+/// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Frame and message limits (-> close 1009).
+    pub protocol: proto::Config,
+    /// Largest HTTP request head (-> 431).
+    pub max_head_bytes: usize,
+    /// Time allowed from accept to a complete request head (-> connection dropped).
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's close frame, then for its FIN, before dropping.
+    pub close_linger: Duration,
+    /// Open connections per server; beyond it an upgrade gets 503.
+    pub max_connections: usize,
+    /// Outbound bytes queued per connection before the server stops reading from it
+    /// (backpressure: a client that sends but does not read is not read from either).
+    pub write_high_water: usize,
+    /// Subprotocols the server speaks, in no particular order; the client's first offered
+    /// one that is here is selected.
+    pub subprotocols: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            protocol: proto::Config::default(),
+            max_head_bytes: 8 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_linger: Duration::from_secs(5),
+            max_connections: 10_000,
+            write_high_water: 4 << 20,
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+/// Identifies a connection for as long as it lives; never reused for another connection
+/// (the slab index is paired with a generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnId {
+    pub(crate) fn new(index: usize, generation: u32) -> Option<ConnId> {
+        Some(ConnId { index: u32::try_from(index).ok()?, generation })
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.index as usize
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+/// Work a handler asks of the loop; applied in order after the handler returns.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Message(ConnId, MessageKind, Bytes),
+    Frame(ConnId, Bytes),
+    Close(ConnId, CloseCode, String),
+}
+
+/// Where handlers queue their output. Sends to connections that are gone or closing are
+/// dropped (the handler learns of the close through `on_close`).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    commands: Vec<Command>,
+}
+
+impl Outbox {
+    /// Sends a message to one connection (encoded with that connection's codec).
+    pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: Bytes) {
+        self.commands.push(Command::Message(to, kind, payload));
+    }
+
+    /// Sends a complete, pre-encoded server frame (see `proto::connection::encode_server_frame`).
+    /// Fan-out calls this once per receiver with clones of the same `Bytes`: no copy.
+    pub fn send_frame(&mut self, to: ConnId, frame: Bytes) {
+        self.commands.push(Command::Frame(to, frame));
+    }
+
+    /// Starts the close handshake with `code`.
+    pub fn close(&mut self, to: ConnId, code: CloseCode, reason: &str) {
+        self.commands.push(Command::Close(to, code, reason.to_owned()));
+    }
+}
+
+/// The application on top of the transport. All calls happen on the loop's thread.
+pub trait Handler {
+    /// A WebSocket connection was accepted (the 101 response is queued).
+    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
+        let _ = (out, conn, request);
+    }
+
+    /// A complete message arrived (text is valid UTF-8).
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes);
+
+    /// The connection is gone, for any reason (close handshake, error, EOF, timeout).
+    /// Called exactly once for every connection `on_open` saw.
+    fn on_close(&mut self, out: &mut Outbox, conn: ConnId) {
+        let _ = (out, conn);
+    }
+
+    /// A plain HTTP request on the same port (not an upgrade). The connection is closed
+    /// after the response.
+    fn on_http(&mut self, request: &PlainRequest) -> HttpResponse {
+        http::default_response(request)
+    }
+}
