@@ -51,11 +51,11 @@ pub enum ClosePayloadError {
 impl CloseFrame {
     /// Decodes a close frame payload: empty (no code), or a 2-byte code and a UTF-8 reason.
     pub fn decode(payload: &Bytes) -> Result<Option<CloseFrame>, ClosePayloadError> {
-        match payload.len() {
-            0 => Ok(None),
-            1 => Err(ClosePayloadError::InvalidCode),
-            _ => {
-                let code = CloseCode(u16::from_be_bytes([payload[0], payload[1]]));
+        match payload[..] {
+            [] => Ok(None),
+            [_] => Err(ClosePayloadError::InvalidCode),
+            [hi, lo, ..] => {
+                let code = CloseCode(u16::from_be_bytes([hi, lo]));
                 if !code.is_valid_on_wire() {
                     return Err(ClosePayloadError::InvalidCode);
                 }

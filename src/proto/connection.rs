@@ -257,8 +257,8 @@ impl Connection {
                 }
             };
             let available = input.len().min(frame.len);
-            if available > frame.processed {
-                if let Err(e) = self.process_payload(frame, &mut input[frame.processed..available]) {
+            if let Some(fresh) = input.get_mut(frame.processed..available).filter(|f| !f.is_empty()) {
+                if let Err(e) = self.process_payload(frame, fresh) {
                     return Err(self.fail(e));
                 }
                 self.frame = Some(FrameInProgress { processed: available, ..frame });
@@ -483,4 +483,375 @@ pub fn encode_server_frame(kind: MessageKind, payload: &[u8]) -> Bytes {
     frame.extend_from_slice(&buf[..n]);
     frame.extend_from_slice(payload);
     frame.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A single frame as a peer in the opposite role would put it on the wire.
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let mut out = head[..n].to_vec();
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+        out
+    }
+
+    const KEY: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+    /// Feeds `wire` in chunks of the given sizes (cycled), collecting events until the
+    /// input is used up or the connection fails.
+    fn feed_chunked(conn: &mut Connection, wire: &[u8], chunks: &[usize]) -> (Vec<Event>, Option<ProtocolError>) {
+        let mut buf = BytesMut::new();
+        let mut events = Vec::new();
+        let mut pos = 0;
+        let mut sizes = chunks.iter().copied().filter(|&c| c > 0).cycle();
+        while pos < wire.len() {
+            let size = sizes.next().unwrap_or(wire.len());
+            let end = (pos + size).min(wire.len());
+            buf.extend_from_slice(&wire[pos..end]);
+            pos = end;
+            loop {
+                match conn.decode(&mut buf) {
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => break,
+                    Err(e) => return (events, Some(e)),
+                }
+            }
+        }
+        (events, None)
+    }
+
+    fn feed(conn: &mut Connection, wire: &[u8]) -> (Vec<Event>, Option<ProtocolError>) {
+        feed_chunked(conn, wire, &[wire.len().max(1)])
+    }
+
+    fn server() -> Connection {
+        Connection::new(Role::Server, Config::default())
+    }
+
+    fn transmitted(conn: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(bytes) = conn.poll_transmit() {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    fn text(s: &str) -> Event {
+        Event::Message { kind: MessageKind::Text, data: Bytes::copy_from_slice(s.as_bytes()) }
+    }
+
+    #[test]
+    fn rfc6455_5_7_masked_hello_to_server() {
+        let wire = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        assert_eq!(feed(&mut server(), &wire), (vec![text("Hello")], None));
+    }
+
+    #[test]
+    fn rfc6455_5_7_unmasked_fragments_to_client() {
+        let wire = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f];
+        let mut client = Connection::client(Config::default(), 1);
+        assert_eq!(feed(&mut client, &wire), (vec![text("Hello")], None));
+    }
+
+    #[test]
+    fn rfc6455_5_7_ping_gets_pong_with_same_payload() {
+        let mut client = Connection::client(Config::default(), 1);
+        let (events, _) = feed(&mut client, &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        assert_eq!(events, vec![Event::Ping(Bytes::from_static(b"Hello"))]);
+        // The client's pong is masked: unmask and compare with the RFC's unmasked pong.
+        let pong = transmitted(&mut client);
+        let (h, n) = FrameHeader::parse(&pong).unwrap().unwrap();
+        assert_eq!((h.opcode, h.payload_len), (OpCode::Pong, 5));
+        let mut payload = pong[n..].to_vec();
+        apply_mask(&mut payload, h.mask.unwrap(), 0);
+        assert_eq!(payload, b"Hello");
+    }
+
+    #[test]
+    fn control_frames_between_fragments_are_handled() {
+        let mut wire = frame(false, OpCode::Text, b"Hel", KEY);
+        wire.extend(frame(true, OpCode::Ping, b"p", KEY));
+        wire.extend(frame(true, OpCode::Continuation, b"lo", KEY));
+        let mut conn = server();
+        let (events, err) = feed(&mut conn, &wire);
+        assert_eq!(err, None);
+        assert_eq!(events, vec![Event::Ping(Bytes::from_static(b"p")), text("Hello")]);
+        assert_eq!(transmitted(&mut conn), [0x8A, 0x01, b'p']);
+    }
+
+    #[test]
+    fn close_handshake_peer_initiated() {
+        let mut conn = server();
+        let (events, _) = feed(&mut conn, &frame(true, OpCode::Close, b"\x0b\xb8bye", KEY));
+        let expected = CloseFrame { code: CloseCode(3000), reason: Bytes::from_static(b"bye") };
+        assert_eq!(events, vec![Event::Close(Some(expected))]);
+        assert_eq!(conn.state(), State::Closed);
+        assert_eq!(transmitted(&mut conn), [0x88, 0x02, 0x0b, 0xb8]); // code echoed
+                                                                      // Nothing after the close is looked at.
+        assert_eq!(feed(&mut conn, &frame(true, OpCode::Text, b"late", KEY)), (vec![], None));
+    }
+
+    #[test]
+    fn close_handshake_locally_initiated() {
+        let mut conn = server();
+        conn.close(CloseCode::GOING_AWAY, "restart");
+        assert_eq!(conn.state(), State::CloseSent);
+        assert_eq!(&transmitted(&mut conn)[..4], [0x88, 0x09, 0x03, 0xe9]);
+        // Data still in flight from the peer is discarded; its close completes the handshake.
+        let mut wire = frame(true, OpCode::Text, b"in flight", KEY);
+        wire.extend(frame(true, OpCode::Close, b"\x03\xe9", KEY));
+        let (events, err) = feed(&mut conn, &wire);
+        assert_eq!(err, None);
+        assert!(matches!(events.as_slice(), [Event::Close(Some(f))] if f.code == CloseCode::GOING_AWAY));
+        assert_eq!(conn.state(), State::Closed);
+        assert!(transmitted(&mut conn).is_empty(), "no second close");
+    }
+
+    #[test]
+    fn empty_close_is_answered_with_empty_close() {
+        let mut conn = server();
+        assert_eq!(feed(&mut conn, &frame(true, OpCode::Close, b"", KEY)).0, vec![Event::Close(None)]);
+        assert_eq!(transmitted(&mut conn), [0x88, 0x00]);
+    }
+
+    /// Each violation fails the connection with its close code, which is queued.
+    #[test]
+    fn violations_fail_with_their_close_code() {
+        let mut reserved_bits = frame(true, OpCode::Text, b"x", KEY);
+        reserved_bits[0] |= 0x40;
+        let mut fragmented_utf8 = frame(false, OpCode::Text, &[b'a', 0xF0, 0x9F], KEY);
+        fragmented_utf8.extend(frame(true, OpCode::Continuation, &[0x28, b'b'], KEY));
+        let cases: Vec<(&str, Vec<u8>, ProtocolError, u16)> = vec![
+            ("unmasked", frame(true, OpCode::Text, b"x", None), ProtocolError::UnmaskedFrame, 1002),
+            (
+                "reserved opcode",
+                vec![0x83, 0x80, 0, 0, 0, 0],
+                ProtocolError::Frame(FrameError::ReservedOpcode(3)),
+                1002,
+            ),
+            ("rsv bits", reserved_bits, ProtocolError::ReservedBits, 1002),
+            ("long ping", frame(true, OpCode::Ping, &[0; 126], KEY), ProtocolError::ControlTooLong, 1002),
+            ("fragmented ping", frame(false, OpCode::Ping, b"x", KEY), ProtocolError::FragmentedControl, 1002),
+            (
+                "bare continuation",
+                frame(true, OpCode::Continuation, b"x", KEY),
+                ProtocolError::UnexpectedContinuation,
+                1002,
+            ),
+            ("close 1005", frame(true, OpCode::Close, &[0x03, 0xED], KEY), ProtocolError::InvalidCloseCode, 1002),
+            ("close 1 byte", frame(true, OpCode::Close, &[0x03], KEY), ProtocolError::InvalidCloseCode, 1002),
+            (
+                "close reason",
+                frame(true, OpCode::Close, &[0x03, 0xE8, 0xC0], KEY),
+                ProtocolError::InvalidCloseReason,
+                1007,
+            ),
+            ("bad utf-8", frame(true, OpCode::Text, &[0xCE, 0xBA, 0xFF], KEY), ProtocolError::InvalidUtf8, 1007),
+            ("split bad utf-8", fragmented_utf8, ProtocolError::InvalidUtf8, 1007),
+            ("2^62 bytes", vec![0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], ProtocolError::FrameTooBig, 1009),
+            (
+                "top bit",
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                ProtocolError::Frame(FrameError::LengthTooLarge),
+                1002,
+            ),
+        ];
+        for (name, wire, error, code) in cases {
+            let mut conn = server();
+            let (_, err) = feed(&mut conn, &wire);
+            assert_eq!(err, Some(error), "{name}");
+            assert_eq!(error.close_code().0, code, "{name}");
+            assert_eq!(conn.state(), State::Failed, "{name}");
+            let out = transmitted(&mut conn);
+            assert_eq!(&out[..4], [0x88, 0x02, (code >> 8) as u8, code as u8], "{name}");
+            // A failed connection ignores the rest of the stream.
+            assert_eq!(feed(&mut conn, &frame(true, OpCode::Text, b"more", KEY)), (vec![], None), "{name}");
+        }
+    }
+
+    #[test]
+    fn new_message_inside_a_fragmented_one_is_an_error() {
+        let mut wire = frame(false, OpCode::Text, b"a", KEY);
+        wire.extend(frame(true, OpCode::Text, b"b", KEY));
+        assert_eq!(feed(&mut server(), &wire).1, Some(ProtocolError::ExpectedContinuation));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_is_complete() {
+        // Autobahn 6.4.*: the frame header promises 1000 bytes; the bad byte comes early.
+        let mut payload = b"valid start ".to_vec();
+        payload.extend_from_slice(&[0xF4, 0x90, 0x80, 0x80]);
+        payload.resize(1000, b'x');
+        let wire = frame(true, OpCode::Text, &payload, KEY);
+        let mut conn = server();
+        let mut buf = BytesMut::from(&wire[..40]);
+        assert_eq!(conn.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn message_limit_counts_all_fragments() {
+        let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
+        let mut wire = frame(false, OpCode::Binary, &[0; 600], KEY);
+        wire.extend(frame(true, OpCode::Continuation, &[0; 600], KEY));
+        assert_eq!(feed(&mut conn, &wire).1, Some(ProtocolError::MessageTooBig));
+        let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
+        assert_eq!(feed(&mut conn, &frame(true, OpCode::Binary, &[0; 1001], KEY)).1, Some(ProtocolError::FrameTooBig));
+    }
+
+    #[test]
+    fn client_rejects_masked_frames() {
+        let mut client = Connection::client(Config::default(), 7);
+        assert_eq!(feed(&mut client, &frame(true, OpCode::Text, b"x", KEY)).1, Some(ProtocolError::MaskedFrame));
+    }
+
+    #[test]
+    fn sends_are_ignored_after_close() {
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "");
+        transmitted(&mut conn);
+        conn.send_message(MessageKind::Text, Bytes::from_static(b"x"));
+        conn.send_ping(Bytes::new());
+        assert!(transmitted(&mut conn).is_empty());
+    }
+
+    #[test]
+    fn single_frame_messages_are_not_copied() {
+        let wire = frame(true, OpCode::Binary, &[9; 100], KEY);
+        let mut buf = BytesMut::from(&wire[..]);
+        let base = buf.as_ptr() as usize;
+        let Ok(Some(Event::Message { data, .. })) = server().decode(&mut buf) else { panic!() };
+        // The payload is the read buffer itself, just past the 6-byte header.
+        assert_eq!(data.as_ptr() as usize, base + 6);
+    }
+
+    // ---- properties ----
+
+    /// One message to send: its kind, payload, where to cut it into fragments, and whether
+    /// to put a ping after its first fragment.
+    #[derive(Debug, Clone)]
+    struct Planned {
+        kind: MessageKind,
+        payload: Vec<u8>,
+        cuts: Vec<usize>,
+        ping_inside: bool,
+    }
+
+    fn planned() -> impl Strategy<Value = Planned> {
+        (
+            prop_oneof![
+                any::<String>().prop_map(|s| (MessageKind::Text, s.into_bytes())),
+                proptest::collection::vec(any::<u8>(), 0..300).prop_map(|b| (MessageKind::Binary, b)),
+            ],
+            proptest::collection::vec(0usize..300, 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|((kind, payload), mut cuts, ping_inside)| {
+                cuts.iter_mut().for_each(|c| *c = (*c).min(payload.len()));
+                cuts.sort_unstable();
+                Planned { kind, payload, cuts, ping_inside }
+            })
+    }
+
+    /// The wire bytes a peer in the other role would send for `messages`, and the events
+    /// the receiver must report.
+    fn encode_plan(messages: &[Planned], receiver: Role) -> (Vec<u8>, Vec<Event>) {
+        let mask = |i: usize| match receiver {
+            Role::Server => Some([i as u8, 0xA5, (i >> 8) as u8, 0x3C]),
+            Role::Client => None,
+        };
+        let mut wire = Vec::new();
+        let mut events = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            let mut bounds = vec![0];
+            bounds.extend(&m.cuts);
+            bounds.push(m.payload.len());
+            let pieces: Vec<&[u8]> = bounds.windows(2).map(|w| &m.payload[w[0]..w[1]]).collect();
+            for (j, piece) in pieces.iter().enumerate() {
+                let opcode = if j == 0 { m.kind.opcode() } else { OpCode::Continuation };
+                wire.extend(frame(j + 1 == pieces.len(), opcode, piece, mask(i + j)));
+                if j == 0 && m.ping_inside && pieces.len() > 1 {
+                    wire.extend(frame(true, OpCode::Ping, b"ping", mask(i)));
+                    events.push(Event::Ping(Bytes::from_static(b"ping")));
+                }
+            }
+            events.push(Event::Message { kind: m.kind, data: Bytes::copy_from_slice(&m.payload) });
+        }
+        (wire, events)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_fragmentation_and_chunking_roundtrips(
+            messages in proptest::collection::vec(planned(), 0..6),
+            chunks in proptest::collection::vec(1usize..80, 1..8),
+            server_side in any::<bool>(),
+        ) {
+            let role = if server_side { Role::Server } else { Role::Client };
+            let (wire, expected) = encode_plan(&messages, role);
+            let mut conn = match role {
+                Role::Server => server(),
+                Role::Client => Connection::client(Config::default(), 3),
+            };
+            prop_assert_eq!(feed_chunked(&mut conn, &wire, &chunks), (expected, None));
+        }
+
+        #[test]
+        fn one_byte_at_a_time_gives_the_same_events_as_all_at_once(
+            messages in proptest::collection::vec(planned(), 0..4),
+            server_side in any::<bool>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            // Valid messages followed by arbitrary bytes (which may or may not be an error).
+            let role = if server_side { Role::Server } else { Role::Client };
+            let (mut wire, _) = encode_plan(&messages, role);
+            wire.extend(garbage);
+            let new_conn = || match role {
+                Role::Server => server(),
+                Role::Client => Connection::client(Config::default(), 3),
+            };
+            let mut whole = new_conn();
+            let mut bytewise = new_conn();
+            prop_assert_eq!(feed(&mut whole, &wire), feed_chunked(&mut bytewise, &wire, &[1]));
+            prop_assert_eq!(transmitted(&mut whole), transmitted(&mut bytewise));
+        }
+
+        #[test]
+        fn sent_messages_decode_on_the_other_side(
+            messages in proptest::collection::vec(
+                prop_oneof![
+                    any::<String>().prop_map(|s| (MessageKind::Text, s.into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..70_000).prop_map(|b| (MessageKind::Binary, b)),
+                ],
+                0..5,
+            ),
+            chunks in proptest::collection::vec(1usize..5000, 1..4),
+            from_client in any::<bool>(),
+        ) {
+            let (mut sender, mut receiver) = if from_client {
+                (Connection::client(Config::default(), 99), server())
+            } else {
+                (server(), Connection::client(Config::default(), 99))
+            };
+            for (kind, payload) in &messages {
+                sender.send_message(*kind, Bytes::copy_from_slice(payload));
+            }
+            let wire = transmitted(&mut sender);
+            let expected: Vec<Event> = messages
+                .iter()
+                .map(|(kind, payload)| Event::Message { kind: *kind, data: Bytes::copy_from_slice(payload) })
+                .collect();
+            prop_assert_eq!(feed_chunked(&mut receiver, &wire, &chunks), (expected, None));
+        }
+    }
 }

@@ -32,7 +32,10 @@ impl Utf8Validator {
             };
             input = rest;
             let len = usize::from(self.pending_len);
-            self.pending[len] = byte;
+            // A code point has at most 4 bytes, so a 4-byte prefix is either complete or
+            // invalid and `len` stays below 4; `get_mut` keeps that an invariant, not a panic.
+            let Some(slot) = self.pending.get_mut(len) else { return Err(InvalidUtf8) };
+            *slot = byte;
             self.pending_len += 1;
             match std::str::from_utf8(&self.pending[..=len]) {
                 Ok(_) => self.pending_len = 0,

@@ -1,0 +1,252 @@
+//! The integration tests' harness: an echo server on an ephemeral port, shut down and
+//! joined when it goes out of scope, and raw-TCP tools (a hand-written upgrade, masked
+//! client frames, server frames read byte-exact) for tests where a WebSocket library
+//! would be in the way, because it refuses to send what the test sends or hides what the
+//! server answers.
+//!
+//! Every socket it hands out has read and write timeouts, so a server that stops answering
+//! fails a test instead of hanging it. Each test binary uses a subset of these tools.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wsedge::echo::Echo;
+use wsedge::server::{Config, Server, ShutdownHandle};
+
+/// Longest a test waits on any socket read or write before failing.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How soon the server must close TCP after the close handshake or a failed connection.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
+/// The key of RFC 6455 §1.3 and its accept value, for hand-written upgrades.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// The masking key of RFC 6455 §5.7's examples.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// The default server config on 127.0.0.1:0. Close linger is shortened so a test that
+/// leaves a peer mid-close cannot stretch the shutdown in `Drop` to the 5 s default.
+pub fn config() -> Config {
+    Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), close_linger: Duration::from_secs(2), ..Config::default() }
+}
+
+/// An `Echo` server running on its own thread.
+pub struct TestServer {
+    addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts an echo server with `config` (whatever its `listen`, it binds 127.0.0.1:0).
+    pub fn start(config: Config) -> TestServer {
+        let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config };
+        let mut server = Server::bind(config, Echo).expect("bind an ephemeral port");
+        let addr = server.local_addr();
+        let shutdown = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer { addr, shutdown, thread: Some(thread) }
+    }
+
+    /// Starts an echo server with [`config`].
+    pub fn echo() -> TestServer {
+        TestServer::start(config())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// A TCP connection to the server with the test timeouts set.
+    pub fn tcp(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to the test server");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// A WebSocket connection by hand: sends [`upgrade_request`], checks the 101 and
+    /// leaves the stream right after the response head.
+    pub fn raw_ws(&self) -> TcpStream {
+        let mut stream = self.tcp();
+        stream.write_all(upgrade_request(&self.addr.to_string()).as_bytes()).unwrap();
+        let head = read_head(&mut stream);
+        assert_eq!(head.status, 101, "upgrade refused: {head:?}");
+        stream
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        let Some(thread) = self.thread.take() else { return };
+        let result = thread.join();
+        // Do not turn a failing test's panic into an abort.
+        if !std::thread::panicking() {
+            result.expect("server thread panicked").expect("server loop failed");
+        }
+    }
+}
+
+/// A valid upgrade request for `/` with [`KEY`].
+pub fn upgrade_request(host: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// An HTTP response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ResponseHead {
+    /// The first value of `name` (case-insensitive), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a response head one byte at a time, so bytes after it stay in the socket.
+pub fn read_head(stream: &mut TcpStream) -> ResponseHead {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => panic!("EOF inside the response head: {:?}", String::from_utf8_lossy(&head)),
+            Err(e) => panic!("reading the response head: {e} (so far {:?})", String::from_utf8_lossy(&head)),
+        }
+        assert!(head.len() < 16 * 1024, "response head too long");
+    }
+    let text = String::from_utf8(head).expect("response head is UTF-8");
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("bad header line {line:?}"));
+            (name.trim().to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    ResponseHead { status, headers }
+}
+
+/// A frame header as a client sends it: `b0` is FIN|RSV|opcode as on the wire, `len`
+/// the declared payload length (in the shortest encoding), masked with [`MASK`].
+pub fn client_header(b0: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![b0];
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&MASK);
+    out
+}
+
+/// A complete masked client frame; see [`client_header`] for `b0`.
+pub fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = client_header(b0, payload.len() as u64);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
+
+/// A close frame payload: the code and the reason bytes.
+pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut out = code.to_be_bytes().to_vec();
+    out.extend_from_slice(reason);
+    out
+}
+
+/// A frame as the server sent it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    /// FIN|RSV|opcode as on the wire.
+    pub b0: u8,
+    pub payload: Vec<u8>,
+}
+
+impl ServerFrame {
+    pub fn opcode(&self) -> u8 {
+        self.b0 & 0x0F
+    }
+
+    /// The status code of a close frame (`None`: not a close, or no code).
+    pub fn close_code(&self) -> Option<u16> {
+        match (self.opcode(), self.payload.as_slice()) {
+            (0x8, [hi, lo, ..]) => Some(u16::from_be_bytes([*hi, *lo])),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one server frame, checking that it is unmasked (RFC 6455 §5.1).
+pub fn read_frame(stream: &mut TcpStream) -> ServerFrame {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("read a frame header");
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut ext = [0u8; 2];
+            stream.read_exact(&mut ext).expect("read a 16-bit length");
+            u64::from(u16::from_be_bytes(ext))
+        }
+        127 => {
+            let mut ext = [0u8; 8];
+            stream.read_exact(&mut ext).expect("read a 64-bit length");
+            u64::from_be_bytes(ext)
+        }
+        len => u64::from(len),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).expect("frame length fits in memory")];
+    stream.read_exact(&mut payload).expect("read a frame payload");
+    ServerFrame { b0: head[0], payload }
+}
+
+/// Asserts the next frame is a close with `code`, then that the server ends TCP.
+pub fn expect_close_then_eof(stream: &mut TcpStream, code: u16) {
+    let frame = read_frame(stream);
+    assert_eq!(frame.opcode(), 0x8, "expected a close frame, got {frame:?}");
+    assert_eq!(frame.close_code(), Some(code), "close payload {:?}", frame.payload);
+    expect_eof(stream);
+}
+
+/// Asserts the server ends the TCP connection cleanly (read returns 0, not a reset) within
+/// [`CLOSE_WITHIN`], with no more data before that.
+pub fn expect_eof(stream: &mut TcpStream) {
+    let start = Instant::now();
+    stream.set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
+    let mut buf = [0u8; 1024];
+    let result = stream.read(&mut buf);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    match result {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {n} more bytes: {:?}", &buf[..n]),
+        Err(e) => panic!("expected EOF within {CLOSE_WITHIN:?}, got {e} after {:?}", start.elapsed()),
+    }
+}
