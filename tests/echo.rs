@@ -86,6 +86,20 @@ fn fragmented_text_comes_back_as_one_message() {
 }
 
 #[test]
+fn ping_between_fragments_is_answered_and_the_message_stays_whole() {
+    // §5.4: control frames may be injected in the middle of a fragmented message.
+    let server = TestServer::echo();
+    let mut ws = connect(&server);
+    ws.send(Message::Frame(Frame::message(Bytes::from_static(b"one "), OpCode::Data(Data::Binary), false)))
+        .expect("send first fragment");
+    ws.send(Message::Ping(Bytes::from_static(b"mid"))).expect("send ping");
+    ws.send(Message::Frame(Frame::message(Bytes::from_static(b"two"), OpCode::Data(Data::Continue), true)))
+        .expect("send last fragment");
+    assert_eq!(ws.read().expect("read the pong"), Message::Pong(Bytes::from_static(b"mid")));
+    assert_eq!(ws.read().expect("read the echo"), Message::binary(b"one two".to_vec()));
+}
+
+#[test]
 fn ping_gets_pong_with_the_same_payload() {
     let server = TestServer::echo();
     let mut ws = connect(&server);

@@ -180,6 +180,35 @@ fn silent_client_is_dropped_after_the_handshake_timeout() {
 }
 
 #[test]
+fn trickling_client_is_dropped_at_the_handshake_timeout() {
+    // The timeout runs from accept, not from the last byte: a slow head does not keep a
+    // connection alive (slowloris).
+    let mut config = support::config();
+    config.handshake_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config);
+    let mut stream = server.tcp();
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let request = valid_request(&server);
+    let start = Instant::now();
+    for byte in request.as_bytes() {
+        assert!(start.elapsed() < Duration::from_secs(2), "still connected after {:?}", start.elapsed());
+        if stream.write_all(&[*byte]).is_err() {
+            break;
+        }
+        match stream.read(&mut [0u8; 64]) {
+            Ok(0) => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("expected nothing but a drop, got {other:?}"),
+        }
+    }
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(250), "dropped after {waited:?}, before the timeout");
+    // 50 ms a byte: the head would have taken seconds to complete.
+    assert!(waited < Duration::from_millis(50) * request.len() as u32 / 2, "not dropped: {waited:?}");
+}
+
+#[test]
 fn frames_in_the_same_write_as_the_request_are_processed() {
     let server = TestServer::echo();
     let mut bytes = valid_request(&server).into_bytes();

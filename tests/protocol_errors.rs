@@ -39,10 +39,6 @@ fn expect_failure_by_default(bytes: &[u8], code: u16) {
     expect_failure(&server, bytes, code);
 }
 
-fn concat(frames: &[Vec<u8>]) -> Vec<u8> {
-    frames.concat()
-}
-
 #[test]
 fn unmasked_frame_is_a_protocol_error() {
     // §5.1: a server MUST close the connection on an unmasked client frame.
@@ -80,7 +76,7 @@ fn continuation_without_a_start_is_a_protocol_error() {
 #[test]
 fn new_message_inside_a_fragmented_one_is_a_protocol_error() {
     // §5.4: fragments of one message are not interleaved with another data message.
-    let bytes = concat(&[client_frame(TEXT, b"first "), client_frame(FIN | TEXT, b"intruder")]);
+    let bytes = [client_frame(TEXT, b"first "), client_frame(FIN | TEXT, b"intruder")].concat();
     expect_failure_by_default(&bytes, PROTOCOL_ERROR);
 }
 
@@ -114,7 +110,7 @@ fn text_with_invalid_utf8_is_invalid_payload() {
 #[test]
 fn invalid_utf8_split_across_fragments_is_invalid_payload() {
     // F0 9F starts a 4-byte sequence; 28 ('(') cannot continue it.
-    let bytes = concat(&[client_frame(TEXT, b"ok \xF0\x9F"), client_frame(FIN | CONTINUATION, b"\x28 rest")]);
+    let bytes = [client_frame(TEXT, b"ok \xF0\x9F"), client_frame(FIN | CONTINUATION, b"\x28 rest")].concat();
     expect_failure_by_default(&bytes, INVALID_PAYLOAD);
 }
 
@@ -131,12 +127,18 @@ fn frame_declaring_2_pow_62_bytes_is_too_big() {
 }
 
 #[test]
+fn frame_one_byte_over_the_default_limit_is_too_big() {
+    // The other side of `echo.rs`'s 16 MiB roundtrip: the limit is inclusive.
+    expect_failure_by_default(&client_header(FIN | BINARY, (16 << 20) + 1), MESSAGE_TOO_BIG);
+}
+
+#[test]
 fn message_over_max_message_size_is_too_big() {
     let mut config = support::config();
     config.protocol.max_message_size = 1024;
     let server = TestServer::start(config);
     // Each fragment is under the limit; together they are over it.
-    let bytes = concat(&[client_frame(BINARY, &[1; 600]), client_frame(FIN | CONTINUATION, &[2; 600])]);
+    let bytes = [client_frame(BINARY, &[1; 600]), client_frame(FIN | CONTINUATION, &[2; 600])].concat();
     expect_failure(&server, &bytes, MESSAGE_TOO_BIG);
 }
 
