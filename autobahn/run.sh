@@ -7,7 +7,7 @@
 # Environment knobs (all optional):
 #   AUTOBAHN_CASES       comma-separated case patterns replacing the spec's "cases",
 #                        e.g. AUTOBAHN_CASES='1.*,2.*' for a quick run. The spec's
-#                        exclude-cases (12.*, 13.*) still apply.
+#                        exclude-cases (if any) still apply.
 #   AUTOBAHN_PREFIX      where the Python 2.7 testsuite is installed
 #                        (default: $HOME/.cache/wsedge/autobahn-py27).
 #   AUTOBAHN_SERVER_CMD  server command to test instead of wsedge, with a {port}

@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::error;
 
 use wsedge::echo::Echo;
+use wsedge::proto::deflate::DeflateMode;
 use wsedge::server::{self, Handler, Server};
 
 #[derive(Parser)]
@@ -48,6 +49,25 @@ struct ServerArgs {
     /// Seconds to wait for the peer during the close handshake.
     #[arg(long, default_value_t = 5)]
     close_linger: u64,
+    /// Turn permessage-deflate (RFC 7692) off.
+    #[arg(long)]
+    no_deflate: bool,
+    /// permessage-deflate memory mode: `shared` (one compressor per worker, no idle zlib
+    /// state per connection) or `dedicated` (context takeover: best ratio, ~300 KiB each).
+    #[arg(long, value_enum, default_value_t = ModeArg::Shared)]
+    deflate_mode: ModeArg,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 64)]
+    deflate_threshold: usize,
+    /// zlib compression level, 0 (store) to 9 (smallest).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    deflate_level: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Shared,
+    Dedicated,
 }
 
 impl ServerArgs {
@@ -59,6 +79,13 @@ impl ServerArgs {
         config.max_connections = self.max_connections;
         config.handshake_timeout = std::time::Duration::from_secs(self.handshake_timeout);
         config.close_linger = std::time::Duration::from_secs(self.close_linger);
+        config.deflate.enabled = !self.no_deflate;
+        config.deflate.mode = match self.deflate_mode {
+            ModeArg::Shared => DeflateMode::Shared,
+            ModeArg::Dedicated => DeflateMode::Dedicated,
+        };
+        config.deflate.threshold = self.deflate_threshold;
+        config.deflate.level = self.deflate_level;
         config
     }
 }

@@ -9,6 +9,10 @@
 //! split off that buffer; only fragmented messages are copied (into one reassembly buffer).
 //! A text payload is validated as its bytes arrive, so invalid UTF-8 fails the connection at
 //! the first bad byte, even in the middle of a frame (RFC 6455 §8.1, Autobahn 6.4.*).
+//!
+//! With permessage-deflate (RFC 7692) negotiated, a message whose first frame has RSV1 set
+//! is inflated frame by frame into a buffer bounded by the message limit, and its text is
+//! validated as it is inflated.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,6 +20,7 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::close::{CloseCode, CloseFrame, ClosePayloadError};
+use super::deflate::{Compressor, CompressorPool, DeflateParams, Decompressor, InflateError};
 use super::frame::{FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -101,15 +106,19 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A frame over `Config::max_frame_size`.
     FrameTooBig,
-    /// A message over `Config::max_message_size`.
+    /// A message over `Config::max_message_size` (after inflating, if compressed).
     MessageTooBig,
+    /// A compressed message that is not a valid deflate stream (RFC 7692 §8).
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code this error is answered with: the one place that decides it.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason | ProtocolError::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -132,6 +141,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidUtf8 => f.write_str("text message is not UTF-8"),
             ProtocolError::FrameTooBig => f.write_str("frame over the size limit"),
             ProtocolError::MessageTooBig => f.write_str("message over the size limit"),
+            ProtocolError::InvalidCompressedData => f.write_str("compressed message does not inflate"),
         }
     }
 }
@@ -163,8 +173,31 @@ struct FrameInProgress {
 #[derive(Debug)]
 struct MessageInProgress {
     kind: MessageKind,
-    /// Payload of the fragments received so far (empty until a non-final frame completes).
-    fragments: BytesMut,
+    /// RSV1 was set on the first frame: the payload is deflated (RFC 7692 §6.1).
+    compressed: bool,
+    /// Payload of the frames completed so far (inflated, if compressed). Empty until a
+    /// non-final frame completes, so single-frame messages are never copied.
+    fragments: Vec<u8>,
+}
+
+/// permessage-deflate state, from this endpoint's point of view (boxed: most of a
+/// connection's life it is not needed, and connections without it pay one pointer).
+#[derive(Debug)]
+struct DeflateState {
+    /// Our sending direction: window and whether we reset after each message.
+    send_window_bits: u8,
+    send_no_context_takeover: bool,
+    /// The peer's sending direction.
+    receive_window_bits: u8,
+    receive_no_context_takeover: bool,
+    /// Messages shorter than this are sent uncompressed.
+    threshold: usize,
+    level: u32,
+    /// Our own compressor: only for context takeover (or when no pool is given).
+    compressor: Option<Compressor>,
+    /// Exists while a compressed message arrives; kept between messages only if the peer
+    /// uses context takeover.
+    decompressor: Option<Decompressor>,
 }
 
 /// One end of a WebSocket connection.
@@ -177,6 +210,7 @@ pub struct Connection {
     message: Option<MessageInProgress>,
     utf8: Utf8Validator,
     transmit: VecDeque<Bytes>,
+    deflate: Option<Box<DeflateState>>,
     /// xorshift64* state for client masking keys; seeded by the caller (§10.3 wants keys the
     /// server and intermediaries cannot predict, so seed it from the OS).
     mask_state: u64,
@@ -192,6 +226,7 @@ impl Connection {
             message: None,
             utf8: Utf8Validator::new(),
             transmit: VecDeque::new(),
+            deflate: None,
             mask_state: 0x9E37_79B9_7F4A_7C15,
         }
     }
@@ -201,6 +236,55 @@ impl Connection {
         let mut conn = Connection::new(Role::Client, config);
         conn.mask_state = seed | 1;
         conn
+    }
+
+    /// Enables permessage-deflate with the negotiated parameters. Messages of at least
+    /// `threshold` bytes are sent compressed at zlib `level`.
+    pub fn with_deflate(mut self, params: DeflateParams, threshold: usize, level: u32) -> Self {
+        let (send, receive) = match self.role {
+            Role::Server => (
+                (params.server_max_window_bits, params.server_no_context_takeover),
+                (params.client_max_window_bits, params.client_no_context_takeover),
+            ),
+            Role::Client => (
+                (params.client_max_window_bits, params.client_no_context_takeover),
+                (params.server_max_window_bits, params.server_no_context_takeover),
+            ),
+        };
+        self.deflate = Some(Box::new(DeflateState {
+            send_window_bits: send.0,
+            send_no_context_takeover: send.1,
+            receive_window_bits: receive.0,
+            receive_no_context_takeover: receive.1,
+            threshold,
+            level,
+            compressor: None,
+            decompressor: None,
+        }));
+        self
+    }
+
+    /// If this connection accepts frames compressed by a shared [`CompressorPool`] (deflate
+    /// negotiated and no context takeover in our sending direction), the window its peer
+    /// agreed to and the size threshold: the fan-out path compresses once per window.
+    pub fn pooled_compression(&self) -> Option<(u8, usize)> {
+        let d = self.deflate.as_deref()?;
+        d.send_no_context_takeover.then_some((d.send_window_bits, d.threshold))
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn has_deflate(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Messages shorter than this are sent uncompressed (`usize::MAX` without deflate).
+    pub fn deflate_threshold(&self) -> usize {
+        self.deflate.as_deref().map_or(usize::MAX, |d| d.threshold)
+    }
+
+    /// Whether this connection holds zlib state right now (for memory accounting).
+    pub fn has_zlib_state(&self) -> bool {
+        self.deflate.as_deref().is_some_and(|d| d.compressor.is_some() || d.decompressor.is_some())
     }
 
     pub fn role(&self) -> Role {
@@ -279,7 +363,11 @@ impl Connection {
     /// Validates a header against the role, the limits and the fragmentation state, and
     /// opens a message when a data frame starts one. Returns the payload length.
     fn check_header(&mut self, header: &FrameHeader) -> Result<usize, ProtocolError> {
-        if header.rsv != 0 {
+        // RFC 7692 §6.1: RSV1 marks a compressed message, on its first frame only; RSV2
+        // and RSV3 belong to no extension we speak.
+        let rsv1 = header.rsv & 0b100 != 0;
+        let rsv1_allowed = self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv & 0b011 != 0 || (rsv1 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -304,7 +392,9 @@ impl Connection {
         match (header.opcode, &self.message) {
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(message)) => {
-                if message.fragments.len().saturating_add(len) > self.config.max_message_size {
+                // A compressed message is checked as it inflates (its frames are compressed
+                // sizes, `fragments` an inflated one).
+                if !message.compressed && message.fragments.len().saturating_add(len) > self.config.max_message_size {
                     return Err(ProtocolError::MessageTooBig);
                 }
                 Ok(len)
@@ -315,7 +405,7 @@ impl Connection {
                     return Err(ProtocolError::MessageTooBig);
                 }
                 let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
-                self.message = Some(MessageInProgress { kind, fragments: BytesMut::new() });
+                self.message = Some(MessageInProgress { kind, compressed: rsv1, fragments: Vec::new() });
                 Ok(len)
             }
         }
@@ -326,7 +416,8 @@ impl Connection {
         if let Some(key) = frame.header.mask {
             apply_mask(bytes, key, frame.processed);
         }
-        let is_text = matches!(&self.message, Some(m) if m.kind == MessageKind::Text);
+        // Compressed text is validated after inflating, in `complete_frame`.
+        let is_text = matches!(&self.message, Some(m) if m.kind == MessageKind::Text && !m.compressed);
         if !frame.header.opcode.is_control() && is_text && self.state == State::Open {
             self.utf8.feed(bytes).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
@@ -364,6 +455,9 @@ impl Connection {
                 let Some(message) = self.message.as_mut() else {
                     return Err(ProtocolError::UnexpectedContinuation);
                 };
+                if message.compressed {
+                    return self.inflate_frame(header.fin, &payload);
+                }
                 if !header.fin {
                     message.fragments.extend_from_slice(&payload);
                     return Ok(None);
@@ -374,7 +468,7 @@ impl Connection {
                 } else {
                     let mut fragments = std::mem::take(&mut message.fragments);
                     fragments.extend_from_slice(&payload);
-                    fragments.freeze()
+                    Bytes::from(fragments)
                 };
                 self.message = None;
                 if kind == MessageKind::Text && self.state == State::Open {
@@ -386,6 +480,49 @@ impl Connection {
                 Ok(Some(Event::Message { kind, data }))
             }
         }
+    }
+
+    /// Inflates one frame of a compressed message; on the last one, emits the message.
+    fn inflate_frame(&mut self, fin: bool, payload: &[u8]) -> Result<Option<Event>, ProtocolError> {
+        let (Some(message), Some(deflate)) = (self.message.as_mut(), self.deflate.as_deref_mut()) else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        let limit = self.config.max_message_size;
+        let window = deflate.receive_window_bits;
+        let inflater = deflate.decompressor.get_or_insert_with(|| Decompressor::new(window));
+        let start = message.fragments.len();
+        let result = inflater.inflate(payload, &mut message.fragments, limit).and_then(|()| {
+            if fin {
+                inflater.finish(&mut message.fragments, limit)
+            } else {
+                Ok(())
+            }
+        });
+        result.map_err(|e| match e {
+            InflateError::TooBig => ProtocolError::MessageTooBig,
+            InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+        })?;
+        let is_text = message.kind == MessageKind::Text;
+        if is_text && self.state == State::Open {
+            let fresh = message.fragments.get(start..).unwrap_or_default();
+            self.utf8.feed(fresh).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if !fin {
+            return Ok(None);
+        }
+        if deflate.receive_no_context_takeover {
+            deflate.decompressor = None; // no idle inflate state (RFC 7692 §7.1.1.2)
+        }
+        let kind = message.kind;
+        let data = Bytes::from(std::mem::take(&mut message.fragments));
+        self.message = None;
+        if is_text && self.state == State::Open {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if self.state != State::Open {
+            return Ok(None);
+        }
+        Ok(Some(Event::Message { kind, data }))
     }
 
     /// Fails the connection: queues a close with the error's code (unless a close was
@@ -401,10 +538,35 @@ impl Connection {
         error
     }
 
-    /// Queues a message. Ignored once a close was sent or received (RFC 6455 §5.5.1).
+    /// Queues a message, compressed with this connection's own compressor if deflate was
+    /// negotiated. Ignored once a close was sent or received (RFC 6455 §5.5.1).
     pub fn send_message(&mut self, kind: MessageKind, payload: Bytes) {
-        if self.state == State::Open {
-            self.queue_frame(kind.opcode(), payload);
+        self.send_message_pooled(kind, payload, None);
+    }
+
+    /// Queues a message; where our direction has no context takeover, compresses it with
+    /// the worker's shared `pool` instead of a per-connection compressor.
+    pub fn send_message_pooled(&mut self, kind: MessageKind, payload: Bytes, pool: Option<&mut CompressorPool>) {
+        if self.state != State::Open {
+            return;
+        }
+        match self.compress(&payload, pool) {
+            Some(compressed) => self.queue_frame_rsv(kind.opcode(), 0b100, Bytes::from(compressed)),
+            None => self.queue_frame(kind.opcode(), payload),
+        }
+    }
+
+    fn compress(&mut self, payload: &[u8], pool: Option<&mut CompressorPool>) -> Option<Vec<u8>> {
+        let d = self.deflate.as_deref_mut()?;
+        if payload.len() < d.threshold {
+            return None;
+        }
+        match pool {
+            Some(pool) if d.send_no_context_takeover => pool.compress(d.send_window_bits, payload),
+            _ => {
+                let (level, bits, reset) = (d.level, d.send_window_bits, d.send_no_context_takeover);
+                d.compressor.get_or_insert_with(|| Compressor::new(level, bits, reset)).compress(payload)
+            }
         }
     }
 
@@ -435,11 +597,15 @@ impl Connection {
     /// Queues one frame: header and payload as separate `Bytes` so the payload is never
     /// copied on the server side (vectored writes send both). Clients mask into a copy.
     fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        self.queue_frame_rsv(opcode, 0, payload)
+    }
+
+    fn queue_frame_rsv(&mut self, opcode: OpCode, rsv: u8, payload: Bytes) {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(self.next_mask_key()),
         };
-        let header = FrameHeader { fin: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+        let header = FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
         let mut buf = [0u8; MAX_HEADER_LEN];
         let n = header.encode(&mut buf);
         match mask {
@@ -475,8 +641,17 @@ impl Connection {
 /// Encodes one unmasked, final frame (server to client) as a single `Bytes`: the form a
 /// handler sends to many connections, each write queue holding a clone (a refcount bump).
 pub fn encode_server_frame(kind: MessageKind, payload: &[u8]) -> Bytes {
-    let header =
-        FrameHeader { fin: true, rsv: 0, opcode: kind.opcode(), mask: None, payload_len: payload.len() as u64 };
+    encode_server_frame_rsv(kind, 0, payload)
+}
+
+/// Like [`encode_server_frame`] for a payload already compressed by a [`CompressorPool`]
+/// (RSV1 set, RFC 7692 §6).
+pub fn encode_compressed_server_frame(kind: MessageKind, compressed: &[u8]) -> Bytes {
+    encode_server_frame_rsv(kind, 0b100, compressed)
+}
+
+fn encode_server_frame_rsv(kind: MessageKind, rsv: u8, payload: &[u8]) -> Bytes {
+    let header = FrameHeader { fin: true, rsv, opcode: kind.opcode(), mask: None, payload_len: payload.len() as u64 };
     let mut buf = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut buf);
     let mut frame = BytesMut::with_capacity(n + payload.len());

@@ -21,8 +21,10 @@ use slab::Slab;
 
 use super::conn::{Conn, IoStatus, Phase};
 use super::{http, Command, Config, ConnId, Handler, Outbox};
+use crate::proto::connection::{encode_compressed_server_frame, encode_server_frame};
+use crate::proto::deflate::{self, CompressorPool};
 use crate::proto::handshake::{parse_request, Request};
-use crate::proto::{CloseCode, Connection, Event, Role};
+use crate::proto::{CloseCode, Connection, Event, MessageKind, Role};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -59,6 +61,8 @@ pub struct Server<H: Handler> {
     open_count: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     outbox: Outbox,
+    /// Compressors shared by every connection without server context takeover.
+    compressors: CompressorPool,
     /// Connections with output to flush at the end of this turn.
     dirty: Vec<usize>,
     accept_paused_until: Option<Instant>,
@@ -76,6 +80,7 @@ impl<H: Handler> Server<H> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
+            compressors: CompressorPool::new(config.deflate.level),
             poll,
             listener,
             local_addr,
@@ -273,9 +278,14 @@ impl<H: Handler> Server<H> {
             (Request::Upgrade(req), head_len) => {
                 let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
                 let protocol = req.select_protocol(&supported);
-                conn.queue(Bytes::from(req.accept(protocol, None)));
+                let deflate = req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
+                conn.queue(Bytes::from(req.accept(protocol, deflate.as_ref().map(|(_, response)| response.as_str()))));
                 conn.read_buf.advance(head_len);
-                conn.codec = Some(Connection::new(Role::Server, self.config.protocol));
+                let mut codec = Connection::new(Role::Server, self.config.protocol);
+                if let Some((params, _)) = deflate {
+                    codec = codec.with_deflate(params, self.config.deflate.threshold, self.config.deflate.level);
+                }
+                conn.codec = Some(codec);
                 conn.phase = Phase::Open;
                 conn.deadline = None;
                 conn.opened = true;
@@ -388,9 +398,10 @@ impl<H: Handler> Server<H> {
             for command in commands.drain(..) {
                 match command {
                     Command::Message(id, kind, payload) => {
-                        if let Some(conn) = self.live_conn(id, Phase::Open) {
+                        let live = |c: &&mut Conn| c.generation == id.generation() && c.phase == Phase::Open;
+                        if let Some(conn) = self.conns.get_mut(id.index()).filter(live) {
                             if let Some(codec) = conn.codec.as_mut() {
-                                codec.send_message(kind, payload);
+                                codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
                             }
                             conn.queue_codec_output();
                             self.mark_dirty(id.index());
@@ -402,6 +413,7 @@ impl<H: Handler> Server<H> {
                             self.mark_dirty(id.index());
                         }
                     }
+                    Command::Broadcast(ids, kind, payload) => self.broadcast(&ids, kind, &payload),
                     Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
                 }
             }
@@ -409,6 +421,47 @@ impl<H: Handler> Server<H> {
             if self.outbox.commands.is_empty() {
                 self.outbox.commands = commands;
             }
+        }
+    }
+
+    /// The fan-out path: one encoding per variant (plain, or compressed for a window size),
+    /// shared by every receiver of that variant as clones of one `Bytes`. Compressing once
+    /// is sound because pooled compressors reset after every message (no context
+    /// takeover): the output depends on the payload alone, never on a receiver's history.
+    fn broadcast(&mut self, ids: &[ConnId], kind: MessageKind, payload: &Bytes) {
+        let mut plain: Option<Bytes> = None;
+        let mut compressed: [Option<Bytes>; 8] = Default::default();
+        for &id in ids {
+            let Some(conn) = self.conns.get_mut(id.index()) else { continue };
+            if conn.generation != id.generation() || conn.phase != Phase::Open {
+                continue;
+            }
+            let Some(codec) = conn.codec.as_mut().filter(|c| c.is_open()) else { continue };
+            let pooled = codec.pooled_compression().filter(|&(_, threshold)| payload.len() >= threshold);
+            let compressed_frame = match pooled {
+                Some((window, _)) => {
+                    // clamp: windows are 8..=15, so the slot index is 0..=7.
+                    let slot = &mut compressed[usize::from(window.clamp(8, 15) - 8)];
+                    if slot.is_none() {
+                        *slot = self.compressors.compress(window, payload).map(|z| encode_compressed_server_frame(kind, &z));
+                    }
+                    slot.clone()
+                }
+                None => None,
+            };
+            let frame = match compressed_frame {
+                Some(frame) => frame,
+                None if pooled.is_none() && codec.has_deflate() && payload.len() >= codec.deflate_threshold() => {
+                    // Context takeover: this receiver's compressor has its own history.
+                    codec.send_message(kind, payload.clone());
+                    conn.queue_codec_output();
+                    self.mark_dirty(id.index());
+                    continue;
+                }
+                None => plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone(),
+            };
+            conn.queue(frame);
+            self.mark_dirty(id.index());
         }
     }
 

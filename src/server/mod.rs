@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{self, CloseCode, MessageKind};
 
@@ -41,6 +42,8 @@ pub struct Config {
     /// Subprotocols the server speaks, in no particular order; the client's first offered
     /// one that is here is selected.
     pub subprotocols: Vec<String>,
+    /// permessage-deflate (RFC 7692): on by default, in the lean `shared` mode.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             max_connections: 10_000,
             write_high_water: 4 << 20,
             subprotocols: Vec::new(),
+            deflate: DeflateConfig::default(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl ConnId {
 pub(crate) enum Command {
     Message(ConnId, MessageKind, Bytes),
     Frame(ConnId, Bytes),
+    Broadcast(Vec<ConnId>, MessageKind, Bytes),
     Close(ConnId, CloseCode, String),
 }
 
@@ -105,6 +110,15 @@ impl Outbox {
     /// Fan-out calls this once per receiver with clones of the same `Bytes`: no copy.
     pub fn send_frame(&mut self, to: ConnId, frame: Bytes) {
         self.commands.push(Command::Frame(to, frame));
+    }
+
+    /// Sends one message to many connections. It is framed once, and compressed at most
+    /// once per window size, for every receiver without context takeover on the server
+    /// side (`shared` deflate mode): each receiver's write queue holds a clone of the same
+    /// `Bytes`. Receivers with context takeover (`dedicated` mode) are compressed one by
+    /// one, since their compressor's history differs.
+    pub fn broadcast(&mut self, to: Vec<ConnId>, kind: MessageKind, payload: Bytes) {
+        self.commands.push(Command::Broadcast(to, kind, payload));
     }
 
     /// Starts the close handshake with `code`.
