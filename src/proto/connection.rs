@@ -20,7 +20,7 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::close::{CloseCode, CloseFrame, ClosePayloadError};
-use super::deflate::{Compressor, CompressorPool, DeflateParams, Decompressor, InflateError};
+use super::deflate::{Compressor, CompressorPool, Decompressor, DeflateParams, InflateError};
 use super::frame::{FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -663,6 +663,7 @@ fn encode_server_frame_rsv(kind: MessageKind, rsv: u8, payload: &[u8]) -> Bytes 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::deflate::{Compressor, CompressorPool, DeflateParams};
     use proptest::prelude::*;
 
     /// A single frame as a peer in the opposite role would put it on the wire.
@@ -906,6 +907,170 @@ mod tests {
         let Ok(Some(Event::Message { data, .. })) = server().decode(&mut buf) else { panic!() };
         // The payload is the read buffer itself, just past the 6-byte header.
         assert_eq!(data.as_ptr() as usize, base + 6);
+    }
+
+    // ---- permessage-deflate ----
+
+    fn params(server_nct: bool, client_nct: bool, server_bits: u8, client_bits: u8) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: server_nct,
+            client_no_context_takeover: client_nct,
+            server_max_window_bits: server_bits,
+            client_max_window_bits: client_bits,
+        }
+    }
+
+    /// A compressed message as a client would send it, cut into `pieces` frames: RSV1 on
+    /// the first frame only (RFC 7692 §6.1).
+    fn compressed_frames(kind: MessageKind, compressed: &[u8], pieces: usize) -> Vec<u8> {
+        let chunk = compressed.len().div_ceil(pieces.max(1)).max(1);
+        let chunks: Vec<&[u8]> = if compressed.is_empty() { vec![&[][..]] } else { compressed.chunks(chunk).collect() };
+        let mut wire = Vec::new();
+        for (i, piece) in chunks.iter().enumerate() {
+            let opcode = if i == 0 { kind.opcode() } else { OpCode::Continuation };
+            let mut f = frame(i + 1 == chunks.len(), opcode, piece, KEY);
+            if i == 0 {
+                f[0] |= 0x40;
+            }
+            wire.extend(f);
+        }
+        wire
+    }
+
+    fn deflate_server(p: DeflateParams) -> Connection {
+        server().with_deflate(p, 0, 6)
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_1_hello_on_the_wire() {
+        // "Hello" compressed, in one frame and split over two (RSV1 on the first only).
+        let one = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let two = [0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00];
+        for wire in [&one[..], &two[..]] {
+            let mut client = Connection::client(Config::default(), 5).with_deflate(params(false, false, 15, 15), 0, 6);
+            assert_eq!(feed(&mut client, wire), (vec![text("Hello")], None));
+        }
+    }
+
+    #[test]
+    fn rsv1_is_only_valid_on_the_first_data_frame() {
+        let p = params(true, true, 15, 15);
+        let mut on_continuation = frame(false, OpCode::Text, b"a", KEY);
+        let mut cont = frame(true, OpCode::Continuation, b"b", KEY);
+        cont[0] |= 0x40;
+        on_continuation.extend(cont);
+        assert_eq!(feed(&mut deflate_server(p), &on_continuation).1, Some(ProtocolError::ReservedBits));
+        let mut on_ping = frame(true, OpCode::Ping, b"", KEY);
+        on_ping[0] |= 0x40;
+        assert_eq!(feed(&mut deflate_server(p), &on_ping).1, Some(ProtocolError::ReservedBits));
+        let mut rsv2 = frame(true, OpCode::Text, b"", KEY);
+        rsv2[0] |= 0x20;
+        assert_eq!(feed(&mut deflate_server(p), &rsv2).1, Some(ProtocolError::ReservedBits));
+    }
+
+    #[test]
+    fn corrupt_compressed_data_fails_with_1007() {
+        let mut conn = deflate_server(params(true, true, 15, 15));
+        let (_, err) = feed(&mut conn, &compressed_frames(MessageKind::Binary, &[0xff; 20], 1));
+        assert_eq!(err, Some(ProtocolError::InvalidCompressedData));
+        assert_eq!(err.map(|e| e.close_code()), Some(CloseCode::INVALID_PAYLOAD));
+    }
+
+    #[test]
+    fn compressed_invalid_utf8_fails_with_1007() {
+        let z = Compressor::new(6, 15, true).compress(&[b'a', 0xC0, 0xAF, b'b']).unwrap();
+        let mut conn = deflate_server(params(true, true, 15, 15));
+        assert_eq!(feed(&mut conn, &compressed_frames(MessageKind::Text, &z, 1)).1, Some(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_gigabyte_bomb_ends_in_1009_with_bounded_memory() {
+        // 1 GiB of zeros as one compressed message, built cheaply: with context takeover,
+        // every further 8 MiB of zeros compresses to the same bytes.
+        let mut c = Compressor::new(9, 15, false);
+        let zeros = vec![0u8; 8 << 20];
+        let mut bomb = c.compress(&zeros).unwrap();
+        let repeat = c.compress(&zeros).unwrap();
+        assert_eq!(c.compress(&zeros).unwrap(), repeat);
+        for _ in 1..128 {
+            // Each piece ended in a sync flush whose 00 00 FF FF tail was stripped.
+            bomb.extend_from_slice(&[0x00, 0x00, 0xFF, 0xFF]);
+            bomb.extend_from_slice(&repeat);
+        }
+        assert!(bomb.len() < 2 << 20, "bomb is {} bytes", bomb.len());
+        let mut conn = deflate_server(params(true, true, 15, 15)); // default 16 MiB limit
+        let mut buf = BytesMut::from(&compressed_frames(MessageKind::Binary, &bomb, 1)[..]);
+        assert_eq!(conn.decode(&mut buf), Err(ProtocolError::MessageTooBig));
+        assert_eq!(&transmitted(&mut conn)[..4], [0x88, 0x02, 0x03, 0xF1]); // close 1009
+    }
+
+    #[test]
+    fn inflate_state_is_dropped_between_messages_without_client_context_takeover() {
+        let z = Compressor::new(6, 15, true).compress(&[7u8; 1000]).unwrap();
+        let mut shared = deflate_server(params(true, true, 15, 15));
+        assert_eq!(feed(&mut shared, &compressed_frames(MessageKind::Binary, &z, 2)).0.len(), 1);
+        assert!(!shared.has_zlib_state());
+        let mut dedicated = deflate_server(params(false, false, 15, 15));
+        assert_eq!(feed(&mut dedicated, &compressed_frames(MessageKind::Binary, &z, 2)).0.len(), 1);
+        assert!(dedicated.has_zlib_state(), "context takeover keeps the window");
+    }
+
+    #[test]
+    fn small_messages_are_sent_uncompressed() {
+        let mut conn = server().with_deflate(params(true, true, 15, 15), 64, 6);
+        conn.send_message(MessageKind::Text, Bytes::from_static(b"short"));
+        assert_eq!(transmitted(&mut conn)[0], 0x81); // no RSV1
+        conn.send_message(MessageKind::Text, Bytes::from("x".repeat(100)));
+        assert_eq!(transmitted(&mut conn)[0], 0xC1); // RSV1
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every parameter combination, both directions, random frame splits of the
+        /// compressed payload (received side) and random chunking of the byte stream.
+        #[test]
+        fn compressed_messages_roundtrip_for_any_parameters(
+            server_nct in any::<bool>(),
+            client_nct in any::<bool>(),
+            server_bits in 8u8..=15,
+            client_bits in 8u8..=15,
+            threshold in prop_oneof![Just(0usize), 0usize..200],
+            messages in proptest::collection::vec(
+                prop_oneof![
+                    "[a-d ]{0,400}".prop_map(|s| (MessageKind::Text, s.into_bytes())),
+                    any::<String>().prop_map(|s| (MessageKind::Text, s.into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..600).prop_map(|b| (MessageKind::Binary, b)),
+                ],
+                1..6,
+            ),
+            chunks in proptest::collection::vec(1usize..300, 1..5),
+            pieces in 1usize..4,
+        ) {
+            let p = params(server_nct, client_nct, server_bits, client_bits);
+            let expected: Vec<Event> = messages
+                .iter()
+                .map(|(kind, payload)| Event::Message { kind: *kind, data: Bytes::copy_from_slice(payload) })
+                .collect();
+            let mut pool = CompressorPool::new(6);
+            // Server -> client, through the shared pool where the parameters allow it.
+            let mut srv = server().with_deflate(p, threshold, 6);
+            let mut cli = Connection::client(Config::default(), 11).with_deflate(p, threshold, 6);
+            for (kind, payload) in &messages {
+                srv.send_message_pooled(*kind, Bytes::copy_from_slice(payload), Some(&mut pool));
+            }
+            let wire = transmitted(&mut srv);
+            prop_assert_eq!(feed_chunked(&mut cli, &wire, &chunks), (expected.clone(), None));
+            // Client -> server, each compressed message cut into `pieces` frames.
+            let mut srv = server().with_deflate(p, threshold, 6);
+            let mut compressor = Compressor::new(6, client_bits, client_nct);
+            let mut wire = Vec::new();
+            for (kind, payload) in &messages {
+                let z = compressor.compress(payload).unwrap();
+                wire.extend(compressed_frames(*kind, &z, pieces));
+            }
+            prop_assert_eq!(feed_chunked(&mut srv, &wire, &chunks), (expected, None));
+        }
     }
 
     // ---- properties ----

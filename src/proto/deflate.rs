@@ -183,7 +183,8 @@ fn unquote(v: &str) -> String {
 
 /// A window-bits value: 1-2 ASCII digits in 8..=15 (leading zeros and signs rejected).
 fn window_bits(value: &str) -> Result<u8, ParamError> {
-    let ok = !value.is_empty() && value.len() <= 2 && value.bytes().all(|b| b.is_ascii_digit()) && !value.starts_with('0');
+    let ok =
+        !value.is_empty() && value.len() <= 2 && value.bytes().all(|b| b.is_ascii_digit()) && !value.starts_with('0');
     match value.parse::<u8>() {
         Ok(bits @ 8..=15) if ok => Ok(bits),
         _ => Err(ParamError::BadValue),
@@ -317,7 +318,8 @@ impl fmt::Debug for Compressor {
 
 impl Compressor {
     pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
-        let inner = Compress::new_with_window_bits(Compression::new(level.min(9)), false, zlib_window_bits(window_bits));
+        let inner =
+            Compress::new_with_window_bits(Compression::new(level.min(9)), false, zlib_window_bits(window_bits));
         Compressor { inner, no_context_takeover }
     }
 
@@ -344,6 +346,11 @@ impl Compressor {
         }
         if out.ends_with(&SYNC_TAIL) {
             out.truncate(out.len() - SYNC_TAIL.len());
+        } else if out.is_empty() {
+            // zlib emits nothing for a second sync flush in a row (an empty message with
+            // context takeover). The receiver appends 00 00 FF FF, so send the header byte
+            // of an empty stored block to make that tail a whole block (RFC 7692 §7.2.3.6).
+            out.push(0x00);
         }
         Some(out)
     }
@@ -541,7 +548,10 @@ mod tests {
         let header = r#"permessage-deflate; client_max_window_bits="10"; server_no_context_takeover, permessage-deflate, x-foo; a="b,c;d""#;
         let exts = parse_extensions(header);
         assert_eq!(exts.len(), 3);
-        assert_eq!(exts[0].params, vec![("client_max_window_bits", Some("10".to_owned())), ("server_no_context_takeover", None)]);
+        assert_eq!(
+            exts[0].params,
+            vec![("client_max_window_bits", Some("10".to_owned())), ("server_no_context_takeover", None)]
+        );
         assert_eq!(exts[2].name, "x-foo");
         assert_eq!(exts[2].params, vec![("a", Some("b,c;d".to_owned()))]);
     }
@@ -581,8 +591,8 @@ mod tests {
         assert!(!p.server_no_context_takeover && !p.client_no_context_takeover);
         assert_eq!(r, "permessage-deflate");
         // The client's requests are honoured in either mode.
-        let (p, r) = negotiate("permessage-deflate; server_no_context_takeover; client_max_window_bits=9", &dedicated)
-            .unwrap();
+        let (p, r) =
+            negotiate("permessage-deflate; server_no_context_takeover; client_max_window_bits=9", &dedicated).unwrap();
         assert!(p.server_no_context_takeover);
         assert_eq!(p.client_max_window_bits, 9);
         assert_eq!(r, "permessage-deflate; server_no_context_takeover; client_max_window_bits=9");

@@ -5,8 +5,8 @@
 //! is what lets tests, property tests and fuzz targets drive the exact code the server runs.
 
 pub mod close;
-pub mod deflate;
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

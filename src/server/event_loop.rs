@@ -278,7 +278,8 @@ impl<H: Handler> Server<H> {
             (Request::Upgrade(req), head_len) => {
                 let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
                 let protocol = req.select_protocol(&supported);
-                let deflate = req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
+                let deflate =
+                    req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
                 conn.queue(Bytes::from(req.accept(protocol, deflate.as_ref().map(|(_, response)| response.as_str()))));
                 conn.read_buf.advance(head_len);
                 let mut codec = Connection::new(Role::Server, self.config.protocol);
@@ -334,6 +335,13 @@ impl<H: Handler> Server<H> {
                 return self.enter_finishing(index, now);
             }
             if needs_input {
+                // An idle connection holds no read buffer: the next read allocates afresh.
+                // (A pool of buffers per worker comes with the performance work.)
+                if let Some(conn) = self.conns.get_mut(index) {
+                    if conn.read_buf.is_empty() {
+                        conn.read_buf = bytes::BytesMut::new();
+                    }
+                }
                 return;
             }
         }
@@ -443,7 +451,10 @@ impl<H: Handler> Server<H> {
                     // clamp: windows are 8..=15, so the slot index is 0..=7.
                     let slot = &mut compressed[usize::from(window.clamp(8, 15) - 8)];
                     if slot.is_none() {
-                        *slot = self.compressors.compress(window, payload).map(|z| encode_compressed_server_frame(kind, &z));
+                        *slot = self
+                            .compressors
+                            .compress(window, payload)
+                            .map(|z| encode_compressed_server_frame(kind, &z));
                     }
                     slot.clone()
                 }
