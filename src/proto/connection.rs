@@ -561,13 +561,16 @@ impl Connection {
         if payload.len() < d.threshold {
             return None;
         }
-        match pool {
+        let compressed = match pool {
             Some(pool) if d.send_no_context_takeover => pool.compress(d.send_window_bits, payload),
             _ => {
                 let (level, bits, reset) = (d.level, d.send_window_bits, d.send_no_context_takeover);
                 d.compressor.get_or_insert_with(|| Compressor::new(level, bits, reset)).compress(payload)
             }
-        }
+        };
+        // Incompressible data goes out as it is, when no peer state depends on having seen
+        // it compressed (with context takeover, the receiver's window must track ours).
+        compressed.filter(|z| !d.send_no_context_takeover || z.len() < payload.len())
     }
 
     /// Queues a ping (payload cut to 125 bytes).
