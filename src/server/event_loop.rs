@@ -454,6 +454,7 @@ impl<H: Handler> Server<H> {
                         *slot = self
                             .compressors
                             .compress(window, payload)
+                            .filter(|z| z.len() < payload.len()) // incompressible: send it plain
                             .map(|z| encode_compressed_server_frame(kind, &z));
                     }
                     slot.clone()

@@ -1,0 +1,376 @@
+//! The `wsedge.v1` wire protocol: parsing client requests and writing replies and pushes.
+//!
+//! Contract: ../shared/specs/rooms-protocol.md (summarized for users in docs/protocol.md).
+//! No state, no IO: text in, [`Request`] out; values in, JSON text out. A request's `data`
+//! is kept as the client's raw JSON text and embedded verbatim in the message pushed to
+//! members, so it is never re-serialized.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde_json::value::RawValue;
+
+/// A reply's error, with its contract code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    pub code: u16,
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        RequestError { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        RequestError::new(400, message)
+    }
+}
+
+/// `join` with `since`: the last offset the client saw in that epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// A parsed client request. `data` borrows the request text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    Join { room: String, presence: bool, since: Option<Since> },
+    Leave { room: String },
+    Publish { room: String, data: &'a RawValue, echo: bool, ephemeral: bool },
+    Presence { room: String },
+    History { room: String, limit: Option<u64> },
+    Ping,
+}
+
+/// A request's `id` as raw JSON (a number or a string), echoed verbatim in the reply.
+pub type RequestId<'a> = Option<&'a RawValue>;
+
+/// Parses one text frame. The id is returned even when the rest is invalid, so the error
+/// reply can carry it; when the JSON itself is malformed the id is unknown (`None`).
+pub fn parse_request(text: &str) -> (RequestId<'_>, Result<Request<'_>, RequestError>) {
+    let fields: HashMap<String, &RawValue> = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        Err(_) => return (None, Err(RequestError::bad_request("malformed JSON: expected one JSON object"))),
+    };
+    let id = match fields.get("id") {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) if raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            Some(*raw)
+        }
+        Some(_) => return (None, Err(RequestError::bad_request("id must be a number or a string"))),
+    };
+    (id, parse_fields(&fields))
+}
+
+fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a>, RequestError> {
+    let op: String = required(fields, "op")?;
+    match op.as_str() {
+        "join" => Ok(Request::Join {
+            room: room(fields)?,
+            presence: optional(fields, "presence")?.unwrap_or(false),
+            since: since(fields)?,
+        }),
+        "leave" => Ok(Request::Leave { room: room(fields)? }),
+        "publish" => Ok(Request::Publish {
+            room: room(fields)?,
+            data: fields.get("data").copied().ok_or_else(|| RequestError::bad_request("missing field: data"))?,
+            echo: optional(fields, "echo")?.unwrap_or(true),
+            ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
+        }),
+        "presence" => Ok(Request::Presence { room: room(fields)? }),
+        "history" => Ok(Request::History { room: room(fields)?, limit: optional(fields, "limit")? }),
+        "ping" => Ok(Request::Ping),
+        other => Err(RequestError::bad_request(format!("unknown op: {}", truncate(other, 32)))),
+    }
+}
+
+fn required<T: serde::de::DeserializeOwned>(fields: &HashMap<String, &RawValue>, name: &str) -> Result<T, RequestError> {
+    optional(fields, name)?.ok_or_else(|| RequestError::bad_request(format!("missing field: {name}")))
+}
+
+/// A field that may be absent (or null); present with the wrong type is an error.
+fn optional<T: serde::de::DeserializeOwned>(
+    fields: &HashMap<String, &RawValue>,
+    name: &str,
+) -> Result<Option<T>, RequestError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(raw) if raw.get() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str(raw.get())
+            .map(Some)
+            .map_err(|_| RequestError::bad_request(format!("field {name} has the wrong type"))),
+    }
+}
+
+fn room(fields: &HashMap<String, &RawValue>) -> Result<String, RequestError> {
+    let room: String = required(fields, "room")?;
+    validate_room_name(&room)?;
+    Ok(room)
+}
+
+fn since(fields: &HashMap<String, &RawValue>) -> Result<Option<Since>, RequestError> {
+    #[derive(serde::Deserialize)]
+    struct RawSince {
+        epoch: String,
+        offset: u64,
+    }
+    let raw: Option<RawSince> = optional(fields, "since")?;
+    Ok(raw.map(|s| Since { epoch: s.epoch, offset: s.offset }))
+}
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME: usize = 128;
+
+/// Room names are 1-128 bytes of `[A-Za-z0-9_.:-]`: safe in URLs, logs and metrics labels.
+pub fn validate_room_name(room: &str) -> Result<(), RequestError> {
+    let valid_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+    if room.is_empty() || room.len() > MAX_ROOM_NAME || !room.bytes().all(valid_byte) {
+        return Err(RequestError::bad_request("room must be 1-128 bytes of [A-Za-z0-9_.:-]"));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+// ---- writing ----
+
+/// Appends `s` as a JSON string literal.
+pub fn push_str(out: &mut String, s: &str) {
+    // Serializing a &str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned()));
+}
+
+/// Appends a JSON string or `null`.
+pub fn push_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// Who a message or presence event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub client: Option<&'a str>,
+    pub user: Option<&'a str>,
+}
+
+pub fn push_member(out: &mut String, m: Member<'_>) {
+    out.push_str("{\"client\":");
+    push_opt_str(out, m.client);
+    out.push_str(",\"user\":");
+    push_opt_str(out, m.user);
+    out.push('}');
+}
+
+/// `{"op":"welcome","client":…,"user":…}`
+pub fn welcome(client: &str, user: Option<&str>) -> String {
+    let mut out = String::from("{\"op\":\"welcome\",\"client\":");
+    push_str(&mut out, client);
+    out.push_str(",\"user\":");
+    push_opt_str(&mut out, user);
+    out.push('}');
+    out
+}
+
+/// The message push: `{"op":"message","room",["offset",]"from","data"}`. `data` is the
+/// publisher's raw JSON.
+pub fn message(room: &str, offset: Option<u64>, from: Member<'_>, data: &str) -> String {
+    let mut out = String::with_capacity(64 + room.len() + data.len());
+    out.push_str("{\"op\":\"message\",\"room\":");
+    push_str(&mut out, room);
+    if let Some(offset) = offset {
+        let _ = write!(out, ",\"offset\":{offset}");
+    }
+    out.push_str(",\"from\":");
+    push_member(&mut out, from);
+    out.push_str(",\"data\":");
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// A presence event: `{"op":"join"|"leave","room","member"}`.
+pub fn presence_event(op: &str, room: &str, member: Member<'_>) -> String {
+    let mut out = String::from("{\"op\":");
+    push_str(&mut out, op);
+    out.push_str(",\"room\":");
+    push_str(&mut out, room);
+    out.push_str(",\"member\":");
+    push_member(&mut out, member);
+    out.push('}');
+    out
+}
+
+/// `{"id":…,"ok":<body>}`; `body` is a JSON object already written.
+pub fn reply_ok(id: RequestId<'_>, body: &str) -> String {
+    let mut out = String::with_capacity(16 + body.len());
+    out.push_str("{\"id\":");
+    out.push_str(id.map_or("null", RawValue::get));
+    out.push_str(",\"ok\":");
+    out.push_str(body);
+    out.push('}');
+    out
+}
+
+/// `{"id":…,"error":{"code","message"}}`
+pub fn reply_error(id: RequestId<'_>, error: &RequestError) -> String {
+    let mut out = String::from("{\"id\":");
+    out.push_str(id.map_or("null", RawValue::get));
+    let _ = write!(out, ",\"error\":{{\"code\":{},\"message\":", error.code);
+    push_str(&mut out, &error.message);
+    out.push_str("}}");
+    out
+}
+
+/// A small JSON object writer for reply bodies: `{"a":1,"b":"x"}`.
+#[derive(Debug, Default)]
+pub struct ObjectWriter {
+    out: String,
+}
+
+impl ObjectWriter {
+    pub fn new() -> Self {
+        ObjectWriter { out: String::from("{") }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.out.len() > 1 {
+            self.out.push(',');
+        }
+        push_str(&mut self.out, key);
+        self.out.push(':');
+    }
+
+    pub fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        push_str(&mut self.out, value);
+        self
+    }
+
+    pub fn num(mut self, key: &str, value: u64) -> Self {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+        self
+    }
+
+    pub fn bool(mut self, key: &str, value: bool) -> Self {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    /// A JSON array of already-written JSON values.
+    pub fn raw_array<'s>(mut self, key: &str, items: impl IntoIterator<Item = &'s str>) -> Self {
+        self.key(key);
+        self.out.push('[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(item);
+        }
+        self.out.push(']');
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Option<String>, Result<Request<'_>, RequestError>) {
+        let (id, req) = parse_request(text);
+        (id.map(|r| r.get().to_owned()), req)
+    }
+
+    #[test]
+    fn every_op_parses() {
+        let (id, req) = parse(r#"{"id":7,"op":"join","room":"lobby","presence":true,"since":{"epoch":"e1","offset":3}}"#);
+        assert_eq!(id.as_deref(), Some("7"));
+        assert_eq!(
+            req,
+            Ok(Request::Join {
+                room: "lobby".into(),
+                presence: true,
+                since: Some(Since { epoch: "e1".into(), offset: 3 })
+            })
+        );
+        let (id, req) = parse(r#"{"id":"a","op":"publish","room":"r","data":{"x":[1,2]},"echo":false}"#);
+        assert_eq!(id.as_deref(), Some("\"a\""));
+        match req {
+            Ok(Request::Publish { room, data, echo, ephemeral }) => {
+                assert_eq!((room.as_str(), data.get(), echo, ephemeral), ("r", r#"{"x":[1,2]}"#, false, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(r#"{"op":"leave","room":"r"}"#).1, Ok(Request::Leave { room: "r".into() }));
+        assert_eq!(parse(r#"{"op":"presence","room":"r"}"#).1, Ok(Request::Presence { room: "r".into() }));
+        assert_eq!(parse(r#"{"op":"history","room":"r","limit":5}"#).1, Ok(Request::History { room: "r".into(), limit: Some(5) }));
+        assert_eq!(parse(r#"{"op":"ping","extra":"ignored"}"#).1, Ok(Request::Ping));
+    }
+
+    #[test]
+    fn bad_requests_are_400_and_keep_the_id() {
+        for (text, id) in [
+            (r#"not json"#, None),
+            (r#"[1,2]"#, None),
+            (r#"{"id":{"x":1},"op":"ping"}"#, None),
+            (r#"{"id":1}"#, Some("1")),
+            (r#"{"id":1,"op":"dance"}"#, Some("1")),
+            (r#"{"id":1,"op":"join"}"#, Some("1")),
+            (r#"{"id":1,"op":"join","room":5}"#, Some("1")),
+            (r#"{"id":1,"op":"join","room":"bad room"}"#, Some("1")),
+            (r#"{"id":1,"op":"join","room":"r","presence":"yes"}"#, Some("1")),
+            (r#"{"id":1,"op":"join","room":"r","since":{"epoch":"e"}}"#, Some("1")),
+            (r#"{"id":1,"op":"publish","room":"r"}"#, Some("1")),
+            (r#"{"id":1,"op":"history","room":"r","limit":-1}"#, Some("1")),
+        ] {
+            let (got_id, req) = parse(text);
+            assert_eq!(req.unwrap_err().code, 400, "{text}");
+            assert_eq!(got_id.as_deref(), id, "{text}");
+        }
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room_name("chat:room-1_a.b").is_ok());
+        assert!(validate_room_name(&"a".repeat(128)).is_ok());
+        for bad in ["", "a b", "ä", "a/b", &"a".repeat(129)] {
+            assert!(validate_room_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn writers_produce_valid_json() {
+        let from = Member { client: Some("c\"1"), user: None };
+        let msg = message("r", Some(4), from, r#"{"t":"hi"}"#);
+        let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
+        assert_eq!(v["offset"], 4);
+        assert_eq!(v["from"]["client"], "c\"1");
+        assert_eq!(v["data"]["t"], "hi");
+        let eph: serde_json::Value = serde_json::from_str(&message("r", None, from, "1")).unwrap();
+        assert!(eph.get("offset").is_none());
+        let err = reply_error(None, &RequestError::new(404, "not a member"));
+        assert_eq!(err, r#"{"id":null,"error":{"code":404,"message":"not a member"}}"#);
+        let body = ObjectWriter::new().str("room", "r").num("offset", 3).bool("recovered", true).raw_array("missed", ["1", "{}"]).finish();
+        assert_eq!(body, r#"{"room":"r","offset":3,"recovered":true,"missed":[1,{}]}"#);
+        let _: serde_json::Value = serde_json::from_str(&presence_event("join", "r", from)).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&welcome("c1", Some("u"))).unwrap();
+    }
+}
