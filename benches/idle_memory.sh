@@ -23,7 +23,8 @@ fi
 cargo build --release --quiet --bin wsedge --example idle_connections
 
 server_pid=
-logdir=$(mktemp -d)
+mkdir -p target
+logdir=$(mktemp -d "$PWD/target/idle-memory.XXXXXX")
 cleanup() {
     if [ -n "$server_pid" ]; then
         kill "$server_pid" 2>/dev/null || true
