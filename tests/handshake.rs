@@ -120,7 +120,7 @@ fn oversized_head_gets_431_and_the_connection_closes() {
 #[test]
 fn healthz_gets_200() {
     let server = TestServer::echo();
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr());
     let (head, body) = refused(&server, request.as_bytes());
     assert_eq!(head.status, 200, "{head:?}");
     assert_eq!(body, "ok\n");
@@ -129,7 +129,7 @@ fn healthz_gets_200() {
 #[test]
 fn plain_get_gets_426() {
     let server = TestServer::echo();
-    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr());
     let (head, _) = refused(&server, request.as_bytes());
     assert_eq!(head.status, 426, "{head:?}");
     assert_eq!(head.header("Upgrade"), Some("websocket"));

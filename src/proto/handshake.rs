@@ -37,6 +37,8 @@ pub enum HandshakeError {
     UnsupportedVersion,
     /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes (400).
     BadKey,
+    /// A plain request with `Transfer-Encoding` (411: bodies need a `Content-Length`).
+    LengthRequired,
 }
 
 impl HandshakeError {
@@ -46,7 +48,23 @@ impl HandshakeError {
             HandshakeError::HeadersTooLarge => (431, "Request Header Fields Too Large"),
             HandshakeError::MethodNotAllowed => (405, "Method Not Allowed"),
             HandshakeError::UnsupportedVersion => (426, "Upgrade Required"),
+            HandshakeError::LengthRequired => (411, "Length Required"),
             _ => (400, "Bad Request"),
+        }
+    }
+
+    /// A short name for metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeError::Malformed => "malformed",
+            HandshakeError::HeadersTooLarge => "headers_too_large",
+            HandshakeError::MethodNotAllowed => "method_not_allowed",
+            HandshakeError::WrongHttpVersion => "wrong_http_version",
+            HandshakeError::MissingHost => "missing_host",
+            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
+            HandshakeError::UnsupportedVersion => "unsupported_version",
+            HandshakeError::BadKey => "bad_key",
+            HandshakeError::LengthRequired => "length_required",
         }
     }
 
@@ -78,6 +96,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::MissingConnectionUpgrade => "Connection header lacks the upgrade token",
             HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version (13 is supported)",
             HandshakeError::BadKey => "missing or invalid Sec-WebSocket-Key",
+            HandshakeError::LengthRequired => "request bodies need a Content-Length",
         })
     }
 }
@@ -105,6 +124,10 @@ pub struct PlainRequest {
     pub path: String,
     /// The value of `Content-Length` (0 when absent).
     pub content_length: usize,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// HTTP/1.1 without `Connection: close` (or HTTP/1.0 with `keep-alive`).
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +154,21 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let headers = HeaderList(req.headers);
 
     if !headers.has_token("upgrade", "websocket") {
-        let content_length = match headers.get("content-length") {
-            None => 0,
-            Some(v) => v.trim().parse().map_err(|_| HandshakeError::Malformed)?,
+        if headers.get("transfer-encoding").is_some() {
+            return Err(HandshakeError::LengthRequired);
+        }
+        let content_length = match headers.all("content-length").as_slice() {
+            [] => 0,
+            [v] => v.trim().parse().map_err(|_| HandshakeError::Malformed)?,
+            _ => return Err(HandshakeError::Malformed), // ambiguous: request smuggling bait
         };
-        return Ok(Some((Request::Plain(PlainRequest { method: method.to_owned(), path, content_length }), head_len)));
+        let keep_alive = match req.version {
+            Some(1) => !headers.has_token("connection", "close"),
+            _ => headers.has_token("connection", "keep-alive"),
+        };
+        let authorization = headers.get("authorization").map(|a| a.trim().to_owned());
+        let plain = PlainRequest { method: method.to_owned(), path, content_length, authorization, keep_alive };
+        return Ok(Some((Request::Plain(plain), head_len)));
     }
     if method != "GET" {
         return Err(HandshakeError::MethodNotAllowed);

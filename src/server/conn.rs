@@ -11,8 +11,8 @@ use mio::net::TcpStream;
 
 use crate::proto::Connection;
 
-/// Bytes asked of the socket per `read` call.
-const READ_CHUNK: usize = 32 * 1024;
+/// Bytes asked of the socket per `read` call (the size of the loop's scratch buffer).
+pub const READ_CHUNK: usize = 32 * 1024;
 /// Buffers handed to one `writev` call.
 const MAX_IOVECS: usize = 64;
 
@@ -88,29 +88,33 @@ impl Conn {
     }
 
     /// Reads until `WouldBlock`, EOF, an error, or about `budget` more bytes (a chunk's
-    /// worth at most over it), so input is decoded in bounded batches.
-    pub fn read_some(&mut self, budget: usize) -> IoStatus {
-        let limit = self.read_buf.len().saturating_add(budget);
-        while self.read_buf.len() < limit {
-            let start = self.read_buf.len();
-            // Zero-filled spare room: safe code only; the memset is cheap next to the syscall.
-            self.read_buf.resize(start + READ_CHUNK, 0);
-            let result = self.socket.read(&mut self.read_buf[start..]);
-            let n = match &result {
-                Ok(n) => *n,
-                Err(_) => 0,
-            };
-            self.read_buf.truncate(start + n);
-            match result {
-                Ok(0) => return IoStatus::Eof,
-                Ok(n) if n < READ_CHUNK => return IoStatus::Ok, // drained for now
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IoStatus::Ok,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return IoStatus::Error,
+    /// worth at most over it), so input is decoded in bounded batches. Returns the status
+    /// and the bytes read.
+    ///
+    /// The socket is read into the loop's `scratch` buffer and only the bytes that arrived
+    /// are appended to the connection's buffer: a connection holding a few bytes of a
+    /// partial frame holds a few bytes, not a 32 KiB chunk.
+    pub fn read_some(&mut self, budget: usize, scratch: &mut [u8]) -> (IoStatus, usize) {
+        let start_len = self.read_buf.len();
+        let limit = start_len.saturating_add(budget);
+        let status = loop {
+            if self.read_buf.len() >= limit {
+                break IoStatus::More;
             }
-        }
-        IoStatus::More
+            match self.socket.read(scratch) {
+                Ok(0) => break IoStatus::Eof,
+                Ok(n) => {
+                    self.read_buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    if n < scratch.len() {
+                        break IoStatus::Ok; // drained for now
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break IoStatus::Ok,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break IoStatus::Error,
+            }
+        };
+        (status, self.read_buf.len().saturating_sub(start_len))
     }
 
     pub fn queue(&mut self, bytes: Bytes) {
@@ -132,8 +136,14 @@ impl Conn {
     }
 
     /// Writes queued bytes with vectored writes until the queue is empty or the socket
-    /// would block.
-    pub fn flush(&mut self) -> IoStatus {
+    /// would block. Returns the status and the bytes written.
+    pub fn flush(&mut self) -> (IoStatus, usize) {
+        let before = self.queued_bytes;
+        let status = self.flush_queue();
+        (status, before.saturating_sub(self.queued_bytes))
+    }
+
+    fn flush_queue(&mut self) -> IoStatus {
         while !self.write_queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;

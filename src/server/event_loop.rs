@@ -3,7 +3,8 @@
 //! Each turn: wait for readiness (or the next deadline), read and decode what arrived,
 //! let the handler act, then flush every connection that has output with one vectored
 //! write each. Deadlines (handshake, close linger) sit in a min-heap checked once per turn;
-//! entries made stale by a phase change are skipped when they come up.
+//! entries made stale by a phase change are skipped when they come up. The handler's tick
+//! runs once per `tick_interval`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,11 +20,12 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, IoStatus, Phase};
-use super::{http, Command, Config, ConnId, Handler, Outbox};
+use super::conn::{Conn, IoStatus, Phase, READ_CHUNK};
+use super::metrics::{CloseInitiator, Metrics};
+use super::{http, Command, Config, ConnId, Handler, HttpResponse, Outbox};
 use crate::proto::connection::{encode_compressed_server_frame, encode_server_frame};
 use crate::proto::deflate::{self, CompressorPool};
-use crate::proto::handshake::{parse_request, Request};
+use crate::proto::handshake::{parse_request, PlainRequest, Request};
 use crate::proto::{CloseCode, Connection, Event, MessageKind, Role};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -61,6 +63,10 @@ pub struct Server<H: Handler> {
     open_count: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     outbox: Outbox,
+    metrics: Metrics,
+    /// Where sockets are read into before the bytes move to a connection's buffer.
+    scratch: Vec<u8>,
+    next_tick: Instant,
     /// Compressors shared by every connection without server context takeover.
     compressors: CompressorPool,
     /// Connections with output to flush at the end of this turn.
@@ -81,6 +87,10 @@ impl<H: Handler> Server<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Server {
             compressors: CompressorPool::new(config.deflate.level),
+            outbox: Outbox::new(Instant::now()),
+            metrics: Metrics::default(),
+            scratch: vec![0; READ_CHUNK],
+            next_tick: Instant::now() + config.tick_interval,
             poll,
             listener,
             local_addr,
@@ -90,7 +100,6 @@ impl<H: Handler> Server<H> {
             next_generation: 0,
             open_count: 0,
             timers: BinaryHeap::new(),
-            outbox: Outbox::default(),
             dirty: Vec::new(),
             accept_paused_until: None,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
@@ -120,6 +129,7 @@ impl<H: Handler> Server<H> {
                 return Err(e);
             }
             let now = Instant::now();
+            self.outbox.set_now(now);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -139,6 +149,11 @@ impl<H: Handler> Server<H> {
                 }
             }
             self.fire_timers(now);
+            if now >= self.next_tick {
+                self.next_tick = now + self.config.tick_interval;
+                self.handler.on_tick(&mut self.outbox);
+                self.apply_outbox(now);
+            }
             self.flush_dirty(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
@@ -151,7 +166,7 @@ impl<H: Handler> Server<H> {
 
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
         let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
-        for t in [self.accept_paused_until, self.shutdown_deadline].into_iter().flatten() {
+        for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick)].into_iter().flatten() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         next.map(|t| t.saturating_duration_since(now))
@@ -208,9 +223,12 @@ impl<H: Handler> Server<H> {
             let Some(conn) = self.conns.get_mut(index) else { return };
             let status = match conn.phase {
                 Phase::Handshake => {
-                    let budget = (self.config.max_head_bytes + 1).saturating_sub(conn.read_buf.len()).max(1);
-                    let status = conn.read_some(budget);
-                    self.process_handshake(index, now);
+                    // A request head and its body, plus one byte to notice an oversized one.
+                    let most = self.config.max_head_bytes + self.config.max_body_bytes + 1;
+                    let budget = most.saturating_sub(conn.read_buf.len()).max(1);
+                    let (status, n) = conn.read_some(budget, &mut self.scratch);
+                    self.metrics.bytes_in += n as u64;
+                    self.process_http(index, now);
                     status
                 }
                 Phase::Open | Phase::CloseSent => {
@@ -218,12 +236,14 @@ impl<H: Handler> Server<H> {
                         conn.read_paused = true; // resumed by flush_dirty
                         return;
                     }
-                    let status = conn.read_some(READ_BUDGET);
+                    let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                    self.metrics.bytes_in += n as u64;
                     self.process_frames(index, now);
                     status
                 }
                 Phase::Finishing | Phase::Draining => {
-                    let status = conn.read_some(READ_BUDGET);
+                    let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                    self.metrics.bytes_in += n as u64;
                     conn.discard_input();
                     status
                 }
@@ -232,7 +252,21 @@ impl<H: Handler> Server<H> {
                 IoStatus::More => continue,
                 IoStatus::Ok => return,
                 IoStatus::Eof => return self.on_eof(index, now),
-                IoStatus::Error => return self.remove(index, now),
+                IoStatus::Error => {
+                    self.count_abrupt(index);
+                    return self.remove(index, now);
+                }
+            }
+        }
+    }
+
+    /// Counts a connection that ends without a close handshake.
+    fn count_abrupt(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get(index) {
+            match conn.phase {
+                Phase::Open | Phase::CloseSent => self.metrics.abrupt_closes += 1,
+                Phase::Handshake if !conn.read_buf.is_empty() => self.metrics.count_handshake_failure("incomplete"),
+                _ => {}
             }
         }
     }
@@ -247,61 +281,105 @@ impl<H: Handler> Server<H> {
             // Gone without a close handshake (abrupt close, reset, half-open).
             Phase::Handshake | Phase::Open | Phase::CloseSent => {
                 debug!("peer closed {index} without a close handshake");
+                self.count_abrupt(index);
                 self.remove(index, now)
             }
         }
     }
 
-    fn process_handshake(&mut self, index: usize, now: Instant) {
+    /// Serves the requests buffered on a connection in its HTTP phase: plain requests
+    /// (keep-alive, bodies up to `max_body_bytes`) until one is an upgrade.
+    fn process_http(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(index) else { return };
+            if conn.phase != Phase::Handshake {
+                return;
+            }
+            let request = match parse_request(&conn.read_buf, self.config.max_head_bytes) {
+                Ok(None) => return,
+                Ok(Some(parsed)) => parsed,
+                Err(e) => {
+                    debug!("handshake rejected on {index}: {e}");
+                    self.metrics.count_handshake_failure(e.label());
+                    let response = Bytes::from(e.response());
+                    return self.finish_with(index, response, now);
+                }
+            };
+            match request {
+                (Request::Plain(req), head_len) => {
+                    if req.content_length > self.config.max_body_bytes {
+                        let response = HttpResponse::text(413, "request body too large\n");
+                        return self.finish_with(index, Bytes::from(response.encode(false)), now);
+                    }
+                    let Some(total) = head_len.checked_add(req.content_length) else { return };
+                    if conn.read_buf.len() < total {
+                        return; // the body is still arriving
+                    }
+                    let request_bytes = conn.read_buf.split_to(total);
+                    if !self.serve_http(index, &req, request_bytes.get(head_len..).unwrap_or_default(), now) {
+                        return;
+                    }
+                }
+                (Request::Upgrade(_), _) if self.open_count >= self.config.max_connections => {
+                    debug!("rejecting upgrade on {index}: at max_connections");
+                    self.metrics.count_handshake_failure("over_capacity");
+                    return self.finish_with(index, Bytes::from(http::over_capacity().encode(false)), now);
+                }
+                (Request::Upgrade(req), head_len) => return self.upgrade(index, &req, head_len, now),
+            }
+        }
+    }
+
+    /// Answers one plain request; returns whether the connection stays open for another.
+    fn serve_http(&mut self, index: usize, req: &PlainRequest, body: &[u8], now: Instant) -> bool {
+        let response = self.handler.on_http(&mut self.outbox, req, body, &self.metrics);
+        self.metrics.http_requests += 1;
+        self.apply_outbox(now);
+        let Some(conn) = self.conns.get_mut(index) else { return false };
+        let keep_alive = req.keep_alive && self.shutdown_deadline.is_none();
+        conn.queue(Bytes::from(response.encode(keep_alive)));
+        if !keep_alive {
+            self.enter_finishing(index, now);
+            return false;
+        }
+        // The idle time before the next request is bounded like a handshake.
+        self.mark_dirty(index);
+        self.set_deadline(index, now + self.config.handshake_timeout);
+        true
+    }
+
+    /// Completes an upgrade: 101 response, codec, handler `on_open`.
+    fn upgrade(&mut self, index: usize, req: &crate::proto::handshake::UpgradeRequest, head_len: usize, now: Instant) {
+        if let Err(response) = self.handler.accept(req) {
+            self.metrics.count_handshake_failure("rejected");
+            return self.finish_with(index, Bytes::from(response.encode(false)), now);
+        }
         let Some(conn) = self.conns.get_mut(index) else { return };
-        if conn.phase != Phase::Handshake {
-            return;
+        let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
+        let protocol = req.select_protocol(&supported);
+        let deflate = req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
+        conn.queue(Bytes::from(req.accept(protocol, deflate.as_ref().map(|(_, response)| response.as_str()))));
+        conn.read_buf.advance(head_len);
+        let mut codec = Connection::new(Role::Server, self.config.protocol);
+        if let Some((params, _)) = deflate {
+            codec = codec.with_deflate(params, self.config.deflate.threshold, self.config.deflate.level);
         }
-        let request = match parse_request(&conn.read_buf, self.config.max_head_bytes) {
-            Ok(None) => return,
-            Ok(Some(parsed)) => parsed,
-            Err(e) => {
-                debug!("handshake rejected on {index}: {e}");
-                let response = Bytes::from(e.response());
-                return self.finish_with(index, response, now);
-            }
-        };
-        match request {
-            (Request::Plain(req), _) => {
-                let response = Bytes::from(self.handler.on_http(&req).encode());
-                self.finish_with(index, response, now)
-            }
-            (Request::Upgrade(_), _) if self.open_count >= self.config.max_connections => {
-                debug!("rejecting upgrade on {index}: at max_connections");
-                self.finish_with(index, Bytes::from(http::over_capacity().encode()), now)
-            }
-            (Request::Upgrade(req), head_len) => {
-                let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
-                let protocol = req.select_protocol(&supported);
-                let deflate =
-                    req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
-                conn.queue(Bytes::from(req.accept(protocol, deflate.as_ref().map(|(_, response)| response.as_str()))));
-                conn.read_buf.advance(head_len);
-                let mut codec = Connection::new(Role::Server, self.config.protocol);
-                if let Some((params, _)) = deflate {
-                    codec = codec.with_deflate(params, self.config.deflate.threshold, self.config.deflate.level);
-                }
-                conn.codec = Some(codec);
-                conn.phase = Phase::Open;
-                conn.deadline = None;
-                conn.opened = true;
-                conn.counted = true;
-                self.open_count += 1;
-                let id = ConnId::new(index, conn.generation);
-                self.mark_dirty(index);
-                if let Some(id) = id {
-                    self.handler.on_open(&mut self.outbox, id, &req);
-                    self.apply_outbox(now);
-                }
-                // Frames sent right behind the request head are already buffered.
-                self.process_frames(index, now);
-            }
+        conn.codec = Some(codec);
+        conn.phase = Phase::Open;
+        conn.deadline = None;
+        conn.opened = true;
+        conn.counted = true;
+        self.open_count += 1;
+        self.metrics.connections = self.open_count as u64;
+        self.metrics.connections_total += 1;
+        let id = ConnId::new(index, conn.generation);
+        self.mark_dirty(index);
+        if let Some(id) = id {
+            self.handler.on_open(&mut self.outbox, id, req);
+            self.apply_outbox(now);
         }
+        // Frames sent right behind the request head are already buffered.
+        self.process_frames(index, now);
     }
 
     /// Decodes buffered frames and hands messages to the handler.
@@ -319,6 +397,7 @@ impl<H: Handler> Server<H> {
             match result {
                 Ok(Some(Event::Message { kind, data })) => {
                     trace!("{index}: {kind:?} message of {} bytes", data.len());
+                    self.metrics.messages_in += 1;
                     if let (true, Some(id)) = (deliver, id) {
                         self.handler.on_message(&mut self.outbox, id, kind, data);
                         self.apply_outbox(now);
@@ -326,10 +405,20 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(Some(Event::Close(frame))) => {
                     debug!("{index}: close received {:?}", frame.as_ref().map(|f| f.code));
+                    if deliver {
+                        // The client started the close handshake (else it answered ours).
+                        let code = frame.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code);
+                        self.metrics.count_close(code.0, CloseInitiator::Client);
+                    }
                 }
                 Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
                 Ok(None) => {}
-                Err(e) => debug!("{index}: failing connection: {e} (close {})", e.close_code().0),
+                Err(e) => {
+                    debug!("{index}: failing connection: {e} (close {})", e.close_code().0);
+                    if deliver {
+                        self.metrics.count_close(e.close_code().0, CloseInitiator::Server);
+                    }
+                }
             }
             if terminated {
                 return self.enter_finishing(index, now);
@@ -393,6 +482,7 @@ impl<H: Handler> Server<H> {
         let Some(mut conn) = self.conns.try_remove(index) else { return };
         if conn.counted {
             self.open_count -= 1;
+            self.metrics.connections = self.open_count as u64;
         }
         let _ = self.poll.registry().deregister(&mut conn.socket);
         debug!("connection {index} removed");
@@ -412,16 +502,20 @@ impl<H: Handler> Server<H> {
                                 codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
                             }
                             conn.queue_codec_output();
+                            self.metrics.messages_out += 1;
                             self.mark_dirty(id.index());
                         }
                     }
                     Command::Frame(id, frame) => {
-                        if let Some(conn) = self.live_conn(id, Phase::Open) {
-                            conn.queue(frame);
-                            self.mark_dirty(id.index());
+                        if self.admit_fanout(id, frame.len(), now) {
+                            if let Some(conn) = self.live_conn(id, Phase::Open) {
+                                conn.queue(frame);
+                                self.metrics.messages_out += 1;
+                                self.mark_dirty(id.index());
+                            }
                         }
                     }
-                    Command::Broadcast(ids, kind, payload) => self.broadcast(&ids, kind, &payload),
+                    Command::Broadcast(ids, kind, payload) => self.broadcast(&ids, kind, &payload, now),
                     Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
                 }
             }
@@ -436,10 +530,13 @@ impl<H: Handler> Server<H> {
     /// shared by every receiver of that variant as clones of one `Bytes`. Compressing once
     /// is sound because pooled compressors reset after every message (no context
     /// takeover): the output depends on the payload alone, never on a receiver's history.
-    fn broadcast(&mut self, ids: &[ConnId], kind: MessageKind, payload: &Bytes) {
+    fn broadcast(&mut self, ids: &[ConnId], kind: MessageKind, payload: &Bytes, now: Instant) {
         let mut plain: Option<Bytes> = None;
         let mut compressed: [Option<Bytes>; 8] = Default::default();
         for &id in ids {
+            if !self.admit_fanout(id, payload.len(), now) {
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(id.index()) else { continue };
             if conn.generation != id.generation() || conn.phase != Phase::Open {
                 continue;
@@ -473,8 +570,25 @@ impl<H: Handler> Server<H> {
                 None => plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone(),
             };
             conn.queue(frame);
+            self.metrics.messages_out += 1;
             self.mark_dirty(id.index());
         }
+    }
+
+    /// The slow-consumer rule: fan-out traffic may not push a connection's queue past
+    /// `max_outbound_bytes`; the connection is closed with 1013 instead (its queued data is
+    /// still sent ahead of the close). Returns whether the frame may be queued.
+    fn admit_fanout(&mut self, id: ConnId, len: usize, now: Instant) -> bool {
+        let cap = self.config.max_outbound_bytes;
+        let Some(conn) = self.live_conn(id, Phase::Open) else { return false };
+        let queued = conn.queued_bytes();
+        if queued.saturating_add(len) <= cap {
+            return true;
+        }
+        debug!("connection {} is a slow consumer ({queued} bytes queued)", id.index());
+        self.metrics.slow_consumer_closes += 1;
+        self.start_close(id, CloseCode::TRY_AGAIN_LATER, "slow consumer", now);
+        false
     }
 
     fn live_conn(&mut self, id: ConnId, phase: Phase) -> Option<&mut Conn> {
@@ -489,6 +603,7 @@ impl<H: Handler> Server<H> {
         }
         conn.queue_codec_output();
         conn.phase = Phase::CloseSent;
+        self.metrics.count_close(code.0, CloseInitiator::Server);
         self.set_deadline(id.index(), now + self.config.close_linger);
         self.mark_dirty(id.index());
         self.leave_open(id.index(), now);
@@ -509,7 +624,10 @@ impl<H: Handler> Server<H> {
         while let Some(index) = self.dirty.pop() {
             let Some(conn) = self.conns.get_mut(index) else { continue };
             conn.dirty = false;
-            if conn.flush() == IoStatus::Error {
+            let (status, written) = conn.flush();
+            self.metrics.bytes_out += written as u64;
+            if status == IoStatus::Error {
+                self.count_abrupt(index);
                 self.remove(index, now);
                 continue;
             }
@@ -547,6 +665,11 @@ impl<H: Handler> Server<H> {
                 continue; // stale: the connection moved on
             }
             debug!("connection {} timed out in {:?}", id.index(), conn.phase);
+            if conn.phase == Phase::Handshake {
+                self.metrics.count_handshake_failure("timeout");
+            } else if conn.phase == Phase::CloseSent {
+                self.metrics.abrupt_closes += 1;
+            }
             self.remove(id.index(), now);
         }
     }

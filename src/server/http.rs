@@ -1,35 +1,60 @@
 //! The small plain-HTTP surface on the WebSocket port: requests that are not upgrades.
 //!
-//! For now it answers `GET /healthz` and tells everything else to upgrade; the room layer
-//! adds its API here. One response per connection, then the connection closes.
+//! The loop reads a request head and its `Content-Length` body, asks the handler for a
+//! response, and keeps the connection alive for the next request when HTTP/1.1 allows it.
+//! Without an application API, it answers `GET /healthz` and `GET /metrics`.
 
+use super::Metrics;
 use crate::proto::handshake::PlainRequest;
 
 /// A complete response to a plain HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub status: u16,
-    pub reason: &'static str,
     pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 
 impl HttpResponse {
-    pub fn text(status: u16, reason: &'static str, body: &str) -> Self {
-        HttpResponse { status, reason, content_type: "text/plain; charset=utf-8", body: body.as_bytes().to_vec() }
+    pub fn text(status: u16, body: &str) -> Self {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
     }
 
-    /// The response bytes, with `Connection: close`.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn json(status: u16, body: String) -> Self {
+        HttpResponse { status, content_type: "application/json", headers: Vec::new(), body: body.into_bytes() }
+    }
+
+    /// A JSON error body: `{"error":{"code","message"}}`.
+    pub fn json_error(status: u16, message: &str) -> Self {
+        let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
+        HttpResponse::json(status, format!("{{\"error\":{{\"code\":{status},\"message\":{message}}}}}"))
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The response bytes; `keep_alive` false adds `Connection: close`.
+    pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
             self.status,
-            self.reason,
+            reason_phrase(self.status),
             self.content_type,
             self.body.len()
         );
-        if self.status == 426 {
-            out.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+        if !keep_alive {
+            out.push_str("Connection: close\r\n");
+        }
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
@@ -38,15 +63,45 @@ impl HttpResponse {
     }
 }
 
-/// What a handler without an HTTP API answers.
-pub fn default_response(request: &PlainRequest) -> HttpResponse {
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/healthz") => HttpResponse::text(200, "OK", "ok\n"),
-        _ => HttpResponse::text(426, "Upgrade Required", "this is a WebSocket endpoint\n"),
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Unknown",
     }
+}
+
+/// What a handler without an HTTP API answers.
+pub fn default_response(request: &PlainRequest, metrics: &Metrics) -> HttpResponse {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/healthz") => HttpResponse::text(200, "ok\n"),
+        ("GET", "/metrics") => {
+            let mut body = String::new();
+            metrics.render(&mut body);
+            HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &body) }
+        }
+        _ => upgrade_required(),
+    }
+}
+
+/// A plain request to a WebSocket endpoint.
+pub fn upgrade_required() -> HttpResponse {
+    HttpResponse::text(426, "this is a WebSocket endpoint\n")
+        .with_header("Upgrade", "websocket")
+        .with_header("Sec-WebSocket-Version", "13")
 }
 
 /// The answer when the server is at its connection limit.
 pub fn over_capacity() -> HttpResponse {
-    HttpResponse::text(503, "Service Unavailable", "too many connections\n")
+    HttpResponse::text(503, "too many connections\n")
 }

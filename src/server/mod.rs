@@ -9,9 +9,10 @@
 mod conn;
 mod event_loop;
 pub mod http;
+pub mod metrics;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -21,6 +22,7 @@ use crate::proto::{self, CloseCode, MessageKind};
 
 pub use event_loop::{Server, ShutdownHandle};
 pub use http::HttpResponse;
+pub use metrics::Metrics;
 
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
 #[derive(Debug, Clone)]
@@ -39,6 +41,14 @@ pub struct Config {
     /// Outbound bytes queued per connection before the server stops reading from it
     /// (backpressure: a client that sends but does not read is not read from either).
     pub write_high_water: usize,
+    /// Outbound bytes queued per connection for traffic it did not ask for (fan-out from
+    /// other connections) before it is closed with 1013 "slow consumer". Fast receivers
+    /// never wait for a slow one; the slow one can reconnect and recover from history.
+    pub max_outbound_bytes: usize,
+    /// Largest plain HTTP request body (-> 413).
+    pub max_body_bytes: usize,
+    /// How often the handler's `on_tick` runs (history expiry and the like).
+    pub tick_interval: Duration,
     /// Subprotocols the server speaks, in no particular order; the client's first offered
     /// one that is here is selected.
     pub subprotocols: Vec<String>,
@@ -56,6 +66,9 @@ impl Default for Config {
             close_linger: Duration::from_secs(5),
             max_connections: 10_000,
             write_high_water: 4 << 20,
+            max_outbound_bytes: 4 << 20,
+            max_body_bytes: 1 << 20,
+            tick_interval: Duration::from_secs(1),
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
         }
@@ -85,8 +98,8 @@ impl ConnId {
 }
 
 /// Work a handler asks of the loop; applied in order after the handler returns.
-#[derive(Debug)]
-pub(crate) enum Command {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
     Message(ConnId, MessageKind, Bytes),
     Frame(ConnId, Bytes),
     Broadcast(Vec<ConnId>, MessageKind, Bytes),
@@ -94,13 +107,33 @@ pub(crate) enum Command {
 }
 
 /// Where handlers queue their output. Sends to connections that are gone or closing are
-/// dropped (the handler learns of the close through `on_close`).
-#[derive(Debug, Default)]
+/// dropped (the handler learns of the close through `on_close`). It also carries the loop's
+/// notion of now: handlers never read the clock.
+#[derive(Debug)]
 pub struct Outbox {
     commands: Vec<Command>,
+    now: Instant,
 }
 
 impl Outbox {
+    pub fn new(now: Instant) -> Self {
+        Outbox { commands: Vec::new(), now }
+    }
+
+    /// The time of the current loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Takes the queued commands (the loop applies them; tests inspect them).
+    pub fn take(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
     /// Sends a message to one connection (encoded with that connection's codec).
     pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: Bytes) {
         self.commands.push(Command::Message(to, kind, payload));
@@ -129,6 +162,13 @@ impl Outbox {
 
 /// The application on top of the transport. All calls happen on the loop's thread.
 pub trait Handler {
+    /// Decides whether to accept a valid upgrade request (e.g. by path); an `Err` response
+    /// is sent instead of the 101.
+    fn accept(&mut self, request: &UpgradeRequest) -> Result<(), HttpResponse> {
+        let _ = request;
+        Ok(())
+    }
+
     /// A WebSocket connection was accepted (the 101 response is queued).
     fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
         let _ = (out, conn, request);
@@ -143,9 +183,15 @@ pub trait Handler {
         let _ = (out, conn);
     }
 
-    /// A plain HTTP request on the same port (not an upgrade). The connection is closed
-    /// after the response.
-    fn on_http(&mut self, request: &PlainRequest) -> HttpResponse {
-        http::default_response(request)
+    /// A plain HTTP request on the same port (not an upgrade), with its whole body.
+    /// `metrics` are the transport's counters, for `/metrics`.
+    fn on_http(&mut self, out: &mut Outbox, request: &PlainRequest, body: &[u8], metrics: &Metrics) -> HttpResponse {
+        let _ = (out, body);
+        http::default_response(request, metrics)
+    }
+
+    /// Called every `Config::tick_interval`.
+    fn on_tick(&mut self, out: &mut Outbox) {
+        let _ = out;
     }
 }
