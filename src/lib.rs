@@ -10,4 +10,5 @@
 
 pub mod echo;
 pub mod proto;
+pub mod rooms;
 pub mod server;

@@ -1,13 +1,15 @@
-//! The `wsedge` command line: `serve` (the default), `echo`.
+//! The `wsedge` command line: `serve` (the default: the room server), `echo`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::error;
 
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
+use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
 use wsedge::server::{self, Handler, Server};
 
 #[derive(Parser)]
@@ -19,10 +21,69 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the edge server (the default command).
-    Serve(ServerArgs),
+    /// Run the room server: the `wsedge.v1` protocol on /ws, the backend API on /api
+    /// (the default command).
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        rooms: RoomArgs,
+    },
     /// Echo every text and binary message back to its sender, on any path.
     Echo(ServerArgs),
+}
+
+/// Room-layer flags; they map onto `rooms::RoomsConfig`.
+#[derive(Args, Clone)]
+struct RoomArgs {
+    /// Key for the backend HTTP API (`Authorization: Bearer KEY`); without one the API is off.
+    #[arg(long, env = "WSEDGE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Messages kept per room for recovery and `history`.
+    #[arg(long, default_value_t = 100)]
+    history_size: usize,
+    /// Seconds a message is kept; an empty room is dropped after this long.
+    #[arg(long, default_value_t = 300)]
+    history_ttl: u64,
+    /// Largest `data` of a publish, in bytes of JSON (bigger -> error 413).
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_room_message: usize,
+    /// Rooms one connection may join (beyond -> error 503).
+    #[arg(long, default_value_t = 64)]
+    max_rooms_per_connection: usize,
+    /// Members per room (beyond -> error 503).
+    #[arg(long, default_value_t = 100_000)]
+    max_members_per_room: usize,
+    /// Rooms in the server (beyond -> error 503).
+    #[arg(long, default_value_t = 100_000)]
+    max_rooms: usize,
+    /// Publishes per second per connection (beyond the burst -> error 429).
+    #[arg(long, default_value_t = 100.0)]
+    publish_rate: f64,
+    /// Publishes allowed in a burst.
+    #[arg(long, default_value_t = 200.0)]
+    publish_burst: f64,
+    /// Rejected requests within 10 s after which a connection is closed with 1008.
+    #[arg(long, default_value_t = 200)]
+    abuse_limit: u32,
+}
+
+impl RoomArgs {
+    fn config(&self) -> RoomsConfig {
+        RoomsConfig {
+            api_key: self.api_key.clone().filter(|k| !k.is_empty()),
+            history_size: self.history_size,
+            history_ttl: Duration::from_secs(self.history_ttl),
+            max_message_bytes: self.max_room_message,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            max_members_per_room: self.max_members_per_room,
+            max_rooms: self.max_rooms,
+            publish_rate: self.publish_rate,
+            publish_burst: self.publish_burst,
+            abuse_limit: self.abuse_limit,
+            ..RoomsConfig::default()
+        }
+    }
 }
 
 /// Flags shared by every server command; they map onto `server::Config`.
@@ -31,9 +92,10 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
-    /// Largest message accepted, in bytes (bigger -> close 1009).
-    #[arg(long, default_value_t = 16 << 20)]
-    max_message: usize,
+    /// Largest message accepted, in bytes (bigger -> close 1009). Default: 1 MiB for
+    /// `serve`, 16 MiB for `echo`.
+    #[arg(long)]
+    max_message: Option<usize>,
     /// Largest single frame accepted, in bytes (default: --max-message).
     #[arg(long)]
     max_frame: Option<usize>,
@@ -49,6 +111,13 @@ struct ServerArgs {
     /// Seconds to wait for the peer during the close handshake.
     #[arg(long, default_value_t = 5)]
     close_linger: u64,
+    /// Bytes queued to a connection that is not reading before it is closed with 1013
+    /// "slow consumer" (fan-out) or stops being read from (its own replies).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_outbound: usize,
+    /// Largest plain HTTP request body, in bytes (bigger -> 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
     /// Turn permessage-deflate (RFC 7692) off.
     #[arg(long)]
     no_deflate: bool,
@@ -71,14 +140,18 @@ enum ModeArg {
 }
 
 impl ServerArgs {
-    fn config(&self) -> server::Config {
+    fn config(&self, default_max_message: usize) -> server::Config {
         let mut config = server::Config { listen: self.listen, ..server::Config::default() };
-        config.protocol.max_message_size = self.max_message;
-        config.protocol.max_frame_size = self.max_frame.unwrap_or(self.max_message);
+        let max_message = self.max_message.unwrap_or(default_max_message);
+        config.protocol.max_message_size = max_message;
+        config.protocol.max_frame_size = self.max_frame.unwrap_or(max_message);
+        config.max_outbound_bytes = self.max_outbound;
+        config.write_high_water = self.max_outbound;
+        config.max_body_bytes = self.max_body;
         config.max_head_bytes = self.max_header_bytes;
         config.max_connections = self.max_connections;
-        config.handshake_timeout = std::time::Duration::from_secs(self.handshake_timeout);
-        config.close_linger = std::time::Duration::from_secs(self.close_linger);
+        config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
+        config.close_linger = Duration::from_secs(self.close_linger);
         config.deflate.enabled = !self.no_deflate;
         config.deflate.mode = match self.deflate_mode {
             ModeArg::Shared => DeflateMode::Shared,
@@ -119,7 +192,18 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     match command {
-        // Until the room layer lands, `serve` echoes too.
-        Command::Serve(args) | Command::Echo(args) => run(args.config(), Echo),
+        Command::Serve { server, rooms } => {
+            let mut config = server.config(1 << 20);
+            config.subprotocols = vec![SUBPROTOCOL.to_owned()];
+            let rooms_config = rooms.config();
+            log::info!(
+                "room server: ws://{}{} (protocol {SUBPROTOCOL}); backend API {}",
+                config.listen,
+                rooms_config.path,
+                if rooms_config.api_key.is_some() { "on" } else { "off (set WSEDGE_API_KEY to enable)" }
+            );
+            run(config, Rooms::new(rooms_config))
+        }
+        Command::Echo(args) => run(args.config(16 << 20), Echo),
     }
 }

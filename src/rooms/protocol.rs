@@ -37,11 +37,28 @@ pub struct Since {
 /// A parsed client request. `data` borrows the request text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
-    Join { room: String, presence: bool, since: Option<Since> },
-    Leave { room: String },
-    Publish { room: String, data: &'a RawValue, echo: bool, ephemeral: bool },
-    Presence { room: String },
-    History { room: String, limit: Option<u64> },
+    Join {
+        room: String,
+        presence: bool,
+        since: Option<Since>,
+    },
+    Leave {
+        room: String,
+    },
+    /// `data` is the raw JSON text of the field, as the client wrote it.
+    Publish {
+        room: String,
+        data: &'a str,
+        echo: bool,
+        ephemeral: bool,
+    },
+    Presence {
+        room: String,
+    },
+    History {
+        room: String,
+        limit: Option<u64>,
+    },
     Ping,
 }
 
@@ -77,7 +94,10 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "publish" => Ok(Request::Publish {
             room: room(fields)?,
-            data: fields.get("data").copied().ok_or_else(|| RequestError::bad_request("missing field: data"))?,
+            data: fields
+                .get("data")
+                .map(|raw| raw.get())
+                .ok_or_else(|| RequestError::bad_request("missing field: data"))?,
             echo: optional(fields, "echo")?.unwrap_or(true),
             ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
         }),
@@ -88,7 +108,10 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
     }
 }
 
-fn required<T: serde::de::DeserializeOwned>(fields: &HashMap<String, &RawValue>, name: &str) -> Result<T, RequestError> {
+fn required<T: serde::de::DeserializeOwned>(
+    fields: &HashMap<String, &RawValue>,
+    name: &str,
+) -> Result<T, RequestError> {
     optional(fields, name)?.ok_or_else(|| RequestError::bad_request(format!("missing field: {name}")))
 }
 
@@ -301,7 +324,8 @@ mod tests {
 
     #[test]
     fn every_op_parses() {
-        let (id, req) = parse(r#"{"id":7,"op":"join","room":"lobby","presence":true,"since":{"epoch":"e1","offset":3}}"#);
+        let (id, req) =
+            parse(r#"{"id":7,"op":"join","room":"lobby","presence":true,"since":{"epoch":"e1","offset":3}}"#);
         assert_eq!(id.as_deref(), Some("7"));
         assert_eq!(
             req,
@@ -315,13 +339,16 @@ mod tests {
         assert_eq!(id.as_deref(), Some("\"a\""));
         match req {
             Ok(Request::Publish { room, data, echo, ephemeral }) => {
-                assert_eq!((room.as_str(), data.get(), echo, ephemeral), ("r", r#"{"x":[1,2]}"#, false, false));
+                assert_eq!((room.as_str(), data, echo, ephemeral), ("r", r#"{"x":[1,2]}"#, false, false));
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(parse(r#"{"op":"leave","room":"r"}"#).1, Ok(Request::Leave { room: "r".into() }));
         assert_eq!(parse(r#"{"op":"presence","room":"r"}"#).1, Ok(Request::Presence { room: "r".into() }));
-        assert_eq!(parse(r#"{"op":"history","room":"r","limit":5}"#).1, Ok(Request::History { room: "r".into(), limit: Some(5) }));
+        assert_eq!(
+            parse(r#"{"op":"history","room":"r","limit":5}"#).1,
+            Ok(Request::History { room: "r".into(), limit: Some(5) })
+        );
         assert_eq!(parse(r#"{"op":"ping","extra":"ignored"}"#).1, Ok(Request::Ping));
     }
 
@@ -368,7 +395,12 @@ mod tests {
         assert!(eph.get("offset").is_none());
         let err = reply_error(None, &RequestError::new(404, "not a member"));
         assert_eq!(err, r#"{"id":null,"error":{"code":404,"message":"not a member"}}"#);
-        let body = ObjectWriter::new().str("room", "r").num("offset", 3).bool("recovered", true).raw_array("missed", ["1", "{}"]).finish();
+        let body = ObjectWriter::new()
+            .str("room", "r")
+            .num("offset", 3)
+            .bool("recovered", true)
+            .raw_array("missed", ["1", "{}"])
+            .finish();
         assert_eq!(body, r#"{"room":"r","offset":3,"recovered":true,"missed":[1,{}]}"#);
         let _: serde_json::Value = serde_json::from_str(&presence_event("join", "r", from)).unwrap();
         let _: serde_json::Value = serde_json::from_str(&welcome("c1", Some("u"))).unwrap();

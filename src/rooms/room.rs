@@ -1,0 +1,156 @@
+//! One room: its members, its offsets and epoch, and its history.
+//!
+//! No IO, no clock reads: time comes in as an argument. The history is a ring of the last
+//! `history_size` messages, each the exact JSON text members received, so recovery replays
+//! bytes identical to the live ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::server::ConnId;
+
+/// A member's subscription options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// Receives join/leave events of others.
+    pub presence: bool,
+}
+
+/// A message kept for recovery.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub offset: u64,
+    pub at: Instant,
+    /// The message push as members received it.
+    pub json: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    /// Changes whenever the room's history is lost (the room was dropped and recreated).
+    pub epoch: Arc<str>,
+    /// The offset of the last message (0: none yet).
+    pub offset: u64,
+    pub members: HashMap<ConnId, Membership>,
+    history: VecDeque<Kept>,
+    /// When the last member left (the room is dropped once its history has expired).
+    pub emptied_at: Option<Instant>,
+}
+
+/// What `join` with `since` recovers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Recovery<'a> {
+    pub recovered: bool,
+    pub missed: Vec<&'a str>,
+}
+
+impl Room {
+    pub fn new(epoch: Arc<str>, now: Instant) -> Self {
+        Room { epoch, offset: 0, members: HashMap::new(), history: VecDeque::new(), emptied_at: Some(now) }
+    }
+
+    /// Assigns the next offset.
+    pub fn next_offset(&mut self) -> u64 {
+        self.offset += 1;
+        self.offset
+    }
+
+    /// Keeps a message, dropping the oldest beyond `limit`.
+    pub fn keep(&mut self, kept: Kept, limit: usize) {
+        if limit == 0 {
+            return;
+        }
+        while self.history.len() >= limit {
+            self.history.pop_front();
+        }
+        self.history.push_back(kept);
+    }
+
+    /// Drops messages older than `ttl`.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) {
+        while self.history.front().is_some_and(|k| now.saturating_duration_since(k.at) >= ttl) {
+            self.history.pop_front();
+        }
+    }
+
+    /// The messages after `offset` in `epoch`, and whether that is all of them (contract:
+    /// "Ordering and recovery"). Another epoch recovers nothing.
+    pub fn recover(&self, epoch: &str, offset: u64) -> Recovery<'_> {
+        if epoch != &*self.epoch || offset > self.offset {
+            // Offsets of another epoch (or from the future) mean nothing here.
+            return Recovery { recovered: false, missed: Vec::new() };
+        }
+        let missed: Vec<&str> = self.history.iter().filter(|k| k.offset > offset).map(|k| &*k.json).collect();
+        // Complete when every offset in (offset, self.offset] is still kept.
+        let first_kept = self.history.iter().find(|k| k.offset > offset).map(|k| k.offset);
+        let recovered = offset == self.offset || first_kept == Some(offset + 1);
+        Recovery { recovered, missed }
+    }
+
+    /// The last `limit` kept messages, oldest first.
+    pub fn history(&self, limit: usize) -> impl Iterator<Item = &str> {
+        let skip = self.history.len().saturating_sub(limit);
+        self.history.iter().skip(skip).map(|k| &*k.json)
+    }
+
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Bytes of JSON held in history (for limits and metrics).
+    pub fn history_bytes(&self) -> usize {
+        self.history.iter().map(|k| k.json.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room_with(offsets: std::ops::RangeInclusive<u64>, limit: usize, at: Instant) -> Room {
+        let mut room = Room::new("e1".into(), at);
+        for _ in offsets {
+            let offset = room.next_offset();
+            room.keep(Kept { offset, at, json: format!("{{\"offset\":{offset}}}").into() }, limit);
+        }
+        room
+    }
+
+    #[test]
+    fn recovery_is_complete_when_nothing_aged_out() {
+        let now = Instant::now();
+        let room = room_with(1..=5, 10, now);
+        let r = room.recover("e1", 2);
+        assert!(r.recovered);
+        assert_eq!(r.missed, ["{\"offset\":3}", "{\"offset\":4}", "{\"offset\":5}"]);
+        assert_eq!(room.recover("e1", 5), Recovery { recovered: true, missed: vec![] });
+    }
+
+    #[test]
+    fn recovery_is_partial_when_some_aged_out() {
+        let now = Instant::now();
+        let room = room_with(1..=10, 3, now); // keeps 8, 9, 10
+        let r = room.recover("e1", 5);
+        assert!(!r.recovered);
+        assert_eq!(r.missed.len(), 3);
+        assert!(room.recover("e1", 7).recovered);
+    }
+
+    #[test]
+    fn another_epoch_recovers_nothing() {
+        let room = room_with(1..=3, 10, Instant::now());
+        assert_eq!(room.recover("e0", 1), Recovery { recovered: false, missed: vec![] });
+        assert_eq!(room.recover("e1", 99), Recovery { recovered: false, missed: vec![] });
+    }
+
+    #[test]
+    fn ttl_expires_old_messages() {
+        let start = Instant::now();
+        let mut room = room_with(1..=3, 10, start);
+        room.expire(start + Duration::from_secs(301), Duration::from_secs(300));
+        assert_eq!(room.history_len(), 0);
+        assert!(!room.recover("e1", 1).recovered);
+        assert_eq!(room.history(10).count(), 0);
+    }
+}
