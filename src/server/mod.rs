@@ -88,6 +88,17 @@ impl ConnId {
         Some(ConnId { index: u32::try_from(index).ok()?, generation })
     }
 
+    /// A connection id from its parts, for driving a handler without a server (tests,
+    /// benchmarks, fuzz targets). Ids the server hands out come from its own table.
+    pub fn from_parts(index: u32, generation: u32) -> ConnId {
+        ConnId { index, generation }
+    }
+
+    /// The slab index and generation.
+    pub fn parts(self) -> (u32, u32) {
+        (self.index, self.generation)
+    }
+
     pub(crate) fn index(self) -> usize {
         self.index as usize
     }
