@@ -31,6 +31,16 @@ enum Command {
     },
     /// Echo every text and binary message back to its sender, on any path.
     Echo(ServerArgs),
+    /// A terminal chat client for the room server: joins a room, publishes each line you
+    /// type, prints what others say.
+    Chat {
+        /// The room server's WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
+        url: String,
+        /// The room to join.
+        #[arg(long, default_value = "lobby")]
+        room: String,
+    },
 }
 
 /// Room-layer flags; they map onto `rooms::RoomsConfig`.
@@ -205,5 +215,78 @@ fn main() -> ExitCode {
             run(config, Rooms::new(rooms_config))
         }
         Command::Echo(args) => run(args.config(16 << 20), Echo),
+        Command::Chat { url, room } => match chat(&url, &room) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `wsedge chat`: stdin lines become publishes; pushes are printed as they arrive.
+fn chat(url: &str, room: &str) -> std::io::Result<()> {
+    use std::sync::mpsc;
+    use wsedge::client::Client;
+    use wsedge::proto::{CloseCode, Event};
+
+    let mut client = Client::connect(url, &[SUBPROTOCOL])?;
+    let join = serde_json::json!({"id": "join", "op": "join", "room": room, "presence": true});
+    client.send_text(&join.to_string())?;
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match lines.try_recv() {
+            Ok(line) if !line.trim().is_empty() => {
+                let publish = serde_json::json!({"op": "publish", "room": room, "data": {"text": line}});
+                client.send_text(&publish.to_string())?;
+            }
+            Ok(_) => {}
+            Err(mpsc::TryRecvError::Empty) => {}
+            Err(mpsc::TryRecvError::Disconnected) => {
+                client.close(CloseCode::NORMAL, "bye")?;
+                return Ok(());
+            }
+        }
+        match client.recv(Duration::from_millis(50))? {
+            Some(Event::Message { data, .. }) => print_push(&String::from_utf8_lossy(&data)),
+            Some(Event::Close(frame)) => {
+                println!("* server closed the connection ({:?})", frame.map(|f| f.code.0));
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn print_push(text: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        println!("{text}");
+        return;
+    };
+    let who = |m: &serde_json::Value| m["client"].as_str().unwrap_or("backend").to_owned();
+    match v["op"].as_str() {
+        Some("welcome") => println!("* connected as {}", v["client"].as_str().unwrap_or("?")),
+        Some("message") => {
+            let data = &v["data"];
+            let body = data["text"].as_str().map_or_else(|| data.to_string(), str::to_owned);
+            println!("[{} #{}] {}: {}", v["room"].as_str().unwrap_or("?"), v["offset"], who(&v["from"]), body);
+        }
+        Some(op @ ("join" | "leave")) => {
+            let verb = if op == "join" { "joined" } else { "left" };
+            println!("* {} {verb} {}", who(&v["member"]), v["room"].as_str().unwrap_or("?"));
+        }
+        _ if v.get("error").is_some() => println!("! error {}: {}", v["error"]["code"], v["error"]["message"]),
+        _ if v["id"] == "join" => {
+            println!("* joined {} ({} members)", v["ok"]["room"].as_str().unwrap_or("?"), v["ok"]["members"])
+        }
+        _ => {}
     }
 }
