@@ -128,6 +128,17 @@ struct ServerArgs {
     /// Largest plain HTTP request body, in bytes (bigger -> 413).
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
+    /// Sockets allowed in their HTTP phase at once, on top of open connections (beyond:
+    /// accepted and closed at once).
+    #[arg(long, default_value_t = 2048)]
+    max_handshakes: usize,
+    /// Seconds of silence before the server pings a connection; it is dropped after twice
+    /// this. 0 disables keepalive.
+    #[arg(long, default_value_t = 30)]
+    ping_interval: u64,
+    /// Seconds to wait for clients to answer close 1001 on SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    shutdown_timeout: u64,
     /// Turn permessage-deflate (RFC 7692) off.
     #[arg(long)]
     no_deflate: bool,
@@ -158,6 +169,10 @@ impl ServerArgs {
         config.max_outbound_bytes = self.max_outbound;
         config.write_high_water = self.max_outbound;
         config.max_body_bytes = self.max_body;
+        config.max_handshakes = self.max_handshakes;
+        config.ping_interval = Duration::from_secs(self.ping_interval);
+        config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        config.handle_signals = true;
         config.max_head_bytes = self.max_header_bytes;
         config.max_connections = self.max_connections;
         config.handshake_timeout = Duration::from_secs(self.handshake_timeout);

@@ -226,7 +226,7 @@ impl Rooms {
             }
             Request::History { room, limit } => {
                 let room_state = self.readable_room(conn, &room)?;
-                let limit = limit.map_or(self.config.history_size, |l| usize::try_from(l).unwrap_or(usize::MAX));
+                let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
                 Ok(ObjectWriter::new()
                     .str("room", &room)
                     .str("epoch", &room_state.epoch)
@@ -432,9 +432,11 @@ impl Handler for Rooms {
         let ttl = self.config.history_ttl;
         self.rooms.retain(|_, room| {
             room.expire(now, ttl);
-            // Memory must not grow with rooms used once: an empty room goes once its
-            // history has aged out (its epoch with it).
-            room.emptied_at.is_none_or(|t| now.saturating_duration_since(t) < ttl)
+            // Memory must not grow with rooms used once: an empty room goes once it has
+            // been empty for the TTL and its history has aged out (its epoch with it). A
+            // message the backend published into the empty room is kept its full TTL.
+            let idle = room.emptied_at.is_some_and(|t| now.saturating_duration_since(t) >= ttl);
+            !(idle && room.history_len() == 0)
         });
     }
 }
@@ -451,4 +453,27 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_room_lives_until_its_last_message_ages_out() {
+        let ttl = Duration::from_secs(300);
+        let mut rooms = Rooms::new(RoomsConfig { history_ttl: ttl, ..RoomsConfig::default() });
+        let t0 = Instant::now();
+        let mut out = Outbox::new(t0);
+        // The backend publishes into a room nobody is in (it is empty from the start).
+        assert_eq!(rooms.publish(&mut out, "r", "1", None, true, false), Ok(Some(1)));
+        out.set_now(t0 + Duration::from_secs(200));
+        assert_eq!(rooms.publish(&mut out, "r", "2", None, true, false), Ok(Some(2)));
+        out.set_now(t0 + Duration::from_secs(301));
+        rooms.on_tick(&mut out);
+        assert_eq!(rooms.room_count(), 1, "message 2 is 101 s old: the room and its epoch stay");
+        out.set_now(t0 + Duration::from_secs(500));
+        rooms.on_tick(&mut out);
+        assert_eq!(rooms.room_count(), 0, "empty and nothing kept: dropped");
+    }
 }

@@ -145,6 +145,10 @@ fn since(fields: &HashMap<String, &RawValue>) -> Result<Option<Since>, RequestEr
     Ok(raw.map(|s| Since { epoch: s.epoch, offset: s.offset }))
 }
 
+/// Messages a `history` request returns when it names no `limit` (contract: "default 100",
+/// whatever the configured history size).
+pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
+
 /// Longest room name, in bytes.
 pub const MAX_ROOM_NAME: usize = 128;
 

@@ -62,6 +62,8 @@ pub struct Conn {
     pub counted: bool,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
+    /// When bytes last arrived (keepalive: pings and the idle timeout count from here).
+    pub last_heard: Instant,
     /// In the loop's list of connections to flush this turn.
     pub dirty: bool,
     /// Reading stopped because the write queue is over the high-water mark.
@@ -82,6 +84,7 @@ impl Conn {
             opened: false,
             counted: false,
             peer_eof: false,
+            last_heard: deadline,
             dirty: false,
             read_paused: false,
         }

@@ -30,6 +30,7 @@ use crate::proto::{CloseCode, Connection, Event, MessageKind, Role};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Bytes read from one socket before decoding them (keeps batches bounded and fair).
 const READ_BUDGET: usize = 256 * 1024;
@@ -74,6 +75,7 @@ pub struct Server<H: Handler> {
     accept_paused_until: Option<Instant>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
     /// Set once shutdown began: the time by which the loop exits regardless.
     shutdown_deadline: Option<Instant>,
 }
@@ -85,6 +87,14 @@ impl<H: Handler> Server<H> {
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let signals = if config.handle_signals {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+            Some(signals)
+        } else {
+            None
+        };
         Ok(Server {
             compressors: CompressorPool::new(config.deflate.level),
             outbox: Outbox::new(Instant::now()),
@@ -104,6 +114,7 @@ impl<H: Handler> Server<H> {
             accept_paused_until: None,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
+            signals,
             shutdown_deadline: None,
         })
     }
@@ -135,6 +146,18 @@ impl<H: Handler> Server<H> {
                     LISTENER => self.accept(now),
                     WAKER => {
                         if self.shutdown_requested.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    SIGNALS => {
+                        let received: Vec<i32> =
+                            self.signals.as_mut().map(|s| s.pending().collect()).unwrap_or_default();
+                        if !received.is_empty() && self.shutdown_deadline.is_some() {
+                            info!("second signal: exiting without waiting for {} connections", self.conns.len());
+                            return Ok(());
+                        }
+                        if let Some(signal) = received.first() {
+                            info!("signal {signal}: shutting down gracefully");
                             self.begin_shutdown(now);
                         }
                     }
@@ -195,6 +218,14 @@ impl<H: Handler> Server<H> {
     }
 
     fn add_conn(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        let handshaking = self.conns.len().saturating_sub(self.open_count);
+        if handshaking >= self.config.max_handshakes {
+            // Dropping the stream closes it: the client learns at once instead of waiting
+            // in the backlog, and silent sockets cannot pile up.
+            self.metrics.count_handshake_failure("too_many_handshakes");
+            debug!("dropping {peer}: {handshaking} sockets already handshaking");
+            return;
+        }
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         let generation = self.next_generation;
@@ -238,6 +269,9 @@ impl<H: Handler> Server<H> {
                     }
                     let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
                     self.metrics.bytes_in += n as u64;
+                    if n > 0 {
+                        conn.last_heard = now;
+                    }
                     self.process_frames(index, now);
                     status
                 }
@@ -367,6 +401,7 @@ impl<H: Handler> Server<H> {
         conn.codec = Some(codec);
         conn.phase = Phase::Open;
         conn.deadline = None;
+        conn.last_heard = now;
         conn.opened = true;
         conn.counted = true;
         self.open_count += 1;
@@ -374,6 +409,9 @@ impl<H: Handler> Server<H> {
         self.metrics.connections_total += 1;
         let id = ConnId::new(index, conn.generation);
         self.mark_dirty(index);
+        if !self.config.ping_interval.is_zero() {
+            self.set_deadline(index, now + self.config.ping_interval);
+        }
         if let Some(id) = id {
             self.handler.on_open(&mut self.outbox, id, req);
             self.apply_outbox(now);
@@ -664,6 +702,10 @@ impl<H: Handler> Server<H> {
             if conn.generation != id.generation() || conn.deadline != Some(deadline) {
                 continue; // stale: the connection moved on
             }
+            if conn.phase == Phase::Open {
+                self.keepalive(id.index(), now);
+                continue;
+            }
             debug!("connection {} timed out in {:?}", id.index(), conn.phase);
             if conn.phase == Phase::Handshake {
                 self.metrics.count_handshake_failure("timeout");
@@ -674,13 +716,39 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// An open connection's deadline: ping it when it has been silent for one interval,
+    /// drop it after two (RFC 6455 §5.5.2: a ping may serve as a keepalive).
+    fn keepalive(&mut self, index: usize, now: Instant) {
+        let interval = self.config.ping_interval;
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        let silent = now.saturating_duration_since(conn.last_heard);
+        if silent >= interval * 2 {
+            debug!("connection {index} silent for {silent:?}: dropping it");
+            self.metrics.idle_timeouts += 1;
+            return self.remove(index, now);
+        }
+        let next = if silent >= interval {
+            if let Some(codec) = conn.codec.as_mut() {
+                codec.send_ping(Bytes::new());
+            }
+            conn.queue_codec_output();
+            self.mark_dirty(index);
+            conn_deadline(self.conns.get(index), interval * 2)
+        } else {
+            conn_deadline(self.conns.get(index), interval)
+        };
+        if let Some(next) = next {
+            self.set_deadline(index, next);
+        }
+    }
+
     fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
         info!("shutting down: closing {} connections with 1001", self.open_count);
         let _ = self.poll.registry().deregister(&mut self.listener);
-        self.shutdown_deadline = Some(now + self.config.close_linger);
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
         let ids: Vec<(usize, Phase, u32)> = self.conns.iter().map(|(i, c)| (i, c.phase, c.generation)).collect();
         for (index, phase, generation) in ids {
             match (phase, ConnId::new(index, generation)) {
@@ -690,4 +758,9 @@ impl<H: Handler> Server<H> {
             }
         }
     }
+}
+
+/// `last_heard + after` for a connection, if it still exists.
+fn conn_deadline(conn: Option<&Conn>, after: Duration) -> Option<Instant> {
+    conn.map(|c| c.last_heard + after)
 }

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub closes: BTreeMap<(u16, CloseInitiator), u64>,
     /// Connections gone without a close handshake (EOF, reset, timeout).
     pub abrupt_closes: u64,
+    /// Connections dropped after two ping intervals of silence (half-open TCP).
+    pub idle_timeouts: u64,
     /// Connections closed with 1013 because they did not read fast enough.
     pub slow_consumer_closes: u64,
     /// Failed opening handshakes, by reason.
@@ -72,6 +74,12 @@ impl Metrics {
             "Connections gone without a close handshake.",
             "counter",
             self.abrupt_closes,
+        );
+        gauge(
+            "wsedge_idle_timeouts_total",
+            "Connections dropped after two silent ping intervals.",
+            "counter",
+            self.idle_timeouts,
         );
         gauge(
             "wsedge_slow_consumer_closes_total",

@@ -38,6 +38,19 @@ pub struct Config {
     pub close_linger: Duration,
     /// Open connections per server; beyond it an upgrade gets 503.
     pub max_connections: usize,
+    /// Sockets still in their HTTP phase (handshaking, or idle keep-alive) on top of the
+    /// open connections; beyond it a new socket is accepted and closed at once, so a flood
+    /// of silent sockets cannot exhaust file descriptors.
+    pub max_handshakes: usize,
+    /// A server ping goes to a connection silent for this long, and it is dropped after
+    /// twice this (a half-open TCP connection otherwise lives forever). Zero disables.
+    pub ping_interval: Duration,
+    /// After SIGINT/SIGTERM or `ShutdownHandle::shutdown`, how long to wait for clients
+    /// to answer close 1001 before exiting anyway.
+    pub shutdown_timeout: Duration,
+    /// Stop gracefully on SIGINT/SIGTERM (the CLI sets this; embedded servers use
+    /// `ShutdownHandle`).
+    pub handle_signals: bool,
     /// Outbound bytes queued per connection before the server stops reading from it
     /// (backpressure: a client that sends but does not read is not read from either).
     pub write_high_water: usize,
@@ -65,6 +78,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(5),
             max_connections: 10_000,
+            max_handshakes: 2048,
+            ping_interval: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            handle_signals: false,
             write_high_water: 4 << 20,
             max_outbound_bytes: 4 << 20,
             max_body_bytes: 1 << 20,
