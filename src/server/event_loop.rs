@@ -619,6 +619,15 @@ impl<H: Handler> Server<H> {
     fn admit_fanout(&mut self, id: ConnId, len: usize, now: Instant) -> bool {
         let cap = self.config.max_outbound_bytes;
         let Some(conn) = self.live_conn(id, Phase::Open) else { return false };
+        if conn.queued_bytes().saturating_add(len) <= cap {
+            return true;
+        }
+        // Frames queued earlier in this turn have not met the socket yet: offer them now,
+        // so a member that is reading is judged by what it failed to read, not by the
+        // size of one burst. (A socket error is handled at the end of the turn.)
+        let (_, written) = conn.flush();
+        self.metrics.bytes_out += written as u64;
+        let Some(conn) = self.live_conn(id, Phase::Open) else { return false };
         let queued = conn.queued_bytes();
         if queued.saturating_add(len) <= cap {
             return true;

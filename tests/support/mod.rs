@@ -1,13 +1,16 @@
-//! The integration tests' harness: an echo server on an ephemeral port, shut down and
-//! joined when it goes out of scope, and raw-TCP tools (a hand-written upgrade, masked
-//! client frames, server frames read byte-exact) for tests where a WebSocket library
-//! would be in the way, because it refuses to send what the test sends or hides what the
-//! server answers.
+//! The integration tests' harness: a server (echo, the room layer, or any handler) on an
+//! ephemeral port, shut down and joined when it goes out of scope; raw-TCP tools (a
+//! hand-written upgrade, masked client frames, server frames read byte-exact) for tests
+//! where a WebSocket library would be in the way, because it refuses to send what the test
+//! sends or hides what the server answers; a minimal HTTP/1.1 client; and, in [`rooms`], a
+//! `wsedge.v1` client.
 //!
 //! Every socket it hands out has read and write timeouts, so a server that stops answering
 //! fails a test instead of hanging it. Each test binary uses a subset of these tools.
 
 #![allow(dead_code)]
+
+pub mod rooms;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wsedge::echo::Echo;
-use wsedge::server::{Config, Server, ShutdownHandle};
+use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
+use wsedge::server::{Config, Handler, Server, ShutdownHandle};
 
 /// Longest a test waits on any socket read or write before failing.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,13 +33,19 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// The masking key of RFC 6455 §5.7's examples.
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
-/// The default server config on 127.0.0.1:0. Close linger is shortened so a test that
-/// leaves a peer mid-close cannot stretch the shutdown in `Drop` to the 5 s default.
+/// The default server config on 127.0.0.1:0. Close linger and the shutdown timeout are
+/// shortened so a test that leaves a peer mid-close cannot stretch the shutdown in `Drop`
+/// to the 5 s and 10 s defaults.
 pub fn config() -> Config {
-    Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), close_linger: Duration::from_secs(2), ..Config::default() }
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        close_linger: Duration::from_secs(2),
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
 }
 
-/// An `Echo` server running on its own thread.
+/// A server running its handler on its own thread.
 pub struct TestServer {
     addr: SocketAddr,
     shutdown: ShutdownHandle,
@@ -45,8 +55,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts an echo server with `config` (whatever its `listen`, it binds 127.0.0.1:0).
     pub fn start(config: Config) -> TestServer {
+        TestServer::start_with(config, Echo)
+    }
+
+    /// Starts a server running `handler` with `config` (it binds 127.0.0.1:0).
+    pub fn start_with<H: Handler + Send + 'static>(config: Config, handler: H) -> TestServer {
         let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config };
-        let mut server = Server::bind(config, Echo).expect("bind an ephemeral port");
+        let mut server = Server::bind(config, handler).expect("bind an ephemeral port");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
@@ -58,12 +73,29 @@ impl TestServer {
         TestServer::start(config())
     }
 
+    /// Starts the room server with `config` and `rooms`, speaking `wsedge.v1` as
+    /// `wsedge serve` does.
+    pub fn rooms_with(config: Config, rooms: RoomsConfig) -> TestServer {
+        let config = Config { subprotocols: vec![SUBPROTOCOL.to_owned()], ..config };
+        TestServer::start_with(config, Rooms::new(rooms))
+    }
+
+    /// Starts the room server with [`config`] and `rooms`.
+    pub fn rooms(rooms: RoomsConfig) -> TestServer {
+        TestServer::rooms_with(config(), rooms)
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     pub fn url(&self) -> String {
         format!("ws://{}/", self.addr)
+    }
+
+    /// The WebSocket URL of `path` on this server.
+    pub fn url_at(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
     }
 
     /// A TCP connection to the server with the test timeouts set.
@@ -248,5 +280,57 @@ pub fn expect_eof(stream: &mut TcpStream) {
         Ok(0) => {}
         Ok(n) => panic!("expected EOF, got {n} more bytes: {:?}", &buf[..n]),
         Err(e) => panic!("expected EOF within {CLOSE_WITHIN:?}, got {e} after {:?}", start.elapsed()),
+    }
+}
+
+/// A plain HTTP response: its head and its `Content-Length` body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub head: ResponseHead,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("response body is UTF-8")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// An HTTP/1.1 request for `path` with the given extra header lines and body (a
+/// `Content-Length` is added when there is a body).
+pub fn http_request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one response: the head, then exactly `Content-Length` bytes of body.
+pub fn read_response(stream: &mut TcpStream) -> HttpReply {
+    let head = read_head(stream);
+    let len: usize = head.header("Content-Length").map_or(0, |v| v.parse().expect("numeric Content-Length"));
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("read the response body");
+    HttpReply { head, body }
+}
+
+impl TestServer {
+    /// Sends one request on a new connection and reads the response.
+    pub fn http(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> HttpReply {
+        let mut stream = self.tcp();
+        stream.write_all(&http_request(method, path, headers, body)).expect("write the request");
+        read_response(&mut stream)
     }
 }
