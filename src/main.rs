@@ -55,6 +55,9 @@ struct RoomArgs {
     /// Seconds a message is kept; an empty room is dropped after this long.
     #[arg(long, default_value_t = 300)]
     history_ttl: u64,
+    /// Bytes of history kept across all rooms; beyond it, publishing rooms keep fewer.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_history_bytes: usize,
     /// Largest `data` of a publish, in bytes of JSON (bigger -> error 413).
     #[arg(long, default_value_t = 64 * 1024)]
     max_room_message: usize,
@@ -84,6 +87,7 @@ impl RoomArgs {
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             history_size: self.history_size,
             history_ttl: Duration::from_secs(self.history_ttl),
+            max_history_bytes: self.max_history_bytes,
             max_message_bytes: self.max_room_message,
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_members_per_room: self.max_members_per_room,

@@ -39,6 +39,10 @@ pub struct RoomsConfig {
     pub path: String,
     /// Messages kept per room for `since` and `history`.
     pub history_size: usize,
+    /// Bytes of messages kept across all rooms. Beyond it, a room that publishes drops its
+    /// own oldest messages (its clients then recover with `recovered: false`): memory stays
+    /// bounded however many rooms there are.
+    pub max_history_bytes: usize,
     /// How long a message is kept; an empty room is dropped (and its epoch forgotten)
     /// this long after its last member left.
     pub history_ttl: Duration,
@@ -69,6 +73,7 @@ impl Default for RoomsConfig {
         RoomsConfig {
             path: "/ws".to_owned(),
             history_size: 100,
+            max_history_bytes: 256 << 20,
             history_ttl: Duration::from_secs(300),
             max_rooms_per_connection: 64,
             max_members_per_room: 100_000,
@@ -113,6 +118,8 @@ pub struct Rooms {
     next_epoch: u64,
     rooms: HashMap<String, Room>,
     clients: HashMap<ConnId, Client>,
+    /// Sum of every room's `history_bytes()`.
+    history_bytes: usize,
 }
 
 impl Rooms {
@@ -125,6 +132,7 @@ impl Rooms {
             next_epoch: 0,
             rooms: HashMap::new(),
             clients: HashMap::new(),
+            history_bytes: 0,
         }
     }
 
@@ -179,7 +187,12 @@ impl Rooms {
         let offset = (!ephemeral).then(|| room.next_offset());
         let json: Arc<str> = protocol::message(room_name, offset, from_member, data).into();
         if let Some(offset) = offset {
-            room.keep(Kept { offset, at: now, json: json.clone() }, self.config.history_size);
+            let freed = room.keep(Kept { offset, at: now, json: json.clone() }, self.config.history_size);
+            self.history_bytes = (self.history_bytes + json.len()).saturating_sub(freed);
+            while self.history_bytes > self.config.max_history_bytes {
+                let Some(freed) = room.evict_oldest() else { break };
+                self.history_bytes -= freed;
+            }
         }
         let recipients: Vec<ConnId> = room.members.keys().copied().filter(|c| echo || Some(*c) != from).collect();
         if !recipients.is_empty() {
@@ -430,14 +443,16 @@ impl Handler for Rooms {
     fn on_tick(&mut self, out: &mut Outbox) {
         let now = out.now();
         let ttl = self.config.history_ttl;
+        let mut freed = 0;
         self.rooms.retain(|_, room| {
-            room.expire(now, ttl);
+            freed += room.expire(now, ttl);
             // Memory must not grow with rooms used once: an empty room goes once it has
             // been empty for the TTL and its history has aged out (its epoch with it). A
             // message the backend published into the empty room is kept its full TTL.
             let idle = room.emptied_at.is_some_and(|t| now.saturating_duration_since(t) >= ttl);
             !(idle && room.history_len() == 0)
         });
+        self.history_bytes = self.history_bytes.saturating_sub(freed);
     }
 }
 
@@ -475,5 +490,24 @@ mod tests {
         out.set_now(t0 + Duration::from_secs(500));
         rooms.on_tick(&mut out);
         assert_eq!(rooms.room_count(), 0, "empty and nothing kept: dropped");
+    }
+
+    #[test]
+    fn history_memory_stays_within_the_global_budget() {
+        let budget = 10_000;
+        let mut rooms = Rooms::new(RoomsConfig { max_history_bytes: budget, ..RoomsConfig::default() });
+        let mut out = Outbox::new(Instant::now());
+        let data = format!("\"{}\"", "x".repeat(300));
+        for i in 0..500 {
+            let room = format!("room-{}", i % 50);
+            assert!(rooms.publish(&mut out, &room, &data, None, true, false).is_ok());
+            let held: usize = rooms.rooms.values().map(Room::history_bytes).sum();
+            assert_eq!(held, rooms.history_bytes, "the running total matches the rooms");
+            assert!(held <= budget, "{held} bytes kept over a {budget} budget");
+        }
+        // Expiry frees the running total too.
+        out.set_now(out.now() + Duration::from_secs(301));
+        rooms.on_tick(&mut out);
+        assert_eq!(rooms.history_bytes, 0);
     }
 }

@@ -34,6 +34,8 @@ pub struct Room {
     pub offset: u64,
     pub members: HashMap<ConnId, Membership>,
     history: VecDeque<Kept>,
+    /// Bytes of JSON in `history`.
+    history_bytes: usize,
     /// When the last member left (the room is dropped once its history has expired).
     pub emptied_at: Option<Instant>,
 }
@@ -47,7 +49,14 @@ pub struct Recovery<'a> {
 
 impl Room {
     pub fn new(epoch: Arc<str>, now: Instant) -> Self {
-        Room { epoch, offset: 0, members: HashMap::new(), history: VecDeque::new(), emptied_at: Some(now) }
+        Room {
+            epoch,
+            offset: 0,
+            members: HashMap::new(),
+            history: VecDeque::new(),
+            history_bytes: 0,
+            emptied_at: Some(now),
+        }
     }
 
     /// Assigns the next offset.
@@ -56,22 +65,34 @@ impl Room {
         self.offset
     }
 
-    /// Keeps a message, dropping the oldest beyond `limit`.
-    pub fn keep(&mut self, kept: Kept, limit: usize) {
+    /// Keeps a message, dropping the oldest beyond `limit`. Returns the bytes dropped.
+    pub fn keep(&mut self, kept: Kept, limit: usize) -> usize {
         if limit == 0 {
-            return;
+            return 0;
         }
+        let mut freed = 0;
         while self.history.len() >= limit {
-            self.history.pop_front();
+            freed += self.evict_oldest().unwrap_or(0);
         }
+        self.history_bytes += kept.json.len();
         self.history.push_back(kept);
+        freed
     }
 
-    /// Drops messages older than `ttl`.
-    pub fn expire(&mut self, now: Instant, ttl: Duration) {
+    /// Drops the oldest kept message; returns its size.
+    pub fn evict_oldest(&mut self) -> Option<usize> {
+        let kept = self.history.pop_front()?;
+        self.history_bytes -= kept.json.len();
+        Some(kept.json.len())
+    }
+
+    /// Drops messages older than `ttl`. Returns the bytes dropped.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        let mut freed = 0;
         while self.history.front().is_some_and(|k| now.saturating_duration_since(k.at) >= ttl) {
-            self.history.pop_front();
+            freed += self.evict_oldest().unwrap_or(0);
         }
+        freed
     }
 
     /// The messages after `offset` in `epoch`, and whether that is all of them (contract:
@@ -100,7 +121,7 @@ impl Room {
 
     /// Bytes of JSON held in history (for limits and metrics).
     pub fn history_bytes(&self) -> usize {
-        self.history.iter().map(|k| k.json.len()).sum()
+        self.history_bytes
     }
 }
 
