@@ -31,6 +31,14 @@ enum Command {
     },
     /// Echo every text and binary message back to its sender, on any path.
     Echo(ServerArgs),
+    /// Raw relay: every connection joins the room named by its URL path, and every message
+    /// goes verbatim to all members of that room, the sender included.
+    Relay {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        rooms: RoomArgs,
+    },
     /// A terminal chat client for the room server: joins a room, publishes each line you
     /// type, prints what others say.
     Chat {
@@ -226,14 +234,23 @@ fn main() -> ExitCode {
             config.subprotocols = vec![SUBPROTOCOL.to_owned()];
             let rooms_config = rooms.config();
             log::info!(
-                "room server: ws://{}{} (protocol {SUBPROTOCOL}); backend API {}",
+                "room server: ws://{}{} (protocol {SUBPROTOCOL}), raw relay on ws://{}/relay/<room>; backend API {}",
                 config.listen,
                 rooms_config.path,
+                config.listen,
                 if rooms_config.api_key.is_some() { "on" } else { "off (set WSEDGE_API_KEY to enable)" }
             );
             run(config, Rooms::new(rooms_config))
         }
         Command::Echo(args) => run(args.config(16 << 20), Echo),
+        Command::Relay { server, rooms } => {
+            let config = server.config(1 << 20);
+            // Every path is a relay room; there is no JSON endpoint.
+            let rooms_config =
+                RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };
+            log::info!("relay: ws://{}/<room> (messages forwarded verbatim to every member)", config.listen);
+            run(config, Rooms::new(rooms_config))
+        }
         Command::Chat { url, room } => match chat(&url, &room) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -121,6 +121,7 @@ fn render_room_metrics(rooms: &Rooms, out: &mut String) {
         ("wsedge_room_members", "Memberships across all rooms.", members),
         ("wsedge_history_messages", "Messages kept for recovery.", kept),
         ("wsedge_history_bytes", "Bytes of messages kept for recovery.", kept_bytes),
+        ("wsedge_relay_rooms", "Raw relay rooms in use.", rooms.relay.room_count()),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }

@@ -13,6 +13,7 @@
 
 mod api;
 pub mod protocol;
+mod relay;
 mod room;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{CloseCode, MessageKind};
 use crate::server::{ConnId, Handler, HttpResponse, Metrics, Outbox};
 use protocol::{Member, ObjectWriter, Request, RequestError, RequestId};
+use relay::Relay;
 use room::{Kept, Membership, Room};
 
 /// The subprotocol name of the room protocol.
@@ -35,8 +37,11 @@ pub const SUBPROTOCOL: &str = "wsedge.v1";
 /// Room-layer limits and settings; every limit has a defined outcome.
 #[derive(Debug, Clone)]
 pub struct RoomsConfig {
-    /// The WebSocket path of the room protocol (other paths get 404).
+    /// The WebSocket path of the room protocol (other paths get 404; empty: none).
     pub path: String,
+    /// Paths under this prefix are raw relay rooms (the rest of the path names the room);
+    /// `Some("/")` makes every path a relay room. `None`: no relay.
+    pub relay_prefix: Option<String>,
     /// Messages kept per room for `since` and `history`.
     pub history_size: usize,
     /// Bytes of messages kept across all rooms. Beyond it, a room that publishes drops its
@@ -72,6 +77,7 @@ impl Default for RoomsConfig {
     fn default() -> Self {
         RoomsConfig {
             path: "/ws".to_owned(),
+            relay_prefix: Some("/relay/".to_owned()),
             history_size: 100,
             max_history_bytes: 256 << 20,
             history_ttl: Duration::from_secs(300),
@@ -120,6 +126,7 @@ pub struct Rooms {
     clients: HashMap<ConnId, Client>,
     /// Sum of every room's `history_bytes()`.
     history_bytes: usize,
+    relay: Relay,
 }
 
 impl Rooms {
@@ -133,11 +140,18 @@ impl Rooms {
             rooms: HashMap::new(),
             clients: HashMap::new(),
             history_bytes: 0,
+            relay: Relay::default(),
         }
     }
 
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// The relay room a path names, if the path is under the relay prefix.
+    fn relay_room<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = self.config.relay_prefix.as_deref()?;
+        path.strip_prefix(prefix).or_else(|| (prefix == "/" && path.is_empty()).then_some(""))
     }
 
     fn new_epoch(&mut self) -> Arc<str> {
@@ -385,14 +399,29 @@ impl Rooms {
 impl Handler for Rooms {
     fn accept(&mut self, request: &UpgradeRequest) -> Result<(), HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
-        if path == self.config.path {
-            Ok(())
-        } else {
-            Err(HttpResponse::text(404, "no WebSocket endpoint at this path\n"))
+        if !self.config.path.is_empty() && path == self.config.path {
+            return Ok(());
+        }
+        match self.relay_room(path) {
+            Some(room) if self.relay.members(room) >= self.config.max_members_per_room => {
+                Err(HttpResponse::text(503, "relay room full\n"))
+            }
+            Some(room) if self.relay.members(room) == 0 && self.relay.room_count() >= self.config.max_rooms => {
+                Err(HttpResponse::text(503, "server full: too many rooms\n"))
+            }
+            Some(_) => Ok(()),
+            None => Err(HttpResponse::text(404, "no WebSocket endpoint at this path\n")),
         }
     }
 
-    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, _request: &UpgradeRequest) {
+    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
+        let path = request.path.split('?').next().unwrap_or_default();
+        if self.config.path.is_empty() || path != self.config.path {
+            if let Some(room) = self.relay_room(path).map(str::to_owned) {
+                self.relay.join(conn, &room);
+                return;
+            }
+        }
         self.next_client += 1;
         let id: Arc<str> = format!("{}-{}", self.node, base36(self.next_client)).into();
         out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&id, None)));
@@ -410,6 +439,9 @@ impl Handler for Rooms {
     }
 
     fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
+        if self.relay.is_member(conn) {
+            return self.relay.forward(out, conn, kind, data, self.config.max_message_bytes);
+        }
         let result = match kind {
             MessageKind::Binary => (None, Err(RequestError::bad_request("binary frames are not part of wsedge.v1"))),
             MessageKind::Text => {
@@ -434,6 +466,7 @@ impl Handler for Rooms {
             self.leave(out, conn, &room);
         }
         self.clients.remove(&conn);
+        self.relay.leave(conn);
     }
 
     fn on_http(&mut self, out: &mut Outbox, request: &PlainRequest, body: &[u8], metrics: &Metrics) -> HttpResponse {
