@@ -87,6 +87,10 @@ struct RoomArgs {
     /// Rejected requests within 10 s after which a connection is closed with 1008.
     #[arg(long, default_value_t = 200)]
     abuse_limit: u32,
+    /// Let connections publish to, and read presence and history of, rooms they have not
+    /// joined (by default these need membership: error 404).
+    #[arg(long)]
+    no_membership_required: bool,
 }
 
 impl RoomArgs {
@@ -103,6 +107,7 @@ impl RoomArgs {
             publish_rate: self.publish_rate,
             publish_burst: self.publish_burst,
             abuse_limit: self.abuse_limit,
+            require_membership: !self.no_membership_required,
             ..RoomsConfig::default()
         }
     }

@@ -63,7 +63,11 @@ fn allowed(path: &str) -> &'static str {
 /// `Authorization: Bearer <key>`, compared in constant time (over SHA-1 digests, so the
 /// key's length does not leak either).
 fn authorized(header: Option<&str>, key: &str) -> bool {
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+    // RFC 9110 §11.1: the scheme name is case-insensitive.
+    let Some((scheme, presented)) = header.and_then(|h| h.split_once(' ')) else { return false };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
     let a = Sha1::digest(presented.trim().as_bytes());
     let b = Sha1::digest(key.as_bytes());
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -134,6 +138,7 @@ mod tests {
     #[test]
     fn bearer_keys_compare_exactly() {
         assert!(authorized(Some("Bearer s3cret"), "s3cret"));
+        assert!(authorized(Some("bearer s3cret"), "s3cret"));
         assert!(!authorized(Some("Bearer s3cre"), "s3cret"));
         assert!(!authorized(Some("Bearer s3crets"), "s3cret"));
         assert!(!authorized(Some("Basic s3cret"), "s3cret"));

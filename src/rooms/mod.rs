@@ -134,7 +134,8 @@ impl Rooms {
         let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
         Rooms {
             config,
-            node: base36(seed % 36u64.pow(6)),
+            // 64 random bits: ids and epochs do not repeat across restarts or nodes.
+            node: base36(seed),
             next_client: 0,
             next_epoch: 0,
             rooms: HashMap::new(),
