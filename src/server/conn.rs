@@ -190,3 +190,19 @@ impl Conn {
         self.read_buf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-connection memory is a budget (idle connections must stay cheap): these sizes
+    /// are measured, and a change that grows them should be a decision, not an accident.
+    #[test]
+    fn per_connection_state_stays_small() {
+        let conn = std::mem::size_of::<Conn>();
+        let codec = std::mem::size_of::<Connection>();
+        println!("Conn: {conn} bytes, of which codec Connection: {codec} bytes");
+        assert!(codec <= 160, "proto::Connection is {codec} bytes");
+        assert!(conn <= 320, "server Conn is {conn} bytes");
+    }
+}
