@@ -83,7 +83,7 @@ pub struct Server<H: Handler> {
 impl<H: Handler> Server<H> {
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = bind_listener(config.listen, config.backlog)?;
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -772,4 +772,17 @@ impl<H: Handler> Server<H> {
 /// `last_heard + after` for a connection, if it still exists.
 fn conn_deadline(conn: Option<&Conn>, after: Duration) -> Option<Instant> {
     conn.map(|c| c.last_heard + after)
+}
+
+/// A non-blocking listener with a real accept backlog: mio's `bind` uses 128, which a
+/// reconnect storm overflows (the kernel then drops handshakes and clients wait for SYN
+/// retransmits, a second or more).
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }

@@ -38,6 +38,9 @@ pub struct Config {
     pub close_linger: Duration,
     /// Open connections per server; beyond it an upgrade gets 503.
     pub max_connections: usize,
+    /// The listen(2) backlog: connections the kernel queues before `accept` (capped by
+    /// net.core.somaxconn).
+    pub backlog: u32,
     /// Sockets still in their HTTP phase (handshaking, or idle keep-alive) on top of the
     /// open connections; beyond it a new socket is accepted and closed at once, so a flood
     /// of silent sockets cannot exhaust file descriptors.
@@ -78,6 +81,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_linger: Duration::from_secs(5),
             max_connections: 10_000,
+            backlog: 4096,
             max_handshakes: 2048,
             ping_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
