@@ -5,9 +5,11 @@
 //! - [`server`]: the IO shell, a single-threaded mio event loop per worker that drives
 //!   `proto` and hands complete messages to a [`server::Handler`].
 //! - [`echo`]: the simplest handler, used by `wsedge echo` and the Autobahn testsuite.
+//! - [`bench`]: `wsedge bench`, a load generator on the client side of the codec.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod echo;
 pub mod proto;

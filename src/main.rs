@@ -49,6 +49,9 @@ enum Command {
         #[arg(long, default_value = "lobby")]
         room: String,
     },
+    /// Load generator: drives a server with echo, fan-out or idle connections and reports
+    /// messages/s, latency percentiles and (with --server-pid) the server's CPU per message.
+    Bench(wsedge::bench::BenchArgs),
 }
 
 /// Room-layer flags; they map onto `rooms::RoomsConfig`.
@@ -132,6 +135,9 @@ struct ServerArgs {
     /// Most open WebSocket connections (beyond -> 503 on upgrade).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// listen(2) backlog (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    backlog: u32,
     /// Seconds allowed to complete the HTTP handshake.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
@@ -192,6 +198,7 @@ impl ServerArgs {
         config.handle_signals = true;
         config.max_head_bytes = self.max_header_bytes;
         config.max_connections = self.max_connections;
+        config.backlog = self.backlog;
         config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
         config.close_linger = Duration::from_secs(self.close_linger);
         config.deflate.enabled = !self.no_deflate;
@@ -256,6 +263,7 @@ fn main() -> ExitCode {
             log::info!("relay: ws://{}/<room> (messages forwarded verbatim to every member)", config.listen);
             run(config, Rooms::new(rooms_config))
         }
+        Command::Bench(args) => wsedge::bench::main(args),
         Command::Chat { url, room } => match chat(&url, &room) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,339 @@
+//! What a run counted ([`Stats`], one per thread, merged) and what it reports ([`Report`]:
+//! JSON for scripts, a few aligned lines for people).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are recorded in nanoseconds from 1 ns to 60 s with 3 significant digits.
+const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
+
+/// One thread's counts. Messages count only inside the measured window; connection
+/// outcomes count over the whole run.
+#[derive(Debug)]
+pub struct Stats {
+    pub opened: u64,
+    /// Connections that never opened, by reason.
+    pub failed: BTreeMap<String, u64>,
+    /// What went wrong after opening, by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Open connections lost before the end.
+    pub dropped: u64,
+    /// Connections still open when the run ended.
+    pub open_at_end: u64,
+    /// Connections whose close handshake completed at the end.
+    pub closed_cleanly: u64,
+    pub sent: u64,
+    pub received: u64,
+    /// Payload bytes of `received`.
+    pub received_bytes: u64,
+    /// Pings from the server (each answered by the codec).
+    pub pings: u64,
+    /// Send-to-receive time of each received message, in nanoseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            opened: 0,
+            failed: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            dropped: 0,
+            open_at_end: 0,
+            closed_cleanly: 0,
+            sent: 0,
+            received: 0,
+            received_bytes: 0,
+            pings: 0,
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)
+                .expect("constant bounds: low >= 1, high >= 2 * low, 3 significant digits"),
+        }
+    }
+
+    pub fn fail(&mut self, reason: &str) {
+        *self.failed.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub fn error(&mut self, kind: &str) {
+        // Long texts (error replies carrying a payload) are cut to keep the map small.
+        let kind: String = kind.chars().take(160).collect();
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: Stats) {
+        self.opened += other.opened;
+        for (reason, n) in other.failed {
+            *self.failed.entry(reason).or_default() += n;
+        }
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        self.dropped += other.dropped;
+        self.open_at_end += other.open_at_end;
+        self.closed_cleanly += other.closed_cleanly;
+        self.sent += other.sent;
+        self.received += other.received;
+        self.received_bytes += other.received_bytes;
+        self.pings += other.pings;
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Option<Latency> {
+        if h.is_empty() {
+            return None;
+        }
+        let us = |nanos: u64| nanos as f64 / 1000.0;
+        Some(Latency {
+            samples: h.len(),
+            mean: h.mean() / 1000.0,
+            p50: us(h.value_at_quantile(0.50)),
+            p99: us(h.value_at_quantile(0.99)),
+            p99_9: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        })
+    }
+}
+
+/// The server's cost, from `/proc/PID` (with `--server-pid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerReport {
+    pub pid: u32,
+    /// CPU seconds (user + system) the server used in the measured window.
+    pub cpu_seconds: f64,
+    /// `cpu_seconds` per second of the window: 1.0 is one core fully busy.
+    pub cpu_cores: f64,
+    /// CPU seconds per million messages (echo: round trips; fan-out: publishes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds_per_million_messages: Option<f64>,
+    /// CPU seconds per million deliveries (fan-out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds_per_million_deliveries: Option<f64>,
+    /// Resident memory before the bench connected, once every connection was set up, and
+    /// at the end of the window.
+    pub rss_before_bytes: u64,
+    pub rss_connected_bytes: u64,
+    pub rss_end_bytes: u64,
+    /// `rss_connected_bytes - rss_before_bytes`.
+    pub rss_growth_bytes: i64,
+    /// The growth divided by the connections that opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_growth_per_connection_bytes: Option<f64>,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub url: String,
+    /// What was asked for, in the scenario's own terms.
+    pub settings: BTreeMap<&'static str, serde_json::Value>,
+    pub threads: usize,
+    pub connections: usize,
+    pub connections_open: u64,
+    pub connections_failed: u64,
+    /// Why connections failed to open, with counts.
+    pub failures: BTreeMap<String, u64>,
+    pub warmup_secs: f64,
+    pub duration_secs: f64,
+    /// Echo: round trips completed. Fan-out: messages published.
+    pub messages: u64,
+    pub messages_per_sec: f64,
+    /// Messages received by the bench's connections (echo: = messages).
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    /// Payload megabytes (10^6 bytes) received per second.
+    pub mb_per_sec: f64,
+    /// Send-to-receive time of every delivery in the window.
+    pub latency_us: Option<Latency>,
+    /// Everything that went wrong after connections opened (`error_kinds` says what).
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub connections_dropped: u64,
+    pub connections_open_at_end: u64,
+    pub connections_closed_cleanly: u64,
+    pub pings_answered: u64,
+    /// CPU seconds the bench itself used in the window (is the client the bottleneck?).
+    pub client_cpu_seconds: f64,
+    pub server: Option<ServerReport>,
+}
+
+impl Report {
+    /// A few lines for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let settings: Vec<String> = self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "{} {}  {}", self.scenario, self.url, settings.join(" "));
+        let _ = writeln!(
+            out,
+            "  connections  {} open, {} failed, {} thread(s); measured {:.1} s after {:.1} s warmup",
+            self.connections_open, self.connections_failed, self.threads, self.duration_secs, self.warmup_secs
+        );
+        for (reason, n) in &self.failures {
+            let _ = writeln!(out, "    failed x{n}: {reason}");
+        }
+        if let Some(hint) = self.failure_hint() {
+            let _ = writeln!(out, "    hint: {hint}");
+        }
+        if self.scenario == "idle" {
+            let _ = writeln!(
+                out,
+                "  idle         {} of {} open at the end, {} dropped, {} pings answered",
+                self.connections_open_at_end, self.connections_open, self.connections_dropped, self.pings_answered
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  messages     {} ({}/s)   deliveries {} ({}/s)   {:.2} MB/s",
+                self.messages,
+                thousands(self.messages_per_sec),
+                self.deliveries,
+                thousands(self.deliveries_per_sec),
+                self.mb_per_sec
+            );
+        }
+        if let Some(l) = &self.latency_us {
+            let _ = writeln!(
+                out,
+                "  latency      p50 {}  p99 {}  p99.9 {}  max {}  mean {}  (n={})",
+                micros(l.p50),
+                micros(l.p99),
+                micros(l.p99_9),
+                micros(l.max),
+                micros(l.mean),
+                l.samples
+            );
+        }
+        let _ = writeln!(out, "  errors       {}", self.errors);
+        for (kind, n) in &self.error_kinds {
+            let _ = writeln!(out, "    x{n}: {kind}");
+        }
+        if self.error_kinds.keys().any(|k| k.contains("\"code\":429")) {
+            let _ = writeln!(
+                out,
+                "    hint: the server's per-connection publish rate limit: `wsedge serve --publish-rate N --publish-burst N`, or a lower --rate"
+            );
+        }
+        if let Some(s) = &self.server {
+            let mut line =
+                format!("  server       pid {}: {:.2} CPU s ({:.2} cores)", s.pid, s.cpu_seconds, s.cpu_cores);
+            if let Some(m) = s.cpu_seconds_per_million_messages {
+                let _ = write!(line, ", {m:.3} CPU s per million messages");
+            }
+            if let Some(d) = s.cpu_seconds_per_million_deliveries {
+                let _ = write!(line, ", {d:.3} per million deliveries");
+            }
+            let _ = writeln!(out, "{line}");
+            let mut rss = format!(
+                "               RSS {} before, {} connected, {} at the end",
+                mib(s.rss_before_bytes),
+                mib(s.rss_connected_bytes),
+                mib(s.rss_end_bytes)
+            );
+            if let Some(per) = s.rss_growth_per_connection_bytes {
+                let _ = write!(rss, " ({per:.0} B per connection)");
+            }
+            let _ = writeln!(out, "{rss}");
+        }
+        let _ = writeln!(out, "  client       {:.2} CPU s", self.client_cpu_seconds);
+        out
+    }
+
+    /// What to do about the commonest setup failures.
+    fn failure_hint(&self) -> Option<&'static str> {
+        let any = |needle: &str| self.failures.keys().any(|r| r.contains(needle));
+        if any("os error 24") {
+            Some("out of file descriptors: fewer connections, or a higher `ulimit -n`")
+        } else if any("os error 99") {
+            Some("out of ephemeral ports: spread connections with --bind-ips 127.0.0.2,127.0.0.3,...")
+        } else if any("503") {
+            Some("the server is at its connection limit (wsedge: --max-connections)")
+        } else if any("os error 111") {
+            Some("nothing listens at that address")
+        } else {
+            None
+        }
+    }
+}
+
+fn micros(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_stats_add_up() {
+        let mut a = Stats::new();
+        a.received = 2;
+        a.latency.record(1_000).unwrap();
+        a.fail("refused");
+        let mut b = Stats::new();
+        b.received = 3;
+        b.latency.record(3_000).unwrap();
+        b.fail("refused");
+        b.error("dropped");
+        a.merge(b);
+        assert_eq!(a.received, 5);
+        assert_eq!(a.failed["refused"], 2);
+        assert_eq!(a.errors["dropped"], 1);
+        let l = Latency::from_histogram(&a.latency).unwrap();
+        assert_eq!(l.samples, 2);
+        assert!((l.max - 3.0).abs() < 0.01, "{l:?}");
+    }
+
+    #[test]
+    fn numbers_print_for_people() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(micros(512.4), "512 µs");
+        assert_eq!(micros(1_500.0), "1.50 ms");
+    }
+}
