@@ -154,12 +154,14 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let headers = HeaderList(req.headers);
 
     if !headers.has_token("upgrade", "websocket") {
-        if headers.get("transfer-encoding").is_some() {
+        // Whatever its value (UTF-8 or not): a body framed some other way than by
+        // Content-Length is refused, never guessed at (request smuggling bait).
+        if headers.has("transfer-encoding") {
             return Err(HandshakeError::LengthRequired);
         }
-        let content_length = match headers.all("content-length").as_slice() {
+        let content_length = match headers.raw_all("content-length").as_slice() {
             [] => 0,
-            [v] => v.trim().parse().map_err(|_| HandshakeError::Malformed)?,
+            [v] => content_length(v).ok_or(HandshakeError::Malformed)?,
             _ => return Err(HandshakeError::Malformed), // ambiguous: request smuggling bait
         };
         let keep_alive = match req.version {
@@ -231,10 +233,28 @@ impl UpgradeRequest {
     }
 }
 
+/// A `Content-Length` value: ASCII digits only (RFC 9110 §8.6; no sign, no spaces inside).
+fn content_length(value: &[u8]) -> Option<usize> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// Header lookups over httparse's parsed headers (names are case-insensitive, §4.2.1).
 struct HeaderList<'h, 'b>(&'h [httparse::Header<'b>]);
 
 impl<'h, 'b> HeaderList<'h, 'b> {
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every value of `name`, as bytes.
+    fn raw_all(&self, name: &str) -> Vec<&'b [u8]> {
+        self.0.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect()
+    }
+
     /// Every value of `name` that is UTF-8.
     fn all(&self, name: &str) -> Vec<&'b str> {
         self.0
