@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# wsedge against its peers (issue 6, item 5): the same `wsedge bench` settings on every server.
+#
+#   bash benches/compare.sh            # the issue's numbers: ~5 s per run + 1 s warmup (~6 min)
+#   bash benches/compare.sh --quick    # every scenario briefly, smaller counts (CI: nothing rots)
+#   SCENARIOS="echo-32B-d1 idle" SERVERS="wsedge fastwebsockets" bash benches/compare.sh
+#
+# Builds wsedge (release) and the peers (benches/peers/build.sh), then for each scenario and
+# each server: starts the server on a free loopback port (peers with --workers 1, wsedge
+# single-worker), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
+# --json` under a timeout, stops the server, and keeps the JSON under
+# target/compare/<timestamp>/. At the end it prints one table per scenario: throughput
+# (messages/s for echo, deliveries/s for broadcast and fan-out), p99 latency, the server's CPU
+# seconds per million messages (deliveries for broadcast/fan-out), RSS growth per connection
+# for idle, and the ratios wsedge/peer (throughput) and peer/wsedge (CPU per message, memory):
+# a ratio above 1 means wsedge is better. A run that fails is shown as "failed" and the script
+# goes on; the exit status is 1 if any run failed.
+#
+# Scenarios (full / --quick):
+#   echo-32B-d1     echo 32 B, 100 connections, depth 1
+#   echo-32B-d16    echo 32 B, 100 connections, depth 16
+#   echo-16KiB      echo 16 KiB, 10 connections, depth 1
+#   broadcast-100   20 B, 100 connections in /bench, everyone sends, everyone receives all
+#   broadcast-1000  the same among 1,000 connections
+#   fanout-10k      64 B from 1 publisher to 10,000 subscribers (--quick: 1,000), window 16
+#   fanout-10k-rate the same at a fixed rate: FANOUT_RATE publishes/s (default 600,000
+#                   deliveries/s: 60/s to 10,000) -- the p99 latency goal
+#   idle            10,000 idle connections (--quick: 1,000): server RSS growth / connection
+# The load generator runs one client thread (leaving the server the other core) and spreads
+# big runs over fresh 127.0.N.x source addresses (ephemeral ports, TIME_WAIT).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=
+for arg in "$@"; do
+    case $arg in
+        --quick) QUICK=1 ;;
+        -h|--help) sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ -n "$QUICK" ]; then
+    DUR=1; WARM=0.5; FANOUT_SUBS=1000; IDLE_CONNS=1000; IDLE_DUR=1
+else
+    DUR=5; WARM=1; FANOUT_SUBS=10000; IDLE_CONNS=10000; IDLE_DUR=3
+fi
+# Open-loop fan-out: publishes/s from the one publisher. The default, 60/s to 10,000
+# (600,000 deliveries/s), is above what the best peer sustained in the closed-loop run.
+FANOUT_RATE=${FANOUT_RATE:-$((600000 / FANOUT_SUBS))}
+ALL_SCENARIOS="echo-32B-d1 echo-32B-d16 echo-16KiB broadcast-100 broadcast-1000 fanout-10k fanout-10k-rate idle"
+ALL_SERVERS="wsedge tokio-tungstenite fastwebsockets node-ws"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+SERVERS=${SERVERS:-$ALL_SERVERS}
+
+# ---- build ---------------------------------------------------------------------------------
+echo "== building wsedge (release) and the peers" >&2
+cargo build --release --quiet --bin wsedge || { echo "compare.sh: cargo build failed" >&2; exit 1; }
+bash benches/peers/build.sh >/dev/null || { echo "compare.sh: benches/peers/build.sh failed" >&2; exit 1; }
+WSEDGE=$ROOT/target/release/wsedge
+PEERS=$ROOT/benches/peers/rust/target/release
+NODE=$ROOT/benches/peers/node
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)${QUICK:+-quick}
+OUT=$ROOT/target/compare/$STAMP
+mkdir -p "$OUT"
+echo "== results in ${OUT#$ROOT/}" >&2
+
+# ---- servers -------------------------------------------------------------------------------
+SERVER_PID=
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for _ in $(seq 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+}
+trap 'stop_server' EXIT
+trap 'stop_server; exit 130' INT TERM
+
+# start_server SERVER KIND(echo|broadcast) LOG -> sets SERVER_PID and ADDR, or returns 1
+start_server() {
+    local server=$1 kind=$2 log=$3
+    local -a cmd
+    case $server/$kind in
+        wsedge/echo) cmd=("$WSEDGE" echo) ;;
+        wsedge/broadcast) cmd=("$WSEDGE" relay) ;;
+        tokio-tungstenite/*) cmd=("$PEERS/tokio-tungstenite-$kind" --workers 1) ;;
+        fastwebsockets/*) cmd=("$PEERS/fastwebsockets-$kind" --workers 1) ;;
+        node-ws/*) cmd=(node "$NODE/$kind.js" --workers 1) ;;
+        *) echo "unknown server $server" >&2; return 1 ;;
+    esac
+    if [ "$server" = wsedge ]; then
+        # Single worker (as today); room for 10,000+ connections; quick shutdown.
+        cmd+=(--max-connections 20000 --shutdown-timeout 1)
+        RUST_LOG=info "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    else
+        "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    fi
+    SERVER_PID=$!
+    ADDR=
+    for _ in $(seq 200); do
+        ADDR=$(sed -n 's|.*listening on \(ws://\)\{0,1\}\([0-9.]*:[0-9][0-9]*\).*|\2|p' "$log" | head -1)
+        [ -n "$ADDR" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "   $server ($kind) did not start:" >&2
+    sed 's/^/     /' "$log" >&2
+    stop_server
+    return 1
+}
+
+# ---- scenarios -----------------------------------------------------------------------------
+RUN=0
+# bench_args SCENARIO ADDR -> prints the server kind on line 1, then one bench argument per line
+bench_args() {
+    local sc=$1 addr=$2
+    local common=(--duration "$DUR" --warmup "$WARM")
+    # Fresh source addresses per run: 10,000 connections per run would otherwise pile up
+    # TIME_WAIT ports on 127.0.0.1 across runs.
+    local ips="127.0.$RUN.2,127.0.$RUN.3"
+    case $sc in
+        echo-32B-d1) printf '%s\n' echo echo --url "ws://$addr/" --connections 100 --size 32 --depth 1 "${common[@]}" ;;
+        echo-32B-d16) printf '%s\n' echo echo --url "ws://$addr/" --connections 100 --size 32 --depth 16 "${common[@]}" ;;
+        echo-16KiB) printf '%s\n' echo echo --url "ws://$addr/" --connections 10 --size 16384 --depth 1 "${common[@]}" ;;
+        broadcast-100) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --all-publish --subscribers 100 --size 20 "${common[@]}" ;;
+        broadcast-1000) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --all-publish --subscribers 1000 --size 20 "${common[@]}" ;;
+        fanout-10k) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --subscribers "$FANOUT_SUBS" --publishers 1 --size 64 --bind-ips "$ips" "${common[@]}" ;;
+        fanout-10k-rate) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --subscribers "$FANOUT_SUBS" --publishers 1 --size 64 --rate "$FANOUT_RATE" --bind-ips "$ips" "${common[@]}" ;;
+        idle) printf '%s\n' echo idle --url "ws://$addr/" --connections "$IDLE_CONNS" --bind-ips "$ips" --duration "$IDLE_DUR" --warmup "$WARM" ;;
+        *) return 1 ;;
+    esac
+}
+
+FAILED=0
+for sc in $SCENARIOS; do
+    bench_args "$sc" x >/dev/null || { echo "compare.sh: unknown scenario $sc" >&2; exit 2; }
+    for server in $SERVERS; do
+        RUN=$((RUN + 1))
+        base=$OUT/$sc.$server
+        kind=$(bench_args "$sc" x | head -1)
+        echo "-- $sc on $server" >&2
+        rm -f "$base.json"
+        if ! start_server "$server" "$kind" "$base.server.log"; then
+            echo "server did not start" >"$base.failed"; FAILED=1; continue
+        fi
+        mapfile -t args < <(bench_args "$sc" "$ADDR" | tail -n +2)
+        # Setup of 10,000 connections plus the run itself, with a generous margin.
+        limit=$(awk -v d="$DUR" -v w="$WARM" 'BEGIN { printf "%d", d + w + 90 }')
+        timeout -k 5 "$limit" env RUST_LOG=warn "$WSEDGE" bench "${args[@]}" \
+            --server-pid "$SERVER_PID" --json >"$base.json" 2>"$base.bench.log"
+        rc=$?
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "server exited during the run" >"$base.failed"
+        elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+            echo "timed out after ${limit}s" >"$base.failed"
+        elif [ $rc -ne 0 ]; then
+            echo "bench exit status $rc: $(tail -1 "$base.bench.log")" >"$base.failed"
+        elif ! jq -e . "$base.json" >/dev/null 2>&1; then
+            echo "no JSON report" >"$base.failed"
+        fi
+        stop_server
+        if [ -e "$base.failed" ]; then
+            FAILED=1
+            echo "   failed: $(cat "$base.failed")" >&2
+        fi
+    done
+done
+
+# ---- table ---------------------------------------------------------------------------------
+python3 - "$OUT" "$QUICK" "$SCENARIOS" "$SERVERS" <<'EOF' | tee "$OUT/table.txt"
+import json, os, sys
+out, quick, scenarios, servers = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+
+def load(sc, srv):
+    base = os.path.join(out, f"{sc}.{srv}")
+    if os.path.exists(base + ".failed"):
+        return None, open(base + ".failed").read().strip()
+    try:
+        return json.load(open(base + ".json")), None
+    except Exception as e:
+        return None, f"unreadable report: {e}"
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+def ratio(num, den):
+    return f"{num / den:.2f}x" if num and den else "-"
+
+print(f"wsedge vs peers ({'--quick' if quick else 'full'}; wsedge single worker, peers --workers 1; "
+      f"ratios > 1: wsedge better)")
+for sc in scenarios:
+    idle = sc == "idle"
+    fan = sc.startswith(("broadcast", "fanout"))
+    rows, base = [], None
+    for srv in servers:
+        r, err = load(sc, srv)
+        if r is None:
+            rows.append((srv, None, err)); continue
+        s = r.get("server") or {}
+        lat = r.get("latency_us") or {}
+        m = {
+            "rate": r["deliveries_per_sec"] if fan else r["messages_per_sec"],
+            "p99": lat.get("p99") / 1000 if lat.get("p99") is not None else None,
+            "cpu": s.get("cpu_seconds_per_million_deliveries" if fan else "cpu_seconds_per_million_messages"),
+            "rss": s.get("rss_growth_per_connection_bytes"),
+            "note": [],
+        }
+        want = r["connections"]
+        if r["connections_open"] < want:
+            m["note"].append(f"{r['connections_open']}/{want} open")
+        if r.get("connections_dropped"):
+            m["note"].append(f"{r['connections_dropped']} dropped")
+        if r.get("errors"):
+            kinds = "; ".join(r.get("error_kinds") or {})
+            m["note"].append(f"{r['errors']} errors" + (f" ({kinds})" if kinds else ""))
+        if not idle and not r.get("messages"):
+            m["note"].append("no publish completed in the window" if fan else "no messages")
+        if srv == "wsedge":
+            base = m
+        rows.append((srv, m, None))
+    conns = {"echo-32B-d1": "100 conns, depth 1", "echo-32B-d16": "100 conns, depth 16",
+             "echo-16KiB": "10 conns", "broadcast-100": "20 B, 100 conns",
+             "broadcast-1000": "20 B, 1,000 conns"}.get(sc, "")
+    print()
+    if idle:
+        r0 = next((load(sc, s)[0] for s in servers if load(sc, s)[0]), None)
+        n = r0["connections"] if r0 else "?"
+        print(f"{sc} ({n} connections)")
+        print(f"  {'server':<18} {'RSS B/conn':>11} {'mem ratio':>10}  note")
+        for srv, m, err in rows:
+            if m is None:
+                print(f"  {srv:<18} {'failed':>11} {'-':>10}  {err}"); continue
+            rr = ratio(m["rss"], base["rss"]) if base and srv != "wsedge" else ""
+            print(f"  {srv:<18} {fmt(m['rss'], ',.0f'):>11} {rr:>10}  {', '.join(m['note'])}")
+        continue
+    if sc.startswith("fanout"):
+        r0 = next((load(sc, s)[0] for s in servers if load(sc, s)[0]), None)
+        how = "window 16"
+        if r0 and r0["settings"].get("rate"):
+            how = f"{r0['settings']['rate']:g} publishes/s"
+        conns = f"64 B, 1 publisher -> {r0['connections'] - 1 if r0 else '?'} subscribers, {how}"
+    unit = "deliveries/s" if fan else "messages/s"
+    cpu_unit = "CPU s/M deliv" if fan else "CPU s/M msgs"
+    print(f"{sc} ({conns})")
+    print(f"  {'server':<18} {unit:>13} {'p99 ms':>8} {cpu_unit:>13} {'thr ratio':>10} {'CPU ratio':>10}  note")
+    for srv, m, err in rows:
+        if m is None:
+            print(f"  {srv:<18} {'failed':>13} {'-':>8} {'-':>13} {'-':>10} {'-':>10}  {err}"); continue
+        if base and srv != "wsedge":
+            tr, cr = ratio(base["rate"], m["rate"]), ratio(m["cpu"], base["cpu"])
+        else:
+            tr = cr = ""
+        print(f"  {srv:<18} {fmt(m['rate'], ',.0f'):>13} {fmt(m['p99'], '.2f'):>8} "
+              f"{fmt(m['cpu'], '.3f'):>13} {tr:>10} {cr:>10}  {', '.join(m['note'])}")
+EOF
+echo "(raw JSON, server and bench logs: ${OUT#$ROOT/})"
+exit $FAILED
