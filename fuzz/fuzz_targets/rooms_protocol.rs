@@ -1,0 +1,871 @@
+//! The room layer as the event loop drives it: a `Rooms` handler (small limits) gets a
+//! fuzz-chosen sequence of opens, text and binary messages (JSON from a small grammar of
+//! ops and fields with arbitrary values, or raw text), closes, clock advances with
+//! `on_tick`, and HTTP requests to the backend API via `on_http`.
+//!
+//! A model tracks open connections, memberships (from requests and their replies), room
+//! offsets and epochs. Checks on every command the handler queues: sends go to open
+//! connections only; every outgoing text is JSON; a request gets at most one reply, which
+//! carries its `id` (and exactly one when it has an id or fails); a message push reaches
+//! exactly the room's members (minus the publisher without echo) and its offset is the
+//! room's previous one plus 1 (ephemeral pushes have none); presence events reach exactly
+//! the presence watchers, never the subject; join, history and presence replies agree
+//! with the model (member counts, contiguous history ending at the room's offset,
+//! recovery); `GET /api/rooms` after a tick lists the model's rooms with their offsets;
+//! an epoch is never reused for a recreated room. And no panics.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use wsedge::proto::handshake::{PlainRequest, UpgradeRequest};
+use wsedge::proto::MessageKind;
+use wsedge::rooms::protocol::{self, Request};
+use wsedge::rooms::{Rooms, RoomsConfig};
+use wsedge::server::{Command, ConnId, Handler, Metrics, Outbox};
+use wsedge_fuzz::input::Reader;
+
+const SLOTS: u8 = 6;
+const API_KEY: &str = "k3y";
+const ROOMS: [&str; 4] = ["a", "b", "lobby:1", "x.y-z_0"];
+const MAX_MESSAGE_BYTES: usize = 200;
+const HISTORY_SIZE: usize = 4;
+
+// ---- the input grammar ----
+
+#[derive(Debug)]
+enum Op {
+    Open(u8),
+    Close(u8),
+    Text(u8, Text),
+    Binary(u8, Vec<u8>),
+    /// Advance the clock by this many 16 ms steps, then maybe tick.
+    Advance(u16, bool),
+    Tick,
+    Http(Http),
+}
+
+#[derive(Debug)]
+enum Text {
+    Raw(String),
+    Request(Req),
+}
+
+#[derive(Debug, Arbitrary)]
+struct Req {
+    id: Option<Id>,
+    op: OpName,
+    room: Option<RoomRef>,
+    data: Option<Data>,
+    presence: Option<Flag>,
+    echo: Option<Flag>,
+    ephemeral: Option<Flag>,
+    since: Option<SinceIn>,
+    limit: Option<LimitIn>,
+    extra: Option<(String, Data)>,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Id {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Null,
+    Wrong(bool),
+}
+
+#[derive(Debug, Arbitrary)]
+enum OpName {
+    Join,
+    Leave,
+    Publish,
+    Presence,
+    History,
+    Ping,
+    Other(String),
+    WrongType(i8),
+}
+
+#[derive(Debug, Arbitrary)]
+enum RoomRef {
+    Known(u8),
+    Any(String),
+    WrongType(i32),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Data {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Obj(Vec<(String, i32)>),
+    Array(Vec<bool>),
+    Null,
+    /// A string of this many bytes (often over the limit).
+    Long(u16),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Flag {
+    Bool(bool),
+    Null,
+    Wrong(String),
+}
+
+#[derive(Debug, Arbitrary)]
+struct SinceIn {
+    epoch: EpochRef,
+    offset: u8,
+    wrong: bool,
+}
+
+#[derive(Debug, Arbitrary)]
+enum EpochRef {
+    Known(u8),
+    Any(String),
+}
+
+#[derive(Debug, Arbitrary)]
+enum LimitIn {
+    Num(u64),
+    Small(u8),
+    Negative(i8),
+    Wrong(String),
+}
+
+#[derive(Debug)]
+struct Http {
+    method: u8,
+    path: PathRef,
+    auth: u8,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum PathRef {
+    Known(u8),
+    Any(String),
+}
+
+#[derive(Debug, Arbitrary)]
+enum Body {
+    Raw(Vec<u8>),
+    Publish { room: Option<RoomRef>, data: Option<Data>, extra: bool },
+}
+
+/// The input, read front to back (lengths are little-endian u16 in front of what they
+/// measure):
+///
+/// ```text
+/// flags      bit0: require_membership
+/// ops        the rest, each a tag byte (tag % 8) and its operands:
+///            0 open slot        1 close slot
+///            2 text: slot, len + raw text (a real request, or anything)
+///            3 text: slot, len + bytes decoded by `arbitrary` as a request from the grammar
+///            4 binary: slot, len + bytes
+///            5 advance: u16 steps of 16 ms, tick flag byte
+///            6 tick
+///            7 http: method byte, path byte (< 128: a known path, else len + path),
+///              auth byte (0 none, 1 right key, 2 wrong key, 3 Basic), body byte
+///              (even: len + raw body; odd: len + bytes decoded as a publish body)
+/// ```
+struct Input {
+    require_membership: bool,
+    ops: Vec<Op>,
+}
+
+impl Input {
+    fn read(data: &[u8]) -> Input {
+        let mut r = Reader::new(data);
+        let require_membership = r.bool();
+        let mut ops = Vec::new();
+        while !r.is_empty() && ops.len() < 256 {
+            let op = match r.byte() % 8 {
+                0 => Op::Open(r.byte()),
+                1 => Op::Close(r.byte()),
+                2 => {
+                    let slot = r.byte();
+                    Op::Text(slot, Text::Raw(r.lp_str().into_owned()))
+                }
+                3 => {
+                    let slot = r.byte();
+                    let Ok(req) = Req::arbitrary(&mut Unstructured::new(r.lp_bytes())) else { continue };
+                    Op::Text(slot, Text::Request(req))
+                }
+                4 => {
+                    let slot = r.byte();
+                    Op::Binary(slot, r.lp_bytes().to_vec())
+                }
+                5 => Op::Advance(r.u16(), r.bool()),
+                6 => Op::Tick,
+                _ => {
+                    let method = r.byte();
+                    let path = match r.byte() {
+                        b if b < 128 => PathRef::Known(b),
+                        _ => PathRef::Any(r.lp_str().into_owned()),
+                    };
+                    let auth = r.byte();
+                    let body = if r.bool() {
+                        match Body::arbitrary(&mut Unstructured::new(r.lp_bytes())) {
+                            Ok(body) => body,
+                            Err(_) => continue,
+                        }
+                    } else {
+                        Body::Raw(r.lp_bytes().to_vec())
+                    };
+                    Op::Http(Http { method, path, auth, body })
+                }
+            };
+            ops.push(op);
+        }
+        Input { require_membership, ops }
+    }
+}
+
+// ---- building JSON from the grammar ----
+
+fn room_name(r: &RoomRef) -> Value {
+    match r {
+        RoomRef::Known(i) => json!(ROOMS[usize::from(*i) % ROOMS.len()]),
+        RoomRef::Any(s) => json!(s),
+        RoomRef::WrongType(n) => json!(n),
+    }
+}
+
+fn data_value(d: &Data) -> Value {
+    match d {
+        Data::Str(s) => json!(s),
+        Data::Int(n) => json!(n),
+        Data::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Data::Obj(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
+        Data::Array(items) => json!(items),
+        Data::Null => Value::Null,
+        Data::Long(n) => json!("d".repeat(usize::from(*n) % 1024)),
+    }
+}
+
+fn flag(f: &Flag) -> Value {
+    match f {
+        Flag::Bool(b) => json!(b),
+        Flag::Null => Value::Null,
+        Flag::Wrong(s) => json!(s),
+    }
+}
+
+impl Req {
+    fn to_json(&self, model: &Model) -> String {
+        let mut m = Map::new();
+        match &self.id {
+            None => {}
+            Some(Id::Int(n)) => {
+                m.insert("id".into(), json!(n));
+            }
+            Some(Id::Float(f)) => {
+                m.insert("id".into(), serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number));
+            }
+            Some(Id::Str(s)) => {
+                m.insert("id".into(), json!(s));
+            }
+            Some(Id::Null) => {
+                m.insert("id".into(), Value::Null);
+            }
+            Some(Id::Wrong(b)) => {
+                m.insert("id".into(), if *b { json!([1]) } else { json!({"x": true}) });
+            }
+        }
+        let op = match &self.op {
+            OpName::Join => json!("join"),
+            OpName::Leave => json!("leave"),
+            OpName::Publish => json!("publish"),
+            OpName::Presence => json!("presence"),
+            OpName::History => json!("history"),
+            OpName::Ping => json!("ping"),
+            OpName::Other(s) => json!(s),
+            OpName::WrongType(n) => json!(n),
+        };
+        m.insert("op".into(), op);
+        if let Some(r) = &self.room {
+            m.insert("room".into(), room_name(r));
+        }
+        if let Some(d) = &self.data {
+            m.insert("data".into(), data_value(d));
+        }
+        for (name, f) in [("presence", &self.presence), ("echo", &self.echo), ("ephemeral", &self.ephemeral)] {
+            if let Some(f) = f {
+                m.insert(name.into(), flag(f));
+            }
+        }
+        if let Some(s) = &self.since {
+            let epoch = match &s.epoch {
+                EpochRef::Known(i) if !model.epochs_seen.is_empty() => {
+                    let all: Vec<&String> = model.epochs_seen.iter().collect();
+                    json!(all[usize::from(*i) % all.len()])
+                }
+                EpochRef::Known(_) => json!("none"),
+                EpochRef::Any(e) => json!(e),
+            };
+            let since = if s.wrong { json!({ "epoch": epoch }) } else { json!({ "epoch": epoch, "offset": s.offset }) };
+            m.insert("since".into(), since);
+        }
+        if let Some(l) = &self.limit {
+            let v = match l {
+                LimitIn::Num(n) => json!(n),
+                LimitIn::Small(n) => json!(n % 8),
+                LimitIn::Negative(n) => json!(-i16::from(*n).abs() - 1),
+                LimitIn::Wrong(s) => json!(s),
+            };
+            m.insert("limit".into(), v);
+        }
+        if let Some((k, d)) = &self.extra {
+            m.entry(k.clone()).or_insert_with(|| data_value(d));
+        }
+        Value::Object(m).to_string()
+    }
+}
+
+// ---- the model ----
+
+#[derive(Debug, Default)]
+struct Model {
+    /// Open connections by slot, with their client id from the welcome.
+    open: BTreeMap<ConnId, String>,
+    generation: [u32; SLOTS as usize],
+    /// conn -> room -> presence flag.
+    members: HashMap<ConnId, BTreeMap<String, bool>>,
+    /// Rooms known to exist (joined, or published into), with their last offset.
+    offsets: BTreeMap<String, u64>,
+    /// The current epoch of each room, once seen.
+    epochs: HashMap<String, String>,
+    epochs_seen: BTreeSet<String>,
+}
+
+impl Model {
+    fn slot(&self, i: u8) -> ConnId {
+        let slot = i % SLOTS;
+        ConnId::from_parts(u32::from(slot), self.generation[usize::from(slot)])
+    }
+
+    fn room_members(&self, room: &str) -> BTreeSet<ConnId> {
+        self.members.iter().filter(|(_, rooms)| rooms.contains_key(room)).map(|(c, _)| *c).collect()
+    }
+
+    fn watchers(&self, room: &str) -> BTreeSet<ConnId> {
+        self.members.iter().filter(|(_, rooms)| rooms.get(room) == Some(&true)).map(|(c, _)| *c).collect()
+    }
+
+    /// An epoch seen in a reply for `room`: the same while the room lives, new otherwise.
+    fn see_epoch(&mut self, room: &str, epoch: &str) {
+        match self.epochs.get(room) {
+            Some(known) => assert_eq!(known, epoch, "room {room} changed its epoch while it existed"),
+            None => {
+                assert!(!self.epochs_seen.contains(epoch), "epoch {epoch} reused for room {room}");
+                self.epochs.insert(room.to_owned(), epoch.to_owned());
+                self.epochs_seen.insert(epoch.to_owned());
+            }
+        }
+    }
+}
+
+struct Harness {
+    rooms: Rooms,
+    model: Model,
+    now: Instant,
+    metrics: Metrics,
+}
+
+/// A text as JSON: it must be valid JSON; `None` when serde_json cannot hold it as a
+/// `Value` (a number out of f64 range or a lone surrogate escape the client sent raw).
+fn json_of(text: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(text).expect("outgoing text is not UTF-8");
+    assert!(serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(), "outgoing text is not JSON: {text}");
+    serde_json::from_str(text).ok()
+}
+
+fn offset_of(v: &Value) -> Option<u64> {
+    v.get("offset").and_then(Value::as_u64)
+}
+
+/// Message pushes (as found in `missed` and `messages`): all for `room`, offsets
+/// contiguous and increasing. Returns the offsets.
+fn check_kept(list: &Value, room: &str) -> Vec<u64> {
+    let items = list.as_array().expect("kept messages are not an array");
+    let offsets: Vec<u64> = items
+        .iter()
+        .map(|m| {
+            assert_eq!(m["op"], "message");
+            assert_eq!(m["room"], room, "history of another room");
+            offset_of(m).expect("kept message without offset")
+        })
+        .collect();
+    for w in offsets.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "kept offsets are not contiguous: {offsets:?}");
+    }
+    offsets
+}
+
+impl Harness {
+    fn outbox(&self) -> Outbox {
+        Outbox::new(self.now)
+    }
+
+    /// Generic checks on every command; returns them for the caller's specific checks.
+    fn check_commands(&self, commands: &[Command]) {
+        for command in commands {
+            match command {
+                Command::Message(to, kind, payload) => {
+                    assert!(self.model.open.contains_key(to), "send to a connection that is not open: {to:?}");
+                    assert_eq!(*kind, MessageKind::Text);
+                    json_of(payload);
+                }
+                Command::Broadcast(to, kind, payload) => {
+                    assert_eq!(*kind, MessageKind::Text);
+                    assert!(!to.is_empty(), "broadcast to nobody");
+                    let unique: HashSet<_> = to.iter().collect();
+                    assert_eq!(unique.len(), to.len(), "a broadcast names a receiver twice");
+                    for c in to {
+                        assert!(self.model.open.contains_key(c), "broadcast to a connection that is not open");
+                    }
+                    json_of(payload);
+                }
+                Command::Frame(to, _) => assert!(self.model.open.contains_key(to)),
+                Command::Close(to, code, _) => {
+                    assert!(self.model.open.contains_key(to), "close of a connection that is not open");
+                    assert_eq!(code.0, 1008, "the room layer closes only for abuse");
+                }
+            }
+        }
+    }
+
+    /// Checks presence events and message pushes against the model (after its update).
+    /// `publish`: the room, publisher, echo and ephemeral flag of a successful publish in
+    /// this call, and its offset.
+    fn check_broadcasts(&self, commands: &[Command], publish: Option<(&str, Option<ConnId>, bool, Option<u64>)>) {
+        let mut pushes = 0;
+        for command in commands {
+            let Command::Broadcast(to, _, payload) = command else { continue };
+            let Some(v) = json_of(payload) else { continue };
+            let to: BTreeSet<ConnId> = to.iter().copied().collect();
+            let room = v["room"].as_str().expect("broadcast without a room").to_owned();
+            match v["op"].as_str() {
+                Some("message") => {
+                    pushes += 1;
+                    let Some((p_room, from, echo, offset)) = publish else {
+                        panic!("a message push without a publish: {v}");
+                    };
+                    assert_eq!(room, p_room);
+                    assert_eq!(offset_of(&v), offset, "push offset");
+                    let mut expected = self.model.room_members(&room);
+                    if let (Some(from), false) = (from, echo) {
+                        expected.remove(&from);
+                    }
+                    assert_eq!(to, expected, "message push receivers for {room}");
+                    let from_client = from.map(|c| self.model.open[&c].as_str());
+                    assert_eq!(v["from"]["client"].as_str(), from_client, "push sender");
+                }
+                Some("join" | "leave") => {
+                    let subject = v["member"]["client"].as_str().expect("presence event without client");
+                    let subject = self
+                        .model
+                        .open
+                        .iter()
+                        .find(|(_, id)| id.as_str() == subject)
+                        .map(|(c, _)| *c)
+                        .expect("presence event about an unknown client");
+                    let mut expected = self.model.watchers(&room);
+                    expected.remove(&subject);
+                    assert_eq!(to, expected, "presence receivers for {room}");
+                }
+                other => panic!("unexpected broadcast op {other:?}"),
+            }
+        }
+        assert!(pushes <= 1, "several pushes for one call");
+        if let Some((room, from, echo, _)) = publish {
+            let mut expected = self.model.room_members(room);
+            if let (Some(from), false) = (from, echo) {
+                expected.remove(&from);
+            }
+            assert_eq!(pushes, usize::from(!expected.is_empty()), "publish to {room} reached {pushes} times");
+        }
+    }
+
+    fn open(&mut self, i: u8) {
+        let conn = self.model.slot(i);
+        if self.model.open.contains_key(&conn) {
+            return;
+        }
+        let request = UpgradeRequest {
+            path: "/ws".into(),
+            host: "localhost".into(),
+            origin: None,
+            key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+            protocols: vec![wsedge::rooms::SUBPROTOCOL.into()],
+            extensions: None,
+        };
+        assert!(self.rooms.accept(&request).is_ok());
+        let mut out = self.outbox();
+        self.rooms.on_open(&mut out, conn, &request);
+        let commands = out.take();
+        let [Command::Message(to, MessageKind::Text, welcome)] = &commands[..] else {
+            panic!("on_open queued {commands:?}");
+        };
+        assert_eq!(*to, conn);
+        let v = json_of(welcome).expect("welcome");
+        assert_eq!(v["op"], "welcome");
+        let id = v["client"].as_str().expect("welcome without client id").to_owned();
+        assert!(!self.model.open.values().any(|other| *other == id), "client id {id} given twice");
+        self.model.open.insert(conn, id);
+        self.model.members.insert(conn, BTreeMap::new());
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if !self.model.open.contains_key(&conn) {
+            return;
+        }
+        let mut out = self.outbox();
+        self.rooms.on_close(&mut out, conn);
+        let commands = out.take();
+        self.check_commands(&commands);
+        // Leave events go to the remaining watchers; the leaver is still known by id.
+        self.model.members.remove(&conn);
+        self.check_broadcasts(&commands, None);
+        self.model.open.remove(&conn);
+        let slot = conn.parts().0 as usize;
+        self.model.generation[slot] = self.model.generation[slot].wrapping_add(1);
+        self.apply_closes(&commands);
+    }
+
+    /// The loop ends connections the handler closed (here at once: on_close follows).
+    fn apply_closes(&mut self, commands: &[Command]) {
+        for command in commands {
+            if let Command::Close(to, _, _) = command {
+                self.close(*to);
+            }
+        }
+    }
+
+    fn binary(&mut self, i: u8, data: &[u8]) {
+        let conn = self.model.slot(i);
+        if !self.model.open.contains_key(&conn) {
+            return;
+        }
+        let mut out = self.outbox();
+        self.rooms.on_message(&mut out, conn, MessageKind::Binary, Bytes::copy_from_slice(data));
+        let commands = out.take();
+        self.check_commands(&commands);
+        let replies: Vec<&Bytes> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Message(to, _, p) if *to == conn => Some(p),
+                _ => None,
+            })
+            .collect();
+        let [reply] = &replies[..] else { panic!("binary message got {} replies", replies.len()) };
+        let v = json_of(reply).expect("reply");
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["error"]["code"], 400);
+        self.apply_closes(&commands);
+    }
+
+    fn text(&mut self, i: u8, text: &str) {
+        let conn = self.model.slot(i);
+        if !self.model.open.contains_key(&conn) {
+            return;
+        }
+        let mut out = self.outbox();
+        self.rooms.on_message(&mut out, conn, MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()));
+        let commands = out.take();
+        self.check_commands(&commands);
+
+        // The reply: at most one message to the sender, carrying the request's id.
+        let (raw_id, request) = protocol::parse_request(text);
+        let replies: Vec<&Bytes> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Message(to, _, p) if *to == conn => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert!(replies.len() <= 1, "{} replies to one request", replies.len());
+        let reply = replies.first().copied();
+        let reply_text = reply.map(|r| std::str::from_utf8(r).expect("reply is not UTF-8"));
+        if let Some(reply_text) = reply_text {
+            let prefix = format!("{{\"id\":{},", raw_id.map_or("null", |r| r.get()));
+            assert!(reply_text.starts_with(&prefix), "reply {reply_text} does not carry the id ({prefix})");
+        }
+        // Independently of the handler's parser: a number or string `id` comes back.
+        let sent_id = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .filter(|id| id.is_number() || id.is_string());
+        let reply_value = reply.and_then(|r| json_of(r));
+        if let (Some(id), Some(v)) = (&sent_id, &reply_value) {
+            assert_eq!(&v["id"], id, "reply id");
+        }
+        let failed = reply_value.as_ref().is_some_and(|v| v.get("error").is_some())
+            || reply_text.is_some_and(|t| t.contains(",\"error\":{\"code\":") && !t.contains(",\"ok\":"));
+        if raw_id.is_some() || request.is_err() {
+            assert!(reply.is_some(), "no reply to {text}");
+        }
+        if request.is_err() {
+            assert!(failed, "an invalid request succeeded: {text}");
+        }
+        let ok_body = reply_value.as_ref().and_then(|v| v.get("ok")).cloned();
+        if let Some(v) = &reply_value {
+            if let Some(code) = v.get("error").map(|e| &e["code"]) {
+                let code = code.as_u64().expect("error code");
+                assert!(matches!(code, 400 | 404 | 413 | 429 | 503), "error code {code}");
+            }
+        }
+
+        let mut publish = None;
+        if let (Ok(request), false) = (&request, failed) {
+            match request {
+                Request::Join { room, presence, since } => {
+                    let rooms = self.model.members.get_mut(&conn).expect("open connection without rooms");
+                    rooms.insert(room.clone(), *presence);
+                    self.model.offsets.entry(room.clone()).or_insert(0);
+                    if let Some(body) = &ok_body {
+                        assert_eq!(body["room"], room.as_str());
+                        let epoch = body["epoch"].as_str().expect("join reply without epoch").to_owned();
+                        self.model.see_epoch(room, &epoch);
+                        let offset = offset_of(body).expect("join reply without offset");
+                        assert_eq!(offset, self.model.offsets[room], "join reply offset for {room}");
+                        let members = body["members"].as_u64().expect("join reply without members");
+                        assert_eq!(members, self.model.room_members(room).len() as u64, "member count of {room}");
+                        let missed = check_kept(&body["missed"], room);
+                        let recovered = body["recovered"].as_bool().expect("recovered");
+                        match since {
+                            Some(s) if s.epoch == epoch && s.offset <= offset => {
+                                assert!(missed.iter().all(|&o| o > s.offset && o <= offset));
+                                if let Some(&last) = missed.last() {
+                                    assert_eq!(last, offset, "recovery does not end at the room's offset");
+                                }
+                                let complete = s.offset == offset || missed.first() == Some(&(s.offset + 1));
+                                assert_eq!(recovered, complete, "recovered flag for since {s:?}: {missed:?}");
+                            }
+                            _ => {
+                                assert!(!recovered && missed.is_empty(), "recovery across epochs");
+                            }
+                        }
+                    }
+                }
+                Request::Leave { room } => {
+                    let rooms = self.model.members.get_mut(&conn).expect("open connection without rooms");
+                    assert!(rooms.remove(room).is_some(), "leave of {room} succeeded for a non-member");
+                }
+                Request::Publish { room, echo, ephemeral, .. } => {
+                    let offset = if *ephemeral {
+                        None
+                    } else {
+                        let last = self.model.offsets.entry(room.clone()).or_insert(0);
+                        *last += 1;
+                        Some(*last)
+                    };
+                    self.model.offsets.entry(room.clone()).or_insert(0);
+                    if let Some(body) = &ok_body {
+                        assert_eq!(offset_of(body), offset, "publish reply offset for {room}");
+                    }
+                    publish = Some((room.as_str(), Some(conn), *echo, offset));
+                }
+                Request::Presence { room } => {
+                    if let Some(body) = &ok_body {
+                        let members = body["members"].as_array().expect("presence members");
+                        assert_eq!(members.len(), self.model.room_members(room).len(), "presence of {room}");
+                    }
+                }
+                Request::History { room, limit } => {
+                    if let Some(body) = &ok_body {
+                        self.model.see_epoch(room, body["epoch"].as_str().expect("history epoch"));
+                        let offset = offset_of(body).expect("history offset");
+                        assert_eq!(offset, self.model.offsets[room], "history offset of {room}");
+                        let kept = check_kept(&body["messages"], room);
+                        let limit = limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT);
+                        assert!(kept.len() as u64 <= limit.min(HISTORY_SIZE as u64), "history too long");
+                        if let Some(&last) = kept.last() {
+                            assert_eq!(last, offset, "history does not end at the room's offset");
+                        }
+                    }
+                }
+                Request::Ping => {}
+            }
+        }
+        self.check_broadcasts(&commands, publish);
+        self.apply_closes(&commands);
+    }
+
+    fn http(&mut self, h: &Http) {
+        const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "HEAD"];
+        const PATHS: [&str; 8] =
+            ["/api/publish", "/api/rooms", "/api", "/api/other", "/healthz", "/metrics", "/ws", "/api/publish?x=1"];
+        let method = METHODS[usize::from(h.method) % METHODS.len()];
+        let path = match &h.path {
+            PathRef::Known(i) => PATHS[usize::from(*i) % PATHS.len()].to_owned(),
+            PathRef::Any(p) => p.clone(),
+        };
+        let authorization = match h.auth % 4 {
+            0 => None,
+            1 => Some(format!("Bearer {API_KEY}")),
+            2 => Some("Bearer wrong".to_owned()),
+            _ => Some(format!("Basic {API_KEY}")),
+        };
+        let body = match &h.body {
+            Body::Raw(b) => b.clone(),
+            Body::Publish { room, data, extra } => {
+                let mut m = Map::new();
+                if let Some(r) = room {
+                    m.insert("room".into(), room_name(r));
+                }
+                if let Some(d) = data {
+                    m.insert("data".into(), data_value(d));
+                }
+                if *extra {
+                    m.insert("echo".into(), json!(false));
+                }
+                Value::Object(m).to_string().into_bytes()
+            }
+        };
+        // Read the way the API reads it (raw fields), not as a `Value`, which refuses some
+        // JSON the API takes (numbers beyond f64).
+        let publish_room = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|t| serde_json::from_str::<HashMap<String, &RawValue>>(t).ok())
+            .and_then(|f| f.get("room").and_then(|r| serde_json::from_str::<String>(r.get()).ok()));
+        let request = PlainRequest {
+            method: method.to_owned(),
+            path: path.clone(),
+            content_length: body.len(),
+            authorization: authorization.clone(),
+            keep_alive: true,
+        };
+        let mut out = self.outbox();
+        let response = self.rooms.on_http(&mut out, &request, &body, &self.metrics);
+        let commands = out.take();
+        self.check_commands(&commands);
+        assert!(
+            matches!(response.status, 200 | 400 | 401 | 404 | 405 | 413 | 426 | 503),
+            "HTTP status {}",
+            response.status
+        );
+        if response.content_type == "application/json" {
+            json_of(&response.body);
+        }
+        let is_publish = method == "POST" && path.split('?').next() == Some("/api/publish");
+        let authorized = authorization.as_deref() == Some(&format!("Bearer {API_KEY}"));
+        let mut publish = None;
+        if is_publish && response.status == 200 {
+            assert!(authorized, "publish without the key succeeded");
+            let room = publish_room.expect("API publish succeeded without a room");
+            let v = json_of(&response.body).expect("publish response");
+            let last = self.model.offsets.entry(room.clone()).or_insert(0);
+            *last += 1;
+            assert_eq!(offset_of(&v), Some(*last), "API publish offset for {room}");
+            publish = Some(room);
+        } else {
+            assert!(commands.is_empty(), "HTTP {method} {path} queued {commands:?}");
+        }
+        if let Some(room) = &publish {
+            let offset = self.model.offsets[room];
+            self.check_broadcasts(&commands, Some((room, None, true, Some(offset))));
+        }
+        if path.starts_with("/api") && !authorized {
+            assert!(matches!(response.status, 401 | 404), "API answered {} without the key", response.status);
+        }
+    }
+
+    fn tick(&mut self) {
+        let mut out = self.outbox();
+        self.rooms.on_tick(&mut out);
+        assert!(out.take().is_empty(), "on_tick queued commands");
+        self.sync_rooms();
+    }
+
+    /// `GET /api/rooms`: the rooms that exist, with offsets and member counts.
+    fn sync_rooms(&mut self) {
+        let request = PlainRequest {
+            method: "GET".into(),
+            path: "/api/rooms".into(),
+            content_length: 0,
+            authorization: Some(format!("Bearer {API_KEY}")),
+            keep_alive: true,
+        };
+        let mut out = self.outbox();
+        let response = self.rooms.on_http(&mut out, &request, &[], &self.metrics);
+        assert_eq!(response.status, 200);
+        let v = json_of(&response.body).expect("room list");
+        let listed: BTreeMap<String, (u64, u64)> = v["rooms"]
+            .as_array()
+            .expect("rooms")
+            .iter()
+            .map(|r| {
+                let name = r["room"].as_str().expect("room name").to_owned();
+                (name, (r["offset"].as_u64().expect("offset"), r["members"].as_u64().expect("members")))
+            })
+            .collect();
+        assert_eq!(listed.len(), self.rooms.room_count());
+        let gone: Vec<String> = self.model.offsets.keys().filter(|r| !listed.contains_key(*r)).cloned().collect();
+        for room in gone {
+            assert!(self.model.room_members(&room).is_empty(), "room {room} dropped with members");
+            self.model.offsets.remove(&room);
+            self.model.epochs.remove(&room);
+        }
+        for (room, (offset, members)) in &listed {
+            let known = self.model.offsets.get(room).copied();
+            assert_eq!(known, Some(*offset), "room {room} offset (listed {offset}, model {known:?})");
+            assert_eq!(*members, self.model.room_members(room).len() as u64, "room {room} member count");
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let input = Input::read(data);
+    let config = RoomsConfig {
+        history_size: HISTORY_SIZE,
+        history_ttl: Duration::from_secs(2),
+        max_rooms_per_connection: 3,
+        max_members_per_room: 3,
+        max_rooms: 6,
+        max_message_bytes: MAX_MESSAGE_BYTES,
+        publish_rate: 5.0,
+        publish_burst: 3.0,
+        abuse_limit: 4,
+        abuse_window: Duration::from_secs(1),
+        require_membership: input.require_membership,
+        api_key: Some(API_KEY.to_owned()),
+        ..RoomsConfig::default()
+    };
+    let mut h = Harness {
+        rooms: Rooms::new(config),
+        model: Model::default(),
+        now: Instant::now(),
+        metrics: Metrics::default(),
+    };
+    for op in &input.ops {
+        match op {
+            Op::Open(i) => h.open(*i),
+            Op::Close(i) => {
+                let conn = h.model.slot(*i);
+                h.close(conn);
+            }
+            Op::Text(i, Text::Raw(s)) => h.text(*i, s),
+            Op::Text(i, Text::Request(r)) => {
+                let text = r.to_json(&h.model);
+                h.text(*i, &text);
+            }
+            Op::Binary(i, data) => h.binary(*i, data),
+            Op::Advance(steps, tick) => {
+                h.now += Duration::from_millis(u64::from(*steps) * 16);
+                if *tick {
+                    h.tick();
+                }
+            }
+            Op::Tick => h.tick(),
+            Op::Http(http) => h.http(http),
+        }
+    }
+    h.tick();
+});
