@@ -53,7 +53,7 @@ enum Op {
 #[derive(Debug)]
 enum Text {
     Raw(String),
-    Request(Req),
+    Request(Box<Req>),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -195,7 +195,7 @@ impl Input {
                 3 => {
                     let slot = r.byte();
                     let Ok(req) = Req::arbitrary(&mut Unstructured::new(r.lp_bytes())) else { continue };
-                    Op::Text(slot, Text::Request(req))
+                    Op::Text(slot, Text::Request(Box::new(req)))
                 }
                 4 => {
                     let slot = r.byte();
