@@ -2,9 +2,9 @@
 //! byte stream cut into fuzz-chosen chunks, with and without permessage-deflate.
 //!
 //! The sender uses `send_message`, `send_message_pooled` with a shared `CompressorPool`,
-//! and (server side) the fan-out path the event loop uses for broadcasts (one frame
-//! encoded, and compressed once per window, by `encode_server_frame` /
-//! `encode_compressed_server_frame`). Checks: the receiver reports exactly the same
+//! and (server side) the fan-out path the event loop uses for broadcasts
+//! (`Connection::broadcast_frame`: one frame encoded, and compressed once per window, shared
+//! by receivers). Checks: the receiver reports exactly the same
 //! messages, pings and close, in order, without an error; what it sends back (pongs, the
 //! close reply) decodes on the sender's side to the matching pongs and close.
 #![no_main]
@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use wsedge::proto::close::CloseCode;
-use wsedge::proto::connection::{encode_compressed_server_frame, encode_server_frame};
+use wsedge::proto::connection::BroadcastFrames;
 use wsedge::proto::deflate::{CompressorPool, DeflateParams};
 use wsedge::proto::frame::MAX_CONTROL_PAYLOAD;
 use wsedge::proto::{Config, Connection, MessageKind, Role};
@@ -183,9 +183,11 @@ fn run(input: &Input) {
                 expected.push(message(kind, &data));
                 if sender_role == Role::Server {
                     wire.extend_from_slice(&transmitted(&mut sender));
-                    match fanout_frame(&mut sender, &mut pool, kind, &data) {
-                        Some(frame) => wire.extend_from_slice(&frame),
-                        None => sender.send_message(kind, Bytes::from(data)),
+                    // The event loop's broadcast path for one receiver; `None`: the frame
+                    // went into the codec's own transmit queue (context takeover).
+                    let mut frames = BroadcastFrames::new(kind, Bytes::from(data));
+                    if let Some(frame) = sender.broadcast_frame(&mut frames, &mut pool) {
+                        wire.extend_from_slice(&frame);
                     }
                 } else {
                     sender.send_message(kind, Bytes::from(data));
@@ -232,23 +234,4 @@ fn message(kind: MessageKind, data: &[u8]) -> Seen {
         MessageKind::Text => Seen::Text(data.to_vec()),
         MessageKind::Binary => Seen::Binary(data.to_vec()),
     }
-}
-
-/// The event loop's broadcast encoding for one receiver (`server::event_loop::broadcast`):
-/// `None` means the loop falls back to the connection's own `send_message` (a receiver
-/// with context takeover).
-fn fanout_frame(conn: &mut Connection, pool: &mut CompressorPool, kind: MessageKind, payload: &[u8]) -> Option<Bytes> {
-    if !conn.is_open() {
-        return Some(Bytes::new()); // the loop drops sends to closing connections
-    }
-    let pooled = conn.pooled_compression().filter(|&(_, threshold)| payload.len() >= threshold);
-    if let Some((window, _)) = pooled {
-        if let Some(z) = pool.compress(window, payload).filter(|z| z.len() < payload.len()) {
-            return Some(encode_compressed_server_frame(kind, &z));
-        }
-    }
-    if pooled.is_none() && conn.has_deflate() && payload.len() >= conn.deflate_threshold() {
-        return None;
-    }
-    Some(encode_server_frame(kind, payload))
 }

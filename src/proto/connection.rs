@@ -264,22 +264,26 @@ impl Connection {
         self
     }
 
-    /// If this connection accepts frames compressed by a shared [`CompressorPool`] (deflate
-    /// negotiated and no context takeover in our sending direction), the window its peer
-    /// agreed to and the size threshold: the fan-out path compresses once per window.
-    pub fn pooled_compression(&self) -> Option<(u8, usize)> {
-        let d = self.deflate.as_deref()?;
-        d.send_no_context_takeover.then_some((d.send_window_bits, d.threshold))
-    }
-
-    /// Whether permessage-deflate was negotiated.
-    pub fn has_deflate(&self) -> bool {
-        self.deflate.is_some()
-    }
-
-    /// Messages shorter than this are sent uncompressed (`usize::MAX` without deflate).
-    pub fn deflate_threshold(&self) -> usize {
-        self.deflate.as_deref().map_or(usize::MAX, |d| d.threshold)
+    /// Sends one message of a broadcast. Receivers that can share an encoding get a clone
+    /// of the frame cached in `frames` (returned: the caller queues it): the plain frame,
+    /// or the frame compressed once per window by the shared `pool` (no context takeover in
+    /// our direction makes the output depend on the payload alone). A receiver with context
+    /// takeover is compressed by its own compressor into its transmit queue (`None`).
+    pub fn broadcast_frame(&mut self, frames: &mut BroadcastFrames, pool: &mut CompressorPool) -> Option<Bytes> {
+        if self.state != State::Open {
+            return None;
+        }
+        let len = frames.payload.len();
+        match self.deflate.as_deref() {
+            Some(d) if len >= d.threshold && d.send_no_context_takeover => {
+                Some(frames.compressed(d.send_window_bits, pool))
+            }
+            Some(d) if len >= d.threshold => {
+                self.send_message(frames.kind, frames.payload.clone());
+                None
+            }
+            _ => Some(frames.plain()),
+        }
     }
 
     /// Whether this connection holds zlib state right now (for memory accounting).
@@ -638,6 +642,43 @@ impl Connection {
         let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
         let b = out.to_le_bytes();
         [b[4], b[5], b[6], b[7]]
+    }
+}
+
+/// The encodings of one broadcast message, each made at most once and shared by every
+/// receiver that takes it (a refcount bump per receiver, no copy).
+#[derive(Debug)]
+pub struct BroadcastFrames {
+    kind: MessageKind,
+    payload: Bytes,
+    plain: Option<Bytes>,
+    /// By window bits 8..=15; `Some(None)`: compression did not shrink it (send plain).
+    compressed: [Option<Option<Bytes>>; 8],
+}
+
+impl BroadcastFrames {
+    pub fn new(kind: MessageKind, payload: Bytes) -> Self {
+        BroadcastFrames { kind, payload, plain: None, compressed: Default::default() }
+    }
+
+    fn plain(&mut self) -> Bytes {
+        let (kind, payload) = (self.kind, &self.payload);
+        self.plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone()
+    }
+
+    fn compressed(&mut self, window: u8, pool: &mut CompressorPool) -> Bytes {
+        // clamp: windows are 8..=15, so the slot index is 0..=7.
+        let slot = &mut self.compressed[usize::from(window.clamp(8, 15) - 8)];
+        let (kind, payload) = (self.kind, &self.payload);
+        let frame = slot.get_or_insert_with(|| {
+            pool.compress(window, payload)
+                .filter(|z| z.len() < payload.len()) // incompressible: send it plain
+                .map(|z| encode_compressed_server_frame(kind, &z))
+        });
+        match frame {
+            Some(frame) => frame.clone(),
+            None => self.plain(),
+        }
     }
 }
 
@@ -1016,6 +1057,29 @@ mod tests {
         let mut dedicated = deflate_server(params(false, false, 15, 15));
         assert_eq!(feed(&mut dedicated, &compressed_frames(MessageKind::Binary, &z, 2)).0.len(), 1);
         assert!(dedicated.has_zlib_state(), "context takeover keeps the window");
+    }
+
+    #[test]
+    fn a_broadcast_is_encoded_once_per_variant_and_shared() {
+        let mut pool = CompressorPool::new(6);
+        let payload = Bytes::from("shared text ".repeat(20));
+        let mut frames = BroadcastFrames::new(MessageKind::Text, payload.clone());
+        let mut shared_a = server().with_deflate(params(true, true, 15, 15), 64, 6);
+        let mut shared_b = server().with_deflate(params(true, true, 15, 15), 64, 6);
+        let mut plain = server();
+        let mut takeover = server().with_deflate(params(false, false, 15, 15), 64, 6);
+        let a = shared_a.broadcast_frame(&mut frames, &mut pool).unwrap();
+        let b = shared_b.broadcast_frame(&mut frames, &mut pool).unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one compressed frame, shared");
+        assert_eq!(a[0], 0xC1);
+        let p = plain.broadcast_frame(&mut frames, &mut pool).unwrap();
+        assert_eq!(p[0], 0x81);
+        assert_eq!(&p[p.len() - payload.len()..], &payload[..]);
+        // Context takeover: compressed by its own compressor, into its transmit queue.
+        assert_eq!(takeover.broadcast_frame(&mut frames, &mut pool), None);
+        assert_eq!(transmitted(&mut takeover)[0], 0xC1);
+        let mut client = Connection::client(Config::default(), 3).with_deflate(params(true, true, 15, 15), 64, 6);
+        assert_eq!(feed(&mut client, &a).0, vec![Event::Message { kind: MessageKind::Text, data: payload }]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use slab::Slab;
 use super::conn::{Conn, IoStatus, Phase, READ_CHUNK};
 use super::metrics::{CloseInitiator, Metrics};
 use super::{http, Command, Config, ConnId, Handler, HttpResponse, Outbox};
-use crate::proto::connection::{encode_compressed_server_frame, encode_server_frame};
+use crate::proto::connection::BroadcastFrames;
 use crate::proto::deflate::{self, CompressorPool};
 use crate::proto::handshake::{parse_request, PlainRequest, Request};
 use crate::proto::{CloseCode, Connection, Event, MessageKind, Role};
@@ -569,45 +569,18 @@ impl<H: Handler> Server<H> {
     /// is sound because pooled compressors reset after every message (no context
     /// takeover): the output depends on the payload alone, never on a receiver's history.
     fn broadcast(&mut self, ids: &[ConnId], kind: MessageKind, payload: &Bytes, now: Instant) {
-        let mut plain: Option<Bytes> = None;
-        let mut compressed: [Option<Bytes>; 8] = Default::default();
+        let mut frames = BroadcastFrames::new(kind, payload.clone());
         for &id in ids {
             if !self.admit_fanout(id, payload.len(), now) {
                 continue;
             }
+            // admit_fanout checked the connection is live and open.
             let Some(conn) = self.conns.get_mut(id.index()) else { continue };
-            if conn.generation != id.generation() || conn.phase != Phase::Open {
-                continue;
+            let Some(codec) = conn.codec.as_mut() else { continue };
+            match codec.broadcast_frame(&mut frames, &mut self.compressors) {
+                Some(frame) => conn.queue(frame),
+                None => conn.queue_codec_output(),
             }
-            let Some(codec) = conn.codec.as_mut().filter(|c| c.is_open()) else { continue };
-            let pooled = codec.pooled_compression().filter(|&(_, threshold)| payload.len() >= threshold);
-            let compressed_frame = match pooled {
-                Some((window, _)) => {
-                    // clamp: windows are 8..=15, so the slot index is 0..=7.
-                    let slot = &mut compressed[usize::from(window.clamp(8, 15) - 8)];
-                    if slot.is_none() {
-                        *slot = self
-                            .compressors
-                            .compress(window, payload)
-                            .filter(|z| z.len() < payload.len()) // incompressible: send it plain
-                            .map(|z| encode_compressed_server_frame(kind, &z));
-                    }
-                    slot.clone()
-                }
-                None => None,
-            };
-            let frame = match compressed_frame {
-                Some(frame) => frame,
-                None if pooled.is_none() && codec.has_deflate() && payload.len() >= codec.deflate_threshold() => {
-                    // Context takeover: this receiver's compressor has its own history.
-                    codec.send_message(kind, payload.clone());
-                    conn.queue_codec_output();
-                    self.mark_dirty(id.index());
-                    continue;
-                }
-                None => plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone(),
-            };
-            conn.queue(frame);
             self.metrics.messages_out += 1;
             self.mark_dirty(id.index());
         }
