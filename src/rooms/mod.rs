@@ -200,7 +200,8 @@ impl Rooms {
             return Err(RequestError::new(503, "room unavailable"));
         };
         let offset = (!ephemeral).then(|| room.next_offset());
-        let json: Arc<str> = protocol::message(room_name, offset, from_member, data).into();
+        // One allocation per publish: the same bytes are kept in history and broadcast.
+        let json = Bytes::from(protocol::message(room_name, offset, from_member, data));
         if let Some(offset) = offset {
             let freed = room.keep(Kept { offset, at: now, json: json.clone() }, self.config.history_size);
             self.history_bytes = (self.history_bytes + json.len()).saturating_sub(freed);
@@ -211,7 +212,7 @@ impl Rooms {
         }
         let recipients: Vec<ConnId> = room.members.keys().copied().filter(|c| echo || Some(*c) != from).collect();
         if !recipients.is_empty() {
-            out.broadcast(recipients, MessageKind::Text, Bytes::from(json.as_bytes().to_vec()));
+            out.broadcast(recipients, MessageKind::Text, json);
         }
         Ok(offset)
     }

@@ -6,6 +6,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use crate::server::ConnId;
@@ -22,8 +24,15 @@ pub struct Membership {
 pub struct Kept {
     pub offset: u64,
     pub at: Instant,
-    /// The message push as members received it.
-    pub json: Arc<str>,
+    /// The message push as members received it: the very `Bytes` that was broadcast.
+    pub json: Bytes,
+}
+
+impl Kept {
+    /// The JSON text (written by `protocol::message`, so always UTF-8).
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.json).unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -102,7 +111,7 @@ impl Room {
             // Offsets of another epoch (or from the future) mean nothing here.
             return Recovery { recovered: false, missed: Vec::new() };
         }
-        let missed: Vec<&str> = self.history.iter().filter(|k| k.offset > offset).map(|k| &*k.json).collect();
+        let missed: Vec<&str> = self.history.iter().filter(|k| k.offset > offset).map(Kept::text).collect();
         // Complete when every offset in (offset, self.offset] is still kept.
         let first_kept = self.history.iter().find(|k| k.offset > offset).map(|k| k.offset);
         let recovered = offset == self.offset || first_kept == Some(offset + 1);
@@ -112,7 +121,7 @@ impl Room {
     /// The last `limit` kept messages, oldest first.
     pub fn history(&self, limit: usize) -> impl Iterator<Item = &str> {
         let skip = self.history.len().saturating_sub(limit);
-        self.history.iter().skip(skip).map(|k| &*k.json)
+        self.history.iter().skip(skip).map(Kept::text)
     }
 
     pub fn history_len(&self) -> usize {
