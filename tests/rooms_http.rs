@@ -358,6 +358,40 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     expect_eof(&mut stream);
 }
 
+/// A client that pipelines requests without reading the responses is not read from once
+/// `write_high_water` bytes of responses wait for it (memory stays bounded); once it reads,
+/// every request is answered, in order, none lost.
+#[test]
+fn pipelined_requests_from_a_client_that_does_not_read_wait_for_it() {
+    // /metrics answers are ~3 KB: 5,000 of them are far more than the kernel's socket
+    // buffers can hold on the way.
+    const REQUESTS: usize = 5_000;
+    let config = Config { write_high_water: 16 * 1024, ..support::config() };
+    let server = TestServer::rooms_with(config, rooms_config());
+    let mut stream = server.tcp();
+    let mut batch = Vec::new();
+    for _ in 0..REQUESTS - 1 {
+        batch.extend(http_request("GET", "/metrics", &[], b""));
+    }
+    batch.extend(http_request("GET", "/metrics", &["Connection: close"], b""));
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        thread::spawn(move || stream.write_all(&batch))
+    };
+    // Do not read for a while: the server must stop reading rather than queue 20,000 answers.
+    thread::sleep(Duration::from_millis(300));
+    let m = metrics(&server);
+    assert!(metric(&m, "wsedge_http_requests_total") < REQUESTS as f64, "all requests answered with no reader");
+    let mut answered = 0;
+    for _ in 0..REQUESTS {
+        assert_eq!(read_response(&mut stream).head.status, 200);
+        answered += 1;
+    }
+    assert_eq!(answered, REQUESTS);
+    expect_eof(&mut stream);
+    writer.join().unwrap().unwrap();
+}
+
 #[test]
 fn a_body_arriving_in_pieces_is_waited_for() {
     let server = server();

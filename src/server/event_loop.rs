@@ -252,6 +252,13 @@ impl<H: Handler> Server<H> {
     fn read_conn(&mut self, index: usize, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return };
+            // Backpressure: a peer that sends (requests, pipelined HTTP, messages to echo)
+            // without reading the replies is not read from either; flush_dirty resumes it.
+            let answers_input = matches!(conn.phase, Phase::Handshake | Phase::Open | Phase::CloseSent);
+            if answers_input && conn.queued_bytes() > self.config.write_high_water {
+                conn.read_paused = true;
+                return;
+            }
             let status = match conn.phase {
                 Phase::Handshake => {
                     // A request head and its body, plus one byte to notice an oversized one.
@@ -263,10 +270,6 @@ impl<H: Handler> Server<H> {
                     status
                 }
                 Phase::Open | Phase::CloseSent => {
-                    if conn.queued_bytes() > self.config.write_high_water {
-                        conn.read_paused = true; // resumed by flush_dirty
-                        return;
-                    }
                     let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
                     self.metrics.bytes_in += n as u64;
                     if n > 0 {
@@ -327,6 +330,11 @@ impl<H: Handler> Server<H> {
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return };
             if conn.phase != Phase::Handshake {
+                return;
+            }
+            if conn.queued_bytes() > self.config.write_high_water {
+                // Pipelined requests wait in the buffer until the responses are read.
+                conn.read_paused = true;
                 return;
             }
             let request = match parse_request(&conn.read_buf, self.config.max_head_bytes) {
