@@ -49,9 +49,9 @@ fn fanout(c: &mut Criterion) {
             rooms.on_message(&mut out, publisher, MessageKind::Text, black_box(publish.clone()));
             let mut delivered = 0;
             for command in out.take() {
-                if let Command::Broadcast(ids, kind, payload) = command {
+                if let Command::Broadcast { to, except, kind, payload } = command {
                     let frame = encode_server_frame(kind, &payload);
-                    for id in ids {
+                    for &id in to.iter().filter(|&&id| Some(id) != except) {
                         if let Some(queue) = queues.get_mut(id.parts().0 as usize) {
                             queue.push_back(frame.clone());
                             delivered += 1;

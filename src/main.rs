@@ -10,7 +10,7 @@ use log::error;
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
 use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
-use wsedge::server::{self, Handler, Server};
+use wsedge::server::{self, Handler, Mesh, Workers};
 
 #[derive(Parser)]
 #[command(name = "wsedge", version, about = "A WebSocket edge server")]
@@ -122,6 +122,10 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
+    /// Event loops (threads), each with its own SO_REUSEPORT listener; rooms span them.
+    /// Default: the number of cores. At most 64.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
     /// Largest message accepted, in bytes (bigger -> close 1009). Default: 1 MiB for
     /// `serve`, 16 MiB for `echo`.
     #[arg(long)]
@@ -185,7 +189,9 @@ enum ModeArg {
 
 impl ServerArgs {
     fn config(&self, default_max_message: usize) -> server::Config {
-        let mut config = server::Config { listen: self.listen, ..server::Config::default() };
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let workers = self.workers.map_or(cores.min(64), usize::from);
+        let mut config = server::Config { listen: self.listen, workers, ..server::Config::default() };
         let max_message = self.max_message.unwrap_or(default_max_message);
         config.protocol.max_message_size = max_message;
         config.protocol.max_frame_size = self.max_frame.unwrap_or(max_message);
@@ -212,9 +218,14 @@ impl ServerArgs {
     }
 }
 
-fn run<H: Handler>(config: server::Config, handler: H) -> ExitCode {
+fn run<H, M, F>(config: server::Config, make_handler: F) -> ExitCode
+where
+    H: Handler + Send + 'static,
+    M: Send,
+    F: FnMut(Mesh<M>) -> H,
+{
     let listen = config.listen;
-    let mut server = match Server::bind(config, handler) {
+    let server = match Workers::bind(config, make_handler) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot listen on {listen}: {e}");
@@ -252,16 +263,16 @@ fn main() -> ExitCode {
                 config.listen,
                 if rooms_config.api_key.is_some() { "on" } else { "off (set WSEDGE_API_KEY to enable)" }
             );
-            run(config, Rooms::new(rooms_config))
+            run(config, Rooms::for_workers(rooms_config))
         }
-        Command::Echo(args) => run(args.config(16 << 20), Echo),
+        Command::Echo(args) => run(args.config(16 << 20), |_: Mesh<()>| Echo),
         Command::Relay { server, rooms } => {
             let config = server.config(1 << 20);
             // Every path is a relay room; there is no JSON endpoint.
             let rooms_config =
                 RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };
             log::info!("relay: ws://{}/<room> (messages forwarded verbatim to every member)", config.listen);
-            run(config, Rooms::new(rooms_config))
+            run(config, Rooms::for_workers(rooms_config))
         }
         Command::Bench(args) => wsedge::bench::main(args),
         Command::Chat { url, room } => match chat(&url, &room) {

@@ -27,7 +27,7 @@ use wsedge::proto::handshake::{PlainRequest, UpgradeRequest};
 use wsedge::proto::MessageKind;
 use wsedge::rooms::protocol::{self, Request};
 use wsedge::rooms::{Rooms, RoomsConfig};
-use wsedge::server::{Command, ConnId, Handler, Metrics, Outbox};
+use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Outbox};
 use wsedge_fuzz::input::Reader;
 
 const SLOTS: u8 = 6;
@@ -413,6 +413,29 @@ impl Harness {
         Outbox::new(self.now)
     }
 
+    /// One plain HTTP request: the response (given at once or deferred to the outbox, as
+    /// the handler likes) and the other commands it queued.
+    fn serve_http(&mut self, request: &PlainRequest, body: &[u8]) -> (HttpResponse, Vec<Command>) {
+        let http = ConnId::from_parts(u32::MAX, 0); // not one of the model's WebSocket slots
+        let mut out = self.outbox();
+        let now = self.rooms.on_http(&mut out, http, request, body, &self.metrics);
+        let mut commands = out.take();
+        let deferred: Vec<HttpResponse> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Respond(to, response) if *to == http => Some(response.clone()),
+                _ => None,
+            })
+            .collect();
+        commands.retain(|c| !matches!(c, Command::Respond(..)));
+        let response = match (now, &deferred[..]) {
+            (Some(response), []) => response,
+            (None, [response]) => response.clone(),
+            (now, deferred) => panic!("HTTP answered {now:?} now and {deferred:?} later"),
+        };
+        (response, commands)
+    }
+
     /// Generic checks on every command; returns them for the caller's specific checks.
     fn check_commands(&self, commands: &[Command]) {
         for command in commands {
@@ -422,17 +445,19 @@ impl Harness {
                     assert_eq!(*kind, MessageKind::Text);
                     json_of(payload);
                 }
-                Command::Broadcast(to, kind, payload) => {
+                Command::Broadcast { to, except, kind, payload } => {
                     assert_eq!(*kind, MessageKind::Text);
+                    let to: Vec<ConnId> = to.iter().copied().filter(|c| Some(*c) != *except).collect();
                     assert!(!to.is_empty(), "broadcast to nobody");
                     let unique: HashSet<_> = to.iter().collect();
                     assert_eq!(unique.len(), to.len(), "a broadcast names a receiver twice");
-                    for c in to {
+                    for c in &to {
                         assert!(self.model.open.contains_key(c), "broadcast to a connection that is not open");
                     }
                     json_of(payload);
                 }
                 Command::Frame(to, _) => assert!(self.model.open.contains_key(to)),
+                Command::Respond(..) => panic!("a deferred HTTP response outside an HTTP request"),
                 Command::Close(to, code, _) => {
                     assert!(self.model.open.contains_key(to), "close of a connection that is not open");
                     assert_eq!(code.0, 1008, "the room layer closes only for abuse");
@@ -447,9 +472,9 @@ impl Harness {
     fn check_broadcasts(&self, commands: &[Command], publish: Option<(&str, Option<ConnId>, bool, Option<u64>)>) {
         let mut pushes = 0;
         for command in commands {
-            let Command::Broadcast(to, _, payload) = command else { continue };
+            let Command::Broadcast { to, except, payload, .. } = command else { continue };
             let Some(v) = json_of(payload) else { continue };
-            let to: BTreeSet<ConnId> = to.iter().copied().collect();
+            let to: BTreeSet<ConnId> = to.iter().copied().filter(|c| Some(*c) != *except).collect();
             let room = v["room"].as_str().expect("broadcast without a room").to_owned();
             match v["op"].as_str() {
                 Some("message") => {
@@ -742,9 +767,7 @@ impl Harness {
             authorization: authorization.clone(),
             keep_alive: true,
         };
-        let mut out = self.outbox();
-        let response = self.rooms.on_http(&mut out, &request, &body, &self.metrics);
-        let commands = out.take();
+        let (response, commands) = self.serve_http(&request, &body);
         self.check_commands(&commands);
         assert!(
             matches!(response.status, 200 | 400 | 401 | 404 | 405 | 413 | 426 | 503),
@@ -793,8 +816,7 @@ impl Harness {
             authorization: Some(format!("Bearer {API_KEY}")),
             keep_alive: true,
         };
-        let mut out = self.outbox();
-        let response = self.rooms.on_http(&mut out, &request, &[], &self.metrics);
+        let (response, _) = self.serve_http(&request, &[]);
         assert_eq!(response.status, 200);
         let v = json_of(&response.body).expect("room list");
         let listed: BTreeMap<String, (u64, u64)> = v["rooms"]

@@ -2,20 +2,30 @@
 //! the backend HTTP API. Contract: `wsedge.v1` (../shared/specs/rooms-protocol.md; the
 //! user-facing description is docs/protocol.md).
 //!
-//! [`Rooms`] is a `server::Handler`: it lives on the event loop's thread, so the registry
-//! needs no locks. Every publish — from a client or from `POST /api/publish` — goes through
-//! [`Rooms::publish`], the one path a backplane can later sit behind. A publish is
-//! validated, given the room's next offset, serialized once and handed to the server as
-//! one broadcast, which frames (and compresses) it once for all members.
+//! [`Rooms`] is a `server::Handler`, one per worker, living on that worker's thread: no
+//! locks. Each room has an owner worker (a hash of its name) that holds its members,
+//! offsets and history; the other workers hold delivery lists for their own members and
+//! reach the owner over the mesh (`msg.rs` says why per-room order holds). With one worker
+//! the same code runs, with every message a direct call.
 //!
-//! A connection's identity and permissions live in [`Client`] (today: an id and no user;
-//! authentication fills in `user` and narrows what it may do).
+//! Every publish — from a client or from `POST /api/publish` — goes through
+//! [`Rooms::publish`] on the room's owner, the one path a backplane can later sit behind.
+//! A publish is validated, given the room's next offset, serialized once, and handed as
+//! the same `Bytes` to every worker with members, whose event loop frames (and compresses)
+//! it once for all of them.
+//!
+//! A connection's identity lives in [`Identity`] (today: a client id and no user;
+//! authentication fills in `user`), held by its worker's [`Client`] and copied to the
+//! owners of the rooms it joins.
 
 mod api;
+mod local;
+mod msg;
 pub mod protocol;
 mod relay;
 mod room;
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -26,9 +36,13 @@ use log::debug;
 
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{CloseCode, MessageKind};
-use crate::server::{ConnId, Handler, HttpResponse, Metrics, Outbox};
-use protocol::{Member, ObjectWriter, Request, RequestError, RequestId};
+use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Outbox};
+use local::{Audience, LocalRooms};
+pub use msg::RoomMsg;
+use msg::{JoinRequest, OwnedId, OwnedRooms};
+use protocol::{ObjectWriter, Request, RequestError, RequestId};
 use relay::Relay;
+pub use room::Identity;
 use room::{Kept, Membership, Room};
 
 /// The subprotocol name of the room protocol.
@@ -46,7 +60,7 @@ pub struct RoomsConfig {
     pub history_size: usize,
     /// Bytes of messages kept across all rooms. Beyond it, a room that publishes drops its
     /// own oldest messages (its clients then recover with `recovered: false`): memory stays
-    /// bounded however many rooms there are.
+    /// bounded however many rooms there are. With several workers each owner keeps its share.
     pub max_history_bytes: usize,
     /// How long a message is kept; an empty room is dropped (and its epoch forgotten)
     /// this long after its last member left.
@@ -55,7 +69,7 @@ pub struct RoomsConfig {
     pub max_rooms_per_connection: usize,
     /// Members per room (-> 503).
     pub max_members_per_room: usize,
-    /// Rooms per server (-> 503).
+    /// Rooms per server (-> 503); with several workers each owner admits its share.
     pub max_rooms: usize,
     /// Largest `data` of a publish, as JSON text (-> 413).
     pub max_message_bytes: usize,
@@ -95,58 +109,123 @@ impl Default for RoomsConfig {
     }
 }
 
-/// A connection's identity, memberships and rate-limit state.
+/// One of this worker's connections: its identity, the rooms it is in, its rate limits.
 #[derive(Debug)]
 struct Client {
-    id: Arc<str>,
-    /// The authenticated user (none until authentication exists).
-    user: Option<Arc<str>>,
-    rooms: Vec<String>,
+    identity: Identity,
+    /// Rooms the owner confirmed (mirrors the owner's member list).
+    rooms: Vec<Arc<str>>,
+    /// Rooms asked for whose `Joined` has not come back yet.
+    joining: Vec<String>,
     tokens: f64,
     refilled_at: Instant,
     strikes: u32,
     strikes_since: Instant,
 }
 
-impl Client {
-    fn member(&self) -> Member<'_> {
-        Member { client: Some(&self.id), user: self.user.as_deref() }
-    }
+/// An `/api/rooms` or `/metrics` request waiting for every worker's part.
+#[derive(Debug)]
+struct Gathering {
+    remaining: usize,
+    /// `/metrics`: the transport counters, rendered when the request came.
+    metrics: Option<String>,
+    parts: OwnedRooms,
 }
 
-/// The room registry and protocol handler.
+/// The room layer of one worker: owner of some rooms, home of some connections.
 #[derive(Debug)]
 pub struct Rooms {
     config: RoomsConfig,
-    /// Random per process: client ids and epochs are unique across restarts.
+    /// Random per worker and process: client ids and epochs are unique across workers,
+    /// restarts and nodes.
     node: String,
     next_client: u64,
     next_epoch: u64,
-    rooms: HashMap<String, Room>,
-    clients: HashMap<ConnId, Client>,
-    /// Sum of every room's `history_bytes()`.
+    mesh: Mesh<RoomMsg>,
+    /// Room name -> owner worker; the same keys on every worker.
+    router: RandomState,
+
+    // ---- owner side: the rooms whose name hashes to this worker ----
+    rooms: HashMap<Arc<str>, Room>,
+    /// Sum of every owned room's `history_bytes()`.
     history_bytes: usize,
+
+    // ---- member side: this worker's connections ----
+    clients: HashMap<ConnId, Client>,
+    local: LocalRooms,
+    gathers: HashMap<ConnId, Gathering>,
+
+    /// Relay rooms: both sides.
     relay: Relay,
 }
 
 impl Rooms {
+    /// The room layer of a single-worker server (`Server::bind`).
     pub fn new(config: RoomsConfig) -> Self {
-        let seed = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Rooms::with_mesh(config, Mesh::single(), RandomState::new())
+    }
+
+    /// Makes the room layer of each worker of a `Workers` server:
+    /// `Workers::bind(server_config, Rooms::for_workers(rooms_config))`.
+    pub fn for_workers(config: RoomsConfig) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
+        let router = RandomState::new();
+        move |mesh| Rooms::with_mesh(config.clone(), mesh, router.clone())
+    }
+
+    fn with_mesh(config: RoomsConfig, mesh: Mesh<RoomMsg>, router: RandomState) -> Self {
+        let seed = RandomState::new().build_hasher().finish();
         Rooms {
             config,
-            // 64 random bits: ids and epochs do not repeat across restarts or nodes.
+            // 64 random bits: ids and epochs do not repeat across workers, restarts or nodes.
             node: base36(seed),
             next_client: 0,
             next_epoch: 0,
+            mesh,
+            router,
             rooms: HashMap::new(),
-            clients: HashMap::new(),
             history_bytes: 0,
+            clients: HashMap::new(),
+            local: LocalRooms::default(),
+            gathers: HashMap::new(),
             relay: Relay::default(),
         }
     }
 
+    /// Rooms this worker owns.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// The worker that owns room `name` (relay rooms too).
+    fn owner(&self, name: &str) -> usize {
+        let workers = self.mesh.workers();
+        if workers == 1 {
+            return 0;
+        }
+        (self.router.hash_one(name) % workers as u64) as usize
+    }
+
+    /// Sends `msg` to worker `to`: over the mesh, or (to itself) as a direct call.
+    fn send(&mut self, out: &mut Outbox, to: usize, msg: RoomMsg) {
+        if to == self.mesh.me() {
+            self.receive(out, msg);
+        } else {
+            self.mesh.post(to, msg);
+        }
+    }
+
+    /// Sends a message to every worker in `mask` (bit w: worker w).
+    fn send_each(&mut self, out: &mut Outbox, mask: u64, mut msg: impl FnMut() -> RoomMsg) {
+        for worker in 0..self.mesh.workers().min(64) {
+            if mask & (1 << worker) != 0 {
+                self.send(out, worker, msg());
+            }
+        }
+    }
+
+    /// This owner's share of a server-wide limit.
+    fn share(&self, limit: usize) -> usize {
+        limit.div_ceil(self.mesh.workers())
     }
 
     /// The relay room a path names, if the path is under the relay prefix.
@@ -160,217 +239,266 @@ impl Rooms {
         format!("{}.{}", self.node, base36(self.next_epoch)).into()
     }
 
-    /// Publishes `data` (raw JSON) to `room`: the one publish path. `from` is the
-    /// publishing connection (`None`: the backend API); `echo` false skips it. Returns the
-    /// offset (`None` for ephemeral messages).
+    // ---- owner side ----
+
+    /// Publishes `data` (raw JSON) to `room`: the one publish path, run by the room's
+    /// owner (with one worker: always here). `from` is the publishing connection and who it
+    /// is (`None`: the backend API); `echo` false skips it. Returns the offset (`None` for
+    /// ephemeral messages).
     pub fn publish(
         &mut self,
         out: &mut Outbox,
         room_name: &str,
         data: &str,
-        from: Option<ConnId>,
+        from: Option<(ConnId, &Identity)>,
         echo: bool,
         ephemeral: bool,
     ) -> Result<Option<u64>, RequestError> {
         if data.len() > self.config.max_message_bytes {
             return Err(RequestError::new(413, format!("data over {} bytes", self.config.max_message_bytes)));
         }
-        let sender = from.and_then(|c| self.clients.get(&c)).map(|c| (c.id.clone(), c.user.clone()));
         let is_member = match (from, self.rooms.get(room_name)) {
-            (Some(conn), Some(room)) => room.members.contains_key(&conn),
+            (Some((conn, _)), Some(room)) => room.is_member(conn),
             _ => false,
         };
         if from.is_some() && !is_member && self.config.require_membership {
             return Err(RequestError::new(404, "not a member of that room"));
         }
-        let from_member = match &sender {
-            Some((id, user)) => Member { client: Some(id), user: user.as_deref() },
-            None => Member { client: None, user: None },
-        };
         let now = out.now();
-        if !self.rooms.contains_key(room_name) {
-            // The backend may publish into a room nobody joined yet: its history waits.
-            if self.rooms.len() >= self.config.max_rooms {
-                return Err(RequestError::new(503, "server full: too many rooms"));
-            }
-            let epoch = self.new_epoch();
-            self.rooms.insert(room_name.to_owned(), Room::new(epoch, now));
-        }
+        // The backend may publish into a room nobody joined yet: its history waits.
+        self.create_room(room_name, now)?;
+        let history_budget = self.share(self.config.max_history_bytes);
         let Some(room) = self.rooms.get_mut(room_name) else {
             return Err(RequestError::new(503, "room unavailable"));
         };
         let offset = (!ephemeral).then(|| room.next_offset());
+        let from_member = from.map_or(protocol::Member { client: None, user: None }, |(_, who)| who.member());
         // One allocation per publish: the same bytes are kept in history and broadcast.
         let json = Bytes::from(protocol::message(room_name, offset, from_member, data));
         if let Some(offset) = offset {
             let freed = room.keep(Kept { offset, at: now, json: json.clone() }, self.config.history_size);
             self.history_bytes = (self.history_bytes + json.len()).saturating_sub(freed);
-            while self.history_bytes > self.config.max_history_bytes {
+            while self.history_bytes > history_budget {
                 let Some(freed) = room.evict_oldest() else { break };
                 self.history_bytes -= freed;
             }
         }
-        let recipients: Vec<ConnId> = room.members.keys().copied().filter(|c| echo || Some(*c) != from).collect();
-        if !recipients.is_empty() {
-            out.broadcast(recipients, MessageKind::Text, json);
-        }
+        let (name, mask) = (room.name.clone(), room.worker_mask(false));
+        let except = if echo { None } else { from.map(|(conn, _)| conn) };
+        self.send_each(out, mask, || RoomMsg::Deliver {
+            room: name.clone(),
+            audience: Audience::Members,
+            except,
+            payload: json.clone(),
+        });
         Ok(offset)
     }
 
-    fn handle(&mut self, out: &mut Outbox, conn: ConnId, request: Request<'_>) -> Result<String, RequestError> {
-        match request {
-            Request::Join { room, presence, since } => self.join(out, conn, &room, presence, since.as_ref()),
-            Request::Leave { room } => {
-                if !self.leave(out, conn, &room) {
-                    return Err(RequestError::new(404, "not a member of that room"));
-                }
-                Ok(ObjectWriter::new().str("room", &room).finish())
-            }
-            Request::Publish { room, data, echo, ephemeral } => {
-                self.take_publish_token(conn, out.now())?;
-                let offset = self.publish(out, &room, data, Some(conn), echo, ephemeral)?;
-                let body = ObjectWriter::new().str("room", &room);
-                Ok(match offset {
-                    Some(offset) => body.num("offset", offset),
-                    None => body,
-                }
-                .finish())
-            }
-            Request::Presence { room } => {
-                let room_state = self.readable_room(conn, &room)?;
-                let members: Vec<String> = room_state
-                    .members
-                    .keys()
-                    .filter_map(|c| self.clients.get(c))
-                    .map(|client| {
-                        let mut s = String::new();
-                        protocol::push_member(&mut s, client.member());
-                        s
-                    })
-                    .collect();
-                Ok(ObjectWriter::new()
-                    .str("room", &room)
-                    .raw_array("members", members.iter().map(String::as_str))
-                    .finish())
-            }
-            Request::History { room, limit } => {
-                let room_state = self.readable_room(conn, &room)?;
-                let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
-                Ok(ObjectWriter::new()
-                    .str("room", &room)
-                    .str("epoch", &room_state.epoch)
-                    .num("offset", room_state.offset)
-                    .raw_array("messages", room_state.history(limit))
-                    .finish())
-            }
-            Request::Ping => Ok("{}".to_owned()),
+    /// Creates an owned room if it does not exist (503 beyond this owner's share of rooms).
+    fn create_room(&mut self, name: &str, now: Instant) -> Result<(), RequestError> {
+        if self.rooms.contains_key(name) {
+            return Ok(());
         }
+        if self.rooms.len() >= self.share(self.config.max_rooms) {
+            return Err(RequestError::new(503, "server full: too many rooms"));
+        }
+        let epoch = self.new_epoch();
+        let name: Arc<str> = name.into();
+        self.rooms.insert(name.clone(), Room::new(name, epoch, now, self.mesh.workers()));
+        Ok(())
     }
 
-    /// A room the connection may read (presence, history): 404 unless it is a member
-    /// (or membership is not required and the room exists).
+    /// A room `conn` may read (presence, history): 404 unless it is a member (or
+    /// membership is not required and the room exists).
     fn readable_room(&self, conn: ConnId, name: &str) -> Result<&Room, RequestError> {
         let not_member = || RequestError::new(404, "not a member of that room");
         let room = self.rooms.get(name).ok_or_else(not_member)?;
-        if self.config.require_membership && !room.members.contains_key(&conn) {
+        if self.config.require_membership && !room.is_member(conn) {
             return Err(not_member());
         }
         Ok(room)
     }
 
-    fn join(
-        &mut self,
-        out: &mut Outbox,
-        conn: ConnId,
-        name: &str,
-        presence: bool,
-        since: Option<&protocol::Since>,
-    ) -> Result<String, RequestError> {
+    /// Adds a member (on any worker) to an owned room; answers its worker with `Joined`.
+    fn owner_join(&mut self, out: &mut Outbox, join: JoinRequest) {
+        let JoinRequest { conn, identity, room: name, presence, since, id } = join;
         let now = out.now();
-        let Some(client) = self.clients.get(&conn) else {
-            return Err(RequestError::new(503, "connection is closing"));
-        };
-        let already = client.rooms.iter().any(|r| r == name);
-        if !already && client.rooms.len() >= self.config.max_rooms_per_connection {
-            return Err(RequestError::new(
-                503,
-                format!("too many rooms for one connection (max {})", self.config.max_rooms_per_connection),
-            ));
-        }
-        if !self.rooms.contains_key(name) {
-            if self.rooms.len() >= self.config.max_rooms {
-                return Err(RequestError::new(503, "server full: too many rooms"));
+        let result = self.create_room(&name, now).and_then(|()| {
+            let room = self.rooms.get_mut(name.as_str()).ok_or_else(|| RequestError::new(503, "room unavailable"))?;
+            if !room.is_member(conn) && room.members().len() >= self.config.max_members_per_room {
+                return Err(RequestError::new(503, "room full"));
             }
-            let epoch = self.new_epoch();
-            self.rooms.insert(name.to_owned(), Room::new(epoch, now));
-        }
-        let Some(room) = self.rooms.get_mut(name) else {
-            return Err(RequestError::new(503, "room unavailable"));
-        };
-        if !already && room.members.len() >= self.config.max_members_per_room {
-            return Err(RequestError::new(503, "room full"));
-        }
-        room.members.insert(conn, Membership { presence });
-        room.emptied_at = None;
-        let watchers: Vec<ConnId> =
-            room.members.iter().filter(|(c, m)| m.presence && **c != conn).map(|(c, _)| *c).collect();
-        let (recovered, missed) = match since {
-            Some(since) => {
-                let r = room.recover(&since.epoch, since.offset);
-                (r.recovered, r.missed)
+            let event = protocol::presence_event("join", &name, identity.member());
+            let watchers = room.worker_mask(true); // before the joiner counts as one
+            let new = room.insert_member(conn, Membership { presence, identity });
+            let (recovered, missed) = match &since {
+                Some(since) => {
+                    let r = room.recover(&since.epoch, since.offset);
+                    (r.recovered, r.missed)
+                }
+                None => (false, Vec::new()),
+            };
+            let body = ObjectWriter::new()
+                .str("room", &name)
+                .str("epoch", &room.epoch)
+                .num("offset", room.offset)
+                .num("members", room.members().len() as u64)
+                .bool("recovered", recovered)
+                .raw_array("missed", missed)
+                .finish();
+            Ok((room.name.clone(), body, new.then_some(event), watchers))
+        });
+        match result {
+            Ok((room, body, event, watchers)) => {
+                if let Some(event) = event {
+                    let event = Bytes::from(event);
+                    self.send_each(out, watchers, || RoomMsg::Deliver {
+                        room: room.clone(),
+                        audience: Audience::Watchers,
+                        except: Some(conn),
+                        payload: event.clone(),
+                    });
+                }
+                self.send(out, conn.worker(), RoomMsg::Joined { conn, room, presence, id, result: Ok(body) });
             }
-            None => (false, Vec::new()),
+            Err(e) => {
+                let msg = RoomMsg::Joined { conn, room: name.into(), presence, id, result: Err(e) };
+                self.send(out, conn.worker(), msg);
+            }
+        }
+    }
+
+    /// Removes a member from an owned room, telling presence watchers and (unless the
+    /// connection is gone) its worker.
+    fn owner_leave(&mut self, out: &mut Outbox, conn: ConnId, name: &str, id: OwnedId, gone: bool) {
+        let now = out.now();
+        let removed = self.rooms.get_mut(name).and_then(|room| {
+            let membership = room.remove_member(conn, now)?;
+            Some((room.name.clone(), membership, room.worker_mask(true)))
+        });
+        let Some((room, membership, watchers)) = removed else {
+            if !gone {
+                let error = Err(RequestError::new(404, "not a member of that room"));
+                self.send(out, conn.worker(), RoomMsg::Reply { conn, id, result: error });
+            }
+            return;
         };
-        let body = ObjectWriter::new()
+        let event = Bytes::from(protocol::presence_event("leave", name, membership.identity.member()));
+        self.send_each(out, watchers, || RoomMsg::Deliver {
+            room: room.clone(),
+            audience: Audience::Watchers,
+            except: Some(conn),
+            payload: event.clone(),
+        });
+        if !gone {
+            self.send(out, conn.worker(), RoomMsg::Left { conn, room, id });
+        }
+    }
+
+    fn owner_presence(&self, conn: ConnId, name: &str) -> Result<String, RequestError> {
+        let room = self.readable_room(conn, name)?;
+        let members: Vec<String> = room
+            .members()
+            .values()
+            .map(|m| {
+                let mut s = String::new();
+                protocol::push_member(&mut s, m.identity.member());
+                s
+            })
+            .collect();
+        Ok(ObjectWriter::new().str("room", name).raw_array("members", members.iter().map(String::as_str)).finish())
+    }
+
+    fn owner_history(&self, conn: ConnId, name: &str, limit: Option<u64>) -> Result<String, RequestError> {
+        let room = self.readable_room(conn, name)?;
+        let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
+        Ok(ObjectWriter::new()
             .str("room", name)
             .str("epoch", &room.epoch)
             .num("offset", room.offset)
-            .num("members", room.members.len() as u64)
-            .bool("recovered", recovered)
-            .raw_array("missed", missed)
-            .finish();
-        if let Some(client) = self.clients.get_mut(&conn) {
-            if !already {
-                client.rooms.push(name.to_owned());
-                if !watchers.is_empty() {
-                    let event = protocol::presence_event("join", name, client.member());
-                    out.broadcast(watchers, MessageKind::Text, Bytes::from(event));
+            .raw_array("messages", room.history(limit))
+            .finish())
+    }
+
+    /// Answers a request from `conn` (on whatever worker) with `result`.
+    fn answer_remote(&mut self, out: &mut Outbox, conn: ConnId, id: OwnedId, result: Result<String, RequestError>) {
+        if result.is_ok() && id.is_none() {
+            return; // success without an id is silent
+        }
+        self.send(out, conn.worker(), RoomMsg::Reply { conn, id, result });
+    }
+
+    /// The rooms this worker owns, for `/api/rooms` and `/metrics`.
+    fn owned_summary(&self) -> OwnedRooms {
+        OwnedRooms {
+            rooms: self.rooms.values().map(|r| (r.name.clone(), r.members().len(), r.offset)).collect(),
+            history_messages: self.rooms.values().map(Room::history_len).sum(),
+            history_bytes: self.history_bytes,
+            relay_rooms: self.relay.room_count(),
+        }
+    }
+
+    // ---- member side ----
+
+    /// A request from one of this worker's connections: answered here when it can be,
+    /// else sent to the room's owner.
+    fn request(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, request: Request<'_>) {
+        let owned_id = || id.map(ToOwned::to_owned);
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        let msg = match request {
+            Request::Ping => return self.answer(out, conn, id, Ok("{}".to_owned())),
+            Request::Join { room, presence, since } => {
+                let known = client.rooms.iter().any(|r| **r == *room) || client.joining.contains(&room);
+                let max = self.config.max_rooms_per_connection;
+                if !known && client.rooms.len() + client.joining.len() >= max {
+                    let e = RequestError::new(503, format!("too many rooms for one connection (max {max})"));
+                    return self.answer(out, conn, id, Err(e));
                 }
+                if !known {
+                    client.joining.push(room.clone());
+                }
+                let identity = client.identity.clone();
+                RoomMsg::Join(JoinRequest { conn, identity, room, presence, since, id: owned_id() })
             }
-        }
-        Ok(body)
+            Request::Leave { room } => RoomMsg::Leave { conn, room, id: owned_id(), gone: false },
+            Request::Publish { room, data, echo, ephemeral } => {
+                if let Err(e) = take_publish_token(client, &self.config, out.now()) {
+                    return self.answer(out, conn, id, Err(e));
+                }
+                if data.len() > self.config.max_message_bytes {
+                    let e = RequestError::new(413, format!("data over {} bytes", self.config.max_message_bytes));
+                    return self.answer(out, conn, id, Err(e));
+                }
+                let identity = client.identity.clone();
+                RoomMsg::Publish { conn, identity, room, data: data.to_owned(), echo, ephemeral, id: owned_id() }
+            }
+            Request::Presence { room } => RoomMsg::Presence { conn, room, id: owned_id() },
+            Request::History { room, limit } => RoomMsg::History { conn, room, limit, id: owned_id() },
+        };
+        let owner = match &msg {
+            RoomMsg::Join(JoinRequest { room, .. })
+            | RoomMsg::Leave { room, .. }
+            | RoomMsg::Publish { room, .. }
+            | RoomMsg::Presence { room, .. }
+            | RoomMsg::History { room, .. } => self.owner(room),
+            _ => self.mesh.me(),
+        };
+        self.send(out, owner, msg);
     }
 
-    /// Removes `conn` from `name`, telling presence watchers. Returns whether it was a member.
-    fn leave(&mut self, out: &mut Outbox, conn: ConnId, name: &str) -> bool {
-        let Some(room) = self.rooms.get_mut(name) else { return false };
-        if room.members.remove(&conn).is_none() {
-            return false;
-        }
-        if room.members.is_empty() {
-            room.emptied_at = Some(out.now());
-        }
-        let watchers: Vec<ConnId> = room.members.iter().filter(|(_, m)| m.presence).map(|(c, _)| *c).collect();
-        if let Some(client) = self.clients.get_mut(&conn) {
-            client.rooms.retain(|r| r != name);
-            if !watchers.is_empty() {
-                let event = protocol::presence_event("leave", name, client.member());
-                out.broadcast(watchers, MessageKind::Text, Bytes::from(event));
+    /// Replies to one of this worker's connections; rejected requests count as strikes.
+    fn answer(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, result: Result<String, RequestError>) {
+        if let Err(e) = &result {
+            if matches!(e.code, 400 | 413 | 429) {
+                self.strike(out, conn);
             }
         }
-        true
-    }
-
-    fn take_publish_token(&mut self, conn: ConnId, now: Instant) -> Result<(), RequestError> {
-        let Some(client) = self.clients.get_mut(&conn) else { return Ok(()) };
-        let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
-        client.tokens = (client.tokens + elapsed * self.config.publish_rate).min(self.config.publish_burst);
-        client.refilled_at = now;
-        if client.tokens < 1.0 {
-            return Err(RequestError::new(429, "publish rate limit exceeded"));
-        }
-        client.tokens -= 1.0;
-        Ok(())
+        let text = match &result {
+            Ok(_) if id.is_none() => return, // success without an id is silent
+            Ok(body) => protocol::reply_ok(id, body),
+            Err(e) => protocol::reply_error(id, e),
+        };
+        out.send(conn, MessageKind::Text, Bytes::from(text));
     }
 
     /// Counts a rejected request; sustained abuse closes the connection with 1008.
@@ -388,14 +516,146 @@ impl Rooms {
         }
     }
 
-    fn reply(out: &mut Outbox, conn: ConnId, id: RequestId<'_>, result: &Result<String, RequestError>) {
-        let text = match result {
-            Ok(_) if id.is_none() => return, // success without an id is silent
-            Ok(body) => protocol::reply_ok(id, body),
-            Err(e) => protocol::reply_error(id, e),
-        };
-        out.send(conn, MessageKind::Text, Bytes::from(text));
+    /// Starts an `/api/rooms` or `/metrics` answer: every worker reports its rooms.
+    fn gather(&mut self, out: &mut Outbox, http: ConnId, metrics: Option<String>) {
+        let workers = self.mesh.workers();
+        self.gathers.insert(http, Gathering { remaining: workers, metrics, parts: OwnedRooms::default() });
+        for worker in 0..workers {
+            self.send(out, worker, RoomMsg::Gather { http });
+        }
     }
+
+    fn gathered(&mut self, out: &mut Outbox, http: ConnId, part: OwnedRooms) {
+        let Some(gathering) = self.gathers.get_mut(&http) else { return };
+        gathering.parts.rooms.extend(part.rooms);
+        gathering.parts.history_messages += part.history_messages;
+        gathering.parts.history_bytes += part.history_bytes;
+        gathering.parts.relay_rooms += part.relay_rooms;
+        gathering.remaining -= 1;
+        if gathering.remaining > 0 {
+            return;
+        }
+        let Some(gathering) = self.gathers.remove(&http) else { return };
+        let response = match gathering.metrics {
+            Some(mut text) => {
+                api::render_room_metrics(&gathering.parts, &mut text);
+                HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &text) }
+            }
+            None => api::list_rooms(gathering.parts),
+        };
+        out.respond(http, response);
+    }
+
+    // ---- messages between workers ----
+
+    fn receive(&mut self, out: &mut Outbox, msg: RoomMsg) {
+        match msg {
+            // To the owner.
+            RoomMsg::Join(join) => self.owner_join(out, join),
+            RoomMsg::Leave { conn, room, id, gone } => self.owner_leave(out, conn, &room, id, gone),
+            RoomMsg::Publish { conn, identity, room, data, echo, ephemeral, id } => {
+                let result = self.publish(out, &room, &data, Some((conn, &identity)), echo, ephemeral).map(|offset| {
+                    let body = ObjectWriter::new().str("room", &room);
+                    match offset {
+                        Some(offset) => body.num("offset", offset),
+                        None => body,
+                    }
+                    .finish()
+                });
+                self.answer_remote(out, conn, id, result);
+            }
+            RoomMsg::ApiPublish { http, room, data } => {
+                let response = match self.publish(out, &room, &data, None, true, false) {
+                    Ok(offset) => HttpResponse::json(
+                        200,
+                        ObjectWriter::new().str("room", &room).num("offset", offset.unwrap_or(0)).finish(),
+                    ),
+                    Err(e) => HttpResponse::json_error(e.code, &e.message),
+                };
+                self.send(out, http.worker(), RoomMsg::HttpReply { http, response });
+            }
+            RoomMsg::Presence { conn, room, id } => {
+                let result = self.owner_presence(conn, &room);
+                self.answer_remote(out, conn, id, result);
+            }
+            RoomMsg::History { conn, room, limit, id } => {
+                let result = self.owner_history(conn, &room, limit);
+                self.answer_remote(out, conn, id, result);
+            }
+            RoomMsg::RelayJoin { conn, room } => {
+                let (workers, max_members) = (self.mesh.workers(), self.config.max_members_per_room);
+                let max_rooms = self.share(self.config.max_rooms);
+                if !self.relay.admit(&room, conn.worker(), workers, max_members, max_rooms) {
+                    self.send(out, conn.worker(), RoomMsg::RelayRefused { conn });
+                }
+            }
+            RoomMsg::RelayLeave { conn, room } => self.relay.release(&room, conn.worker()),
+            RoomMsg::RelayForward { room, kind, data } => {
+                let mask = self.relay.workers_with_members(&room);
+                self.send_each(out, mask, || RoomMsg::RelayDeliver { room: room.clone(), kind, data: data.clone() });
+            }
+            RoomMsg::Gather { http } => {
+                let part = self.owned_summary();
+                self.send(out, http.worker(), RoomMsg::Gathered { http, part });
+            }
+
+            // To a member's worker.
+            RoomMsg::Reply { conn, id, result } => self.answer(out, conn, id.as_deref(), result),
+            RoomMsg::Joined { conn, room, presence, id, result } => {
+                let Some(client) = self.clients.get_mut(&conn) else {
+                    return; // closed meanwhile: the owner gets (or got) its `Leave`
+                };
+                if let Some(i) = client.joining.iter().position(|r| **r == *room) {
+                    client.joining.swap_remove(i);
+                }
+                if result.is_ok() {
+                    if !client.rooms.contains(&room) {
+                        client.rooms.push(room.clone());
+                    }
+                    self.local.insert(&room, conn, presence);
+                }
+                self.answer(out, conn, id.as_deref(), result);
+            }
+            RoomMsg::Left { conn, room, id } => {
+                if let Some(client) = self.clients.get_mut(&conn) {
+                    client.rooms.retain(|r| *r != room);
+                }
+                self.local.remove(&room, conn);
+                self.answer(out, conn, id.as_deref(), Ok(ObjectWriter::new().str("room", &room).finish()));
+            }
+            RoomMsg::Deliver { room, audience, except, payload } => {
+                let Some(to) = self.local.audience(&room, audience) else { return };
+                // Nobody here but the excluded member: nothing to send.
+                if to.iter().any(|&c| Some(c) != except) {
+                    out.broadcast(to, except, MessageKind::Text, payload);
+                }
+            }
+            RoomMsg::RelayDeliver { room, kind, data } => {
+                if let Some(to) = self.relay.receivers(&room) {
+                    out.broadcast(to, None, kind, data);
+                }
+            }
+            RoomMsg::RelayRefused { conn } => {
+                // Not counted by the owner: no `RelayLeave` follows.
+                self.relay.leave_local(conn);
+                out.close(conn, CloseCode::TRY_AGAIN_LATER, "relay room full");
+            }
+            RoomMsg::HttpReply { http, response } => out.respond(http, response),
+            RoomMsg::Gathered { http, part } => self.gathered(out, http, part),
+        }
+    }
+}
+
+/// The publish rate limit: a token bucket per connection (-> 429).
+fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
+    let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
+    client.tokens = (client.tokens + elapsed * config.publish_rate).min(config.publish_burst);
+    client.refilled_at = now;
+    if client.tokens < 1.0 {
+        return Err(RequestError::new(429, "publish rate limit exceeded"));
+    }
+    client.tokens -= 1.0;
+    Ok(())
 }
 
 impl Handler for Rooms {
@@ -404,34 +664,42 @@ impl Handler for Rooms {
         if !self.config.path.is_empty() && path == self.config.path {
             return Ok(());
         }
-        match self.relay_room(path) {
-            Some(room) if self.relay.members(room) >= self.config.max_members_per_room => {
-                Err(HttpResponse::text(503, "relay room full\n"))
+        let Some(room) = self.relay_room(path) else {
+            return Err(HttpResponse::text(404, "no WebSocket endpoint at this path\n"));
+        };
+        // Limits are checked here when this worker owns the room (always, with one
+        // worker); otherwise the owner checks and closes the connection with 1013.
+        if self.owner(room) == self.mesh.me() {
+            let members = self.relay.members(room);
+            if members >= self.config.max_members_per_room {
+                return Err(HttpResponse::text(503, "relay room full\n"));
             }
-            Some(room) if self.relay.members(room) == 0 && self.relay.room_count() >= self.config.max_rooms => {
-                Err(HttpResponse::text(503, "server full: too many rooms\n"))
+            if members == 0 && self.relay.room_count() >= self.share(self.config.max_rooms) {
+                return Err(HttpResponse::text(503, "server full: too many rooms\n"));
             }
-            Some(_) => Ok(()),
-            None => Err(HttpResponse::text(404, "no WebSocket endpoint at this path\n")),
         }
+        Ok(())
     }
 
     fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
         let path = request.path.split('?').next().unwrap_or_default();
         if self.config.path.is_empty() || path != self.config.path {
-            if let Some(room) = self.relay_room(path).map(str::to_owned) {
-                self.relay.join(conn, &room);
+            if let Some(room) = self.relay_room(path) {
+                let room: Arc<str> = room.into();
+                self.relay.join_local(conn, &room);
+                let owner = self.owner(&room);
+                self.send(out, owner, RoomMsg::RelayJoin { conn, room });
                 return;
             }
         }
         self.next_client += 1;
-        let id: Arc<str> = format!("{}-{}", self.node, base36(self.next_client)).into();
-        out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&id, None)));
+        let identity = Identity { client: format!("{}-{}", self.node, base36(self.next_client)).into(), user: None };
+        out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&identity.client, None)));
         let now = out.now();
         let client = Client {
-            id,
-            user: None,
+            identity,
             rooms: Vec::new(),
+            joining: Vec::new(),
             tokens: self.config.publish_burst,
             refilled_at: now,
             strikes: 0,
@@ -441,38 +709,55 @@ impl Handler for Rooms {
     }
 
     fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
-        if self.relay.is_member(conn) {
-            return self.relay.forward(out, conn, kind, data, self.config.max_message_bytes);
+        if let Some(room) = self.relay.room_of(conn).cloned() {
+            if data.len() > self.config.max_message_bytes {
+                // The relay has no reply channel for an error.
+                out.close(conn, CloseCode::MESSAGE_TOO_BIG, "message over the relay limit");
+                return;
+            }
+            let owner = self.owner(&room);
+            return self.send(out, owner, RoomMsg::RelayForward { room, kind, data });
         }
-        let result = match kind {
-            MessageKind::Binary => (None, Err(RequestError::bad_request("binary frames are not part of wsedge.v1"))),
+        match kind {
+            MessageKind::Binary => {
+                let e = RequestError::bad_request("binary frames are not part of wsedge.v1");
+                self.answer(out, conn, None, Err(e));
+            }
             MessageKind::Text => {
                 // The codec validated UTF-8; this cannot fail.
                 let text = std::str::from_utf8(&data).unwrap_or_default();
-                let (id, request) = protocol::parse_request(text);
-                (id, request.and_then(|r| self.handle(out, conn, r)))
-            }
-        };
-        let (id, result) = result;
-        if let Err(e) = &result {
-            if matches!(e.code, 400 | 413 | 429) {
-                self.strike(out, conn);
+                match protocol::parse_request(text) {
+                    (id, Ok(request)) => self.request(out, conn, id, request),
+                    (id, Err(e)) => self.answer(out, conn, id, Err(e)),
+                }
             }
         }
-        Rooms::reply(out, conn, id, &result);
     }
 
     fn on_close(&mut self, out: &mut Outbox, conn: ConnId) {
-        let rooms = self.clients.get(&conn).map(|c| c.rooms.clone()).unwrap_or_default();
-        for room in rooms {
-            self.leave(out, conn, &room);
+        if let Some(room) = self.relay.leave_local(conn) {
+            let owner = self.owner(&room);
+            self.send(out, owner, RoomMsg::RelayLeave { conn, room });
         }
-        self.clients.remove(&conn);
-        self.relay.leave(conn);
+        let Some(client) = self.clients.remove(&conn) else { return };
+        // Rooms still being joined too: the owner handles the join before this leave.
+        let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
+        for room in names {
+            self.local.remove(&room, conn);
+            let owner = self.owner(&room);
+            self.send(out, owner, RoomMsg::Leave { conn, room, id: None, gone: true });
+        }
     }
 
-    fn on_http(&mut self, out: &mut Outbox, request: &PlainRequest, body: &[u8], metrics: &Metrics) -> HttpResponse {
-        api::serve(self, out, request, body, metrics)
+    fn on_http(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        request: &PlainRequest,
+        body: &[u8],
+        metrics: &Metrics,
+    ) -> Option<HttpResponse> {
+        api::serve(self, out, conn, request, body, metrics)
     }
 
     fn on_tick(&mut self, out: &mut Outbox) {
@@ -488,6 +773,17 @@ impl Handler for Rooms {
             !(idle && room.history_len() == 0)
         });
         self.history_bytes = self.history_bytes.saturating_sub(freed);
+    }
+
+    fn on_wake(&mut self, out: &mut Outbox) {
+        let batches: Vec<Vec<RoomMsg>> = self.mesh.receive().collect();
+        for msg in batches.into_iter().flatten() {
+            self.receive(out, msg);
+        }
+    }
+
+    fn end_turn(&mut self) {
+        self.mesh.flush();
     }
 }
 

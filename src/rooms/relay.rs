@@ -1,60 +1,96 @@
 //! The raw relay: every connection joins the room named by its URL path, and every text or
 //! binary message a member sends goes verbatim to all members, the sender included.
 //!
-//! No JSON, no offsets, no history: game state, cursors and sensor feeds. Messages take
-//! the same fan-out path as room publishes (`Outbox::broadcast`: framed and compressed
-//! once), and the same slow-consumer and size limits apply.
+//! No JSON, no offsets, no history: game state, cursors and sensor feeds. Like a room, a
+//! relay room has an owner worker; a member's message goes to the owner, which hands it to
+//! every worker with members (in one order for all), and each worker broadcasts it to its
+//! members through the same fan-out path as room publishes (framed and compressed once).
+//! The same slow-consumer and size limits apply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use super::local::{Audience, LocalRooms};
+use crate::server::ConnId;
 
-use crate::proto::{CloseCode, MessageKind};
-use crate::server::{ConnId, Outbox};
-
-/// Relay rooms and their members.
+/// Relay rooms: this worker's members (member side) and the rooms it owns (owner side).
 #[derive(Debug, Default)]
 pub struct Relay {
-    rooms: HashMap<String, HashSet<ConnId>>,
-    member_of: HashMap<ConnId, String>,
+    member_of: HashMap<ConnId, Arc<str>>,
+    local: LocalRooms,
+    /// Owned relay rooms: members per worker.
+    owned: HashMap<Arc<str>, Vec<u32>>,
 }
 
 impl Relay {
+    // ---- member side ----
+
+    pub fn room_of(&self, conn: ConnId) -> Option<&Arc<str>> {
+        self.member_of.get(&conn)
+    }
+
+    pub fn join_local(&mut self, conn: ConnId, room: &Arc<str>) {
+        self.local.insert(room, conn, false);
+        self.member_of.insert(conn, room.clone());
+    }
+
+    /// Drops a member from this worker's list; returns its room.
+    pub fn leave_local(&mut self, conn: ConnId) -> Option<Arc<str>> {
+        let room = self.member_of.remove(&conn)?;
+        self.local.remove(&room, conn);
+        Some(room)
+    }
+
+    pub fn receivers(&mut self, room: &str) -> Option<Arc<[ConnId]>> {
+        self.local.audience(room, Audience::Members)
+    }
+
+    // ---- owner side ----
+
+    /// Members of an owned relay room.
     pub fn members(&self, room: &str) -> usize {
-        self.rooms.get(room).map_or(0, HashSet::len)
+        self.owned.get(room).map_or(0, |shares| shares.iter().map(|&n| n as usize).sum())
     }
 
     pub fn room_count(&self) -> usize {
-        self.rooms.len()
+        self.owned.len()
     }
 
-    pub fn is_member(&self, conn: ConnId) -> bool {
-        self.member_of.contains_key(&conn)
+    /// Counts a member of an owned room on `worker`, unless the room is full or would be
+    /// one room too many. Returns whether it was admitted.
+    pub fn admit(
+        &mut self,
+        room: &Arc<str>,
+        worker: usize,
+        workers: usize,
+        max_members: usize,
+        max_rooms: usize,
+    ) -> bool {
+        let members = self.members(room);
+        if members >= max_members || (members == 0 && self.owned.len() >= max_rooms) {
+            return false;
+        }
+        let shares = self.owned.entry(room.clone()).or_insert_with(|| vec![0; workers.max(1)]);
+        if let Some(n) = shares.get_mut(worker) {
+            *n += 1;
+        }
+        true
     }
 
-    pub fn join(&mut self, conn: ConnId, room: &str) {
-        self.rooms.entry(room.to_owned()).or_default().insert(conn);
-        self.member_of.insert(conn, room.to_owned());
-    }
-
-    pub fn leave(&mut self, conn: ConnId) {
-        let Some(room) = self.member_of.remove(&conn) else { return };
-        if let Some(members) = self.rooms.get_mut(&room) {
-            members.remove(&conn);
-            if members.is_empty() {
-                self.rooms.remove(&room);
-            }
+    pub fn release(&mut self, room: &str, worker: usize) {
+        let Some(shares) = self.owned.get_mut(room) else { return };
+        if let Some(n) = shares.get_mut(worker) {
+            *n = n.saturating_sub(1);
+        }
+        if shares.iter().all(|&n| n == 0) {
+            self.owned.remove(room);
         }
     }
 
-    /// Forwards a member's message to its room; over `max_bytes` closes the sender with
-    /// 1009 (the relay has no reply channel for an error).
-    pub fn forward(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes, max_bytes: usize) {
-        if data.len() > max_bytes {
-            out.close(conn, CloseCode::MESSAGE_TOO_BIG, "message over the relay limit");
-            return;
-        }
-        let Some(members) = self.member_of.get(&conn).and_then(|room| self.rooms.get(room)) else { return };
-        out.broadcast(members.iter().copied().collect(), kind, data);
+    /// Bit `w` set: worker `w` has members of owned room `room`.
+    pub fn workers_with_members(&self, room: &str) -> u64 {
+        self.owned
+            .get(room)
+            .map_or(0, |shares| shares.iter().enumerate().filter(|(_, &n)| n > 0).fold(0, |mask, (w, _)| mask | 1 << w))
     }
 }

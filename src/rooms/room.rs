@@ -1,4 +1,5 @@
-//! One room: its members, its offsets and epoch, and its history.
+//! One room as its owner worker keeps it: its members (on every worker), its offsets and
+//! epoch, and its history.
 //!
 //! No IO, no clock reads: time comes in as an argument. The history is a ring of the last
 //! `history_size` messages, each the exact JSON text members received, so recovery replays
@@ -10,13 +11,36 @@ use std::sync::Arc;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
+use super::protocol::Member;
 use crate::server::ConnId;
 
-/// A member's subscription options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who a connection is: the one place its identity lives (the owner of a room keeps a
+/// copy per member for presence lists and `from`). Authentication fills in `user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub client: Arc<str>,
+    pub user: Option<Arc<str>>,
+}
+
+impl Identity {
+    pub fn member(&self) -> Member<'_> {
+        Member { client: Some(&self.client), user: self.user.as_deref() }
+    }
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     /// Receives join/leave events of others.
     pub presence: bool,
+    pub identity: Identity,
+}
+
+/// Members of a room on one worker: where the owner sends deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerShare {
+    pub members: u32,
+    pub watchers: u32,
 }
 
 /// A message kept for recovery.
@@ -37,11 +61,14 @@ impl Kept {
 
 #[derive(Debug)]
 pub struct Room {
+    pub name: Arc<str>,
     /// Changes whenever the room's history is lost (the room was dropped and recreated).
     pub epoch: Arc<str>,
     /// The offset of the last message (0: none yet).
     pub offset: u64,
-    pub members: HashMap<ConnId, Membership>,
+    members: HashMap<ConnId, Membership>,
+    /// Per worker index: how many members (and presence watchers) live there.
+    shares: Vec<WorkerShare>,
     history: VecDeque<Kept>,
     /// Bytes of JSON in `history`.
     history_bytes: usize,
@@ -57,15 +84,58 @@ pub struct Recovery<'a> {
 }
 
 impl Room {
-    pub fn new(epoch: Arc<str>, now: Instant) -> Self {
+    pub fn new(name: Arc<str>, epoch: Arc<str>, now: Instant, workers: usize) -> Self {
         Room {
+            name,
             epoch,
             offset: 0,
             members: HashMap::new(),
+            shares: vec![WorkerShare::default(); workers.max(1)],
             history: VecDeque::new(),
             history_bytes: 0,
             emptied_at: Some(now),
         }
+    }
+
+    pub fn members(&self) -> &HashMap<ConnId, Membership> {
+        &self.members
+    }
+
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        self.members.contains_key(&conn)
+    }
+
+    /// Adds (or updates) a member; returns whether it is new.
+    pub fn insert_member(&mut self, conn: ConnId, membership: Membership) -> bool {
+        let presence = membership.presence;
+        let old = self.members.insert(conn, membership);
+        if let Some(share) = self.shares.get_mut(conn.worker()) {
+            if old.is_none() {
+                share.members += 1;
+            }
+            share.watchers = share.watchers + u32::from(presence) - old.as_ref().map_or(0, |m| u32::from(m.presence));
+        }
+        self.emptied_at = None;
+        old.is_none()
+    }
+
+    /// Removes a member; when it was the last, the room starts its way out (`emptied_at`).
+    pub fn remove_member(&mut self, conn: ConnId, now: Instant) -> Option<Membership> {
+        let old = self.members.remove(&conn)?;
+        if let Some(share) = self.shares.get_mut(conn.worker()) {
+            share.members -= 1;
+            share.watchers -= u32::from(old.presence);
+        }
+        if self.members.is_empty() {
+            self.emptied_at = Some(now);
+        }
+        Some(old)
+    }
+
+    /// Bit `w` set: worker `w` has members (with `watchers`: presence watchers) here.
+    pub fn worker_mask(&self, watchers: bool) -> u64 {
+        let has = |s: &WorkerShare| if watchers { s.watchers > 0 } else { s.members > 0 };
+        self.shares.iter().enumerate().filter(|(_, s)| has(s)).fold(0, |mask, (w, _)| mask | 1 << w)
     }
 
     /// Assigns the next offset.
@@ -128,7 +198,8 @@ impl Room {
         self.history.len()
     }
 
-    /// Bytes of JSON held in history (for limits and metrics).
+    /// Bytes of JSON held in history (the owner keeps a running total; tests check it).
+    #[cfg(test)]
     pub fn history_bytes(&self) -> usize {
         self.history_bytes
     }
@@ -139,7 +210,7 @@ mod tests {
     use super::*;
 
     fn room_with(offsets: std::ops::RangeInclusive<u64>, limit: usize, at: Instant) -> Room {
-        let mut room = Room::new("e1".into(), at);
+        let mut room = Room::new("r".into(), "e1".into(), at, 1);
         for _ in offsets {
             let offset = room.next_offset();
             room.keep(Kept { offset, at, json: format!("{{\"offset\":{offset}}}").into() }, limit);
@@ -172,6 +243,25 @@ mod tests {
         let room = room_with(1..=3, 10, Instant::now());
         assert_eq!(room.recover("e0", 1), Recovery { recovered: false, missed: vec![] });
         assert_eq!(room.recover("e1", 99), Recovery { recovered: false, missed: vec![] });
+    }
+
+    #[test]
+    fn shares_count_members_and_watchers_per_worker() {
+        let now = Instant::now();
+        let mut room = Room::new("r".into(), "e1".into(), now, 3);
+        let who = Identity { client: "c".into(), user: None };
+        let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
+        assert!(room.insert_member(on(0, 1), Membership { presence: true, identity: who.clone() }));
+        assert!(room.insert_member(on(2, 1), Membership { presence: false, identity: who.clone() }));
+        assert!(!room.insert_member(on(2, 1), Membership { presence: true, identity: who.clone() }));
+        assert_eq!(room.worker_mask(false), 0b101);
+        assert_eq!(room.worker_mask(true), 0b101, "the member on 2 now watches too");
+        assert!(room.remove_member(on(0, 1), now).is_some());
+        assert_eq!(room.worker_mask(true), 0b100);
+        assert!(room.remove_member(on(0, 1), now).is_none());
+        room.remove_member(on(2, 1), now);
+        assert_eq!(room.worker_mask(false), 0);
+        assert_eq!(room.emptied_at, Some(now));
     }
 
     #[test]

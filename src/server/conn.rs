@@ -68,6 +68,9 @@ pub struct Conn {
     pub dirty: bool,
     /// Reading stopped because the write queue is over the high-water mark.
     pub read_paused: bool,
+    /// A plain HTTP request is with the handler, which answers later (`Outbox::respond`);
+    /// the value is whether the connection stays open after the response.
+    pub awaiting_response: Option<bool>,
 }
 
 impl Conn {
@@ -87,6 +90,7 @@ impl Conn {
             last_heard: deadline,
             dirty: false,
             read_paused: false,
+            awaiting_response: None,
         }
     }
 

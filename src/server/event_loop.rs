@@ -1,4 +1,5 @@
-//! The event loop: one thread, one `mio::Poll`, one listener, a slab of connections.
+//! The event loop: one thread, one `mio::Poll`, one listener, a slab of connections. A
+//! server with several workers runs one of these per worker (see `workers.rs`).
 //!
 //! Each turn: wait for readiness (or the next deadline), read and decode what arrived,
 //! let the handler act, then flush every connection that has output with one vectored
@@ -10,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use slab::Slab;
 
 use super::conn::{Conn, IoStatus, Phase, READ_CHUNK};
 use super::metrics::{CloseInitiator, Metrics};
+use super::workers::{Shared, ShutdownHandle};
 use super::{http, Command, Config, ConnId, Handler, HttpResponse, Outbox};
 use crate::proto::connection::BroadcastFrames;
 use crate::proto::deflate::{self, CompressorPool};
@@ -29,29 +31,15 @@ use crate::proto::handshake::{parse_request, PlainRequest, Request};
 use crate::proto::{CloseCode, Connection, Event, MessageKind, Role};
 
 const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Bytes read from one socket before decoding them (keeps batches bounded and fair).
 const READ_BUDGET: usize = 256 * 1024;
+/// How often (at most) a worker copies its counters for the other workers' `/metrics`.
+const METRICS_EVERY: Duration = Duration::from_millis(10);
 /// How long to stop accepting after the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Stops a running [`Server`] from another thread: open connections get close 1001.
-#[derive(Clone)]
-pub struct ShutdownHandle {
-    requested: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl ShutdownHandle {
-    pub fn shutdown(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            warn!("could not wake the event loop for shutdown: {e}");
-        }
-    }
-}
 
 pub struct Server<H: Handler> {
     poll: Poll,
@@ -59,6 +47,8 @@ pub struct Server<H: Handler> {
     local_addr: SocketAddr,
     config: Config,
     handler: H,
+    /// This worker's index (part of every `ConnId` it hands out).
+    worker: u16,
     conns: Slab<Conn>,
     next_generation: u32,
     open_count: usize,
@@ -72,22 +62,45 @@ pub struct Server<H: Handler> {
     compressors: CompressorPool,
     /// Connections with output to flush at the end of this turn.
     dirty: Vec<usize>,
+    /// Connections whose deferred HTTP response went out: serve their pipelined requests.
+    resume_http: Vec<usize>,
+    /// Connections that had more input than one turn's budget: read again next turn.
+    more_input: Vec<usize>,
+    /// When this worker's counters were last copied to `shared` (several workers only),
+    /// and whether they may have changed since.
+    metrics_shared_at: Instant,
+    metrics_changed: bool,
     accept_paused_until: Option<Instant>,
-    shutdown_requested: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    shared: Arc<Shared>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// Set once shutdown began: the time by which the loop exits regardless.
     shutdown_deadline: Option<Instant>,
 }
 
 impl<H: Handler> Server<H> {
+    /// A single-worker server (`Workers` runs several).
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listener = bind_listener(config.listen, config.backlog)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let shared = Arc::new(Shared::new(vec![waker]));
+        Server::worker(config, 0, poll, shared, handler)
+    }
+
+    /// Worker `index` of a group sharing `shared`; its waker is registered with `poll`.
+    pub(crate) fn worker(
+        config: Config,
+        index: usize,
+        poll: Poll,
+        shared: Arc<Shared>,
+        handler: H,
+    ) -> io::Result<Self> {
+        let workers = shared.workers();
+        let mut listener = bind_listener(config.listen, config.backlog, workers > 1)?;
         let local_addr = listener.local_addr()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let signals = if config.handle_signals {
+        let worker = u16::try_from(index).map_err(|_| io::Error::other("too many workers"))?;
+        // Signals go to one worker, which tells the others through `shared`.
+        let signals = if config.handle_signals && index == 0 {
             use signal_hook::consts::{SIGINT, SIGTERM};
             let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -106,14 +119,18 @@ impl<H: Handler> Server<H> {
             local_addr,
             config,
             handler,
+            worker,
             conns: Slab::new(),
             next_generation: 0,
             open_count: 0,
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            resume_http: Vec::new(),
+            more_input: Vec::new(),
+            metrics_shared_at: Instant::now(),
+            metrics_changed: false,
             accept_paused_until: None,
-            shutdown_requested: Arc::new(AtomicBool::new(false)),
-            waker,
+            shared,
             signals,
             shutdown_deadline: None,
         })
@@ -124,12 +141,15 @@ impl<H: Handler> Server<H> {
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle { requested: self.shutdown_requested.clone(), waker: self.waker.clone() }
+        ShutdownHandle { shared: self.shared.clone() }
     }
 
     /// Runs until a shutdown completes.
     pub fn run(&mut self) -> io::Result<()> {
-        info!("listening on ws://{}", self.local_addr);
+        if self.worker == 0 {
+            info!("{} worker(s), one event loop each", self.shared.workers());
+            info!("listening on ws://{}", self.local_addr);
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -141,23 +161,35 @@ impl<H: Handler> Server<H> {
             }
             let now = Instant::now();
             self.outbox.set_now(now);
+            // Last turn's unfinished reads first (edge-triggered: no new event comes for them).
+            for index in std::mem::take(&mut self.more_input) {
+                self.read_conn(index, now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {
-                        if self.shutdown_requested.load(Ordering::SeqCst) {
+                        if self.shared.abort.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        if self.shared.shutdown.load(Ordering::SeqCst) {
                             self.begin_shutdown(now);
                         }
+                        // Other workers have sent the handler something.
+                        self.handler.on_wake(&mut self.outbox);
+                        self.apply_outbox(now);
                     }
                     SIGNALS => {
                         let received: Vec<i32> =
                             self.signals.as_mut().map(|s| s.pending().collect()).unwrap_or_default();
                         if !received.is_empty() && self.shutdown_deadline.is_some() {
                             info!("second signal: exiting without waiting for {} connections", self.conns.len());
+                            self.shared.raise(&self.shared.abort);
                             return Ok(());
                         }
                         if let Some(signal) = received.first() {
                             info!("signal {signal}: shutting down gracefully");
+                            self.shared.raise(&self.shared.shutdown);
                             self.begin_shutdown(now);
                         }
                     }
@@ -177,6 +209,10 @@ impl<H: Handler> Server<H> {
                 self.handler.on_tick(&mut self.outbox);
                 self.apply_outbox(now);
             }
+            self.share_metrics(now);
+            self.resume_deferred_http(now);
+            // What the handler posted to other workers this turn goes out as one batch each.
+            self.handler.end_turn();
             self.flush_dirty(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
@@ -187,9 +223,31 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Copies this worker's counters for the others' `/metrics`: at most every
+    /// `METRICS_EVERY`, and once more that long after the last change.
+    fn share_metrics(&mut self, now: Instant) {
+        if self.shared.workers() == 1 {
+            return;
+        }
+        if now >= self.metrics_shared_at + METRICS_EVERY {
+            self.shared.publish_metrics(usize::from(self.worker), &self.metrics);
+            self.metrics_shared_at = now;
+            self.metrics_changed = false;
+        } else {
+            self.metrics_changed = true;
+        }
+    }
+
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.more_input.is_empty() {
+            return Some(Duration::ZERO); // input is waiting: just collect new events
+        }
         let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
-        for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick)].into_iter().flatten() {
+        let share_metrics = self.metrics_changed.then_some(self.metrics_shared_at + METRICS_EVERY);
+        for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick), share_metrics]
+            .into_iter()
+            .flatten()
+        {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         next.map(|t| t.saturating_duration_since(now))
@@ -218,7 +276,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn add_conn(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
-        let handshaking = self.conns.len().saturating_sub(self.open_count);
+        let handshaking = self.shared.handshaking.load(Ordering::Relaxed);
         if handshaking >= self.config.max_handshakes {
             // Dropping the stream closes it: the client learns at once instead of waiting
             // in the backlog, and silent sockets cannot pile up.
@@ -229,7 +287,7 @@ impl<H: Handler> Server<H> {
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         let generation = self.next_generation;
-        let Some(id) = ConnId::new(index, generation).filter(|_| index < WAKER.0) else {
+        let Some(id) = ConnId::new(self.worker, index, generation).filter(|_| index < SIGNALS.0) else {
             warn!("connection table full; dropping {peer}");
             return;
         };
@@ -241,6 +299,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         self.next_generation = self.next_generation.wrapping_add(1);
+        self.shared.handshaking.fetch_add(1, Ordering::Relaxed);
         let deadline = now + self.config.handshake_timeout;
         entry.insert(Conn::new(stream, generation, deadline));
         self.timers.push(Reverse((deadline, id)));
@@ -250,49 +309,50 @@ impl<H: Handler> Server<H> {
     // ---- reading ----
 
     fn read_conn(&mut self, index: usize, now: Instant) {
-        loop {
-            let Some(conn) = self.conns.get_mut(index) else { return };
-            // Backpressure: a peer that sends (requests, pipelined HTTP, messages to echo)
-            // without reading the replies is not read from either; flush_dirty resumes it.
-            let answers_input = matches!(conn.phase, Phase::Handshake | Phase::Open | Phase::CloseSent);
-            if answers_input && conn.queued_bytes() > self.config.write_high_water {
-                conn.read_paused = true;
-                return;
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        // Backpressure: a peer that sends (requests, pipelined HTTP, messages to echo)
+        // without reading the replies is not read from either; flush_dirty resumes it.
+        let answers_input = matches!(conn.phase, Phase::Handshake | Phase::Open | Phase::CloseSent);
+        if answers_input && conn.queued_bytes() > self.config.write_high_water {
+            conn.read_paused = true;
+            return;
+        }
+        let status = match conn.phase {
+            Phase::Handshake => {
+                // A request head and its body, plus one byte to notice an oversized one.
+                let most = self.config.max_head_bytes + self.config.max_body_bytes + 1;
+                let budget = most.saturating_sub(conn.read_buf.len()).max(1);
+                let (status, n) = conn.read_some(budget, &mut self.scratch);
+                self.metrics.bytes_in += n as u64;
+                self.process_http(index, now);
+                status
             }
-            let status = match conn.phase {
-                Phase::Handshake => {
-                    // A request head and its body, plus one byte to notice an oversized one.
-                    let most = self.config.max_head_bytes + self.config.max_body_bytes + 1;
-                    let budget = most.saturating_sub(conn.read_buf.len()).max(1);
-                    let (status, n) = conn.read_some(budget, &mut self.scratch);
-                    self.metrics.bytes_in += n as u64;
-                    self.process_http(index, now);
-                    status
+            Phase::Open | Phase::CloseSent => {
+                let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                self.metrics.bytes_in += n as u64;
+                if n > 0 {
+                    conn.last_heard = now;
                 }
-                Phase::Open | Phase::CloseSent => {
-                    let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
-                    self.metrics.bytes_in += n as u64;
-                    if n > 0 {
-                        conn.last_heard = now;
-                    }
-                    self.process_frames(index, now);
-                    status
-                }
-                Phase::Finishing | Phase::Draining => {
-                    let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
-                    self.metrics.bytes_in += n as u64;
-                    conn.discard_input();
-                    status
-                }
-            };
-            match status {
-                IoStatus::More => continue,
-                IoStatus::Ok => return,
-                IoStatus::Eof => return self.on_eof(index, now),
-                IoStatus::Error => {
-                    self.count_abrupt(index);
-                    return self.remove(index, now);
-                }
+                self.process_frames(index, now);
+                status
+            }
+            Phase::Finishing | Phase::Draining => {
+                let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                self.metrics.bytes_in += n as u64;
+                conn.discard_input();
+                status
+            }
+        };
+        match status {
+            // Fairness: one connection's flood waits for the next turn while the rest are
+            // served, and what it caused is flushed (and handed to other workers) in
+            // between, so a burst reaches receivers as a stream, not all at once.
+            IoStatus::More => self.more_input.push(index),
+            IoStatus::Ok => {}
+            IoStatus::Eof => self.on_eof(index, now),
+            IoStatus::Error => {
+                self.count_abrupt(index);
+                self.remove(index, now);
             }
         }
     }
@@ -329,8 +389,8 @@ impl<H: Handler> Server<H> {
     fn process_http(&mut self, index: usize, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return };
-            if conn.phase != Phase::Handshake {
-                return;
+            if conn.phase != Phase::Handshake || conn.awaiting_response.is_some() {
+                return; // pipelined requests wait for the deferred response
             }
             if conn.queued_bytes() > self.config.write_high_water {
                 // Pipelined requests wait in the buffer until the responses are read.
@@ -358,11 +418,11 @@ impl<H: Handler> Server<H> {
                         return; // the body is still arriving
                     }
                     let request_bytes = conn.read_buf.split_to(total);
-                    if !self.serve_http(index, &req, request_bytes.get(head_len..).unwrap_or_default(), now) {
-                        return;
-                    }
+                    self.serve_http(index, &req, request_bytes.get(head_len..).unwrap_or_default(), now);
+                    // The loop goes on with pipelined requests unless the connection is
+                    // finishing or waits for a deferred response (checked at the top).
                 }
-                (Request::Upgrade(_), _) if self.open_count >= self.config.max_connections => {
+                (Request::Upgrade(_), _) if self.shared.open.load(Ordering::Relaxed) >= self.config.max_connections => {
                     debug!("rejecting upgrade on {index}: at max_connections");
                     self.metrics.count_handshake_failure("over_capacity");
                     return self.finish_with(index, Bytes::from(http::over_capacity().encode(false)), now);
@@ -372,22 +432,49 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Answers one plain request; returns whether the connection stays open for another.
-    fn serve_http(&mut self, index: usize, req: &PlainRequest, body: &[u8], now: Instant) -> bool {
-        let response = self.handler.on_http(&mut self.outbox, req, body, &self.metrics);
-        self.metrics.http_requests += 1;
-        self.apply_outbox(now);
-        let Some(conn) = self.conns.get_mut(index) else { return false };
+    /// Answers one plain request, now or (when the handler defers it) once the handler
+    /// calls `Outbox::respond`.
+    fn serve_http(&mut self, index: usize, req: &PlainRequest, body: &[u8], now: Instant) {
+        let Some(conn) = self.conns.get_mut(index) else { return };
+        let Some(id) = ConnId::new(self.worker, index, conn.generation) else { return };
         let keep_alive = req.keep_alive && self.shutdown_deadline.is_none();
+        // Marked before the handler runs: it may answer through the outbox right away.
+        conn.awaiting_response = Some(keep_alive);
+        self.metrics.http_requests += 1;
+        let metrics = if self.shared.workers() > 1 {
+            std::borrow::Cow::Owned(self.shared.total_metrics(usize::from(self.worker), &self.metrics))
+        } else {
+            std::borrow::Cow::Borrowed(&self.metrics)
+        };
+        let response = self.handler.on_http(&mut self.outbox, id, req, body, &metrics);
+        if let Some(response) = response {
+            self.respond(id, response, now);
+        }
+        self.apply_outbox(now);
+    }
+
+    /// Sends the response a connection in its HTTP phase waits for; with keep-alive it then
+    /// waits (the handshake timeout) for its next request.
+    fn respond(&mut self, id: ConnId, response: HttpResponse, now: Instant) {
+        let Some(conn) = self.live_conn(id, Phase::Handshake) else { return };
+        let Some(keep_alive) = conn.awaiting_response.take() else { return };
         conn.queue(Bytes::from(response.encode(keep_alive)));
         if !keep_alive {
-            self.enter_finishing(index, now);
-            return false;
+            return self.enter_finishing(id.index(), now);
         }
-        // The idle time before the next request is bounded like a handshake.
-        self.mark_dirty(index);
-        self.set_deadline(index, now + self.config.handshake_timeout);
-        true
+        self.mark_dirty(id.index());
+        self.set_deadline(id.index(), now + self.config.handshake_timeout);
+        if self.conns.get(id.index()).is_some_and(|c| !c.read_buf.is_empty()) {
+            self.resume_http.push(id.index());
+        }
+    }
+
+    /// Serves requests that arrived behind a deferred one (not from inside `respond`: a
+    /// handler answering many deferred requests at once would recurse).
+    fn resume_deferred_http(&mut self, now: Instant) {
+        while let Some(index) = self.resume_http.pop() {
+            self.process_http(index, now);
+        }
     }
 
     /// Completes an upgrade: 101 response, codec, handler `on_open`.
@@ -412,10 +499,12 @@ impl<H: Handler> Server<H> {
         conn.last_heard = now;
         conn.opened = true;
         conn.counted = true;
+        self.shared.open.fetch_add(1, Ordering::Relaxed);
+        self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
         self.open_count += 1;
         self.metrics.connections = self.open_count as u64;
         self.metrics.connections_total += 1;
-        let id = ConnId::new(index, conn.generation);
+        let id = ConnId::new(self.worker, index, conn.generation);
         self.mark_dirty(index);
         if !self.config.ping_interval.is_zero() {
             self.set_deadline(index, now + self.config.ping_interval);
@@ -436,7 +525,7 @@ impl<H: Handler> Server<H> {
             let result = codec.decode(&mut conn.read_buf);
             let terminated = codec.is_terminated();
             conn.queue_codec_output();
-            let id = ConnId::new(index, conn.generation);
+            let id = ConnId::new(self.worker, index, conn.generation);
             let deliver = conn.phase == Phase::Open;
             self.mark_dirty(index);
             let needs_input = matches!(result, Ok(None));
@@ -509,7 +598,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         conn.opened = false;
-        if let Some(id) = ConnId::new(index, conn.generation) {
+        if let Some(id) = ConnId::new(self.worker, index, conn.generation) {
             self.handler.on_close(&mut self.outbox, id);
             self.apply_outbox(now);
         }
@@ -518,7 +607,7 @@ impl<H: Handler> Server<H> {
     fn set_deadline(&mut self, index: usize, deadline: Instant) {
         let Some(conn) = self.conns.get_mut(index) else { return };
         conn.deadline = Some(deadline);
-        if let Some(id) = ConnId::new(index, conn.generation) {
+        if let Some(id) = ConnId::new(self.worker, index, conn.generation) {
             self.timers.push(Reverse((deadline, id)));
         }
     }
@@ -527,8 +616,11 @@ impl<H: Handler> Server<H> {
         self.leave_open(index, now);
         let Some(mut conn) = self.conns.try_remove(index) else { return };
         if conn.counted {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
             self.open_count -= 1;
             self.metrics.connections = self.open_count as u64;
+        } else {
+            self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
         }
         let _ = self.poll.registry().deregister(&mut conn.socket);
         debug!("connection {index} removed");
@@ -542,7 +634,8 @@ impl<H: Handler> Server<H> {
             for command in commands.drain(..) {
                 match command {
                     Command::Message(id, kind, payload) => {
-                        let live = |c: &&mut Conn| c.generation == id.generation() && c.phase == Phase::Open;
+                        let mine = id.worker() == usize::from(self.worker);
+                        let live = |c: &&mut Conn| mine && c.generation == id.generation() && c.phase == Phase::Open;
                         if let Some(conn) = self.conns.get_mut(id.index()).filter(live) {
                             if let Some(codec) = conn.codec.as_mut() {
                                 codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
@@ -561,7 +654,10 @@ impl<H: Handler> Server<H> {
                             }
                         }
                     }
-                    Command::Broadcast(ids, kind, payload) => self.broadcast(&ids, kind, &payload, now),
+                    Command::Broadcast { to, except, kind, payload } => {
+                        self.broadcast(&to, except, kind, &payload, now)
+                    }
+                    Command::Respond(id, response) => self.respond(id, response, now),
                     Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
                 }
             }
@@ -576,10 +672,10 @@ impl<H: Handler> Server<H> {
     /// shared by every receiver of that variant as clones of one `Bytes`. Compressing once
     /// is sound because pooled compressors reset after every message (no context
     /// takeover): the output depends on the payload alone, never on a receiver's history.
-    fn broadcast(&mut self, ids: &[ConnId], kind: MessageKind, payload: &Bytes, now: Instant) {
+    fn broadcast(&mut self, ids: &[ConnId], except: Option<ConnId>, kind: MessageKind, payload: &Bytes, now: Instant) {
         let mut frames = BroadcastFrames::new(kind, payload.clone());
         for &id in ids {
-            if !self.admit_fanout(id, payload.len(), now) {
+            if Some(id) == except || !self.admit_fanout(id, payload.len(), now) {
                 continue;
             }
             // admit_fanout checked the connection is live and open.
@@ -620,6 +716,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn live_conn(&mut self, id: ConnId, phase: Phase) -> Option<&mut Conn> {
+        if id.worker() != usize::from(self.worker) {
+            return None;
+        }
         self.conns.get_mut(id.index()).filter(|c| c.generation == id.generation() && c.phase == phase)
     }
 
@@ -741,7 +840,7 @@ impl<H: Handler> Server<H> {
         self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
         let ids: Vec<(usize, Phase, u32)> = self.conns.iter().map(|(i, c)| (i, c.phase, c.generation)).collect();
         for (index, phase, generation) in ids {
-            match (phase, ConnId::new(index, generation)) {
+            match (phase, ConnId::new(self.worker, index, generation)) {
                 (Phase::Handshake, _) => self.remove(index, now),
                 (Phase::Open, Some(id)) => self.start_close(id, CloseCode::GOING_AWAY, "server shutting down", now),
                 _ => {}
@@ -757,11 +856,15 @@ fn conn_deadline(conn: Option<&Conn>, after: Duration) -> Option<Instant> {
 
 /// A non-blocking listener with a real accept backlog: mio's `bind` uses 128, which a
 /// reconnect storm overflows (the kernel then drops handshakes and clients wait for SYN
-/// retransmits, a second or more).
-fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// retransmits, a second or more). With several workers each binds the same address with
+/// `SO_REUSEPORT`, and the kernel spreads incoming connections across them.
+fn bind_listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     socket.set_nonblocking(true)?;

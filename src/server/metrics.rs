@@ -58,6 +58,26 @@ impl Metrics {
         *self.handshake_failures.entry(reason).or_default() += 1;
     }
 
+    /// Adds another worker's counters to these (the server's total for `/metrics`).
+    pub fn add(&mut self, other: &Metrics) {
+        self.connections += other.connections;
+        self.connections_total += other.connections_total;
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.abrupt_closes += other.abrupt_closes;
+        self.idle_timeouts += other.idle_timeouts;
+        self.slow_consumer_closes += other.slow_consumer_closes;
+        self.http_requests += other.http_requests;
+        for (key, n) in &other.closes {
+            *self.closes.entry(*key).or_default() += n;
+        }
+        for (reason, n) in &other.handshake_failures {
+            *self.handshake_failures.entry(reason).or_default() += n;
+        }
+    }
+
     /// Appends the Prometheus text exposition of these counters.
     pub fn render(&self, out: &mut String) {
         let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {

@@ -5,13 +5,18 @@
 //! the room layer another. Handlers never touch sockets; they queue work on an [`Outbox`]
 //! (send a message, send a pre-encoded frame to many connections, close), which the loop
 //! applies after the handler returns and flushes with vectored writes once per loop turn.
+//!
+//! With several workers (`Config::workers`) each worker runs its own loop and its own
+//! handler; handlers reach each other over a [`Mesh`] (see `workers.rs`).
 
 mod conn;
 mod event_loop;
 pub mod http;
 pub mod metrics;
+mod workers;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,14 +25,18 @@ use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{self, CloseCode, MessageKind};
 
-pub use event_loop::{Server, ShutdownHandle};
+pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
+pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS};
 
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Event loops (threads), each with its own `SO_REUSEPORT` listener on `listen`
+    /// (`Workers`; `Server` is always one). The CLI defaults to the number of cores.
+    pub workers: usize,
     /// Frame and message limits (-> close 1009).
     pub protocol: proto::Config,
     /// Largest HTTP request head (-> 431).
@@ -36,14 +45,14 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long to wait for the peer's close frame, then for its FIN, before dropping.
     pub close_linger: Duration,
-    /// Open connections per server; beyond it an upgrade gets 503.
+    /// Open connections per server (all workers together); beyond it an upgrade gets 503.
     pub max_connections: usize,
     /// The listen(2) backlog: connections the kernel queues before `accept` (capped by
     /// net.core.somaxconn).
     pub backlog: u32,
     /// Sockets still in their HTTP phase (handshaking, or idle keep-alive) on top of the
     /// open connections; beyond it a new socket is accepted and closed at once, so a flood
-    /// of silent sockets cannot exhaust file descriptors.
+    /// of silent sockets cannot exhaust file descriptors. Counted across all workers.
     pub max_handshakes: usize,
     /// A server ping goes to a connection silent for this long, and it is dropped after
     /// twice this (a half-open TCP connection otherwise lives forever). Zero disables.
@@ -76,6 +85,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            workers: 1,
             protocol: proto::Config::default(),
             max_head_bytes: 8 * 1024,
             handshake_timeout: Duration::from_secs(10),
@@ -96,28 +106,39 @@ impl Default for Config {
     }
 }
 
-/// Identifies a connection for as long as it lives; never reused for another connection
-/// (the slab index is paired with a generation).
+/// Identifies a connection for as long as it lives, across all workers; never reused for
+/// another connection (the slab index is paired with a generation, and with the worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
+    worker: u16,
     index: u32,
     generation: u32,
 }
 
 impl ConnId {
-    pub(crate) fn new(index: usize, generation: u32) -> Option<ConnId> {
-        Some(ConnId { index: u32::try_from(index).ok()?, generation })
+    pub(crate) fn new(worker: u16, index: usize, generation: u32) -> Option<ConnId> {
+        Some(ConnId { worker, index: u32::try_from(index).ok()?, generation })
     }
 
-    /// A connection id from its parts, for driving a handler without a server (tests,
-    /// benchmarks, fuzz targets). Ids the server hands out come from its own table.
+    /// A connection id of worker 0 from its parts, for driving a handler without a server
+    /// (tests, benchmarks, fuzz targets). Ids the server hands out come from its own table.
     pub fn from_parts(index: u32, generation: u32) -> ConnId {
-        ConnId { index, generation }
+        ConnId { worker: 0, index, generation }
+    }
+
+    /// An id of any worker from its parts (tests of code that spans workers).
+    pub fn for_worker(worker: u16, index: u32, generation: u32) -> ConnId {
+        ConnId { worker, index, generation }
     }
 
     /// The slab index and generation.
     pub fn parts(self) -> (u32, u32) {
         (self.index, self.generation)
+    }
+
+    /// The worker the connection lives on.
+    pub fn worker(self) -> usize {
+        usize::from(self.worker)
     }
 
     pub(crate) fn index(self) -> usize {
@@ -134,8 +155,15 @@ impl ConnId {
 pub enum Command {
     Message(ConnId, MessageKind, Bytes),
     Frame(ConnId, Bytes),
-    Broadcast(Vec<ConnId>, MessageKind, Bytes),
+    Broadcast {
+        to: Arc<[ConnId]>,
+        except: Option<ConnId>,
+        kind: MessageKind,
+        payload: Bytes,
+    },
     Close(ConnId, CloseCode, String),
+    /// The deferred answer to a plain HTTP request (`Handler::on_http` returned `None`).
+    Respond(ConnId, HttpResponse),
 }
 
 /// Where handlers queue their output. Sends to connections that are gone or closing are
@@ -177,13 +205,19 @@ impl Outbox {
         self.commands.push(Command::Frame(to, frame));
     }
 
-    /// Sends one message to many connections. It is framed once, and compressed at most
-    /// once per window size, for every receiver without context takeover on the server
-    /// side (`shared` deflate mode): each receiver's write queue holds a clone of the same
-    /// `Bytes`. Receivers with context takeover (`dedicated` mode) are compressed one by
-    /// one, since their compressor's history differs.
-    pub fn broadcast(&mut self, to: Vec<ConnId>, kind: MessageKind, payload: Bytes) {
-        self.commands.push(Command::Broadcast(to, kind, payload));
+    /// Sends one message to many connections (all of `to` but `except`). It is framed
+    /// once, and compressed at most once per window size, for every receiver without
+    /// context takeover on the server side (`shared` deflate mode): each receiver's write
+    /// queue holds a clone of the same `Bytes`. Receivers with context takeover
+    /// (`dedicated` mode) are compressed one by one, since their compressor's history
+    /// differs. `to` is shared: a room hands out the same member list for every publish.
+    pub fn broadcast(&mut self, to: Arc<[ConnId]>, except: Option<ConnId>, kind: MessageKind, payload: Bytes) {
+        self.commands.push(Command::Broadcast { to, except, kind, payload });
+    }
+
+    /// Answers a plain HTTP request the handler deferred.
+    pub fn respond(&mut self, to: ConnId, response: HttpResponse) {
+        self.commands.push(Command::Respond(to, response));
     }
 
     /// Starts the close handshake with `code`.
@@ -216,14 +250,32 @@ pub trait Handler {
     }
 
     /// A plain HTTP request on the same port (not an upgrade), with its whole body.
-    /// `metrics` are the transport's counters, for `/metrics`.
-    fn on_http(&mut self, out: &mut Outbox, request: &PlainRequest, body: &[u8], metrics: &Metrics) -> HttpResponse {
-        let _ = (out, body);
-        http::default_response(request, metrics)
+    /// `metrics` are the transport's counters (every worker's), for `/metrics`. `None`
+    /// defers the answer: the handler sends it later with `Outbox::respond(conn, ..)`
+    /// (requests pipelined behind it wait; the handshake timeout bounds the wait).
+    fn on_http(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        request: &PlainRequest,
+        body: &[u8],
+        metrics: &Metrics,
+    ) -> Option<HttpResponse> {
+        let _ = (out, conn, body);
+        Some(http::default_response(request, metrics))
     }
 
     /// Called every `Config::tick_interval`.
     fn on_tick(&mut self, out: &mut Outbox) {
         let _ = out;
     }
+
+    /// Another worker woke this one: the handler reads its end of the `Mesh`.
+    fn on_wake(&mut self, out: &mut Outbox) {
+        let _ = out;
+    }
+
+    /// The end of a loop turn: the handler sends what it posted to other workers
+    /// (`Mesh::flush`), so each gets one batch per turn.
+    fn end_turn(&mut self) {}
 }
