@@ -177,10 +177,11 @@ impl Server {
 
     /// A counter or gauge from `GET /metrics` (a labelled series is named with its labels);
     /// 0 when absent (labelled series appear once counted).
-    /// A series of the server's `/metrics`. With several workers the others' counters are
-    /// copied every 10 ms: give them that long.
+    /// A series of the server's `/metrics`. With several workers, each copies its counters
+    /// for the others at the end of a loop turn: a socket closed in that turn may be seen
+    /// gone a moment before, so give the turn a moment to end.
     fn metric(&self, series: &str) -> u64 {
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(20));
         let mut stream = self.tcp();
         write!(stream, "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
         let mut text = String::new();

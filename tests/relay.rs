@@ -81,10 +81,41 @@ fn a_message_over_the_room_limit_closes_with_1009() {
 
 #[test]
 fn a_full_relay_room_refuses_the_upgrade() {
-    let server = TestServer::rooms(RoomsConfig { max_members_per_room: 1, ..RoomsConfig::default() });
+    // One worker: the worker that accepts the upgrade owns the room and knows it is full.
+    let config = support::config();
+    let server = TestServer::rooms_with(config, RoomsConfig { max_members_per_room: 1, ..RoomsConfig::default() });
     let _first = connect(&server, "/relay/r");
     match tungstenite::connect(server.url_at("/relay/r")) {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn a_full_relay_room_on_another_worker_closes_the_newcomer_with_1013() {
+    // Several workers: an upgrade accepted by a worker that does not own the room is
+    // refused by the owner a moment later, with close 1013; the member stays.
+    let server = TestServer::rooms(RoomsConfig { max_members_per_room: 1, ..RoomsConfig::default() });
+    let mut first = connect(&server, "/relay/r");
+    let (mut refused_503, mut closed_1013) = (0, 0);
+    for _ in 0..12 {
+        match tungstenite::connect(server.url_at("/relay/r")) {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 503);
+                refused_503 += 1;
+            }
+            Ok((mut ws, _)) => match ws.read() {
+                Ok(Message::Close(Some(frame))) => {
+                    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1013, "relay room full"));
+                    closed_1013 += 1;
+                }
+                other => panic!("expected close 1013, got {other:?}"),
+            },
+            Err(e) => panic!("upgrade failed: {e}"),
+        }
+    }
+    println!("full relay room: {refused_503} refused with 503, {closed_1013} closed with 1013");
+    assert_eq!(refused_503 + closed_1013, 12);
+    first.send(Message::text("still here")).unwrap();
+    assert_eq!(first.read().unwrap(), Message::text("still here"));
 }

@@ -28,6 +28,7 @@ mod room;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,7 @@ pub struct RoomsConfig {
     pub max_rooms_per_connection: usize,
     /// Members per room (-> 503).
     pub max_members_per_room: usize,
-    /// Rooms per server (-> 503); with several workers each owner admits its share.
+    /// Rooms per server, and relay rooms per server (-> 503), counted across workers.
     pub max_rooms: usize,
     /// Largest `data` of a publish, as JSON text (-> 413).
     pub max_message_bytes: usize,
@@ -132,6 +133,20 @@ struct Gathering {
     parts: OwnedRooms,
 }
 
+/// Rooms across all workers (one atomic operation per room created or dropped).
+#[derive(Debug, Default)]
+struct RoomCounts {
+    rooms: AtomicUsize,
+    relay_rooms: AtomicUsize,
+}
+
+impl RoomCounts {
+    /// Counts one more in `count` unless it is at `max`.
+    fn take(count: &AtomicUsize, max: usize) -> bool {
+        count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+}
+
 /// The room layer of one worker: owner of some rooms, home of some connections.
 #[derive(Debug)]
 pub struct Rooms {
@@ -144,6 +159,7 @@ pub struct Rooms {
     mesh: Mesh<RoomMsg>,
     /// Room name -> owner worker; the same keys on every worker.
     router: RandomState,
+    counts: Arc<RoomCounts>,
 
     // ---- owner side: the rooms whose name hashes to this worker ----
     rooms: HashMap<Arc<str>, Room>,
@@ -162,17 +178,18 @@ pub struct Rooms {
 impl Rooms {
     /// The room layer of a single-worker server (`Server::bind`).
     pub fn new(config: RoomsConfig) -> Self {
-        Rooms::with_mesh(config, Mesh::single(), RandomState::new())
+        Rooms::with_mesh(config, Mesh::single(), RandomState::new(), Arc::default())
     }
 
     /// Makes the room layer of each worker of a `Workers` server:
     /// `Workers::bind(server_config, Rooms::for_workers(rooms_config))`.
     pub fn for_workers(config: RoomsConfig) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
         let router = RandomState::new();
-        move |mesh| Rooms::with_mesh(config.clone(), mesh, router.clone())
+        let counts = Arc::<RoomCounts>::default();
+        move |mesh| Rooms::with_mesh(config.clone(), mesh, router.clone(), counts.clone())
     }
 
-    fn with_mesh(config: RoomsConfig, mesh: Mesh<RoomMsg>, router: RandomState) -> Self {
+    fn with_mesh(config: RoomsConfig, mesh: Mesh<RoomMsg>, router: RandomState, counts: Arc<RoomCounts>) -> Self {
         let seed = RandomState::new().build_hasher().finish();
         Rooms {
             config,
@@ -182,6 +199,7 @@ impl Rooms {
             next_epoch: 0,
             mesh,
             router,
+            counts,
             rooms: HashMap::new(),
             history_bytes: 0,
             clients: HashMap::new(),
@@ -294,12 +312,12 @@ impl Rooms {
         Ok(offset)
     }
 
-    /// Creates an owned room if it does not exist (503 beyond this owner's share of rooms).
+    /// Creates an owned room if it does not exist (503 beyond `max_rooms` in the server).
     fn create_room(&mut self, name: &str, now: Instant) -> Result<(), RequestError> {
         if self.rooms.contains_key(name) {
             return Ok(());
         }
-        if self.rooms.len() >= self.share(self.config.max_rooms) {
+        if !RoomCounts::take(&self.counts.rooms, self.config.max_rooms) {
             return Err(RequestError::new(503, "server full: too many rooms"));
         }
         let epoch = self.new_epoch();
@@ -583,13 +601,20 @@ impl Rooms {
                 self.answer_remote(out, conn, id, result);
             }
             RoomMsg::RelayJoin { conn, room } => {
-                let (workers, max_members) = (self.mesh.workers(), self.config.max_members_per_room);
-                let max_rooms = self.share(self.config.max_rooms);
-                if !self.relay.admit(&room, conn.worker(), workers, max_members, max_rooms) {
+                let members = self.relay.members(&room);
+                let admitted = members < self.config.max_members_per_room
+                    && (members > 0 || RoomCounts::take(&self.counts.relay_rooms, self.config.max_rooms));
+                if admitted {
+                    self.relay.admit(&room, conn.worker(), self.mesh.workers());
+                } else {
                     self.send(out, conn.worker(), RoomMsg::RelayRefused { conn });
                 }
             }
-            RoomMsg::RelayLeave { conn, room } => self.relay.release(&room, conn.worker()),
+            RoomMsg::RelayLeave { conn, room } => {
+                if self.relay.release(&room, conn.worker()) {
+                    self.counts.relay_rooms.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
             RoomMsg::RelayForward { room, kind, data } => {
                 let mask = self.relay.workers_with_members(&room);
                 self.send_each(out, mask, || RoomMsg::RelayDeliver { room: room.clone(), kind, data: data.clone() });
@@ -674,7 +699,7 @@ impl Handler for Rooms {
             if members >= self.config.max_members_per_room {
                 return Err(HttpResponse::text(503, "relay room full\n"));
             }
-            if members == 0 && self.relay.room_count() >= self.share(self.config.max_rooms) {
+            if members == 0 && self.counts.relay_rooms.load(Ordering::Relaxed) >= self.config.max_rooms {
                 return Err(HttpResponse::text(503, "server full: too many rooms\n"));
             }
         }
@@ -764,6 +789,7 @@ impl Handler for Rooms {
         let now = out.now();
         let ttl = self.config.history_ttl;
         let mut freed = 0;
+        let before = self.rooms.len();
         self.rooms.retain(|_, room| {
             freed += room.expire(now, ttl);
             // Memory must not grow with rooms used once: an empty room goes once it has
@@ -772,6 +798,7 @@ impl Handler for Rooms {
             let idle = room.emptied_at.is_some_and(|t| now.saturating_duration_since(t) >= ttl);
             !(idle && room.history_len() == 0)
         });
+        self.counts.rooms.fetch_sub(before - self.rooms.len(), Ordering::Relaxed);
         self.history_bytes = self.history_bytes.saturating_sub(freed);
     }
 

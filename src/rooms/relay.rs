@@ -56,35 +56,25 @@ impl Relay {
         self.owned.len()
     }
 
-    /// Counts a member of an owned room on `worker`, unless the room is full or would be
-    /// one room too many. Returns whether it was admitted.
-    pub fn admit(
-        &mut self,
-        room: &Arc<str>,
-        worker: usize,
-        workers: usize,
-        max_members: usize,
-        max_rooms: usize,
-    ) -> bool {
-        let members = self.members(room);
-        if members >= max_members || (members == 0 && self.owned.len() >= max_rooms) {
-            return false;
-        }
+    /// Counts a member of an owned room on `worker` (the caller checked the limits).
+    pub fn admit(&mut self, room: &Arc<str>, worker: usize, workers: usize) {
         let shares = self.owned.entry(room.clone()).or_insert_with(|| vec![0; workers.max(1)]);
         if let Some(n) = shares.get_mut(worker) {
             *n += 1;
         }
-        true
     }
 
-    pub fn release(&mut self, room: &str, worker: usize) {
-        let Some(shares) = self.owned.get_mut(room) else { return };
+    /// Uncounts a member; returns whether that emptied (and dropped) the room.
+    pub fn release(&mut self, room: &str, worker: usize) -> bool {
+        let Some(shares) = self.owned.get_mut(room) else { return false };
         if let Some(n) = shares.get_mut(worker) {
             *n = n.saturating_sub(1);
         }
         if shares.iter().all(|&n| n == 0) {
             self.owned.remove(room);
+            return true;
         }
+        false
     }
 
     /// Bit `w` set: worker `w` has members of owned room `room`.

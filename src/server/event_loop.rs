@@ -36,8 +36,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Bytes read from one socket before decoding them (keeps batches bounded and fair).
 const READ_BUDGET: usize = 256 * 1024;
-/// How often (at most) a worker copies its counters for the other workers' `/metrics`.
-const METRICS_EVERY: Duration = Duration::from_millis(10);
 /// How long to stop accepting after the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -66,10 +64,7 @@ pub struct Server<H: Handler> {
     resume_http: Vec<usize>,
     /// Connections that had more input than one turn's budget: read again next turn.
     more_input: Vec<usize>,
-    /// When this worker's counters were last copied to `shared` (several workers only),
-    /// and whether they may have changed since.
-    metrics_shared_at: Instant,
-    metrics_changed: bool,
+
     accept_paused_until: Option<Instant>,
     shared: Arc<Shared>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
@@ -127,8 +122,6 @@ impl<H: Handler> Server<H> {
             dirty: Vec::new(),
             resume_http: Vec::new(),
             more_input: Vec::new(),
-            metrics_shared_at: Instant::now(),
-            metrics_changed: false,
             accept_paused_until: None,
             shared,
             signals,
@@ -209,10 +202,13 @@ impl<H: Handler> Server<H> {
                 self.handler.on_tick(&mut self.outbox);
                 self.apply_outbox(now);
             }
-            self.share_metrics(now);
             self.resume_deferred_http(now);
             // What the handler posted to other workers this turn goes out as one batch each.
             self.handler.end_turn();
+            // Before the writes: a client that sees this turn's effects finds them counted.
+            if self.shared.workers() > 1 {
+                self.shared.publish_metrics(usize::from(self.worker), &self.metrics);
+            }
             self.flush_dirty(now);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
@@ -223,31 +219,12 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Copies this worker's counters for the others' `/metrics`: at most every
-    /// `METRICS_EVERY`, and once more that long after the last change.
-    fn share_metrics(&mut self, now: Instant) {
-        if self.shared.workers() == 1 {
-            return;
-        }
-        if now >= self.metrics_shared_at + METRICS_EVERY {
-            self.shared.publish_metrics(usize::from(self.worker), &self.metrics);
-            self.metrics_shared_at = now;
-            self.metrics_changed = false;
-        } else {
-            self.metrics_changed = true;
-        }
-    }
-
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
         if !self.more_input.is_empty() {
             return Some(Duration::ZERO); // input is waiting: just collect new events
         }
         let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
-        let share_metrics = self.metrics_changed.then_some(self.metrics_shared_at + METRICS_EVERY);
-        for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick), share_metrics]
-            .into_iter()
-            .flatten()
-        {
+        for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick)].into_iter().flatten() {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         next.map(|t| t.saturating_duration_since(now))

@@ -47,15 +47,39 @@ pub struct Metrics {
     pub handshake_failures: BTreeMap<&'static str, u64>,
     /// Plain HTTP requests answered.
     pub http_requests: u64,
+    /// Bumped whenever `closes` or `handshake_failures` change (so a copy can skip them).
+    maps_version: u64,
 }
 
 impl Metrics {
     pub fn count_close(&mut self, code: u16, initiator: CloseInitiator) {
         *self.closes.entry((code, initiator)).or_default() += 1;
+        self.maps_version += 1;
     }
 
     pub fn count_handshake_failure(&mut self, reason: &'static str) {
         *self.handshake_failures.entry(reason).or_default() += 1;
+        self.maps_version += 1;
+    }
+
+    /// Makes these counters equal to `other`, copying the maps only if they changed (a
+    /// worker does this every loop turn).
+    pub fn copy_from(&mut self, other: &Metrics) {
+        if self.maps_version != other.maps_version {
+            self.closes.clone_from(&other.closes);
+            self.handshake_failures.clone_from(&other.handshake_failures);
+            self.maps_version = other.maps_version;
+        }
+        self.connections = other.connections;
+        self.connections_total = other.connections_total;
+        self.messages_in = other.messages_in;
+        self.messages_out = other.messages_out;
+        self.bytes_in = other.bytes_in;
+        self.bytes_out = other.bytes_out;
+        self.abrupt_closes = other.abrupt_closes;
+        self.idle_timeouts = other.idle_timeouts;
+        self.slow_consumer_closes = other.slow_consumer_closes;
+        self.http_requests = other.http_requests;
     }
 
     /// Adds another worker's counters to these (the server's total for `/metrics`).
@@ -136,5 +160,25 @@ mod tests {
         assert!(out.contains("\nwsedge_connections 3\n"));
         assert!(out.contains("wsedge_closes_total{code=\"1000\",initiator=\"client\"} 2\n"));
         assert!(out.contains("wsedge_handshake_failures_total{reason=\"bad_key\"} 1\n"));
+    }
+
+    #[test]
+    fn copies_and_sums_render_like_the_original() {
+        let mut m = Metrics { connections: 3, messages_out: 7, bytes_in: 9, http_requests: 2, ..Metrics::default() };
+        m.count_close(1000, CloseInitiator::Client);
+        m.count_handshake_failure("bad_key");
+        let mut copy = Metrics::default();
+        copy.copy_from(&m);
+        let (mut a, mut b) = (String::new(), String::new());
+        m.render(&mut a);
+        copy.render(&mut b);
+        assert_eq!(a, b);
+        let mut total = Metrics::default();
+        total.add(&m);
+        total.add(&m);
+        let mut c = String::new();
+        total.render(&mut c);
+        assert!(c.contains("\nwsedge_connections 6\n"), "{c}");
+        assert!(c.contains("wsedge_closes_total{code=\"1000\",initiator=\"client\"} 2\n"));
     }
 }

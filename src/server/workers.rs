@@ -5,8 +5,8 @@
 //! Nothing on the hot path is locked. Workers share only: the shutdown flags, a count of
 //! open connections and of sockets handshaking (one atomic add per connection opened or
 //! closed, so `max_connections` and `max_handshakes` hold for the whole server), and a
-//! board of transport counters each worker copies its own into at most every 10 ms (for
-//! `/metrics`).
+//! board of transport counters each worker copies its own into at the end of each loop
+//! turn (an uncontended lock and a copy of a few integers, for `/metrics`).
 //!
 //! The mesh carries handler-defined messages. A worker buffers what it posts during one
 //! loop turn per destination and sends each destination one batch at the end of the turn
@@ -75,7 +75,7 @@ impl Shared {
     pub(crate) fn publish_metrics(&self, index: usize, metrics: &Metrics) {
         if let Some(slot) = self.metrics.get(index) {
             if let Ok(mut slot) = slot.lock() {
-                slot.clone_from(metrics);
+                slot.copy_from(metrics);
             }
         }
     }

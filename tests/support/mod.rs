@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use wsedge::echo::Echo;
 use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
-use wsedge::server::{Config, Handler, Server, ShutdownHandle};
+use wsedge::server::{Config, Handler, Mesh, Server, ShutdownHandle, Workers};
 
 /// Longest a test waits on any socket read or write before failing.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +32,11 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// The masking key of RFC 6455 §5.7's examples.
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// Workers of the room servers the tests start (`TestServer::rooms`): several, so rooms
+/// are owned by other workers than most of their members and every room test also tests
+/// the way across workers. Three: not a power of two, unlike most hash splits.
+pub const ROOM_WORKERS: usize = 3;
 
 /// The default server config on 127.0.0.1:0. Close linger and the shutdown timeout are
 /// shortened so a test that leaves a peer mid-close cannot stretch the shutdown in `Drop`
@@ -73,16 +78,31 @@ impl TestServer {
         TestServer::start(config())
     }
 
-    /// Starts the room server with `config` and `rooms`, speaking `wsedge.v1` as
-    /// `wsedge serve` does.
-    pub fn rooms_with(config: Config, rooms: RoomsConfig) -> TestServer {
-        let config = Config { subprotocols: vec![SUBPROTOCOL.to_owned()], ..config };
-        TestServer::start_with(config, Rooms::new(rooms))
+    /// Starts a server of `config.workers` workers, each running a handler `make` makes.
+    pub fn start_workers<H, M, F>(config: Config, make: F) -> TestServer
+    where
+        H: Handler + Send + 'static,
+        M: Send,
+        F: FnMut(Mesh<M>) -> H,
+    {
+        let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config };
+        let workers = Workers::bind(config, make).expect("bind an ephemeral port");
+        let addr = workers.local_addr();
+        let shutdown = workers.shutdown_handle();
+        let thread = std::thread::spawn(move || workers.run());
+        TestServer { addr, shutdown, thread: Some(thread) }
     }
 
-    /// Starts the room server with [`config`] and `rooms`.
+    /// Starts the room server with `config` and `rooms`, speaking `wsedge.v1` as
+    /// `wsedge serve` does, on `config.workers` workers.
+    pub fn rooms_with(config: Config, rooms: RoomsConfig) -> TestServer {
+        let config = Config { subprotocols: vec![SUBPROTOCOL.to_owned()], ..config };
+        TestServer::start_workers(config, Rooms::for_workers(rooms))
+    }
+
+    /// Starts the room server with [`config`] and `rooms` on [`ROOM_WORKERS`] workers.
     pub fn rooms(rooms: RoomsConfig) -> TestServer {
-        TestServer::rooms_with(config(), rooms)
+        TestServer::rooms_with(Config { workers: ROOM_WORKERS, ..config() }, rooms)
     }
 
     pub fn addr(&self) -> SocketAddr {
