@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 
 use super::msg::{OwnedRooms, RoomMsg};
 use super::protocol::{self, ObjectWriter};
-use super::Rooms;
+use super::{Purpose, Rooms};
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
 
@@ -32,7 +32,7 @@ pub fn serve(
         ("GET", "/metrics") => {
             let mut text = String::new();
             metrics.render(&mut text);
-            rooms.gather(out, conn, Some(text));
+            rooms.gather(out, Purpose::Metrics(conn, text));
             return None;
         }
         (_, p) if p == "/api" || p.starts_with("/api/") => {
@@ -47,7 +47,7 @@ pub fn serve(
             match (request.method.as_str(), p) {
                 ("POST", "/api/publish") => return publish(rooms, out, conn, body),
                 ("GET", "/api/rooms") => {
-                    rooms.gather(out, conn, None);
+                    rooms.gather(out, Purpose::ListRooms(conn));
                     return None;
                 }
                 (_, "/api/publish" | "/api/rooms") => {

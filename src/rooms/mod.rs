@@ -124,12 +124,22 @@ struct Client {
     strikes_since: Instant,
 }
 
-/// An `/api/rooms` or `/metrics` request waiting for every worker's part.
+/// Something that waits until every worker has answered a `Gather`.
+#[derive(Debug)]
+enum Purpose {
+    /// `GET /api/rooms`.
+    ListRooms(ConnId),
+    /// `GET /metrics`, with the transport counters rendered when the request came.
+    Metrics(ConnId, String),
+    /// A client's `ping`: its reply comes after everything its earlier requests caused,
+    /// whichever worker owned their rooms.
+    Ping(ConnId, OwnedId),
+}
+
 #[derive(Debug)]
 struct Gathering {
     remaining: usize,
-    /// `/metrics`: the transport counters, rendered when the request came.
-    metrics: Option<String>,
+    purpose: Purpose,
     parts: OwnedRooms,
 }
 
@@ -169,7 +179,8 @@ pub struct Rooms {
     // ---- member side: this worker's connections ----
     clients: HashMap<ConnId, Client>,
     local: LocalRooms,
-    gathers: HashMap<ConnId, Gathering>,
+    gathers: HashMap<u64, Gathering>,
+    next_gather: u64,
 
     /// Relay rooms: both sides.
     relay: Relay,
@@ -205,6 +216,7 @@ impl Rooms {
             clients: HashMap::new(),
             local: LocalRooms::default(),
             gathers: HashMap::new(),
+            next_gather: 0,
             relay: Relay::default(),
         }
     }
@@ -464,7 +476,7 @@ impl Rooms {
         let owned_id = || id.map(ToOwned::to_owned);
         let Some(client) = self.clients.get_mut(&conn) else { return };
         let msg = match request {
-            Request::Ping => return self.answer(out, conn, id, Ok("{}".to_owned())),
+            Request::Ping => return self.gather(out, Purpose::Ping(conn, owned_id())),
             Request::Join { room, presence, since } => {
                 let known = client.rooms.iter().any(|r| **r == *room) || client.joining.contains(&room);
                 let max = self.config.max_rooms_per_connection;
@@ -534,34 +546,43 @@ impl Rooms {
         }
     }
 
-    /// Starts an `/api/rooms` or `/metrics` answer: every worker reports its rooms.
-    fn gather(&mut self, out: &mut Outbox, http: ConnId, metrics: Option<String>) {
-        let workers = self.mesh.workers();
-        self.gathers.insert(http, Gathering { remaining: workers, metrics, parts: OwnedRooms::default() });
+    /// Asks every worker (itself included) for its part; `gathered` finishes the job.
+    /// Each worker answers after everything it was sent before, so the answer also comes
+    /// after every effect of what was asked before it.
+    fn gather(&mut self, out: &mut Outbox, purpose: Purpose) {
+        let (token, workers) = (self.next_gather, self.mesh.workers());
+        self.next_gather += 1;
+        let summary = !matches!(purpose, Purpose::Ping(..));
+        self.gathers.insert(token, Gathering { remaining: workers, purpose, parts: OwnedRooms::default() });
+        let me = self.mesh.me();
         for worker in 0..workers {
-            self.send(out, worker, RoomMsg::Gather { http });
+            self.send(out, worker, RoomMsg::Gather { token, reply_to: me, summary });
         }
     }
 
-    fn gathered(&mut self, out: &mut Outbox, http: ConnId, part: OwnedRooms) {
-        let Some(gathering) = self.gathers.get_mut(&http) else { return };
-        gathering.parts.rooms.extend(part.rooms);
-        gathering.parts.history_messages += part.history_messages;
-        gathering.parts.history_bytes += part.history_bytes;
-        gathering.parts.relay_rooms += part.relay_rooms;
+    fn gathered(&mut self, out: &mut Outbox, token: u64, part: Option<OwnedRooms>) {
+        let Some(gathering) = self.gathers.get_mut(&token) else { return };
+        if let Some(part) = part {
+            gathering.parts.rooms.extend(part.rooms);
+            gathering.parts.history_messages += part.history_messages;
+            gathering.parts.history_bytes += part.history_bytes;
+            gathering.parts.relay_rooms += part.relay_rooms;
+        }
         gathering.remaining -= 1;
         if gathering.remaining > 0 {
             return;
         }
-        let Some(gathering) = self.gathers.remove(&http) else { return };
-        let response = match gathering.metrics {
-            Some(mut text) => {
+        let Some(gathering) = self.gathers.remove(&token) else { return };
+        match gathering.purpose {
+            Purpose::Metrics(http, mut text) => {
                 api::render_room_metrics(&gathering.parts, &mut text);
-                HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &text) }
+                let response =
+                    HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &text) };
+                out.respond(http, response);
             }
-            None => api::list_rooms(gathering.parts),
-        };
-        out.respond(http, response);
+            Purpose::ListRooms(http) => out.respond(http, api::list_rooms(gathering.parts)),
+            Purpose::Ping(conn, id) => self.answer(out, conn, id.as_deref(), Ok("{}".to_owned())),
+        }
     }
 
     // ---- messages between workers ----
@@ -619,9 +640,9 @@ impl Rooms {
                 let mask = self.relay.workers_with_members(&room);
                 self.send_each(out, mask, || RoomMsg::RelayDeliver { room: room.clone(), kind, data: data.clone() });
             }
-            RoomMsg::Gather { http } => {
-                let part = self.owned_summary();
-                self.send(out, http.worker(), RoomMsg::Gathered { http, part });
+            RoomMsg::Gather { token, reply_to, summary } => {
+                let part = summary.then(|| self.owned_summary());
+                self.send(out, reply_to, RoomMsg::Gathered { token, part });
             }
 
             // To a member's worker.
@@ -666,7 +687,7 @@ impl Rooms {
                 out.close(conn, CloseCode::TRY_AGAIN_LATER, "relay room full");
             }
             RoomMsg::HttpReply { http, response } => out.respond(http, response),
-            RoomMsg::Gathered { http, part } => self.gathered(out, http, part),
+            RoomMsg::Gathered { token, part } => self.gathered(out, token, part),
         }
     }
 }

@@ -76,9 +76,12 @@ pub enum RoomMsg {
         kind: MessageKind,
         data: Bytes,
     },
-    /// Every worker reports the rooms it owns (`/api/rooms`, `/metrics`).
+    /// To every worker: answer `reply_to` (with a summary of the rooms it owns, for
+    /// `/api/rooms` and `/metrics`, or just an acknowledgement, for `ping`).
     Gather {
-        http: ConnId,
+        token: u64,
+        reply_to: usize,
+        summary: bool,
     },
 
     // ---- to the worker of a member ----
@@ -125,8 +128,8 @@ pub enum RoomMsg {
     },
     /// One worker's part of a `Gather`.
     Gathered {
-        http: ConnId,
-        part: OwnedRooms,
+        token: u64,
+        part: Option<OwnedRooms>,
     },
 }
 
