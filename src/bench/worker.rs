@@ -636,8 +636,11 @@ impl Traffic {
             self.stats.error(&format!("message of {} bytes, expected {}", payload.len(), self.plan.size));
         }
         if self.measuring(now) {
-            // Stamps hold 48 bits of nanoseconds.
-            let latency = self.plan.nanos(now).wrapping_sub(sent_nanos) & ((1 << 48) - 1);
+            // Stamps hold 48 bits of nanoseconds. With several client threads a message
+            // may be stamped by another thread after this thread took `now` (a negative
+            // latency of a few microseconds, at most a loop turn): count it as 0.
+            let elapsed = self.plan.nanos(now).wrapping_sub(sent_nanos) & ((1 << 48) - 1);
+            let latency = if elapsed >= 1 << 47 { 0 } else { elapsed };
             self.stats.received += 1;
             self.stats.received_bytes += payload.len() as u64;
             self.stats.latency.saturating_record(latency);

@@ -833,6 +833,10 @@ impl Handler for Rooms {
     fn end_turn(&mut self) {
         self.mesh.flush();
     }
+
+    fn accepting_input(&self) -> bool {
+        !self.mesh.congested()
+    }
 }
 
 fn base36(mut n: u64) -> String {

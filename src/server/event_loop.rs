@@ -64,6 +64,10 @@ pub struct Server<H: Handler> {
     resume_http: Vec<usize>,
     /// Connections that had more input than one turn's budget: read again next turn.
     more_input: Vec<usize>,
+    /// The handler cannot take input this turn (`Handler::accepting_input`): open
+    /// connections are not read, and wait in `held` (each once, marked `read_paused`).
+    hold_input: bool,
+    held: Vec<usize>,
 
     accept_paused_until: Option<Instant>,
     shared: Arc<Shared>,
@@ -122,6 +126,8 @@ impl<H: Handler> Server<H> {
             dirty: Vec::new(),
             resume_http: Vec::new(),
             more_input: Vec::new(),
+            hold_input: false,
+            held: Vec::new(),
             accept_paused_until: None,
             shared,
             signals,
@@ -154,6 +160,18 @@ impl<H: Handler> Server<H> {
             }
             let now = Instant::now();
             self.outbox.set_now(now);
+            self.hold_input = !self.handler.accepting_input();
+            if !self.hold_input && !self.held.is_empty() {
+                // A connection may have been held twice (paused, resumed by a flush, held).
+                self.held.sort_unstable();
+                self.held.dedup();
+                for index in std::mem::take(&mut self.held) {
+                    if let Some(conn) = self.conns.get_mut(index) {
+                        conn.read_paused = false;
+                        self.more_input.push(index);
+                    }
+                }
+            }
             // Last turn's unfinished reads first (edge-triggered: no new event comes for them).
             for index in std::mem::take(&mut self.more_input) {
                 self.read_conn(index, now);
@@ -222,6 +240,10 @@ impl<H: Handler> Server<H> {
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
         if !self.more_input.is_empty() {
             return Some(Duration::ZERO); // input is waiting: just collect new events
+        }
+        if !self.held.is_empty() {
+            // Held input resumes once the other workers catch up: look again soon.
+            return Some(Duration::from_millis(1));
         }
         let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
         for t in [self.accept_paused_until, self.shutdown_deadline, Some(self.next_tick)].into_iter().flatten() {
@@ -292,6 +314,13 @@ impl<H: Handler> Server<H> {
         let answers_input = matches!(conn.phase, Phase::Handshake | Phase::Open | Phase::CloseSent);
         if answers_input && conn.queued_bytes() > self.config.write_high_water {
             conn.read_paused = true;
+            return;
+        }
+        if self.hold_input && conn.phase == Phase::Open {
+            if !conn.read_paused {
+                conn.read_paused = true;
+                self.held.push(index);
+            }
             return;
         }
         let status = match conn.phase {

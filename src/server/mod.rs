@@ -28,7 +28,7 @@ use crate::proto::{self, CloseCode, MessageKind};
 pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
-pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS};
+pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS, MESH_HIGH_WATER};
 
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
 #[derive(Debug, Clone)]
@@ -278,4 +278,10 @@ pub trait Handler {
     /// The end of a loop turn: the handler sends what it posted to other workers
     /// (`Mesh::flush`), so each gets one batch per turn.
     fn end_turn(&mut self) {}
+
+    /// False while the handler cannot take more input (another worker is far behind, see
+    /// `Mesh::congested`): the loop stops reading WebSocket connections until it can.
+    fn accepting_input(&self) -> bool {
+        true
+    }
 }

@@ -29,6 +29,11 @@ use super::{Config, Handler, Metrics};
 /// The most workers one server runs (handlers may keep a set of workers in a `u64`).
 pub const MAX_WORKERS: usize = 64;
 
+/// Messages in flight to one worker beyond which the workers sending to it stop reading
+/// their sockets until it catches up (`Mesh::congested`): memory stays bounded when one
+/// worker falls behind, and the clients feel it as TCP backpressure, not as loss.
+pub const MESH_HIGH_WATER: usize = 4096;
+
 /// State every worker of one server sees.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -127,6 +132,8 @@ struct Link<M> {
     waker: Option<Arc<Waker>>,
     /// A wake-up is on its way and the receiver has not drained since: no need for another.
     pending: AtomicBool,
+    /// Messages sent to this worker and not yet taken by it.
+    queued: AtomicUsize,
 }
 
 impl<M: Send> Mesh<M> {
@@ -141,7 +148,7 @@ impl<M: Send> Mesh<M> {
         let links: Arc<[Link<M>]> = txs
             .into_iter()
             .zip(wakers)
-            .map(|(tx, waker)| Link { tx, waker, pending: AtomicBool::new(false) })
+            .map(|(tx, waker)| Link { tx, waker, pending: AtomicBool::new(false), queued: AtomicUsize::new(0) })
             .collect();
         rxs.into_iter()
             .enumerate()
@@ -179,9 +186,11 @@ impl<M: Send> Mesh<M> {
                 continue;
             }
             let Some(link) = self.links.get(to) else { continue };
+            let count = queue.len();
             if link.tx.send(std::mem::take(queue)).is_err() {
                 continue; // that worker has exited (shutdown): nobody left to tell
             }
+            link.queued.fetch_add(count, Ordering::Relaxed);
             // SeqCst pairs with `receive`: either the receiver's reset comes after this
             // swap (and its drain sees the batch), or the swap sees the reset and wakes it.
             if !link.pending.swap(true, Ordering::SeqCst) {
@@ -196,10 +205,24 @@ impl<M: Send> Mesh<M> {
 
     /// Takes every batch sent to this worker so far, oldest first.
     pub fn receive(&mut self) -> impl Iterator<Item = Vec<M>> + '_ {
-        if let Some(link) = self.links.get(self.me) {
+        let link = self.links.get(self.me);
+        if let Some(link) = link {
             link.pending.store(false, Ordering::SeqCst);
         }
-        self.inbox.try_iter()
+        self.inbox.try_iter().inspect(move |batch| {
+            if let Some(link) = link {
+                link.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Whether some other worker has more than `MESH_HIGH_WATER` messages waiting: then
+    /// this one should stop taking new input (`Handler::accepting_input`).
+    pub fn congested(&self) -> bool {
+        self.links
+            .iter()
+            .enumerate()
+            .any(|(i, link)| i != self.me && link.queued.load(Ordering::Relaxed) > MESH_HIGH_WATER)
     }
 }
 
@@ -297,5 +320,20 @@ mod tests {
         assert_eq!(got, [0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]);
         assert!(!b.links[1].pending.load(Ordering::SeqCst));
         assert_eq!(b.receive().count(), 0);
+    }
+
+    #[test]
+    fn a_worker_far_behind_congests_its_senders() {
+        let mut meshes: Vec<Mesh<usize>> = Mesh::build(vec![None, None]);
+        let mut b = meshes.pop().unwrap();
+        let mut a = meshes.pop().unwrap();
+        for i in 0..=MESH_HIGH_WATER {
+            a.post(1, i);
+        }
+        a.flush();
+        assert!(a.congested(), "b has {} messages waiting", MESH_HIGH_WATER + 1);
+        assert!(!b.congested(), "a has nothing waiting");
+        assert_eq!(b.receive().flatten().count(), MESH_HIGH_WATER + 1);
+        assert!(!a.congested());
     }
 }
