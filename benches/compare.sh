@@ -6,14 +6,15 @@
 #   SCENARIOS="echo-32B-d1 idle" SERVERS="wsedge fastwebsockets" bash benches/compare.sh
 #
 # Builds wsedge (release) and the peers (benches/peers/build.sh), then for each scenario and
-# each server: starts the server on a free loopback port (peers with --workers 1, wsedge
-# single-worker), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
+# each server: starts the server on a free loopback port (peers and `wsedge` with --workers 1;
+# `wsedge-mt` is wsedge with its default workers, one per core), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
 # --json` under a timeout, stops the server, and keeps the JSON under
 # target/compare/<timestamp>/. At the end it prints one table per scenario: throughput
 # (messages/s for echo, deliveries/s for broadcast and fan-out), p99 latency, the server's CPU
 # seconds per million messages (deliveries for broadcast/fan-out), RSS growth per connection
 # for idle, and the ratios wsedge/peer (throughput) and peer/wsedge (CPU per message, memory):
-# a ratio above 1 means wsedge is better. A run that fails is shown as "failed" and the script
+# a ratio above 1 means wsedge is better. The wsedge-mt row's ratios compare it with wsedge on
+# one worker instead (above 1: the default workers do better than one). A run that fails is shown as "failed" and the script
 # goes on. Exit status: 0 all runs succeeded; 1 a wsedge run failed, a build failed or the
 # table could not be made; 3 only peer runs failed (CI warns about those, it does not fail).
 #
@@ -53,7 +54,7 @@ fi
 # (600,000 deliveries/s), is above what the best peer sustained in the closed-loop run.
 FANOUT_RATE=${FANOUT_RATE:-$((600000 / FANOUT_SUBS))}
 ALL_SCENARIOS="echo-32B-d1 echo-32B-d16 echo-16KiB broadcast-100 broadcast-1000 fanout-10k fanout-10k-rate idle"
-ALL_SERVERS="wsedge tokio-tungstenite fastwebsockets node-ws"
+ALL_SERVERS="wsedge wsedge-mt tokio-tungstenite fastwebsockets node-ws"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SERVERS=${SERVERS:-$ALL_SERVERS}
 
@@ -93,15 +94,17 @@ start_server() {
     local server=$1 kind=$2 log=$3
     local -a cmd
     case $server/$kind in
-        wsedge/echo) cmd=("$WSEDGE" echo) ;;
-        wsedge/broadcast) cmd=("$WSEDGE" relay) ;;
+        wsedge/echo) cmd=("$WSEDGE" echo --workers 1) ;;
+        wsedge/broadcast) cmd=("$WSEDGE" relay --workers 1) ;;
+        wsedge-mt/echo) cmd=("$WSEDGE" echo) ;;
+        wsedge-mt/broadcast) cmd=("$WSEDGE" relay) ;;
         tokio-tungstenite/*) cmd=("$PEERS/tokio-tungstenite-$kind" --workers 1) ;;
         fastwebsockets/*) cmd=("$PEERS/fastwebsockets-$kind" --workers 1) ;;
         node-ws/*) cmd=(node "$NODE/$kind.js" --workers 1) ;;
         *) echo "unknown server $server" >&2; return 1 ;;
     esac
-    if [ "$server" = wsedge ]; then
-        # Single worker (as today); room for 10,000+ connections; quick shutdown.
+    if [[ $server == wsedge* ]]; then
+        # Room for 10,000+ connections; quick shutdown.
         cmd+=(--max-connections 20000 --shutdown-timeout 1)
         RUST_LOG=info "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
     else
@@ -155,7 +158,7 @@ for sc in $SCENARIOS; do
         rm -f "$base.json"
         if ! start_server "$server" "$kind" "$base.server.log"; then
             echo "server did not start" >"$base.failed"
-            if [ "$server" = wsedge ]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
+            if [[ $server == wsedge* ]]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
             continue
         fi
         mapfile -t args < <(bench_args "$sc" "$ADDR" | tail -n +2)
@@ -175,7 +178,7 @@ for sc in $SCENARIOS; do
         fi
         stop_server
         if [ -e "$base.failed" ]; then
-            if [ "$server" = wsedge ]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
+            if [[ $server == wsedge* ]]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
             echo "   failed: $(cat "$base.failed")" >&2
         fi
     done
@@ -203,8 +206,8 @@ def fmt(v, spec):
 def ratio(num, den):
     return f"{num / den:.2f}x" if num and den else "-"
 
-print(f"wsedge vs peers ({'--quick' if quick else 'full'}; wsedge single worker, peers --workers 1; "
-      f"ratios > 1: wsedge better)")
+print(f"wsedge vs peers ({'--quick' if quick else 'full'}; wsedge and peers --workers 1, wsedge-mt one worker "
+      f"per core; ratios > 1: wsedge better; wsedge-mt's ratios are against wsedge on one worker)")
 for sc in scenarios:
     idle = sc == "idle"
     fan = sc.startswith(("broadcast", "fanout"))
@@ -247,7 +250,10 @@ for sc in scenarios:
         for srv, m, err in rows:
             if m is None:
                 print(f"  {srv:<18} {'failed':>11} {'-':>10}  {err}"); continue
-            rr = ratio(m["rss"], base["rss"]) if base and srv != "wsedge" else ""
+            if srv == "wsedge-mt":
+                rr = ratio(base["rss"], m["rss"]) if base else ""
+            else:
+                rr = ratio(m["rss"], base["rss"]) if base and srv != "wsedge" else ""
             print(f"  {srv:<18} {fmt(m['rss'], ',.0f'):>11} {rr:>10}  {', '.join(m['note'])}")
         continue
     if sc.startswith("fanout"):
@@ -263,7 +269,9 @@ for sc in scenarios:
     for srv, m, err in rows:
         if m is None:
             print(f"  {srv:<18} {'failed':>13} {'-':>8} {'-':>13} {'-':>10} {'-':>10}  {err}"); continue
-        if base and srv != "wsedge":
+        if base and srv == "wsedge-mt":
+            tr, cr = ratio(m["rate"], base["rate"]), ratio(base["cpu"], m["cpu"])
+        elif base and srv != "wsedge":
             tr, cr = ratio(base["rate"], m["rate"]), ratio(m["cpu"], base["cpu"])
         else:
             tr = cr = ""
