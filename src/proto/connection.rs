@@ -2,8 +2,10 @@
 //!
 //! No IO, no clock: [`Connection::decode`] takes bytes from the front of the caller's read
 //! buffer and returns at most one [`Event`]; frames to send (automatic pongs, close replies,
-//! messages given to [`Connection::send_message`]) queue up as `Bytes` and are taken with
-//! [`Connection::poll_transmit`]. Timeouts are the caller's business.
+//! messages given to [`Connection::send_message`]) queue up as [`Transmit`] chunks (a header
+//! held inline, a payload as `Bytes`) and are taken with [`Connection::poll_transmit`].
+//! Timeouts are the caller's business. Sending a message allocates nothing on the server
+//! side: the payload is not copied and the header needs no buffer of its own.
 //!
 //! Zero-copy: a payload is unmasked in place in the read buffer and handed out as a `Bytes`
 //! split off that buffer; only fragmented messages are copied (into one reassembly buffer).
@@ -21,7 +23,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::close::{CloseCode, CloseFrame, ClosePayloadError};
 use super::deflate::{Compressor, CompressorPool, Decompressor, DeflateParams, InflateError};
-use super::frame::{FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::frame::{EncodedHeader, FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
 
@@ -209,7 +211,7 @@ pub struct Connection {
     frame: Option<FrameInProgress>,
     message: Option<MessageInProgress>,
     utf8: Utf8Validator,
-    transmit: VecDeque<Bytes>,
+    transmit: VecDeque<Transmit>,
     deflate: Option<Box<DeflateState>>,
     /// xorshift64* state for client masking keys; seeded by the caller (§10.3 wants keys the
     /// server and intermediaries cannot predict, so seed it from the OS).
@@ -597,12 +599,13 @@ impl Connection {
     }
 
     /// The next queued outgoing chunk (a frame header or payload), in wire order.
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmit.pop_front()
     }
 
-    /// Queues one frame: header and payload as separate `Bytes` so the payload is never
-    /// copied on the server side (vectored writes send both). Clients mask into a copy.
+    /// Queues one frame: the header inline and the payload as its own `Bytes`, so the
+    /// server side neither copies the payload nor allocates for the header (vectored
+    /// writes send both). Clients mask into a copy.
     fn queue_frame(&mut self, opcode: OpCode, payload: Bytes) {
         self.queue_frame_rsv(opcode, 0, payload)
     }
@@ -613,21 +616,21 @@ impl Connection {
             Role::Client => Some(self.next_mask_key()),
         };
         let header = FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
-        let mut buf = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut buf);
         match mask {
             None => {
-                self.transmit.push_back(Bytes::copy_from_slice(&buf[..n]));
+                self.transmit.push_back(Transmit::Header(EncodedHeader::new(&header)));
                 if !payload.is_empty() {
-                    self.transmit.push_back(payload);
+                    self.transmit.push_back(Transmit::Bytes(payload));
                 }
             }
             Some(key) => {
+                let mut buf = [0u8; MAX_HEADER_LEN];
+                let n = header.encode(&mut buf);
                 let mut frame = BytesMut::with_capacity(n + payload.len());
                 frame.extend_from_slice(&buf[..n]);
                 frame.extend_from_slice(&payload);
                 apply_mask(&mut frame[n..], key, 0);
-                self.transmit.push_back(frame.freeze());
+                self.transmit.push_back(Transmit::Bytes(frame.freeze()));
             }
         }
     }
@@ -642,6 +645,53 @@ impl Connection {
         let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
         let b = out.to_le_bytes();
         [b[4], b[5], b[6], b[7]]
+    }
+}
+
+/// One piece of outgoing wire data, in order: what [`Connection::poll_transmit`] hands out
+/// and a server's write queue holds. Reads as the bytes still to send; `Buf::advance`
+/// drops the ones a partial write took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A frame header, inline: one per frame, so it must not cost an allocation.
+    Header(EncodedHeader),
+    /// A payload, or a whole frame encoded once and shared (a broadcast): never copied.
+    Bytes(Bytes),
+}
+
+impl From<Bytes> for Transmit {
+    fn from(bytes: Bytes) -> Self {
+        Transmit::Bytes(bytes)
+    }
+}
+
+impl std::ops::Deref for Transmit {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Transmit::Header(header) => header,
+            Transmit::Bytes(bytes) => bytes,
+        }
+    }
+}
+
+impl Buf for Transmit {
+    fn remaining(&self) -> usize {
+        self.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Transmit::Header(header) => header.advance(n),
+            // `Bytes::advance` panics past the end; a caller advancing further than what
+            // remains gets an empty chunk, as with the header.
+            Transmit::Bytes(bytes) => bytes.advance(n.min(bytes.len())),
+        }
     }
 }
 

@@ -171,6 +171,45 @@ impl FrameHeader {
     }
 }
 
+/// An encoded header held by value (2 to 14 bytes): a frame's header without an allocation
+/// of its own. Every message a server sends needs one, so a header in a `Bytes` would be
+/// an allocation per message; this one lives inline in the queue that sends it. Reads as
+/// the bytes not yet sent ([`EncodedHeader::advance`] drops sent bytes from the front).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EncodedHeader {
+    bytes: [u8; MAX_HEADER_LEN],
+    start: u8,
+    end: u8,
+}
+
+impl EncodedHeader {
+    pub fn new(header: &FrameHeader) -> Self {
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let end = header.encode(&mut bytes);
+        // At most MAX_HEADER_LEN (14): fits a u8.
+        EncodedHeader { bytes, start: 0, end: end as u8 }
+    }
+
+    /// Drops `n` bytes (at most all of them) from the front: they were sent.
+    pub fn advance(&mut self, n: usize) {
+        self.start = self.end.min(self.start.saturating_add(u8::try_from(n).unwrap_or(u8::MAX)));
+    }
+}
+
+impl std::ops::Deref for EncodedHeader {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes.get(usize::from(self.start)..usize::from(self.end)).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for EncodedHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EncodedHeader").field(&&**self).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +304,19 @@ mod tests {
             let n = header.encode(&mut out);
             prop_assert_eq!(n, header.encoded_len());
             prop_assert_eq!(FrameHeader::parse(&out[..n]), Ok(Some((header, n))));
+            prop_assert_eq!(&*EncodedHeader::new(&header), &out[..n]);
         }
+    }
+
+    #[test]
+    fn an_encoded_header_advances_over_sent_bytes() {
+        // RFC 6455 §5.2: 256 bytes take the 16-bit length form, 0x81 0x7E 0x01 0x00.
+        let header = FrameHeader { fin: true, rsv: 0, opcode: OpCode::Text, mask: None, payload_len: 256 };
+        let mut inline = EncodedHeader::new(&header);
+        assert_eq!(&*inline, &[0x81, 0x7E, 0x01, 0x00]);
+        inline.advance(1);
+        assert_eq!(&*inline, &[0x7E, 0x01, 0x00]);
+        inline.advance(10);
+        assert!(inline.is_empty());
     }
 }

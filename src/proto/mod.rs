@@ -13,5 +13,5 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role};
-pub use frame::{FrameHeader, OpCode};
+pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role, Transmit};
+pub use frame::{EncodedHeader, FrameHeader, OpCode};

@@ -1,5 +1,6 @@
-//! One accepted socket: its read buffer, its queue of outgoing `Bytes`, its codec and the
-//! phase of its life. Reading and writing here never block: they stop at `WouldBlock`.
+//! One accepted socket: its read buffer, its queue of outgoing chunks ([`Transmit`]: shared
+//! `Bytes`, or a frame header held inline), its codec and the phase of its life. Reading and
+//! writing here never block: they stop at `WouldBlock`.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -9,7 +10,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
-use crate::proto::Connection;
+use crate::proto::{Connection, Transmit};
 
 /// Bytes asked of the socket per `read` call (the size of the loop's scratch buffer).
 pub const READ_CHUNK: usize = 32 * 1024;
@@ -52,7 +53,7 @@ pub struct Conn {
     /// When the current phase times out, if it does.
     pub deadline: Option<Instant>,
     pub read_buf: BytesMut,
-    write_queue: VecDeque<Bytes>,
+    write_queue: VecDeque<Transmit>,
     queued_bytes: usize,
     /// The codec, from the 101 response on.
     pub codec: Option<Connection>,
@@ -125,16 +126,20 @@ impl Conn {
     }
 
     pub fn queue(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
-            self.queued_bytes += bytes.len();
-            self.write_queue.push_back(bytes);
+        self.queue_transmit(Transmit::Bytes(bytes));
+    }
+
+    fn queue_transmit(&mut self, chunk: Transmit) {
+        if !chunk.is_empty() {
+            self.queued_bytes += chunk.len();
+            self.write_queue.push_back(chunk);
         }
     }
 
     /// Moves the codec's pending frames into the write queue.
     pub fn queue_codec_output(&mut self) {
-        while let Some(bytes) = self.codec.as_mut().and_then(Connection::poll_transmit) {
-            self.queue(bytes);
+        while let Some(chunk) = self.codec.as_mut().and_then(Connection::poll_transmit) {
+            self.queue_transmit(chunk);
         }
     }
 
@@ -154,8 +159,8 @@ impl Conn {
         while !self.write_queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (slot, bytes) in slices.iter_mut().zip(self.write_queue.iter()) {
-                *slot = IoSlice::new(bytes);
+            for (slot, chunk) in slices.iter_mut().zip(self.write_queue.iter()) {
+                *slot = IoSlice::new(chunk);
                 count += 1;
             }
             let written = match self.socket.write_vectored(&slices[..count]) {
@@ -208,5 +213,9 @@ mod tests {
         println!("Conn: {conn} bytes, of which codec Connection: {codec} bytes");
         assert!(codec <= 160, "proto::Connection is {codec} bytes");
         assert!(conn <= 320, "server Conn is {conn} bytes");
+        // A queued chunk is no bigger than the `Bytes` it may hold: a header kept inline
+        // costs queue space the size of a pointer to it.
+        let chunk = std::mem::size_of::<Transmit>();
+        assert!(chunk <= std::mem::size_of::<Bytes>(), "Transmit is {chunk} bytes");
     }
 }
