@@ -10,10 +10,9 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
+use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
 
-/// Bytes asked of the socket per `read` call (the size of the loop's scratch buffer).
-pub const READ_CHUNK: usize = 32 * 1024;
 /// Buffers handed to one `writev` call.
 const MAX_IOVECS: usize = 64;
 
@@ -52,6 +51,8 @@ pub struct Conn {
     pub phase: Phase,
     /// When the current phase times out, if it does.
     pub deadline: Option<Instant>,
+    /// Bytes read and not yet decoded. Between reads it is empty and holds no memory,
+    /// unless the start of a frame is waiting for the rest.
     pub read_buf: BytesMut,
     write_queue: VecDeque<Transmit>,
     queued_bytes: usize,
@@ -72,6 +73,9 @@ pub struct Conn {
     /// A plain HTTP request is with the handler, which answers later (`Outbox::respond`);
     /// the value is whether the connection stays open after the response.
     pub awaiting_response: Option<bool>,
+    /// `read_buf` came from the worker's pool (and goes back to it); else it is the
+    /// connection's own (a small remainder, or grown past a pooled buffer) and is freed.
+    read_buf_pooled: bool,
 }
 
 impl Conn {
@@ -92,6 +96,7 @@ impl Conn {
             dirty: false,
             read_paused: false,
             awaiting_response: None,
+            read_buf_pooled: false,
         }
     }
 
@@ -99,21 +104,23 @@ impl Conn {
     /// worth at most over it), so input is decoded in bounded batches. Returns the status
     /// and the bytes read.
     ///
-    /// The socket is read into the loop's `scratch` buffer and only the bytes that arrived
-    /// are appended to the connection's buffer: a connection holding a few bytes of a
-    /// partial frame holds a few bytes, not a 32 KiB chunk.
-    pub fn read_some(&mut self, budget: usize, scratch: &mut [u8]) -> (IoStatus, usize) {
+    /// The socket is read into the worker's scratch chunk, and only when bytes arrived does
+    /// the connection take a buffer from the pool for them (see [`Conn::release_read_buf`]
+    /// for giving it back).
+    pub fn read_some(&mut self, budget: usize, pool: &mut ReadPool) -> (IoStatus, usize) {
         let start_len = self.read_buf.len();
         let limit = start_len.saturating_add(budget);
         let status = loop {
             if self.read_buf.len() >= limit {
                 break IoStatus::More;
             }
-            match self.socket.read(scratch) {
+            let chunk = pool.scratch().len();
+            match self.socket.read(pool.scratch()) {
                 Ok(0) => break IoStatus::Eof,
                 Ok(n) => {
-                    self.read_buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
-                    if n < scratch.len() {
+                    self.make_room(n, pool);
+                    self.read_buf.extend_from_slice(pool.scratch().get(..n).unwrap_or_default());
+                    if n < chunk {
                         break IoStatus::Ok; // drained for now
                     }
                 }
@@ -123,6 +130,50 @@ impl Conn {
             }
         };
         (status, self.read_buf.len().saturating_sub(start_len))
+    }
+
+    /// Makes room for `n` more bytes in the read buffer without disturbing payloads split
+    /// off it earlier: in place if it can (`try_reclaim`), else in a pooled buffer (the
+    /// undecoded bytes move along), else, past a pooled buffer's size, in the connection's
+    /// own buffer, which grows.
+    fn make_room(&mut self, n: usize, pool: &mut ReadPool) {
+        if self.read_buf.try_reclaim(n) {
+            return;
+        }
+        let held = self.read_buf.len();
+        let need = held.saturating_add(n);
+        if need <= BUFFER_CAPACITY {
+            let mut buf = pool.take(need);
+            buf.extend_from_slice(&self.read_buf);
+            self.replace_read_buf(buf, true, pool);
+        } else if self.read_buf_pooled {
+            let mut buf = BytesMut::with_capacity(need.max(2 * BUFFER_CAPACITY));
+            buf.extend_from_slice(&self.read_buf);
+            self.replace_read_buf(buf, false, pool);
+        } else {
+            self.read_buf.reserve(n);
+        }
+    }
+
+    fn replace_read_buf(&mut self, buf: BytesMut, pooled: bool, pool: &mut ReadPool) {
+        let old = std::mem::replace(&mut self.read_buf, buf);
+        if std::mem::replace(&mut self.read_buf_pooled, pooled) {
+            pool.put(old);
+        }
+    }
+
+    /// After decoding: gives the read buffer back to the pool when everything in it was
+    /// decoded, so an idle connection holds none. A small remainder (the start of a frame
+    /// still arriving) moves to a buffer of its own size first, out of a pooled buffer or
+    /// a big one it grew.
+    pub fn release_read_buf(&mut self, pool: &mut ReadPool) {
+        let held = self.read_buf.len();
+        if held == 0 {
+            self.replace_read_buf(BytesMut::new(), false, pool);
+        } else if held <= SMALL_REMAINDER && (self.read_buf_pooled || self.read_buf.capacity() > held) {
+            let own = BytesMut::from(&self.read_buf[..]);
+            self.replace_read_buf(own, false, pool);
+        }
     }
 
     pub fn queue(&mut self, bytes: Bytes) {
@@ -217,5 +268,70 @@ mod tests {
         // costs queue space the size of a pointer to it.
         let chunk = std::mem::size_of::<Transmit>();
         assert!(chunk <= std::mem::size_of::<Bytes>(), "Transmit is {chunk} bytes");
+    }
+
+    /// A connected pair: our side as a `Conn`, the peer as a blocking std stream.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (Conn::new(TcpStream::from_std(ours), 0, Instant::now()), peer)
+    }
+
+    /// Reads until `len` bytes are buffered (the peer's bytes may take a moment).
+    fn read_until(conn: &mut Conn, pool: &mut ReadPool, len: usize) {
+        for _ in 0..1000 {
+            if conn.read_buf.len() >= len {
+                return;
+            }
+            let _ = conn.read_some(usize::MAX, pool);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("only {} of {len} bytes arrived", conn.read_buf.len());
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_read_buffer() {
+        let (mut conn, mut peer) = pair();
+        let mut pool = ReadPool::new();
+        peer.write_all(&[1u8; 100]).unwrap();
+        read_until(&mut conn, &mut pool, 100);
+        assert!(conn.read_buf.capacity() >= 100);
+        // A payload split off (as the codec does) outlives the buffer's return to the pool.
+        let payload = conn.read_buf.split_to(60).freeze();
+        // 40 bytes left, the start of a frame: kept in a buffer of their own size.
+        conn.release_read_buf(&mut pool);
+        assert_eq!(conn.read_buf.capacity(), 40);
+        assert_eq!(pool.pooled(), 1);
+        // The rest arrives; decoded, everything goes and the connection holds nothing.
+        peer.write_all(&[2u8; 10]).unwrap();
+        read_until(&mut conn, &mut pool, 50);
+        assert_eq!(&conn.read_buf[..], [[1u8; 40].as_slice(), &[2u8; 10]].concat());
+        let _ = conn.read_buf.split();
+        conn.release_read_buf(&mut pool);
+        assert_eq!(conn.read_buf.capacity(), 0);
+        assert_eq!(pool.pooled(), 1);
+        assert_eq!(&payload[..], [1u8; 60]);
+    }
+
+    #[test]
+    fn input_beyond_a_pooled_buffer_grows_a_buffer_of_its_own() {
+        let (mut conn, mut peer) = pair();
+        let mut pool = ReadPool::new();
+        let big = vec![3u8; 3 * BUFFER_CAPACITY];
+        let writer = std::thread::spawn(move || peer.write_all(&big).map(|()| peer));
+        read_until(&mut conn, &mut pool, 3 * BUFFER_CAPACITY);
+        assert!(conn.read_buf.iter().all(|&b| b == 3));
+        // The start of the next frame stays behind: it keeps its bytes, not the big buffer.
+        let _ = conn.read_buf.split_to(3 * BUFFER_CAPACITY - 10);
+        conn.release_read_buf(&mut pool);
+        assert_eq!((conn.read_buf.len(), conn.read_buf.capacity()), (10, 10));
+        conn.read_buf.clear();
+        conn.release_read_buf(&mut pool);
+        // The grown buffer is freed, not pooled: the pool holds only buffers of its size.
+        assert_eq!(conn.read_buf.capacity(), 0);
+        assert!(pool.pooled() <= 1);
+        drop(writer.join().unwrap());
     }
 }

@@ -21,8 +21,9 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use super::conn::{Conn, IoStatus, Phase, READ_CHUNK};
+use super::conn::{Conn, IoStatus, Phase};
 use super::metrics::{CloseInitiator, Metrics};
+use super::pool::ReadPool;
 use super::workers::{Shared, ShutdownHandle};
 use super::{http, Command, Config, ConnId, Handler, HttpResponse, Outbox};
 use crate::proto::connection::BroadcastFrames;
@@ -53,8 +54,8 @@ pub struct Server<H: Handler> {
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     outbox: Outbox,
     metrics: Metrics,
-    /// Where sockets are read into before the bytes move to a connection's buffer.
-    scratch: Vec<u8>,
+    /// The scratch chunk sockets are read into, and the read buffers connections borrow.
+    read_pool: ReadPool,
     next_tick: Instant,
     /// Compressors shared by every connection without server context takeover.
     compressors: CompressorPool,
@@ -111,7 +112,7 @@ impl<H: Handler> Server<H> {
             compressors: CompressorPool::new(config.deflate.level),
             outbox: Outbox::new(Instant::now()),
             metrics: Metrics::default(),
-            scratch: vec![0; READ_CHUNK],
+            read_pool: ReadPool::new(),
             next_tick: Instant::now() + config.tick_interval,
             poll,
             listener,
@@ -328,13 +329,13 @@ impl<H: Handler> Server<H> {
                 // A request head and its body, plus one byte to notice an oversized one.
                 let most = self.config.max_head_bytes + self.config.max_body_bytes + 1;
                 let budget = most.saturating_sub(conn.read_buf.len()).max(1);
-                let (status, n) = conn.read_some(budget, &mut self.scratch);
+                let (status, n) = conn.read_some(budget, &mut self.read_pool);
                 self.metrics.bytes_in += n as u64;
                 self.process_http(index, now);
                 status
             }
             Phase::Open | Phase::CloseSent => {
-                let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                let (status, n) = conn.read_some(READ_BUDGET, &mut self.read_pool);
                 self.metrics.bytes_in += n as u64;
                 if n > 0 {
                     conn.last_heard = now;
@@ -343,12 +344,15 @@ impl<H: Handler> Server<H> {
                 status
             }
             Phase::Finishing | Phase::Draining => {
-                let (status, n) = conn.read_some(READ_BUDGET, &mut self.scratch);
+                let (status, n) = conn.read_some(READ_BUDGET, &mut self.read_pool);
                 self.metrics.bytes_in += n as u64;
                 conn.discard_input();
                 status
             }
         };
+        if status != IoStatus::More {
+            self.release_read_buf(index);
+        }
         match status {
             // Fairness: one connection's flood waits for the next turn while the rest are
             // served, and what it caused is flushed (and handed to other workers) in
@@ -360,6 +364,14 @@ impl<H: Handler> Server<H> {
                 self.count_abrupt(index);
                 self.remove(index, now);
             }
+        }
+    }
+
+    /// After decoding what arrived: the connection's read buffer goes back to the pool
+    /// (see `Conn::release_read_buf`), so an idle connection holds none.
+    fn release_read_buf(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            conn.release_read_buf(&mut self.read_pool);
         }
     }
 
@@ -480,6 +492,7 @@ impl<H: Handler> Server<H> {
     fn resume_deferred_http(&mut self, now: Instant) {
         while let Some(index) = self.resume_http.pop() {
             self.process_http(index, now);
+            self.release_read_buf(index);
         }
     }
 
@@ -565,13 +578,7 @@ impl<H: Handler> Server<H> {
                 return self.enter_finishing(index, now);
             }
             if needs_input {
-                // An idle connection holds no read buffer: the next read allocates afresh.
-                // (A pool of buffers per worker comes with the performance work.)
-                if let Some(conn) = self.conns.get_mut(index) {
-                    if conn.read_buf.is_empty() {
-                        conn.read_buf = bytes::BytesMut::new();
-                    }
-                }
+                // read_conn gives the drained buffer back to the pool.
                 return;
             }
         }

@@ -13,6 +13,7 @@ mod conn;
 mod event_loop;
 pub mod http;
 pub mod metrics;
+mod pool;
 mod workers;
 
 use std::net::SocketAddr;
