@@ -76,6 +76,9 @@ pub struct Conn {
     /// `read_buf` came from the worker's pool (and goes back to it); else it is the
     /// connection's own (a small remainder, or grown past a pooled buffer) and is freed.
     read_buf_pooled: bool,
+    /// The socket took less than was queued (the peer is not keeping up); cleared once the
+    /// queue is empty.
+    write_blocked: bool,
 }
 
 impl Conn {
@@ -97,6 +100,7 @@ impl Conn {
             read_paused: false,
             awaiting_response: None,
             read_buf_pooled: false,
+            write_blocked: false,
         }
     }
 
@@ -188,8 +192,20 @@ impl Conn {
     }
 
     /// Moves the codec's pending frames into the write queue.
+    ///
+    /// While the socket is full, a payload is queued as a copy, not as the slice of a read
+    /// buffer it arrived in: pooled buffers are shared by many connections' messages, and a
+    /// 40-byte echo waiting behind a peer that does not read would keep a whole 32 KiB
+    /// buffer alive (one per message, up to the high-water mark). A connection that is not
+    /// keeping up holds its own bytes; one that is pays no copy.
     pub fn queue_codec_output(&mut self) {
         while let Some(chunk) = self.codec.as_mut().and_then(Connection::poll_transmit) {
+            let chunk = match chunk {
+                Transmit::Bytes(bytes) if self.write_blocked && bytes.len() <= BUFFER_CAPACITY => {
+                    Transmit::Bytes(Bytes::copy_from_slice(&bytes))
+                }
+                chunk => chunk,
+            };
             self.queue_transmit(chunk);
         }
     }
@@ -217,12 +233,16 @@ impl Conn {
             let written = match self.socket.write_vectored(&slices[..count]) {
                 Ok(0) => return IoStatus::Error,
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IoStatus::Ok,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return IoStatus::Ok;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return IoStatus::Error,
             };
             self.consume_written(written);
         }
+        self.write_blocked = false;
         IoStatus::Ok
     }
 
@@ -313,6 +333,30 @@ mod tests {
         assert_eq!(conn.read_buf.capacity(), 0);
         assert_eq!(pool.pooled(), 1);
         assert_eq!(&payload[..], [1u8; 60]);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_gets_copies_not_slices_of_shared_buffers() {
+        let (mut conn, peer) = pair();
+        conn.codec = Some(Connection::new(crate::proto::Role::Server, crate::proto::Config::default()));
+        let mut read = BytesMut::from(&b"payload one payload two"[..]);
+        let (one, two) = (read.split_to(11).freeze(), read.split_off(1).freeze());
+        let queued_slice = |conn: &mut Conn, payload: &Bytes| {
+            conn.codec.as_mut().unwrap().send_message(crate::proto::MessageKind::Text, payload.clone());
+            conn.queue_codec_output();
+            matches!(conn.write_queue.back(), Some(Transmit::Bytes(b)) if b.as_ptr() == payload.as_ptr())
+        };
+        // Keeping up: the payload is queued as it is (zero-copy).
+        assert!(queued_slice(&mut conn, &one));
+        assert_eq!(conn.flush().0, IoStatus::Ok);
+        // The peer stops reading: fill its socket until the kernel refuses more.
+        while !conn.write_blocked {
+            conn.queue(Bytes::from(vec![0u8; 1 << 20]));
+            assert_eq!(conn.flush().0, IoStatus::Ok);
+        }
+        assert!(!queued_slice(&mut conn, &two), "queued behind a full socket: copied");
+        assert_eq!(conn.write_queue.back().map(|c| c.to_vec()), Some(two.to_vec()));
+        drop(peer);
     }
 
     #[test]
