@@ -68,8 +68,10 @@ pub struct Config {
     /// (backpressure: a client that sends but does not read is not read from either).
     pub write_high_water: usize,
     /// Outbound bytes queued per connection for traffic it did not ask for (fan-out from
-    /// other connections) before it is closed with 1013 "slow consumer". Fast receivers
-    /// never wait for a slow one; the slow one can reconnect and recover from history.
+    /// other connections) before it is closed with 1013 "slow consumer" (a connection whose
+    /// socket is still taking bytes may hold up to twice this through a burst). Fast
+    /// receivers never wait for a slow one; the slow one can reconnect and recover from
+    /// history.
     pub max_outbound_bytes: usize,
     /// Largest plain HTTP request body (-> 413).
     pub max_body_bytes: usize,
