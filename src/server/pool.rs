@@ -9,7 +9,8 @@
 //! `BytesMut::try_reclaim` rewinds it to the start of its allocation only when no `Bytes`
 //! points into it any more (documented behaviour of `bytes` since 1.7). Until then it is
 //! used from where it stands, so one buffer serves the small messages of many connections in
-//! a loop turn, and starts over once their echoes are written.
+//! a loop turn, and starts over once their echoes are written. A buffer too full for the
+//! next read waits in the pool while another serves, and is ready again next turn.
 //!
 //! No IO here: [`Conn::read_some`](super::conn::Conn::read_some) does the reading.
 
@@ -23,10 +24,11 @@ const READ_CHUNK: usize = 32 * 1024;
 /// freed, not pooled, once drained.
 pub const BUFFER_CAPACITY: usize = READ_CHUNK;
 
-/// Buffers kept for reuse. A loop turn mostly cycles one or two (each connection gives its
-/// buffer back before the next one reads); more are in use at once only when many
-/// connections hold the start of a big frame whose rest is still arriving. 32 absorbs such
-/// a burst without freeing and reallocating, and caps the idle pool at 1 MiB per worker.
+/// Buffers kept for reuse. A loop turn cycles a few: each connection gives its buffer back
+/// before the next one reads, and a buffer filled by this turn's messages (their echoes not
+/// yet written) waits for the next turn while another serves. More are in use at once when
+/// many connections hold the start of a big frame whose rest is still arriving. 32 absorbs
+/// such a burst without freeing and reallocating, and caps the idle pool at 1 MiB per worker.
 const POOL_BUFFERS: usize = 32;
 
 /// A connection left with at most this many undecoded bytes (the start of a frame still
@@ -58,24 +60,25 @@ impl ReadPool {
     }
 
     /// An empty buffer with room for `need` bytes (at most [`BUFFER_CAPACITY`]) without
-    /// growing. A pooled buffer that cannot make the room (payloads still point into it and
-    /// its remaining capacity is too small) is let go: its memory is freed when the last of
-    /// those payloads is dropped.
+    /// growing: the most recently given back that can make the room. One that cannot
+    /// (payloads still point into it and its remaining capacity is too small) stays in the
+    /// pool for a later turn.
     pub fn take(&mut self, need: usize) -> BytesMut {
-        while let Some(mut buf) = self.free.pop() {
-            if buf.try_reclaim(need) {
-                return buf;
-            }
+        match self.free.iter_mut().rposition(|buf| buf.try_reclaim(need)) {
+            Some(index) => self.free.remove(index),
+            None => BytesMut::with_capacity(BUFFER_CAPACITY.max(need)),
         }
-        BytesMut::with_capacity(BUFFER_CAPACITY.max(need))
     }
 
-    /// Gives back a buffer taken with [`ReadPool::take`]; its contents are discarded.
+    /// Gives back a buffer taken with [`ReadPool::take`]; its contents are discarded. A full
+    /// pool lets its oldest buffer go (most likely one a long-lived payload still pins; its
+    /// memory is freed with the last such payload).
     pub fn put(&mut self, mut buf: BytesMut) {
         buf.clear();
-        if self.free.len() < POOL_BUFFERS {
-            self.free.push(buf);
+        if self.free.len() >= POOL_BUFFERS {
+            self.free.remove(0);
         }
+        self.free.push(buf);
     }
 
     /// Buffers waiting for reuse.
@@ -123,26 +126,34 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_pinned_by_payloads_is_let_go_when_it_cannot_make_room() {
+    fn a_full_buffer_waits_in_the_pool_until_its_payloads_are_gone() {
         let mut pool = ReadPool::new();
         let mut buf = pool.take(BUFFER_CAPACITY);
         buf.extend_from_slice(&[1u8; BUFFER_CAPACITY]);
         let payload = buf.split().freeze();
+        let start = payload.as_ptr();
         pool.put(buf);
-        assert_eq!(pool.pooled(), 1);
+        // Full and pinned: another buffer serves, the full one stays.
         let other = pool.take(10);
-        assert_ne!(other.as_ptr(), payload.as_ptr());
-        assert_eq!(pool.pooled(), 0, "the pinned buffer left the pool");
+        assert_ne!(other.as_ptr(), start);
+        assert_eq!(pool.pooled(), 1);
         assert!(payload.iter().all(|&b| b == 1));
+        // Once the payload is gone, it starts over.
+        drop(payload);
+        let again = pool.take(10);
+        assert_eq!(again.as_ptr(), start);
+        assert_eq!(pool.pooled(), 0);
     }
 
     #[test]
-    fn the_pool_is_bounded() {
+    fn the_pool_is_bounded_and_lets_its_oldest_go() {
         let mut pool = ReadPool::new();
         let bufs: Vec<_> = (0..POOL_BUFFERS + 10).map(|_| pool.take(1)).collect();
+        let newest = bufs.last().map(|b| b.as_ptr());
         for buf in bufs {
             pool.put(buf);
         }
         assert_eq!(pool.pooled(), POOL_BUFFERS);
+        assert_eq!(pool.take(1).as_ptr(), newest.unwrap());
     }
 }
