@@ -472,7 +472,8 @@ impl Rooms {
 
     /// A request from one of this worker's connections: answered here when it can be,
     /// else sent to the room's owner.
-    fn request(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, request: Request<'_>) {
+    /// `frame` is the text frame the request was parsed from (`data` is sliced from it).
+    fn request(&mut self, out: &mut Outbox, conn: ConnId, frame: &Bytes, id: RequestId<'_>, request: Request<'_>) {
         let owned_id = || id.map(ToOwned::to_owned);
         let Some(client) = self.clients.get_mut(&conn) else { return };
         let msg = match request {
@@ -500,7 +501,8 @@ impl Rooms {
                     return self.answer(out, conn, id, Err(e));
                 }
                 let identity = client.identity.clone();
-                RoomMsg::Publish { conn, identity, room, data: data.to_owned(), echo, ephemeral, id: owned_id() }
+                let data = slice_of(frame, data);
+                RoomMsg::Publish { conn, identity, room, data, echo, ephemeral, id: owned_id() }
             }
             Request::Presence { room } => RoomMsg::Presence { conn, room, id: owned_id() },
             Request::History { room, limit } => RoomMsg::History { conn, room, limit, id: owned_id() },
@@ -593,7 +595,11 @@ impl Rooms {
             RoomMsg::Join(join) => self.owner_join(out, join),
             RoomMsg::Leave { conn, room, id, gone } => self.owner_leave(out, conn, &room, id, gone),
             RoomMsg::Publish { conn, identity, room, data, echo, ephemeral, id } => {
-                let result = self.publish(out, &room, &data, Some((conn, &identity)), echo, ephemeral).map(|offset| {
+                // UTF-8 already (a slice of a validated text frame at a JSON value's bounds).
+                let data = std::str::from_utf8(&data).map_err(|_| RequestError::bad_request("data is not UTF-8"));
+                let result =
+                    data.and_then(|data| self.publish(out, &room, data, Some((conn, &identity)), echo, ephemeral));
+                let result = result.map(|offset| {
                     let body = ObjectWriter::new().str("room", &room);
                     match offset {
                         Some(offset) => body.num("offset", offset),
@@ -692,6 +698,16 @@ impl Rooms {
     }
 }
 
+/// `part` (borrowed from `whole`'s bytes) as a slice of `whole`: a reference count, not a
+/// copy. Copies if `part` is not inside `whole` (never, for the parser's borrowed values).
+fn slice_of(whole: &Bytes, part: &str) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() => whole.slice(start..end),
+        _ => Bytes::copy_from_slice(part.as_bytes()),
+    }
+}
+
 /// The publish rate limit: a token bucket per connection (-> 429).
 fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
     let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
@@ -773,7 +789,7 @@ impl Handler for Rooms {
                 // The codec validated UTF-8; this cannot fail.
                 let text = std::str::from_utf8(&data).unwrap_or_default();
                 match protocol::parse_request(text) {
-                    (id, Ok(request)) => self.request(out, conn, id, request),
+                    (id, Ok(request)) => self.request(out, conn, &data, id, request),
                     (id, Err(e)) => self.answer(out, conn, id, Err(e)),
                 }
             }
@@ -856,6 +872,18 @@ fn base36(mut n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_part_is_sliced_and_anything_else_copied() {
+        let whole = Bytes::from_static(br#"{"data":[1,2]}"#);
+        let text = std::str::from_utf8(&whole).unwrap();
+        let part = slice_of(&whole, &text[8..13]);
+        assert_eq!(&part[..], b"[1,2]");
+        assert_eq!(part.as_ptr(), whole[8..].as_ptr(), "no copy");
+        let elsewhere = String::from("[1,2]");
+        assert_eq!(&slice_of(&whole, &elsewhere)[..], b"[1,2]");
+        assert_eq!(&slice_of(&whole, "")[..], b"");
+    }
 
     #[test]
     fn an_empty_room_lives_until_its_last_message_ages_out() {

@@ -41,7 +41,8 @@ pub enum RoomMsg {
         conn: ConnId,
         identity: Identity,
         room: String,
-        data: String,
+        /// The request's `data` JSON: a slice of the client's frame, not a copy.
+        data: Bytes,
         echo: bool,
         ephemeral: bool,
         id: OwnedId,

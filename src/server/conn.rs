@@ -68,8 +68,11 @@ pub struct Conn {
     pub last_heard: Instant,
     /// In the loop's list of connections to flush this turn.
     pub dirty: bool,
-    /// Reading stopped because the write queue is over the high-water mark.
+    /// Reading stopped because the write queue is over the high-water mark (or input is
+    /// held, below).
     pub read_paused: bool,
+    /// In the loop's list of connections whose input is held (`Handler::accepting_input`).
+    pub held: bool,
     /// A plain HTTP request is with the handler, which answers later (`Outbox::respond`);
     /// the value is whether the connection stays open after the response.
     pub awaiting_response: Option<bool>,
@@ -98,6 +101,7 @@ impl Conn {
             last_heard: deadline,
             dirty: false,
             read_paused: false,
+            held: false,
             awaiting_response: None,
             read_buf_pooled: false,
             write_blocked: false,

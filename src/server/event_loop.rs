@@ -66,7 +66,7 @@ pub struct Server<H: Handler> {
     /// Connections that had more input than one turn's budget: read again next turn.
     more_input: Vec<usize>,
     /// The handler cannot take input this turn (`Handler::accepting_input`): open
-    /// connections are not read, and wait in `held` (each once, marked `read_paused`).
+    /// connections are not read, and wait in `held` (each once: `Conn::held`).
     hold_input: bool,
     held: Vec<usize>,
 
@@ -162,12 +162,10 @@ impl<H: Handler> Server<H> {
             let now = Instant::now();
             self.outbox.set_now(now);
             self.hold_input = !self.handler.accepting_input();
-            if !self.hold_input && !self.held.is_empty() {
-                // A connection may have been held twice (paused, resumed by a flush, held).
-                self.held.sort_unstable();
-                self.held.dedup();
+            if !self.hold_input {
                 for index in std::mem::take(&mut self.held) {
-                    if let Some(conn) = self.conns.get_mut(index) {
+                    if let Some(conn) = self.conns.get_mut(index).filter(|c| c.held) {
+                        conn.held = false;
                         conn.read_paused = false;
                         self.more_input.push(index);
                     }
@@ -318,8 +316,9 @@ impl<H: Handler> Server<H> {
             return;
         }
         if self.hold_input && conn.phase == Phase::Open {
-            if !conn.read_paused {
-                conn.read_paused = true;
+            conn.read_paused = true;
+            if !conn.held {
+                conn.held = true;
                 self.held.push(index);
             }
             return;
