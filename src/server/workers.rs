@@ -276,18 +276,22 @@ impl<H: Handler + Send + 'static> Workers<H> {
     /// Runs every worker (worker 0 on this thread) until shutdown completes everywhere.
     pub fn run(self) -> io::Result<()> {
         let mut servers = self.servers.into_iter();
-        let Some(mut first) = servers.next() else { return Ok(()) };
-        let others: Vec<_> = servers
-            .enumerate()
-            .map(|(i, mut server)| {
-                thread::Builder::new().name(format!("wsedge-worker-{}", i + 1)).spawn(move || server.run())
-            })
-            .collect::<io::Result<_>>()?;
-        let mut result = first.run();
-        if result.is_err() {
-            // One worker failing takes the server down, not half of it.
-            self.shared.raise(&self.shared.abort);
+        let Some(first) = servers.next() else { return Ok(()) };
+        let mut others = Vec::new();
+        for (i, server) in servers.enumerate() {
+            let shared = self.shared.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("wsedge-worker-{}", i + 1))
+                .spawn(move || run_worker(server, &shared));
+            match spawned {
+                Ok(handle) => others.push(handle),
+                Err(e) => {
+                    self.shared.raise(&self.shared.abort);
+                    return Err(e);
+                }
+            }
         }
+        let mut result = run_worker(first, &self.shared);
         for handle in others {
             let outcome = handle.join().unwrap_or_else(|_| Err(io::Error::other("a worker panicked")));
             if result.is_ok() {
@@ -296,6 +300,25 @@ impl<H: Handler + Send + 'static> Workers<H> {
         }
         result
     }
+}
+
+/// Runs one worker; if it fails or panics, every other worker stops too. A server missing
+/// a worker would silently lose what the others send it (requests for the rooms it owns).
+fn run_worker<H: Handler>(mut server: Server<H>, shared: &Arc<Shared>) -> io::Result<()> {
+    struct AbortOnPanic<'a>(&'a Shared);
+    impl Drop for AbortOnPanic<'_> {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                self.0.raise(&self.0.abort);
+            }
+        }
+    }
+    let _guard = AbortOnPanic(shared);
+    let result = server.run();
+    if result.is_err() {
+        shared.raise(&shared.abort);
+    }
+    result
 }
 
 #[cfg(test)]
