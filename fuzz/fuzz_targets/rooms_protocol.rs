@@ -408,6 +408,17 @@ fn check_kept(list: &Value, room: &str) -> Vec<u64> {
     offsets
 }
 
+/// The messages queued for `conn` alone (replies), in order.
+fn replies_to(commands: &[Command], conn: ConnId) -> Vec<&Bytes> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Message(to, _, p) if *to == conn => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Harness {
     fn outbox(&self) -> Outbox {
         Outbox::new(self.now)
@@ -582,13 +593,7 @@ impl Harness {
         self.rooms.on_message(&mut out, conn, MessageKind::Binary, Bytes::copy_from_slice(data));
         let commands = out.take();
         self.check_commands(&commands);
-        let replies: Vec<&Bytes> = commands
-            .iter()
-            .filter_map(|c| match c {
-                Command::Message(to, _, p) if *to == conn => Some(p),
-                _ => None,
-            })
-            .collect();
+        let replies = replies_to(&commands, conn);
         let [reply] = &replies[..] else { panic!("binary message got {} replies", replies.len()) };
         let v = json_of(reply).expect("reply");
         assert_eq!(v["id"], Value::Null);
@@ -608,13 +613,7 @@ impl Harness {
 
         // The reply: at most one message to the sender, carrying the request's id.
         let (raw_id, request) = protocol::parse_request(text);
-        let replies: Vec<&Bytes> = commands
-            .iter()
-            .filter_map(|c| match c {
-                Command::Message(to, _, p) if *to == conn => Some(p),
-                _ => None,
-            })
-            .collect();
+        let replies = replies_to(&commands, conn);
         assert!(replies.len() <= 1, "{} replies to one request", replies.len());
         let reply = replies.first().copied();
         let reply_text = reply.map(|r| std::str::from_utf8(r).expect("reply is not UTF-8"));

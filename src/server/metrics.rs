@@ -65,21 +65,14 @@ impl Metrics {
     /// Makes these counters equal to `other`, copying the maps only if they changed (a
     /// worker does this every loop turn).
     pub fn copy_from(&mut self, other: &Metrics) {
+        let mut closes = std::mem::take(&mut self.closes);
+        let mut handshake_failures = std::mem::take(&mut self.handshake_failures);
         if self.maps_version != other.maps_version {
-            self.closes.clone_from(&other.closes);
-            self.handshake_failures.clone_from(&other.handshake_failures);
-            self.maps_version = other.maps_version;
+            closes.clone_from(&other.closes);
+            handshake_failures.clone_from(&other.handshake_failures);
         }
-        self.connections = other.connections;
-        self.connections_total = other.connections_total;
-        self.messages_in = other.messages_in;
-        self.messages_out = other.messages_out;
-        self.bytes_in = other.bytes_in;
-        self.bytes_out = other.bytes_out;
-        self.abrupt_closes = other.abrupt_closes;
-        self.idle_timeouts = other.idle_timeouts;
-        self.slow_consumer_closes = other.slow_consumer_closes;
-        self.http_requests = other.http_requests;
+        // Every other field is a plain integer: copied.
+        *self = Metrics { closes, handshake_failures, ..*other };
     }
 
     /// Adds another worker's counters to these (the server's total for `/metrics`).
