@@ -1,6 +1,7 @@
 //! The `wsedge` command line: `serve` (the default: the room server), `echo`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -179,6 +180,33 @@ struct ServerArgs {
     /// zlib compression level, 0 (store) to 9 (smallest).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
     deflate_level: u32,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS flags; they map onto `server::Config::tls`.
+#[derive(Args, Clone)]
+struct TlsArgs {
+    /// PEM certificate chain (leaf first) to serve wss:// and https:// with; needs
+    /// --tls-key. Default: none (plaintext ws://). A TLS failure (plaintext on the port,
+    /// garbage, no common version) ends that connection only; the files are read again on
+    /// SIGHUP (a failed reload keeps the current certificate).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert: PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Default: none.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Loads the certificate and key; a bad or missing file, or a key that does not match,
+    /// is a startup error naming the file.
+    fn load(&self) -> Result<Option<server::TlsConfig>, server::TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => server::TlsConfig::from_files(cert, key).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,6 +242,13 @@ impl ServerArgs {
         };
         config.deflate.threshold = self.deflate_threshold;
         config.deflate.level = self.deflate_level;
+        config.tls = match self.tls.load() {
+            Ok(tls) => tls,
+            Err(e) => {
+                error!("TLS: {e}");
+                std::process::exit(2);
+            }
+        };
         config
     }
 }
@@ -256,8 +291,9 @@ fn main() -> ExitCode {
             let mut config = server.config(1 << 20);
             config.subprotocols = vec![SUBPROTOCOL.to_owned()];
             let rooms_config = rooms.config();
+            let scheme = if config.tls.is_some() { "wss" } else { "ws" };
             log::info!(
-                "room server: ws://{}{} (protocol {SUBPROTOCOL}), raw relay on ws://{}/relay/<room>; backend API {}",
+                "room server: {scheme}://{}{} (protocol {SUBPROTOCOL}), raw relay on {scheme}://{}/relay/<room>; backend API {}",
                 config.listen,
                 rooms_config.path,
                 config.listen,
@@ -271,7 +307,8 @@ fn main() -> ExitCode {
             // Every path is a relay room; there is no JSON endpoint.
             let rooms_config =
                 RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };
-            log::info!("relay: ws://{}/<room> (messages forwarded verbatim to every member)", config.listen);
+            let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+            log::info!("relay: {scheme}://{}/<room> (messages forwarded verbatim to every member)", config.listen);
             run(config, Rooms::for_workers(rooms_config))
         }
         Command::Bench(args) => wsedge::bench::main(args),

@@ -1,6 +1,10 @@
 //! One accepted socket: its read buffer, its queue of outgoing chunks ([`Transmit`]: shared
 //! `Bytes`, or a frame header held inline), its codec and the phase of its life. Reading and
 //! writing here never block: they stop at `WouldBlock`.
+//!
+//! A TLS connection has a `rustls::ServerConnection` beside the socket, driven sans-IO:
+//! socket -> `read_tls` -> `process_new_packets` -> plaintext into the read buffer, and
+//! write queue -> rustls writer -> `write_tls` -> socket. Everything above sees plaintext.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -9,6 +13,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
+use rustls::ServerConnection;
 
 use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
@@ -82,10 +87,18 @@ pub struct Conn {
     /// The socket took less than was queued (the peer is not keeping up); cleared once the
     /// queue is empty.
     write_blocked: bool,
+    /// The TLS session of a TLS listener's connection (boxed: a plaintext connection pays
+    /// one pointer for it).
+    tls: Option<Box<ServerConnection>>,
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, generation: u32, deadline: Instant) -> Self {
+    pub fn new(
+        socket: TcpStream,
+        generation: u32,
+        deadline: Instant,
+        tls: Option<Box<ServerConnection>>,
+    ) -> Self {
         Conn {
             socket,
             generation,
@@ -105,6 +118,7 @@ impl Conn {
             awaiting_response: None,
             read_buf_pooled: false,
             write_blocked: false,
+            tls,
         }
     }
 
@@ -118,6 +132,11 @@ impl Conn {
     pub fn read_some(&mut self, budget: usize, pool: &mut ReadPool) -> (IoStatus, usize) {
         let start_len = self.read_buf.len();
         let limit = start_len.saturating_add(budget);
+        if let Some(mut tls) = self.tls.take() {
+            let status = self.read_tls_some(&mut tls, limit, pool);
+            self.tls = Some(tls);
+            return (status, self.read_buf.len().saturating_sub(start_len));
+        }
         let status = loop {
             if self.read_buf.len() >= limit {
                 break IoStatus::More;
@@ -138,6 +157,75 @@ impl Conn {
             }
         };
         (status, self.read_buf.len().saturating_sub(start_len))
+    }
+
+    /// `read_some` through TLS: decrypted bytes go to the read buffer (by way of the pool's
+    /// scratch chunk) until `limit`; records rustls cannot process end the connection.
+    fn read_tls_some(&mut self, tls: &mut ServerConnection, limit: usize, pool: &mut ReadPool) -> IoStatus {
+        loop {
+            // Plaintext rustls holds comes first: it reads no more records while it is full.
+            loop {
+                if self.read_buf.len() >= limit {
+                    return IoStatus::More;
+                }
+                match tls.reader().read(pool.scratch()) {
+                    // The peer's close_notify: its side is closed, like a FIN.
+                    Ok(0) => return IoStatus::Eof,
+                    Ok(n) => {
+                        self.make_room(n, pool);
+                        self.read_buf.extend_from_slice(pool.scratch().get(..n).unwrap_or_default());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // A FIN without close_notify: the same to us (RFC 8446 §6.1 allows it
+                    // to be treated as a truncation; the WebSocket close handshake, not
+                    // TLS, says whether the conversation was complete).
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return IoStatus::Eof,
+                    Err(_) => return IoStatus::Error,
+                }
+            }
+            match tls.read_tls(&mut self.socket) {
+                Ok(0) => return IoStatus::Eof,
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        // Garbage, plaintext HTTP, a failed handshake: rustls queued an
+                        // alert; offer it to the socket once and end this connection.
+                        log::debug!("TLS error: {e}");
+                        let _ = tls.write_tls(&mut self.socket);
+                        return IoStatus::Error;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return IoStatus::Ok,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return IoStatus::Error,
+            }
+        }
+    }
+
+    /// TLS records (handshake messages, alerts, tickets) wait to be written: the loop must
+    /// flush this connection even if nothing was queued.
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// The TLS handshake has not finished (the peer has sent no complete request yet).
+    pub fn tls_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
+    /// Everything queued, and every TLS record, has gone to the socket.
+    pub fn is_drained(&self) -> bool {
+        self.queued_bytes == 0 && !self.tls_wants_write()
+    }
+
+    /// TLS: queues close_notify ahead of our FIN (RFC 8446 §6.1), once. Returns whether it
+    /// queued one now, which is then to be flushed before the FIN.
+    pub fn queue_close_notify(&mut self) -> bool {
+        let Some(tls) = self.tls.as_mut() else { return false };
+        if tls.is_handshaking() {
+            return false; // no session to close; rustls would send nothing useful
+        }
+        tls.send_close_notify(); // a no-op when it went out before
+        tls.wants_write()
     }
 
     /// Makes room for `n` more bytes in the read buffer without disturbing payloads split
@@ -227,6 +315,11 @@ impl Conn {
     }
 
     fn flush_queue(&mut self) -> IoStatus {
+        if let Some(mut tls) = self.tls.take() {
+            let status = self.flush_tls(&mut tls);
+            self.tls = Some(tls);
+            return status;
+        }
         while !self.write_queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
@@ -245,6 +338,44 @@ impl Conn {
                 Err(_) => return IoStatus::Error,
             };
             self.consume_written(written);
+        }
+        self.write_blocked = false;
+        IoStatus::Ok
+    }
+
+    /// `flush_queue` through TLS. Queued chunks are handed to rustls only once it has sent
+    /// everything it held, so what it buffers stays within one feed (`TLS_BUFFER_LIMIT`);
+    /// the rest waits in the queue, where backpressure and the slow-consumer rule count it.
+    fn flush_tls(&mut self, tls: &mut ServerConnection) -> IoStatus {
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.socket) {
+                    Ok(0) => return IoStatus::Error,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.write_blocked = true;
+                        return IoStatus::Ok;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return IoStatus::Error,
+                }
+            }
+            if self.write_queue.is_empty() {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(self.write_queue.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            match tls.writer().write_vectored(&slices[..count]) {
+                // Nothing taken though nothing is pending: the handshake is not done (the
+                // queue waits for it) or the session is closed.
+                Ok(0) => break,
+                Ok(n) => self.consume_written(n),
+                Err(_) => return IoStatus::Error,
+            }
         }
         self.write_blocked = false;
         IoStatus::Ok
@@ -300,7 +431,7 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        (Conn::new(TcpStream::from_std(ours), 0, Instant::now()), peer)
+        (Conn::new(TcpStream::from_std(ours), 0, Instant::now(), None), peer)
     }
 
     /// Reads until `len` bytes are buffered (the peer's bytes may take a moment).

@@ -101,8 +101,10 @@ impl<H: Handler> Server<H> {
         let worker = u16::try_from(index).map_err(|_| io::Error::other("too many workers"))?;
         // Signals go to one worker, which tells the others through `shared`.
         let signals = if config.handle_signals && index == 0 {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            // SIGHUP reloads the TLS certificate; without TLS it keeps its default action.
+            let wanted: &[i32] = if config.tls.is_some() { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
+            let mut signals = signal_hook_mio::v1_0::Signals::new(wanted)?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -148,7 +150,8 @@ impl<H: Handler> Server<H> {
     pub fn run(&mut self) -> io::Result<()> {
         if self.worker == 0 {
             info!("{} worker(s), one event loop each", self.shared.workers());
-            info!("listening on ws://{}", self.local_addr);
+            let scheme = if self.config.tls.is_some() { "wss" } else { "ws" };
+            info!("listening on {scheme}://{}", self.local_addr);
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -190,8 +193,14 @@ impl<H: Handler> Server<H> {
                         self.apply_outbox(now);
                     }
                     SIGNALS => {
-                        let received: Vec<i32> =
-                            self.signals.as_mut().map(|s| s.pending().collect()).unwrap_or_default();
+                        let (reloads, received): (Vec<i32>, Vec<i32>) = self
+                            .signals
+                            .as_mut()
+                            .map(|s| s.pending().partition(|&s| s == signal_hook::consts::SIGHUP))
+                            .unwrap_or_default();
+                        if !reloads.is_empty() {
+                            self.reload_tls();
+                        }
                         if !received.is_empty() && self.shutdown_deadline.is_some() {
                             info!("second signal: exiting without waiting for {} connections", self.conns.len());
                             self.shared.raise(&self.shared.abort);
@@ -233,6 +242,16 @@ impl<H: Handler> Server<H> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// SIGHUP: the certificate and key files are read again; every worker serves the new
+    /// ones to new connections (they share the store). Open connections keep their session.
+    fn reload_tls(&self) {
+        let Some(tls) = &self.config.tls else { return };
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => warn!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"),
         }
     }
 
@@ -289,6 +308,13 @@ impl<H: Handler> Server<H> {
             warn!("connection table full; dropping {peer}");
             return;
         };
+        let tls = match self.config.tls.as_ref().map(|t| t.new_session()).transpose() {
+            Ok(tls) => tls.map(Box::new),
+            Err(e) => {
+                warn!("TLS session for {peer} failed: {e}");
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         if let Err(e) =
             self.poll.registry().register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
@@ -299,7 +325,7 @@ impl<H: Handler> Server<H> {
         self.next_generation = self.next_generation.wrapping_add(1);
         self.shared.handshaking.fetch_add(1, Ordering::Relaxed);
         let deadline = now + self.config.handshake_timeout;
-        entry.insert(Conn::new(stream, generation, deadline));
+        entry.insert(Conn::new(stream, generation, deadline, tls));
         self.timers.push(Reverse((deadline, id)));
         debug!("accepted {peer} as {id:?}");
     }
@@ -352,6 +378,10 @@ impl<H: Handler> Server<H> {
         if status != IoStatus::More {
             self.release_read_buf(index);
         }
+        // TLS: handshake messages, tickets and alerts go out even when nothing was queued.
+        if self.conns.get(index).is_some_and(Conn::tls_wants_write) {
+            self.mark_dirty(index);
+        }
         match status {
             // Fairness: one connection's flood waits for the next turn while the rest are
             // served, and what it caused is flushed (and handed to other workers) in
@@ -379,6 +409,7 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conns.get(index) {
             match conn.phase {
                 Phase::Open | Phase::CloseSent => self.metrics.abrupt_closes += 1,
+                Phase::Handshake if conn.tls_handshaking() => self.metrics.count_handshake_failure("tls"),
                 Phase::Handshake if !conn.read_buf.is_empty() => self.metrics.count_handshake_failure("incomplete"),
                 _ => {}
             }
@@ -775,7 +806,15 @@ impl<H: Handler> Server<H> {
                 self.remove(index, now);
                 continue;
             }
-            let drained = conn.queued_bytes() == 0;
+            let mut drained = conn.is_drained();
+            if drained && conn.phase == Phase::Finishing && conn.queue_close_notify() {
+                // TLS: close_notify goes out ahead of our FIN.
+                if conn.flush().0 == IoStatus::Error {
+                    self.remove(index, now);
+                    continue;
+                }
+                drained = conn.is_drained();
+            }
             if drained && conn.phase == Phase::Finishing {
                 conn.shutdown_write();
                 conn.phase = Phase::Draining;

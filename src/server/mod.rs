@@ -14,6 +14,7 @@ mod event_loop;
 pub mod http;
 pub mod metrics;
 mod pool;
+pub mod tls;
 mod workers;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ use crate::proto::{self, CloseCode, MessageKind};
 pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
+pub use tls::{TlsConfig, TlsError};
 pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS, MESH_HIGH_WATER};
 
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
@@ -82,6 +84,10 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// permessage-deflate (RFC 7692): on by default, in the lean `shared` mode.
     pub deflate: DeflateConfig,
+    /// TLS on the listener (`wss://`, `https://`), or `None` for plaintext. Its
+    /// certificate reloads on SIGHUP (with `handle_signals`) or through
+    /// [`TlsConfig::reload`] on any clone.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -105,6 +111,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(1),
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
+            tls: None,
         }
     }
 }
