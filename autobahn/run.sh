@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the Autobahn WebSocket testsuite (fuzzingclient mode) against `wsedge echo`
-# and fails unless every case's behavior and behaviorClose are OK or INFORMATIONAL.
+# Runs the Autobahn WebSocket testsuite (fuzzingclient mode) against `wsedge echo`, once
+# over plaintext (ws://) and once over TLS (wss://, `--tls-cert/--tls-key` with a
+# self-signed certificate made here; wstest does not verify certificates), and fails
+# unless every case's behavior and behaviorClose are OK or INFORMATIONAL in both runs.
 #
 # Usage: bash autobahn/run.sh        (from any directory)
 #
@@ -13,10 +15,16 @@
 #   AUTOBAHN_SERVER_CMD  server command to test instead of wsedge, with a {port}
 #                        placeholder, e.g. 'python3 /tmp/echo.py {port}'. When set,
 #                        `cargo build --release` is skipped.
-#   AUTOBAHN_TIMEOUT     overall time limit for wstest in seconds (default: 1800).
+#                        It gets `--tls-cert FILE --tls-key FILE` appended for the TLS run.
+#   AUTOBAHN_TIMEOUT     overall time limit for each wstest in seconds (default: 1800).
+#   AUTOBAHN_RUNS        which runs: `plain tls` (default), `plain` or `tls`.
+#   AUTOBAHN_PARALLEL    1 (default): the runs go side by side, two servers and two
+#                        wstest processes (wstest spends most of a run waiting, so this
+#                        is faster than one after the other on 2 cores); 0: one by one.
 #
-# Outputs (gitignored): autobahn/reports/server/ (wstest's HTML + index.json),
-# autobahn/reports/fuzzingclient.json (generated spec), autobahn/reports/server.log.
+# Outputs (gitignored), per run NAME (plain, tls) in autobahn/reports/: server/ and
+# server-tls/ (wstest's HTML + index.json), NAME-fuzzingclient.json (generated spec),
+# NAME-server.log, NAME-wstest.log; tls/ holds the generated certificate.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,10 +35,9 @@ PREFIX="${AUTOBAHN_PREFIX:-$HOME/.cache/wsedge/autobahn-py27}"
 SITE="$PREFIX/lib/python2.7/site-packages"
 CONSTRAINTS="autobahn/constraints-py27.txt"
 REPORT_ROOT="autobahn/reports"
-OUTDIR="$REPORT_ROOT/server"
-GEN_SPEC="$REPORT_ROOT/fuzzingclient.json"
-SERVER_LOG="$REPORT_ROOT/server.log"
 TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
+RUNS="${AUTOBAHN_RUNS:-plain tls}"
+PARALLEL="${AUTOBAHN_PARALLEL:-1}"
 
 log() { echo "autobahn: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -90,26 +97,53 @@ else
     SERVER_CMD="exec $AUTOBAHN_SERVER_CMD"
 fi
 
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$REPORT_ROOT"
+TLS_DIR="$REPORT_ROOT/tls"
+if [[ " $RUNS " == *" tls "* ]]; then
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null \
+        || die "openssl could not make a self-signed certificate"
+fi
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A run's report directory: server/ for plain (as before), server-NAME/ for the others.
+outdir_of() { if [[ $1 == plain ]]; then echo "$REPORT_ROOT/server"; else echo "$REPORT_ROOT/server-$1"; fi; }
 
 # ------------------------------------------------------------------- spec ----
-rm -rf "$OUTDIR"
-mkdir -p "$OUTDIR"
-AB_PORT="$PORT" AB_GEN="$GEN_SPEC" AB_CASES="${AUTOBAHN_CASES:-}" python3 - <<'EOF'
+# Writes NAME-fuzzingclient.json for a server at SCHEME://127.0.0.1:PORT.
+write_spec() {
+    local name=$1 scheme=$2 port=$3 outdir suffix=""
+    outdir="$(outdir_of "$name")"
+    [[ $name == plain ]] || suffix="-$name"
+    rm -rf "$outdir"
+    mkdir -p "$outdir"
+    AB_PORT="$port" AB_SCHEME="$scheme" AB_OUTDIR="./$outdir" AB_AGENT_SUFFIX="$suffix" \
+    AB_GEN="$REPORT_ROOT/$name-fuzzingclient.json" AB_CASES="${AUTOBAHN_CASES:-}" python3 - <<'EOF'
 import json, os
 with open("autobahn/fuzzingclient.json") as f:
     spec = json.load(f)
+spec["outdir"] = os.environ["AB_OUTDIR"]
 for server in spec["servers"]:
-    server["url"] = server["url"].replace("PORT", os.environ["AB_PORT"])
+    url = server["url"].replace("PORT", os.environ["AB_PORT"])
+    server["url"] = url.replace("ws://", os.environ["AB_SCHEME"] + "://", 1)
+    server["agent"] += os.environ["AB_AGENT_SUFFIX"]
 cases = [c.strip() for c in os.environ["AB_CASES"].split(",") if c.strip()]
 if cases:
     spec["cases"] = cases
 with open(os.environ["AB_GEN"], "w") as f:
     json.dump(spec, f, indent=2)
 EOF
-# Number of cases the spec selects, computed by the testsuite's own case matcher,
-# so that a run cut short (e.g. the server stopped accepting) is detected.
-EXPECTED="$(env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" python2.7 - "$GEN_SPEC" <<'EOF'
+}
+
+# Number of cases a spec selects, computed by the testsuite's own case matcher, so that a
+# run cut short (e.g. the server stopped accepting) is detected.
+expected_cases() {
+    env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" python2.7 - "$1" <<'EOF'
 import json, sys
 from autobahntestsuite.case import Cases, CaseCategories, CaseSubCategories, CaseBasename
 from autobahntestsuite.caseset import CaseSet
@@ -117,63 +151,95 @@ spec = json.load(open(sys.argv[1]))
 cs = CaseSet("fuzzingclient", CaseBasename, Cases, CaseCategories, CaseSubCategories)
 print(len(cs.parseSpecCases(spec)) * len(spec["servers"]))
 EOF
-)"
-log "spec $GEN_SPEC: port $PORT, $EXPECTED cases"
+}
 
 # ----------------------------------------------------------------- server ----
-SERVER_PID=""
+# Each run's server PID is in NAME.server-pid (runs may be background jobs).
 cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        # setsid made the server its own process group: end that group only.
-        kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
-    fi
+    local pidfile pid
+    for pidfile in "$REPORT_ROOT"/*.server-pid; do
+        [[ -f "$pidfile" ]] || continue
+        pid="$(cat "$pidfile")"
+        rm -f "$pidfile"
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            # setsid made the server its own process group: end that group only.
+            kill -TERM -- "-$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL -- "-$pid" 2>/dev/null || true
+        fi
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cmd="${SERVER_CMD//\{port\}/$PORT}"
-log "starting server: ${cmd#exec } (log: $SERVER_LOG)"
-setsid bash -c "$cmd" >"$SERVER_LOG" 2>&1 </dev/null &
-SERVER_PID=$!
-
-deadline=$((SECONDS + 20))
-until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$PORT" 2>/dev/null; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        tail -n 20 "$SERVER_LOG" >&2 || true
-        die "server exited before accepting connections"
-    fi
-    [[ $SECONDS -lt $deadline ]] || die "server did not accept connections on 127.0.0.1:$PORT within 20 s"
-    sleep 0.2
-done
-
 # ----------------------------------------------------------------- wstest ----
-log "running wstest -m fuzzingclient"
-t0=$SECONDS
-rc=0
-# PYTHONPATH is set for this process only: exported, it would break Python 3.
-timeout --kill-after=10 "$TIMEOUT" env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" \
-    "$PREFIX/bin/wstest" -m fuzzingclient -s "$GEN_SPEC" >"$REPORT_ROOT/wstest.log" 2>&1 || rc=$?
-log "wstest finished in $((SECONDS - t0)) s (exit $rc, log: $REPORT_ROOT/wstest.log)"
+# One run: its own server on a free port, its own wstest and report. Leaves NAME.status:
+# "WSTEST_EXIT SERVER_DIED EXPECTED_CASES SECONDS".
+run_suite() {
+    local name=$1 scheme=ws port cmd pid rc=0 died=0 expected t0=$SECONDS
+    local server_log="$REPORT_ROOT/$name-server.log" wstest_log="$REPORT_ROOT/$name-wstest.log"
+    local spec="$REPORT_ROOT/$name-fuzzingclient.json"
+    port="$(free_port)"
+    cmd="${SERVER_CMD//\{port\}/$port}"
+    if [[ $name == tls ]]; then
+        scheme=wss
+        cmd="$cmd --tls-cert $TLS_DIR/cert.pem --tls-key $TLS_DIR/key.pem"
+    fi
+    write_spec "$name" "$scheme" "$port"
+    expected="$(expected_cases "$spec")"
+    log "$name: $scheme://127.0.0.1:$port, $expected cases; server: ${cmd#exec } (log: $server_log)"
+    setsid bash -c "$cmd" >"$server_log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" > "$REPORT_ROOT/$name.server-pid"
+    local deadline=$((SECONDS + 20))
+    until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$server_log" >&2 || true
+            log "$name: server exited before accepting connections"
+            echo "1 1 $expected 0" > "$REPORT_ROOT/$name.status"
+            return
+        fi
+        if [[ $SECONDS -ge $deadline ]]; then
+            log "$name: server did not accept connections on 127.0.0.1:$port within 20 s"
+            echo "1 0 $expected 0" > "$REPORT_ROOT/$name.status"
+            return
+        fi
+        sleep 0.2
+    done
+    log "$name: running wstest -m fuzzingclient"
+    # PYTHONPATH is set for this process only: exported, it would break Python 3.
+    timeout --kill-after=10 "$TIMEOUT" env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" \
+        "$PREFIX/bin/wstest" -m fuzzingclient -s "$spec" >"$wstest_log" 2>&1 || rc=$?
+    log "$name: wstest finished in $((SECONDS - t0)) s (exit $rc, log: $wstest_log)"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        died=1
+        log "$name: server died during the run; last lines of $server_log:"
+        tail -n 20 "$server_log" >&2 || true
+    fi
+    if [[ $rc -ne 0 ]]; then
+        tail -n 30 "$wstest_log" >&2 || true
+        [[ $rc -eq 124 ]] && log "$name: wstest timed out after $TIMEOUT s"
+    fi
+    echo "$rc $died $expected $((SECONDS - t0))" > "$REPORT_ROOT/$name.status"
+}
 
-SERVER_DIED=0
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    SERVER_DIED=1
-    log "server died during the run; last lines of $SERVER_LOG:"
-    tail -n 20 "$SERVER_LOG" >&2 || true
+rm -f "$REPORT_ROOT"/*.status
+t_all=$SECONDS
+if [[ $PARALLEL == 1 ]]; then
+    for name in $RUNS; do run_suite "$name" & done
+    wait
+else
+    for name in $RUNS; do run_suite "$name"; done
 fi
-if [[ $rc -ne 0 ]]; then
-    tail -n 30 "$REPORT_ROOT/wstest.log" >&2 || true
-    [[ $rc -eq 124 ]] && die "wstest timed out after $TIMEOUT s"
-    die "wstest exited with status $rc"
-fi
+log "runs ($RUNS, parallel=$PARALLEL) took $((SECONDS - t_all)) s"
+cleanup
 
 # ----------------------------------------------------------------- report ----
-python3 - "$OUTDIR/index.json" "$EXPECTED" "$SERVER_DIED" <<'EOF'
+check_report() {
+python3 - "$@" <<'EOF'
 import collections, json, os, sys
 
-index, expected, server_died = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+name, index, expected, server_died = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 GOOD = ("OK", "INFORMATIONAL")
 
 if not os.path.exists(index):
@@ -205,7 +271,7 @@ parts += ["%d %s" % (n, k) for k, n in sorted(tally.items()) if k not in GOOD]
 fail = "%d failed" % len(failed)
 if fail_tally:
     fail += " (" + ", ".join("%d %s" % (n, k) for k, n in sorted(fail_tally.items())) + ")"
-print("autobahn: %d cases: %s, %s" % (total, ", ".join(parts), fail))
+print("autobahn: %s: %d cases: %s, %s" % (name, total, ", ".join(parts), fail))
 
 ok = True
 if failed:
@@ -221,7 +287,24 @@ elif total != expected:
 if server_died:
     print("autobahn: FAIL: the server died during the run")
     ok = False
-print("autobahn: %s (report: %s)" % ("PASS" if ok else "FAIL",
+print("autobahn: %s: %s (report: %s)" % (name, "PASS" if ok else "FAIL",
                                      os.path.join(os.path.dirname(index), "index.html")))
 sys.exit(0 if ok else 1)
 EOF
+}
+
+failed=0
+for name in $RUNS; do
+    status_file="$REPORT_ROOT/$name.status"
+    if [[ ! -f "$status_file" ]]; then
+        log "$name: no status (the run did not finish)"
+        failed=1
+        continue
+    fi
+    read -r rc died expected seconds < "$status_file"
+    log "$name: wstest exit $rc after $seconds s"
+    [[ $rc -eq 0 ]] || failed=1
+    check_report "$name" "$(outdir_of "$name")/index.json" "$expected" "$died" || failed=1
+done
+[[ $failed -eq 0 ]] || die "Autobahn failed (see above)"
+log "PASS: every run clean"
