@@ -3,7 +3,8 @@
 //! hand-written upgrade, masked client frames, server frames read byte-exact) for tests
 //! where a WebSocket library would be in the way, because it refuses to send what the test
 //! sends or hides what the server answers; a minimal HTTP/1.1 client; and, in [`rooms`], a
-//! `wsedge.v1` client.
+//! `wsedge.v1` client; in [`tls`], certificates and TLS clients (a server whose config
+//! has `tls` set is reached over TLS by `url()`, `stream()`, `http()` and `RoomClient`).
 //!
 //! Every socket it hands out has read and write timeouts, so a server that stops answering
 //! fails a test instead of hanging it. Each test binary uses a subset of these tools.
@@ -11,9 +12,11 @@
 #![allow(dead_code)]
 
 pub mod rooms;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,8 @@ pub fn config() -> Config {
 /// A server running its handler on its own thread.
 pub struct TestServer {
     addr: SocketAddr,
+    /// For a TLS server: the client config its clients use (trusting the test CA).
+    client_tls: Option<Arc<rustls::ClientConfig>>,
     shutdown: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -66,11 +71,12 @@ impl TestServer {
     /// Starts a server running `handler` with `config` (it binds 127.0.0.1:0).
     pub fn start_with<H: Handler + Send + 'static>(config: Config, handler: H) -> TestServer {
         let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config };
+        let client_tls = config.tls.as_ref().map(|_| tls::fixture().client_config());
         let mut server = Server::bind(config, handler).expect("bind an ephemeral port");
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
-        TestServer { addr, shutdown, thread: Some(thread) }
+        TestServer { addr, client_tls, shutdown, thread: Some(thread) }
     }
 
     /// Starts an echo server with [`config`].
@@ -86,11 +92,12 @@ impl TestServer {
         F: FnMut(Mesh<M>) -> H,
     {
         let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config };
+        let client_tls = config.tls.as_ref().map(|_| tls::fixture().client_config());
         let workers = Workers::bind(config, make).expect("bind an ephemeral port");
         let addr = workers.local_addr();
         let shutdown = workers.shutdown_handle();
         let thread = std::thread::spawn(move || workers.run());
-        TestServer { addr, shutdown, thread: Some(thread) }
+        TestServer { addr, client_tls, shutdown, thread: Some(thread) }
     }
 
     /// Starts the room server with `config` and `rooms`, speaking `wsedge.v1` as
@@ -109,13 +116,35 @@ impl TestServer {
         self.addr
     }
 
-    pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
+    /// Its clients trust `config` instead of [`tls::fixture`]'s authority (a server with
+    /// a certificate of another [`tls::Fixture`]).
+    pub fn trusting(mut self, config: Arc<rustls::ClientConfig>) -> TestServer {
+        self.client_tls = Some(config);
+        self
     }
 
-    /// The WebSocket URL of `path` on this server.
+    /// The client config of a TLS server (`None`: plaintext).
+    pub fn client_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.client_tls.clone()
+    }
+
+    pub fn url(&self) -> String {
+        self.url_at("/")
+    }
+
+    /// The WebSocket URL of `path` on this server (`wss://` for a TLS server).
     pub fn url_at(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let scheme = if self.client_tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// A connection ready for HTTP or WebSocket bytes: TLS (handshake done) on a TLS
+    /// server, else plain TCP; with the test timeouts.
+    pub fn stream(&self) -> tls::ClientStream {
+        match &self.client_tls {
+            Some(config) => tls::ClientStream::tls(self.tcp(), config.clone()).expect("TLS handshake"),
+            None => tls::ClientStream::Plain(self.tcp()),
+        }
     }
 
     /// A TCP connection to the server with the test timeouts set.
@@ -173,7 +202,7 @@ impl ResponseHead {
 }
 
 /// Reads a response head one byte at a time, so bytes after it stay in the socket.
-pub fn read_head(stream: &mut TcpStream) -> ResponseHead {
+pub fn read_head(stream: &mut impl Read) -> ResponseHead {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -258,7 +287,7 @@ impl ServerFrame {
 }
 
 /// Reads one server frame, checking that it is unmasked (RFC 6455 §5.1).
-pub fn read_frame(stream: &mut TcpStream) -> ServerFrame {
+pub fn read_frame(stream: &mut impl Read) -> ServerFrame {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).expect("read a frame header");
     assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
@@ -338,7 +367,7 @@ pub fn http_request(method: &str, path: &str, headers: &[&str], body: &[u8]) -> 
 }
 
 /// Reads one response: the head, then exactly `Content-Length` bytes of body.
-pub fn read_response(stream: &mut TcpStream) -> HttpReply {
+pub fn read_response(stream: &mut impl Read) -> HttpReply {
     let head = read_head(stream);
     let len: usize = head.header("Content-Length").map_or(0, |v| v.parse().expect("numeric Content-Length"));
     let mut body = vec![0u8; len];
@@ -347,9 +376,9 @@ pub fn read_response(stream: &mut TcpStream) -> HttpReply {
 }
 
 impl TestServer {
-    /// Sends one request on a new connection and reads the response.
+    /// Sends one request on a new connection (TLS on a TLS server) and reads the response.
     pub fn http(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> HttpReply {
-        let mut stream = self.tcp();
+        let mut stream = self.stream();
         stream.write_all(&http_request(method, path, headers, body)).expect("write the request");
         read_response(&mut stream)
     }

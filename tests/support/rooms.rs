@@ -7,13 +7,13 @@
 //! proves "nothing was sent", without sleeping.
 
 use std::collections::VecDeque;
-use std::net::TcpStream;
 
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
 
+use super::tls::ClientStream;
 use super::TestServer;
 
 /// The room server's WebSocket path.
@@ -21,7 +21,7 @@ pub const PATH: &str = "/ws";
 
 /// A connected client that has read its welcome.
 pub struct RoomClient {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<ClientStream>,
     /// The client id from the welcome.
     pub id: String,
     next_id: u64,
@@ -30,7 +30,8 @@ pub struct RoomClient {
 }
 
 impl RoomClient {
-    /// Connects to `/ws`, checks the welcome and keeps the client id it carries.
+    /// Connects to `/ws` (over TLS on a TLS server), checks the welcome and keeps the
+    /// client id it carries.
     pub fn connect(server: &TestServer) -> RoomClient {
         let request = server.url_at(PATH).into_client_request().expect("a client request");
         RoomClient::connect_with(server, request)
@@ -38,7 +39,7 @@ impl RoomClient {
 
     /// Connects with a prepared handshake request.
     pub fn connect_with(server: &TestServer, request: tungstenite::handshake::client::Request) -> RoomClient {
-        let (ws, response) = tungstenite::client(request, server.tcp()).expect("WebSocket handshake");
+        let (ws, response) = tungstenite::client(request, server.stream()).expect("WebSocket handshake");
         assert_eq!(response.status(), 101);
         let mut client = RoomClient { ws, id: String::new(), next_id: 0, pending: VecDeque::new() };
         let welcome = client.next();
@@ -50,7 +51,7 @@ impl RoomClient {
 
     /// The underlying WebSocket, for sending what this client does not (binary frames,
     /// closes).
-    pub fn ws(&mut self) -> &mut WebSocket<TcpStream> {
+    pub fn ws(&mut self) -> &mut WebSocket<ClientStream> {
         &mut self.ws
     }
 
