@@ -325,8 +325,8 @@ fn an_echo_client_that_does_not_read_gets_everything_once_it_reads() {
 fn a_certificate_reload_reaches_new_connections_and_keeps_open_ones() {
     let fixture = Fixture::new();
     let handle = fixture.server_tls();
-    let server = TestServer::start(Config { tls: Some(handle.clone()), ..support::config() })
-        .trusting(fixture.client_config());
+    let server =
+        TestServer::start(Config { tls: Some(handle.clone()), ..support::config() }).trusting(fixture.client_config());
     let request = || tungstenite::client::IntoClientRequest::into_client_request(server.url()).unwrap();
     let (mut old, _) = tls::connect_with(request(), fixture.client_config());
     assert_eq!(peer_leaf(&old), der_of(&fixture.cert_pem));
@@ -442,10 +442,9 @@ fn the_binary_refuses_to_start_with_a_bad_key_and_names_the_file() {
     let (cert, key) = (dir.join("cert.pem"), dir.join("other-key.pem"));
     std::fs::write(&cert, &fixture.cert_pem).unwrap();
     std::fs::write(&key, other_key).unwrap();
-    for (cert_arg, key_arg, named) in [
-        (cert.clone(), key.clone(), key.clone()),
-        (dir.join("missing.pem"), key.clone(), dir.join("missing.pem")),
-    ] {
+    for (cert_arg, key_arg, named) in
+        [(cert.clone(), key.clone(), key.clone()), (dir.join("missing.pem"), key.clone(), dir.join("missing.pem"))]
+    {
         let output = Command::new(env!("CARGO_BIN_EXE_wsedge"))
             .args(["echo", "--listen", "127.0.0.1:0", "--tls-cert"])
             .arg(&cert_arg)
@@ -474,12 +473,15 @@ fn loads_pkcs1_rsa_and_sec1_ec_keys() {
     };
     openssl(&["genrsa", "-traditional", "-out", "rsa.pem", "2048"]);
     openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ec.pem"]);
-    for (key, header) in [("rsa.pem", "-----BEGIN RSA PRIVATE KEY-----"), ("ec.pem", "-----BEGIN EC PRIVATE KEY-----")] {
+    for (key, header) in [("rsa.pem", "-----BEGIN RSA PRIVATE KEY-----"), ("ec.pem", "-----BEGIN EC PRIVATE KEY-----")]
+    {
         let cert = format!("{key}.crt");
-        openssl(&["req", "-x509", "-key", key, "-subj", "/CN=localhost", "-days", "1", "-out", &cert]
-            .into_iter()
-            .chain(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
-            .collect::<Vec<_>>());
+        openssl(
+            &["req", "-x509", "-key", key, "-subj", "/CN=localhost", "-days", "1", "-out", &cert]
+                .into_iter()
+                .chain(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+                .collect::<Vec<_>>(),
+        );
         let key_pem = std::fs::read_to_string(dir.join(key)).unwrap();
         assert!(key_pem.starts_with(header), "{key} is {}", key_pem.lines().next().unwrap_or_default());
         let tls = TlsConfig::from_files(&dir.join(&cert), &dir.join(key)).expect("load the pair");

@@ -93,12 +93,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        socket: TcpStream,
-        generation: u32,
-        deadline: Instant,
-        tls: Option<Box<ServerConnection>>,
-    ) -> Self {
+    pub fn new(socket: TcpStream, generation: u32, deadline: Instant, tls: Option<Box<ServerConnection>>) -> Self {
         Conn {
             socket,
             generation,

@@ -159,9 +159,8 @@ fn certified_key(cert_pem: &[u8], cert_name: &str, key_pem: &[u8], key_name: &st
     if chain.is_empty() {
         return Err(cert_error("no CERTIFICATE found in the PEM".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
-        key_error(format!("no usable private key (PKCS#8, RSA or EC PEM expected): {e}"))
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| key_error(format!("no usable private key (PKCS#8, RSA or EC PEM expected): {e}")))?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
             key_error(format!("this key does not belong to the certificate in {cert_name}"))
@@ -206,8 +205,8 @@ mod tests {
         assert_eq!(err.source_name, "certificate PEM");
         let err = TlsConfig::from_pem(cert.as_bytes(), b"not a key").unwrap_err();
         assert_eq!(err.source_name, "key PEM");
-        let err = TlsConfig::from_files(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem"))
-            .unwrap_err();
+        let err =
+            TlsConfig::from_files(Path::new("/nonexistent/cert.pem"), Path::new("/nonexistent/key.pem")).unwrap_err();
         assert_eq!(err.source_name, "/nonexistent/cert.pem");
     }
 
