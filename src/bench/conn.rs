@@ -4,6 +4,9 @@
 //! Buffers are reused for the whole run: the read buffer is decoded in place (a message is
 //! a `Bytes` split off it, dropped before the next read, so the next append reclaims the
 //! same memory) and the write buffer collects every frame of a loop turn for one `write`.
+//!
+//! For `wss://` a `rustls::ClientConnection` sits between the buffers and the socket,
+//! driven sans-IO like the server's.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +15,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use rustls::ClientConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::proto::Connection;
@@ -99,6 +103,8 @@ pub struct Conn {
     /// Publisher: own copies received (or publishes refused). Broadcaster: messages
     /// received towards the next round.
     pub acked: u64,
+    /// The TLS session of a `wss://` connection.
+    pub tls: Option<Box<ClientConnection>>,
 }
 
 impl Conn {
@@ -117,6 +123,7 @@ impl Conn {
             dirty: false,
             sent: 0,
             acked: 0,
+            tls: None,
         }
     }
 
@@ -166,6 +173,10 @@ impl Conn {
     /// Reads into `scratch` and appends to the read buffer until the socket is drained or
     /// `budget` bytes came in.
     pub fn read_some(&mut self, scratch: &mut [u8], budget: usize) -> ReadStatus {
+        if let Some(tls) = self.tls.as_mut() {
+            let Some(socket) = self.socket.as_mut() else { return ReadStatus::Eof };
+            return read_tls_some(tls, socket, &mut self.read_buf, scratch, budget);
+        }
         let Some(socket) = self.socket.as_mut() else { return ReadStatus::Eof };
         let mut total = 0;
         loop {
@@ -207,10 +218,18 @@ impl Conn {
         self.write_buf.len() - self.written
     }
 
+    /// TLS records wait to be written (handshake messages, or what the handshake held).
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
     /// Writes what is queued until done or the socket would block.
     pub fn flush(&mut self) -> io::Result<()> {
         let Some(socket) = self.socket.as_mut() else { return Ok(()) };
-        while let Some(rest) = self.write_buf.get(self.written..).filter(|r| !r.is_empty()) {
+        if let Some(tls) = self.tls.as_mut() {
+            self.written += flush_tls(tls, socket, self.write_buf.get(self.written..).unwrap_or_default())?;
+        }
+        while let Some(rest) = self.write_buf.get(self.written..).filter(|r| !r.is_empty() && self.tls.is_none()) {
             match socket.write(rest) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.written += n,
@@ -230,6 +249,13 @@ impl Conn {
         Ok(())
     }
 
+    /// Sets up TLS for `server_name` (call before the first read or write).
+    pub fn start_tls(&mut self, config: &std::sync::Arc<rustls::ClientConfig>, server_name: &rustls::pki_types::ServerName<'static>) -> io::Result<()> {
+        let tls = ClientConnection::new(config.clone(), server_name.clone()).map_err(io::Error::other)?;
+        self.tls = Some(Box::new(tls));
+        Ok(())
+    }
+
     /// Drops the socket and releases the buffers.
     pub fn finish(&mut self, registry: &Registry) {
         if let Some(mut socket) = self.socket.take() {
@@ -241,5 +267,72 @@ impl Conn {
         self.write_buf = Vec::new();
         self.written = 0;
         self.key = String::new();
+        self.tls = None;
+    }
+}
+
+/// `read_some` through TLS: records from the socket, plaintext into `read_buf`.
+fn read_tls_some(
+    tls: &mut ClientConnection,
+    socket: &mut TcpStream,
+    read_buf: &mut BytesMut,
+    scratch: &mut [u8],
+    budget: usize,
+) -> ReadStatus {
+    let mut total = 0;
+    loop {
+        loop {
+            if total >= budget {
+                return ReadStatus::Budget;
+            }
+            match tls.reader().read(scratch) {
+                Ok(0) => return ReadStatus::Eof,
+                Ok(n) => {
+                    read_buf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return ReadStatus::Eof,
+                Err(e) => return ReadStatus::Failed(e),
+            }
+        }
+        match tls.read_tls(socket) {
+            Ok(0) => return ReadStatus::Eof,
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    let _ = tls.write_tls(socket);
+                    return ReadStatus::Failed(io::Error::other(e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStatus::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadStatus::Failed(e),
+        }
+    }
+}
+
+/// `flush` through TLS: sends the records rustls holds, hands it more of `pending` once it
+/// has sent everything (so it buffers at most its limit), until the socket is full. Returns
+/// the bytes of `pending` it took.
+fn flush_tls(tls: &mut ClientConnection, socket: &mut TcpStream, pending: &[u8]) -> io::Result<usize> {
+    let mut taken = 0;
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(socket) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(taken),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let rest = pending.get(taken..).unwrap_or_default();
+        if rest.is_empty() {
+            return Ok(taken);
+        }
+        match tls.writer().write(rest)? {
+            0 => return Ok(taken), // still handshaking, its buffer full: wait for it
+            n => taken += n,
+        }
     }
 }

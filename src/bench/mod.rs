@@ -17,6 +17,7 @@ mod conn;
 mod payload;
 mod process;
 mod report;
+mod tls;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,13 @@ pub struct CommonArgs {
     /// Offer permessage-deflate.
     #[arg(long)]
     pub deflate: bool,
+    /// For a wss:// URL: the PEM certificate(s) to trust (the server's CA, or its
+    /// self-signed certificate). Default: none (then --insecure is needed).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// For a wss:// URL: accept any server certificate (loopback tests).
+    #[arg(long)]
+    pub insecure: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -244,12 +252,18 @@ pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
+    /// `wss://`: the name the certificate must carry.
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Target {
-    /// Parses `ws://host[:port][/path]` (no TLS) and resolves the host once.
+    /// Parses `ws[s]://host[:port][/path]` and resolves the host once.
     pub fn parse(url: &str) -> Result<Target, BenchError> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| invalid(format!("{url}: only ws:// URLs are supported")))?;
+        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(invalid(format!("{url}: only ws:// and wss:// URLs are supported"))),
+        };
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -259,13 +273,26 @@ impl Target {
         }
         // A port is present unless the authority ends in a bare name or `]` (IPv6).
         let has_port = host.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
-        let with_port = if has_port { host.to_owned() } else { format!("{host}:80") };
+        let with_port = match (has_port, tls) {
+            (true, _) => host.to_owned(),
+            (false, false) => format!("{host}:80"),
+            (false, true) => format!("{host}:443"),
+        };
+        let tls_name = if tls {
+            let name = if has_port { host.rsplit_once(':').map_or(host, |(name, _)| name) } else { host };
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+                .map_err(|e| invalid(format!("{url}: {e}")))?;
+            Some(name)
+        } else {
+            None
+        };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| BenchError::Resolve(host.to_owned(), e))?
             .next()
             .ok_or_else(|| BenchError::Resolve(host.to_owned(), io::ErrorKind::NotFound.into()))?;
-        Ok(Target { addr, host: host.to_owned(), path: path.to_owned() })
+        Ok(Target { addr, host: host.to_owned(), path: path.to_owned(), tls_name })
     }
 }
 
@@ -285,6 +312,8 @@ pub struct Plan {
     pub connect_batch: usize,
     pub handshake_timeout: Duration,
     pub deflate: bool,
+    /// The client config for a `wss://` target.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub bind_ips: Vec<IpAddr>,
     pub warmup: Duration,
     pub duration: Duration,
@@ -366,9 +395,15 @@ impl Plan {
             ok.then(|| Duration::from_secs_f64(value))
                 .ok_or_else(|| invalid(format!("--{name} must be a number of seconds")))
         };
+        let target = Target::parse(&url)?;
+        let tls = match target.tls_name {
+            Some(_) => Some(tls::client_config(common.ca.as_deref(), common.insecure).map_err(invalid)?),
+            None => None,
+        };
         let plan = Plan {
             scenario,
-            target: Target::parse(&url)?,
+            target,
+            tls,
             url,
             room,
             kind: if binary { MessageKind::Binary } else { MessageKind::Text },
@@ -605,7 +640,12 @@ mod tests {
         assert_eq!((t.addr.port(), t.path.as_str()), (80, "/"));
         let t = Target::parse("ws://[::1]:9001/x").unwrap();
         assert_eq!(t.addr.port(), 9001);
-        assert!(Target::parse("wss://127.0.0.1/").is_err());
+        assert!(Target::parse("http://127.0.0.1/").is_err());
+        let t = Target::parse("wss://localhost:9443/x").unwrap();
+        assert_eq!((t.addr.port(), t.tls_name.map(|n| n.to_str().into_owned())), (9443, Some("localhost".into())));
+        assert_eq!(Target::parse("wss://127.0.0.1").unwrap().addr.port(), 443);
+        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/"]).is_err(), "wss:// needs --ca or --insecure");
+        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/", "--insecure"]).is_ok_and(|p| p.tls.is_some()));
     }
 
     #[test]

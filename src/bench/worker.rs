@@ -249,7 +249,13 @@ impl Worker {
             self.next_to_start += 1;
             let conn = &mut self.conns[index];
             let bind = plan.bind_ips.get(conn.id as usize % plan.bind_ips.len().max(1)).copied();
-            match conn.connect(self.poll.registry(), Token(index), plan.target.addr, bind) {
+            let connected = conn.connect(self.poll.registry(), Token(index), plan.target.addr, bind).and_then(|()| {
+                match (&plan.tls, &plan.target.tls_name) {
+                    (Some(config), Some(name)) => conn.start_tls(config, name),
+                    _ => Ok(()),
+                }
+            });
+            match connected {
                 Ok(()) => {
                     conn.deadline = now + plan.handshake_timeout;
                     self.setting_up.push(index);
@@ -387,6 +393,11 @@ impl Worker {
             return;
         }
         let status = conn.read_some(&mut self.scratch, READ_BUDGET);
+        // TLS: handshake messages (and what waited for the handshake) go out now.
+        if conn.tls_wants_write() {
+            self.mark_dirty(index);
+        }
+        let conn = &mut self.conns[index];
         match conn.phase {
             Phase::Handshaking => self.finish_handshake(index, now),
             _ => self.decode(index, now),
