@@ -503,3 +503,31 @@ fn loads_pkcs1_rsa_and_sec1_ec_keys() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `wsedge bench` speaks wss:// too: once trusting the test CA (`--ca`), once `--insecure`;
+/// every connection opens and echoes flow.
+#[test]
+fn the_load_generator_runs_over_tls() {
+    let server = TestServer::start(tls_config());
+    let dir = std::env::temp_dir().join(format!("wsedge-tls-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, tls::fixture().ca_pem()).unwrap();
+    let url = server.url();
+    for trust in [vec!["--ca", ca.to_str().unwrap()], vec!["--insecure"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+            .args(["bench", "echo", "--url", &url, "--connections", "4", "--duration", "0.5", "--warmup", "0.1"])
+            .args(["--json"])
+            .args(&trust)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run wsedge bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "bench {trust:?} failed: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        assert_eq!(report["connections_open"], 4, "{report:#}");
+        assert_eq!(report["errors"], 0, "{report:#}");
+        assert!(report["messages"].as_u64().is_some_and(|m| m > 0), "{report:#}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

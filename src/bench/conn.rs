@@ -250,7 +250,11 @@ impl Conn {
     }
 
     /// Sets up TLS for `server_name` (call before the first read or write).
-    pub fn start_tls(&mut self, config: &std::sync::Arc<rustls::ClientConfig>, server_name: &rustls::pki_types::ServerName<'static>) -> io::Result<()> {
+    pub fn start_tls(
+        &mut self,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<()> {
         let tls = ClientConnection::new(config.clone(), server_name.clone()).map_err(io::Error::other)?;
         self.tls = Some(Box::new(tls));
         Ok(())

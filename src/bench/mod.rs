@@ -281,8 +281,8 @@ impl Target {
         let tls_name = if tls {
             let name = if has_port { host.rsplit_once(':').map_or(host, |(name, _)| name) } else { host };
             let name = name.trim_start_matches('[').trim_end_matches(']');
-            let name = rustls::pki_types::ServerName::try_from(name.to_owned())
-                .map_err(|e| invalid(format!("{url}: {e}")))?;
+            let name =
+                rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| invalid(format!("{url}: {e}")))?;
             Some(name)
         } else {
             None

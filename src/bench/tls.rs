@@ -23,7 +23,9 @@ pub fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConf
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
     } else {
         let Some(ca) = ca else {
-            return Err("a wss:// URL needs --ca FILE (the server's CA or self-signed certificate, PEM) or --insecure".into());
+            return Err(
+                "a wss:// URL needs --ca FILE (the server's CA or self-signed certificate, PEM) or --insecure".into()
+            );
         };
         let mut roots = RootCertStore::empty();
         let certs = CertificateDer::pem_file_iter(ca)

@@ -53,6 +53,11 @@ impl Fixture {
         self.ca.der().clone()
     }
 
+    /// The authority's certificate as PEM (for `--ca FILE` and the like).
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
     /// The server side: this fixture's certificate for `Config::tls`.
     pub fn server_tls(&self) -> TlsConfig {
         TlsConfig::from_pem(self.cert_pem.as_bytes(), self.key_pem.as_bytes()).expect("server TLS config")
