@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod config_file;
 pub mod echo;
 pub mod proto;
 pub mod rooms;

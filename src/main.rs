@@ -1,13 +1,15 @@
 //! The `wsedge` command line: `serve` (the default: the room server), `echo`.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use log::error;
 
+use wsedge::config_file;
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
 use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
@@ -53,6 +55,16 @@ enum Command {
     /// Load generator: drives a server with echo, fan-out or idle connections and reports
     /// messages/s, latency percentiles and (with --server-pid) the server's CPU per message.
     Bench(wsedge::bench::BenchArgs),
+    /// About the config file: `wsedge config --print-defaults` prints a complete one.
+    Config {
+        /// Print every setting of the server command with its help, its environment
+        /// variable and its default, as a TOML file to start from.
+        #[arg(long, required = true)]
+        print_defaults: bool,
+        /// The command whose settings to print.
+        #[arg(long = "for", value_name = "COMMAND", default_value = "serve", value_parser = ["serve", "echo", "relay"])]
+        command: String,
+    },
 }
 
 /// Room-layer flags; they map onto `rooms::RoomsConfig`.
@@ -120,6 +132,10 @@ impl RoomArgs {
 /// Flags shared by every server command; they map onto `server::Config`.
 #[derive(Args, Clone)]
 struct ServerArgs {
+    /// A TOML file of settings: each key is one of these flags' long name (see `wsedge
+    /// config --print-defaults`). The command line and the environment override it.
+    #[arg(long, env = "WSEDGE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
@@ -253,6 +269,38 @@ impl ServerArgs {
     }
 }
 
+/// The server commands, whose settings may also come from the environment and a file.
+const SERVER_COMMANDS: [&str; 3] = ["serve", "echo", "relay"];
+
+/// The command line with every server setting readable from `WSEDGE_<NAME>`.
+fn server_commands() -> clap::Command {
+    let mut cli = Cli::command();
+    for name in SERVER_COMMANDS {
+        cli = cli.mut_subcommand(name, config_file::with_env);
+    }
+    cli
+}
+
+/// Parses the command line, the environment and the config file (`--config`), in that
+/// order of precedence. `wsedge` alone is `wsedge serve`. Usage errors and `--help` exit
+/// here, as clap does; a config file that cannot be used is an `Err` naming file and key.
+fn parse_command_line() -> Result<Cli, config_file::ConfigError> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.len() == 1 {
+        argv.push("serve".into());
+    }
+    let mut cli = server_commands();
+    let mut matches = cli.try_get_matches_from_mut(&argv).unwrap_or_else(|e| e.exit());
+    if let Some((name, sub)) = matches.subcommand() {
+        let file = if SERVER_COMMANDS.contains(&name) { sub.get_one::<PathBuf>("config").cloned() } else { None };
+        if let (Some(path), Some(command)) = (file, cli.find_subcommand(name)) {
+            argv.extend(config_file::file_args(command, sub, &path)?);
+            matches = cli.try_get_matches_from_mut(&argv).unwrap_or_else(|e| e.exit());
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
 fn run<H, M, F>(config: server::Config, make_handler: F) -> ExitCode
 where
     H: Handler + Send + 'static,
@@ -278,10 +326,12 @@ where
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    // `wsedge` with no subcommand is `wsedge serve` with its defaults.
-    let cli = match std::env::args_os().nth(1) {
-        None => Cli::parse_from(["wsedge", "serve"]),
-        Some(_) => Cli::parse(),
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("wsedge: {e}");
+            return ExitCode::from(2);
+        }
     };
     let Some(command) = cli.command else {
         return ExitCode::FAILURE;
@@ -312,6 +362,17 @@ fn main() -> ExitCode {
             run(config, Rooms::for_workers(rooms_config))
         }
         Command::Bench(args) => wsedge::bench::main(args),
+        Command::Config { command, .. } => {
+            let mut cli = server_commands();
+            cli.build();
+            match cli.find_subcommand(&command) {
+                Some(sub) => {
+                    print!("{}", config_file::defaults_file(sub));
+                    ExitCode::SUCCESS
+                }
+                None => ExitCode::FAILURE,
+            }
+        }
         Command::Chat { url, room } => match chat(&url, &room) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
