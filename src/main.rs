@@ -207,20 +207,27 @@ struct TlsArgs {
     /// --tls-key. Default: none (plaintext ws://). A TLS failure (plaintext on the port,
     /// garbage, no common version) ends that connection only; the files are read again on
     /// SIGHUP (a failed reload keeps the current certificate).
-    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert: PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Default: none.
-    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
 }
 
 impl TlsArgs {
     /// Loads the certificate and key; a bad or missing file, or a key that does not match,
-    /// is a startup error naming the file.
+    /// is a startup error naming the file. (The pairing is checked here, not with clap's
+    /// `requires`: the flags may come from a config file or the environment too.)
     fn load(&self) -> Result<Option<server::TlsConfig>, server::TlsError> {
+        let alone = |given: &str, missing: &str| server::TlsError {
+            source_name: format!("--{given}"),
+            problem: format!("needs --{missing} as well"),
+        };
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => server::TlsConfig::from_files(cert, key).map(Some),
-            _ => Ok(None),
+            (Some(_), None) => Err(alone("tls-cert", "tls-key")),
+            (None, Some(_)) => Err(alone("tls-key", "tls-cert")),
+            (None, None) => Ok(None),
         }
     }
 }

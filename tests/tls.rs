@@ -531,3 +531,32 @@ fn the_load_generator_runs_over_tls() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tls-cert` and `tls-key` work as config-file keys too (`--config`), and one without the
+/// other is a startup error naming the missing flag.
+#[test]
+fn the_binary_takes_tls_from_a_config_file() {
+    let fixture = Fixture::new();
+    let dir = std::env::temp_dir().join(format!("wsedge-tls-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, config) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("wsedge.toml"));
+    std::fs::write(&cert, &fixture.cert_pem).unwrap();
+    std::fs::write(&key, &fixture.key_pem).unwrap();
+    let toml = format!("tls-cert = {:?}\ntls-key = {:?}\n", cert.to_str().unwrap(), key.to_str().unwrap());
+    std::fs::write(&config, toml).unwrap();
+    let server = Binary::start(&["--config", config.to_str().unwrap()]);
+    let url = format!("wss://{}/", server.addr);
+    let request = tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    let (mut ws, _) = tls::connect_with(request, fixture.client_config());
+    echo(&mut ws, Message::text("configured by file"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["echo", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run wsedge");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs --tls-key"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
