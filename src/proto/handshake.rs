@@ -115,6 +115,10 @@ pub struct UpgradeRequest {
     pub protocols: Vec<String>,
     /// The raw `Sec-WebSocket-Extensions` values, joined with ", ".
     pub extensions: Option<String>,
+    /// `X-Forwarded-For` and `Forwarded` (RFC 7239), each header's values joined with ", "
+    /// in order; the server reads them only from trusted proxies (`server::access`).
+    pub x_forwarded_for: Option<String>,
+    pub forwarded: Option<String>,
 }
 
 /// A request that is not a WebSocket upgrade.
@@ -197,7 +201,9 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let extensions = headers.all("sec-websocket-extensions");
     let extensions = if extensions.is_empty() { None } else { Some(extensions.join(", ")) };
     let origin = headers.get("origin").map(|o| o.trim().to_owned());
-    let request = UpgradeRequest { path, host, origin, key, protocols, extensions };
+    let joined = |name| Some(headers.all(name).join(", ")).filter(|v| !v.is_empty());
+    let (x_forwarded_for, forwarded) = (joined("x-forwarded-for"), joined("forwarded"));
+    let request = UpgradeRequest { path, host, origin, key, protocols, extensions, x_forwarded_for, forwarded };
     Ok(Some((Request::Upgrade(request), head_len)))
 }
 

@@ -4,12 +4,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
+use super::access::IpSlot;
 use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
 
@@ -47,6 +48,12 @@ pub enum IoStatus {
 #[derive(Debug)]
 pub struct Conn {
     pub socket: TcpStream,
+    /// The TCP peer's address (a proxy's, behind one: see `access::client_ip`).
+    pub peer: IpAddr,
+    /// This connection's place in its client IP's count (`--max-conns-per-ip`), given
+    /// back when the `Conn` is dropped, on every path. Boxed: most connections have none,
+    /// and per-connection state is a budget.
+    pub ip_slot: Option<Box<IpSlot>>,
     pub generation: u32,
     pub phase: Phase,
     /// When the current phase times out, if it does.
@@ -85,9 +92,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, generation: u32, deadline: Instant) -> Self {
+    pub fn new(socket: TcpStream, peer: IpAddr, generation: u32, deadline: Instant) -> Self {
         Conn {
             socket,
+            peer,
+            ip_slot: None,
             generation,
             phase: Phase::Handshake,
             deadline: Some(deadline),
@@ -300,7 +309,7 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        (Conn::new(TcpStream::from_std(ours), 0, Instant::now()), peer)
+        (Conn::new(TcpStream::from_std(ours), IpAddr::from([127, 0, 0, 1]), 0, Instant::now()), peer)
     }
 
     /// Reads until `len` bytes are buffered (the peer's bytes may take a moment).

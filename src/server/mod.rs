@@ -9,6 +9,7 @@
 //! With several workers (`Config::workers`) each worker runs its own loop and its own
 //! handler; handlers reach each other over a [`Mesh`] (see `workers.rs`).
 
+pub mod access;
 mod conn;
 mod event_loop;
 pub mod http;
@@ -82,6 +83,8 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// permessage-deflate (RFC 7692): on by default, in the lean `shared` mode.
     pub deflate: DeflateConfig,
+    /// Who may upgrade: allowed origins (-> 403), per-IP limits (-> 429), trusted proxies.
+    pub access: access::AccessConfig,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(1),
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
+            access: access::AccessConfig::default(),
         }
     }
 }
