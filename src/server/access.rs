@@ -627,3 +627,260 @@ impl IpLimits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pattern(text: &str) -> OriginPattern {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn exact_origins_compare_scheme_host_and_effective_port() {
+        let p = pattern("https://App.Example.com");
+        for yes in ["https://app.example.com", "HTTPS://APP.EXAMPLE.COM", "https://app.example.com:443"] {
+            assert!(p.matches(yes), "{yes}");
+        }
+        for no in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com/",
+            "https://app.example.com.evil.com",
+            "https://xapp.example.com",
+            "https://sub.app.example.com",
+            "app.example.com",
+            "",
+            "null",
+        ] {
+            assert!(!p.matches(no), "{no}");
+        }
+        let local = pattern("http://localhost:3000");
+        assert!(local.matches("http://localhost:3000"));
+        assert!(!local.matches("http://localhost"));
+        assert!(!local.matches("http://localhost:30000"));
+        assert!(pattern("http://localhost:80").matches("http://localhost"), "80 is http's default port");
+        assert!(pattern("http://[::1]:8080").matches("http://[::1]:8080"));
+        assert!(pattern("chrome-extension://abc").matches("chrome-extension://abc"));
+        assert!(!pattern("chrome-extension://abc").matches("chrome-extension://abc:1"));
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_at_any_depth_only() {
+        let p = pattern("https://*.example.com");
+        for yes in ["https://a.example.com", "https://a.b.example.com", "https://A.EXAMPLE.COM:443"] {
+            assert!(p.matches(yes), "{yes}");
+        }
+        for no in [
+            "https://example.com",
+            "https://.example.com",
+            "https://evil-example.com",
+            "https://a.example.com.evil.com",
+            "http://a.example.com",
+            "wss://a.example.com",
+            "https://a.example.com:8443",
+            "https://*.example.com",
+            "null",
+        ] {
+            assert!(!p.matches(no), "{no}");
+        }
+        assert!(pattern("http://*.example.com:8080").matches("http://a.example.com:8080"));
+        assert!(!pattern("http://*.example.com:8080").matches("http://a.example.com"));
+    }
+
+    #[test]
+    fn null_is_allowed_only_by_name() {
+        assert!(pattern("null").matches("null"));
+        assert!(!pattern("https://*.example.com").matches("null"));
+        assert!(!pattern("null").matches("https://null"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "*",
+            "example.com",
+            "https://",
+            "https://a.*.com",
+            "https://*example.com",
+            "https://*",
+            "https://*.",
+            "https://example.com/",
+            "https://example.com:99999",
+            "https://example.com:",
+            "https://exa mple.com",
+            "https://[::1",
+            "https://[zz]",
+            "1https://x",
+        ] {
+            assert!(bad.parse::<OriginPattern>().is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(pattern("https://*.Example.com:443").to_string(), "https://*.example.com");
+        assert_eq!(pattern("http://localhost:3000").to_string(), "http://localhost:3000");
+    }
+
+    #[test]
+    fn origin_policy_outcomes() {
+        let mut config = AccessConfig::default();
+        assert_eq!(config.check_origin(Some("https://anything.test")), Ok(()), "no list: every origin");
+        assert_eq!(config.check_origin(None), Ok(()));
+        config.allowed_origins = vec![pattern("https://app.example.com")];
+        assert_eq!(config.check_origin(Some("https://app.example.com")), Ok(()));
+        assert_eq!(config.check_origin(Some("https://evil.test")), Err(Refusal::OriginNotAllowed));
+        assert_eq!(config.check_origin(None), Ok(()), "non-browser clients send no Origin");
+        config.require_origin = true;
+        assert_eq!(config.check_origin(None), Err(Refusal::OriginMissing));
+        assert_eq!(Refusal::OriginNotAllowed.response().status, 403);
+    }
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let ten: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(ten.contains(ip("10.255.0.1")));
+        assert!(ten.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped counts as IPv4");
+        assert!(!ten.contains(ip("11.0.0.1")));
+        assert!(!ten.contains(ip("::a00:1")));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.2")));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("1.2.3.4")) && !all.contains(ip("::1")));
+        assert!("::/0".parse::<Cidr>().unwrap().contains(ip("2001:db8::1")));
+        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8", "host bits cleared");
+        for bad in ["", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/-1", "10.0.0.0/+8", "x/8", "/8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn nodes_parse_with_ports_brackets_and_quotes() {
+        assert_eq!(parse_node(" 192.0.2.1 "), Some(ip("192.0.2.1")));
+        assert_eq!(parse_node("192.0.2.1:8080"), Some(ip("192.0.2.1")));
+        assert_eq!(parse_node("2001:db8::1"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_node("[2001:db8::1]"), Some(ip("2001:db8::1")));
+        assert_eq!(parse_node("\"[2001:db8::1]:1234\""), Some(ip("2001:db8::1")));
+        for bad in
+            ["", "unknown", "_hidden", "[2001:db8::1", "[2001:db8::1]x", "1.2.3.4:", "1.2.3.4:x", "\"1.2.3.4", "a:b:c"]
+        {
+            assert_eq!(parse_node(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_peers() {
+        let trusted = cidrs(&["127.0.0.0/8", "10.0.0.0/8"]);
+        let xff = ProxyHeader::XForwardedFor;
+        // Untrusted peer: the header is the client's own claim, ignored.
+        assert_eq!(client_ip(ip("192.0.2.9"), &trusted, xff, Some("203.0.113.1")), ip("192.0.2.9"));
+        // Trusted peer: rightmost untrusted address; a client's forged prefix is ignored.
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, Some("1.1.1.1, 203.0.113.1")), ip("203.0.113.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), &trusted, xff, Some("1.1.1.1, 203.0.113.1, 10.0.0.2")),
+            ip("203.0.113.1")
+        );
+        // Every hop trusted: the farthest one.
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, Some("10.0.0.3, 10.0.0.2")), ip("10.0.0.3"));
+        // Malformed where it matters: the trusted hop that sent it.
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, Some("1.1.1.1, garbage, 10.0.0.2")), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, Some("")), ip("127.0.0.1"));
+        // Malformed where it does not: ignored.
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, Some("garbage, 203.0.113.1")), ip("203.0.113.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &trusted, xff, None), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &trusted, xff, Some("203.0.113.1")), ip("203.0.113.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &[], xff, Some("203.0.113.1")), ip("127.0.0.1"), "nothing trusted");
+    }
+
+    #[test]
+    fn rfc7239_forwarded_elements() {
+        let trusted = cidrs(&["127.0.0.0/8"]);
+        let fwd = ProxyHeader::Forwarded;
+        let client = |value| client_ip(ip("127.0.0.1"), &trusted, fwd, Some(value));
+        assert_eq!(client("for=192.0.2.43"), ip("192.0.2.43"));
+        assert_eq!(client("For=\"[2001:db8:cafe::17]:4711\""), ip("2001:db8:cafe::17"));
+        assert_eq!(client("for=192.0.2.60;proto=http;by=203.0.113.43"), ip("192.0.2.60"));
+        assert_eq!(client("for=192.0.2.43, for=198.51.100.17"), ip("198.51.100.17"));
+        assert_eq!(client("for=192.0.2.43, for=127.0.0.5"), ip("192.0.2.43"));
+        assert_eq!(client("for=1.1.1.1;host=\"a,b\", for=192.0.2.43"), ip("192.0.2.43"), "comma inside quotes");
+        assert_eq!(client("for=unknown"), ip("127.0.0.1"));
+        assert_eq!(client("for=_hidden, for=127.0.0.9"), ip("127.0.0.9"));
+        assert_eq!(client("proto=https"), ip("127.0.0.1"), "no for=");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), limit_key(ip("2001:db8:1:2:bbbb::2")));
+        assert_ne!(limit_key(ip("2001:db8:1:2::1")), limit_key(ip("2001:db8:1:3::1")));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_ne!(limit_key(ip("192.0.2.1")), limit_key(ip("192.0.2.2")));
+    }
+
+    fn limits(conns: Option<u32>, rate: Option<u32>, max_tracked: usize) -> Arc<IpLimits> {
+        Arc::new(IpLimits::new(&AccessConfig {
+            max_conns_per_ip: conns,
+            handshakes_per_ip: rate,
+            max_tracked_ips: max_tracked,
+            ..AccessConfig::default()
+        }))
+    }
+
+    #[test]
+    fn connection_slots_are_counted_and_given_back_on_drop() {
+        let limits = limits(Some(2), None, 100);
+        let now = Instant::now();
+        let a = limits.admit(ip("192.0.2.1"), now).unwrap();
+        let b = limits.admit(ip("192.0.2.1"), now).unwrap();
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(limits.admit(ip("192.0.2.1"), now).unwrap_err(), Refusal::TooManyConnections);
+        assert!(limits.admit(ip("192.0.2.2"), now).unwrap().is_some(), "another IP has its own count");
+        drop(a);
+        let c = limits.admit(ip("192.0.2.1"), now).unwrap();
+        drop((b, c));
+        assert_eq!(limits.tracked(), 0, "entries without connections go at once when no rate is kept");
+    }
+
+    #[test]
+    fn handshake_bucket_refills_at_its_rate() {
+        let limits = limits(None, Some(2), 100);
+        let t0 = Instant::now();
+        assert!(limits.admit(ip("192.0.2.1"), t0).is_ok());
+        assert!(limits.admit(ip("192.0.2.1"), t0).is_ok());
+        assert_eq!(limits.admit(ip("192.0.2.1"), t0).unwrap_err(), Refusal::HandshakeRate { retry_after_secs: 1 });
+        assert!(limits.admit(ip("192.0.2.1"), t0 + Duration::from_millis(400)).is_err(), "0.8 tokens");
+        assert!(limits.admit(ip("192.0.2.1"), t0 + Duration::from_millis(600)).is_ok(), "1.2 tokens");
+        limits.sweep(t0 + Duration::from_millis(700));
+        assert_eq!(limits.tracked(), 1, "bucket not full yet");
+        limits.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(limits.tracked(), 0, "full bucket, no connections: gone");
+    }
+
+    #[test]
+    fn the_table_is_capped_and_fails_closed() {
+        let limits = limits(Some(5), Some(10), 2);
+        let now = Instant::now();
+        let _a = limits.admit(ip("192.0.2.1"), now).unwrap();
+        let _b = limits.admit(ip("192.0.2.2"), now).unwrap();
+        assert_eq!(limits.admit(ip("192.0.2.3"), now).unwrap_err(), Refusal::TooManyClients);
+        assert!(limits.admit(ip("192.0.2.1"), now).is_ok(), "known IPs still get in");
+        assert_eq!(Refusal::TooManyClients.response().status, 503);
+    }
+
+    #[test]
+    fn limits_off_track_nothing() {
+        let limits = limits(None, None, 0);
+        assert!(!limits.enabled());
+        assert!(limits.admit(ip("192.0.2.1"), Instant::now()).unwrap().is_none());
+        assert_eq!(limits.tracked(), 0);
+    }
+}
