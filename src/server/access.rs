@@ -738,6 +738,8 @@ mod tests {
         config.allowed_origins = vec![pattern("https://app.example.com")];
         assert_eq!(config.check_origin(Some("https://app.example.com")), Ok(()));
         assert_eq!(config.check_origin(Some("https://evil.test")), Err(Refusal::OriginNotAllowed));
+        let not_utf8 = "https://\u{fffd}app.example.com"; // how the parser keeps bad bytes
+        assert_eq!(config.check_origin(Some(not_utf8)), Err(Refusal::OriginNotAllowed));
         assert_eq!(config.check_origin(None), Ok(()), "non-browser clients send no Origin");
         config.require_origin = true;
         assert_eq!(config.check_origin(None), Err(Refusal::OriginMissing));
