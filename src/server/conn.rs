@@ -51,8 +51,8 @@ pub struct Conn {
     /// The TCP peer's address (a proxy's, behind one: see `access::client_ip`).
     pub peer: IpAddr,
     /// This connection's place in its client IP's count (`--max-conns-per-ip`), given
-    /// back when the `Conn` is dropped, on every path. Boxed: most connections have none,
-    /// and per-connection state is a budget.
+    /// back when the `Conn` is dropped, on every path. Boxed: one pointer in every `Conn`
+    /// (the limit is off by default), not the slot's 32 bytes.
     pub ip_slot: Option<Box<IpSlot>>,
     pub generation: u32,
     pub phase: Phase,
