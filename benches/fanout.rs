@@ -30,6 +30,8 @@ fn fanout(c: &mut Criterion) {
         key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
         protocols: vec![],
         extensions: None,
+        x_forwarded_for: None,
+        forwarded: None,
     };
     let join = Bytes::from_static(br#"{"op":"join","room":"bench"}"#);
     for i in 0..MEMBERS {

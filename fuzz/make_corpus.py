@@ -322,6 +322,22 @@ def rooms_seeds():
         write("rooms_protocol", name, data)
 
 
+# ---- access: "PATTERN\nREST" (origin pattern or CIDR, then an Origin, node or header) ----
+
+def access_seeds():
+    for name, data in {
+        "wildcard_subdomain": "https://*.example.com\nhttps://a.b.example.com",
+        "exact_default_port": "https://app.example.com\nhttps://APP.example.com:443",
+        "null_origin": "null\nnull",
+        "ipv6_origin": "http://[::1]:8080\nhttp://[::1]:8080",
+        "xff_chain": "10.0.0.0/8\n1.1.1.1, 203.0.113.1, 10.0.0.2",
+        "forwarded_ipv6_quoted": '2001:db8::/32\nfor="[2001:db8:cafe::17]:4711";proto=https, for=127.0.0.1',
+        "forwarded_obfuscated": '127.0.0.1\nfor=192.0.2.43, for=unknown;host="a,b", for=_hidden',
+        "node_with_port": "https://evil-example.com\n192.0.2.1:8080",
+    }.items():
+        write("access", name, data.encode())
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -332,6 +348,7 @@ def main():
     deflate_seeds()
     roundtrip_seeds()
     rooms_seeds()
+    access_seeds()
 
 
 if __name__ == "__main__":

@@ -125,9 +125,18 @@ fn checked(cmd: &Command, arg: &Arg, long: &str, value: &toml::Value) -> Result<
         toml::Value::Datetime(_) => return Err("a date, where a value is expected".to_owned()),
     };
     // The flag's own parser, on a command of that one flag (clap has no public way to run
-    // a value parser alone).
+    // a value parser alone). The flag is rebuilt from its parser and action only: its
+    // relations to other flags (`requires`, `conflicts_with`) would name flags this
+    // command lacks, which clap treats as a bug and panics on.
     let flag = format!("--{long}={text}");
-    let alone = Command::new(cmd.get_name().to_owned()).no_binary_name(true).arg(arg.clone().env(None));
+    let mut lone_arg = Arg::new(arg.get_id().clone())
+        .long(long.to_owned())
+        .value_parser(arg.get_value_parser().clone())
+        .action(arg.get_action().clone());
+    if let Some(range) = arg.get_num_args() {
+        lone_arg = lone_arg.num_args(range);
+    }
+    let alone = Command::new(cmd.get_name().to_owned()).no_binary_name(true).arg(lone_arg);
     if let Err(e) = alone.try_get_matches_from([flag.as_str()]) {
         // clap's message starts with "error: " and ends with a usage hint: keep the reason.
         let message = e.to_string();
@@ -228,6 +237,9 @@ mod tests {
             .arg(Arg::new("allowed-origin").long("allowed-origin").action(ArgAction::Append))
             .arg(Arg::new("workers").long("workers").value_parser(value_parser!(u16).range(1..=64)))
             .arg(Arg::new("secret").long("secret").env("MY_SECRET"))
+            .arg(Arg::new("cert").long("cert").requires("key").conflicts_with("listen-fd"))
+            .arg(Arg::new("key").long("key").requires("cert"))
+            .arg(Arg::new("listen-fd").long("listen-fd").value_parser(value_parser!(u32)))
             .arg(Arg::new(CONFIG_FLAG).long(CONFIG_FLAG));
         let mut cmd = with_env(cmd);
         cmd.build();
@@ -288,6 +300,21 @@ mod tests {
         assert!(!m.get_flag("no-deflate"));
         assert_eq!(*m.get_one::<usize>("max-connections").unwrap(), 10_000);
         assert_eq!(m.get_one::<u16>("workers"), None);
+    }
+
+    #[test]
+    fn flags_tied_to_other_flags_are_checked_alone_then_together() {
+        // Each value is checked on its own (where `requires` would name a missing flag),
+        // then the whole command line, file values included, is parsed with its relations.
+        let m = apply("cert = \"c.pem\"\nkey = \"k.pem\"\n", &[]).unwrap();
+        assert_eq!(m.get_one::<String>("cert").unwrap(), "c.pem");
+        let e = apply("listen-fd = \"three\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("key `listen-fd`") && e.contains("three"), "{e}");
+        let cmd = command();
+        let first = cmd.clone().try_get_matches_from(["serve"]).unwrap();
+        let extra = args_from_toml(&cmd, &first, "cert = \"c.pem\"\n").unwrap();
+        let all = std::iter::once(OsString::from("serve")).chain(extra);
+        assert!(cmd.try_get_matches_from(all).is_err(), "a cert without its key is refused by the full parse");
     }
 
     #[test]

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use log::error;
 
 use wsedge::config_file;
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
 use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
+use wsedge::server::access::{AccessConfig, Cidr, OriginPattern, ProxyHeader};
 use wsedge::server::{self, Handler, Mesh, Workers};
 
 #[derive(Parser)]
@@ -198,6 +199,8 @@ struct ServerArgs {
     deflate_level: u32,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    access: AccessArgs,
 }
 
 /// TLS flags; they map onto `server::Config::tls`.
@@ -228,6 +231,63 @@ impl TlsArgs {
             (Some(_), None) => Err(alone("tls-cert", "tls-key")),
             (None, Some(_)) => Err(alone("tls-key", "tls-cert")),
             (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Who may upgrade; maps onto `server::access::AccessConfig` (checked before the handler).
+#[derive(Args, Clone)]
+struct AccessArgs {
+    /// An origin allowed to open WebSockets (repeatable): exact (`https://app.example.com`,
+    /// `http://localhost:3000`), subdomains (`https://*.example.com`), or `null`. Default:
+    /// none listed, every origin allowed. An upgrade whose Origin matches none -> 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", action = ArgAction::Append)]
+    allowed_origins: Vec<OriginPattern>,
+    /// Refuse upgrades without an Origin header (non-browser clients send none) -> 403.
+    /// Default: off.
+    #[arg(long)]
+    require_origin: bool,
+    /// Open WebSocket connections per client IP (IPv6: per /64), all workers together;
+    /// beyond -> 429. Default: unlimited.
+    #[arg(long, value_name = "N")]
+    max_conns_per_ip: Option<u32>,
+    /// Upgrades per second per client IP (IPv6: per /64), a token bucket with a burst of N;
+    /// beyond -> 429 with Retry-After. Default: unlimited.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    handshakes_per_ip: Option<u32>,
+    /// Client IPs the per-IP limits track at once; a new IP beyond it -> 503 with
+    /// Retry-After: 1 until entries expire.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_tracked_ips: usize,
+    /// A proxy (CIDR, repeatable: `10.0.0.0/8`, `::1/128`) whose forwarding header names
+    /// the client for the per-IP limits. Default: none, the TCP peer is the client.
+    #[arg(long = "trust-proxy", value_name = "CIDR", action = ArgAction::Append)]
+    trust_proxies: Vec<Cidr>,
+    /// The header trusted proxies name the client in: `x-forwarded-for` or `forwarded`
+    /// (RFC 7239). Only one is read: a proxy passes the other through from the client.
+    #[arg(long, value_enum, default_value_t = ProxyHeaderArg::XForwardedFor)]
+    proxy_header: ProxyHeaderArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProxyHeaderArg {
+    XForwardedFor,
+    Forwarded,
+}
+
+impl AccessArgs {
+    fn config(&self) -> AccessConfig {
+        AccessConfig {
+            allowed_origins: self.allowed_origins.clone(),
+            require_origin: self.require_origin,
+            max_conns_per_ip: self.max_conns_per_ip,
+            handshakes_per_ip: self.handshakes_per_ip,
+            max_tracked_ips: self.max_tracked_ips,
+            trusted_proxies: self.trust_proxies.clone(),
+            proxy_header: match self.proxy_header {
+                ProxyHeaderArg::XForwardedFor => ProxyHeader::XForwardedFor,
+                ProxyHeaderArg::Forwarded => ProxyHeader::Forwarded,
+            },
         }
     }
 }
@@ -272,6 +332,7 @@ impl ServerArgs {
                 std::process::exit(2);
             }
         };
+        config.access = self.access.config();
         config
     }
 }

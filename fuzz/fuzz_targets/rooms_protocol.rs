@@ -541,6 +541,8 @@ impl Harness {
             key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
             protocols: vec![wsedge::rooms::SUBPROTOCOL.into()],
             extensions: None,
+            x_forwarded_for: None,
+            forwarded: None,
         };
         assert!(self.rooms.accept(&request).is_ok());
         let mut out = self.outbox();

@@ -115,6 +115,10 @@ pub struct UpgradeRequest {
     pub protocols: Vec<String>,
     /// The raw `Sec-WebSocket-Extensions` values, joined with ", ".
     pub extensions: Option<String>,
+    /// `X-Forwarded-For` and `Forwarded` (RFC 7239), each header's values joined with ", "
+    /// in order; the server reads them only from trusted proxies (`server::access`).
+    pub x_forwarded_for: Option<String>,
+    pub forwarded: Option<String>,
 }
 
 /// A request that is not a WebSocket upgrade.
@@ -196,8 +200,13 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let protocols = headers.tokens("sec-websocket-protocol").map(str::to_owned).collect();
     let extensions = headers.all("sec-websocket-extensions");
     let extensions = if extensions.is_empty() { None } else { Some(extensions.join(", ")) };
-    let origin = headers.get("origin").map(|o| o.trim().to_owned());
-    let request = UpgradeRequest { path, host, origin, key, protocols, extensions };
+    // Admission headers keep bytes that are not UTF-8 (as U+FFFD): an `Origin` that is
+    // present must never read as absent, nor a forwarding entry vanish from its chain.
+    let lossy = |name| headers.raw_all(name).into_iter().map(String::from_utf8_lossy).collect::<Vec<_>>();
+    let origin = lossy("origin").first().map(|o| o.trim().to_owned());
+    let joined = |name| Some(lossy(name).join(", ")).filter(|v| !v.is_empty());
+    let (x_forwarded_for, forwarded) = (joined("x-forwarded-for"), joined("forwarded"));
+    let request = UpgradeRequest { path, host, origin, key, protocols, extensions, x_forwarded_for, forwarded };
     Ok(Some((Request::Upgrade(request), head_len)))
 }
 
@@ -381,6 +390,28 @@ mod tests {
             }
             other => panic!("not an upgrade: {other:?}"),
         }
+    }
+
+    #[test]
+    fn forwarding_headers_are_kept_in_order_and_bad_bytes_stay_visible() {
+        // The RFC request without its Origin, plus `extra` header lines.
+        let with = |extra: &[u8]| {
+            let mut req = RFC_REQUEST.replace("Origin: http://example.com\r\n", "").into_bytes();
+            req.truncate(req.len() - 2);
+            req.extend_from_slice(extra);
+            req.extend_from_slice(b"\r\n");
+            match parse_request(&req, 8192) {
+                Ok(Some((Request::Upgrade(u), _))) => u,
+                other => panic!("not an upgrade: {other:?}"),
+            }
+        };
+        let u = with(b"X-Forwarded-For: 1.1.1.1\r\nForwarded: for=2.2.2.2\r\nx-forwarded-for: 3.3.3.3\r\n");
+        assert_eq!(u.x_forwarded_for.as_deref(), Some("1.1.1.1, 3.3.3.3"));
+        assert_eq!(u.forwarded.as_deref(), Some("for=2.2.2.2"));
+        assert_eq!((u.origin, with(b"").x_forwarded_for, with(b"").forwarded), (None, None, None));
+        let bad = with(b"Origin: https://\xffevil.test\r\nX-Forwarded-For: \xff, 1.1.1.1\r\n");
+        assert_eq!(bad.origin.as_deref(), Some("https://\u{fffd}evil.test"), "present, matching nothing");
+        assert_eq!(bad.x_forwarded_for.as_deref(), Some("\u{fffd}, 1.1.1.1"));
     }
 
     #[test]

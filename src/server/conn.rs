@@ -8,13 +8,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
+use super::access::IpSlot;
 use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
 
@@ -52,6 +53,12 @@ pub enum IoStatus {
 #[derive(Debug)]
 pub struct Conn {
     pub socket: TcpStream,
+    /// The TCP peer's address (a proxy's, behind one: see `access::client_ip`).
+    pub peer: IpAddr,
+    /// This connection's place in its client IP's count (`--max-conns-per-ip`), given
+    /// back when the `Conn` is dropped, on every path. Boxed: one pointer in every `Conn`
+    /// (the limit is off by default), not the slot's 32 bytes.
+    pub ip_slot: Option<Box<IpSlot>>,
     pub generation: u32,
     pub phase: Phase,
     /// When the current phase times out, if it does.
@@ -93,9 +100,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, generation: u32, deadline: Instant, tls: Option<Box<ServerConnection>>) -> Self {
+    pub fn new(
+        socket: TcpStream,
+        peer: IpAddr,
+        generation: u32,
+        deadline: Instant,
+        tls: Option<Box<ServerConnection>>,
+    ) -> Self {
         Conn {
             socket,
+            peer,
+            ip_slot: None,
             generation,
             phase: Phase::Handshake,
             deadline: Some(deadline),
@@ -426,7 +441,7 @@ mod tests {
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (ours, _) = listener.accept().unwrap();
         ours.set_nonblocking(true).unwrap();
-        (Conn::new(TcpStream::from_std(ours), 0, Instant::now(), None), peer)
+        (Conn::new(TcpStream::from_std(ours), IpAddr::from([127, 0, 0, 1]), 0, Instant::now(), None), peer)
     }
 
     /// Reads until `len` bytes are buffered (the peer's bytes may take a moment).

@@ -21,6 +21,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use super::access::{self, IpLimits, Refusal};
 use super::conn::{Conn, IoStatus, Phase};
 use super::metrics::{CloseInitiator, Metrics};
 use super::pool::ReadPool;
@@ -82,7 +83,7 @@ impl<H: Handler> Server<H> {
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let shared = Arc::new(Shared::new(vec![waker]));
+        let shared = Arc::new(Shared::new(vec![waker], IpLimits::new(&config.access)));
         Server::worker(config, 0, poll, shared, handler)
     }
 
@@ -227,6 +228,10 @@ impl<H: Handler> Server<H> {
                 self.next_tick = now + self.config.tick_interval;
                 self.handler.on_tick(&mut self.outbox);
                 self.apply_outbox(now);
+                // One worker keeps the shared per-IP table trimmed.
+                if self.worker == 0 {
+                    self.shared.ip_limits.sweep(now);
+                }
             }
             self.resume_deferred_http(now);
             // What the handler posted to other workers this turn goes out as one batch each.
@@ -325,7 +330,7 @@ impl<H: Handler> Server<H> {
         self.next_generation = self.next_generation.wrapping_add(1);
         self.shared.handshaking.fetch_add(1, Ordering::Relaxed);
         let deadline = now + self.config.handshake_timeout;
-        entry.insert(Conn::new(stream, generation, deadline, tls));
+        entry.insert(Conn::new(stream, peer.ip(), generation, deadline, tls));
         self.timers.push(Reverse((deadline, id)));
         debug!("accepted {peer} as {id:?}");
     }
@@ -526,13 +531,23 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Completes an upgrade: 101 response, codec, handler `on_open`.
+    /// Completes an upgrade: admission (`access`), 101 response, codec, handler `on_open`.
     fn upgrade(&mut self, index: usize, req: &crate::proto::handshake::UpgradeRequest, head_len: usize, now: Instant) {
+        let ip_slot = match self.admit(index, req, now) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                debug!("upgrade on {index} refused: {}", refusal.label());
+                self.metrics.count_handshake_failure(refusal.label());
+                return self.finish_with(index, Bytes::from(refusal.response().encode(false)), now);
+            }
+        };
         if let Err(response) = self.handler.accept(req) {
+            // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.
             self.metrics.count_handshake_failure("rejected");
             return self.finish_with(index, Bytes::from(response.encode(false)), now);
         }
         let Some(conn) = self.conns.get_mut(index) else { return };
+        conn.ip_slot = ip_slot.map(Box::new);
         let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
         let protocol = req.select_protocol(&supported);
         let deflate = req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
@@ -564,6 +579,26 @@ impl<H: Handler> Server<H> {
         }
         // Frames sent right behind the request head are already buffered.
         self.process_frames(index, now);
+    }
+
+    /// The transport's admission rules, before the handler's: the origin (403), then the
+    /// client IP's handshake rate and connection count (429). The returned slot holds the
+    /// connection's place in its IP's count.
+    fn admit(
+        &self,
+        index: usize,
+        req: &crate::proto::handshake::UpgradeRequest,
+        now: Instant,
+    ) -> Result<Option<access::IpSlot>, Refusal> {
+        let rules = &self.config.access;
+        rules.check_origin(req.origin.as_deref())?;
+        let limits = &self.shared.ip_limits;
+        if !limits.enabled() {
+            return Ok(None);
+        }
+        let Some(conn) = self.conns.get(index) else { return Ok(None) };
+        let client = rules.client_ip(conn.peer, req.x_forwarded_for.as_deref(), req.forwarded.as_deref());
+        limits.admit(client, now)
     }
 
     /// Decodes buffered frames and hands messages to the handler.

@@ -9,6 +9,7 @@
 //! With several workers (`Config::workers`) each worker runs its own loop and its own
 //! handler; handlers reach each other over a [`Mesh`] (see `workers.rs`).
 
+pub mod access;
 mod conn;
 mod event_loop;
 pub mod http;
@@ -88,6 +89,8 @@ pub struct Config {
     /// certificate reloads on SIGHUP (with `handle_signals`) or through
     /// [`TlsConfig::reload`] on any clone.
     pub tls: Option<TlsConfig>,
+    /// Who may upgrade: allowed origins (-> 403), per-IP limits (-> 429), trusted proxies.
+    pub access: access::AccessConfig,
 }
 
 impl Default for Config {
@@ -112,6 +115,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
             tls: None,
+            access: access::AccessConfig::default(),
         }
     }
 }

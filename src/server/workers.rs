@@ -4,7 +4,8 @@
 //!
 //! Nothing on the hot path is locked. Workers share only: the shutdown flags, a count of
 //! open connections and of sockets handshaking (one atomic add per connection opened or
-//! closed, so `max_connections` and `max_handshakes` hold for the whole server), and a
+//! closed, so `max_connections` and `max_handshakes` hold for the whole server), the
+//! per-IP table (`access::IpLimits`, locked per shard on upgrade and close only), and a
 //! board of transport counters each worker copies its own into at the end of each loop
 //! turn (an uncontended lock and a copy of a few integers, for `/metrics`).
 //!
@@ -23,6 +24,7 @@ use std::thread;
 use log::warn;
 use mio::{Poll, Waker};
 
+use super::access::IpLimits;
 use super::event_loop::{Server, WAKER};
 use super::{Config, Handler, Metrics};
 
@@ -45,14 +47,18 @@ pub(crate) struct Shared {
     pub open: AtomicUsize,
     /// Sockets in their HTTP phase across all workers (`max_handshakes`).
     pub handshaking: AtomicUsize,
+    /// Per-IP connection counts and handshake buckets (`Config::access`), touched on
+    /// upgrade and on close only.
+    pub ip_limits: Arc<IpLimits>,
     /// Each worker's transport counters as of its last copy.
     metrics: Vec<Mutex<Metrics>>,
     wakers: Vec<Arc<Waker>>,
 }
 
 impl Shared {
-    pub(crate) fn new(wakers: Vec<Arc<Waker>>) -> Self {
+    pub(crate) fn new(wakers: Vec<Arc<Waker>>, ip_limits: IpLimits) -> Self {
         Shared {
+            ip_limits: Arc::new(ip_limits),
             shutdown: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             open: AtomicUsize::new(0),
@@ -251,7 +257,7 @@ impl<H: Handler + Send + 'static> Workers<H> {
             wakers.push(Arc::new(Waker::new(poll.registry(), WAKER)?));
             polls.push(poll);
         }
-        let shared = Arc::new(Shared::new(wakers.clone()));
+        let shared = Arc::new(Shared::new(wakers.clone(), IpLimits::new(&config.access)));
         let meshes = Mesh::build(wakers.iter().cloned().map(Some).collect());
         let mut servers = Vec::with_capacity(count);
         let mut listen = config.listen;
