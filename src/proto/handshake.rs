@@ -115,6 +115,8 @@ pub struct UpgradeRequest {
     pub protocols: Vec<String>,
     /// The raw `Sec-WebSocket-Extensions` values, joined with ", ".
     pub extensions: Option<String>,
+    /// The `Authorization` header, if any (a bearer token for the handler to verify).
+    pub authorization: Option<String>,
 }
 
 /// A request that is not a WebSocket upgrade.
@@ -197,7 +199,8 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let extensions = headers.all("sec-websocket-extensions");
     let extensions = if extensions.is_empty() { None } else { Some(extensions.join(", ")) };
     let origin = headers.get("origin").map(|o| o.trim().to_owned());
-    let request = UpgradeRequest { path, host, origin, key, protocols, extensions };
+    let authorization = headers.get("authorization").map(|a| a.trim().to_owned());
+    let request = UpgradeRequest { path, host, origin, key, protocols, extensions, authorization };
     Ok(Some((Request::Upgrade(request), head_len)))
 }
 

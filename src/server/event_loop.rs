@@ -497,10 +497,13 @@ impl<H: Handler> Server<H> {
 
     /// Completes an upgrade: 101 response, codec, handler `on_open`.
     fn upgrade(&mut self, index: usize, req: &crate::proto::handshake::UpgradeRequest, head_len: usize, now: Instant) {
-        if let Err(response) = self.handler.accept(req) {
-            self.metrics.count_handshake_failure("rejected");
-            return self.finish_with(index, Bytes::from(response.encode(false)), now);
-        }
+        let admission = match self.handler.accept(req) {
+            Ok(admission) => admission,
+            Err(response) => {
+                self.metrics.count_handshake_failure("rejected");
+                return self.finish_with(index, Bytes::from(response.encode(false)), now);
+            }
+        };
         let Some(conn) = self.conns.get_mut(index) else { return };
         let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
         let protocol = req.select_protocol(&supported);
@@ -528,7 +531,7 @@ impl<H: Handler> Server<H> {
             self.set_deadline(index, now + self.config.ping_interval);
         }
         if let Some(id) = id {
-            self.handler.on_open(&mut self.outbox, id, req);
+            self.handler.on_open(&mut self.outbox, id, req, admission);
             self.apply_outbox(now);
         }
         // Frames sent right behind the request head are already buffered.
