@@ -51,6 +51,12 @@ fn hs256_config() -> AuthConfig {
     AuthConfig::default().with_hs256_secret(SECRET).unwrap()
 }
 
+fn requiring_auth() -> AuthConfig {
+    let mut config = hs256_config();
+    config.require_auth = true;
+    config
+}
+
 fn server_with(auth: AuthConfig, edit: impl FnOnce(&mut RoomsConfig)) -> TestServer {
     let mut rooms = RoomsConfig { auth: Some(auth), ..RoomsConfig::default() };
     edit(&mut rooms);
@@ -142,7 +148,11 @@ fn a_token_joins_and_publishes_where_its_claim_allows_and_gets_403_elsewhere() {
 
 #[test]
 fn invalid_tokens_on_the_upgrade_get_401_and_no_upgrade() {
-    let server = server_with(AuthConfig { audience: vec!["wsedge".into()], ..hs256_config() }, |_| {});
+    let server = server_with({
+        let mut config = hs256_config();
+        config.audience = vec!["wsedge".into()];
+        config
+    }, |_| {});
     let valid = json!({"sub": "a", "exp": now() + 60, "aud": "wsedge"});
     let forged = encode(&Header::new(Algorithm::HS256), &valid, &EncodingKey::from_secret(b"a guess")).unwrap();
     // `alg: none` cannot be written with jsonwebtoken: by hand, with an empty signature.
@@ -181,7 +191,8 @@ fn invalid_tokens_on_the_upgrade_get_401_and_no_upgrade() {
     );
     std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
     let reply = support::read_response(&mut stream);
-    assert_eq!(reply.status, 401);
+    assert_eq!(reply.head.status, 401);
+    assert_eq!(reply.head.header("WWW-Authenticate"), Some("Bearer error=\"invalid_token\""));
     assert_eq!(reply.text(), "invalid token: expired\n");
 }
 
@@ -207,7 +218,7 @@ fn rs256_and_es256_tokens_verify_with_a_public_key() {
 
 #[test]
 fn require_auth_welcomes_only_after_a_valid_auth_op() {
-    let server = server_with(AuthConfig { require_auth: true, ..hs256_config() }, |_| {});
+    let server = server_with(requiring_auth(), |_| {});
     let ws = upgrade(&server, PATH, None).expect("the upgrade succeeds without a token");
     let mut client = RoomClient::without_welcome(ws);
     assert_eq!(client.error(json!({"op": "join", "room": "r"})), 401, "requests before auth");
@@ -235,7 +246,7 @@ fn require_auth_welcomes_only_after_a_valid_auth_op() {
 #[test]
 fn require_auth_closes_1008_when_no_valid_auth_comes_in_time() {
     let timeout = Duration::from_secs(1);
-    let server = server_with(AuthConfig { require_auth: true, ..hs256_config() }, |r| r.auth_timeout = timeout);
+    let server = server_with(requiring_auth(), |r| r.auth_timeout = timeout);
     let start = Instant::now();
     let mut client = RoomClient::without_welcome(upgrade(&server, PATH, None).unwrap());
     assert_eq!(client.error(json!({"op": "auth", "token": "not.a.token"})), 401);
@@ -326,7 +337,7 @@ fn anonymous_connections_may_do_what_anon_rooms_allow() {
 
 #[test]
 fn relay_upgrades_check_the_token_and_the_room() {
-    let server = server_with(AuthConfig { require_auth: true, ..hs256_config() }, |_| {});
+    let server = server_with(requiring_auth(), |_| {});
     let token = hs256(&claims("kim", 60, json!({"join": ["a", "b"], "publish": ["a"]})));
     assert_eq!(upgrade(&server, "/relay/a", None).err(), Some(401), "no auth op on the relay");
     assert_eq!(upgrade(&server, "/relay/a", Some(("x.y.z", Via::Query))).err(), Some(401));
