@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use crate::proto::MessageKind;
 use crate::proto::handshake::UpgradeRequest;
+use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Outbox};
 
 #[derive(Debug, Default)]

@@ -148,11 +148,14 @@ fn a_token_joins_and_publishes_where_its_claim_allows_and_gets_403_elsewhere() {
 
 #[test]
 fn invalid_tokens_on_the_upgrade_get_401_and_no_upgrade() {
-    let server = server_with({
-        let mut config = hs256_config();
-        config.audience = vec!["wsedge".into()];
-        config
-    }, |_| {});
+    let server = server_with(
+        {
+            let mut config = hs256_config();
+            config.audience = vec!["wsedge".into()];
+            config
+        },
+        |_| {},
+    );
     let valid = json!({"sub": "a", "exp": now() + 60, "aud": "wsedge"});
     let forged = encode(&Header::new(Algorithm::HS256), &valid, &EncodingKey::from_secret(b"a guess")).unwrap();
     // `alg: none` cannot be written with jsonwebtoken: by hand, with an empty signature.
@@ -223,12 +226,9 @@ fn require_auth_welcomes_only_after_a_valid_auth_op() {
     let mut client = RoomClient::without_welcome(ws);
     assert_eq!(client.error(json!({"op": "join", "room": "r"})), 401, "requests before auth");
     assert_eq!(client.error(json!({"op": "ping"})), 401);
-    let forged = encode(
-        &Header::new(Algorithm::HS256),
-        &claims("dave", 60, Value::Null),
-        &EncodingKey::from_secret(b"nope"),
-    )
-    .unwrap();
+    let forged =
+        encode(&Header::new(Algorithm::HS256), &claims("dave", 60, Value::Null), &EncodingKey::from_secret(b"nope"))
+            .unwrap();
     assert_eq!(client.error(json!({"op": "auth", "token": forged})), 401);
     let reply = client.request(json!({"op": "auth", "token": hs256(&claims("dave", 60, Value::Null))}));
     assert_eq!(reply["ok"], json!({"user": "dave"}), "{reply}");

@@ -34,8 +34,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use wsedge::proto::handshake::{PlainRequest, UpgradeRequest};
 use wsedge::proto::MessageKind;
-use wsedge::rooms::protocol::{self, Request};
 use wsedge::rooms::auth::{AuthConfig, RoomPatterns};
+use wsedge::rooms::protocol::{self, Request};
 use wsedge::rooms::{Rooms, RoomsConfig};
 use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Outbox};
 use wsedge_fuzz::input::Reader;
@@ -693,7 +693,11 @@ impl Harness {
         };
         assert_ne!(valid, Some(false), "an invalid token admitted");
         let session = match valid {
-            Some(_) => Session { user: Some(USERS[usize::from(variant) % USERS.len()]), perms: Perms::of_variant(variant), deadline: None },
+            Some(_) => Session {
+                user: Some(USERS[usize::from(variant) % USERS.len()]),
+                perms: Perms::of_variant(variant),
+                deadline: None,
+            },
             None if self.model.require_auth => {
                 Session { user: None, perms: self.model.anon.clone(), deadline: Some(self.now + AUTH_TIMEOUT) }
             }

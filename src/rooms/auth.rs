@@ -453,7 +453,8 @@ mod tests {
     #[test]
     fn a_valid_token_grants_its_rooms_claim() {
         let v = verifier(|_| {});
-        let token = sign(json!({"sub": "alice", "exp": NOW + 60, "rooms": {"join": ["chat:*"], "publish": ["chat:1"]}}));
+        let token =
+            sign(json!({"sub": "alice", "exp": NOW + 60, "rooms": {"join": ["chat:*"], "publish": ["chat:1"]}}));
         let grant = v.verify(&token, NOW).unwrap();
         assert_eq!(&*grant.user, "alice");
         assert_eq!(grant.valid_until, NOW + 60);

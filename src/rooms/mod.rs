@@ -602,9 +602,7 @@ impl Rooms {
         let refused = match &client.identity.user {
             Some(user) if *user != grant.user => Some("the token is for another user"),
             // Room owners hold a copy of the identity: it cannot change under them.
-            None if !client.rooms.is_empty() || !client.joining.is_empty() => {
-                Some("authenticate before joining rooms")
-            }
+            None if !client.rooms.is_empty() || !client.joining.is_empty() => Some("authenticate before joining rooms"),
             _ => None,
         };
         if let Some(message) = refused {
@@ -939,9 +937,10 @@ impl Handler for Rooms {
             if let Some(room) = self.relay_room(path) {
                 let room: Arc<str> = room.into();
                 let session = match &admission {
-                    Admission::Authenticated(grant) => {
-                        RelaySession { may_publish: grant.permissions.may_publish(&room), valid_until: Some(grant.valid_until) }
-                    }
+                    Admission::Authenticated(grant) => RelaySession {
+                        may_publish: grant.permissions.may_publish(&room),
+                        valid_until: Some(grant.valid_until),
+                    },
                     _ => RelaySession { may_publish: self.anon.may_publish(&room), valid_until: None },
                 };
                 if let Some(until) = session.valid_until {
