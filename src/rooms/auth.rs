@@ -191,7 +191,8 @@ impl fmt::Display for AuthSetupError {
 impl std::error::Error for AuthSetupError {}
 
 /// Token authentication settings: the verification keys and what a valid token must say.
-#[derive(Clone)]
+/// The default has no keys (`with_hs256_secret`, `with_public_key_pem` add them).
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// Keys by the one algorithm each accepts: HS256 (`--jwt-secret`), RS256 or ES256
     /// (`--jwt-public-key`). A token's `alg` picks the key, so an RSA public key can never
@@ -217,12 +218,6 @@ impl fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("require_auth", &self.require_auth)
             .finish()
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { keys: Vec::new(), leeway: 0, audience: Vec::new(), issuer: None, require_auth: false }
     }
 }
 
@@ -545,6 +540,40 @@ mod tests {
         assert!(ok(&["bad room"]).is_err());
         assert!(ok(&["a*b"]).is_err());
         assert!(ok(&[""]).is_err());
+    }
+
+    #[test]
+    fn a_public_key_picks_rs256_or_es256() {
+        let rsa = AuthConfig::default().with_public_key_pem(include_bytes!("../../tests/keys/rs256-public.pem"));
+        assert_eq!(rsa.unwrap().algorithms(), [Algorithm::RS256]);
+        let ec = AuthConfig::default().with_public_key_pem(include_bytes!("../../tests/keys/es256-public.pem"));
+        assert_eq!(ec.unwrap().algorithms(), [Algorithm::ES256]);
+        let both = ec_and_secret();
+        assert_eq!(both.algorithms(), [Algorithm::ES256, Algorithm::HS256]);
+        assert!(AuthConfig::default()
+            .with_public_key_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+            .is_err());
+        assert!(AuthConfig::default().with_public_key_pem(b"not a key").is_err());
+        assert!(AuthConfig::default().with_hs256_secret(b"").is_err());
+    }
+
+    fn ec_and_secret() -> AuthConfig {
+        AuthConfig::default()
+            .with_public_key_pem(include_bytes!("../../tests/keys/es256-public.pem"))
+            .and_then(|c| c.with_hs256_secret(SECRET))
+            .unwrap()
+    }
+
+    #[test]
+    fn with_two_keys_each_token_is_checked_with_the_key_of_its_alg() {
+        let v = TokenVerifier::new(&ec_and_secret());
+        let claims = json!({"sub": "a", "exp": NOW + 9});
+        let es = EncodingKey::from_ec_pem(include_bytes!("../../tests/keys/es256-private.pem")).unwrap();
+        assert!(v.verify(&encode(&Header::new(Algorithm::ES256), &claims, &es).unwrap(), NOW).is_ok());
+        assert!(v.verify(&sign(claims.clone()), NOW).is_ok());
+        let rs = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rs256-private.pem")).unwrap();
+        let rs256 = encode(&Header::new(Algorithm::RS256), &claims, &rs).unwrap();
+        assert_eq!(v.verify(&rs256, NOW), Err(AuthError::WrongAlgorithm));
     }
 
     #[test]
