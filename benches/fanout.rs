@@ -14,7 +14,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use wsedge::proto::connection::encode_server_frame;
 use wsedge::proto::handshake::UpgradeRequest;
 use wsedge::proto::MessageKind;
-use wsedge::rooms::{Rooms, RoomsConfig};
+use wsedge::rooms::{Admission, Rooms, RoomsConfig};
 use wsedge::server::{Command, ConnId, Handler, Outbox};
 
 const MEMBERS: u32 = 10_000;
@@ -32,11 +32,12 @@ fn fanout(c: &mut Criterion) {
         extensions: None,
         x_forwarded_for: None,
         forwarded: None,
+        authorization: None,
     };
     let join = Bytes::from_static(br#"{"op":"join","room":"bench"}"#);
     for i in 0..MEMBERS {
         let id = ConnId::from_parts(i, 0);
-        rooms.on_open(&mut out, id, &request);
+        rooms.on_open(&mut out, id, &request, Admission::Anonymous);
         rooms.on_message(&mut out, id, MessageKind::Text, join.clone());
     }
     out.take();

@@ -3,13 +3,20 @@
 
 use bytes::Bytes;
 
+use crate::proto::handshake::UpgradeRequest;
 use crate::proto::MessageKind;
-use crate::server::{ConnId, Handler, Outbox};
+use crate::server::{ConnId, Handler, HttpResponse, Outbox};
 
 #[derive(Debug, Default)]
 pub struct Echo;
 
 impl Handler for Echo {
+    type Admission = ();
+
+    fn accept(&mut self, _request: &UpgradeRequest) -> Result<(), HttpResponse> {
+        Ok(()) // any path
+    }
+
     fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
         // The payload `Bytes` is the slice of the read buffer it arrived in: no copy.
         out.send(conn, kind, data);

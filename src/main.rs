@@ -12,6 +12,7 @@ use log::error;
 use wsedge::config_file;
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
+use wsedge::rooms::auth::{self, AuthConfig};
 use wsedge::rooms::{Rooms, RoomsConfig, SUBPROTOCOL};
 use wsedge::server::access::{AccessConfig, Cidr, OriginPattern, ProxyHeader};
 use wsedge::server::{self, Handler, Mesh, Workers};
@@ -32,6 +33,8 @@ enum Command {
         server: ServerArgs,
         #[command(flatten)]
         rooms: RoomArgs,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// Echo every text and binary message back to its sender, on any path.
     Echo(ServerArgs),
@@ -42,6 +45,8 @@ enum Command {
         server: ServerArgs,
         #[command(flatten)]
         rooms: RoomArgs,
+        #[command(flatten)]
+        auth: AuthArgs,
     },
     /// A terminal chat client for the room server: joins a room, publishes each line you
     /// type, prints what others say.
@@ -127,6 +132,69 @@ impl RoomArgs {
             require_membership: !self.no_membership_required,
             ..RoomsConfig::default()
         }
+    }
+}
+
+/// Token authentication and room permissions; they map onto `RoomsConfig::auth` and
+/// `RoomsConfig::anon_rooms`. Authentication is on when a secret or a public key is given.
+#[derive(Args, Clone)]
+struct AuthArgs {
+    /// HS256 secret for client JWTs (default: none). A token on the upgrade that fails
+    /// verification -> HTTP 401; in an `auth` request -> error 401.
+    #[arg(long, env = "WSEDGE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key (RSA -> RS256, EC P-256 -> ES256) for client JWTs (default: none).
+    /// Failing tokens get 401 as with --jwt-secret.
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// Seconds of clock skew allowed on `exp` and `nbf` (default 0).
+    #[arg(long, default_value_t = 0)]
+    jwt_leeway: u64,
+    /// Accepted `aud` value (repeatable; default: `aud` not checked). Other audiences -> 401.
+    #[arg(long, action = ArgAction::Append)]
+    jwt_audience: Vec<String>,
+    /// Required `iss` (default: not checked). Another issuer -> 401.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// Every connection must authenticate (default: off). Without a token on the upgrade,
+    /// no `welcome` until a valid `auth`; other requests meanwhile -> error 401; no valid
+    /// `auth` within --handshake-timeout -> close 1008.
+    #[arg(long)]
+    require_auth: bool,
+    /// Rooms anonymous connections may join, publish to and watch presence of: an exact
+    /// name or a prefix ending in `*` (repeatable; default `*`: everything). Others -> error
+    /// 403 (relay: HTTP 403 on the upgrade).
+    #[arg(long, value_name = "PATTERN", action = ArgAction::Append, default_value = "*")]
+    anon_rooms: Vec<String>,
+}
+
+impl AuthArgs {
+    /// The auth settings of `RoomsConfig` (`auth`, `anon_rooms`, `auth_timeout`).
+    fn apply(&self, config: &mut RoomsConfig, handshake_timeout: Duration) -> Result<(), String> {
+        config.anon_rooms = auth::parse_patterns(&self.anon_rooms).map_err(|e| format!("--anon-rooms: {e}"))?;
+        config.auth_timeout = handshake_timeout;
+        let mut auth = AuthConfig::default();
+        if let Some(secret) = self.jwt_secret.as_deref() {
+            auth = auth.with_hs256_secret(secret.as_bytes()).map_err(|e| format!("--jwt-secret: {e}"))?;
+        }
+        if let Some(path) = &self.jwt_public_key {
+            let pem = std::fs::read(path).map_err(|e| format!("--jwt-public-key {}: {e}", path.display()))?;
+            auth = auth.with_public_key_pem(&pem).map_err(|e| format!("--jwt-public-key {}: {e}", path.display()))?;
+        }
+        if !auth.has_keys() {
+            if self.require_auth {
+                return Err("--require-auth needs --jwt-secret (or WSEDGE_JWT_SECRET) or --jwt-public-key".to_owned());
+            }
+            return Ok(());
+        }
+        auth.leeway = self.jwt_leeway;
+        auth.audience = self.jwt_audience.clone();
+        auth.issuer = self.jwt_issuer.clone();
+        auth.require_auth = self.require_auth;
+        let required = if self.require_auth { "required" } else { "optional" };
+        log::info!("token authentication ({required}): {:?}", auth.algorithms());
+        config.auth = Some(auth);
+        Ok(())
     }
 }
 
@@ -405,10 +473,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     match command {
-        Command::Serve { server, rooms } => {
+        Command::Serve { server, rooms, auth } => {
             let mut config = server.config(1 << 20);
             config.subprotocols = vec![SUBPROTOCOL.to_owned()];
-            let rooms_config = rooms.config();
+            let mut rooms_config = rooms.config();
+            if let Err(e) = auth.apply(&mut rooms_config, config.handshake_timeout) {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
             let scheme = if config.tls.is_some() { "wss" } else { "ws" };
             log::info!(
                 "room server: {scheme}://{}{} (protocol {SUBPROTOCOL}), raw relay on {scheme}://{}/relay/<room>; backend API {}",
@@ -420,11 +492,15 @@ fn main() -> ExitCode {
             run(config, Rooms::for_workers(rooms_config))
         }
         Command::Echo(args) => run(args.config(16 << 20), |_: Mesh<()>| Echo),
-        Command::Relay { server, rooms } => {
+        Command::Relay { server, rooms, auth } => {
             let config = server.config(1 << 20);
             // Every path is a relay room; there is no JSON endpoint.
-            let rooms_config =
+            let mut rooms_config =
                 RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };
+            if let Err(e) = auth.apply(&mut rooms_config, config.handshake_timeout) {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
             let scheme = if config.tls.is_some() { "wss" } else { "ws" };
             log::info!("relay: {scheme}://{}/<room> (messages forwarded verbatim to every member)", config.listen);
             run(config, Rooms::for_workers(rooms_config))

@@ -1,29 +1,32 @@
 //! Who gets in, on the wire: the `Origin` allow-list (403), per-IP connection and handshake
 //! limits (429, shared by every worker), and the client address behind trusted proxies.
 //!
-//! Raw upgrades, because the tests set `Origin` and forwarding headers freely and read the
-//! refusal's status line, headers and body. Every connection goes through [`open_stream`],
-//! so the file can run over TLS by changing that one function.
+//! Raw upgrades over TLS (the server's certificate from `support::tls`), because the tests
+//! set `Origin` and forwarding headers freely and read the refusal's status line, headers
+//! and body. Every connection goes through [`open_stream`].
 
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::tls::{server_tls, ClientStream};
 use support::{client_frame, close_payload, config, expect_close_then_eof, read_head, ResponseHead, TestServer};
 use wsedge::server::access::{AccessConfig, ProxyHeader};
 use wsedge::server::Config;
 
-/// The transport every test connection uses (plaintext TCP for now).
-fn open_stream(server: &TestServer) -> TcpStream {
-    server.tcp()
+/// The transport every test connection uses: TLS, handshake done.
+fn open_stream(server: &TestServer) -> ClientStream {
+    server.stream()
 }
 
 /// A server running echo with `access` on `workers` workers.
 fn server(access: AccessConfig, workers: usize) -> TestServer {
-    TestServer::start_workers(Config { workers, access, ..config() }, |_: wsedge::server::Mesh<()>| wsedge::echo::Echo)
+    TestServer::start_workers(
+        Config { workers, access, tls: Some(server_tls()), ..config() },
+        |_: wsedge::server::Mesh<()>| wsedge::echo::Echo,
+    )
 }
 
 fn access() -> AccessConfig {
@@ -45,7 +48,7 @@ fn request(server: &TestServer, headers: &[&str]) -> Vec<u8> {
 /// What the server answered an upgrade: the stream (open after a 101), the head, and for
 /// a refusal the body (read to the server's EOF: refusals close the connection).
 struct Answer {
-    stream: TcpStream,
+    stream: ClientStream,
     head: ResponseHead,
     body: String,
 }
@@ -66,7 +69,7 @@ fn status(server: &TestServer, headers: &[&str]) -> u16 {
 }
 
 /// Closes an open connection with the close handshake (the server then drops it).
-fn close(mut stream: TcpStream) {
+fn close(mut stream: ClientStream) {
     stream.write_all(&client_frame(0x88, &close_payload(1000, b""))).unwrap();
     expect_close_then_eof(&mut stream, 1000);
 }
@@ -127,7 +130,7 @@ fn a_missing_origin_is_allowed_unless_required() {
 fn max_conns_per_ip_answers_429_across_workers_and_frees_a_slot_on_close() {
     // Two workers: the count is the server's, whichever worker the kernel picks.
     let server = server(AccessConfig { max_conns_per_ip: Some(3), ..access() }, 2);
-    let mut open: Vec<TcpStream> = (0..3).map(|_| upgrade(&server, &[]).stream).collect();
+    let mut open: Vec<ClientStream> = (0..3).map(|_| upgrade(&server, &[]).stream).collect();
     let answer = upgrade(&server, &[]);
     assert_eq!(answer.head.status, 429, "{:?}", answer.head);
     assert_eq!(answer.body, "too many connections from this address\n");

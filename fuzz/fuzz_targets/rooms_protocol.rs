@@ -13,6 +13,15 @@
 //! with the model (member counts, contiguous history ending at the room's offset,
 //! recovery); `GET /api/rooms` after a tick lists the model's rooms with their offsets;
 //! an epoch is never reused for a recreated room. And no panics.
+//!
+//! Authentication (flag bit 1; HS256 with a fixed secret): opens may carry a token (valid,
+//! for one of a few users and `rooms` claims, or invalid -> 401, no open); with
+//! `require_auth` (bit 2) a connection without one gets no welcome until a valid `auth`
+//! (its reply, then the welcome), every other request gets 401, and a tick past the
+//! deadline closes it with 1008; `auth` refreshes for the same user and gets 403 for
+//! another; joins, publishes, presence and history the token's claim (or the anonymous
+//! default, narrowed by bit 3) does not allow get 403, checked against the model's own
+//! pattern matcher.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -25,6 +34,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use wsedge::proto::handshake::{PlainRequest, UpgradeRequest};
 use wsedge::proto::MessageKind;
+use wsedge::rooms::auth::{AuthConfig, RoomPatterns};
 use wsedge::rooms::protocol::{self, Request};
 use wsedge::rooms::{Rooms, RoomsConfig};
 use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Outbox};
@@ -35,6 +45,20 @@ const API_KEY: &str = "k3y";
 const ROOMS: [&str; 4] = ["a", "b", "lobby:1", "x.y-z_0"];
 const MAX_MESSAGE_BYTES: usize = 200;
 const HISTORY_SIZE: usize = 4;
+const JWT_SECRET: &[u8] = b"fuzz secret";
+/// Tokens the harness signs: valid until 2100, or expired since 2001.
+const VALID_EXP: u64 = 4_102_444_800;
+const EXPIRED_EXP: u64 = 1_000_000_000;
+const USERS: [&str; 3] = ["ann", "ben", "cy"];
+/// `rooms` claims by token variant (join, publish, presence); `None`: no claim.
+const TOKEN_ROOMS: [Option<[&[&str]; 3]>; 4] = [
+    None,
+    Some([&["a", "lobby:*"], &["a"], &["lobby:*"]]),
+    Some([&["*"], &[], &["b"]]),
+    Some([&["x.y-z_0", "b"], &["*"], &["*"]]),
+];
+const ANON_NARROW: [&str; 2] = ["a", "lobby:*"];
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---- the input grammar ----
 
@@ -67,7 +91,18 @@ struct Req {
     ephemeral: Option<Flag>,
     since: Option<SinceIn>,
     limit: Option<LimitIn>,
+    token: Option<TokenIn>,
     extra: Option<(String, Data)>,
+}
+
+/// A token for `auth`: variants index `USERS` and `TOKEN_ROOMS`.
+#[derive(Debug, Arbitrary)]
+enum TokenIn {
+    Valid(u8),
+    Expired(u8),
+    Forged(u8),
+    Garbage(String),
+    WrongType(i32),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -87,6 +122,7 @@ enum OpName {
     Presence,
     History,
     Ping,
+    Auth,
     Other(String),
     WrongType(i8),
 }
@@ -162,9 +198,12 @@ enum Body {
 /// measure):
 ///
 /// ```text
-/// flags      bit0: require_membership
+/// flags      bit0: require_membership, bit1: authentication, bit2: require_auth,
+///            bit3: anonymous users only in `ANON_NARROW`
 /// ops        the rest, each a tag byte (tag % 8) and its operands:
-///            0 open slot        1 close slot
+///            0 open byte: slot (byte % 6); (byte / 6) % 4: no token, a valid one in the
+///              query, a valid one as Bearer, an invalid one; token variant byte / 24
+///                               1 close slot
 ///            2 text: slot, len + raw text (a real request, or anything)
 ///            3 text: slot, len + bytes decoded by `arbitrary` as a request from the grammar
 ///            4 binary: slot, len + bytes
@@ -175,14 +214,14 @@ enum Body {
 ///              (even: len + raw body; odd: len + bytes decoded as a publish body)
 /// ```
 struct Input {
-    require_membership: bool,
+    flags: u8,
     ops: Vec<Op>,
 }
 
 impl Input {
     fn read(data: &[u8]) -> Input {
         let mut r = Reader::new(data);
-        let require_membership = r.bool();
+        let flags = r.byte();
         let mut ops = Vec::new();
         while !r.is_empty() && ops.len() < 256 {
             let op = match r.byte() % 8 {
@@ -223,7 +262,7 @@ impl Input {
             };
             ops.push(op);
         }
-        Input { require_membership, ops }
+        Input { flags, ops }
     }
 }
 
@@ -285,6 +324,7 @@ impl Req {
             OpName::Presence => json!("presence"),
             OpName::History => json!("history"),
             OpName::Ping => json!("ping"),
+            OpName::Auth => json!("auth"),
             OpName::Other(s) => json!(s),
             OpName::WrongType(n) => json!(n),
         };
@@ -321,11 +361,97 @@ impl Req {
             };
             m.insert("limit".into(), v);
         }
+        if let Some(t) = &self.token {
+            let token = match t {
+                TokenIn::Valid(v) => json!(token(*v, VALID_EXP, JWT_SECRET)),
+                TokenIn::Expired(v) => json!(token(*v, EXPIRED_EXP, JWT_SECRET)),
+                TokenIn::Forged(v) => json!(token(*v, VALID_EXP, b"not the secret")),
+                TokenIn::Garbage(s) => json!(s),
+                TokenIn::WrongType(n) => json!(n),
+            };
+            m.insert("token".into(), token);
+        }
         if let Some((k, d)) = &self.extra {
             m.entry(k.clone()).or_insert_with(|| data_value(d));
         }
         Value::Object(m).to_string()
     }
+}
+
+// ---- tokens and permissions ----
+
+fn claims(variant: u8, exp: u64) -> Value {
+    let user = USERS[usize::from(variant) % USERS.len()];
+    let mut claims = json!({"sub": user, "exp": exp});
+    if let Some([join, publish, presence]) = TOKEN_ROOMS[usize::from(variant) % TOKEN_ROOMS.len()] {
+        claims["rooms"] = json!({"join": join, "publish": publish, "presence": presence});
+    }
+    claims
+}
+
+fn token(variant: u8, exp: u64, secret: &[u8]) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims(variant, exp), &jsonwebtoken::EncodingKey::from_secret(secret))
+        .expect("signing")
+}
+
+/// What the model knows of a token: `Some((user, variant))` when the harness signed it
+/// valid (any string not signed with the secret is invalid; seeds sign the same claims).
+fn known_token(token: &str) -> Option<(&'static str, u8)> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_exp = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(JWT_SECRET);
+    let claims_seen = jsonwebtoken::decode::<Value>(token, &key, &validation).ok()?.claims;
+    (0..TOKEN_ROOMS.len() as u8 * USERS.len() as u8)
+        .find(|v| claims(*v, VALID_EXP) == claims_seen)
+        .map(|v| (USERS[usize::from(v) % USERS.len()], v))
+}
+
+/// The model's matcher, written apart from the server's: `*` anywhere but last is a
+/// literal; a last `*` matches any rest.
+fn model_matches(pattern: &str, room: &str) -> bool {
+    let p = pattern.as_bytes();
+    match p.last() {
+        Some(b'*') => room.len() >= p.len() - 1 && room.as_bytes()[..p.len() - 1] == p[..p.len() - 1],
+        _ => p == room.as_bytes(),
+    }
+}
+
+/// Per action (join, publish, presence): the patterns allowed; `None`: everything.
+#[derive(Debug, Clone, Default)]
+struct Perms(Option<[Vec<String>; 3]>);
+
+impl Perms {
+    fn of_variant(variant: u8) -> Perms {
+        Perms(
+            TOKEN_ROOMS[usize::from(variant) % TOKEN_ROOMS.len()]
+                .map(|lists| lists.map(|l| l.iter().map(|p| p.to_string()).collect())),
+        )
+    }
+
+    fn allows(&self, action: usize, room: &str) -> bool {
+        self.0.as_ref().is_none_or(|lists| lists[action].iter().any(|p| model_matches(p, room)))
+    }
+
+    /// Whether the request is denied (403).
+    fn denies(&self, request: &Request<'_>) -> bool {
+        match request {
+            Request::Join { room, presence, .. } => !self.allows(0, room) || (*presence && !self.allows(2, room)),
+            Request::Publish { room, .. } => !self.allows(1, room),
+            Request::Presence { room } => !self.allows(2, room),
+            Request::History { room, .. } => !self.allows(0, room),
+            _ => false,
+        }
+    }
+}
+
+/// A connection's authentication as the model sees it.
+#[derive(Debug, Clone)]
+struct Session {
+    user: Option<&'static str>,
+    perms: Perms,
+    /// Waiting for `auth` (no welcome yet) until this time.
+    deadline: Option<Instant>,
 }
 
 // ---- the model ----
@@ -342,6 +468,11 @@ struct Model {
     /// The current epoch of each room, once seen.
     epochs: HashMap<String, String>,
     epochs_seen: BTreeSet<String>,
+    sessions: HashMap<ConnId, Session>,
+    /// Authentication configured, and its settings.
+    auth: bool,
+    require_auth: bool,
+    anon: Perms,
 }
 
 impl Model {
@@ -406,6 +537,17 @@ fn check_kept(list: &Value, room: &str) -> Vec<u64> {
         assert_eq!(w[1], w[0] + 1, "kept offsets are not contiguous: {offsets:?}");
     }
     offsets
+}
+
+/// The `error.code` of a reply, if it is an error.
+fn error_code_of(reply: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Error {
+        code: u64,
+    }
+    let fields: HashMap<String, &RawValue> = serde_json::from_str(reply).expect("a reply is a JSON object");
+    let error = fields.get("error")?;
+    Some(serde_json::from_str::<Error>(error.get()).expect("an error has a numeric code").code)
 }
 
 /// The messages queued for `conn` alone (replies), in order.
@@ -534,8 +676,15 @@ impl Harness {
         if self.model.open.contains_key(&conn) {
             return;
         }
+        let variant = i / 24;
+        let (path, authorization, valid) = match (i / SLOTS) % 4 {
+            0 => ("/ws".to_owned(), None, None),
+            1 => (format!("/ws?token={}", token(variant, VALID_EXP, JWT_SECRET)), None, Some(true)),
+            2 => ("/ws".to_owned(), Some(format!("Bearer {}", token(variant, VALID_EXP, JWT_SECRET))), Some(true)),
+            _ => (format!("/ws?x=1&token={}", token(variant, EXPIRED_EXP, JWT_SECRET)), None, Some(false)),
+        };
         let request = UpgradeRequest {
-            path: "/ws".into(),
+            path,
             host: "localhost".into(),
             origin: None,
             key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
@@ -543,21 +692,56 @@ impl Harness {
             extensions: None,
             x_forwarded_for: None,
             forwarded: None,
+            authorization,
         };
-        assert!(self.rooms.accept(&request).is_ok());
+        // Without authentication configured, tokens are ignored.
+        let valid = valid.filter(|_| self.model.auth);
+        let admission = match self.rooms.accept(&request) {
+            Ok(admission) => admission,
+            Err(response) => {
+                assert_eq!(response.status, 401, "upgrade refused with {}", response.status);
+                assert_eq!(valid, Some(false), "a valid upgrade refused");
+                return;
+            }
+        };
+        assert_ne!(valid, Some(false), "an invalid token admitted");
+        let session = match valid {
+            Some(_) => Session {
+                user: Some(USERS[usize::from(variant) % USERS.len()]),
+                perms: Perms::of_variant(variant),
+                deadline: None,
+            },
+            None if self.model.require_auth => {
+                Session { user: None, perms: self.model.anon.clone(), deadline: Some(self.now + AUTH_TIMEOUT) }
+            }
+            None => Session { user: None, perms: self.model.anon.clone(), deadline: None },
+        };
         let mut out = self.outbox();
-        self.rooms.on_open(&mut out, conn, &request);
+        self.rooms.on_open(&mut out, conn, &request, admission);
         let commands = out.take();
-        let [Command::Message(to, MessageKind::Text, welcome)] = &commands[..] else {
-            panic!("on_open queued {commands:?}");
+        let id = if session.deadline.is_some() {
+            assert!(commands.is_empty(), "on_open queued {commands:?} for a connection that must authenticate");
+            String::new()
+        } else {
+            let [Command::Message(to, MessageKind::Text, welcome)] = &commands[..] else {
+                panic!("on_open queued {commands:?}");
+            };
+            assert_eq!(*to, conn);
+            self.welcomed(welcome, session.user)
         };
-        assert_eq!(*to, conn);
-        let v = json_of(welcome).expect("welcome");
-        assert_eq!(v["op"], "welcome");
-        let id = v["client"].as_str().expect("welcome without client id").to_owned();
-        assert!(!self.model.open.values().any(|other| *other == id), "client id {id} given twice");
         self.model.open.insert(conn, id);
         self.model.members.insert(conn, BTreeMap::new());
+        self.model.sessions.insert(conn, session);
+    }
+
+    /// Checks a welcome; returns the client id it gives.
+    fn welcomed(&self, welcome: &Bytes, user: Option<&str>) -> String {
+        let v = json_of(welcome).expect("welcome");
+        assert_eq!(v["op"], "welcome");
+        assert_eq!(v["user"].as_str(), user, "welcome user");
+        let id = v["client"].as_str().expect("welcome without client id").to_owned();
+        assert!(!self.model.open.values().any(|other| *other == id), "client id {id} given twice");
+        id
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -572,6 +756,7 @@ impl Harness {
         self.model.members.remove(&conn);
         self.check_broadcasts(&commands, None);
         self.model.open.remove(&conn);
+        self.model.sessions.remove(&conn);
         let slot = conn.parts().0 as usize;
         self.model.generation[slot] = self.model.generation[slot].wrapping_add(1);
         self.apply_closes(&commands);
@@ -613,9 +798,14 @@ impl Harness {
         let commands = out.take();
         self.check_commands(&commands);
 
-        // The reply: at most one message to the sender, carrying the request's id.
+        // The reply: at most one message to the sender, carrying the request's id (and
+        // after a first valid `auth`, the welcome).
         let (raw_id, request) = protocol::parse_request(text);
-        let replies = replies_to(&commands, conn);
+        let mut replies = replies_to(&commands, conn);
+        let welcome = match replies.last() {
+            Some(last) if json_of(last).is_some_and(|v| v["op"] == "welcome") => replies.pop(),
+            _ => None,
+        };
         assert!(replies.len() <= 1, "{} replies to one request", replies.len());
         let reply = replies.first().copied();
         let reply_text = reply.map(|r| std::str::from_utf8(r).expect("reply is not UTF-8"));
@@ -641,11 +831,62 @@ impl Harness {
             assert!(failed, "an invalid request succeeded: {text}");
         }
         let ok_body = reply_value.as_ref().and_then(|v| v.get("ok")).cloned();
-        if let Some(v) = &reply_value {
-            if let Some(code) = v.get("error").map(|e| &e["code"]) {
-                let code = code.as_u64().expect("error code");
-                assert!(matches!(code, 400 | 404 | 413 | 429 | 503), "error code {code}");
+        // Read from the raw fields: the reply may echo an id a `Value` cannot hold (1e400).
+        let error_code = reply_text.and_then(error_code_of);
+        if let Some(code) = error_code {
+            assert!(matches!(code, 400 | 401 | 403 | 404 | 413 | 429 | 503), "error code {code}");
+        }
+        // Authentication and permissions, decided before anything else.
+        let session = self.model.sessions.get(&conn).cloned().expect("open connection without a session");
+        match &request {
+            Ok(Request::Auth { token }) => {
+                let expected = match (self.model.auth, known_token(token)) {
+                    (false, _) => Err(400u64),
+                    (true, None) => Err(401),
+                    (true, Some((user, _))) if session.user.is_some_and(|u| u != user) => Err(403),
+                    (true, Some(_))
+                        if session.user.is_none()
+                            && session.deadline.is_none()
+                            && !self.model.members[&conn].is_empty() =>
+                    {
+                        Err(403)
+                    }
+                    (true, Some(found)) => Ok(found),
+                };
+                match expected {
+                    Err(code) => {
+                        assert_eq!(error_code, Some(code), "auth: {reply_text:?}");
+                        assert!(welcome.is_none());
+                    }
+                    Ok((user, variant)) => {
+                        if raw_id.is_some() {
+                            // By its text: the id may be one a `Value` cannot hold.
+                            let body = format!(",\"ok\":{{\"user\":\"{user}\"}}}}");
+                            assert!(reply_text.is_some_and(|t| t.ends_with(&body)), "auth reply {reply_text:?}");
+                        } else {
+                            assert!(reply.is_none(), "a reply without an id: {reply_text:?}");
+                        }
+                        let waiting = session.deadline.is_some();
+                        assert_eq!(welcome.is_some(), waiting, "a welcome iff it was waiting for auth");
+                        if let Some(welcome) = welcome {
+                            let id = self.welcomed(welcome, Some(user));
+                            self.model.open.insert(conn, id);
+                        }
+                        let s = self.model.sessions.get_mut(&conn).expect("session");
+                        *s = Session { user: Some(user), perms: Perms::of_variant(variant), deadline: None };
+                    }
+                }
             }
+            Ok(_) if session.deadline.is_some() => {
+                assert_eq!(error_code, Some(401), "a request before auth: {reply_text:?}");
+            }
+            Ok(other) if session.perms.denies(other) => {
+                assert_eq!(error_code, Some(403), "a denied request: {reply_text:?}");
+            }
+            _ => assert!(welcome.is_none(), "a welcome out of turn"),
+        }
+        if error_code.is_some_and(|c| c == 403 || c == 401) {
+            assert!(matches!(request, Ok(_)), "a request that does not parse got {error_code:?}");
         }
 
         let mut publish = None;
@@ -717,7 +958,7 @@ impl Harness {
                         }
                     }
                 }
-                Request::Ping => {}
+                Request::Ping | Request::Auth { .. } => {}
             }
         }
         self.check_broadcasts(&commands, publish);
@@ -804,7 +1045,26 @@ impl Harness {
     fn tick(&mut self) {
         let mut out = self.outbox();
         self.rooms.on_tick(&mut out);
-        assert!(out.take().is_empty(), "on_tick queued commands");
+        let commands = out.take();
+        self.check_commands(&commands);
+        // Only connections past their deadline for `auth` are closed (tokens here are
+        // valid until 2100: none expires).
+        let closed: BTreeSet<ConnId> = commands
+            .iter()
+            .map(|c| match c {
+                Command::Close(to, _, reason) if reason == "authentication required" => *to,
+                other => panic!("on_tick queued {other:?}"),
+            })
+            .collect();
+        let late: BTreeSet<ConnId> = self
+            .model
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= self.now))
+            .map(|(c, _)| *c)
+            .collect();
+        assert_eq!(closed, late, "closes for a missing auth");
+        self.apply_closes(&commands);
         self.sync_rooms();
     }
 
@@ -846,6 +1106,14 @@ impl Harness {
 
 fuzz_target!(|data: &[u8]| {
     let input = Input::read(data);
+    let auth = input.flags & 2 != 0;
+    let require_auth = auth && input.flags & 4 != 0;
+    let narrow = input.flags & 8 != 0;
+    let auth_config = auth.then(|| {
+        let mut config = AuthConfig::default().with_hs256_secret(JWT_SECRET).expect("secret");
+        config.require_auth = require_auth;
+        config
+    });
     let config = RoomsConfig {
         history_size: HISTORY_SIZE,
         history_ttl: Duration::from_secs(2),
@@ -857,13 +1125,17 @@ fuzz_target!(|data: &[u8]| {
         publish_burst: 3.0,
         abuse_limit: 4,
         abuse_window: Duration::from_secs(1),
-        require_membership: input.require_membership,
+        require_membership: input.flags & 1 != 0,
         api_key: Some(API_KEY.to_owned()),
+        auth: auth_config,
+        anon_rooms: if narrow { RoomPatterns::new(&ANON_NARROW) } else { RoomPatterns::everything() },
+        auth_timeout: AUTH_TIMEOUT,
         ..RoomsConfig::default()
     };
+    let anon = Perms(narrow.then(|| [0, 1, 2].map(|_| ANON_NARROW.iter().map(|p| p.to_string()).collect())));
     let mut h = Harness {
         rooms: Rooms::new(config),
-        model: Model::default(),
+        model: Model { auth, require_auth, anon, ..Model::default() },
         now: Instant::now(),
         metrics: Metrics::default(),
     };

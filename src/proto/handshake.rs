@@ -119,6 +119,8 @@ pub struct UpgradeRequest {
     /// in order; the server reads them only from trusted proxies (`server::access`).
     pub x_forwarded_for: Option<String>,
     pub forwarded: Option<String>,
+    /// The `Authorization` header, if any (a bearer token for the handler to verify).
+    pub authorization: Option<String>,
 }
 
 /// A request that is not a WebSocket upgrade.
@@ -206,7 +208,9 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
     let origin = lossy("origin").first().map(|o| o.trim().to_owned());
     let joined = |name| Some(lossy(name).join(", ")).filter(|v| !v.is_empty());
     let (x_forwarded_for, forwarded) = (joined("x-forwarded-for"), joined("forwarded"));
-    let request = UpgradeRequest { path, host, origin, key, protocols, extensions, x_forwarded_for, forwarded };
+    let authorization = headers.get("authorization").map(|a| a.trim().to_owned());
+    let request =
+        UpgradeRequest { path, host, origin, key, protocols, extensions, x_forwarded_for, forwarded, authorization };
     Ok(Some((Request::Upgrade(request), head_len)))
 }
 

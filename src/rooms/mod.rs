@@ -14,11 +14,14 @@
 //! the same `Bytes` to every worker with members, whose event loop frames (and compresses)
 //! it once for all of them.
 //!
-//! A connection's identity lives in [`Identity`] (today: a client id and no user;
-//! authentication fills in `user`), held by its worker's [`Client`] and copied to the
-//! owners of the rooms it joins.
+//! A connection's identity lives in [`Identity`] (a client id, and the `sub` of its token
+//! as `user`), held by its worker's [`Client`] and copied to the owners of the rooms it
+//! joins. What it may do (`auth::Permissions`) and until when (its token's `exp`) stay
+//! with the `Client`: permissions are checked on the member's worker before a request
+//! goes to a room's owner, so no permission data crosses workers.
 
 mod api;
+pub mod auth;
 mod local;
 mod msg;
 pub mod protocol;
@@ -26,7 +29,7 @@ mod relay;
 mod room;
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,7 @@ use log::debug;
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{CloseCode, MessageKind};
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Outbox};
+use auth::{AuthConfig, AuthError, Grant, Permissions, RoomPatterns, TokenVerifier};
 use local::{Audience, LocalRooms};
 pub use msg::RoomMsg;
 use msg::{JoinRequest, OwnedId, OwnedRooms};
@@ -86,6 +90,15 @@ pub struct RoomsConfig {
     pub require_membership: bool,
     /// Key for the backend HTTP API; the API answers 404 without one.
     pub api_key: Option<String>,
+    /// Token authentication (`None`: every connection is anonymous). An invalid token on
+    /// the upgrade -> HTTP 401; in `auth` -> error 401.
+    pub auth: Option<AuthConfig>,
+    /// What anonymous connections may join, publish to and watch presence of (default
+    /// `*`: everything). Denied -> error 403.
+    pub anon_rooms: RoomPatterns,
+    /// With `require_auth`: how long a connection without a token on the upgrade has to
+    /// send a valid `auth` (-> close 1008). The CLI uses the handshake timeout.
+    pub auth_timeout: Duration,
 }
 
 impl Default for RoomsConfig {
@@ -106,14 +119,24 @@ impl Default for RoomsConfig {
             abuse_window: Duration::from_secs(10),
             require_membership: true,
             api_key: None,
+            auth: None,
+            anon_rooms: RoomPatterns::everything(),
+            auth_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// One of this worker's connections: its identity, the rooms it is in, its rate limits.
+/// One of this worker's connections: its identity and permissions, the rooms it is in,
+/// its rate limits.
 #[derive(Debug)]
 struct Client {
     identity: Identity,
+    permissions: Arc<Permissions>,
+    /// The last second its token is valid (`exp` + leeway); `None`: anonymous.
+    valid_until: Option<u64>,
+    /// Set until a valid `auth` arrives (`require_auth`, no token on the upgrade): no
+    /// welcome yet, other requests get 401, and at this time the connection is closed.
+    auth_deadline: Option<Instant>,
     /// Rooms the owner confirmed (mirrors the owner's member list).
     rooms: Vec<Arc<str>>,
     /// Rooms asked for whose `Joined` has not come back yet.
@@ -157,6 +180,24 @@ impl RoomCounts {
     }
 }
 
+/// What `Rooms::accept` decided about an upgrade, for `on_open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// No token (or no authentication configured): `anon_rooms` applies.
+    Anonymous,
+    /// No token on the upgrade but one is required: `auth` must come first.
+    Pending,
+    /// A valid token on the upgrade.
+    Authenticated(Grant),
+}
+
+/// A relay connection's limits from its token (only kept when there are some).
+#[derive(Debug, Clone, Copy)]
+struct RelaySession {
+    may_publish: bool,
+    valid_until: Option<u64>,
+}
+
 /// The room layer of one worker: owner of some rooms, home of some connections.
 #[derive(Debug)]
 pub struct Rooms {
@@ -181,6 +222,14 @@ pub struct Rooms {
     local: LocalRooms,
     gathers: HashMap<u64, Gathering>,
     next_gather: u64,
+    /// Set when authentication is configured.
+    verifier: Option<TokenVerifier>,
+    anon: Arc<Permissions>,
+    /// (valid until, connection): closed with 1008 "token expired" after that second.
+    expiries: BTreeSet<(u64, ConnId)>,
+    /// (deadline, connection) of connections that have yet to send a valid `auth`.
+    auth_deadlines: BTreeSet<(Instant, ConnId)>,
+    relay_sessions: HashMap<ConnId, RelaySession>,
 
     /// Relay rooms: both sides.
     relay: Relay,
@@ -202,6 +251,8 @@ impl Rooms {
 
     fn with_mesh(config: RoomsConfig, mesh: Mesh<RoomMsg>, router: RandomState, counts: Arc<RoomCounts>) -> Self {
         let seed = RandomState::new().build_hasher().finish();
+        let verifier = config.auth.as_ref().map(TokenVerifier::new);
+        let anon = Arc::new(Permissions::same_for_all(config.anon_rooms.clone()));
         Rooms {
             config,
             // 64 random bits: ids and epochs do not repeat across workers, restarts or nodes.
@@ -217,6 +268,11 @@ impl Rooms {
             local: LocalRooms::default(),
             gathers: HashMap::new(),
             next_gather: 0,
+            verifier,
+            anon,
+            expiries: BTreeSet::new(),
+            auth_deadlines: BTreeSet::new(),
+            relay_sessions: HashMap::new(),
             relay: Relay::default(),
         }
     }
@@ -475,9 +531,20 @@ impl Rooms {
     /// `frame` is the text frame the request was parsed from (`data` is sliced from it).
     fn request(&mut self, out: &mut Outbox, conn: ConnId, frame: &Bytes, id: RequestId<'_>, request: Request<'_>) {
         let owned_id = || id.map(ToOwned::to_owned);
+        if let Request::Auth { token } = request {
+            return self.authenticate(out, conn, id, &token);
+        }
         let Some(client) = self.clients.get_mut(&conn) else { return };
+        if client.auth_deadline.is_some() {
+            let e = RequestError::new(401, "authenticate first: {\"op\":\"auth\",\"token\":...}");
+            return self.answer(out, conn, id, Err(e));
+        }
+        if let Err(e) = permitted(&client.permissions, &request) {
+            return self.answer(out, conn, id, Err(e));
+        }
         let msg = match request {
             Request::Ping => return self.gather(out, Purpose::Ping(conn, owned_id())),
+            Request::Auth { .. } => return,
             Request::Join { room, presence, since } => {
                 let known = client.rooms.iter().any(|r| **r == *room) || client.joining.contains(&room);
                 let max = self.config.max_rooms_per_connection;
@@ -518,10 +585,89 @@ impl Rooms {
         self.send(out, owner, msg);
     }
 
+    /// The `auth` request: a first valid token welcomes a waiting connection (or names an
+    /// anonymous one that is in no rooms yet); a later one for the same user extends the
+    /// session.
+    fn authenticate(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, token: &str) {
+        let Some(verifier) = &self.verifier else {
+            let e = RequestError::bad_request("authentication is not configured on this server");
+            return self.answer(out, conn, id, Err(e));
+        };
+        let grant = verifier.verify(token, auth::unix_now());
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(e) => return self.answer(out, conn, id, Err(RequestError::new(401, e.to_string()))),
+        };
+        let refused = match &client.identity.user {
+            Some(user) if *user != grant.user => Some("the token is for another user"),
+            // Room owners hold a copy of the identity: it cannot change under them.
+            None if !client.rooms.is_empty() || !client.joining.is_empty() => Some("authenticate before joining rooms"),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            return self.answer(out, conn, id, Err(RequestError::new(403, message)));
+        }
+        let waiting = client.auth_deadline.take();
+        if let Some(deadline) = waiting {
+            self.auth_deadlines.remove(&(deadline, conn));
+        }
+        if let Some(old) = client.valid_until.replace(grant.valid_until) {
+            self.expiries.remove(&(old, conn));
+        }
+        self.expiries.insert((grant.valid_until, conn));
+        client.permissions = grant.permissions;
+        client.identity.user = Some(grant.user.clone());
+        let welcome = waiting.map(|_| protocol::welcome(&client.identity.client, Some(&grant.user)));
+        self.answer(out, conn, id, Ok(ObjectWriter::new().str("user", &grant.user).finish()));
+        if let Some(welcome) = welcome {
+            out.send(conn, MessageKind::Text, Bytes::from(welcome));
+        }
+    }
+
+    /// Closes connections whose token expired, and those that did not authenticate in time.
+    fn enforce_sessions(&mut self, out: &mut Outbox) {
+        if self.verifier.is_none() {
+            return;
+        }
+        let now_unix = auth::unix_now();
+        while let Some(&(until, conn)) = self.expiries.first() {
+            if until >= now_unix {
+                break;
+            }
+            self.expiries.pop_first();
+            debug!("closing {conn:?}: token expired");
+            out.close(conn, CloseCode::POLICY_VIOLATION, "token expired");
+        }
+        let now = out.now();
+        while let Some(&(deadline, conn)) = self.auth_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.auth_deadlines.pop_first();
+            debug!("closing {conn:?}: no valid auth in time");
+            out.close(conn, CloseCode::POLICY_VIOLATION, "authentication required");
+        }
+    }
+
+    /// Verifies the token an upgrade carries, if any.
+    fn admit(&self, request: &UpgradeRequest) -> Result<Admission, HttpResponse> {
+        let Some(verifier) = &self.verifier else { return Ok(Admission::Anonymous) };
+        let require = self.config.auth.as_ref().is_some_and(|a| a.require_auth);
+        let token = auth::upgrade_token(&request.path, request.authorization.as_deref());
+        match token {
+            Ok(Some(token)) => verifier.verify(&token, auth::unix_now()).map(Admission::Authenticated),
+            Ok(None) if require => Ok(Admission::Pending),
+            Ok(None) => Ok(Admission::Anonymous),
+            Err(e) => Err(e),
+        }
+        .map_err(unauthorized)
+    }
+
     /// Replies to one of this worker's connections; rejected requests count as strikes.
     fn answer(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, result: Result<String, RequestError>) {
         if let Err(e) = &result {
-            if matches!(e.code, 400 | 413 | 429) {
+            if matches!(e.code, 400 | 401 | 403 | 413 | 429) {
                 self.strike(out, conn);
             }
         }
@@ -708,6 +854,34 @@ fn slice_of(whole: &Bytes, part: &str) -> Bytes {
     }
 }
 
+/// 401 on the upgrade, with the reason (never the token).
+fn unauthorized(e: AuthError) -> HttpResponse {
+    HttpResponse::text(401, &format!("{e}\n")).with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+}
+
+/// Checks a request against the connection's permissions (-> 403). `leave` and `ping`
+/// need none; `history` reads a room, as joining it does.
+fn permitted(permissions: &Permissions, request: &Request<'_>) -> Result<(), RequestError> {
+    let denied = match request {
+        Request::Join { room, presence, .. } => {
+            if !permissions.may_join(room) {
+                Some("not allowed to join this room")
+            } else if *presence && !permissions.may_presence(room) {
+                Some("not allowed to see presence in this room")
+            } else {
+                None
+            }
+        }
+        Request::Publish { room, .. } => (!permissions.may_publish(room)).then_some("not allowed to publish here"),
+        Request::Presence { room } => {
+            (!permissions.may_presence(room)).then_some("not allowed to see presence in this room")
+        }
+        Request::History { room, .. } => (!permissions.may_join(room)).then_some("not allowed to read this room"),
+        Request::Leave { .. } | Request::Ping | Request::Auth { .. } => None,
+    };
+    denied.map_or(Ok(()), |message| Err(RequestError::new(403, message)))
+}
+
 /// The publish rate limit: a token bucket per connection (-> 429).
 fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
     let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
@@ -721,14 +895,28 @@ fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -
 }
 
 impl Handler for Rooms {
-    fn accept(&mut self, request: &UpgradeRequest) -> Result<(), HttpResponse> {
+    type Admission = Admission;
+
+    fn accept(&mut self, request: &UpgradeRequest) -> Result<Admission, HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
         if !self.config.path.is_empty() && path == self.config.path {
-            return Ok(());
+            return self.admit(request);
         }
         let Some(room) = self.relay_room(path) else {
             return Err(HttpResponse::text(404, "no WebSocket endpoint at this path\n"));
         };
+        // The relay has no `auth` op: a required token comes with the upgrade.
+        let admission = match self.admit(request)? {
+            Admission::Pending => return Err(unauthorized(AuthError::MissingToken)),
+            admission => admission,
+        };
+        let permissions = match &admission {
+            Admission::Authenticated(grant) => &grant.permissions,
+            _ => &self.anon,
+        };
+        if !permissions.may_join(room) {
+            return Err(HttpResponse::text(403, "not allowed to join this room\n"));
+        }
         // Limits are checked here when this worker owns the room (always, with one
         // worker); otherwise the owner checks and closes the connection with 1013.
         if self.owner(room) == self.mesh.me() {
@@ -740,14 +928,27 @@ impl Handler for Rooms {
                 return Err(HttpResponse::text(503, "server full: too many rooms\n"));
             }
         }
-        Ok(())
+        Ok(admission)
     }
 
-    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
+    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest, admission: Admission) {
         let path = request.path.split('?').next().unwrap_or_default();
         if self.config.path.is_empty() || path != self.config.path {
             if let Some(room) = self.relay_room(path) {
                 let room: Arc<str> = room.into();
+                let session = match &admission {
+                    Admission::Authenticated(grant) => RelaySession {
+                        may_publish: grant.permissions.may_publish(&room),
+                        valid_until: Some(grant.valid_until),
+                    },
+                    _ => RelaySession { may_publish: self.anon.may_publish(&room), valid_until: None },
+                };
+                if let Some(until) = session.valid_until {
+                    self.expiries.insert((until, conn));
+                }
+                if !session.may_publish || session.valid_until.is_some() {
+                    self.relay_sessions.insert(conn, session);
+                }
                 self.relay.join_local(conn, &room);
                 let owner = self.owner(&room);
                 self.send(out, owner, RoomMsg::RelayJoin { conn, room });
@@ -755,11 +956,28 @@ impl Handler for Rooms {
             }
         }
         self.next_client += 1;
-        let identity = Identity { client: format!("{}-{}", self.node, base36(self.next_client)).into(), user: None };
-        out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&identity.client, None)));
+        let client_id: Arc<str> = format!("{}-{}", self.node, base36(self.next_client)).into();
         let now = out.now();
+        let (user, permissions, valid_until, auth_deadline) = match admission {
+            Admission::Anonymous => (None, self.anon.clone(), None, None),
+            Admission::Pending => (None, self.anon.clone(), None, Some(now + self.config.auth_timeout)),
+            Admission::Authenticated(grant) => (Some(grant.user), grant.permissions, Some(grant.valid_until), None),
+        };
+        match auth_deadline {
+            // The welcome waits for a valid `auth`.
+            Some(deadline) => {
+                self.auth_deadlines.insert((deadline, conn));
+            }
+            None => out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&client_id, user.as_deref()))),
+        }
+        if let Some(until) = valid_until {
+            self.expiries.insert((until, conn));
+        }
         let client = Client {
-            identity,
+            identity: Identity { client: client_id, user },
+            permissions,
+            valid_until,
+            auth_deadline,
             rooms: Vec::new(),
             joining: Vec::new(),
             tokens: self.config.publish_burst,
@@ -775,6 +993,10 @@ impl Handler for Rooms {
             if data.len() > self.config.max_message_bytes {
                 // The relay has no reply channel for an error.
                 out.close(conn, CloseCode::MESSAGE_TOO_BIG, "message over the relay limit");
+                return;
+            }
+            if self.relay_sessions.get(&conn).is_some_and(|s| !s.may_publish) {
+                out.close(conn, CloseCode::POLICY_VIOLATION, "not allowed to publish in this room");
                 return;
             }
             let owner = self.owner(&room);
@@ -801,7 +1023,16 @@ impl Handler for Rooms {
             let owner = self.owner(&room);
             self.send(out, owner, RoomMsg::RelayLeave { conn, room });
         }
+        if let Some(until) = self.relay_sessions.remove(&conn).and_then(|s| s.valid_until) {
+            self.expiries.remove(&(until, conn));
+        }
         let Some(client) = self.clients.remove(&conn) else { return };
+        if let Some(until) = client.valid_until {
+            self.expiries.remove(&(until, conn));
+        }
+        if let Some(deadline) = client.auth_deadline {
+            self.auth_deadlines.remove(&(deadline, conn));
+        }
         // Rooms still being joined too: the owner handles the join before this leave.
         let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
         for room in names {
@@ -823,6 +1054,7 @@ impl Handler for Rooms {
     }
 
     fn on_tick(&mut self, out: &mut Outbox) {
+        self.enforce_sessions(out);
         let now = out.now();
         let ttl = self.config.history_ttl;
         let mut freed = 0;

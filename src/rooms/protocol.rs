@@ -60,6 +60,11 @@ pub enum Request<'a> {
         limit: Option<u64>,
     },
     Ping,
+    /// Authenticates (or, with a newer token for the same user, extends) the session. The
+    /// token is a secret: it is verified and dropped, never echoed or logged.
+    Auth {
+        token: String,
+    },
 }
 
 /// A request's `id` as raw JSON (a number or a string), echoed verbatim in the reply.
@@ -104,6 +109,7 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "history" => Ok(Request::History { room: room(fields)?, limit: optional(fields, "limit")? }),
         "ping" => Ok(Request::Ping),
+        "auth" => Ok(Request::Auth { token: required(fields, "token")? }),
         other => Err(RequestError::bad_request(format!("unknown op: {}", truncate(other, 32)))),
     }
 }
@@ -354,6 +360,7 @@ mod tests {
             Ok(Request::History { room: "r".into(), limit: Some(5) })
         );
         assert_eq!(parse(r#"{"op":"ping","extra":"ignored"}"#).1, Ok(Request::Ping));
+        assert_eq!(parse(r#"{"op":"auth","token":"a.b.c"}"#).1, Ok(Request::Auth { token: "a.b.c".into() }));
     }
 
     #[test]
@@ -370,6 +377,8 @@ mod tests {
             (r#"{"id":1,"op":"join","room":"r","presence":"yes"}"#, Some("1")),
             (r#"{"id":1,"op":"join","room":"r","since":{"epoch":"e"}}"#, Some("1")),
             (r#"{"id":1,"op":"publish","room":"r"}"#, Some("1")),
+            (r#"{"id":1,"op":"auth"}"#, Some("1")),
+            (r#"{"id":1,"op":"auth","token":7}"#, Some("1")),
             (r#"{"id":1,"op":"history","room":"r","limit":-1}"#, Some("1")),
         ] {
             let (got_id, req) = parse(text);

@@ -541,11 +541,14 @@ impl<H: Handler> Server<H> {
                 return self.finish_with(index, Bytes::from(refusal.response().encode(false)), now);
             }
         };
-        if let Err(response) = self.handler.accept(req) {
-            // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.
-            self.metrics.count_handshake_failure("rejected");
-            return self.finish_with(index, Bytes::from(response.encode(false)), now);
-        }
+        let admission = match self.handler.accept(req) {
+            Ok(admission) => admission,
+            Err(response) => {
+                // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.
+                self.metrics.count_handshake_failure("rejected");
+                return self.finish_with(index, Bytes::from(response.encode(false)), now);
+            }
+        };
         let Some(conn) = self.conns.get_mut(index) else { return };
         conn.ip_slot = ip_slot.map(Box::new);
         let supported: Vec<&str> = self.config.subprotocols.iter().map(String::as_str).collect();
@@ -574,7 +577,7 @@ impl<H: Handler> Server<H> {
             self.set_deadline(index, now + self.config.ping_interval);
         }
         if let Some(id) = id {
-            self.handler.on_open(&mut self.outbox, id, req);
+            self.handler.on_open(&mut self.outbox, id, req, admission);
             self.apply_outbox(now);
         }
         // Frames sent right behind the request head are already buffered.

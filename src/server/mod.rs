@@ -242,16 +242,18 @@ impl Outbox {
 
 /// The application on top of the transport. All calls happen on the loop's thread.
 pub trait Handler {
-    /// Decides whether to accept a valid upgrade request (e.g. by path); an `Err` response
-    /// is sent instead of the 101.
-    fn accept(&mut self, request: &UpgradeRequest) -> Result<(), HttpResponse> {
-        let _ = request;
-        Ok(())
-    }
+    /// What `accept` decided about an upgrade (e.g. who the client is), handed to
+    /// `on_open` so the request is judged once. `()` for handlers that need nothing.
+    type Admission;
 
-    /// A WebSocket connection was accepted (the 101 response is queued).
-    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest) {
-        let _ = (out, conn, request);
+    /// Decides whether to accept a valid upgrade request (e.g. by path or token); an `Err`
+    /// response is sent instead of the 101.
+    fn accept(&mut self, request: &UpgradeRequest) -> Result<Self::Admission, HttpResponse>;
+
+    /// A WebSocket connection was accepted (the 101 response is queued), with what
+    /// `accept` returned for its request.
+    fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest, admission: Self::Admission) {
+        let _ = (out, conn, request, admission);
     }
 
     /// A complete message arrived (text is valid UTF-8).

@@ -310,21 +310,38 @@ pub fn read_frame(stream: &mut impl Read) -> ServerFrame {
 }
 
 /// Asserts the next frame is a close with `code`, then that the server ends TCP.
-pub fn expect_close_then_eof(stream: &mut TcpStream, code: u16) {
+pub fn expect_close_then_eof(stream: &mut impl Socket, code: u16) {
     let frame = read_frame(stream);
     assert_eq!(frame.opcode(), 0x8, "expected a close frame, got {frame:?}");
     assert_eq!(frame.close_code(), Some(code), "close payload {:?}", frame.payload);
     expect_eof(stream);
 }
 
+/// A client connection, plain or TLS, and the TCP socket under it (for timeouts).
+pub trait Socket: Read + Write {
+    fn tcp_socket(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp_socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tls::ClientStream {
+    fn tcp_socket(&self) -> &TcpStream {
+        self.tcp()
+    }
+}
+
 /// Asserts the server ends the TCP connection cleanly (read returns 0, not a reset) within
 /// [`CLOSE_WITHIN`], with no more data before that.
-pub fn expect_eof(stream: &mut TcpStream) {
+pub fn expect_eof(stream: &mut impl Socket) {
     let start = Instant::now();
-    stream.set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
+    stream.tcp_socket().set_read_timeout(Some(CLOSE_WITHIN)).unwrap();
     let mut buf = [0u8; 1024];
     let result = stream.read(&mut buf);
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.tcp_socket().set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     match result {
         Ok(0) => {}
         Ok(n) => panic!("expected EOF, got {n} more bytes: {:?}", &buf[..n]),

@@ -41,12 +41,18 @@ impl RoomClient {
     pub fn connect_with(server: &TestServer, request: tungstenite::handshake::client::Request) -> RoomClient {
         let (ws, response) = tungstenite::client(request, server.stream()).expect("WebSocket handshake");
         assert_eq!(response.status(), 101);
-        let mut client = RoomClient { ws, id: String::new(), next_id: 0, pending: VecDeque::new() };
+        let mut client = RoomClient::without_welcome(ws);
         let welcome = client.next();
         assert_eq!(welcome["op"], "welcome", "the first frame must be the welcome: {welcome}");
         client.id =
             welcome["client"].as_str().unwrap_or_else(|| panic!("welcome without a client id: {welcome}")).into();
         client
+    }
+
+    /// A client over an upgraded `ws` that has read nothing yet (a connection that must
+    /// authenticate gets no welcome first).
+    pub fn without_welcome(ws: WebSocket<ClientStream>) -> RoomClient {
+        RoomClient { ws, id: String::new(), next_id: 0, pending: VecDeque::new() }
     }
 
     /// The underlying WebSocket, for sending what this client does not (binary frames,
