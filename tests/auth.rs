@@ -342,6 +342,13 @@ fn relay_upgrades_check_the_token_and_the_room() {
     let server = server_with(requiring_auth(), |_| {});
     let token = hs256(&claims("kim", 60, json!({"join": ["a", "b"], "publish": ["a"]})));
     assert_eq!(upgrade(&server, "/relay/a", None).err(), Some(401), "no auth op on the relay");
+    // No token at all: a bare challenge (RFC 6750 §3.1), the body says how to send one.
+    let mut stream = server.stream();
+    let request = support::upgrade_request("x").replace("GET / ", "GET /relay/a ");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let reply = support::read_response(&mut stream);
+    assert_eq!((reply.head.status, reply.head.header("WWW-Authenticate")), (401, Some("Bearer")));
+    assert_eq!(reply.text(), "a token is required (Authorization: Bearer, or ?token=)\n");
     assert_eq!(upgrade(&server, "/relay/a", Some(("x.y.z", Via::Query))).err(), Some(401));
     assert_eq!(upgrade(&server, "/relay/c", Some((&token, Via::Query))).err(), Some(403));
     let mut a = upgrade(&server, "/relay/a", Some((&token, Via::Bearer))).expect("may join a");

@@ -45,7 +45,7 @@ const API_KEY: &str = "k3y";
 const ROOMS: [&str; 4] = ["a", "b", "lobby:1", "x.y-z_0"];
 const MAX_MESSAGE_BYTES: usize = 200;
 const HISTORY_SIZE: usize = 4;
-const JWT_SECRET: &[u8] = b"fuzz secret";
+const JWT_SECRET: &[u8] = b"the fuzz target's HS256 secret..";
 /// Tokens the harness signs: valid until 2100, or expired since 2001.
 const VALID_EXP: u64 = 4_102_444_800;
 const EXPIRED_EXP: u64 = 1_000_000_000;

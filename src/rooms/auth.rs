@@ -191,6 +191,9 @@ impl fmt::Display for AuthSetupError {
 impl std::error::Error for AuthSetupError {}
 
 /// Token authentication settings: the verification keys and what a valid token must say.
+/// The shortest `--jwt-secret` accepted, in bytes: 256 bits, HS256's hash size.
+pub const MIN_HS256_SECRET: usize = 32;
+
 /// The default has no keys (`with_hs256_secret`, `with_public_key_pem` add them).
 #[derive(Clone, Default)]
 pub struct AuthConfig {
@@ -224,8 +227,14 @@ impl fmt::Debug for AuthConfig {
 impl AuthConfig {
     /// Accepts HS256 tokens signed with `secret`.
     pub fn with_hs256_secret(mut self, secret: &[u8]) -> Result<Self, AuthSetupError> {
-        if secret.is_empty() {
-            return Err(AuthSetupError("the JWT secret is empty".to_owned()));
+        // RFC 7518 §3.2: an HS256 key of at least the hash's size. A shorter secret can be
+        // guessed offline from any one token a client holds.
+        if secret.len() < MIN_HS256_SECRET {
+            return Err(AuthSetupError(format!(
+                "the JWT secret is {} bytes; HS256 needs at least {MIN_HS256_SECRET} (RFC 7518 §3.2), \
+                 e.g. `openssl rand -base64 32`",
+                secret.len()
+            )));
         }
         self.keys.retain(|(alg, _)| *alg != Algorithm::HS256);
         self.keys.push((Algorithm::HS256, Arc::new(DecodingKey::from_secret(secret))));
@@ -555,6 +564,9 @@ mod tests {
             .is_err());
         assert!(AuthConfig::default().with_public_key_pem(b"not a key").is_err());
         assert!(AuthConfig::default().with_hs256_secret(b"").is_err());
+        let short = AuthConfig::default().with_hs256_secret(&SECRET[..31]).unwrap_err();
+        assert!(short.to_string().contains("31 bytes"), "{short}");
+        assert!(AuthConfig::default().with_hs256_secret(&SECRET[..32]).is_ok());
     }
 
     fn ec_and_secret() -> AuthConfig {
@@ -578,7 +590,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_secret() {
-        let config = AuthConfig::default().with_hs256_secret(b"hunter2").unwrap();
+        let config = AuthConfig::default().with_hs256_secret(b"hunter2 hunter2 hunter2 hunter2!").unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!format!("{:?}", TokenVerifier::new(&config)).contains("hunter2"));
     }

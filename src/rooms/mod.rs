@@ -854,9 +854,14 @@ fn slice_of(whole: &Bytes, part: &str) -> Bytes {
     }
 }
 
-/// 401 on the upgrade, with the reason (never the token).
+/// 401 on the upgrade, with the reason (never the token). RFC 6750 §3.1: no error code
+/// when no token came at all.
 fn unauthorized(e: AuthError) -> HttpResponse {
-    HttpResponse::text(401, &format!("{e}\n")).with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+    let challenge = match e {
+        AuthError::MissingToken => "Bearer",
+        _ => "Bearer error=\"invalid_token\"",
+    };
+    HttpResponse::text(401, &format!("{e}\n")).with_header("WWW-Authenticate", challenge)
 }
 
 /// Checks a request against the connection's permissions (-> 403). `leave` and `ping`

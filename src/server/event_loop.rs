@@ -545,6 +545,8 @@ impl<H: Handler> Server<H> {
             Ok(admission) => admission,
             Err(response) => {
                 // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.
+                // (The request is not logged: its path or headers may hold a token.)
+                debug!("upgrade on {index} refused by the handler: {}", response.status);
                 self.metrics.count_handshake_failure("rejected");
                 return self.finish_with(index, Bytes::from(response.encode(false)), now);
             }
