@@ -139,8 +139,9 @@ impl RoomArgs {
 /// `RoomsConfig::anon_rooms`. Authentication is on when a secret or a public key is given.
 #[derive(Args, Clone)]
 struct AuthArgs {
-    /// HS256 secret for client JWTs (default: none). A token on the upgrade that fails
-    /// verification -> HTTP 401; in an `auth` request -> error 401.
+    /// HS256 secret for client JWTs, at least 32 bytes (default: none; prefer the
+    /// environment variable: command lines are visible to other users). A token on the
+    /// upgrade that fails verification -> HTTP 401; in an `auth` request -> error 401.
     #[arg(long, env = "WSEDGE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// PEM public key (RSA -> RS256, EC P-256 -> ES256) for client JWTs (default: none).
