@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use log::error;
 
+use wsedge::client::tls::TrustArgs;
 use wsedge::config_file;
 use wsedge::echo::Echo;
 use wsedge::proto::deflate::DeflateMode;
@@ -50,14 +51,7 @@ enum Command {
     },
     /// A terminal chat client for the room server: joins a room, publishes each line you
     /// type, prints what others say.
-    Chat {
-        /// The room server's WebSocket URL.
-        #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
-        url: String,
-        /// The room to join.
-        #[arg(long, default_value = "lobby")]
-        room: String,
-    },
+    Chat(ChatArgs),
     /// Load generator: drives a server with echo, fan-out or idle connections and reports
     /// messages/s, latency percentiles and (with --server-pid) the server's CPU per message.
     Bench(wsedge::bench::BenchArgs),
@@ -71,6 +65,24 @@ enum Command {
         #[arg(long = "for", value_name = "COMMAND", default_value = "serve", value_parser = ["serve", "echo", "relay"])]
         command: String,
     },
+}
+
+/// `wsedge chat`'s flags.
+#[derive(Args)]
+struct ChatArgs {
+    /// The room server's WebSocket URL (ws:// or wss://).
+    #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
+    url: String,
+    /// The room to join.
+    #[arg(long, default_value = "lobby")]
+    room: String,
+    /// A JWT to authenticate with, sent in an `auth` request before the join (default:
+    /// none, anonymous). Prefer the environment variable: command lines are visible to
+    /// other users. A token the server refuses ends the chat.
+    #[arg(long, env = "WSEDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Room-layer flags; they map onto `rooms::RoomsConfig`.
@@ -518,7 +530,7 @@ fn main() -> ExitCode {
                 None => ExitCode::FAILURE,
             }
         }
-        Command::Chat { url, room } => match chat(&url, &room) {
+        Command::Chat(args) => match chat(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("chat: {e}");
@@ -528,15 +540,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// `wsedge chat`: stdin lines become publishes; pushes are printed as they arrive.
-fn chat(url: &str, room: &str) -> std::io::Result<()> {
+/// `wsedge chat`: stdin lines become publishes; pushes are printed as they arrive. With a
+/// token, `auth` goes first; a refused `auth` or `join` ends the chat (an `Err`).
+fn chat(args: &ChatArgs) -> Result<(), String> {
     use std::sync::mpsc;
-    use wsedge::client::Client;
+    use wsedge::client::{Client, WsUrl};
     use wsedge::proto::{CloseCode, Event};
 
-    let mut client = Client::connect(url, &[SUBPROTOCOL])?;
-    let join = serde_json::json!({"id": "join", "op": "join", "room": room, "presence": true});
-    client.send_text(&join.to_string())?;
+    let io_error = |e: std::io::Error| e.to_string();
+    let url = WsUrl::parse(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
+    let tls = if url.tls { Some(args.trust.client_config()?) } else { None };
+    let mut client = Client::connect(&args.url, &[SUBPROTOCOL], tls).map_err(|e| format!("{}: {e}", args.url))?;
+    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+        // The server answers requests in order: the auth reply comes before the join's.
+        let auth = serde_json::json!({"id": "auth", "op": "auth", "token": token});
+        client.send_text(&auth.to_string()).map_err(io_error)?;
+    }
+    let join = serde_json::json!({"id": "join", "op": "join", "room": args.room, "presence": true});
+    client.send_text(&join.to_string()).map_err(io_error)?;
     let (lines_tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lines().map_while(Result::ok) {
@@ -548,20 +569,35 @@ fn chat(url: &str, room: &str) -> std::io::Result<()> {
     loop {
         match lines.try_recv() {
             Ok(line) if !line.trim().is_empty() => {
-                let publish = serde_json::json!({"op": "publish", "room": room, "data": {"text": line}});
-                client.send_text(&publish.to_string())?;
+                let publish = serde_json::json!({"op": "publish", "room": args.room, "data": {"text": line}});
+                client.send_text(&publish.to_string()).map_err(io_error)?;
             }
             Ok(_) => {}
             Err(mpsc::TryRecvError::Empty) => {}
             Err(mpsc::TryRecvError::Disconnected) => {
-                client.close(CloseCode::NORMAL, "bye")?;
-                return Ok(());
+                return client.close(CloseCode::NORMAL, "bye").map_err(io_error);
             }
         }
-        match client.recv(Duration::from_millis(50))? {
-            Some(Event::Message { data, .. }) => print_push(&String::from_utf8_lossy(&data)),
+        match client.recv(Duration::from_millis(50)).map_err(io_error)? {
+            Some(Event::Message { data, .. }) => {
+                if let Err(refused) = print_push(&String::from_utf8_lossy(&data)) {
+                    let _ = client.close(CloseCode::NORMAL, "bye");
+                    return Err(match refused {
+                        Refused::Auth => "authentication failed".to_owned(),
+                        Refused::Join => format!("cannot join {}", args.room),
+                    });
+                }
+            }
             Some(Event::Close(frame)) => {
-                println!("* server closed the connection ({:?})", frame.map(|f| f.code.0));
+                match frame {
+                    Some(f) if f.reason.is_empty() => println!("* server closed the connection ({})", f.code.0),
+                    Some(f) => println!(
+                        "* server closed the connection ({}: {})",
+                        f.code.0,
+                        String::from_utf8_lossy(&f.reason)
+                    ),
+                    None => println!("* server closed the connection (no code)"),
+                }
                 return Ok(());
             }
             _ => {}
@@ -569,27 +605,56 @@ fn chat(url: &str, room: &str) -> std::io::Result<()> {
     }
 }
 
-fn print_push(text: &str) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+/// Which of chat's first requests the server refused.
+enum Refused {
+    Auth,
+    Join,
+}
+
+/// Prints one frame from the server for a person to read. A refused `auth` or `join` (our
+/// first requests) is an `Err` saying which: the chat cannot go on as asked.
+fn print_push(text: &str) -> Result<(), Refused> {
+    use serde_json::Value;
+
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
         println!("{text}");
-        return;
+        return Ok(());
     };
-    let who = |m: &serde_json::Value| m["client"].as_str().unwrap_or("backend").to_owned();
-    match v["op"].as_str() {
-        Some("welcome") => println!("* connected as {}", v["client"].as_str().unwrap_or("?")),
-        Some("message") => {
+    let str_or = |v: &Value, default: &'static str| v.as_str().unwrap_or(default).to_owned();
+    // A member by its user when it has one, else its client id; no client: the backend.
+    let who = |m: &Value| m["user"].as_str().or(m["client"].as_str()).unwrap_or("backend").to_owned();
+    if let Some(error) = v.get("error") {
+        let message = error["message"].as_str().map_or_else(|| error["message"].to_string(), str::to_owned);
+        println!("! error {}: {message}", error["code"]);
+        return match v["id"].as_str() {
+            Some("auth") => Err(Refused::Auth),
+            Some("join") => Err(Refused::Join),
+            _ => Ok(()),
+        };
+    }
+    match (v["op"].as_str(), v["id"].as_str()) {
+        (Some("welcome"), _) => match v["user"].as_str() {
+            Some(user) => println!("* connected as {} (user {user})", str_or(&v["client"], "?")),
+            None => println!("* connected as {}", str_or(&v["client"], "?")),
+        },
+        (Some("message"), _) => {
             let data = &v["data"];
             let body = data["text"].as_str().map_or_else(|| data.to_string(), str::to_owned);
-            println!("[{} #{}] {}: {}", v["room"].as_str().unwrap_or("?"), v["offset"], who(&v["from"]), body);
+            // Ephemeral messages have no offset.
+            let offset = v["offset"].as_u64().map_or_else(String::new, |o| format!(" #{o}"));
+            println!("[{}{offset}] {}: {}", str_or(&v["room"], "?"), who(&v["from"]), body);
         }
-        Some(op @ ("join" | "leave")) => {
+        (Some(op @ ("join" | "leave")), _) => {
             let verb = if op == "join" { "joined" } else { "left" };
-            println!("* {} {verb} {}", who(&v["member"]), v["room"].as_str().unwrap_or("?"));
+            println!("* {} {verb} {}", who(&v["member"]), str_or(&v["room"], "?"));
         }
-        _ if v.get("error").is_some() => println!("! error {}: {}", v["error"]["code"], v["error"]["message"]),
-        _ if v["id"] == "join" => {
-            println!("* joined {} ({} members)", v["ok"]["room"].as_str().unwrap_or("?"), v["ok"]["members"])
+        (_, Some("auth")) => println!("* authenticated as {}", str_or(&v["ok"]["user"], "?")),
+        (_, Some("join")) => {
+            let members = &v["ok"]["members"];
+            let count = members.as_array().map_or_else(|| members.to_string(), |m| m.len().to_string());
+            println!("* joined {} ({count} members)", str_or(&v["ok"]["room"], "?"));
         }
         _ => {}
     }
+    Ok(())
 }

@@ -17,7 +17,6 @@ mod conn;
 mod payload;
 mod process;
 mod report;
-mod tls;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -34,6 +33,7 @@ use clap::{Args, Subcommand};
 use log::{info, warn};
 use serde_json::json;
 
+use crate::client::{tls, WsUrl};
 use crate::proto::MessageKind;
 use conn::Part;
 use process::{ProcessProbe, ProcessSample};
@@ -164,13 +164,8 @@ pub struct CommonArgs {
     /// Offer permessage-deflate.
     #[arg(long)]
     pub deflate: bool,
-    /// For a wss:// URL: the PEM certificate(s) to trust (the server's CA, or its
-    /// self-signed certificate). Default: none (then --insecure is needed).
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<std::path::PathBuf>,
-    /// For a wss:// URL: accept any server certificate (loopback tests).
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub trust: tls::TrustArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -259,40 +254,20 @@ pub struct Target {
 impl Target {
     /// Parses `ws[s]://host[:port][/path]` and resolves the host once.
     pub fn parse(url: &str) -> Result<Target, BenchError> {
-        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
-            _ => return Err(invalid(format!("{url}: only ws:// and wss:// URLs are supported"))),
-        };
-        let (host, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if host.is_empty() {
-            return Err(invalid(format!("{url}: no host")));
-        }
-        // A port is present unless the authority ends in a bare name or `]` (IPv6).
-        let has_port = host.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
-        let with_port = match (has_port, tls) {
-            (true, _) => host.to_owned(),
-            (false, false) => format!("{host}:80"),
-            (false, true) => format!("{host}:443"),
-        };
-        let tls_name = if tls {
-            let name = if has_port { host.rsplit_once(':').map_or(host, |(name, _)| name) } else { host };
-            let name = name.trim_start_matches('[').trim_end_matches(']');
-            let name =
-                rustls::pki_types::ServerName::try_from(name.to_owned()).map_err(|e| invalid(format!("{url}: {e}")))?;
+        let parsed = WsUrl::parse(url).map_err(|e| invalid(format!("{url}: {e}")))?;
+        let tls_name = if parsed.tls {
+            let name = rustls::pki_types::ServerName::try_from(parsed.host.clone())
+                .map_err(|e| invalid(format!("{url}: {e}")))?;
             Some(name)
         } else {
             None
         };
-        let addr = with_port
+        let addr = (parsed.host.as_str(), parsed.port)
             .to_socket_addrs()
-            .map_err(|e| BenchError::Resolve(host.to_owned(), e))?
+            .map_err(|e| BenchError::Resolve(parsed.authority.clone(), e))?
             .next()
-            .ok_or_else(|| BenchError::Resolve(host.to_owned(), io::ErrorKind::NotFound.into()))?;
-        Ok(Target { addr, host: host.to_owned(), path: path.to_owned(), tls_name })
+            .ok_or_else(|| BenchError::Resolve(parsed.authority.clone(), io::ErrorKind::NotFound.into()))?;
+        Ok(Target { addr, host: parsed.authority, path: parsed.path, tls_name })
     }
 }
 
@@ -397,7 +372,7 @@ impl Plan {
         };
         let target = Target::parse(&url)?;
         let tls = match target.tls_name {
-            Some(_) => Some(tls::client_config(common.ca.as_deref(), common.insecure).map_err(invalid)?),
+            Some(_) => Some(common.trust.client_config().map_err(invalid)?),
             None => None,
         };
         let plan = Plan {

@@ -1,15 +1,37 @@
-//! TLS for the load generator's `wss://` URLs: the rustls client config, trusting the
-//! system's nothing but `--ca FILE` (PEM), or nothing at all with `--insecure` (a test
-//! certificate on loopback). The per-connection session lives in `conn.rs`.
+//! The rustls client config for `wss://`, shared by `wsedge chat` ([`super::Client`]) and
+//! `wsedge bench`: trusting only `--ca FILE` (PEM; no system roots: the build carries no
+//! root store), or any certificate with `--insecure` (a test certificate on loopback).
+//! No IO: the sessions live with their sockets (`super::Transport`, `bench/conn.rs`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use clap::Args;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// Whom a `wss://` client trusts: the flags of `wsedge chat` and `wsedge bench`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// For a wss:// URL: the PEM certificate(s) to trust (the server's CA, or its
+    /// self-signed certificate). Default: none (then --insecure is needed).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For a wss:// URL: accept any server certificate (loopback tests).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl TrustArgs {
+    /// [`client_config`] for these flags.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        client_config(self.ca.as_deref(), self.insecure)
+    }
+}
 
 /// A client config for `wss://`: trusting the certificates in `ca` (PEM), or, with
 /// `insecure`, any certificate (signatures are still checked, so the handshake costs what

@@ -1,0 +1,247 @@
+//! `wsedge chat`, the real binary, against a TLS room server with token authentication:
+//! it trusts `--ca`, authenticates with `--token` (or `WSEDGE_TOKEN`) and publishes what
+//! is typed as the token's user; a refused token, a `ws://` URL on a TLS port and a
+//! `wss://` URL without trust each end it with a message saying why. And the library
+//! client it runs on (`wsedge::client::Client`): its read timeout over TLS.
+//!
+//! Every wait is bounded: the chat's output is read with a deadline and the process is
+//! killed if it outlives one.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use support::rooms::{RoomClient, PATH};
+use support::tls::{fixture, server_tls};
+use support::{TestServer, IO_TIMEOUT, ROOM_WORKERS};
+use wsedge::client::Client;
+use wsedge::proto::Event;
+use wsedge::rooms::auth::AuthConfig;
+use wsedge::rooms::{RoomsConfig, SUBPROTOCOL};
+
+const SECRET: &[u8] = b"an HS256 secret for the chat tests only";
+
+/// A TLS room server taking HS256 tokens signed with [`SECRET`] (anonymous clients too).
+fn server() -> TestServer {
+    let auth = AuthConfig::default().with_hs256_secret(SECRET).unwrap();
+    let rooms = RoomsConfig { auth: Some(auth), ..RoomsConfig::default() };
+    let config = wsedge::server::Config { workers: ROOM_WORKERS, tls: Some(server_tls()), ..support::config() };
+    TestServer::rooms_with(config, rooms)
+}
+
+/// A token for `sub` whose `exp` is `exp_from_now` seconds away (negative: expired).
+fn token(sub: &str, exp_from_now: i64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = json!({"sub": sub, "exp": now + exp_from_now});
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+/// The test CA as a file for `--ca`, named for the test.
+fn ca_file(test: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("wsedge-chat-{}-{test}.pem", std::process::id()));
+    std::fs::write(&path, fixture().ca_pem()).unwrap();
+    path
+}
+
+/// A running `wsedge chat`: its stdin, and its stdout and stderr lines as they come.
+struct Chat {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Chat {
+    /// Starts `wsedge chat ARGS` with `env` set (and no `WSEDGE_TOKEN` of the caller's).
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Chat {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsedge"));
+        command.arg("chat").args(args).env_remove("WSEDGE_TOKEN");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsedge chat");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        for (prefix, pipe) in [("", Box::new(stdout) as Box<dyn std::io::Read + Send>), ("stderr: ", Box::new(stderr))]
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(format!("{prefix}{line}"));
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Chat { child, stdin, lines, seen: Vec::new() }
+    }
+
+    /// Waits up to [`IO_TIMEOUT`] for a line containing `text` (stderr lines start with
+    /// `stderr: `); returns it.
+    fn expect_line(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {text:?} within {IO_TIMEOUT:?}; chat printed {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Types `line` and Enter.
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("write to chat's stdin");
+        stdin.flush().unwrap();
+    }
+
+    /// Ends stdin (Ctrl-D).
+    fn end_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Its exit status, waiting up to [`IO_TIMEOUT`] (then it is killed and the test fails).
+    fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for chat") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("chat still running after {IO_TIMEOUT:?}; it printed {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn chat_over_wss_with_a_token_publishes_as_the_tokens_user() {
+    let server = server();
+    let mut observer = RoomClient::connect(&server);
+    observer.ok(json!({"op": "join", "room": "r", "presence": true}));
+    let ca = ca_file("publishes");
+    let url = server.url_at(PATH);
+    let token = token("alice", 600);
+    let mut chat = Chat::start(&["--url", &url, "--ca", ca.to_str().unwrap(), "--token", &token, "--room", "r"], &[]);
+    chat.expect_line("* authenticated as alice");
+    chat.expect_line("* joined r (2 members)");
+    let joined = observer.next();
+    assert_eq!((&joined["op"], &joined["member"]["user"]), (&json!("join"), &json!("alice")), "{joined}");
+
+    chat.type_line("hello from the terminal");
+    let message = observer.next_message();
+    assert_eq!(message["room"], "r");
+    assert_eq!(message["from"]["user"], "alice", "{message}");
+    assert_eq!(message["data"], json!({"text": "hello from the terminal"}));
+    chat.expect_line("alice: hello from the terminal");
+
+    // The other way, after chat has sat in its read timeout over TLS many times.
+    std::thread::sleep(Duration::from_millis(300));
+    observer.publish("r", json!({"text": "hi alice"}));
+    let line = chat.expect_line("hi alice");
+    assert!(line.contains(&observer.id), "an anonymous sender is shown by its client id: {line}");
+
+    chat.end_input();
+    assert!(chat.exit_status().success(), "chat printed {:#?}", chat.seen);
+    // Skipping the observer's own message, kept while it waited for the publish reply.
+    let left = std::iter::repeat_with(|| observer.next()).find(|v| v["op"] != "message").unwrap();
+    assert_eq!((&left["op"], &left["member"]["user"]), (&json!("leave"), &json!("alice")), "{left}");
+    let _ = std::fs::remove_file(ca);
+}
+
+#[test]
+fn a_refused_token_prints_the_401_and_ends_chat() {
+    let server = server();
+    let ca = ca_file("refused");
+    let url = server.url_at(PATH);
+    let expired = token("alice", -60);
+    // The token from the environment; stdin stays open: the refusal alone ends chat.
+    let mut chat = Chat::start(&["--url", &url, "--ca", ca.to_str().unwrap()], &[("WSEDGE_TOKEN", &expired)]);
+    chat.expect_line("! error 401: invalid token: expired");
+    chat.expect_line("stderr: chat: authentication failed");
+    assert!(!chat.exit_status().success());
+    assert!(!chat.seen.iter().any(|line| line.contains("* joined")), "no join after a refused token: {:#?}", chat.seen);
+    let _ = std::fs::remove_file(ca);
+}
+
+#[test]
+fn a_ws_url_on_a_tls_port_fails_saying_to_use_wss() {
+    let server = server();
+    let url = format!("ws://{}{PATH}", server.addr());
+    let mut chat = Chat::start(&["--url", &url], &[]);
+    chat.expect_line("use a wss:// URL");
+    assert!(!chat.exit_status().success());
+}
+
+#[test]
+fn a_wss_url_needs_ca_or_insecure_and_an_unknown_ca_is_named() {
+    let server = server();
+    let url = server.url_at(PATH);
+    let mut chat = Chat::start(&["--url", &url], &[]);
+    chat.expect_line("stderr: chat: a wss:// URL needs --ca FILE");
+    assert!(!chat.exit_status().success());
+
+    // A CA that did not sign the server's certificate.
+    let other = support::tls::Fixture::new();
+    let path = std::env::temp_dir().join(format!("wsedge-chat-{}-other-ca.pem", std::process::id()));
+    std::fs::write(&path, other.ca_pem()).unwrap();
+    let mut chat = Chat::start(&["--url", &url, "--ca", path.to_str().unwrap()], &[]);
+    // (Its subject is the test CA's, so the signature is what fails.)
+    chat.expect_line("TLS handshake with 127.0.0.1");
+    assert!(chat.seen.iter().any(|line| line.contains("invalid peer certificate")), "{:#?}", chat.seen);
+    assert!(!chat.exit_status().success());
+    let _ = std::fs::remove_file(path);
+}
+
+/// `Client::recv` over TLS: a timeout with nothing to read is `Ok(None)`, again and
+/// again, and the connection works after it.
+#[test]
+fn the_client_times_out_quietly_over_tls_and_reads_on() {
+    let server = server();
+    let mut client = Client::connect(&server.url_at(PATH), &[SUBPROTOCOL], Some(fixture().client_config()))
+        .expect("connect over wss://");
+    assert_eq!(client.protocol.as_deref(), Some(SUBPROTOCOL));
+    let text = |event: Option<Event>| -> Value {
+        match event {
+            Some(Event::Message { data, .. }) => serde_json::from_slice(&data).expect("JSON"),
+            other => panic!("expected a message, got {other:?}"),
+        }
+    };
+    let welcome = text(client.recv(IO_TIMEOUT).unwrap());
+    assert_eq!(welcome["op"], "welcome");
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert!(client.recv(Duration::from_millis(100)).expect("a timeout is not an error").is_none());
+        assert!(started.elapsed() < IO_TIMEOUT, "recv waited {:?}", started.elapsed());
+    }
+    client.send_text(&json!({"id": 1, "op": "auth", "token": token("bob", 600)}).to_string()).unwrap();
+    let reply = text(client.recv(IO_TIMEOUT).unwrap());
+    assert_eq!(reply, json!({"id": 1, "ok": {"user": "bob"}}));
+}
