@@ -580,11 +580,17 @@ fn chat(args: &ChatArgs) -> Result<(), String> {
         }
         match client.recv(Duration::from_millis(50)).map_err(io_error)? {
             Some(Event::Message { data, .. }) => {
-                if let Err(refused) = print_push(&String::from_utf8_lossy(&data)) {
+                let pushed = print_push(&String::from_utf8_lossy(&data));
+                if let Err(Refused::Presence) = pushed {
+                    // The token may join but not watch presence: join without it.
+                    println!("* joining without presence (not allowed here)");
+                    let join = serde_json::json!({"id": "join-quiet", "op": "join", "room": args.room});
+                    client.send_text(&join.to_string()).map_err(io_error)?;
+                } else if let Err(refused) = pushed {
                     let _ = client.close(CloseCode::NORMAL, "bye");
                     return Err(match refused {
                         Refused::Auth => "authentication failed".to_owned(),
-                        Refused::Join => format!("cannot join {}", args.room),
+                        Refused::Join | Refused::Presence => format!("cannot join {}", args.room),
                     });
                 }
             }
@@ -608,6 +614,8 @@ fn chat(args: &ChatArgs) -> Result<(), String> {
 /// Which of chat's first requests the server refused.
 enum Refused {
     Auth,
+    /// The join with presence got 403: it may still join without.
+    Presence,
     Join,
 }
 
@@ -628,7 +636,9 @@ fn print_push(text: &str) -> Result<(), Refused> {
         println!("! error {}: {message}", error["code"]);
         return match v["id"].as_str() {
             Some("auth") => Err(Refused::Auth),
-            Some("join") => Err(Refused::Join),
+            // "not allowed to see presence in this room" (docs/protocol.md, Errors).
+            Some("join") if error["code"] == 403 && message.contains("presence") => Err(Refused::Presence),
+            Some("join" | "join-quiet") => Err(Refused::Join),
             _ => Ok(()),
         };
     }
@@ -649,7 +659,7 @@ fn print_push(text: &str) -> Result<(), Refused> {
             println!("* {} {verb} {}", who(&v["member"]), str_or(&v["room"], "?"));
         }
         (_, Some("auth")) => println!("* authenticated as {}", str_or(&v["ok"]["user"], "?")),
-        (_, Some("join")) => {
+        (_, Some("join" | "join-quiet")) => {
             let members = &v["ok"]["members"];
             let count = members.as_array().map_or_else(|| members.to_string(), |m| m.len().to_string());
             println!("* joined {} ({count} members)", str_or(&v["ok"]["room"], "?"));

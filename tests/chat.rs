@@ -38,8 +38,16 @@ fn server() -> TestServer {
 
 /// A token for `sub` whose `exp` is `exp_from_now` seconds away (negative: expired).
 fn token(sub: &str, exp_from_now: i64) -> String {
+    token_for_rooms(sub, exp_from_now, serde_json::Value::Null)
+}
+
+/// [`token`] with a `rooms` claim (null: none, every room).
+fn token_for_rooms(sub: &str, exp_from_now: i64, rooms: serde_json::Value) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let claims = json!({"sub": sub, "exp": now + exp_from_now});
+    let mut claims = json!({"sub": sub, "exp": now + exp_from_now});
+    if !rooms.is_null() {
+        claims["rooms"] = rooms;
+    }
     encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
 }
 
@@ -188,6 +196,32 @@ fn a_refused_token_prints_the_401_and_ends_chat() {
     chat.expect_line("stderr: chat: authentication failed");
     assert!(!chat.exit_status().success());
     assert!(!chat.seen.iter().any(|line| line.contains("* joined")), "no join after a refused token: {:#?}", chat.seen);
+    let _ = std::fs::remove_file(ca);
+}
+
+#[test]
+fn a_token_without_presence_joins_quietly_and_a_forbidden_room_ends_chat() {
+    let server = server();
+    let ca = ca_file("quiet");
+    let url = server.url_at(PATH);
+    let token = token_for_rooms("bo", 600, json!({"join": ["r"], "publish": ["r"]}));
+    let args = |room: &'static str| ["--url", &url, "--ca", ca.to_str().unwrap(), "--token", &token, "--room", room];
+    let mut chat = Chat::start(&args("r"), &[]);
+    chat.expect_line("! error 403: not allowed to see presence in this room");
+    chat.expect_line("* joining without presence");
+    chat.expect_line("* joined r");
+    let mut observer = RoomClient::connect(&server);
+    observer.join("r");
+    chat.type_line("quietly here");
+    assert_eq!(observer.next_message()["from"]["user"], "bo");
+    chat.end_input();
+    assert!(chat.exit_status().success(), "chat printed {:#?}", chat.seen);
+
+    let mut chat = Chat::start(&args("x"), &[]);
+    chat.expect_line("! error 403: not allowed to join this room");
+    chat.expect_line("stderr: chat: cannot join x");
+    assert!(!chat.exit_status().success());
+    assert!(!chat.seen.iter().any(|l| l.contains("without presence")), "no retry: {:#?}", chat.seen);
     let _ = std::fs::remove_file(ca);
 }
 
