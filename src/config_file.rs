@@ -76,9 +76,24 @@ pub fn file_args(cmd: &Command, matches: &ArgMatches, path: &Path) -> Result<Vec
     args_from_toml(cmd, matches, &text).map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
 }
 
+/// A TOML syntax error by line and column, without the line itself (toml's own message
+/// quotes it, and it may hold a secret).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax error: {message}"),
+    }
+}
+
 /// [`file_args`] on the file's text.
 pub fn args_from_toml(cmd: &Command, matches: &ArgMatches, text: &str) -> Result<Vec<OsString>, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError(syntax_error(text, &e)))?;
     let mut args = Vec::new();
     for (key, value) in &table {
         let Some((arg, long)) = settings(cmd).find(|(_, long)| long == key) else {
@@ -333,6 +348,8 @@ mod tests {
         assert!(err("listen = { a = 1 }\n").contains("key `listen`: a table"));
         let e = err("listen = \n");
         assert!(e.contains("line 1"), "TOML syntax errors say where: {e}");
+        let e = err("listen = \"a\"\njwt-secret = \"s3cret-value\\q\"\n");
+        assert!(e.contains("line 2") && !e.contains("s3cret"), "no source line quoted: {e}");
     }
 
     #[test]

@@ -179,6 +179,10 @@ struct AuthArgs {
     /// 403 (relay: HTTP 403 on the upgrade).
     #[arg(long, value_name = "PATTERN", action = ArgAction::Append, default_value = "*")]
     anon_rooms: Vec<String>,
+    /// `auth` requests per minute per connection, also the burst; beyond -> error 429 (each
+    /// costs a signature check).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    auth_rate: u32,
 }
 
 impl AuthArgs {
@@ -186,6 +190,7 @@ impl AuthArgs {
     fn apply(&self, config: &mut RoomsConfig, handshake_timeout: Duration) -> Result<(), String> {
         config.anon_rooms = auth::parse_patterns(&self.anon_rooms).map_err(|e| format!("--anon-rooms: {e}"))?;
         config.auth_timeout = handshake_timeout;
+        config.auth_per_minute = self.auth_rate;
         let mut auth = AuthConfig::default();
         if let Some(secret) = self.jwt_secret.as_deref() {
             auth = auth.with_hs256_secret(secret.as_bytes()).map_err(|e| format!("--jwt-secret: {e}"))?;
@@ -548,10 +553,20 @@ fn chat(args: &ChatArgs) -> Result<(), String> {
     use wsedge::proto::{CloseCode, Event};
 
     let io_error = |e: std::io::Error| e.to_string();
-    let url = WsUrl::parse(&args.url).map_err(|e| format!("{}: {e}", args.url))?;
+    // Messages name the URL without its query, which may hold a `?token=`.
+    let shown = args.url.split('?').next().unwrap_or_default();
+    let url = WsUrl::parse(&args.url).map_err(|e| format!("{shown}: {e}"))?;
+    let token = args.token.as_deref().filter(|t| !t.is_empty());
+    let loopback = url.host == "localhost" || url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if token.is_some() && !url.tls && !loopback {
+        eprintln!(
+            "chat: warning: sending a token over ws:// to {}: anyone on the path can read it (use wss://)",
+            url.host
+        );
+    }
     let tls = if url.tls { Some(args.trust.client_config()?) } else { None };
-    let mut client = Client::connect(&args.url, &[SUBPROTOCOL], tls).map_err(|e| format!("{}: {e}", args.url))?;
-    if let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) {
+    let mut client = Client::connect(&args.url, &[SUBPROTOCOL], tls).map_err(|e| format!("{shown}: {e}"))?;
+    if let Some(token) = token {
         // The server answers requests in order: the auth reply comes before the join's.
         let auth = serde_json::json!({"id": "auth", "op": "auth", "token": token});
         client.send_text(&auth.to_string()).map_err(io_error)?;

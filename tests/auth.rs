@@ -293,6 +293,31 @@ fn auth_with_a_newer_token_extends_the_session_and_another_user_gets_403() {
 }
 
 #[test]
+fn a_refresh_may_not_narrow_the_rooms_a_session_is_in_and_auth_is_rate_limited() {
+    let server = server_with(hs256_config(), |rooms| rooms.auth_per_minute = 4);
+    let wide = json!({"join": ["team:*", "news"], "presence": ["team:*"]});
+    let (mut client, _) = connect(&server, Some((&hs256(&claims("ivy", 60, wide.clone())), Via::Query)));
+    client.ok(json!({"op": "join", "room": "team:a", "presence": true}));
+    // Without team:a, or without its presence (which the session may be watching): 403,
+    // and the old grant stays.
+    for narrower in [json!({"join": ["news"]}), json!({"join": ["team:*"]})] {
+        let reply = client.request(json!({"op": "auth", "token": hs256(&claims("ivy", 60, narrower.clone()))}));
+        assert_eq!(reply["error"]["code"], 403, "{narrower}: {reply}");
+    }
+    client.join("news");
+    // The same rooms, or wider: accepted.
+    let reply = client.request(json!({"op": "auth", "token": hs256(&claims("ivy", 120, wide))}));
+    assert_eq!(reply["ok"], json!({"user": "ivy"}), "{reply}");
+    // Three `auth` requests so far (the upgrade's token is not one); a burst of 4: the 4th
+    // is verified (and refused), the 5th gets 429 unverified.
+    let reply = client.request(json!({"op": "auth", "token": "not even a token"}));
+    assert_eq!(reply["error"]["code"], 401, "{reply}");
+    let reply = client.request(json!({"op": "auth", "token": "not even a token"}));
+    assert_eq!(reply["error"]["code"], 429, "{reply}");
+    client.expect_nothing();
+}
+
+#[test]
 fn the_auth_op_names_an_anonymous_connection_that_is_in_no_rooms() {
     let server = server();
     let (mut client, user) = connect(&server, None);

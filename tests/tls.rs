@@ -379,7 +379,7 @@ impl Binary {
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a listening line");
-            if let Some(addr) = line.split("listening on wss://").nth(1) {
+            if let Some(addr) = line.split("listening on wss://").nth(1).or(line.split("listening on ws://").nth(1)) {
                 break addr.trim().parse().expect("an address");
             }
         };
@@ -431,6 +431,16 @@ fn the_binary_serves_tls_and_reloads_the_certificate_on_sighup() {
     assert_eq!(peer_leaf(&after), der_of(&cert_b));
     echo(&mut after, Message::text("still B"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_without_tls_is_ignored_not_fatal() {
+    let mut server = Binary::start(&[]);
+    server.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(server.child.try_wait().unwrap().is_none(), "SIGHUP ended a server without TLS");
+    let (mut ws, _) = tls::connect(&format!("ws://{}/", server.addr));
+    echo(&mut ws, Message::text("still here after SIGHUP"));
 }
 
 #[test]

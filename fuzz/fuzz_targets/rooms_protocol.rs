@@ -18,8 +18,8 @@
 //! for one of a few users and `rooms` claims, or invalid -> 401, no open); with
 //! `require_auth` (bit 2) a connection without one gets no welcome until a valid `auth`
 //! (its reply, then the welcome), every other request gets 401, and a tick past the
-//! deadline closes it with 1008; `auth` refreshes for the same user and gets 403 for
-//! another; joins, publishes, presence and history the token's claim (or the anonymous
+//! deadline closes it with 1008; `auth` refreshes for the same user (403 when the new
+//! claim does not cover the rooms it is in) and gets 403 for another; joins, publishes, presence and history the token's claim (or the anonymous
 //! default, narrowed by bit 3) does not allow get 403, checked against the model's own
 //! pattern matcher.
 #![no_main]
@@ -844,6 +844,17 @@ impl Harness {
                     (false, _) => Err(400u64),
                     (true, None) => Err(401),
                     (true, Some((user, _))) if session.user.is_some_and(|u| u != user) => Err(403),
+                    // A refresh must allow staying in every room (and its presence, where
+                    // the old grant allowed presence).
+                    (true, Some((_, variant)))
+                        if session.user.is_some()
+                            && !self.model.members[&conn].keys().all(|room| {
+                                let new = Perms::of_variant(variant);
+                                new.allows(0, room) && (new.allows(2, room) || !session.perms.allows(2, room))
+                            }) =>
+                    {
+                        Err(403)
+                    }
                     (true, Some(_))
                         if session.user.is_none()
                             && session.deadline.is_none()
@@ -1130,6 +1141,8 @@ fuzz_target!(|data: &[u8]| {
         auth: auth_config,
         anon_rooms: if narrow { RoomPatterns::new(&ANON_NARROW) } else { RoomPatterns::everything() },
         auth_timeout: AUTH_TIMEOUT,
+        // The auth rate limit is left to tests/auth.rs: here every `auth` is verified.
+        auth_per_minute: u32::MAX,
         ..RoomsConfig::default()
     };
     let anon = Perms(narrow.then(|| [0, 1, 2].map(|_| ANON_NARROW.iter().map(|p| p.to_string()).collect())));

@@ -93,8 +93,15 @@ struct Claims {
     exp: Option<u64>,
     #[serde(default, deserialize_with = "optional_numeric_date")]
     nbf: Option<u64>,
-    #[serde(default)]
+    // `"rooms": null` is malformed, not "no claim": a backend writing null for "no rooms"
+    // must not hand out every room.
+    #[serde(default, deserialize_with = "present")]
     rooms: Option<RoomsClaim>,
+}
+
+/// An optional field that, when present, must hold a `T` (null included in "not a `T`").
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// `rooms`: `{"join": [patterns], "publish": [patterns], "presence": [patterns]}`. A list
@@ -190,10 +197,10 @@ impl fmt::Display for AuthSetupError {
 
 impl std::error::Error for AuthSetupError {}
 
-/// Token authentication settings: the verification keys and what a valid token must say.
 /// The shortest `--jwt-secret` accepted, in bytes: 256 bits, HS256's hash size.
 pub const MIN_HS256_SECRET: usize = 32;
 
+/// Token authentication settings: the verification keys and what a valid token must say.
 /// The default has no keys (`with_hs256_secret`, `with_public_key_pem` add them).
 #[derive(Clone, Default)]
 pub struct AuthConfig {
@@ -468,6 +475,11 @@ mod tests {
         assert!(!p.may_presence("chat:1"), "a list left out allows nothing");
         let all = v.verify(&sign(json!({"sub": "bob", "exp": NOW + 1})), NOW).unwrap();
         assert_eq!(*all.permissions, Permissions::everything(), "no rooms claim: everything");
+        // A null claim or list fails closed: the token is refused, not granted everything.
+        for rooms in [json!(null), json!({"join": null}), json!("chat:*"), json!({"join": "chat:*"})] {
+            let token = sign(json!({"sub": "eve", "exp": NOW + 1, "rooms": rooms}));
+            assert_eq!(v.verify(&token, NOW).map(|_| ()), Err(AuthError::Malformed), "rooms: {rooms}");
+        }
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct RoomsConfig {
     /// With `require_auth`: how long a connection without a token on the upgrade has to
     /// send a valid `auth` (-> close 1008). The CLI uses the handshake timeout.
     pub auth_timeout: Duration,
+    /// `auth` requests per minute per connection, also the burst (-> error 429): each one
+    /// costs a signature check on the worker's thread, so a client may not loop on them.
+    pub auth_per_minute: u32,
 }
 
 impl Default for RoomsConfig {
@@ -122,6 +125,7 @@ impl Default for RoomsConfig {
             auth: None,
             anon_rooms: RoomPatterns::everything(),
             auth_timeout: Duration::from_secs(10),
+            auth_per_minute: 10,
         }
     }
 }
@@ -143,6 +147,9 @@ struct Client {
     joining: Vec<String>,
     tokens: f64,
     refilled_at: Instant,
+    /// The `auth` bucket (`RoomsConfig::auth_per_minute`).
+    auth_tokens: f64,
+    auth_refilled_at: Instant,
     strikes: u32,
     strikes_since: Instant,
 }
@@ -593,8 +600,11 @@ impl Rooms {
             let e = RequestError::bad_request("authentication is not configured on this server");
             return self.answer(out, conn, id, Err(e));
         };
-        let grant = verifier.verify(token, auth::unix_now());
         let Some(client) = self.clients.get_mut(&conn) else { return };
+        if let Err(e) = take_auth_token(client, &self.config, out.now()) {
+            return self.answer(out, conn, id, Err(e));
+        }
+        let grant = verifier.verify(token, auth::unix_now());
         let grant = match grant {
             Ok(grant) => grant,
             Err(e) => return self.answer(out, conn, id, Err(RequestError::new(401, e.to_string()))),
@@ -603,6 +613,11 @@ impl Rooms {
             Some(user) if *user != grant.user => Some("the token is for another user"),
             // Room owners hold a copy of the identity: it cannot change under them.
             None if !client.rooms.is_empty() || !client.joining.is_empty() => Some("authenticate before joining rooms"),
+            // A refresh may not narrow the rooms under a session that is in them: its
+            // rooms keep delivering (and showing presence) whatever the new claim says.
+            Some(_) if !covers(&grant.permissions, &client.permissions, &client.rooms, &client.joining) => {
+                Some("the token does not allow rooms you are in: leave them first")
+            }
             _ => None,
         };
         if let Some(message) = refused {
@@ -887,6 +902,27 @@ fn permitted(permissions: &Permissions, request: &Request<'_>) -> Result<(), Req
     denied.map_or(Ok(()), |message| Err(RequestError::new(403, message)))
 }
 
+/// Whether `new` permissions allow staying in every room a session is in or joining:
+/// joining it, and watching its presence where `old` allowed that (the client may have
+/// joined with presence).
+fn covers(new: &Permissions, old: &Permissions, rooms: &[Arc<str>], joining: &[String]) -> bool {
+    let mut names = rooms.iter().map(|r| &**r).chain(joining.iter().map(String::as_str));
+    names.all(|room| new.may_join(room) && (new.may_presence(room) || !old.may_presence(room)))
+}
+
+/// The `auth` rate limit: a token bucket per connection, refilled over a minute (-> 429).
+fn take_auth_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
+    let per_minute = f64::from(config.auth_per_minute);
+    let elapsed = now.saturating_duration_since(client.auth_refilled_at).as_secs_f64();
+    client.auth_tokens = (client.auth_tokens + elapsed * per_minute / 60.0).min(per_minute);
+    client.auth_refilled_at = now;
+    if client.auth_tokens < 1.0 {
+        return Err(RequestError::new(429, "auth rate limit exceeded"));
+    }
+    client.auth_tokens -= 1.0;
+    Ok(())
+}
+
 /// The publish rate limit: a token bucket per connection (-> 429).
 fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
     let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
@@ -987,6 +1023,8 @@ impl Handler for Rooms {
             joining: Vec::new(),
             tokens: self.config.publish_burst,
             refilled_at: now,
+            auth_tokens: f64::from(self.config.auth_per_minute),
+            auth_refilled_at: now,
             strikes: 0,
             strikes_since: now,
         };

@@ -103,9 +103,9 @@ impl<H: Handler> Server<H> {
         // Signals go to one worker, which tells the others through `shared`.
         let signals = if config.handle_signals && index == 0 {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-            // SIGHUP reloads the TLS certificate; without TLS it keeps its default action.
-            let wanted: &[i32] = if config.tls.is_some() { &[SIGINT, SIGTERM, SIGHUP] } else { &[SIGINT, SIGTERM] };
-            let mut signals = signal_hook_mio::v1_0::Signals::new(wanted)?;
+            // SIGHUP reloads the TLS certificate; without TLS it is logged and ignored (its
+            // default action would end the process at once, e.g. on a `reload` hook).
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
         } else {
@@ -253,7 +253,10 @@ impl<H: Handler> Server<H> {
     /// SIGHUP: the certificate and key files are read again; every worker serves the new
     /// ones to new connections (they share the store). Open connections keep their session.
     fn reload_tls(&self) {
-        let Some(tls) = &self.config.tls else { return };
+        let Some(tls) = &self.config.tls else {
+            info!("SIGHUP: nothing to reload (no TLS)");
+            return;
+        };
         match tls.reload() {
             Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
             Err(e) => warn!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"),
