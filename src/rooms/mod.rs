@@ -40,7 +40,7 @@ use log::debug;
 
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{CloseCode, MessageKind};
-use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Outbox};
+use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Outbox, TokenBucket};
 use auth::{AuthConfig, AuthError, Grant, Permissions, RoomPatterns, TokenVerifier};
 use local::{Audience, LocalRooms};
 pub use msg::RoomMsg;
@@ -145,11 +145,9 @@ struct Client {
     rooms: Vec<Arc<str>>,
     /// Rooms asked for whose `Joined` has not come back yet.
     joining: Vec<String>,
-    tokens: f64,
-    refilled_at: Instant,
-    /// The `auth` bucket (`RoomsConfig::auth_per_minute`).
-    auth_tokens: f64,
-    auth_refilled_at: Instant,
+    /// Publishes (`RoomsConfig::publish_rate`) and `auth` requests (`auth_per_minute`).
+    publishes: TokenBucket,
+    auths: TokenBucket,
     strikes: u32,
     strikes_since: Instant,
 }
@@ -567,8 +565,8 @@ impl Rooms {
             }
             Request::Leave { room } => RoomMsg::Leave { conn, room, id: owned_id(), gone: false },
             Request::Publish { room, data, echo, ephemeral } => {
-                if let Err(e) = take_publish_token(client, &self.config, out.now()) {
-                    return self.answer(out, conn, id, Err(e));
+                if client.publishes.take(self.config.publish_rate, self.config.publish_burst, out.now()).is_err() {
+                    return self.answer(out, conn, id, Err(RequestError::new(429, "publish rate limit exceeded")));
                 }
                 if data.len() > self.config.max_message_bytes {
                     let e = RequestError::new(413, format!("data over {} bytes", self.config.max_message_bytes));
@@ -601,8 +599,9 @@ impl Rooms {
             return self.answer(out, conn, id, Err(e));
         };
         let Some(client) = self.clients.get_mut(&conn) else { return };
-        if let Err(e) = take_auth_token(client, &self.config, out.now()) {
-            return self.answer(out, conn, id, Err(e));
+        let per_minute = f64::from(self.config.auth_per_minute);
+        if client.auths.take(per_minute / 60.0, per_minute, out.now()).is_err() {
+            return self.answer(out, conn, id, Err(RequestError::new(429, "auth rate limit exceeded")));
         }
         let grant = verifier.verify(token, auth::unix_now());
         let grant = match grant {
@@ -910,31 +909,6 @@ fn covers(new: &Permissions, old: &Permissions, rooms: &[Arc<str>], joining: &[S
     names.all(|room| new.may_join(room) && (new.may_presence(room) || !old.may_presence(room)))
 }
 
-/// The `auth` rate limit: a token bucket per connection, refilled over a minute (-> 429).
-fn take_auth_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
-    let per_minute = f64::from(config.auth_per_minute);
-    let elapsed = now.saturating_duration_since(client.auth_refilled_at).as_secs_f64();
-    client.auth_tokens = (client.auth_tokens + elapsed * per_minute / 60.0).min(per_minute);
-    client.auth_refilled_at = now;
-    if client.auth_tokens < 1.0 {
-        return Err(RequestError::new(429, "auth rate limit exceeded"));
-    }
-    client.auth_tokens -= 1.0;
-    Ok(())
-}
-
-/// The publish rate limit: a token bucket per connection (-> 429).
-fn take_publish_token(client: &mut Client, config: &RoomsConfig, now: Instant) -> Result<(), RequestError> {
-    let elapsed = now.saturating_duration_since(client.refilled_at).as_secs_f64();
-    client.tokens = (client.tokens + elapsed * config.publish_rate).min(config.publish_burst);
-    client.refilled_at = now;
-    if client.tokens < 1.0 {
-        return Err(RequestError::new(429, "publish rate limit exceeded"));
-    }
-    client.tokens -= 1.0;
-    Ok(())
-}
-
 impl Handler for Rooms {
     type Admission = Admission;
 
@@ -1021,10 +995,8 @@ impl Handler for Rooms {
             auth_deadline,
             rooms: Vec::new(),
             joining: Vec::new(),
-            tokens: self.config.publish_burst,
-            refilled_at: now,
-            auth_tokens: f64::from(self.config.auth_per_minute),
-            auth_refilled_at: now,
+            publishes: TokenBucket::full(self.config.publish_burst, now),
+            auths: TokenBucket::full(f64::from(self.config.auth_per_minute), now),
             strikes: 0,
             strikes_since: now,
         };

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::http::HttpResponse;
+use super::TokenBucket;
 
 /// Shards of the per-IP table: workers contend only when their clients hash alike.
 const SHARDS: usize = 16;
@@ -492,9 +493,8 @@ fn walk_chain(
 struct IpEntry {
     /// Open WebSocket connections holding an [`IpSlot`].
     conns: u32,
-    /// Handshake tokens left, as of `refilled`.
-    tokens: f64,
-    refilled: Instant,
+    /// Handshake tokens (unused without a handshake rate).
+    bucket: TokenBucket,
 }
 
 /// Per-IP connection counts and handshake buckets, shared by every worker. Memory is
@@ -572,20 +572,16 @@ impl IpLimits {
                     return Err(Refusal::TooManyClients);
                 }
                 self.tracked.fetch_add(1, Ordering::Relaxed);
-                let tokens = f64::from(self.handshake_rate.unwrap_or(0));
-                e.insert(IpEntry { conns: 0, tokens, refilled: now })
+                let burst = f64::from(self.handshake_rate.unwrap_or(0));
+                e.insert(IpEntry { conns: 0, bucket: TokenBucket::full(burst, now) })
             }
         };
         if let Some(rate) = self.handshake_rate {
             let rate = f64::from(rate);
-            let elapsed = now.saturating_duration_since(entry.refilled).as_secs_f64();
-            entry.tokens = (entry.tokens + elapsed * rate).min(rate);
-            entry.refilled = now;
-            if entry.tokens < 1.0 {
-                let wait = ((1.0 - entry.tokens) / rate).ceil().max(1.0);
-                return Err(Refusal::HandshakeRate { retry_after_secs: wait as u64 });
+            if let Err(wait) = entry.bucket.take(rate, rate, now) {
+                let retry_after_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return Err(Refusal::HandshakeRate { retry_after_secs });
             }
-            entry.tokens -= 1.0;
         }
         let Some(max) = self.max_conns else { return Ok(None) };
         if entry.conns >= max {
@@ -618,9 +614,7 @@ impl IpLimits {
             let Ok(mut table) = shard.lock() else { continue };
             let before = table.len();
             table.retain(|_, e| {
-                let refilling = rate.is_some_and(|rate| {
-                    e.tokens + now.saturating_duration_since(e.refilled).as_secs_f64() * rate < rate
-                });
+                let refilling = rate.is_some_and(|rate| e.bucket.level(rate, rate, now) < rate);
                 e.conns > 0 || refilling
             });
             self.tracked.fetch_sub(before - table.len(), Ordering::Relaxed);

@@ -10,6 +10,7 @@
 //! handler; handlers reach each other over a [`Mesh`] (see `workers.rs`).
 
 pub mod access;
+mod bucket;
 mod conn;
 mod event_loop;
 pub mod http;
@@ -28,6 +29,7 @@ use crate::proto::deflate::DeflateConfig;
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{self, CloseCode, MessageKind};
 
+pub use bucket::TokenBucket;
 pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
