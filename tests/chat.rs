@@ -64,6 +64,8 @@ struct Chat {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Lines read while waiting for another one, not yet matched by [`Chat::expect_line`].
+    unmatched: Vec<String>,
 }
 
 impl Chat {
@@ -93,12 +95,16 @@ impl Chat {
             });
         }
         let stdin = child.stdin.take();
-        Chat { child, stdin, lines, seen: Vec::new() }
+        Chat { child, stdin, lines, seen: Vec::new(), unmatched: Vec::new() }
     }
 
     /// Waits up to [`IO_TIMEOUT`] for a line containing `text` (stderr lines start with
-    /// `stderr: `); returns it.
+    /// `stderr: `); returns it. A line that came earlier but was not matched yet counts:
+    /// stdout and stderr are separate pipes, so their lines may arrive in either order.
     fn expect_line(&mut self, text: &str) -> String {
+        if let Some(at) = self.unmatched.iter().position(|line| line.contains(text)) {
+            return self.unmatched.remove(at);
+        }
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -108,6 +114,7 @@ impl Chat {
                     if line.contains(text) {
                         return line;
                     }
+                    self.unmatched.push(line);
                 }
                 Err(_) => panic!("no line with {text:?} within {IO_TIMEOUT:?}; chat printed {:#?}", self.seen),
             }
