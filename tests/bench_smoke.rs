@@ -104,14 +104,14 @@ fn fanout_over_the_room_protocol_holds_its_rate() {
     assert_clean(&report, 11);
     assert_traffic(&report);
     let rate = report["messages_per_sec"].as_f64().unwrap();
-    assert!((150.0..=250.0).contains(&rate), "asked for 200/s: {report:#}");
+    assert!((140.0..=260.0).contains(&rate), "asked for 200/s: {report:#}");
 }
 
 #[test]
 fn idle_connections_stay_up_and_answer_pings() {
-    // Pings every 300 ms, and a connection silent for 600 ms is dropped: only answered
-    // pings keep these connections.
-    let config = Config { ping_interval: Duration::from_millis(300), ..support::config() };
+    // Pings every 400 ms, and a connection silent for 800 ms is dropped: only answered
+    // pings keep these connections (the bench runs 1.2 s).
+    let config = Config { ping_interval: Duration::from_millis(400), ..support::config() };
     let server = TestServer::start(config);
     let report = bench(&["idle", "--url", &server.url(), "--connections", "50"]);
     assert_clean(&report, 50);
@@ -121,7 +121,11 @@ fn idle_connections_stay_up_and_answer_pings() {
 
 #[test]
 fn a_server_that_is_not_there_is_reported_as_failed_connections() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
+    // A port bound but not listening: connects are refused, and no other test's server can
+    // take it meanwhile (as it could a port bound and released).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     let out = run_bench(&["echo", "--url", &format!("ws://127.0.0.1:{port}/"), "--connections", "3"]);
     assert!(!out.status.success());
     let report: Value = serde_json::from_slice(&out.stdout).expect("a report even when nothing connected");

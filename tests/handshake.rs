@@ -166,9 +166,10 @@ fn silent_client_is_dropped_after_the_handshake_timeout() {
     let mut config = support::config();
     config.handshake_timeout = Duration::from_millis(300);
     let server = TestServer::start(config);
+    // From before the connect: the deadline starts at the server's accept.
+    let start = Instant::now();
     let mut stream = server.tcp();
     stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let start = Instant::now();
     let result = stream.read(&mut [0u8; 64]);
     let waited = start.elapsed();
     match result {
@@ -186,10 +187,10 @@ fn trickling_client_is_dropped_at_the_handshake_timeout() {
     let mut config = support::config();
     config.handshake_timeout = Duration::from_millis(300);
     let server = TestServer::start(config);
-    let mut stream = server.tcp();
-    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let request = valid_request(&server);
     let start = Instant::now();
+    let mut stream = server.tcp();
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     for byte in request.as_bytes() {
         assert!(start.elapsed() < Duration::from_secs(2), "still connected after {:?}", start.elapsed());
         if stream.write_all(&[*byte]).is_err() {

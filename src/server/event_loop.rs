@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use super::access::{self, IpLimits, Refusal};
-use super::conn::{Conn, IoStatus, Phase};
+use super::conn::{Conn, IoStatus, Keepalive, Phase};
 use super::metrics::{CloseInitiator, Metrics};
 use super::pool::ReadPool;
 use super::workers::{Shared, ShutdownHandle};
@@ -300,27 +300,38 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
-        let handshaking = self.shared.handshaking.load(Ordering::Relaxed);
+    fn add_conn(&mut self, stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        // Reserve the slot before anything else, so workers accepting at the same moment
+        // cannot together go past the cap (a load-then-add could).
+        let handshaking = self.shared.handshaking.fetch_add(1, Ordering::Relaxed);
         if handshaking >= self.config.max_handshakes {
+            self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
             // Dropping the stream closes it: the client learns at once instead of waiting
             // in the backlog, and silent sockets cannot pile up.
             self.metrics.count_handshake_failure("too_many_handshakes");
             debug!("dropping {peer}: {handshaking} sockets already handshaking");
             return;
         }
+        if !self.register_conn(stream, peer, now) {
+            self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts an accepted socket (whose handshake slot is reserved) into the table and the
+    /// poll; false when it was dropped instead.
+    fn register_conn(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) -> bool {
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         let generation = self.next_generation;
         let Some(id) = ConnId::new(self.worker, index, generation).filter(|_| index < SIGNALS.0) else {
             warn!("connection table full; dropping {peer}");
-            return;
+            return false;
         };
         let tls = match self.config.tls.as_ref().map(|t| t.new_session()).transpose() {
             Ok(tls) => tls.map(Box::new),
             Err(e) => {
                 warn!("TLS session for {peer} failed: {e}");
-                return;
+                return false;
             }
         };
         let _ = stream.set_nodelay(true);
@@ -328,14 +339,14 @@ impl<H: Handler> Server<H> {
             self.poll.registry().register(&mut stream, Token(index), Interest::READABLE | Interest::WRITABLE)
         {
             warn!("register failed for {peer}: {e}");
-            return;
+            return false;
         }
         self.next_generation = self.next_generation.wrapping_add(1);
-        self.shared.handshaking.fetch_add(1, Ordering::Relaxed);
         let deadline = now + self.config.handshake_timeout;
         entry.insert(Conn::new(stream, peer.ip(), generation, deadline, tls));
         self.timers.push(Reverse((deadline, id)));
         debug!("accepted {peer} as {id:?}");
+        true
     }
 
     // ---- reading ----
@@ -371,7 +382,7 @@ impl<H: Handler> Server<H> {
                 let (status, n) = conn.read_some(READ_BUDGET, &mut self.read_pool);
                 self.metrics.bytes_in += n as u64;
                 if n > 0 {
-                    conn.last_heard = now;
+                    conn.liveness.heard(now);
                 }
                 self.process_frames(index, now);
                 status
@@ -568,7 +579,7 @@ impl<H: Handler> Server<H> {
         conn.codec = Some(codec);
         conn.phase = Phase::Open;
         conn.deadline = None;
-        conn.last_heard = now;
+        conn.liveness.heard(now);
         conn.opened = true;
         conn.counted = true;
         self.shared.open.fetch_add(1, Ordering::Relaxed);
@@ -904,30 +915,26 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// An open connection's deadline: ping it when it has been silent for one interval,
-    /// drop it after two (RFC 6455 §5.5.2: a ping may serve as a keepalive).
+    /// An open connection's keepalive deadline came: see [`Liveness`].
     fn keepalive(&mut self, index: usize, now: Instant) {
-        let interval = self.config.ping_interval;
         let Some(conn) = self.conns.get_mut(index) else { return };
-        let silent = now.saturating_duration_since(conn.last_heard);
-        if silent >= interval * 2 {
-            debug!("connection {index} silent for {silent:?}: dropping it");
-            self.metrics.idle_timeouts += 1;
-            return self.remove(index, now);
-        }
-        let next = if silent >= interval {
-            if let Some(codec) = conn.codec.as_mut() {
-                codec.send_ping(Bytes::new());
+        let next = match conn.liveness.check(now, self.config.ping_interval) {
+            Keepalive::Drop => {
+                debug!("connection {index} silent for {:?}: dropping it", conn.liveness.silent(now));
+                self.metrics.idle_timeouts += 1;
+                return self.remove(index, now);
             }
-            conn.queue_codec_output();
-            self.mark_dirty(index);
-            conn_deadline(self.conns.get(index), interval * 2)
-        } else {
-            conn_deadline(self.conns.get(index), interval)
+            Keepalive::Ping(next) => {
+                if let Some(codec) = conn.codec.as_mut() {
+                    codec.send_ping(Bytes::new());
+                }
+                conn.queue_codec_output();
+                self.mark_dirty(index);
+                next
+            }
+            Keepalive::Wait(next) => next,
         };
-        if let Some(next) = next {
-            self.set_deadline(index, next);
-        }
+        self.set_deadline(index, next);
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -946,11 +953,6 @@ impl<H: Handler> Server<H> {
             }
         }
     }
-}
-
-/// `last_heard + after` for a connection, if it still exists.
-fn conn_deadline(conn: Option<&Conn>, after: Duration) -> Option<Instant> {
-    conn.map(|c| c.last_heard + after)
 }
 
 /// A non-blocking listener with a real accept backlog: mio's `bind` uses 128, which a
