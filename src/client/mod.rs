@@ -6,6 +6,7 @@
 //! bounded: connecting, the TLS and HTTP handshakes and each write by [`IO_TIMEOUT`], each
 //! read by the timeout given to [`Client::recv`].
 
+mod stream;
 mod url;
 
 pub mod tls;
@@ -16,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::ClientConfig;
 
 use crate::proto::deflate::{self, DeflateConfig};
 use crate::proto::handshake::{client_request, parse_response};
 use crate::proto::{CloseCode, Config, Connection, Event, MessageKind};
+pub use stream::Stream;
 pub use url::{UrlError, WsUrl};
 
 /// Longest the client waits to connect, for each handshake (TLS, then HTTP), and for a
@@ -32,55 +33,11 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 pub struct Client {
-    stream: Transport,
+    stream: Stream,
     codec: Connection,
     read_buf: BytesMut,
     /// The subprotocol the server selected.
     pub protocol: Option<String>,
-}
-
-/// What the codec's bytes travel over.
-enum Transport {
-    Plain(TcpStream),
-    /// Boxed: the session holds its buffers inline and is large next to a socket.
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Transport {
-    /// The socket underneath (for its timeouts).
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => &tls.sock,
-        }
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.read(buf),
-            Transport::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.write(buf),
-            Transport::Tls(s) => s.write(buf),
-        }
-    }
-
-    /// Over TLS this is where records reach the socket, and where a failed write shows:
-    /// rustls's `write` only buffers plaintext and keeps socket errors for later.
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(s) => s.flush(),
-            Transport::Tls(s) => s.flush(),
-        }
-    }
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -115,30 +72,6 @@ fn connect_tcp(url: &WsUrl) -> io::Result<TcpStream> {
     Err(io::Error::new(last.kind(), format!("cannot connect to {}: {last}", url.authority)))
 }
 
-/// Completes the TLS handshake over `tcp`, so that a refused certificate or a server that
-/// does not speak TLS fails here, with a message saying so.
-fn tls_handshake(tcp: TcpStream, config: Arc<ClientConfig>, url: &WsUrl) -> io::Result<Transport> {
-    let name = ServerName::try_from(url.host.clone())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", url.host)))?;
-    let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let mut tls = StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-            let why = if is_timeout(&e) {
-                format!("no answer within {}s", IO_TIMEOUT.as_secs())
-            } else if e.kind() == io::ErrorKind::UnexpectedEof {
-                "the server closed the connection (is it a ws:// server?)".to_owned()
-            } else if let Some(rustls::Error::InvalidMessage(_)) = e.get_ref().and_then(|e| e.downcast_ref()) {
-                format!("the server does not speak TLS, use a ws:// URL ({e})")
-            } else {
-                e.to_string()
-            };
-            return Err(io::Error::new(e.kind(), format!("TLS handshake with {} failed: {why}", url.authority)));
-        }
-    }
-    Ok(Transport::Tls(Box::new(tls)))
-}
-
 impl Client {
     /// Connects to `url` (`ws://` or `wss://`), offering `protocols` and
     /// permessage-deflate. A `wss://` URL needs `tls` (see [`tls::client_config`]); the
@@ -154,8 +87,8 @@ impl Client {
         };
         let tcp = connect_tcp(&url)?;
         let mut stream = match tls {
-            Some(config) => tls_handshake(tcp, config, &url)?,
-            None => Transport::Plain(tcp),
+            Some(config) => Stream::tls(tcp, config, &url.host)?,
+            None => Stream::Plain(tcp),
         };
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&random_u64().to_le_bytes());
@@ -186,11 +119,7 @@ impl Client {
     pub fn close(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
         self.codec.close(code, reason);
         self.flush()?;
-        if let Transport::Tls(tls) = &mut self.stream {
-            tls.conn.send_close_notify();
-            tls.flush()?;
-        }
-        Ok(())
+        self.stream.close_notify()
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -235,7 +164,7 @@ impl Client {
 
 /// Reads the upgrade response; returns it and the bytes read after its head.
 fn read_response(
-    stream: &mut Transport,
+    stream: &mut Stream,
     url: &WsUrl,
     key: &str,
     protocols: &[&str],

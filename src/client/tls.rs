@@ -1,7 +1,7 @@
 //! The rustls client config for `wss://`, shared by `wsedge chat` ([`super::Client`]) and
 //! `wsedge bench`: trusting only `--ca FILE` (PEM; no system roots: the build carries no
 //! root store), or any certificate with `--insecure` (a test certificate on loopback).
-//! No IO: the sessions live with their sockets (`super::Transport`, `bench/conn.rs`).
+//! No IO: the sessions live with their sockets (`super::Stream`, `bench/conn.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

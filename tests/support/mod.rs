@@ -142,7 +142,7 @@ impl TestServer {
     /// server, else plain TCP; with the test timeouts.
     pub fn stream(&self) -> tls::ClientStream {
         match &self.client_tls {
-            Some(config) => tls::ClientStream::tls(self.tcp(), config.clone()).expect("TLS handshake"),
+            Some(config) => tls::ClientStream::tls(self.tcp(), config.clone(), "127.0.0.1").expect("TLS handshake"),
             None => tls::ClientStream::Plain(self.tcp()),
         }
     }

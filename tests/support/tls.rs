@@ -8,13 +8,12 @@
 //! all trusting [`fixture`]'s authority. So switching a test to TLS is one line:
 //! `Config { tls: Some(support::tls::server_tls()), ..support::config() }`.
 
-use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::WebSocket;
 
@@ -111,71 +110,9 @@ pub fn server_tls() -> TlsConfig {
     fixture().server_tls()
 }
 
-/// A client-side TLS stream, or plain TCP: what the harness's clients talk over.
-pub enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl ClientStream {
-    /// Completes a TLS handshake with `config` over `tcp` (for `127.0.0.1`), so that a
-    /// refused handshake fails here, not at the first read.
-    pub fn tls(tcp: TcpStream, config: Arc<ClientConfig>) -> io::Result<ClientStream> {
-        let name = ServerName::try_from("127.0.0.1").map_err(io::Error::other)?;
-        let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let mut stream = StreamOwned::new(conn, tcp);
-        while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock)?;
-        }
-        Ok(ClientStream::Tls(Box::new(stream)))
-    }
-
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ClientStream::Plain(tcp) => tcp,
-            ClientStream::Tls(tls) => &tls.sock,
-        }
-    }
-
-    /// Shuts the TCP socket down (no close_notify: an abrupt end, as a crash would be).
-    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.tcp().shutdown(how)
-    }
-
-    /// The TLS session, if this is TLS.
-    pub fn session(&self) -> Option<&ClientConnection> {
-        match self {
-            ClientStream::Plain(_) => None,
-            ClientStream::Tls(tls) => Some(&tls.conn),
-        }
-    }
-}
-
-impl Read for ClientStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.read(buf),
-            ClientStream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for ClientStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.write(buf),
-            ClientStream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => s.flush(),
-            ClientStream::Tls(s) => s.flush(),
-        }
-    }
-}
+/// A client-side TLS stream, or plain TCP: what the harness's clients talk over (the
+/// crate's own client transport).
+pub use wsedge::client::Stream as ClientStream;
 
 /// A TCP connection to `addr` with the test timeouts.
 pub fn tcp(addr: std::net::SocketAddr) -> TcpStream {
@@ -203,7 +140,7 @@ pub fn connect_with(
     let addr = format!("{host}:{port}").parse().expect("an IP address in the URL");
     let tcp = tcp(addr);
     let stream = match uri.scheme_str() {
-        Some("wss") => ClientStream::tls(tcp, config).expect("TLS handshake"),
+        Some("wss") => ClientStream::tls(tcp, config, "127.0.0.1").expect("TLS handshake"),
         _ => ClientStream::Plain(tcp),
     };
     tungstenite::client(request, stream).expect("WebSocket handshake")
