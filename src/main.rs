@@ -95,7 +95,7 @@ struct RoomArgs {
     #[arg(long, default_value_t = 100)]
     history_size: usize,
     /// Seconds a message is kept; an empty room is dropped after this long.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = seconds())]
     history_ttl: u64,
     /// Bytes of history kept across all rooms; beyond it, publishing rooms keep fewer.
     #[arg(long, default_value_t = 256 << 20)]
@@ -161,7 +161,7 @@ struct AuthArgs {
     #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
     /// Seconds of clock skew allowed on `exp` and `nbf` (default 0).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = seconds())]
     jwt_leeway: u64,
     /// Accepted `aud` value (repeatable; default: `aud` not checked). Other audiences -> 401.
     #[arg(long, action = ArgAction::Append)]
@@ -247,10 +247,10 @@ struct ServerArgs {
     #[arg(long, default_value_t = 4096)]
     backlog: u32,
     /// Seconds allowed to complete the HTTP handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = seconds())]
     handshake_timeout: u64,
     /// Seconds to wait for the peer during the close handshake.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = seconds())]
     close_linger: u64,
     /// Bytes queued to a connection that is not reading before it is closed with 1013
     /// "slow consumer" (fan-out) or stops being read from (its own replies).
@@ -265,10 +265,10 @@ struct ServerArgs {
     max_handshakes: usize,
     /// Seconds of silence before the server pings a connection; it is dropped after twice
     /// this. 0 disables keepalive.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = seconds())]
     ping_interval: u64,
     /// Seconds to wait for clients to answer close 1001 on SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = seconds())]
     shutdown_timeout: u64,
     /// Turn permessage-deflate (RFC 7692) off.
     #[arg(long)]
@@ -424,6 +424,15 @@ impl ServerArgs {
 }
 
 /// The server commands, whose settings may also come from the environment and a file.
+/// The longest any seconds-valued knob may be: a week. Far beyond any sensible timeout,
+/// and small enough that adding it to a clock reading cannot overflow (which would panic).
+const MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The parser of a seconds-valued flag: 0 to [`MAX_SECONDS`].
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_SECONDS)
+}
+
 const SERVER_COMMANDS: [&str; 3] = ["serve", "echo", "relay"];
 
 /// The command line with every server setting readable from `WSEDGE_<NAME>`.

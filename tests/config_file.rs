@@ -126,6 +126,15 @@ fn unknown_keys_and_bad_values_are_startup_errors_naming_the_key() {
     });
     assert!(err.contains("key `handshake-timeout`") && err.contains("ten"), "{err}");
 
+    // A timeout so long that a clock reading plus it would overflow is refused up front.
+    let huge = file("huge.toml", "ping-interval = 99999999999\n");
+    let err = fails({
+        let mut c = wsedge();
+        c.args(["serve", "--config"]).arg(&huge);
+        c
+    });
+    assert!(err.contains("key `ping-interval`") && err.contains("0..=604800"), "{err}");
+
     let missing = std::env::temp_dir().join("wsedge-config-no-such-file.toml");
     let err = fails({
         let mut c = wsedge();

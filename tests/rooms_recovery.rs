@@ -306,19 +306,21 @@ fn an_empty_room_keeps_messages_younger_than_the_ttl() {
         assert_eq!(reply.head.status, 200);
         reply.json()["offset"].as_u64().unwrap()
     };
-    let start = Instant::now();
     assert_eq!(publish(1), 1);
+    let first = Instant::now(); // message 1 is at least this old
     let mut a = RoomClient::connect(&server);
     let epoch = epoch_of(&a.ok(json!({"op": "join", "room": "backend"})));
     a.ok(json!({"op": "leave", "room": "backend"}));
-    thread::sleep((TTL * 6 / 10).saturating_sub(start.elapsed()));
-    let second = Instant::now();
+    thread::sleep((TTL * 6 / 10).saturating_sub(first.elapsed()));
+    let second = Instant::now(); // message 2 is at most this old
     assert_eq!(publish(2), 2);
-    // Message 1 has aged out by now; message 2, published at 0.6 TTL, is still kept.
-    thread::sleep((TTL + Duration::from_millis(150)).saturating_sub(start.elapsed()));
+    // Message 1 has aged out by now (its TTL and two ticks); message 2 is still kept.
+    thread::sleep((TTL + Duration::from_millis(100)).saturating_sub(first.elapsed()));
     let ok = join_since(&mut a, "backend", &epoch, 1);
     assert!(second.elapsed() < TTL, "too slow to tell: message 2 is {:?} old", second.elapsed());
     assert_eq!(ok["epoch"], epoch.as_str(), "the room was dropped with a message younger than its TTL: {ok}");
     assert_eq!(ok["recovered"], true, "{ok}");
     assert_eq!(offsets(&ok["missed"]), [2]);
+    let history = a.ok(json!({"op": "history", "room": "backend"}));
+    assert_eq!(offsets(&history["messages"]), [2], "message 1 aged out while the room was kept: {history}");
 }

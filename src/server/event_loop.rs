@@ -919,6 +919,15 @@ impl<H: Handler> Server<H> {
     fn keepalive(&mut self, index: usize, now: Instant) {
         let Some(conn) = self.conns.get_mut(index) else { return };
         let next = match conn.liveness.check(now, self.config.ping_interval) {
+            // Bytes waiting in the kernel (a pong the loop has not got to yet, or input the
+            // worker holds) mean the peer is not silent. Not when reading is paused because
+            // the peer does not read what it is sent: that peer is dropped, whatever it sends.
+            Keepalive::Drop
+                if (conn.held || !conn.read_paused) && conn.socket.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0) =>
+            {
+                conn.liveness.heard(now);
+                now + self.config.ping_interval
+            }
             Keepalive::Drop => {
                 debug!("connection {index} silent for {:?}: dropping it", conn.liveness.silent(now));
                 self.metrics.idle_timeouts += 1;
