@@ -69,10 +69,14 @@ struct Chat {
 }
 
 impl Chat {
-    /// Starts `wsedge chat ARGS` with `env` set (and no `WSEDGE_TOKEN` of the caller's).
+    /// Starts `wsedge chat ARGS` with `env` set (and no `WSEDGE_TOKEN` nor system-root
+    /// overrides of the caller's).
     fn start(args: &[&str], env: &[(&str, &str)]) -> Chat {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wsedge"));
-        command.arg("chat").args(args).env_remove("WSEDGE_TOKEN");
+        command.arg("chat").args(args);
+        for name in ["WSEDGE_TOKEN", "SSL_CERT_FILE", "SSL_CERT_DIR"] {
+            command.env_remove(name);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -242,11 +246,21 @@ fn a_ws_url_on_a_tls_port_fails_saying_to_use_wss() {
 }
 
 #[test]
-fn a_wss_url_needs_ca_or_insecure_and_an_unknown_ca_is_named() {
+fn a_wss_url_trusts_the_system_roots_and_an_unknown_ca_is_named() {
     let server = server();
     let url = server.url_at(PATH);
-    let mut chat = Chat::start(&["--url", &url], &[]);
-    chat.expect_line("stderr: chat: a wss:// URL needs --ca FILE");
+    // Without --ca, the system's roots: here the test CA, through SSL_CERT_FILE.
+    let ca = ca_file("system-roots");
+    let mut chat = Chat::start(&["--url", &url, "--room", "r"], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    chat.expect_line("* joined r");
+    chat.end_input();
+    assert!(chat.exit_status().success(), "chat printed {:#?}", chat.seen);
+    let _ = std::fs::remove_file(ca);
+
+    // No system roots at all: the error says what to pass instead.
+    let mut chat = Chat::start(&["--url", &url], &[("SSL_CERT_FILE", "/no/such/roots.pem")]);
+    let line = chat.expect_line("stderr: chat: no system root certificates found");
+    assert!(line.contains("--ca FILE") && line.contains("--insecure"), "{line}");
     assert!(!chat.exit_status().success());
 
     // A CA that did not sign the server's certificate.

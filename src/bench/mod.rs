@@ -619,7 +619,7 @@ mod tests {
         let t = Target::parse("wss://localhost:9443/x").unwrap();
         assert_eq!((t.addr.port(), t.tls_name.map(|n| n.to_str().into_owned())), (9443, Some("localhost".into())));
         assert_eq!(Target::parse("wss://127.0.0.1").unwrap().addr.port(), 443);
-        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/"]).is_err(), "wss:// needs --ca or --insecure");
+        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/", "--ca", "/no/such/ca.pem"]).is_err(), "an unreadable CA");
         assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/", "--insecure"]).is_ok_and(|p| p.tls.is_some()));
     }
 

@@ -1,7 +1,9 @@
 //! The rustls client config for `wss://`, shared by `wsedge chat` ([`super::Client`]) and
-//! `wsedge bench`: trusting only `--ca FILE` (PEM; no system roots: the build carries no
-//! root store), or any certificate with `--insecure` (a test certificate on loopback).
-//! No IO: the sessions live with their sockets (`super::Stream`, `bench/conn.rs`).
+//! `wsedge bench`: trusting the system's root certificates (what `openssl` would: the
+//! platform store, or `SSL_CERT_FILE` / `SSL_CERT_DIR`), or only `--ca FILE` (PEM), or any
+//! certificate with `--insecure` (a test certificate on loopback).
+//! No IO but reading those files: the sessions live with their sockets (`super::Stream`,
+//! `bench/conn.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrustArgs {
     /// For a wss:// URL: the PEM certificate(s) to trust (the server's CA, or its
-    /// self-signed certificate). Default: none (then --insecure is needed).
+    /// self-signed certificate) instead of the system's roots.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// For a wss:// URL: accept any server certificate (loopback tests).
@@ -33,9 +35,9 @@ impl TrustArgs {
     }
 }
 
-/// A client config for `wss://`: trusting the certificates in `ca` (PEM), or, with
-/// `insecure`, any certificate (signatures are still checked, so the handshake costs what
-/// a verified one does, less the chain walk).
+/// A client config for `wss://`: trusting the certificates in `ca` (PEM), or the system's
+/// roots without one, or, with `insecure`, any certificate (signatures are still checked,
+/// so the handshake costs what a verified one does, less the chain walk).
 pub fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -44,24 +46,44 @@ pub fn client_config(ca: Option<&Path>, insecure: bool) -> Result<Arc<ClientConf
     let mut config = if insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
     } else {
-        let Some(ca) = ca else {
-            return Err(
-                "a wss:// URL needs --ca FILE (the server's CA or self-signed certificate, PEM) or --insecure".into()
-            );
+        let roots = match ca {
+            Some(ca) => file_roots(ca)?,
+            None => system_roots()?,
         };
-        let mut roots = RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("{}: {e}", ca.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(format!("{}: no usable certificate", ca.display()));
-        }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The certificates in the PEM file `ca`.
+fn file_roots(ca: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("{}: {e}", ca.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", ca.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable certificate", ca.display()));
+    }
+    Ok(roots)
+}
+
+/// The system's root certificates (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set). Files that
+/// fail to load are skipped as long as some roots load; none at all is an error.
+fn system_roots() -> Result<RootCertStore, String> {
+    let loaded = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        let why = loaded.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+        return Err(format!(
+            "no system root certificates found{why}: for a wss:// URL pass --ca FILE (the server's CA or \
+             self-signed certificate, PEM) or --insecure"
+        ));
+    }
+    Ok(roots)
 }
 
 /// `--insecure`: accepts any server certificate.
