@@ -113,10 +113,10 @@ struct RoomArgs {
     #[arg(long, default_value_t = 100_000)]
     max_rooms: usize,
     /// Publishes per second per connection (beyond the burst -> error 429).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = non_negative)]
     publish_rate: f64,
     /// Publishes allowed in a burst.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = non_negative)]
     publish_burst: f64,
     /// Rejected requests within 10 s after which a connection is closed with 1008.
     #[arg(long, default_value_t = 200)]
@@ -423,7 +423,6 @@ impl ServerArgs {
     }
 }
 
-/// The server commands, whose settings may also come from the environment and a file.
 /// The longest any seconds-valued knob may be: a week. Far beyond any sensible timeout,
 /// and small enough that adding it to a clock reading cannot overflow (which would panic).
 const MAX_SECONDS: u64 = 7 * 24 * 3600;
@@ -433,6 +432,16 @@ fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(0..=MAX_SECONDS)
 }
 
+/// A rate or burst flag: a finite number, 0 or more.
+fn non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        Ok(_) => Err(format!("{text} is not a finite number of 0 or more")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The server commands, whose settings may also come from the environment and a file.
 const SERVER_COMMANDS: [&str; 3] = ["serve", "echo", "relay"];
 
 /// The command line with every server setting readable from `WSEDGE_<NAME>`.

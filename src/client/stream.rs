@@ -27,7 +27,7 @@ impl Stream {
         let mut tls = StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-                let why = if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                let why = if super::is_timeout(&e) {
                     let waited = tls.sock.read_timeout().ok().flatten().map(|t| format!(" within {t:?}"));
                     format!("no answer{}", waited.unwrap_or_default())
                 } else if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -38,7 +38,7 @@ impl Stream {
                     e.to_string()
                 };
                 let with = match tls.sock.peer_addr() {
-                    Ok(peer) if peer.ip().to_string() == host.trim_matches(['[', ']']) => peer.to_string(),
+                    Ok(peer) if host.trim_matches(['[', ']']).parse() == Ok(peer.ip()) => peer.to_string(),
                     Ok(peer) => format!("{host} ({peer})"),
                     Err(_) => host.to_owned(),
                 };

@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest wait [`TokenBucket::take`] reports, in seconds.
+const NEVER_SECS: f64 = 1e9;
+
 /// Holds up to `burst` tokens, refilled at `rate` per second; each event takes one.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
@@ -27,7 +30,10 @@ impl TokenBucket {
         self.tokens = self.level(rate, burst, now);
         self.refilled = now;
         if self.tokens < 1.0 {
-            return Err(Duration::from_secs_f64(((1.0 - self.tokens) / rate).min(1e9)));
+            // At most ~30 years; a rate of 0 (or a nonsensical negative one) waits that long
+            // rather than panicking in `Duration` on an infinite or negative wait.
+            let wait = ((1.0 - self.tokens) / rate).min(NEVER_SECS);
+            return Err(Duration::try_from_secs_f64(wait).unwrap_or(Duration::from_secs_f64(NEVER_SECS)));
         }
         self.tokens -= 1.0;
         Ok(())
@@ -48,5 +54,10 @@ mod tests {
         assert!(bucket.take(4.0, 2.0, t0 + Duration::from_millis(200)).is_err(), "0.8 tokens");
         assert!(bucket.take(4.0, 2.0, t0 + Duration::from_millis(300)).is_ok(), "1.2 tokens");
         assert_eq!(bucket.level(4.0, 2.0, t0 + Duration::from_secs(60)), 2.0, "never above the burst");
+        // No rate: the wait is bounded, not infinite (which `Duration` cannot hold).
+        for rate in [0.0, -0.0, -1.0, f64::NAN] {
+            let wait = TokenBucket::full(0.0, t0).take(rate, 0.0, t0).unwrap_err();
+            assert_eq!(wait, Duration::from_secs_f64(NEVER_SECS), "rate {rate}");
+        }
     }
 }

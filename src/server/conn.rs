@@ -174,7 +174,7 @@ impl Conn {
             opened: false,
             counted: false,
             peer_eof: false,
-            liveness: Liveness { last_heard: deadline, pinged: false },
+            liveness: Liveness::new(deadline),
             dirty: false,
             read_paused: false,
             held: false,
