@@ -16,3 +16,4 @@ pub mod echo;
 pub mod proto;
 pub mod rooms;
 pub mod server;
+pub mod wire;

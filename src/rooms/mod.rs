@@ -50,8 +50,7 @@ use relay::Relay;
 pub use room::Identity;
 use room::{Kept, Membership, Room};
 
-/// The subprotocol name of the room protocol.
-pub const SUBPROTOCOL: &str = "wsedge.v1";
+pub use crate::wire::SUBPROTOCOL;
 
 /// Room-layer limits and settings; every limit has a defined outcome.
 #[derive(Debug, Clone)]
