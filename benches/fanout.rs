@@ -6,7 +6,6 @@
 //! Sockets are not involved; `wsedge bench fanout` measures the whole server.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -15,14 +14,14 @@ use wsedge::proto::connection::encode_server_frame;
 use wsedge::proto::handshake::UpgradeRequest;
 use wsedge::proto::MessageKind;
 use wsedge::rooms::{Admission, Rooms, RoomsConfig};
-use wsedge::server::{Command, ConnId, Handler, Outbox};
+use wsedge::server::{Command, ConnId, Handler, Now, Outbox};
 
 const MEMBERS: u32 = 10_000;
 
 fn fanout(c: &mut Criterion) {
     let config = RoomsConfig { publish_rate: 1e12, publish_burst: 1e12, ..RoomsConfig::default() };
     let mut rooms = Rooms::new(config);
-    let mut out = Outbox::new(Instant::now());
+    let mut out = Outbox::new(Now::read());
     let request = UpgradeRequest {
         path: "/ws".into(),
         host: "bench".into(),

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::proto::handshake::UpgradeRequest;
 use crate::proto::MessageKind;
-use crate::server::{ConnId, Handler, HttpResponse, Outbox};
+use crate::server::{ConnId, Handler, HttpResponse, Now, Outbox};
 
 #[derive(Debug, Default)]
 pub struct Echo;
@@ -13,7 +13,7 @@ pub struct Echo;
 impl Handler for Echo {
     type Admission = ();
 
-    fn accept(&mut self, _request: &UpgradeRequest) -> Result<(), HttpResponse> {
+    fn accept(&mut self, _request: &UpgradeRequest, _now: Now) -> Result<(), HttpResponse> {
         Ok(()) // any path
     }
 

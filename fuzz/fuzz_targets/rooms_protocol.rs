@@ -37,7 +37,7 @@ use wsedge::proto::MessageKind;
 use wsedge::rooms::auth::{AuthConfig, RoomPatterns};
 use wsedge::rooms::protocol::{self, Request};
 use wsedge::rooms::{Rooms, RoomsConfig};
-use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Outbox};
+use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Now, Outbox};
 use wsedge_fuzz::input::Reader;
 
 const SLOTS: u8 = 6;
@@ -563,7 +563,7 @@ fn replies_to(commands: &[Command], conn: ConnId) -> Vec<&Bytes> {
 
 impl Harness {
     fn outbox(&self) -> Outbox {
-        Outbox::new(self.now)
+        Outbox::new(Now { mono: self.now, unix: Now::read().unix })
     }
 
     /// One plain HTTP request: the response (given at once or deferred to the outbox, as
@@ -696,7 +696,7 @@ impl Harness {
         };
         // Without authentication configured, tokens are ignored.
         let valid = valid.filter(|_| self.model.auth);
-        let admission = match self.rooms.accept(&request) {
+        let admission = match self.rooms.accept(&request, Now { mono: self.now, unix: Now::read().unix }) {
             Ok(admission) => admission,
             Err(response) => {
                 assert_eq!(response.status, 401, "upgrade refused with {}", response.status);

@@ -40,7 +40,7 @@ use log::debug;
 
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::{CloseCode, MessageKind};
-use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Outbox, TokenBucket};
+use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox, TokenBucket};
 use auth::{AuthConfig, AuthError, Grant, Permissions, RoomPatterns, TokenVerifier};
 use local::{Audience, LocalRooms};
 pub use msg::RoomMsg;
@@ -354,7 +354,7 @@ impl Rooms {
         if from.is_some() && !is_member && self.config.require_membership {
             return Err(RequestError::new(404, "not a member of that room"));
         }
-        let now = out.now();
+        let now = out.now().mono;
         // The backend may publish into a room nobody joined yet: its history waits.
         self.create_room(room_name, now)?;
         let history_budget = self.share(self.config.max_history_bytes);
@@ -412,7 +412,7 @@ impl Rooms {
     /// Adds a member (on any worker) to an owned room; answers its worker with `Joined`.
     fn owner_join(&mut self, out: &mut Outbox, join: JoinRequest) {
         let JoinRequest { conn, identity, room: name, presence, since, id } = join;
-        let now = out.now();
+        let now = out.now().mono;
         let result = self.create_room(&name, now).and_then(|()| {
             let room = self.rooms.get_mut(name.as_str()).ok_or_else(|| RequestError::new(503, "room unavailable"))?;
             if !room.is_member(conn) && room.members().len() >= self.config.max_members_per_room {
@@ -461,7 +461,7 @@ impl Rooms {
     /// Removes a member from an owned room, telling presence watchers and (unless the
     /// connection is gone) its worker.
     fn owner_leave(&mut self, out: &mut Outbox, conn: ConnId, name: &str, id: OwnedId, gone: bool) {
-        let now = out.now();
+        let now = out.now().mono;
         let removed = self.rooms.get_mut(name).and_then(|room| {
             let membership = room.remove_member(conn, now)?;
             Some((room.name.clone(), membership, room.worker_mask(true)))
@@ -564,7 +564,7 @@ impl Rooms {
             }
             Request::Leave { room } => RoomMsg::Leave { conn, room, id: owned_id(), gone: false },
             Request::Publish { room, data, echo, ephemeral } => {
-                if client.publishes.take(self.config.publish_rate, self.config.publish_burst, out.now()).is_err() {
+                if client.publishes.take(self.config.publish_rate, self.config.publish_burst, out.now().mono).is_err() {
                     return self.answer(out, conn, id, Err(RequestError::new(429, "publish rate limit exceeded")));
                 }
                 if data.len() > self.config.max_message_bytes {
@@ -599,7 +599,7 @@ impl Rooms {
         };
         let Some(client) = self.clients.get_mut(&conn) else { return };
         let per_minute = f64::from(self.config.auth_per_minute);
-        if client.auths.take(per_minute / 60.0, per_minute, out.now()).is_err() {
+        if client.auths.take(per_minute / 60.0, per_minute, out.now().mono).is_err() {
             return self.answer(out, conn, id, Err(RequestError::new(429, "auth rate limit exceeded")));
         }
         let grant = verifier.verify(token, auth::unix_now());
@@ -652,7 +652,7 @@ impl Rooms {
             debug!("closing {conn:?}: token expired");
             out.close(conn, CloseCode::POLICY_VIOLATION, "token expired");
         }
-        let now = out.now();
+        let now = out.now().mono;
         while let Some(&(deadline, conn)) = self.auth_deadlines.first() {
             if deadline > now {
                 break;
@@ -694,7 +694,7 @@ impl Rooms {
 
     /// Counts a rejected request; sustained abuse closes the connection with 1008.
     fn strike(&mut self, out: &mut Outbox, conn: ConnId) {
-        let now = out.now();
+        let now = out.now().mono;
         let Some(client) = self.clients.get_mut(&conn) else { return };
         if now.saturating_duration_since(client.strikes_since) > self.config.abuse_window {
             client.strikes = 0;
@@ -911,7 +911,7 @@ fn covers(new: &Permissions, old: &Permissions, rooms: &[Arc<str>], joining: &[S
 impl Handler for Rooms {
     type Admission = Admission;
 
-    fn accept(&mut self, request: &UpgradeRequest) -> Result<Admission, HttpResponse> {
+    fn accept(&mut self, request: &UpgradeRequest, _now: Now) -> Result<Admission, HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
         if !self.config.path.is_empty() && path == self.config.path {
             return self.admit(request);
@@ -971,7 +971,7 @@ impl Handler for Rooms {
         }
         self.next_client += 1;
         let client_id: Arc<str> = format!("{}-{}", self.node, base36(self.next_client)).into();
-        let now = out.now();
+        let now = out.now().mono;
         let (user, permissions, valid_until, auth_deadline) = match admission {
             Admission::Anonymous => (None, self.anon.clone(), None, None),
             Admission::Pending => (None, self.anon.clone(), None, Some(now + self.config.auth_timeout)),
@@ -1069,7 +1069,7 @@ impl Handler for Rooms {
 
     fn on_tick(&mut self, out: &mut Outbox) {
         self.enforce_sessions(out);
-        let now = out.now();
+        let now = out.now().mono;
         let ttl = self.config.history_ttl;
         let mut freed = 0;
         let before = self.rooms.len();
@@ -1136,15 +1136,15 @@ mod tests {
         let ttl = Duration::from_secs(300);
         let mut rooms = Rooms::new(RoomsConfig { history_ttl: ttl, ..RoomsConfig::default() });
         let t0 = Instant::now();
-        let mut out = Outbox::new(t0);
+        let mut out = Outbox::new(Now { mono: t0, unix: Duration::ZERO });
         // The backend publishes into a room nobody is in (it is empty from the start).
         assert_eq!(rooms.publish(&mut out, "r", "1", None, true, false), Ok(Some(1)));
-        out.set_now(t0 + Duration::from_secs(200));
+        out.set_now(Now { mono: t0 + Duration::from_secs(200), unix: Duration::ZERO });
         assert_eq!(rooms.publish(&mut out, "r", "2", None, true, false), Ok(Some(2)));
-        out.set_now(t0 + Duration::from_secs(301));
+        out.set_now(Now { mono: t0 + Duration::from_secs(301), unix: Duration::ZERO });
         rooms.on_tick(&mut out);
         assert_eq!(rooms.room_count(), 1, "message 2 is 101 s old: the room and its epoch stay");
-        out.set_now(t0 + Duration::from_secs(500));
+        out.set_now(Now { mono: t0 + Duration::from_secs(500), unix: Duration::ZERO });
         rooms.on_tick(&mut out);
         assert_eq!(rooms.room_count(), 0, "empty and nothing kept: dropped");
     }
@@ -1153,7 +1153,7 @@ mod tests {
     fn history_memory_stays_within_the_global_budget() {
         let budget = 10_000;
         let mut rooms = Rooms::new(RoomsConfig { max_history_bytes: budget, ..RoomsConfig::default() });
-        let mut out = Outbox::new(Instant::now());
+        let mut out = Outbox::new(Now::read());
         let data = format!("\"{}\"", "x".repeat(300));
         for i in 0..500 {
             let room = format!("room-{}", i % 50);
@@ -1163,7 +1163,7 @@ mod tests {
             assert!(held <= budget, "{held} bytes kept over a {budget} budget");
         }
         // Expiry frees the running total too.
-        out.set_now(out.now() + Duration::from_secs(301));
+        out.set_now(out.now().after(Duration::from_secs(301)));
         rooms.on_tick(&mut out);
         assert_eq!(rooms.history_bytes, 0);
     }

@@ -26,7 +26,7 @@ use super::conn::{Conn, IoStatus, Keepalive, Phase};
 use super::metrics::{CloseInitiator, Metrics};
 use super::pool::ReadPool;
 use super::workers::{Shared, ShutdownHandle};
-use super::{http, Command, Config, ConnId, Handler, HttpResponse, Outbox};
+use super::{http, Command, Config, ConnId, Handler, HttpResponse, Now, Outbox};
 use crate::proto::connection::BroadcastFrames;
 use crate::proto::deflate::{self, CompressorPool};
 use crate::proto::handshake::{parse_request, PlainRequest, Request};
@@ -113,7 +113,7 @@ impl<H: Handler> Server<H> {
         };
         Ok(Server {
             compressors: CompressorPool::new(config.deflate.level),
-            outbox: Outbox::new(Instant::now()),
+            outbox: Outbox::new(Now::read()),
             metrics: Metrics::default(),
             read_pool: ReadPool::new(),
             next_tick: Instant::now() + config.tick_interval,
@@ -163,8 +163,9 @@ impl<H: Handler> Server<H> {
                 }
                 return Err(e);
             }
-            let now = Instant::now();
-            self.outbox.set_now(now);
+            let time = Now::read();
+            let now = time.mono;
+            self.outbox.set_now(time);
             self.hold_input = !self.handler.accepting_input();
             if !self.hold_input {
                 for index in std::mem::take(&mut self.held) {
@@ -555,7 +556,7 @@ impl<H: Handler> Server<H> {
                 return self.finish_with(index, Bytes::from(refusal.response().encode(false)), now);
             }
         };
-        let admission = match self.handler.accept(req) {
+        let admission = match self.handler.accept(req, self.outbox.now()) {
             Ok(admission) => admission,
             Err(response) => {
                 // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.

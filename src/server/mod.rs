@@ -166,6 +166,38 @@ impl ConnId {
     }
 }
 
+/// The time of one loop turn as a handler sees it. The loop reads the clocks once per turn
+/// and hands the result to every [`Handler`] call (through the [`Outbox`], or as an
+/// argument to `accept`): a handler never reads a clock, so a test drives its deadlines,
+/// rates and token expiry by passing time in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time: deadlines, rate limits, ages.
+    pub mono: Instant,
+    /// Wall-clock time since the Unix epoch: what tokens (`exp`, `nbf`) and other nodes
+    /// speak.
+    pub unix: Duration,
+}
+
+impl Now {
+    /// Reads both clocks (the loop does, once per turn; so do tests that start from now).
+    pub fn read() -> Now {
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Now { mono: Instant::now(), unix }
+    }
+
+    /// Whole seconds since the Unix epoch.
+    pub fn unix_secs(self) -> u64 {
+        self.unix.as_secs()
+    }
+
+    /// The time `d` later, on both clocks.
+    #[must_use]
+    pub fn after(self, d: Duration) -> Now {
+        Now { mono: self.mono + d, unix: self.unix + d }
+    }
+}
+
 /// Work a handler asks of the loop; applied in order after the handler returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -188,20 +220,22 @@ pub enum Command {
 #[derive(Debug)]
 pub struct Outbox {
     commands: Vec<Command>,
-    now: Instant,
+    now: Now,
 }
 
 impl Outbox {
-    pub fn new(now: Instant) -> Self {
+    /// An empty outbox at time `now`.
+    pub fn new(now: Now) -> Self {
         Outbox { commands: Vec::new(), now }
     }
 
     /// The time of the current loop turn.
-    pub fn now(&self) -> Instant {
+    pub fn now(&self) -> Now {
         self.now
     }
 
-    pub(crate) fn set_now(&mut self, now: Instant) {
+    /// Moves the outbox to a new turn's time (the loop does this; tests drive time with it).
+    pub fn set_now(&mut self, now: Now) {
         self.now = now;
     }
 
@@ -250,7 +284,8 @@ pub trait Handler {
 
     /// Decides whether to accept a valid upgrade request (e.g. by path or token); an `Err`
     /// response is sent instead of the 101.
-    fn accept(&mut self, request: &UpgradeRequest) -> Result<Self::Admission, HttpResponse>;
+    /// `now` is the loop turn's time (tokens on the upgrade are checked against it).
+    fn accept(&mut self, request: &UpgradeRequest, now: Now) -> Result<Self::Admission, HttpResponse>;
 
     /// A WebSocket connection was accepted (the 101 response is queued), with what
     /// `accept` returned for its request.
