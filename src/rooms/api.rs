@@ -1,64 +1,165 @@
 //! The plain-HTTP surface of the room server: the backend API (`POST /api/publish`,
 //! `GET /api/rooms`, bearer-key protected), `GET /healthz` and `GET /metrics`.
 //!
-//! `POST /api/publish` goes through `Rooms::publish` on the room's owner, the same path as
-//! a client's publish. Answers that need other workers (the publish's offset, the list of
-//! rooms, room gauges) are deferred: the handler responds once the owners have answered.
+//! It uses the engine's public calls only: `POST /api/publish` is the engine's `publish`,
+//! the same call as a client's; `GET /api/rooms` and the room gauges of `/metrics` are
+//! its `list_rooms`. Those answers come later, as engine events for this worker
+//! ([`Api::on_answer`]); the API keeps what each deferred request waits with.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
-use super::msg::{OwnedRooms, RoomMsg};
+use super::engine::{Answer, Engine, Publish, ReplyTo, RoomsSummary};
+use super::error::RoomError;
 use super::protocol::{self, ObjectWriter};
-use super::{Purpose, Rooms};
+use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
 
-/// Answers a plain HTTP request now, or returns `None` when the answer comes later.
-pub fn serve(
-    rooms: &mut Rooms,
-    out: &mut Outbox,
-    conn: ConnId,
-    request: &PlainRequest,
-    body: &[u8],
-    metrics: &Metrics,
-) -> Option<HttpResponse> {
-    let path = request.path.split('?').next().unwrap_or_default();
-    Some(match (request.method.as_str(), path) {
-        ("GET", "/healthz") => HttpResponse::text(200, "ok\n"),
-        ("GET", "/metrics") => {
-            let mut text = String::new();
-            metrics.render(&mut text);
-            rooms.gather(out, Purpose::Metrics(conn, text));
-            return None;
-        }
-        (_, p) if p == "/api" || p.starts_with("/api/") => {
-            let Some(key) = rooms.config.api_key.as_deref() else {
-                return Some(HttpResponse::json_error(404, "the backend API is off (no API key configured)"));
-            };
-            if !authorized(request.authorization.as_deref(), key) {
-                return Some(
-                    HttpResponse::json_error(401, "missing or wrong API key").with_header("WWW-Authenticate", "Bearer"),
-                );
+/// A deferred request, waiting for the engine.
+#[derive(Debug)]
+enum Waiting {
+    /// `POST /api/publish`.
+    Publish,
+    /// `GET /api/rooms`.
+    ListRooms,
+    /// `GET /metrics`, with the transport counters rendered when the request came.
+    Metrics(String),
+}
+
+/// The backend API of one worker.
+#[derive(Debug)]
+pub struct Api {
+    config: Arc<RoomsConfig>,
+    /// By HTTP connection: the loop defers the requests pipelined behind a deferred one,
+    /// so each connection waits for one answer at a time.
+    waiting: HashMap<ConnId, Waiting>,
+}
+
+impl Api {
+    /// The API under `config` (its path and key).
+    pub fn new(config: Arc<RoomsConfig>) -> Self {
+        Api { config, waiting: HashMap::new() }
+    }
+
+    /// Answers a plain HTTP request now, or returns `None` when the answer comes later.
+    pub fn serve(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        request: &PlainRequest,
+        body: &[u8],
+        metrics: &Metrics,
+        engine: &mut dyn Engine,
+    ) -> Option<HttpResponse> {
+        let path = request.path.split('?').next().unwrap_or_default();
+        Some(match (request.method.as_str(), path) {
+            ("GET", "/healthz") => HttpResponse::text(200, "ok\n"),
+            ("GET", "/metrics") => {
+                let mut text = String::new();
+                metrics.render(&mut text);
+                self.waiting.insert(conn, Waiting::Metrics(text));
+                engine.list_rooms(out.now(), ReplyTo::Http(conn));
+                return None;
             }
-            match (request.method.as_str(), p) {
-                ("POST", "/api/publish") => return publish(rooms, out, conn, body),
-                ("GET", "/api/rooms") => {
-                    rooms.gather(out, Purpose::ListRooms(conn));
-                    return None;
+            (_, p) if p == "/api" || p.starts_with("/api/") => {
+                let Some(key) = self.config.api_key.as_deref() else {
+                    return Some(HttpResponse::json_error(404, "the backend API is off (no API key configured)"));
+                };
+                if !authorized(request.authorization.as_deref(), key) {
+                    return Some(
+                        HttpResponse::json_error(401, "missing or wrong API key")
+                            .with_header("WWW-Authenticate", "Bearer"),
+                    );
                 }
-                (_, "/api/publish" | "/api/rooms") => {
-                    HttpResponse::json_error(405, "method not allowed").with_header("Allow", allowed(p))
+                match (request.method.as_str(), p) {
+                    ("POST", "/api/publish") => return self.publish(out, conn, body, engine),
+                    ("GET", "/api/rooms") => {
+                        self.waiting.insert(conn, Waiting::ListRooms);
+                        engine.list_rooms(out.now(), ReplyTo::Http(conn));
+                        return None;
+                    }
+                    (_, "/api/publish" | "/api/rooms") => {
+                        HttpResponse::json_error(405, "method not allowed").with_header("Allow", allowed(p))
+                    }
+                    _ => HttpResponse::json_error(404, "no such API endpoint"),
                 }
-                _ => HttpResponse::json_error(404, "no such API endpoint"),
             }
+            ("GET", p) if p == self.config.path => http::upgrade_required(),
+            _ => HttpResponse::text(404, "not found\n"),
+        })
+    }
+
+    /// Validates a backend publish and hands it to the engine, which answers.
+    fn publish(
+        &mut self,
+        out: &mut Outbox,
+        http: ConnId,
+        body: &[u8],
+        engine: &mut dyn Engine,
+    ) -> Option<HttpResponse> {
+        match parse_publish(body) {
+            Ok((room, data)) => {
+                self.waiting.insert(http, Waiting::Publish);
+                let publish = Publish {
+                    reply: ReplyTo::Http(http),
+                    from: None,
+                    room,
+                    data: Bytes::from(data),
+                    echo: true,
+                    ephemeral: false,
+                };
+                engine.publish(out.now(), publish);
+                None
+            }
+            Err(e) => Some(error_response(&e)),
         }
-        ("GET", p) if p == rooms.config.path => http::upgrade_required(),
-        _ => HttpResponse::text(404, "not found\n"),
-    })
+    }
+
+    /// The engine's answer to a deferred request on `http` (`relay_rooms`: the relay rooms
+    /// in the server, for `/metrics`).
+    pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
+        let Some(waiting) = self.waiting.remove(&http) else { return };
+        let response = match (waiting, result) {
+            (_, Err(e)) => error_response(&e),
+            (Waiting::Publish, Ok(Answer::Published { room, offset })) => HttpResponse::json(
+                200,
+                ObjectWriter::new().str("room", &room).num("offset", offset.unwrap_or(0)).finish(),
+            ),
+            (Waiting::ListRooms, Ok(Answer::Rooms(all))) => list_rooms(all),
+            (Waiting::Metrics(mut text), Ok(Answer::Rooms(all))) => {
+                render_room_metrics(&all, relay_rooms, &mut text);
+                HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &text) }
+            }
+            (_, Ok(other)) => {
+                log::warn!("the engine answered an API request with {other:?}");
+                HttpResponse::json_error(500, "internal error")
+            }
+        };
+        out.respond(http, response);
+    }
+}
+
+/// A refusal as the API's JSON error, with the wire code as the HTTP status.
+fn error_response(e: &RoomError) -> HttpResponse {
+    HttpResponse::json_error(e.code(), &e.to_string())
+}
+
+/// `{"room","data"}`: the room (valid) and the raw JSON text of `data`.
+fn parse_publish(body: &[u8]) -> Result<(String, String), RoomError> {
+    let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
+    let fields = serde_json::from_str::<HashMap<String, &RawValue>>(text).map_err(|_| RoomError::BodyNotObject)?;
+    let Some(Ok(room)) = fields.get("room").map(|r| serde_json::from_str::<String>(r.get())) else {
+        return Err(RoomError::BodyRoomField);
+    };
+    protocol::validate_room_name(&room)?;
+    let data = fields.get("data").ok_or(RoomError::MissingField("data"))?;
+    Ok((room, data.get().to_owned()))
 }
 
 fn allowed(path: &str) -> &'static str {
@@ -82,30 +183,8 @@ fn authorized(header: Option<&str>, key: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Validates a backend publish and hands it to the room's owner, which answers.
-fn publish(rooms: &mut Rooms, out: &mut Outbox, http: ConnId, body: &[u8]) -> Option<HttpResponse> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Some(HttpResponse::json_error(400, "body is not UTF-8"));
-    };
-    let Ok(fields) = serde_json::from_str::<HashMap<String, &RawValue>>(text) else {
-        return Some(HttpResponse::json_error(400, "body must be a JSON object {\"room\",\"data\"}"));
-    };
-    let Some(Ok(room)) = fields.get("room").map(|r| serde_json::from_str::<String>(r.get())) else {
-        return Some(HttpResponse::json_error(400, "missing or ill-typed field: room"));
-    };
-    if let Err(e) = protocol::validate_room_name(&room) {
-        return Some(HttpResponse::json_error(400, &e.message));
-    }
-    let Some(data) = fields.get("data") else {
-        return Some(HttpResponse::json_error(400, "missing field: data"));
-    };
-    let owner = rooms.owner(&room);
-    rooms.send(out, owner, RoomMsg::ApiPublish { http, room, data: data.get().to_owned() });
-    None
-}
-
 /// `GET /api/rooms`: every worker's owned rooms, by name.
-pub fn list_rooms(mut all: OwnedRooms) -> HttpResponse {
+fn list_rooms(mut all: RoomsSummary) -> HttpResponse {
     all.rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let items: Vec<String> = all
         .rooms
@@ -117,15 +196,15 @@ pub fn list_rooms(mut all: OwnedRooms) -> HttpResponse {
     HttpResponse::json(200, ObjectWriter::new().raw_array("rooms", items.iter().map(String::as_str)).finish())
 }
 
-/// The room gauges of `/metrics`, summed over every worker's owned rooms.
-pub fn render_room_metrics(all: &OwnedRooms, out: &mut String) {
+/// The room gauges of `/metrics`, summed over every worker's rooms.
+fn render_room_metrics(all: &RoomsSummary, relay_rooms: usize, out: &mut String) {
     let members: usize = all.rooms.iter().map(|r| r.1).sum();
     for (name, help, value) in [
         ("wsedge_rooms", "Rooms in memory.", all.rooms.len()),
         ("wsedge_room_members", "Memberships across all rooms.", members),
         ("wsedge_history_messages", "Messages kept for recovery.", all.history_messages),
         ("wsedge_history_bytes", "Bytes of messages kept for recovery.", all.history_bytes),
-        ("wsedge_relay_rooms", "Raw relay rooms in use.", all.relay_rooms),
+        ("wsedge_relay_rooms", "Raw relay rooms in use.", relay_rooms),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }

@@ -10,22 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::value::RawValue;
 
-/// A reply's error, with its contract code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestError {
-    pub code: u16,
-    pub message: String,
-}
-
-impl RequestError {
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
-        RequestError { code, message: message.into() }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        RequestError::new(400, message)
-    }
-}
+use super::error::RoomError;
 
 /// `join` with `since`: the last offset the client saw in that epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +57,10 @@ pub type RequestId<'a> = Option<&'a RawValue>;
 
 /// Parses one text frame. The id is returned even when the rest is invalid, so the error
 /// reply can carry it; when the JSON itself is malformed the id is unknown (`None`).
-pub fn parse_request(text: &str) -> (RequestId<'_>, Result<Request<'_>, RequestError>) {
+pub fn parse_request(text: &str) -> (RequestId<'_>, Result<Request<'_>, RoomError>) {
     let fields: HashMap<String, &RawValue> = match serde_json::from_str(text) {
         Ok(fields) => fields,
-        Err(_) => return (None, Err(RequestError::bad_request("malformed JSON: expected one JSON object"))),
+        Err(_) => return (None, Err(RoomError::MalformedJson)),
     };
     let id = match fields.get("id") {
         None => None,
@@ -83,12 +68,12 @@ pub fn parse_request(text: &str) -> (RequestId<'_>, Result<Request<'_>, RequestE
         Some(raw) if raw.get().starts_with('"') || raw.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
             Some(*raw)
         }
-        Some(_) => return (None, Err(RequestError::bad_request("id must be a number or a string"))),
+        Some(_) => return (None, Err(RoomError::BadId)),
     };
     (id, parse_fields(&fields))
 }
 
-fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a>, RequestError> {
+fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a>, RoomError> {
     let op: String = required(fields, "op")?;
     match op.as_str() {
         "join" => Ok(Request::Join {
@@ -99,10 +84,7 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
         "leave" => Ok(Request::Leave { room: room(fields)? }),
         "publish" => Ok(Request::Publish {
             room: room(fields)?,
-            data: fields
-                .get("data")
-                .map(|raw| raw.get())
-                .ok_or_else(|| RequestError::bad_request("missing field: data"))?,
+            data: fields.get("data").map(|raw| raw.get()).ok_or(RoomError::MissingField("data"))?,
             echo: optional(fields, "echo")?.unwrap_or(true),
             ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
         }),
@@ -110,38 +92,36 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
         "history" => Ok(Request::History { room: room(fields)?, limit: optional(fields, "limit")? }),
         "ping" => Ok(Request::Ping),
         "auth" => Ok(Request::Auth { token: required(fields, "token")? }),
-        other => Err(RequestError::bad_request(format!("unknown op: {}", truncate(other, 32)))),
+        other => Err(RoomError::UnknownOp(truncate(other, 32).to_owned())),
     }
 }
 
 fn required<T: serde::de::DeserializeOwned>(
     fields: &HashMap<String, &RawValue>,
-    name: &str,
-) -> Result<T, RequestError> {
-    optional(fields, name)?.ok_or_else(|| RequestError::bad_request(format!("missing field: {name}")))
+    name: &'static str,
+) -> Result<T, RoomError> {
+    optional(fields, name)?.ok_or(RoomError::MissingField(name))
 }
 
 /// A field that may be absent (or null); present with the wrong type is an error.
 fn optional<T: serde::de::DeserializeOwned>(
     fields: &HashMap<String, &RawValue>,
-    name: &str,
-) -> Result<Option<T>, RequestError> {
+    name: &'static str,
+) -> Result<Option<T>, RoomError> {
     match fields.get(name) {
         None => Ok(None),
         Some(raw) if raw.get() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str(raw.get())
-            .map(Some)
-            .map_err(|_| RequestError::bad_request(format!("field {name} has the wrong type"))),
+        Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| RoomError::WrongType(name)),
     }
 }
 
-fn room(fields: &HashMap<String, &RawValue>) -> Result<String, RequestError> {
+fn room(fields: &HashMap<String, &RawValue>) -> Result<String, RoomError> {
     let room: String = required(fields, "room")?;
     validate_room_name(&room)?;
     Ok(room)
 }
 
-fn since(fields: &HashMap<String, &RawValue>) -> Result<Option<Since>, RequestError> {
+fn since(fields: &HashMap<String, &RawValue>) -> Result<Option<Since>, RoomError> {
     #[derive(serde::Deserialize)]
     struct RawSince {
         epoch: String,
@@ -159,10 +139,10 @@ pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
 pub const MAX_ROOM_NAME: usize = 128;
 
 /// Room names are 1-128 bytes of `[A-Za-z0-9_.:-]`: safe in URLs, logs and metrics labels.
-pub fn validate_room_name(room: &str) -> Result<(), RequestError> {
+pub fn validate_room_name(room: &str) -> Result<(), RoomError> {
     let valid_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
     if room.is_empty() || room.len() > MAX_ROOM_NAME || !room.bytes().all(valid_byte) {
-        return Err(RequestError::bad_request("room must be 1-128 bytes of [A-Za-z0-9_.:-]"));
+        return Err(RoomError::BadRoomName);
     }
     Ok(())
 }
@@ -245,6 +225,12 @@ pub fn presence_event(op: &str, room: &str, member: Member<'_>) -> String {
     out
 }
 
+/// `{"op":"reset","room","epoch","offset"}`: continuity lost, reload the room (only an
+/// engine whose link to its store can break sends it).
+pub fn reset(room: &str, epoch: &str, offset: u64) -> String {
+    ObjectWriter::new().str("op", "reset").str("room", room).str("epoch", epoch).num("offset", offset).finish()
+}
+
 /// `{"id":…,"ok":<body>}`; `body` is a JSON object already written.
 pub fn reply_ok(id: RequestId<'_>, body: &str) -> String {
     let mut out = String::with_capacity(16 + body.len());
@@ -257,11 +243,11 @@ pub fn reply_ok(id: RequestId<'_>, body: &str) -> String {
 }
 
 /// `{"id":…,"error":{"code","message"}}`
-pub fn reply_error(id: RequestId<'_>, error: &RequestError) -> String {
+pub fn reply_error(id: RequestId<'_>, error: &RoomError) -> String {
     let mut out = String::from("{\"id\":");
     out.push_str(id.map_or("null", RawValue::get));
-    let _ = write!(out, ",\"error\":{{\"code\":{},\"message\":", error.code);
-    push_str(&mut out, &error.message);
+    let _ = write!(out, ",\"error\":{{\"code\":{},\"message\":", error.code());
+    push_str(&mut out, &error.to_string());
     out.push_str("}}");
     out
 }
@@ -327,7 +313,7 @@ impl ObjectWriter {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> (Option<String>, Result<Request<'_>, RequestError>) {
+    fn parse(text: &str) -> (Option<String>, Result<Request<'_>, RoomError>) {
         let (id, req) = parse_request(text);
         (id.map(|r| r.get().to_owned()), req)
     }
@@ -382,7 +368,7 @@ mod tests {
             (r#"{"id":1,"op":"history","room":"r","limit":-1}"#, Some("1")),
         ] {
             let (got_id, req) = parse(text);
-            assert_eq!(req.unwrap_err().code, 400, "{text}");
+            assert_eq!(req.unwrap_err().code(), 400, "{text}");
             assert_eq!(got_id.as_deref(), id, "{text}");
         }
     }
@@ -406,8 +392,8 @@ mod tests {
         assert_eq!(v["data"]["t"], "hi");
         let eph: serde_json::Value = serde_json::from_str(&message("r", None, from, "1")).unwrap();
         assert!(eph.get("offset").is_none());
-        let err = reply_error(None, &RequestError::new(404, "not a member"));
-        assert_eq!(err, r#"{"id":null,"error":{"code":404,"message":"not a member"}}"#);
+        let err = reply_error(None, &RoomError::NotMember);
+        assert_eq!(err, r#"{"id":null,"error":{"code":404,"message":"not a member of that room"}}"#);
         let body = ObjectWriter::new()
             .str("room", "r")
             .num("offset", 3)

@@ -5,82 +5,256 @@
 //! relay room has an owner worker; a member's message goes to the owner, which hands it to
 //! every worker with members (in one order for all), and each worker broadcasts it to its
 //! members through the same fan-out path as room publishes (framed and compressed once).
-//! The same slow-consumer and size limits apply.
+//! The same slow-consumer and size limits apply. Output to other workers leaves through
+//! [`Relay::poll`], as the engine's does.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use super::error::{close_reason, UpgradeRefusal};
 use super::local::{Audience, LocalRooms};
-use crate::server::ConnId;
+use super::RoomsConfig;
+use crate::proto::{CloseCode, MessageKind};
+use crate::server::{ConnId, Outbox, MAX_WORKERS};
+
+/// What the relay on one worker tells the relay on another.
+#[derive(Debug)]
+pub enum Msg {
+    /// To the owner: count a member on its worker.
+    Join {
+        /// The member.
+        conn: ConnId,
+        /// Its relay room.
+        room: Arc<str>,
+    },
+    /// To the owner: uncount a member.
+    Leave {
+        /// The member.
+        conn: ConnId,
+        /// Its relay room.
+        room: Arc<str>,
+    },
+    /// To the owner: a member's message, for every worker with members.
+    Forward {
+        /// The relay room.
+        room: Arc<str>,
+        /// Text or binary, as sent.
+        kind: MessageKind,
+        /// The message, verbatim.
+        data: Bytes,
+    },
+    /// To a worker with members: broadcast to them.
+    Deliver {
+        /// The relay room.
+        room: Arc<str>,
+        /// Text or binary, as sent.
+        kind: MessageKind,
+        /// The message, verbatim.
+        data: Bytes,
+    },
+    /// To a member's worker: the room is full, close it.
+    Refused {
+        /// The member.
+        conn: ConnId,
+    },
+}
+
+/// What every worker's relay shares: routing keys and the server-wide relay room count.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    router: RandomState,
+    rooms: Arc<AtomicUsize>,
+}
+
+/// A member of a relay room on this worker.
+#[derive(Debug)]
+struct RelayMember {
+    room: Arc<str>,
+    /// Decided at the upgrade from its session's permissions.
+    may_publish: bool,
+}
 
 /// Relay rooms: this worker's members (member side) and the rooms it owns (owner side).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Relay {
-    member_of: HashMap<ConnId, Arc<str>>,
+    config: Arc<RoomsConfig>,
+    me: usize,
+    workers: usize,
+    shared: Shared,
+    member_of: HashMap<ConnId, RelayMember>,
     local: LocalRooms,
     /// Owned relay rooms: members per worker.
     owned: HashMap<Arc<str>, Vec<u32>>,
+    output: VecDeque<(usize, Msg)>,
 }
 
 impl Relay {
+    /// The relay of worker `me` of `workers`.
+    pub fn new(config: Arc<RoomsConfig>, me: usize, workers: usize, shared: Shared) -> Self {
+        Relay {
+            config,
+            me,
+            workers: workers.max(1),
+            shared,
+            member_of: HashMap::new(),
+            local: LocalRooms::default(),
+            owned: HashMap::new(),
+            output: VecDeque::new(),
+        }
+    }
+
+    /// The relay room a path names, if the path is under the relay prefix.
+    pub fn room_at<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = self.config.relay_prefix.as_deref()?;
+        path.strip_prefix(prefix).or_else(|| (prefix == "/" && path.is_empty()).then_some(""))
+    }
+
+    /// Relay rooms in the server (every worker's).
+    pub fn room_count(&self) -> usize {
+        self.shared.rooms.load(Ordering::Relaxed)
+    }
+
+    fn owner(&self, room: &str) -> usize {
+        if self.workers == 1 {
+            return 0;
+        }
+        (self.shared.router.hash_one(room) % self.workers as u64) as usize
+    }
+
+    fn send(&mut self, out: &mut Outbox, to: usize, msg: Msg) {
+        if to == self.me {
+            self.receive(out, msg);
+        } else {
+            self.output.push_back((to, msg));
+        }
+    }
+
+    /// The next message for another worker's relay.
+    pub fn poll(&mut self) -> Option<(usize, Msg)> {
+        self.output.pop_front()
+    }
+
     // ---- member side ----
 
-    pub fn room_of(&self, conn: ConnId) -> Option<&Arc<str>> {
-        self.member_of.get(&conn)
+    /// Limits at the upgrade, checked here when this worker owns the room (always, with
+    /// one worker); otherwise the owner checks when the member joins and closes it with
+    /// 1013 if full.
+    pub fn check_upgrade(&self, room: &str) -> Result<(), UpgradeRefusal> {
+        if self.owner(room) != self.me {
+            return Ok(());
+        }
+        let members = self.members(room);
+        if members >= self.config.max_members_per_room {
+            return Err(UpgradeRefusal::RelayFull);
+        }
+        if members == 0 && self.room_count() >= self.config.max_rooms {
+            return Err(UpgradeRefusal::TooManyRelayRooms);
+        }
+        Ok(())
     }
 
-    pub fn join_local(&mut self, conn: ConnId, room: &Arc<str>) {
-        self.local.insert(room, conn, false);
-        self.member_of.insert(conn, room.clone());
+    /// A new member of relay room `room`.
+    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, room: &str, may_publish: bool) {
+        let room: Arc<str> = room.into();
+        self.local.insert(&room, conn, false);
+        self.member_of.insert(conn, RelayMember { room: room.clone(), may_publish });
+        let owner = self.owner(&room);
+        self.send(out, owner, Msg::Join { conn, room });
     }
 
-    /// Drops a member from this worker's list; returns its room.
-    pub fn leave_local(&mut self, conn: ConnId) -> Option<Arc<str>> {
-        let room = self.member_of.remove(&conn)?;
-        self.local.remove(&room, conn);
-        Some(room)
+    /// Whether `conn` is a relay member.
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        self.member_of.contains_key(&conn)
     }
 
-    pub fn receivers(&mut self, room: &str) -> Option<Arc<[ConnId]>> {
-        self.local.audience(room, Audience::Members)
+    /// A member's message: to the owner, for everyone.
+    pub fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
+        let Some(member) = self.member_of.get(&conn) else { return };
+        if data.len() > self.config.max_message_bytes {
+            // The relay has no reply channel for an error.
+            return out.close(conn, CloseCode::MESSAGE_TOO_BIG, close_reason::RELAY_TOO_BIG);
+        }
+        if !member.may_publish {
+            return out.close(conn, CloseCode::POLICY_VIOLATION, close_reason::RELAY_PUBLISH_DENIED);
+        }
+        let room = member.room.clone();
+        let owner = self.owner(&room);
+        self.send(out, owner, Msg::Forward { room, kind, data });
+    }
+
+    /// A member is gone.
+    pub fn close(&mut self, out: &mut Outbox, conn: ConnId) {
+        let Some(member) = self.member_of.remove(&conn) else { return };
+        self.local.remove(&member.room, conn);
+        let owner = self.owner(&member.room);
+        self.send(out, owner, Msg::Leave { conn, room: member.room });
     }
 
     // ---- owner side ----
 
     /// Members of an owned relay room.
-    pub fn members(&self, room: &str) -> usize {
+    fn members(&self, room: &str) -> usize {
         self.owned.get(room).map_or(0, |shares| shares.iter().map(|&n| n as usize).sum())
     }
 
-    pub fn room_count(&self) -> usize {
-        self.owned.len()
-    }
-
-    /// Counts a member of an owned room on `worker` (the caller checked the limits).
-    pub fn admit(&mut self, room: &Arc<str>, worker: usize, workers: usize) {
-        let shares = self.owned.entry(room.clone()).or_insert_with(|| vec![0; workers.max(1)]);
-        if let Some(n) = shares.get_mut(worker) {
-            *n += 1;
+    /// A message from a relay (this worker's or another's).
+    pub fn receive(&mut self, out: &mut Outbox, msg: Msg) {
+        match msg {
+            Msg::Join { conn, room } => {
+                let members = self.members(&room);
+                let max = self.config.max_rooms;
+                let admitted = members < self.config.max_members_per_room
+                    && (members > 0
+                        || self
+                            .shared
+                            .rooms
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+                            .is_ok());
+                if admitted {
+                    let shares = self.owned.entry(room).or_insert_with(|| vec![0; self.workers]);
+                    if let Some(n) = shares.get_mut(conn.worker()) {
+                        *n += 1;
+                    }
+                } else {
+                    self.send(out, conn.worker(), Msg::Refused { conn });
+                }
+            }
+            Msg::Leave { conn, room } => {
+                let Some(shares) = self.owned.get_mut(&room) else { return };
+                if let Some(n) = shares.get_mut(conn.worker()) {
+                    *n = n.saturating_sub(1);
+                }
+                if shares.iter().all(|&n| n == 0) {
+                    self.owned.remove(&room);
+                    self.shared.rooms.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Msg::Forward { room, kind, data } => {
+                let Some(shares) = self.owned.get(&room) else { return };
+                let mask = shares.iter().enumerate().filter(|(_, &n)| n > 0).fold(0u64, |mask, (w, _)| mask | 1 << w);
+                for worker in 0..self.workers.min(MAX_WORKERS) {
+                    if mask & (1 << worker) != 0 {
+                        self.send(out, worker, Msg::Deliver { room: room.clone(), kind, data: data.clone() });
+                    }
+                }
+            }
+            Msg::Deliver { room, kind, data } => {
+                if let Some(to) = self.local.audience(&room, Audience::Members) {
+                    out.broadcast(to, None, kind, data);
+                }
+            }
+            Msg::Refused { conn } => {
+                // Not counted by the owner: no `Leave` goes to it.
+                if let Some(member) = self.member_of.remove(&conn) {
+                    self.local.remove(&member.room, conn);
+                }
+                out.close(conn, CloseCode::TRY_AGAIN_LATER, close_reason::RELAY_FULL);
+            }
         }
-    }
-
-    /// Uncounts a member; returns whether that emptied (and dropped) the room.
-    pub fn release(&mut self, room: &str, worker: usize) -> bool {
-        let Some(shares) = self.owned.get_mut(room) else { return false };
-        if let Some(n) = shares.get_mut(worker) {
-            *n = n.saturating_sub(1);
-        }
-        if shares.iter().all(|&n| n == 0) {
-            self.owned.remove(room);
-            return true;
-        }
-        false
-    }
-
-    /// Bit `w` set: worker `w` has members of owned room `room`.
-    pub fn workers_with_members(&self, room: &str) -> u64 {
-        self.owned
-            .get(room)
-            .map_or(0, |shares| shares.iter().enumerate().filter(|(_, &n)| n > 0).fold(0, |mask, (w, _)| mask | 1 << w))
     }
 }

@@ -7,26 +7,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-
-use bytes::Bytes;
 use std::time::{Duration, Instant};
 
-use super::protocol::Member;
+use bytes::Bytes;
+
+use super::Identity;
 use crate::server::ConnId;
-
-/// Who a connection is: the one place its identity lives (the owner of a room keeps a
-/// copy per member for presence lists and `from`). Authentication fills in `user`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub client: Arc<str>,
-    pub user: Option<Arc<str>>,
-}
-
-impl Identity {
-    pub fn member(&self) -> Member<'_> {
-        Member { client: Some(&self.client), user: self.user.as_deref() }
-    }
-}
 
 /// A member of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +38,6 @@ pub struct Kept {
     pub json: Bytes,
 }
 
-impl Kept {
-    /// The JSON text (written by `protocol::message`, so always UTF-8).
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(&self.json).unwrap_or_default()
-    }
-}
-
 #[derive(Debug)]
 pub struct Room {
     pub name: Arc<str>,
@@ -78,9 +57,11 @@ pub struct Room {
 
 /// What `join` with `since` recovers.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Recovery<'a> {
+pub struct Recovery {
+    /// Every message after `since` is in `missed`.
     pub recovered: bool,
-    pub missed: Vec<&'a str>,
+    /// The kept messages after `since`, in order.
+    pub missed: Vec<Bytes>,
 }
 
 impl Room {
@@ -176,12 +157,12 @@ impl Room {
 
     /// The messages after `offset` in `epoch`, and whether that is all of them (contract:
     /// "Ordering and recovery"). Another epoch recovers nothing.
-    pub fn recover(&self, epoch: &str, offset: u64) -> Recovery<'_> {
+    pub fn recover(&self, epoch: &str, offset: u64) -> Recovery {
         if epoch != &*self.epoch || offset > self.offset {
             // Offsets of another epoch (or from the future) mean nothing here.
             return Recovery { recovered: false, missed: Vec::new() };
         }
-        let missed: Vec<&str> = self.history.iter().filter(|k| k.offset > offset).map(Kept::text).collect();
+        let missed: Vec<Bytes> = self.history.iter().filter(|k| k.offset > offset).map(|k| k.json.clone()).collect();
         // Complete when every offset in (offset, self.offset] is still kept.
         let first_kept = self.history.iter().find(|k| k.offset > offset).map(|k| k.offset);
         let recovered = offset == self.offset || first_kept == Some(offset + 1);
@@ -189,9 +170,9 @@ impl Room {
     }
 
     /// The last `limit` kept messages, oldest first.
-    pub fn history(&self, limit: usize) -> impl Iterator<Item = &str> {
+    pub fn history(&self, limit: usize) -> impl Iterator<Item = &Bytes> {
         let skip = self.history.len().saturating_sub(limit);
-        self.history.iter().skip(skip).map(Kept::text)
+        self.history.iter().skip(skip).map(|k| &k.json)
     }
 
     pub fn history_len(&self) -> usize {
@@ -224,7 +205,10 @@ mod tests {
         let room = room_with(1..=5, 10, now);
         let r = room.recover("e1", 2);
         assert!(r.recovered);
-        assert_eq!(r.missed, ["{\"offset\":3}", "{\"offset\":4}", "{\"offset\":5}"]);
+        assert_eq!(
+            r.missed,
+            ["{\"offset\":3}", "{\"offset\":4}", "{\"offset\":5}"].map(|s| Bytes::from_static(s.as_bytes()))
+        );
         assert_eq!(room.recover("e1", 5), Recovery { recovered: true, missed: vec![] });
     }
 

@@ -1,0 +1,546 @@
+//! The in-memory engine, the default: rooms live in this process, each in the memory of
+//! one worker, its owner (a hash of the room's name, the same on every worker). With one
+//! worker every room is owned here and every message is a direct call.
+//!
+//! Everything that reads or changes a room goes to its owner as a [`Msg`]; the owner
+//! answers the asker's worker, and sends each worker with members one `Deliver` per
+//! message. Why per-room order holds across workers: the owner assigns offsets one at a
+//! time on its own thread, and sends its events for a worker in that order over a FIFO
+//! link (or queues them for itself in that order). A member is added to its worker's
+//! delivery list when the owner's `Joined` arrives, which the owner sent after every
+//! message before the join and before every message after it: so each member gets exactly
+//! the messages after its join, once, in offset order.
+//!
+//! No clock reads, no IO: time comes with each call, output leaves through `poll`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::gather::{Gatherings, Question};
+use super::room::{Kept, Membership, Room};
+use super::{
+    Answer, Engine, EngineMsg, Event, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary,
+};
+use crate::rooms::error::RoomError;
+use crate::rooms::local::Audience;
+use crate::rooms::protocol::{self, Member};
+use crate::rooms::RoomsConfig;
+use crate::server::{ConnId, Now, MAX_WORKERS};
+
+/// What the in-memory engine on one worker sends the one on another.
+#[derive(Debug)]
+pub enum Msg {
+    // ---- to the owner of a room ----
+    /// A `join`.
+    Join(Join),
+    /// A `leave`, or a closed connection.
+    Leave(Leave),
+    /// A `publish` (or the backend's).
+    Publish(Publish),
+    /// A `presence` request.
+    Presence {
+        /// The asking connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: OwnedId,
+        /// The room.
+        room: String,
+    },
+    /// A `history` request.
+    History {
+        /// The asking connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: OwnedId,
+        /// The room.
+        room: String,
+        /// How many.
+        limit: Option<u64>,
+    },
+    // ---- to every worker ----
+    /// Answer `reply_to` with a summary of the rooms owned here (or just an
+    /// acknowledgement, without `summary`).
+    Gather {
+        /// The asker's gathering.
+        token: u64,
+        /// The asking worker.
+        reply_to: usize,
+        /// Whether to send the rooms, or only an acknowledgement.
+        summary: bool,
+    },
+    // ---- to the asker's worker ----
+    /// One worker's part of a gathering.
+    Gathered {
+        /// The gathering.
+        token: u64,
+        /// The rooms owned there (`None`: an acknowledgement).
+        part: Option<RoomsSummary>,
+    },
+    /// An event for the member side there.
+    Event(Event),
+}
+
+/// The rooms of one worker's engine and its view of the others.
+#[derive(Debug)]
+pub struct MemoryEngine {
+    config: Arc<RoomsConfig>,
+    me: usize,
+    workers: usize,
+    /// Room name -> owner worker; the same keys on every worker.
+    router: RandomState,
+    /// Rooms across all workers (one atomic operation per room created or dropped).
+    room_count: Arc<AtomicUsize>,
+    /// Random per worker and process: epochs are unique across workers, restarts and
+    /// nodes.
+    node: String,
+    next_epoch: u64,
+    /// The rooms whose name hashes to this worker.
+    rooms: HashMap<Arc<str>, Room>,
+    /// Sum of every owned room's kept bytes.
+    history_bytes: usize,
+    gatherings: Gatherings,
+    output: VecDeque<Output>,
+}
+
+/// What every worker's in-memory engine shares: the routing keys and the server-wide
+/// room count.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    router: RandomState,
+    room_count: Arc<AtomicUsize>,
+}
+
+impl MemoryEngine {
+    /// The engine of worker `me` of `workers`, with what all of them share.
+    pub fn new(config: Arc<RoomsConfig>, me: usize, workers: usize, shared: &Shared) -> Self {
+        let seed = RandomState::new().build_hasher().finish();
+        MemoryEngine {
+            config,
+            me,
+            workers: workers.max(1),
+            router: shared.router.clone(),
+            room_count: shared.room_count.clone(),
+            node: base36(seed),
+            next_epoch: 0,
+            rooms: HashMap::new(),
+            history_bytes: 0,
+            gatherings: Gatherings::default(),
+            output: VecDeque::new(),
+        }
+    }
+
+    /// The worker that owns room `name`.
+    fn owner(&self, name: &str) -> usize {
+        if self.workers == 1 {
+            return 0;
+        }
+        (self.router.hash_one(name) % self.workers as u64) as usize
+    }
+
+    /// Sends `msg` to the engine on worker `to`: handled now when that is this one.
+    fn send(&mut self, now: Now, to: usize, msg: Msg) {
+        if to == self.me {
+            self.handle(now, msg);
+        } else {
+            self.output.push_back(Output::Send(to, EngineMsg(msg)));
+        }
+    }
+
+    /// Sends `event` to the member side of worker `to`.
+    fn emit(&mut self, to: usize, event: Event) {
+        if to == self.me {
+            self.output.push_back(Output::Event(event));
+        } else {
+            self.output.push_back(Output::Send(to, EngineMsg(Msg::Event(event))));
+        }
+    }
+
+    /// Delivers `payload` to the members (or watchers) of `room` on every worker in
+    /// `mask` (bit w: worker w).
+    fn deliver(&mut self, mask: u64, room: &Arc<str>, audience: Audience, except: Option<ConnId>, payload: &Bytes) {
+        for worker in 0..self.workers.min(MAX_WORKERS) {
+            if mask & (1 << worker) != 0 {
+                let event = Event::Deliver { room: room.clone(), audience, except, payload: payload.clone() };
+                self.emit(worker, event);
+            }
+        }
+    }
+
+    fn answer(&mut self, to: ReplyTo, result: Result<Answer, RoomError>) {
+        if matches!(to, ReplyTo::Member { id: None, .. }) && result.is_ok() {
+            return; // success without an id is silent
+        }
+        let worker = to.worker();
+        self.emit(worker, Event::Answer { to, result });
+    }
+
+    /// Handles a message for this worker's engine (from itself or another worker).
+    fn handle(&mut self, now: Now, msg: Msg) {
+        match msg {
+            Msg::Join(join) => self.owner_join(now, join),
+            Msg::Leave(leave) => self.owner_leave(now, leave),
+            Msg::Publish(publish) => {
+                let reply = publish.reply.clone();
+                let result = self.owner_publish(now, publish);
+                self.answer(reply, result);
+            }
+            Msg::Presence { conn, id, room } => {
+                let result = self.readable_room(conn, &room).map(|r| Answer::Presence {
+                    members: r.members().values().map(|m| m.identity.clone()).collect(),
+                    room,
+                });
+                self.answer(ReplyTo::Member { conn, id }, result);
+            }
+            Msg::History { conn, id, room, limit } => {
+                let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
+                let result = self.readable_room(conn, &room).map(|r| Answer::History {
+                    epoch: r.epoch.clone(),
+                    offset: r.offset,
+                    messages: r.history(limit).cloned().collect(),
+                    room,
+                });
+                self.answer(ReplyTo::Member { conn, id }, result);
+            }
+            Msg::Gather { token, reply_to, summary } => {
+                let part = summary.then(|| self.owned_summary());
+                self.send(now, reply_to, Msg::Gathered { token, part });
+            }
+            Msg::Gathered { token, part } => {
+                if let Some((to, answer)) = self.gatherings.part(token, part) {
+                    self.answer(to, Ok(answer));
+                }
+            }
+            Msg::Event(event) => self.output.push_back(Output::Event(event)),
+        }
+    }
+
+    /// Asks every worker (this one included) and answers `to` once all have replied.
+    fn gather(&mut self, now: Now, to: ReplyTo, question: Question) {
+        let token = self.gatherings.open(to, question, self.workers);
+        let summary = question == Question::Rooms;
+        for worker in 0..self.workers {
+            self.send(now, worker, Msg::Gather { token, reply_to: self.me, summary });
+        }
+    }
+
+    // ---- the owner side ----
+
+    /// This owner's share of a server-wide limit.
+    fn share(&self, limit: usize) -> usize {
+        limit.div_ceil(self.workers)
+    }
+
+    fn new_epoch(&mut self) -> Arc<str> {
+        self.next_epoch += 1;
+        format!("{}.{}", self.node, base36(self.next_epoch)).into()
+    }
+
+    /// Creates an owned room if it does not exist (503 beyond `max_rooms` in the server).
+    fn create_room(&mut self, name: &str, now: Now) -> Result<(), RoomError> {
+        if self.rooms.contains_key(name) {
+            return Ok(());
+        }
+        let max = self.config.max_rooms;
+        let taken = self.room_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
+        if taken.is_err() {
+            return Err(RoomError::TooManyRooms);
+        }
+        let epoch = self.new_epoch();
+        let name: Arc<str> = name.into();
+        self.rooms.insert(name.clone(), Room::new(name, epoch, now.mono, self.workers));
+        Ok(())
+    }
+
+    /// A room `conn` may read (presence, history): 404 unless it is a member (or
+    /// membership is not required and the room exists).
+    fn readable_room(&self, conn: ConnId, name: &str) -> Result<&Room, RoomError> {
+        let room = self.rooms.get(name).ok_or(RoomError::NotMember)?;
+        if self.config.require_membership && !room.is_member(conn) {
+            return Err(RoomError::NotMember);
+        }
+        Ok(room)
+    }
+
+    /// Orders a publish: validated, given the room's next offset, serialized once, kept,
+    /// and handed as the same `Bytes` to every worker with members.
+    fn owner_publish(&mut self, now: Now, publish: Publish) -> Result<Answer, RoomError> {
+        let Publish { reply: _, from, room: room_name, data, echo, ephemeral } = publish;
+        if data.len() > self.config.max_message_bytes {
+            return Err(RoomError::TooLarge { max: self.config.max_message_bytes });
+        }
+        // UTF-8 already (a slice of a validated text frame at a JSON value's bounds, or
+        // the API's body).
+        let data = std::str::from_utf8(&data).map_err(|_| RoomError::MalformedJson)?;
+        let is_member = match (&from, self.rooms.get(room_name.as_str())) {
+            (Some((conn, _)), Some(room)) => room.is_member(*conn),
+            _ => false,
+        };
+        if from.is_some() && !is_member && self.config.require_membership {
+            return Err(RoomError::NotMember);
+        }
+        // The backend may publish into a room nobody joined yet: its history waits.
+        self.create_room(&room_name, now)?;
+        let history_budget = self.share(self.config.max_history_bytes);
+        let history_size = self.config.history_size;
+        let Some(room) = self.rooms.get_mut(room_name.as_str()) else {
+            return Err(RoomError::RoomUnavailable);
+        };
+        let offset = (!ephemeral).then(|| room.next_offset());
+        let from_member = from.as_ref().map_or(Member { client: None, user: None }, |(_, who)| who.member());
+        // One allocation per publish: the same bytes are kept in history and broadcast.
+        let json = Bytes::from(protocol::message(&room_name, offset, from_member, data));
+        if let Some(offset) = offset {
+            let freed = room.keep(Kept { offset, at: now.mono, json: json.clone() }, history_size);
+            self.history_bytes = (self.history_bytes + json.len()).saturating_sub(freed);
+            while self.history_bytes > history_budget {
+                let Some(freed) = room.evict_oldest() else { break };
+                self.history_bytes -= freed;
+            }
+        }
+        let (name, mask) = (room.name.clone(), room.worker_mask(false));
+        let except = if echo { None } else { from.map(|(conn, _)| conn) };
+        self.deliver(mask, &name, Audience::Members, except, &json);
+        Ok(Answer::Published { room: room_name, offset })
+    }
+
+    /// Adds a member (on any worker) to an owned room; answers its worker with `Joined`.
+    fn owner_join(&mut self, now: Now, join: Join) {
+        let Join { conn, identity, room: name, presence, since, id } = join;
+        let max_members = self.config.max_members_per_room;
+        let result = self.create_room(&name, now).and_then(|()| {
+            let room = self.rooms.get_mut(name.as_str()).ok_or(RoomError::RoomUnavailable)?;
+            if !room.is_member(conn) && room.members().len() >= max_members {
+                return Err(RoomError::RoomFull);
+            }
+            let event = protocol::presence_event("join", &name, identity.member());
+            let watchers = room.worker_mask(true); // before the joiner counts as one
+            let new = room.insert_member(conn, Membership { presence, identity });
+            let (recovered, missed) = match &since {
+                Some(since) => {
+                    let r = room.recover(&since.epoch, since.offset);
+                    (r.recovered, r.missed)
+                }
+                None => (false, Vec::new()),
+            };
+            let joined = JoinedRoom {
+                epoch: room.epoch.clone(),
+                offset: room.offset,
+                members: room.members().len(),
+                recovered,
+                missed,
+            };
+            Ok((room.name.clone(), joined, new.then_some(event), watchers))
+        });
+        match result {
+            Ok((room, joined, event, watchers)) => {
+                if let Some(event) = event {
+                    self.deliver(watchers, &room, Audience::Watchers, Some(conn), &Bytes::from(event));
+                }
+                self.emit(conn.worker(), Event::Joined { conn, id, room, presence, result: Ok(joined) });
+            }
+            Err(e) => {
+                let event = Event::Joined { conn, id, room: name.into(), presence, result: Err(e) };
+                self.emit(conn.worker(), event);
+            }
+        }
+    }
+
+    /// Removes a member from an owned room, telling presence watchers and (unless the
+    /// connection is gone) its worker.
+    fn owner_leave(&mut self, now: Now, leave: Leave) {
+        let Leave { conn, room: name, id, gone } = leave;
+        let removed = self.rooms.get_mut(name.as_str()).and_then(|room| {
+            let membership = room.remove_member(conn, now.mono)?;
+            Some((room.name.clone(), membership, room.worker_mask(true)))
+        });
+        let Some((room, membership, watchers)) = removed else {
+            if !gone {
+                self.emit(
+                    conn.worker(),
+                    Event::Answer { to: ReplyTo::Member { conn, id }, result: Err(RoomError::NotMember) },
+                );
+            }
+            return;
+        };
+        let event = Bytes::from(protocol::presence_event("leave", &name, membership.identity.member()));
+        self.deliver(watchers, &room, Audience::Watchers, Some(conn), &event);
+        if !gone {
+            self.emit(conn.worker(), Event::Left { conn, id, room });
+        }
+    }
+
+    /// The rooms this worker owns.
+    fn owned_summary(&self) -> RoomsSummary {
+        RoomsSummary {
+            rooms: self.rooms.values().map(|r| (r.name.clone(), r.members().len(), r.offset)).collect(),
+            history_messages: self.rooms.values().map(Room::history_len).sum(),
+            history_bytes: self.history_bytes,
+        }
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn join(&mut self, now: Now, join: Join) {
+        let owner = self.owner(&join.room);
+        self.send(now, owner, Msg::Join(join));
+    }
+
+    fn leave(&mut self, now: Now, leave: Leave) {
+        let owner = self.owner(&leave.room);
+        self.send(now, owner, Msg::Leave(leave));
+    }
+
+    fn publish(&mut self, now: Now, publish: Publish) {
+        let owner = self.owner(&publish.room);
+        self.send(now, owner, Msg::Publish(publish));
+    }
+
+    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String) {
+        let owner = self.owner(&room);
+        self.send(now, owner, Msg::Presence { conn, id, room });
+    }
+
+    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>) {
+        let owner = self.owner(&room);
+        self.send(now, owner, Msg::History { conn, id, room, limit });
+    }
+
+    fn sync(&mut self, now: Now, to: ReplyTo) {
+        self.gather(now, to, Question::Sync);
+    }
+
+    fn list_rooms(&mut self, now: Now, to: ReplyTo) {
+        self.gather(now, to, Question::Rooms);
+    }
+
+    fn tick(&mut self, now: Now) {
+        let ttl = self.config.history_ttl;
+        let mut freed = 0;
+        let before = self.rooms.len();
+        self.rooms.retain(|_, room| {
+            freed += room.expire(now.mono, ttl);
+            // Memory must not grow with rooms used once: an empty room goes once it has
+            // been empty for the TTL and its history has aged out (its epoch with it). A
+            // message the backend published into the empty room is kept its full TTL.
+            let idle = room.emptied_at.is_some_and(|t| now.mono.saturating_duration_since(t) >= ttl);
+            !(idle && room.history_len() == 0)
+        });
+        self.room_count.fetch_sub(before - self.rooms.len(), Ordering::Relaxed);
+        self.history_bytes = self.history_bytes.saturating_sub(freed);
+    }
+
+    fn receive(&mut self, now: Now, msg: EngineMsg) {
+        self.handle(now, msg.0);
+    }
+
+    fn poll(&mut self) -> Option<Output> {
+        self.output.pop_front()
+    }
+
+    fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+}
+
+/// `n` in base 36 (lowercase): short ids for epochs and clients.
+pub fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn engine(config: RoomsConfig) -> MemoryEngine {
+        MemoryEngine::new(Arc::new(config), 0, 1, &Shared::default())
+    }
+
+    fn at(t0: Instant, secs: u64) -> Now {
+        Now { mono: t0 + Duration::from_secs(secs), unix: Duration::from_secs(1_800_000_000 + secs) }
+    }
+
+    /// A backend publish; returns the offset it got.
+    fn publish(engine: &mut MemoryEngine, now: Now, room: &str, data: &str) -> Result<Option<u64>, RoomError> {
+        let http = ConnId::from_parts(9, 0);
+        let publish = Publish {
+            reply: ReplyTo::Http(http),
+            from: None,
+            room: room.into(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            echo: true,
+            ephemeral: false,
+        };
+        engine.publish(now, publish);
+        let mut answer = None;
+        while let Some(output) = engine.poll() {
+            if let Output::Event(Event::Answer { result, .. }) = output {
+                answer = Some(result.map(|a| match a {
+                    Answer::Published { offset, .. } => offset,
+                    other => panic!("{other:?}"),
+                }));
+            }
+        }
+        answer.expect("an answer")
+    }
+
+    #[test]
+    fn an_empty_room_lives_until_its_last_message_ages_out() {
+        let t0 = Instant::now();
+        let mut engine = engine(RoomsConfig { history_ttl: Duration::from_secs(300), ..RoomsConfig::default() });
+        // The backend publishes into a room nobody is in (it is empty from the start).
+        assert_eq!(publish(&mut engine, at(t0, 0), "r", "1"), Ok(Some(1)));
+        assert_eq!(publish(&mut engine, at(t0, 200), "r", "2"), Ok(Some(2)));
+        engine.tick(at(t0, 301));
+        assert_eq!(engine.room_count(), 1, "message 2 is 101 s old: the room and its epoch stay");
+        engine.tick(at(t0, 500));
+        assert_eq!(engine.room_count(), 0, "empty and nothing kept: dropped");
+    }
+
+    #[test]
+    fn history_memory_stays_within_the_global_budget() {
+        let budget = 10_000;
+        let t0 = Instant::now();
+        let mut engine = engine(RoomsConfig { max_history_bytes: budget, ..RoomsConfig::default() });
+        let data = format!("\"{}\"", "x".repeat(300));
+        for i in 0..500 {
+            let room = format!("room-{}", i % 50);
+            assert!(publish(&mut engine, at(t0, 0), &room, &data).is_ok());
+            let held: usize = engine.rooms.values().map(Room::history_bytes).sum();
+            assert_eq!(held, engine.history_bytes, "the running total matches the rooms");
+            assert!(held <= budget, "{held} bytes kept over a {budget} budget");
+        }
+        // Expiry frees the running total too.
+        engine.tick(at(t0, 301));
+        assert_eq!(engine.history_bytes, 0);
+    }
+
+    #[test]
+    fn the_room_limit_holds_across_workers() {
+        let shared = Shared::default();
+        let config = Arc::new(RoomsConfig { max_rooms: 3, ..RoomsConfig::default() });
+        let mut a = MemoryEngine::new(config.clone(), 0, 1, &shared);
+        let mut b = MemoryEngine::new(config, 0, 1, &shared);
+        let now = at(Instant::now(), 0);
+        assert!(publish(&mut a, now, "r1", "1").is_ok());
+        assert!(publish(&mut b, now, "r2", "1").is_ok());
+        assert!(publish(&mut a, now, "r3", "1").is_ok());
+        assert_eq!(publish(&mut b, now, "r4", "1"), Err(RoomError::TooManyRooms));
+    }
+}

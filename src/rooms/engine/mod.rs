@@ -1,0 +1,313 @@
+//! The engine seam: what orders a room. An [`Engine`] assigns offsets and epochs, keeps
+//! history and presence, knows every member, and answers `since`; the member side
+//! (`members.rs`), the backend API (`api.rs`) and the wiring (`mod.rs`) talk to it through
+//! this trait only, and never know which engine it is.
+//!
+//! Engines: [`memory::MemoryEngine`], the default (each room lives in the memory of one
+//! worker, its owner, chosen by a hash of its name; no other service needed). A Redis
+//! engine, where rooms span nodes, is the next.
+//!
+//! The shape is sans-IO, as `proto::Connection`: requests go in as method calls with the
+//! time, and everything that comes out is polled ([`Engine::poll`]) by the wiring, in
+//! order: events for this worker's member side, and traffic for the engine on another
+//! worker (which the wiring carries over the mesh and hands to that engine's
+//! [`Engine::receive`]). Nothing is answered by a return value: a publish gets its offset
+//! later, in an [`Answer::Published`], as it would from a store across the network.
+//!
+//! What every engine promises, per room:
+//! - **One order.** Offsets are assigned one at a time: each message of a room has the
+//!   previous offset + 1 within one epoch, and every member, on whatever worker, gets the
+//!   room's messages in offset order, each once.
+//! - **Joins cut the stream cleanly.** A member's [`Event::Joined`] reaches its worker
+//!   after every [`Event::Deliver`] of messages before the join, and before every one
+//!   after it: the member side adds the member to its delivery list when `Joined` comes,
+//!   so the member gets exactly the messages after its join (and `missed` holds those
+//!   after `since`, up to the join).
+//! - **Answers in request order.** The answers to one connection's requests to one room
+//!   come in the order the requests were made; [`Engine::sync`] is answered after
+//!   everything this connection asked before it, whatever room.
+//! - **No silent gaps.** When an engine cannot know what a room's members missed (its link
+//!   to a store was down), it says so with an [`Event::Reset`] for the room, never with a
+//!   gap. The in-memory engine never loses continuity while a room exists: it never
+//!   sends one. History that aged out is reported on the next `join` with `since`
+//!   (`recovered: false`), as the contract says.
+
+mod gather;
+pub mod memory;
+mod room;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::error::RoomError;
+use super::local::Audience;
+use super::protocol::{Member, Since};
+use crate::server::{ConnId, Now};
+
+/// A request's `id`, owned (it travels to the engine and back with the answer).
+pub type OwnedId = Option<Box<RawValue>>;
+
+/// Who a connection is: its client id, and its token's `sub` as `user`. The engine keeps
+/// a copy per member for presence lists and `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Unique across workers, restarts and nodes.
+    pub client: Arc<str>,
+    /// `None`: anonymous.
+    pub user: Option<Arc<str>>,
+}
+
+impl Identity {
+    /// As the wire writes it (`{"client","user"}`).
+    pub fn member(&self) -> Member<'_> {
+        Member { client: Some(&self.client), user: self.user.as_deref() }
+    }
+}
+
+/// Who waits for an answer.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    /// A member's request; `id` is echoed in the reply.
+    Member {
+        /// The asking connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: OwnedId,
+    },
+    /// A backend call (`POST /api/publish`, `GET /api/rooms`, `GET /metrics`) waiting on
+    /// this HTTP connection.
+    Http(ConnId),
+}
+
+impl ReplyTo {
+    /// The worker whose member side (or API) takes the answer.
+    pub fn worker(&self) -> usize {
+        match self {
+            ReplyTo::Member { conn, .. } | ReplyTo::Http(conn) => conn.worker(),
+        }
+    }
+}
+
+/// A `join`.
+#[derive(Debug)]
+pub struct Join {
+    /// The joining connection.
+    pub conn: ConnId,
+    /// Who it is (copied into presence lists and events).
+    pub identity: Identity,
+    /// The room (a valid name).
+    pub room: String,
+    /// Whether it receives others' join and leave events.
+    pub presence: bool,
+    /// Where its last session left off, to recover from.
+    pub since: Option<Since>,
+    /// The request's `id`.
+    pub id: OwnedId,
+}
+
+/// A `leave`, or a closed connection leaving every room it was in.
+#[derive(Debug)]
+pub struct Leave {
+    /// The leaving connection.
+    pub conn: ConnId,
+    /// The room.
+    pub room: String,
+    /// The request's `id`.
+    pub id: OwnedId,
+    /// The connection is gone: nobody to answer (not even "not a member").
+    pub gone: bool,
+}
+
+/// A `publish`, or a backend's `POST /api/publish`.
+#[derive(Debug)]
+pub struct Publish {
+    /// Who is answered with the offset.
+    pub reply: ReplyTo,
+    /// The publishing member and who it is (`None`: the backend API, which needs no
+    /// membership and is shown as `{"client":null,"user":null}`).
+    pub from: Option<(ConnId, Identity)>,
+    /// The room (a valid name).
+    pub room: String,
+    /// The message's `data`: raw JSON text, embedded verbatim in the push.
+    pub data: Bytes,
+    /// False: the publisher does not receive its own message.
+    pub echo: bool,
+    /// True: no offset, not kept in history (typing indicators, cursors).
+    pub ephemeral: bool,
+}
+
+/// A successful join, as the member side answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedRoom {
+    /// The room's current epoch.
+    pub epoch: Arc<str>,
+    /// The room's last offset at the join.
+    pub offset: u64,
+    /// Members after the join.
+    pub members: usize,
+    /// `since` was given and every message after it is in `missed`.
+    pub recovered: bool,
+    /// The kept messages after `since` (each the exact push members received), in order.
+    pub missed: Vec<Bytes>,
+}
+
+/// The rooms an engine holds, for `GET /api/rooms` and the room gauges of `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoomsSummary {
+    /// Each room: (name, members, last offset).
+    pub rooms: Vec<(Arc<str>, usize, u64)>,
+    /// Messages kept for recovery, across rooms.
+    pub history_messages: usize,
+    /// Bytes of those messages.
+    pub history_bytes: usize,
+}
+
+impl RoomsSummary {
+    /// Adds another part (another worker's rooms) to this one.
+    pub fn absorb(&mut self, part: RoomsSummary) {
+        self.rooms.extend(part.rooms);
+        self.history_messages += part.history_messages;
+        self.history_bytes += part.history_bytes;
+    }
+}
+
+/// The answer to a request, for whoever asked ([`ReplyTo`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The message got `offset` (`None`: ephemeral).
+    Published {
+        /// The room.
+        room: String,
+        /// Its offset.
+        offset: Option<u64>,
+    },
+    /// The room's members.
+    Presence {
+        /// The room.
+        room: String,
+        /// Who is in it.
+        members: Vec<Identity>,
+    },
+    /// The room's last kept messages.
+    History {
+        /// The room.
+        room: String,
+        /// Its epoch.
+        epoch: Arc<str>,
+        /// Its last offset.
+        offset: u64,
+        /// The kept messages (exact pushes), oldest first.
+        messages: Vec<Bytes>,
+    },
+    /// Everything asked before the `sync` has been done (the `ping` reply).
+    Synced,
+    /// Every room.
+    Rooms(RoomsSummary),
+}
+
+/// What an engine tells a worker's member side.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The answer to a `join`: on success the member joins the delivery list.
+    Joined {
+        /// The joining connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: OwnedId,
+        /// The room.
+        room: Arc<str>,
+        /// Whether it asked for presence events.
+        presence: bool,
+        /// The join, or why not.
+        result: Result<JoinedRoom, RoomError>,
+    },
+    /// The answer to a successful `leave`: the member leaves the delivery list.
+    Left {
+        /// The leaving connection.
+        conn: ConnId,
+        /// The request's `id`.
+        id: OwnedId,
+        /// The room.
+        room: Arc<str>,
+    },
+    /// The answer to any other request (and a `leave` refused).
+    Answer {
+        /// Who asked.
+        to: ReplyTo,
+        /// The answer, or why not.
+        result: Result<Answer, RoomError>,
+    },
+    /// A message (or presence event, for `Audience::Watchers`) for this worker's members
+    /// of `room`, all but `except`.
+    Deliver {
+        /// The room.
+        room: Arc<str>,
+        /// Members, or only those watching presence.
+        audience: Audience,
+        /// A member not to send it to (the publisher with `echo: false`; the joiner of
+        /// its own join event).
+        except: Option<ConnId>,
+        /// The push, serialized once for every receiver.
+        payload: Bytes,
+    },
+    /// Continuity lost: this worker's members of `room` cannot know what they missed and
+    /// must reload from `epoch`/`offset` (an engine whose link to its store was down).
+    Reset {
+        /// The room.
+        room: Arc<str>,
+        /// Its epoch now.
+        epoch: Arc<str>,
+        /// Its last offset now.
+        offset: u64,
+    },
+}
+
+/// Engine traffic between the workers of one node (opaque outside the engines). The
+/// in-memory engine sends a room's requests to its owner worker, and the owner sends
+/// events back; an engine that needs no such traffic never produces any.
+#[derive(Debug)]
+pub struct EngineMsg(memory::Msg);
+
+/// What [`Engine::poll`] hands the wiring.
+#[derive(Debug)]
+pub enum Output {
+    /// For this worker's member side (or API, for [`ReplyTo::Http`] answers).
+    Event(Event),
+    /// For the engine on worker `.0` (over the mesh, in order).
+    Send(usize, EngineMsg),
+}
+
+/// What orders rooms: the seam between the member side and where rooms live. See the
+/// module header for what an engine promises.
+pub trait Engine: fmt::Debug + Send {
+    /// Adds `join.conn` to `join.room`, creating the room (its epoch) if need be.
+    /// Answered with [`Event::Joined`].
+    fn join(&mut self, now: Now, join: Join);
+    /// Removes a member. Answered with [`Event::Left`], or an error [`Event::Answer`]
+    /// (404) unless `gone`.
+    fn leave(&mut self, now: Now, leave: Leave);
+    /// Orders a message: answered with [`Answer::Published`], delivered to members
+    /// (all but the publisher without `echo`) as [`Event::Deliver`].
+    fn publish(&mut self, now: Now, publish: Publish);
+    /// Answered with [`Answer::Presence`].
+    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String);
+    /// Answered with [`Answer::History`] (`limit`: the last so many; `None`: the
+    /// protocol's default).
+    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>);
+    /// Answered with [`Answer::Synced`] once everything asked of the engine before it
+    /// from this worker is done.
+    fn sync(&mut self, now: Now, to: ReplyTo);
+    /// Answered with [`Answer::Rooms`].
+    fn list_rooms(&mut self, now: Now, to: ReplyTo);
+    /// Time passed: history ages out, empty rooms go.
+    fn tick(&mut self, now: Now);
+    /// Traffic from the engine on another worker.
+    fn receive(&mut self, now: Now, msg: EngineMsg);
+    /// The next output, in order; `None` when there is nothing more for now.
+    fn poll(&mut self) -> Option<Output>;
+    /// Rooms held in this engine's memory (this worker's share).
+    fn room_count(&self) -> usize;
+}

@@ -1,0 +1,395 @@
+//! The member side: this worker's room-protocol connections, the rooms each is in, their
+//! requests and replies, their publish rate and their strikes.
+//!
+//! A request is parsed, checked against the connection's session (`sessions.rs`) and its
+//! own limits here, and handed to the engine; the engine's events come back here
+//! ([`Members::on_event`]): answers become replies, `Joined`/`Left` keep the delivery lists
+//! (`local.rs`) in step, deliveries go to the event loop as one broadcast each. Which
+//! engine orders the rooms is not known here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::debug;
+
+use super::engine::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Publish, ReplyTo};
+use super::error::{close_reason, RoomError};
+use super::local::LocalRooms;
+use super::protocol::{self, ObjectWriter, Request, RequestId};
+use super::sessions::Sessions;
+use super::RoomsConfig;
+use crate::proto::{CloseCode, MessageKind};
+use crate::server::{ConnId, Outbox, TokenBucket};
+
+/// Rejected requests within a window: sustained abuse closes the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Strikes {
+    count: u32,
+    since: Instant,
+}
+
+impl Strikes {
+    /// No strikes yet, at `now`.
+    pub fn new(now: Instant) -> Self {
+        Strikes { count: 0, since: now }
+    }
+
+    /// Counts one at `now`; true when that is the one past `limit` within `window` (the
+    /// count starts again once a window has passed since its first strike).
+    pub fn strike(&mut self, now: Instant, window: Duration, limit: u32) -> bool {
+        if now.saturating_duration_since(self.since) > window {
+            self.count = 0;
+            self.since = now;
+        }
+        self.count += 1;
+        self.count == limit.saturating_add(1)
+    }
+}
+
+/// One of this worker's room-protocol connections.
+#[derive(Debug)]
+struct Client {
+    /// Its client id (its identity's `client`).
+    id: Arc<str>,
+    /// Rooms the engine confirmed (mirrors the engine's member list).
+    rooms: Vec<Arc<str>>,
+    /// Rooms asked for whose `Joined` has not come back yet.
+    joining: Vec<String>,
+    /// Publishes (`RoomsConfig::publish_rate`).
+    publishes: TokenBucket,
+    strikes: Strikes,
+}
+
+impl Client {
+    fn is_in(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| **r == *room) || self.joining.iter().any(|r| r == room)
+    }
+}
+
+/// This worker's room-protocol connections.
+#[derive(Debug)]
+pub struct Members {
+    config: Arc<RoomsConfig>,
+    /// Random per worker and process: client ids are unique across workers, restarts and
+    /// nodes.
+    node: String,
+    next_client: u64,
+    clients: HashMap<ConnId, Client>,
+    local: LocalRooms,
+}
+
+impl Members {
+    /// No connections yet; client ids start with `node`.
+    pub fn new(config: Arc<RoomsConfig>, node: String) -> Self {
+        Members { config, node, next_client: 0, clients: HashMap::new(), local: LocalRooms::default() }
+    }
+
+    /// A new connection: welcomed now, unless its session waits for `auth`.
+    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, user: Option<&str>, pending: bool) {
+        self.next_client += 1;
+        let id: Arc<str> = format!("{}-{}", self.node, super::engine::memory::base36(self.next_client)).into();
+        if !pending {
+            out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&id, user)));
+        }
+        let now = out.now().mono;
+        let client = Client {
+            id,
+            rooms: Vec::new(),
+            joining: Vec::new(),
+            publishes: TokenBucket::full(self.config.publish_burst, now),
+            strikes: Strikes::new(now),
+        };
+        self.clients.insert(conn, client);
+    }
+
+    /// A closed connection leaves every room (those still being joined too: the engine
+    /// handles the join before this leave).
+    pub fn close(&mut self, out: &mut Outbox, conn: ConnId, engine: &mut dyn Engine) {
+        let Some(client) = self.clients.remove(&conn) else { return };
+        let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
+        for room in names {
+            self.local.remove(&room, conn);
+            engine.leave(out.now(), Leave { conn, room, id: None, gone: true });
+        }
+    }
+
+    /// A text or binary message from one of this worker's connections.
+    pub fn on_message(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        kind: MessageKind,
+        data: &Bytes,
+        sessions: &mut Sessions,
+        engine: &mut dyn Engine,
+    ) {
+        if kind == MessageKind::Binary {
+            return self.answer(out, conn, None, Err(RoomError::BinaryFrame));
+        }
+        // The codec validated UTF-8; this cannot fail.
+        let text = std::str::from_utf8(data).unwrap_or_default();
+        match protocol::parse_request(text) {
+            (id, Ok(request)) => self.request(out, conn, data, id, request, sessions, engine),
+            (id, Err(e)) => self.answer(out, conn, id, Err(e)),
+        }
+    }
+
+    /// A request from one of this worker's connections, handed to the engine when it
+    /// passes the session's permissions and the connection's limits.
+    /// `frame` is the text frame the request was parsed from (`data` is sliced from it).
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        frame: &Bytes,
+        id: RequestId<'_>,
+        request: Request<'_>,
+        sessions: &mut Sessions,
+        engine: &mut dyn Engine,
+    ) {
+        let owned_id = || id.map(ToOwned::to_owned);
+        let now = out.now();
+        if let Request::Auth { token } = request {
+            return self.authenticate(out, conn, id, &token, sessions);
+        }
+        let (Some(client), Some(session)) = (self.clients.get_mut(&conn), sessions.get(conn)) else { return };
+        if session.is_pending() {
+            return self.answer(out, conn, id, Err(RoomError::AuthenticateFirst));
+        }
+        if let Err(e) = session.permits(&request) {
+            return self.answer(out, conn, id, Err(e));
+        }
+        let identity = || Identity { client: client.id.clone(), user: session.user.clone() };
+        match request {
+            Request::Ping => engine.sync(now, ReplyTo::Member { conn, id: owned_id() }),
+            Request::Auth { .. } => {}
+            Request::Join { room, presence, since } => {
+                let known = client.is_in(&room);
+                let max = self.config.max_rooms_per_connection;
+                if !known && client.rooms.len() + client.joining.len() >= max {
+                    return self.answer(out, conn, id, Err(RoomError::TooManyRoomsForConnection { max }));
+                }
+                if !known {
+                    client.joining.push(room.clone());
+                }
+                let identity = identity();
+                engine.join(now, Join { conn, identity, room, presence, since, id: owned_id() });
+            }
+            Request::Leave { room } => engine.leave(now, Leave { conn, room, id: owned_id(), gone: false }),
+            Request::Publish { room, data, echo, ephemeral } => {
+                if client.publishes.take(self.config.publish_rate, self.config.publish_burst, now.mono).is_err() {
+                    return self.answer(out, conn, id, Err(RoomError::PublishRate));
+                }
+                if data.len() > self.config.max_message_bytes {
+                    return self.answer(out, conn, id, Err(RoomError::TooLarge { max: self.config.max_message_bytes }));
+                }
+                let from = Some((conn, identity()));
+                let data = slice_of(frame, data);
+                let reply = ReplyTo::Member { conn, id: owned_id() };
+                engine.publish(now, Publish { reply, from, room, data, echo, ephemeral });
+            }
+            Request::Presence { room } => engine.presence(now, conn, owned_id(), room),
+            Request::History { room, limit } => engine.history(now, conn, owned_id(), room, limit),
+        }
+    }
+
+    /// The `auth` request (see `Sessions::authenticate`); a connection that was waiting
+    /// for it gets its welcome after the reply.
+    fn authenticate(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        id: RequestId<'_>,
+        token: &str,
+        sessions: &mut Sessions,
+    ) {
+        let Some(client) = self.clients.get(&conn) else { return };
+        let rooms: Vec<&str> =
+            client.rooms.iter().map(|r| &**r).chain(client.joining.iter().map(String::as_str)).collect();
+        let result = sessions.authenticate(conn, token, &rooms, out.now());
+        let welcome = match &result {
+            Ok(done) if done.first => Some(protocol::welcome(&client.id, Some(&done.user))),
+            _ => None,
+        };
+        let reply = result.map(|done| ObjectWriter::new().str("user", &done.user).finish());
+        self.answer(out, conn, id, reply);
+        if let Some(welcome) = welcome {
+            out.send(conn, MessageKind::Text, Bytes::from(welcome));
+        }
+    }
+
+    /// What the engine says to this worker's member side.
+    pub fn on_event(&mut self, out: &mut Outbox, event: Event) {
+        match event {
+            Event::Deliver { room, audience, except, payload } => {
+                let Some(to) = self.local.audience(&room, audience) else { return };
+                // Nobody here but the excluded member: nothing to send.
+                if to.iter().any(|&c| Some(c) != except) {
+                    out.broadcast(to, except, MessageKind::Text, payload);
+                }
+            }
+            Event::Joined { conn, id, room, presence, result } => {
+                let Some(client) = self.clients.get_mut(&conn) else {
+                    return; // closed meanwhile: the engine gets (or got) its `Leave`
+                };
+                if let Some(i) = client.joining.iter().position(|r| **r == *room) {
+                    client.joining.swap_remove(i);
+                }
+                if result.is_ok() {
+                    if !client.rooms.contains(&room) {
+                        client.rooms.push(room.clone());
+                    }
+                    self.local.insert(&room, conn, presence);
+                }
+                let body = result.map(|joined| joined_body(&room, joined));
+                self.answer(out, conn, id.as_deref(), body);
+            }
+            Event::Left { conn, id, room } => {
+                if let Some(client) = self.clients.get_mut(&conn) {
+                    client.rooms.retain(|r| *r != room);
+                }
+                self.local.remove(&room, conn);
+                self.answer(out, conn, id.as_deref(), Ok(ObjectWriter::new().str("room", &room).finish()));
+            }
+            Event::Answer { to: ReplyTo::Member { conn, id }, result } => {
+                let body = result.map(answer_body);
+                self.answer(out, conn, id.as_deref(), body);
+            }
+            // The API's answers go to the API (the wiring routes them).
+            Event::Answer { to: ReplyTo::Http(_), .. } => {}
+            Event::Reset { room, epoch, offset } => {
+                let Some(to) = self.local.audience(&room, super::local::Audience::Members) else { return };
+                out.broadcast(to, None, MessageKind::Text, Bytes::from(protocol::reset(&room, &epoch, offset)));
+            }
+        }
+    }
+
+    /// Replies to one of this worker's connections; rejected requests count as strikes.
+    fn answer(&mut self, out: &mut Outbox, conn: ConnId, id: RequestId<'_>, result: Result<String, RoomError>) {
+        if let Err(e) = &result {
+            if e.is_strike() {
+                self.strike(out, conn);
+            }
+        }
+        let text = match &result {
+            Ok(_) if id.is_none() => return, // success without an id is silent
+            Ok(body) => protocol::reply_ok(id, body),
+            Err(e) => protocol::reply_error(id, e),
+        };
+        out.send(conn, MessageKind::Text, Bytes::from(text));
+    }
+
+    /// Counts a rejected request; sustained abuse closes the connection with 1008.
+    fn strike(&mut self, out: &mut Outbox, conn: ConnId) {
+        let now = out.now().mono;
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        if client.strikes.strike(now, self.config.abuse_window, self.config.abuse_limit) {
+            debug!("closing {conn:?}: {} rejected requests", client.strikes.count);
+            out.close(conn, CloseCode::POLICY_VIOLATION, close_reason::ABUSE);
+        }
+    }
+}
+
+/// The reply body of a successful join.
+fn joined_body(room: &str, joined: JoinedRoom) -> String {
+    ObjectWriter::new()
+        .str("room", room)
+        .str("epoch", &joined.epoch)
+        .num("offset", joined.offset)
+        .num("members", joined.members as u64)
+        .bool("recovered", joined.recovered)
+        .raw_array("missed", joined.missed.iter().map(text))
+        .finish()
+}
+
+/// The reply body of any other answer.
+fn answer_body(answer: Answer) -> String {
+    match answer {
+        Answer::Published { room, offset } => {
+            let body = ObjectWriter::new().str("room", &room);
+            match offset {
+                Some(offset) => body.num("offset", offset),
+                None => body,
+            }
+            .finish()
+        }
+        Answer::Presence { room, members } => {
+            let members: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let mut s = String::new();
+                    protocol::push_member(&mut s, m.member());
+                    s
+                })
+                .collect();
+            ObjectWriter::new().str("room", &room).raw_array("members", members.iter().map(String::as_str)).finish()
+        }
+        Answer::History { room, epoch, offset, messages } => ObjectWriter::new()
+            .str("room", &room)
+            .str("epoch", &epoch)
+            .num("offset", offset)
+            .raw_array("messages", messages.iter().map(text))
+            .finish(),
+        Answer::Synced => "{}".to_owned(),
+        // Asked by the API only.
+        Answer::Rooms(_) => "{}".to_owned(),
+    }
+}
+
+/// A kept push as text (written by `protocol::message`, so always UTF-8).
+fn text(json: &Bytes) -> &str {
+    std::str::from_utf8(json).unwrap_or_default()
+}
+
+/// `part` (borrowed from `whole`'s bytes) as a slice of `whole`: a reference count, not a
+/// copy. Copies if `part` is not inside `whole` (never, for the parser's borrowed values).
+fn slice_of(whole: &Bytes, part: &str) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() => whole.slice(start..end),
+        _ => Bytes::copy_from_slice(part.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_part_is_sliced_and_anything_else_copied() {
+        let whole = Bytes::from_static(br#"{"data":[1,2]}"#);
+        let text = std::str::from_utf8(&whole).unwrap();
+        let part = slice_of(&whole, &text[8..13]);
+        assert_eq!(&part[..], b"[1,2]");
+        assert_eq!(part.as_ptr(), whole[8..].as_ptr(), "no copy");
+        let elsewhere = String::from("[1,2]");
+        assert_eq!(&slice_of(&whole, &elsewhere)[..], b"[1,2]");
+        assert_eq!(&slice_of(&whole, "")[..], b"");
+    }
+
+    #[test]
+    fn strikes_close_past_the_limit_within_the_window() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let mut strikes = Strikes::new(t0);
+        for i in 1..=3 {
+            assert!(!strikes.strike(t0 + Duration::from_secs(i), window, 3), "strike {i} is within the limit");
+        }
+        assert!(strikes.strike(t0 + Duration::from_secs(4), window, 3), "the 4th within 10 s closes");
+    }
+
+    #[test]
+    fn strikes_spread_beyond_the_window_are_tolerated() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let mut strikes = Strikes::new(t0);
+        // Three every 11 s: never four within one 10 s window.
+        for i in 0..30 {
+            let at = t0 + Duration::from_secs(11 * (i / 3)) + Duration::from_millis(i % 3);
+            assert!(!strikes.strike(at, window, 3), "strike {i} at {:?}", at - t0);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Sessions: who each connection of this worker is, what it may do, and until when. The
+//! token an upgrade carries (or the `auth` op that brings one later), the permissions it
+//! grants, the second it expires, the deadline of a connection that must authenticate,
+//! and the `auth` rate limit. Room protocol and relay connections alike.
+//!
+//! Permissions are checked here, on the member's worker, before a request goes to the
+//! engine: no permission data travels with a request. No clock reads: the time comes in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::debug;
+
+use super::auth::{self, AuthError, Grant, Permissions, TokenVerifier};
+use super::error::{close_reason, RoomError};
+use super::protocol::Request;
+use super::RoomsConfig;
+use crate::proto::handshake::UpgradeRequest;
+use crate::proto::CloseCode;
+use crate::server::{ConnId, Now, Outbox, TokenBucket};
+
+/// What the upgrade said about who the client is, handed from `accept` to `on_open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// No token (or no authentication configured): `anon_rooms` applies.
+    Anonymous,
+    /// No token on the upgrade but one is required: `auth` must come first.
+    Pending,
+    /// A valid token on the upgrade.
+    Authenticated(Grant),
+}
+
+/// One connection's session.
+#[derive(Debug)]
+pub struct Session {
+    /// The token's `sub`; `None`: anonymous.
+    pub user: Option<Arc<str>>,
+    /// What it may do.
+    pub permissions: Arc<Permissions>,
+    /// The last second its token is valid (`exp` + leeway); `None`: anonymous.
+    valid_until: Option<u64>,
+    /// Set until a valid `auth` arrives (`require_auth`, no token on the upgrade): no
+    /// welcome yet, other requests get 401, and at this time the connection is closed.
+    auth_deadline: Option<Instant>,
+    /// `auth` requests (`auth_per_minute`).
+    auths: TokenBucket,
+}
+
+impl Session {
+    /// Waiting for a valid `auth` before anything else.
+    pub fn is_pending(&self) -> bool {
+        self.auth_deadline.is_some()
+    }
+
+    /// Checks a request against the session's permissions (-> 403). `leave` and `ping`
+    /// need none; `history` reads a room, as joining it does.
+    pub fn permits(&self, request: &Request<'_>) -> Result<(), RoomError> {
+        let p = &self.permissions;
+        let denied = match request {
+            Request::Join { room, presence, .. } => {
+                if !p.may_join(room) {
+                    Some(RoomError::JoinDenied)
+                } else if *presence && !p.may_presence(room) {
+                    Some(RoomError::PresenceDenied)
+                } else {
+                    None
+                }
+            }
+            Request::Publish { room, .. } => (!p.may_publish(room)).then_some(RoomError::PublishDenied),
+            Request::Presence { room } => (!p.may_presence(room)).then_some(RoomError::PresenceDenied),
+            Request::History { room, .. } => (!p.may_join(room)).then_some(RoomError::ReadDenied),
+            Request::Leave { .. } | Request::Ping | Request::Auth { .. } => None,
+        };
+        denied.map_or(Ok(()), Err)
+    }
+}
+
+/// A successful `auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The session's user now.
+    pub user: Arc<str>,
+    /// The connection was waiting for it: it gets its welcome now.
+    pub first: bool,
+}
+
+/// The sessions of one worker's connections.
+#[derive(Debug)]
+pub struct Sessions {
+    /// Set when authentication is configured.
+    verifier: Option<TokenVerifier>,
+    require_auth: bool,
+    anon: Arc<Permissions>,
+    auth_timeout: std::time::Duration,
+    auth_per_minute: u32,
+    sessions: HashMap<ConnId, Session>,
+    /// (valid until, connection): closed with 1008 "token expired" after that second.
+    expiries: BTreeSet<(u64, ConnId)>,
+    /// (deadline, connection) of connections that have yet to send a valid `auth`.
+    auth_deadlines: BTreeSet<(Instant, ConnId)>,
+}
+
+impl Sessions {
+    /// No sessions yet, under `config`'s authentication settings.
+    pub fn new(config: &RoomsConfig) -> Self {
+        Sessions {
+            verifier: config.auth.as_ref().map(TokenVerifier::new),
+            require_auth: config.auth.as_ref().is_some_and(|a| a.require_auth),
+            anon: Arc::new(Permissions::same_for_all(config.anon_rooms.clone())),
+            auth_timeout: config.auth_timeout,
+            auth_per_minute: config.auth_per_minute,
+            sessions: HashMap::new(),
+            expiries: BTreeSet::new(),
+            auth_deadlines: BTreeSet::new(),
+        }
+    }
+
+    /// Verifies the token an upgrade carries, if any, at `now`.
+    pub fn admit(&self, request: &UpgradeRequest, now: Now) -> Result<Admission, AuthError> {
+        let Some(verifier) = &self.verifier else { return Ok(Admission::Anonymous) };
+        match auth::upgrade_token(&request.path, request.authorization.as_deref())? {
+            Some(token) => verifier.verify(&token, now.unix_secs()).map(Admission::Authenticated),
+            None if self.require_auth => Ok(Admission::Pending),
+            None => Ok(Admission::Anonymous),
+        }
+    }
+
+    /// The permissions an admission grants.
+    pub fn permissions<'a>(&'a self, admission: &'a Admission) -> &'a Arc<Permissions> {
+        match admission {
+            Admission::Authenticated(grant) => &grant.permissions,
+            Admission::Anonymous | Admission::Pending => &self.anon,
+        }
+    }
+
+    /// Starts the session of a new connection.
+    pub fn open(&mut self, conn: ConnId, admission: Admission, now: Now) -> &Session {
+        let (user, permissions, valid_until, auth_deadline) = match admission {
+            Admission::Anonymous => (None, self.anon.clone(), None, None),
+            Admission::Pending => (None, self.anon.clone(), None, Some(now.mono + self.auth_timeout)),
+            Admission::Authenticated(grant) => (Some(grant.user), grant.permissions, Some(grant.valid_until), None),
+        };
+        if let Some(deadline) = auth_deadline {
+            self.auth_deadlines.insert((deadline, conn));
+        }
+        if let Some(until) = valid_until {
+            self.expiries.insert((until, conn));
+        }
+        let auths = TokenBucket::full(f64::from(self.auth_per_minute), now.mono);
+        self.sessions.entry(conn).or_insert(Session { user, permissions, valid_until, auth_deadline, auths })
+    }
+
+    /// The session of `conn`.
+    pub fn get(&self, conn: ConnId) -> Option<&Session> {
+        self.sessions.get(&conn)
+    }
+
+    /// Ends the session of a closed connection.
+    pub fn close(&mut self, conn: ConnId) {
+        let Some(session) = self.sessions.remove(&conn) else { return };
+        if let Some(until) = session.valid_until {
+            self.expiries.remove(&(until, conn));
+        }
+        if let Some(deadline) = session.auth_deadline {
+            self.auth_deadlines.remove(&(deadline, conn));
+        }
+    }
+
+    /// The `auth` request: a first valid token names a waiting connection (or an
+    /// anonymous one in no rooms yet); a later one for the same user extends the session.
+    /// `rooms` are the rooms the connection is in or joining.
+    pub fn authenticate(
+        &mut self,
+        conn: ConnId,
+        token: &str,
+        rooms: &[&str],
+        now: Now,
+    ) -> Result<Authenticated, RoomError> {
+        let Some(verifier) = &self.verifier else { return Err(RoomError::AuthNotConfigured) };
+        let Some(session) = self.sessions.get_mut(&conn) else { return Err(RoomError::AuthenticateFirst) };
+        let per_minute = f64::from(self.auth_per_minute);
+        if session.auths.take(per_minute / 60.0, per_minute, now.mono).is_err() {
+            return Err(RoomError::AuthRate);
+        }
+        let grant = verifier.verify(token, now.unix_secs()).map_err(RoomError::Token)?;
+        match &session.user {
+            Some(user) if *user != grant.user => return Err(RoomError::AnotherUser),
+            // Room engines hold a copy of the identity: it cannot change under them.
+            None if !rooms.is_empty() => return Err(RoomError::AuthAfterJoin),
+            // A refresh may not narrow the rooms under a session that is in them: its
+            // rooms keep delivering (and showing presence) whatever the new claim says.
+            Some(_) if !covers(&grant.permissions, &session.permissions, rooms) => return Err(RoomError::TokenNarrows),
+            _ => {}
+        }
+        let waiting = session.auth_deadline.take();
+        if let Some(deadline) = waiting {
+            self.auth_deadlines.remove(&(deadline, conn));
+        }
+        if let Some(old) = session.valid_until.replace(grant.valid_until) {
+            self.expiries.remove(&(old, conn));
+        }
+        self.expiries.insert((grant.valid_until, conn));
+        session.permissions = grant.permissions;
+        session.user = Some(grant.user.clone());
+        Ok(Authenticated { user: grant.user, first: waiting.is_some() })
+    }
+
+    /// Closes connections whose token expired, and those that did not authenticate in
+    /// time (1008).
+    pub fn enforce(&mut self, out: &mut Outbox) {
+        if self.verifier.is_none() {
+            return;
+        }
+        let now = out.now();
+        while let Some(&(until, conn)) = self.expiries.first() {
+            if until >= now.unix_secs() {
+                break;
+            }
+            self.expiries.pop_first();
+            debug!("closing {conn:?}: token expired");
+            out.close(conn, CloseCode::POLICY_VIOLATION, close_reason::TOKEN_EXPIRED);
+        }
+        while let Some(&(deadline, conn)) = self.auth_deadlines.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.auth_deadlines.pop_first();
+            debug!("closing {conn:?}: no valid auth in time");
+            out.close(conn, CloseCode::POLICY_VIOLATION, close_reason::AUTH_REQUIRED);
+        }
+    }
+}
+
+/// Whether `new` permissions allow staying in every room a session is in or joining:
+/// joining it, and watching its presence where `old` allowed that (the client may have
+/// joined with presence).
+fn covers(new: &Permissions, old: &Permissions, rooms: &[&str]) -> bool {
+    rooms.iter().all(|room| new.may_join(room) && (new.may_presence(room) || !old.may_presence(room)))
+}
