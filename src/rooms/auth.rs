@@ -2,12 +2,11 @@
 //! the room permission model (`rooms` claim patterns, and the default for anonymous users).
 //!
 //! No IO, no clock: verification takes the time as seconds since the Unix epoch (the
-//! caller reads it once, see [`unix_now`]). A token never appears in an error message: errors
-//! name what was wrong, not what was sent.
+//! event loop reads it once per turn, `server::Now`). A token never appears in an error
+//! message: errors name what was wrong, not what was sent.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -15,11 +14,6 @@ use serde::Deserialize;
 
 /// Longest `sub` accepted (it is copied into every message a user publishes).
 pub const MAX_USER_BYTES: usize = 256;
-
-/// JWT times are wall-clock seconds since the Unix epoch: the one clock the room layer reads.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// True when `room` matches `pattern`: an exact name, or a prefix ending in `*` (`*` alone
 /// matches every room). Allocation-free: it runs on every join and publish.

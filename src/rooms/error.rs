@@ -9,6 +9,7 @@
 use std::fmt;
 
 use super::auth::AuthError;
+use crate::server::HttpResponse;
 use crate::wire::code;
 
 /// Why a request (a `wsedge.v1` op, or a backend API call) was refused.
@@ -188,6 +189,17 @@ pub enum UpgradeRefusal {
 }
 
 impl UpgradeRefusal {
+    /// The refusal as the HTTP response. RFC 6750 §3.1: a 401 names no error code when no
+    /// token came at all; the token itself is never shown.
+    pub fn response(self) -> HttpResponse {
+        let response = HttpResponse::text(self.status(), &format!("{self}\n"));
+        match self {
+            UpgradeRefusal::Token(AuthError::MissingToken) => response.with_header("WWW-Authenticate", "Bearer"),
+            UpgradeRefusal::Token(_) => response.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\""),
+            _ => response,
+        }
+    }
+
     /// The HTTP status of the refusal.
     pub fn status(self) -> u16 {
         match self {

@@ -81,15 +81,16 @@ pub struct Members {
 }
 
 impl Members {
-    /// No connections yet; client ids start with `node`.
-    pub fn new(config: Arc<RoomsConfig>, node: String) -> Self {
+    /// No connections yet.
+    pub fn new(config: Arc<RoomsConfig>) -> Self {
+        let node = protocol::random_id();
         Members { config, node, next_client: 0, clients: HashMap::new(), local: LocalRooms::default() }
     }
 
     /// A new connection: welcomed now, unless its session waits for `auth`.
     pub fn open(&mut self, out: &mut Outbox, conn: ConnId, user: Option<&str>, pending: bool) {
         self.next_client += 1;
-        let id: Arc<str> = format!("{}-{}", self.node, super::engine::memory::base36(self.next_client)).into();
+        let id: Arc<str> = format!("{}-{}", self.node, protocol::base36(self.next_client)).into();
         if !pending {
             out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&id, user)));
         }
@@ -357,6 +358,7 @@ fn slice_of(whole: &Bytes, part: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Now;
 
     #[test]
     fn a_borrowed_part_is_sliced_and_anything_else_copied() {
@@ -372,7 +374,7 @@ mod tests {
 
     #[test]
     fn strikes_close_past_the_limit_within_the_window() {
-        let t0 = Instant::now();
+        let t0 = Now::read().mono;
         let window = Duration::from_secs(10);
         let mut strikes = Strikes::new(t0);
         for i in 1..=3 {
@@ -383,7 +385,7 @@ mod tests {
 
     #[test]
     fn strikes_spread_beyond_the_window_are_tolerated() {
-        let t0 = Instant::now();
+        let t0 = Now::read().mono;
         let window = Duration::from_secs(10);
         let mut strikes = Strikes::new(t0);
         // Three every 11 s: never four within one 10 s window.

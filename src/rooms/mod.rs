@@ -1,21 +1,14 @@
-//! The pub/sub room layer: rooms, presence, ordered delivery, history and recovery, the
-//! raw relay, and the backend HTTP API. Contract: `wsedge.v1`, described for users in
-//! docs/protocol.md.
+//! The pub/sub room layer (`wsedge.v1`: docs/protocol.md). [`Rooms`] is a
+//! `server::Handler`, one per worker, on that worker's thread (no locks), that only wires
+//! the parts, each owning its state: `engine/` (what orders a room, behind the
+//! [`engine::Engine`] seam), `members.rs` (this worker's connections, their requests and
+//! replies), `sessions.rs` (who each is: tokens, expiry), `api.rs` (`/api/*`, `/metrics`),
+//! `relay.rs` (raw relay rooms); `protocol.rs` (the JSON wire format), `error.rs` (every
+//! refusal), `config.rs` (every limit), `local.rs` (delivery lists), `auth.rs` (JWT).
 //!
-//! [`Rooms`] is a `server::Handler`, one per worker, living on that worker's thread: no
-//! locks. It only wires the parts, each owning its state:
-//! - `engine/`: what orders a room (offsets, epochs, history, presence, membership),
-//!   behind the [`engine::Engine`] seam; `engine/memory.rs` is the in-memory engine.
-//! - `members.rs`: this worker's room-protocol connections, their requests and replies.
-//! - `sessions.rs`: who each connection is (tokens, permissions, expiry).
-//! - `api.rs`: `/api/*`, `/metrics`, `/healthz`.
-//! - `relay.rs`: raw relay rooms (the path names the room).
-//! - `protocol.rs` (the JSON wire format), `error.rs` (every refusal), `config.rs`
-//!   (every limit), `local.rs` (delivery lists), `auth.rs` (JWT and permissions).
-//!
-//! Every publish (a client's or `POST /api/publish`) is one engine call, `publish`. What
-//! the engine and the relay send to other workers goes over the server's [`Mesh`]; what
-//! they have for this worker is handed to its part (`pump`) after each handler call.
+//! Every publish, a client's or the API's, is one engine call. What the engine and the
+//! relay send other workers goes over the [`Mesh`]; what they have for this worker goes
+//! to its part (`pump`) after each handler call.
 
 pub mod api;
 pub mod auth;
@@ -31,34 +24,25 @@ mod protocol;
 pub mod relay;
 pub mod sessions;
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use self::{api::Api, auth::AuthError, error::UpgradeRefusal, members::Members, relay::Relay, sessions::Sessions};
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
-use api::Api;
-use auth::AuthError;
-pub use config::RoomsConfig;
 use engine::memory::{self, MemoryEngine};
 use engine::{Engine, EngineMsg, Event, Output, ReplyTo};
-use error::UpgradeRefusal;
-use members::Members;
-use relay::Relay;
-pub use sessions::Admission;
-use sessions::Sessions;
 
 pub use crate::wire::SUBPROTOCOL;
+pub use config::RoomsConfig;
+pub use sessions::Admission;
 
 /// What one worker's room layer sends another's over the mesh.
 #[derive(Debug)]
 pub enum RoomMsg {
-    /// Engine traffic (the in-memory engine's owner requests and events).
+    /// For the engine there.
     Engine(EngineMsg),
-    /// Relay traffic.
+    /// For the relay there.
     Relay(relay::Msg),
 }
 
@@ -89,8 +73,7 @@ impl Rooms {
             let (me, workers) = (mesh.me(), mesh.workers());
             let engine = Box::new(MemoryEngine::new(config.clone(), me, workers, &engine));
             Rooms {
-                // 64 random bits: client ids do not repeat across workers, restarts or nodes.
-                members: Members::new(config.clone(), memory::base36(RandomState::new().build_hasher().finish())),
+                members: Members::new(config.clone()),
                 sessions: Sessions::new(&config),
                 relay: Relay::new(config.clone(), me, workers, relay.clone()),
                 api: Api::new(config.clone()),
@@ -129,36 +112,24 @@ impl Rooms {
     }
 }
 
-/// An upgrade refusal as the HTTP response. RFC 6750 §3.1: a 401 names no error code
-/// when no token came at all; the token itself is never shown.
-fn refusal_response(refusal: UpgradeRefusal) -> HttpResponse {
-    let response = HttpResponse::text(refusal.status(), &format!("{refusal}\n"));
-    match refusal {
-        UpgradeRefusal::Token(AuthError::MissingToken) => response.with_header("WWW-Authenticate", "Bearer"),
-        UpgradeRefusal::Token(_) => response.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\""),
-        _ => response,
-    }
-}
-
 impl Handler for Rooms {
     type Admission = Admission;
 
     fn accept(&mut self, request: &UpgradeRequest, now: Now) -> Result<Admission, HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
-        let admitted = self.sessions.admit(request, now).map_err(UpgradeRefusal::Token);
-        if self.is_protocol_path(path) {
-            return admitted.map_err(refusal_response);
-        }
-        let Some(room) = self.relay.room_at(path) else {
-            return Err(refusal_response(UpgradeRefusal::NoEndpoint));
-        };
-        let admission = match admitted {
+        let admission = self.sessions.admit(request, now).map_err(UpgradeRefusal::Token);
+        let relay_room = if self.is_protocol_path(path) { None } else { Some(self.relay.room_at(path)) };
+        match (relay_room, admission) {
+            (None, admission) => admission,
+            (Some(None), _) => Err(UpgradeRefusal::NoEndpoint),
             // The relay has no `auth` op: a required token comes with the upgrade.
-            Ok(Admission::Pending) => Err(UpgradeRefusal::Token(AuthError::MissingToken)),
-            Ok(admission) if !self.sessions.permissions(&admission).may_join(room) => Err(UpgradeRefusal::RelayDenied),
-            other => other,
-        };
-        admission.and_then(|admission| self.relay.check_upgrade(room).map(|()| admission)).map_err(refusal_response)
+            (Some(Some(_)), Ok(Admission::Pending)) => Err(UpgradeRefusal::Token(AuthError::MissingToken)),
+            (Some(Some(room)), Ok(admission)) => {
+                self.relay.check_upgrade(room, self.sessions.permissions(&admission)).map(|()| admission)
+            }
+            (Some(Some(_)), Err(e)) => Err(e),
+        }
+        .map_err(UpgradeRefusal::response)
     }
 
     fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest, admission: Admission) {
@@ -166,19 +137,13 @@ impl Handler for Rooms {
         let relay_room = if self.is_protocol_path(path) { None } else { self.relay.room_at(path) };
         let session = self.sessions.open(conn, admission, out.now());
         match relay_room {
-            Some(room) => {
-                let may_publish = session.permissions.may_publish(room);
-                self.relay.open(out, conn, room, may_publish);
-            }
-            None => {
-                let (user, pending) = (session.user.clone(), session.is_pending());
-                self.members.open(out, conn, user.as_deref(), pending);
-            }
+            Some(room) => self.relay.open(out, conn, room, session.permissions.may_publish(room)),
+            None => self.members.open(out, conn, session.user.as_deref(), session.is_pending()),
         }
         self.pump(out);
     }
 
-    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: bytes::Bytes) {
         if self.relay.is_member(conn) {
             self.relay.on_message(out, conn, kind, data);
         } else {

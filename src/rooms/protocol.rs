@@ -155,6 +155,30 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+// ---- ids ----
+
+/// `n` in base 36 (lowercase): short ids for epochs and clients.
+pub fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// 64 random bits in base 36: the prefix of a worker's client ids and epochs, so that
+/// they do not repeat across workers, restarts or nodes.
+pub fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    base36(std::collections::hash_map::RandomState::new().build_hasher().finish())
+}
+
 // ---- writing ----
 
 /// Appends `s` as a JSON string literal.

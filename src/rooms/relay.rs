@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::auth::Permissions;
 use super::error::{close_reason, UpgradeRefusal};
 use super::local::{Audience, LocalRooms};
 use super::RoomsConfig;
@@ -141,10 +142,14 @@ impl Relay {
 
     // ---- member side ----
 
-    /// Limits at the upgrade, checked here when this worker owns the room (always, with
-    /// one worker); otherwise the owner checks when the member joins and closes it with
-    /// 1013 if full.
-    pub fn check_upgrade(&self, room: &str) -> Result<(), UpgradeRefusal> {
+    /// Whether an upgrade to relay room `room` may go on: the session must allow joining
+    /// it; the limits are checked here when this worker owns the room (always, with one
+    /// worker), otherwise the owner checks when the member joins and closes it with 1013
+    /// if full.
+    pub fn check_upgrade(&self, room: &str, permissions: &Permissions) -> Result<(), UpgradeRefusal> {
+        if !permissions.may_join(room) {
+            return Err(UpgradeRefusal::RelayDenied);
+        }
         if self.owner(room) != self.me {
             return Ok(());
         }

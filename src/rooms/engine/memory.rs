@@ -15,7 +15,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -118,14 +118,13 @@ pub struct Shared {
 impl MemoryEngine {
     /// The engine of worker `me` of `workers`, with what all of them share.
     pub fn new(config: Arc<RoomsConfig>, me: usize, workers: usize, shared: &Shared) -> Self {
-        let seed = RandomState::new().build_hasher().finish();
         MemoryEngine {
             config,
             me,
             workers: workers.max(1),
             router: shared.router.clone(),
             room_count: shared.room_count.clone(),
-            node: base36(seed),
+            node: protocol::random_id(),
             next_epoch: 0,
             rooms: HashMap::new(),
             history_bytes: 0,
@@ -237,7 +236,7 @@ impl MemoryEngine {
 
     fn new_epoch(&mut self) -> Arc<str> {
         self.next_epoch += 1;
-        format!("{}.{}", self.node, base36(self.next_epoch)).into()
+        format!("{}.{}", self.node, protocol::base36(self.next_epoch)).into()
     }
 
     /// Creates an owned room if it does not exist (503 beyond `max_rooms` in the server).
@@ -447,21 +446,6 @@ impl Engine for MemoryEngine {
     }
 }
 
-/// `n` in base 36 (lowercase): short ids for epochs and clients.
-pub fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -502,7 +486,7 @@ mod tests {
 
     #[test]
     fn an_empty_room_lives_until_its_last_message_ages_out() {
-        let t0 = Instant::now();
+        let t0 = Now::read().mono;
         let mut engine = engine(RoomsConfig { history_ttl: Duration::from_secs(300), ..RoomsConfig::default() });
         // The backend publishes into a room nobody is in (it is empty from the start).
         assert_eq!(publish(&mut engine, at(t0, 0), "r", "1"), Ok(Some(1)));
@@ -516,7 +500,7 @@ mod tests {
     #[test]
     fn history_memory_stays_within_the_global_budget() {
         let budget = 10_000;
-        let t0 = Instant::now();
+        let t0 = Now::read().mono;
         let mut engine = engine(RoomsConfig { max_history_bytes: budget, ..RoomsConfig::default() });
         let data = format!("\"{}\"", "x".repeat(300));
         for i in 0..500 {
@@ -537,7 +521,7 @@ mod tests {
         let config = Arc::new(RoomsConfig { max_rooms: 3, ..RoomsConfig::default() });
         let mut a = MemoryEngine::new(config.clone(), 0, 1, &shared);
         let mut b = MemoryEngine::new(config, 0, 1, &shared);
-        let now = at(Instant::now(), 0);
+        let now = at(Now::read().mono, 0);
         assert!(publish(&mut a, now, "r1", "1").is_ok());
         assert!(publish(&mut b, now, "r2", "1").is_ok());
         assert!(publish(&mut a, now, "r3", "1").is_ok());

@@ -189,6 +189,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::Now;
 
     fn room_with(offsets: std::ops::RangeInclusive<u64>, limit: usize, at: Instant) -> Room {
         let mut room = Room::new("r".into(), "e1".into(), at, 1);
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn recovery_is_complete_when_nothing_aged_out() {
-        let now = Instant::now();
+        let now = Now::read().mono;
         let room = room_with(1..=5, 10, now);
         let r = room.recover("e1", 2);
         assert!(r.recovered);
@@ -214,7 +215,7 @@ mod tests {
 
     #[test]
     fn recovery_is_partial_when_some_aged_out() {
-        let now = Instant::now();
+        let now = Now::read().mono;
         let room = room_with(1..=10, 3, now); // keeps 8, 9, 10
         let r = room.recover("e1", 5);
         assert!(!r.recovered);
@@ -224,14 +225,14 @@ mod tests {
 
     #[test]
     fn another_epoch_recovers_nothing() {
-        let room = room_with(1..=3, 10, Instant::now());
+        let room = room_with(1..=3, 10, Now::read().mono);
         assert_eq!(room.recover("e0", 1), Recovery { recovered: false, missed: vec![] });
         assert_eq!(room.recover("e1", 99), Recovery { recovered: false, missed: vec![] });
     }
 
     #[test]
     fn shares_count_members_and_watchers_per_worker() {
-        let now = Instant::now();
+        let now = Now::read().mono;
         let mut room = Room::new("r".into(), "e1".into(), now, 3);
         let who = Identity { client: "c".into(), user: None };
         let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
@@ -250,7 +251,7 @@ mod tests {
 
     #[test]
     fn ttl_expires_old_messages() {
-        let start = Instant::now();
+        let start = Now::read().mono;
         let mut room = room_with(1..=3, 10, start);
         room.expire(start + Duration::from_secs(301), Duration::from_secs(300));
         assert_eq!(room.history_len(), 0);
