@@ -164,8 +164,9 @@ fn data_over_max_message_bytes_gets_413() {
 }
 
 #[test]
-fn publishing_over_the_rate_gets_429_until_tokens_refill() {
+fn publishing_over_the_rate_gets_429_per_connection() {
     // Slow enough (a token per 2 s) that a loaded machine refills none between the steps.
+    // The refill is a unit test that drives time (rooms::members).
     let server = server_with(RoomsConfig { publish_rate: 0.5, publish_burst: 3.0, ..RoomsConfig::default() });
     let mut a = RoomClient::connect(&server);
     let mut b = RoomClient::connect(&server);
@@ -178,10 +179,6 @@ fn publishing_over_the_rate_gets_429_until_tokens_refill() {
     assert_eq!(a.error(json!({"op": "publish", "room": "r", "data": 5, "ephemeral": true})), 429);
     // The limit is per connection: b is not affected.
     assert_eq!(b.publish("r", json!("b")), 4);
-    // One token after 2 s.
-    thread::sleep(Duration::from_millis(2200));
-    assert_eq!(a.publish("r", json!(6)), 5);
-    assert_eq!(a.error(json!({"op": "publish", "room": "r", "data": 7})), 429);
     // Other requests are not rate limited.
     a.ok(json!({"op": "history", "room": "r"}));
     a.barrier();
@@ -229,20 +226,6 @@ fn rejections_of_every_kind_count_as_abuse() {
     let (before, frame) = a.read_until_close();
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(frame.map(|f| f.code), Some(CloseCode::Policy));
-}
-
-#[test]
-fn rejections_spread_beyond_the_abuse_window_are_tolerated() {
-    let server =
-        server_with(RoomsConfig { abuse_limit: 3, abuse_window: Duration::from_millis(150), ..RoomsConfig::default() });
-    let mut a = RoomClient::connect(&server);
-    for _ in 0..4 {
-        for _ in 0..3 {
-            assert_eq!(a.error(json!({"op": "nope"})), 400);
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
-    a.join("r");
 }
 
 #[test]

@@ -46,6 +46,8 @@ const ROOMS: [&str; 4] = ["a", "b", "lobby:1", "x.y-z_0"];
 const MAX_MESSAGE_BYTES: usize = 200;
 const HISTORY_SIZE: usize = 4;
 const JWT_SECRET: &[u8] = b"the fuzz target's HS256 secret..";
+/// The harness's wall clock starts on 2026-12-01.
+const START_UNIX: u64 = 1_796_083_200;
 /// Tokens the harness signs: valid until 2100, or expired since 2001.
 const VALID_EXP: u64 = 4_102_444_800;
 const EXPIRED_EXP: u64 = 1_000_000_000;
@@ -506,6 +508,9 @@ struct Harness {
     rooms: Rooms,
     model: Model,
     now: Instant,
+    /// Wall-clock time (seconds since the Unix epoch), advanced with `now`: tokens are
+    /// checked against it, so runs do not depend on the day they run.
+    unix: Duration,
     metrics: Metrics,
 }
 
@@ -562,8 +567,13 @@ fn replies_to(commands: &[Command], conn: ConnId) -> Vec<&Bytes> {
 }
 
 impl Harness {
+    /// The time handed to the room layer.
+    fn time(&self) -> Now {
+        Now { mono: self.now, unix: self.unix }
+    }
+
     fn outbox(&self) -> Outbox {
-        Outbox::new(Now { mono: self.now, unix: Now::read().unix })
+        Outbox::new(self.time())
     }
 
     /// One plain HTTP request: the response (given at once or deferred to the outbox, as
@@ -696,7 +706,7 @@ impl Harness {
         };
         // Without authentication configured, tokens are ignored.
         let valid = valid.filter(|_| self.model.auth);
-        let admission = match self.rooms.accept(&request, Now { mono: self.now, unix: Now::read().unix }) {
+        let admission = match self.rooms.accept(&request, self.time()) {
             Ok(admission) => admission,
             Err(response) => {
                 assert_eq!(response.status, 401, "upgrade refused with {}", response.status);
@@ -1150,6 +1160,7 @@ fuzz_target!(|data: &[u8]| {
         rooms: Rooms::new(config),
         model: Model { auth, require_auth, anon, ..Model::default() },
         now: Instant::now(),
+        unix: Duration::from_secs(START_UNIX),
         metrics: Metrics::default(),
     };
     for op in &input.ops {
@@ -1167,6 +1178,7 @@ fuzz_target!(|data: &[u8]| {
             Op::Binary(i, data) => h.binary(*i, data),
             Op::Advance(steps, tick) => {
                 h.now += Duration::from_millis(u64::from(*steps) * 16);
+                h.unix += Duration::from_millis(u64::from(*steps) * 16);
                 if *tick {
                     h.tick();
                 }

@@ -15,9 +15,15 @@ use serde::Deserialize;
 /// Longest `sub` accepted (it is copied into every message a user publishes).
 pub const MAX_USER_BYTES: usize = 256;
 
+/// True when `room` matches `pattern` (for fuzz targets and tests: see [`matches`]).
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+    matches(pattern, room)
+}
+
 /// True when `room` matches `pattern`: an exact name, or a prefix ending in `*` (`*` alone
 /// matches every room). Allocation-free: it runs on every join and publish.
-pub fn pattern_matches(pattern: &str, room: &str) -> bool {
+fn matches(pattern: &str, room: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => room.starts_with(prefix),
         None => pattern == room,
@@ -39,7 +45,7 @@ impl RoomPatterns {
     }
 
     pub fn allows(&self, room: &str) -> bool {
-        self.0.iter().any(|p| pattern_matches(p, room))
+        self.0.iter().any(|p| matches(p, room))
     }
 }
 

@@ -358,7 +358,79 @@ fn slice_of(whole: &Bytes, part: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Now;
+    use crate::rooms::engine::memory::{MemoryEngine, Shared};
+    use crate::rooms::engine::Output;
+    use crate::rooms::sessions::Admission;
+    use crate::server::{Command, Now};
+
+    /// One worker's member side with the in-memory engine, driven by hand.
+    struct Worker {
+        members: Members,
+        sessions: Sessions,
+        engine: MemoryEngine,
+        out: Outbox,
+        /// Connections closed, with the reason.
+        closed: Vec<(ConnId, String)>,
+    }
+
+    impl Worker {
+        fn new(config: RoomsConfig) -> Worker {
+            let config = Arc::new(config);
+            Worker {
+                members: Members::new(config.clone()),
+                sessions: Sessions::new(&config),
+                engine: MemoryEngine::new(config, 0, 1, &Shared::default()),
+                out: Outbox::new(Now::read()),
+                closed: Vec::new(),
+            }
+        }
+
+        fn open(&mut self, conn: ConnId) {
+            let session = self.sessions.open(conn, Admission::Anonymous, self.out.now());
+            self.members.open(&mut self.out, conn, session.user.as_deref(), false);
+            self.out.take();
+        }
+
+        /// Sends `text` from `conn`; the texts sent back to it.
+        fn request(&mut self, conn: ConnId, text: &str) -> Vec<serde_json::Value> {
+            let data = Bytes::copy_from_slice(text.as_bytes());
+            self.members.on_message(
+                &mut self.out,
+                conn,
+                MessageKind::Text,
+                &data,
+                &mut self.sessions,
+                &mut self.engine,
+            );
+            while let Some(output) = self.engine.poll() {
+                let Output::Event(event) = output else { panic!("one worker sent to another") };
+                self.members.on_event(&mut self.out, event);
+            }
+            let mut replies = Vec::new();
+            for command in self.out.take() {
+                match command {
+                    Command::Message(to, _, payload) if to == conn => {
+                        replies.push(serde_json::from_slice(&payload).unwrap())
+                    }
+                    Command::Close(to, _, reason) => self.closed.push((to, reason)),
+                    _ => {}
+                }
+            }
+            replies
+        }
+
+        /// The error code of `conn`'s publish of `n` (`None`: accepted).
+        fn publish(&mut self, conn: ConnId, n: u32) -> Option<u64> {
+            let replies =
+                self.request(conn, &format!(r#"{{"id":{n},"op":"publish","room":"r","data":{n},"echo":false}}"#));
+            replies.iter().find(|r| r["id"] == n).and_then(|r| r["error"]["code"].as_u64())
+        }
+
+        fn advance(&mut self, by: Duration) {
+            let later = self.out.now().after(by);
+            self.out.set_now(later);
+        }
+    }
 
     #[test]
     fn a_borrowed_part_is_sliced_and_anything_else_copied() {
@@ -373,6 +445,50 @@ mod tests {
     }
 
     #[test]
+    fn publishes_over_the_rate_get_429_until_tokens_refill() {
+        let mut w = Worker::new(RoomsConfig { publish_rate: 0.5, publish_burst: 3.0, ..RoomsConfig::default() });
+        let (a, b) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
+        for conn in [a, b] {
+            w.open(conn);
+            w.request(conn, r#"{"op":"join","room":"r"}"#);
+        }
+        for i in 1..=3 {
+            assert_eq!(w.publish(a, i), None, "within the burst");
+        }
+        assert_eq!(w.publish(a, 4), Some(429));
+        assert_eq!(w.publish(b, 5), None, "the limit is per connection");
+        w.advance(Duration::from_millis(1_999));
+        assert_eq!(w.publish(a, 6), Some(429), "half a token per second: not yet");
+        w.advance(Duration::from_millis(1));
+        assert_eq!(w.publish(a, 7), None, "one token after 2 s");
+        assert_eq!(w.publish(a, 8), Some(429));
+        w.advance(Duration::from_secs(3_600));
+        for i in 9..=11 {
+            assert_eq!(w.publish(a, i), None, "refilled up to the burst");
+        }
+        assert_eq!(w.publish(a, 12), Some(429), "and no more");
+    }
+
+    #[test]
+    fn rejections_spread_beyond_the_abuse_window_are_tolerated() {
+        let config = RoomsConfig { abuse_limit: 3, abuse_window: Duration::from_secs(10), ..RoomsConfig::default() };
+        let mut w = Worker::new(config);
+        let a = ConnId::from_parts(1, 0);
+        w.open(a);
+        for _ in 0..4 {
+            for _ in 0..3 {
+                assert_eq!(w.request(a, r#"{"op":"nope"}"#)[0]["error"]["code"], 400);
+            }
+            w.advance(Duration::from_secs(11));
+        }
+        assert_eq!(w.closed, [], "three per window are tolerated");
+        for _ in 0..4 {
+            w.request(a, r#"{"op":"nope"}"#);
+        }
+        assert_eq!(w.closed, [(a, close_reason::ABUSE.to_owned())], "the fourth within a window closes");
+    }
+
+    #[test]
     fn strikes_close_past_the_limit_within_the_window() {
         let t0 = Now::read().mono;
         let window = Duration::from_secs(10);
@@ -381,17 +497,5 @@ mod tests {
             assert!(!strikes.strike(t0 + Duration::from_secs(i), window, 3), "strike {i} is within the limit");
         }
         assert!(strikes.strike(t0 + Duration::from_secs(4), window, 3), "the 4th within 10 s closes");
-    }
-
-    #[test]
-    fn strikes_spread_beyond_the_window_are_tolerated() {
-        let t0 = Now::read().mono;
-        let window = Duration::from_secs(10);
-        let mut strikes = Strikes::new(t0);
-        // Three every 11 s: never four within one 10 s window.
-        for i in 0..30 {
-            let at = t0 + Duration::from_secs(11 * (i / 3)) + Duration::from_millis(i % 3);
-            assert!(!strikes.strike(at, window, 3), "strike {i} at {:?}", at - t0);
-        }
     }
 }

@@ -238,3 +238,113 @@ impl Sessions {
 fn covers(new: &Permissions, old: &Permissions, rooms: &[&str]) -> bool {
     rooms.iter().all(|room| new.may_join(room) && (new.may_presence(room) || !old.may_presence(room)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::rooms::auth::AuthConfig;
+    use crate::server::Command;
+
+    const SECRET: &[u8] = b"test secret of enough length....";
+    /// 2027-01-15, the tests' wall clock.
+    const T0: u64 = 1_800_000_000;
+
+    fn sessions(require_auth: bool) -> Sessions {
+        let mut auth = AuthConfig::default().with_hs256_secret(SECRET).unwrap();
+        auth.require_auth = require_auth;
+        Sessions::new(&RoomsConfig {
+            auth: Some(auth),
+            auth_timeout: Duration::from_secs(10),
+            ..RoomsConfig::default()
+        })
+    }
+
+    fn token(sub: &str, exp: u64) -> String {
+        encode(&Header::default(), &json!({"sub": sub, "exp": exp}), &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn grant(sessions: &Sessions, sub: &str, exp: u64) -> Admission {
+        let verifier = sessions.verifier.as_ref().unwrap();
+        Admission::Authenticated(verifier.verify(&token(sub, exp), T0).unwrap())
+    }
+
+    /// Time `secs` after the start, on both clocks.
+    fn at(start: Now, secs: u64) -> Now {
+        start.after(Duration::from_secs(secs))
+    }
+
+    /// The connections `enforce` closes at `now`, with their reasons.
+    fn closed_at(sessions: &mut Sessions, now: Now) -> Vec<(ConnId, String)> {
+        let mut out = Outbox::new(now);
+        sessions.enforce(&mut out);
+        out.take()
+            .into_iter()
+            .map(|c| match c {
+                Command::Close(conn, code, reason) => {
+                    assert_eq!(code, CloseCode::POLICY_VIOLATION);
+                    (conn, reason)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn start() -> Now {
+        Now { mono: Now::read().mono, unix: Duration::from_secs(T0) }
+    }
+
+    #[test]
+    fn a_session_is_closed_in_the_first_second_after_its_token_expires() {
+        let (start, conn) = (start(), ConnId::from_parts(1, 0));
+        let mut sessions = sessions(false);
+        let admission = grant(&sessions, "ann", T0 + 100);
+        sessions.open(conn, admission, start);
+        assert_eq!(closed_at(&mut sessions, at(start, 100)), [], "valid through its exp second");
+        assert_eq!(closed_at(&mut sessions, at(start, 101)), [(conn, "token expired".to_owned())]);
+        assert_eq!(closed_at(&mut sessions, at(start, 102)), [], "closed once");
+    }
+
+    #[test]
+    fn a_refreshed_token_extends_the_session_and_another_user_is_refused() {
+        let (start, conn) = (start(), ConnId::from_parts(1, 0));
+        let mut sessions = sessions(false);
+        let admission = grant(&sessions, "gina", T0 + 2);
+        sessions.open(conn, admission, start);
+        let refreshed = sessions.authenticate(conn, &token("gina", T0 + 60), &["r"], at(start, 1));
+        assert_eq!(refreshed, Ok(Authenticated { user: "gina".into(), first: false }));
+        let other = sessions.authenticate(conn, &token("mallory", T0 + 60), &["r"], at(start, 1));
+        assert_eq!(other, Err(RoomError::AnotherUser));
+        assert_eq!(closed_at(&mut sessions, at(start, 3)), [], "past the first token's exp: still open");
+        assert_eq!(sessions.get(conn).and_then(|s| s.user.clone()).as_deref(), Some("gina"));
+        assert_eq!(closed_at(&mut sessions, at(start, 61)), [(conn, "token expired".to_owned())]);
+    }
+
+    #[test]
+    fn a_pending_connection_has_until_its_deadline_to_authenticate() {
+        let start = start();
+        let (late, prompt) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
+        let mut sessions = sessions(true);
+        assert!(sessions.open(late, Admission::Pending, start).is_pending());
+        sessions.open(prompt, Admission::Pending, start);
+        let done = sessions.authenticate(prompt, &token("pat", T0 + 60), &[], at(start, 9));
+        assert_eq!(done, Ok(Authenticated { user: "pat".into(), first: true }));
+        assert_eq!(closed_at(&mut sessions, start.after(Duration::from_millis(9_999))), []);
+        assert_eq!(closed_at(&mut sessions, at(start, 10)), [(late, "authentication required".to_owned())]);
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_by_the_time_passed_in() {
+        let (start, conn) = (start(), ConnId::from_parts(1, 0));
+        let mut sessions = sessions(false);
+        sessions.open(conn, Admission::Anonymous, start);
+        let late = at(start, 3_600);
+        let refused = sessions.authenticate(conn, &token("ann", T0 + 60), &[], late);
+        assert_eq!(refused, Err(RoomError::Token(AuthError::Expired)));
+        assert_eq!(sessions.authenticate(conn, &token("ann", T0 + 7_200), &[], late).map(|a| a.first), Ok(false));
+    }
+}

@@ -450,7 +450,11 @@ impl Engine for MemoryEngine {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use serde_json::value::RawValue;
+
     use super::*;
+    use crate::rooms::engine::Identity;
+    use crate::rooms::protocol::Since;
 
     fn engine(config: RoomsConfig) -> MemoryEngine {
         MemoryEngine::new(Arc::new(config), 0, 1, &Shared::default())
@@ -484,17 +488,86 @@ mod tests {
         answer.expect("an answer")
     }
 
+    /// The events the engine has now.
+    fn events(engine: &mut MemoryEngine) -> Vec<Event> {
+        std::iter::from_fn(|| engine.poll())
+            .map(|output| match output {
+                Output::Event(event) => event,
+                Output::Send(to, msg) => panic!("one worker sent {msg:?} to {to}"),
+            })
+            .collect()
+    }
+
+    /// `conn` joins `room` (with `since`); the join as answered.
+    fn join(engine: &mut MemoryEngine, now: Now, conn: ConnId, room: &str, since: Option<(&str, u64)>) -> JoinedRoom {
+        let identity = Identity { client: format!("c{}", conn.parts().0).into(), user: None };
+        let since = since.map(|(epoch, offset)| Since { epoch: epoch.into(), offset });
+        let id = Some(RawValue::from_string("1".into()).unwrap());
+        engine.join(now, Join { conn, identity, room: room.into(), presence: false, since, id });
+        events(engine)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Joined { result, .. } => Some(result.expect("joined")),
+                _ => None,
+            })
+            .expect("a Joined event")
+    }
+
+    /// The offsets of `room`'s history, as `conn` reads it.
+    fn history(engine: &mut MemoryEngine, now: Now, conn: ConnId, room: &str) -> Vec<u64> {
+        let id = Some(RawValue::from_string("2".into()).unwrap());
+        engine.history(now, conn, id, room.into(), None);
+        match events(engine).pop() {
+            Some(Event::Answer { result: Ok(Answer::History { messages, .. }), .. }) => offsets(&messages),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn offsets(messages: &[Bytes]) -> Vec<u64> {
+        let offset = |m: &Bytes| serde_json::from_slice::<serde_json::Value>(m).unwrap()["offset"].as_u64().unwrap();
+        messages.iter().map(offset).collect()
+    }
+
     #[test]
     fn an_empty_room_lives_until_its_last_message_ages_out() {
         let t0 = Now::read().mono;
         let mut engine = engine(RoomsConfig { history_ttl: Duration::from_secs(300), ..RoomsConfig::default() });
         // The backend publishes into a room nobody is in (it is empty from the start).
         assert_eq!(publish(&mut engine, at(t0, 0), "r", "1"), Ok(Some(1)));
+        let epoch = engine.rooms["r"].epoch.clone();
         assert_eq!(publish(&mut engine, at(t0, 200), "r", "2"), Ok(Some(2)));
         engine.tick(at(t0, 301));
         assert_eq!(engine.room_count(), 1, "message 2 is 101 s old: the room and its epoch stay");
+        // Message 1 aged out while the room was kept; recovery after it is complete.
+        let reader = ConnId::from_parts(1, 0);
+        let joined = join(&mut engine, at(t0, 301), reader, "r", Some((&epoch, 1)));
+        assert_eq!((joined.epoch.clone(), joined.recovered, offsets(&joined.missed)), (epoch, true, vec![2]));
+        assert_eq!(history(&mut engine, at(t0, 301), reader, "r"), [2]);
+        engine.leave(at(t0, 301), Leave { conn: reader, room: "r".into(), id: None, gone: true });
         engine.tick(at(t0, 500));
-        assert_eq!(engine.room_count(), 0, "empty and nothing kept: dropped");
+        assert_eq!(engine.room_count(), 1, "emptied at 301: kept for its TTL");
+        engine.tick(at(t0, 601));
+        assert_eq!(engine.room_count(), 0, "empty for the TTL and nothing kept: dropped");
+    }
+
+    #[test]
+    fn a_room_with_members_is_kept_but_its_old_messages_age_out() {
+        let t0 = Now::read().mono;
+        let mut engine = engine(RoomsConfig { history_ttl: Duration::from_secs(300), ..RoomsConfig::default() });
+        let member = ConnId::from_parts(1, 0);
+        let epoch = join(&mut engine, at(t0, 0), member, "r", None).epoch;
+        assert_eq!(publish(&mut engine, at(t0, 1), "r", "\"old\""), Ok(Some(1)));
+        engine.tick(at(t0, 302));
+        engine.tick(at(t0, 10_000));
+        assert_eq!(engine.room_count(), 1, "a room with a member stays");
+        assert_eq!(publish(&mut engine, at(t0, 10_000), "r", "\"fresh\""), Ok(Some(2)), "same epoch: offsets go on");
+        assert_eq!(history(&mut engine, at(t0, 10_000), member, "r"), [2], "the old message aged out");
+        // Recovery from before the aged-out message is partial; from after it, complete.
+        let (b, c) = (ConnId::from_parts(2, 0), ConnId::from_parts(3, 0));
+        let partial = join(&mut engine, at(t0, 10_000), b, "r", Some((&epoch, 0)));
+        assert_eq!((partial.recovered, offsets(&partial.missed)), (false, vec![2]));
+        let complete = join(&mut engine, at(t0, 10_000), c, "r", Some((&epoch, 1)));
+        assert_eq!((complete.recovered, offsets(&complete.missed)), (true, vec![2]));
     }
 
     #[test]
