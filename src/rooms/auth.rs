@@ -35,6 +35,7 @@ fn matches(pattern: &str, room: &str) -> bool {
 pub struct RoomPatterns(Box<[Box<str>]>);
 
 impl RoomPatterns {
+    /// These patterns (an exact room name, or a prefix ending in `*`).
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
         RoomPatterns(patterns.iter().map(|p| p.as_ref().into()).collect())
     }
@@ -44,6 +45,7 @@ impl RoomPatterns {
         RoomPatterns::new(&["*"])
     }
 
+    /// Whether any pattern matches `room`.
     pub fn allows(&self, room: &str) -> bool {
         self.0.iter().any(|p| matches(p, room))
     }
@@ -52,7 +54,9 @@ impl RoomPatterns {
 /// What a connection may do, per room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
+    /// Rooms it may join (and read with `history`).
     pub join: RoomPatterns,
+    /// Rooms it may publish to.
     pub publish: RoomPatterns,
     /// The `presence` request, and `join` with `presence: true`.
     pub presence: RoomPatterns,
@@ -69,14 +73,17 @@ impl Permissions {
         Permissions { join: patterns.clone(), publish: patterns.clone(), presence: patterns }
     }
 
+    /// May join (and read) `room`.
     pub fn may_join(&self, room: &str) -> bool {
         self.join.allows(room)
     }
 
+    /// May publish to `room`.
     pub fn may_publish(&self, room: &str) -> bool {
         self.publish.allows(room)
     }
 
+    /// May watch presence in `room`.
     pub fn may_presence(&self, room: &str) -> bool {
         self.presence.allows(room)
     }
@@ -136,10 +143,15 @@ pub enum AuthError {
     Malformed,
     /// `alg` is not one the server is configured for (`none` included).
     WrongAlgorithm,
+    /// The signature does not verify with the key of its `alg`.
     BadSignature,
+    /// `exp` (plus leeway) has passed.
     Expired,
+    /// `nbf` (minus leeway) has not come yet.
     NotYetValid,
+    /// `aud` is none of the accepted audiences.
     WrongAudience,
+    /// `iss` is not the required issuer.
     WrongIssuer,
     /// `sub`, `exp` (or a configured `aud`/`iss`) missing.
     MissingClaim,
@@ -268,6 +280,7 @@ impl AuthConfig {
         self.keys.iter().map(|(alg, _)| *alg).collect()
     }
 
+    /// Whether any key is configured (without one no token can be valid).
     pub fn has_keys(&self) -> bool {
         !self.keys.is_empty()
     }
@@ -280,6 +293,7 @@ pub struct Grant {
     pub user: Arc<str>,
     /// `exp` plus the leeway: the session ends after this second.
     pub valid_until: u64,
+    /// What it may do (its `rooms` claim; everything without one).
     pub permissions: Arc<Permissions>,
 }
 
@@ -293,6 +307,7 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// A verifier for `config`'s keys and claims.
     pub fn new(config: &AuthConfig) -> Self {
         let keys = config
             .keys

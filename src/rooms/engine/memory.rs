@@ -24,7 +24,8 @@ use bytes::Bytes;
 use super::gather::{Gatherings, Question};
 use super::room::{Kept, Membership, Room};
 use super::{
-    Answer, Engine, EngineMsg, Event, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary,
+    Answer, Engine, EngineMsg, Event, Identity, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo,
+    RoomsSummary,
 };
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
@@ -184,8 +185,8 @@ impl MemoryEngine {
             Msg::Join(join) => self.owner_join(now, join),
             Msg::Leave(leave) => self.owner_leave(now, leave),
             Msg::Publish(publish) => {
-                let reply = publish.reply.clone();
-                let result = self.owner_publish(now, publish);
+                let Publish { reply, from, room, data, echo, ephemeral } = publish;
+                let result = self.owner_publish(now, from, room, &data, echo, ephemeral);
                 self.answer(reply, result);
             }
             Msg::Presence { conn, id, room } => {
@@ -267,14 +268,21 @@ impl MemoryEngine {
 
     /// Orders a publish: validated, given the room's next offset, serialized once, kept,
     /// and handed as the same `Bytes` to every worker with members.
-    fn owner_publish(&mut self, now: Now, publish: Publish) -> Result<Answer, RoomError> {
-        let Publish { reply: _, from, room: room_name, data, echo, ephemeral } = publish;
+    fn owner_publish(
+        &mut self,
+        now: Now,
+        from: Option<(ConnId, Identity)>,
+        room_name: String,
+        data: &[u8],
+        echo: bool,
+        ephemeral: bool,
+    ) -> Result<Answer, RoomError> {
         if data.len() > self.config.max_message_bytes {
             return Err(RoomError::TooLarge { max: self.config.max_message_bytes });
         }
         // UTF-8 already (a slice of a validated text frame at a JSON value's bounds, or
         // the API's body).
-        let data = std::str::from_utf8(&data).map_err(|_| RoomError::MalformedJson)?;
+        let data = std::str::from_utf8(data).map_err(|_| RoomError::MalformedJson)?;
         let is_member = match (&from, self.rooms.get(room_name.as_str())) {
             (Some((conn, _)), Some(room)) => room.is_member(*conn),
             _ => false,
