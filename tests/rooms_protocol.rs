@@ -1,8 +1,7 @@
 //! The `wsedge.v1` request/reply surface against a real client (tungstenite): the welcome,
 //! every op's reply body with its id, `"id": null` on errors, silent success without an
 //! id, `echo: false`, ephemeral messages, the message push's shape, subprotocol selection
-//! and the endpoint path (contract: shared/specs/rooms-protocol.md, "On connect",
-//! "Client -> server", "Server -> client pushes").
+//! and the endpoint path (contract: docs/protocol.md).
 //!
 //! Ordering, recovery, presence events, limits and the HTTP API have their own files.
 

@@ -1,6 +1,6 @@
 //! The `wsedge.v1` wire protocol: parsing client requests and writing replies and pushes.
 //!
-//! Contract: ../shared/specs/rooms-protocol.md (summarized for users in docs/protocol.md).
+//! Contract: docs/protocol.md.
 //! No state, no IO: text in, [`Request`] out; values in, JSON text out. A request's `data`
 //! is kept as the client's raw JSON text and embedded verbatim in the message pushed to
 //! members, so it is never re-serialized.
