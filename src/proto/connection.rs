@@ -15,16 +15,24 @@
 //! With permessage-deflate (RFC 7692) negotiated, a message whose first frame has RSV1 set
 //! is inflated frame by frame into a buffer bounded by the message limit, and its text is
 //! validated as it is inflated.
+//!
+//! Next door: `transmit.rs` holds the outgoing chunk type, `broadcast.rs` the encodings one
+//! message shares across many connections (this module only picks which one a connection
+//! takes, in [`Connection::broadcast_frame`]).
 
 use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+// Broadcast encoding and the transmit chunk were written here first; their old paths
+// (`proto::connection::BroadcastFrames`, `encode_server_frame`, ...) keep working.
+pub use super::broadcast::{encode_compressed_server_frame, encode_server_frame, BroadcastFrames};
 use super::close::{CloseCode, CloseFrame, ClosePayloadError};
 use super::deflate::{Compressor, CompressorPool, Decompressor, DeflateParams, InflateError};
 use super::frame::{EncodedHeader, FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
+use super::transmit::Transmit;
 use super::utf8::Utf8Validator;
 
 /// Which end of the connection this is. A server requires masked frames and sends unmasked
@@ -58,7 +66,8 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    fn opcode(self) -> OpCode {
+    /// The opcode of a message's first frame.
+    pub(super) fn opcode(self) -> OpCode {
         match self {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
@@ -275,13 +284,13 @@ impl Connection {
         if self.state != State::Open {
             return None;
         }
-        let len = frames.payload.len();
+        let len = frames.payload().len();
         match self.deflate.as_deref() {
             Some(d) if len >= d.threshold && d.send_no_context_takeover => {
                 Some(frames.compressed(d.send_window_bits, pool))
             }
             Some(d) if len >= d.threshold => {
-                self.send_message(frames.kind, frames.payload.clone());
+                self.send_message(frames.kind(), frames.payload().clone());
                 None
             }
             _ => Some(frames.plain()),
@@ -646,112 +655,6 @@ impl Connection {
         let b = out.to_le_bytes();
         [b[4], b[5], b[6], b[7]]
     }
-}
-
-/// One piece of outgoing wire data, in order: what [`Connection::poll_transmit`] hands out
-/// and a server's write queue holds. Reads as the bytes still to send; `Buf::advance`
-/// drops the ones a partial write took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transmit {
-    /// A frame header, inline: one per frame, so it must not cost an allocation.
-    Header(EncodedHeader),
-    /// A payload, or a whole frame encoded once and shared (a broadcast): never copied.
-    Bytes(Bytes),
-}
-
-impl From<Bytes> for Transmit {
-    fn from(bytes: Bytes) -> Self {
-        Transmit::Bytes(bytes)
-    }
-}
-
-impl std::ops::Deref for Transmit {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Transmit::Header(header) => header,
-            Transmit::Bytes(bytes) => bytes,
-        }
-    }
-}
-
-impl Buf for Transmit {
-    fn remaining(&self) -> usize {
-        self.len()
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self
-    }
-
-    fn advance(&mut self, n: usize) {
-        match self {
-            Transmit::Header(header) => header.advance(n),
-            // `Bytes::advance` panics past the end; a caller advancing further than what
-            // remains gets an empty chunk, as with the header.
-            Transmit::Bytes(bytes) => bytes.advance(n.min(bytes.len())),
-        }
-    }
-}
-
-/// The encodings of one broadcast message, each made at most once and shared by every
-/// receiver that takes it (a refcount bump per receiver, no copy).
-#[derive(Debug)]
-pub struct BroadcastFrames {
-    kind: MessageKind,
-    payload: Bytes,
-    plain: Option<Bytes>,
-    /// By window bits 8..=15; `Some(None)`: compression did not shrink it (send plain).
-    compressed: [Option<Option<Bytes>>; 8],
-}
-
-impl BroadcastFrames {
-    pub fn new(kind: MessageKind, payload: Bytes) -> Self {
-        BroadcastFrames { kind, payload, plain: None, compressed: Default::default() }
-    }
-
-    fn plain(&mut self) -> Bytes {
-        let (kind, payload) = (self.kind, &self.payload);
-        self.plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone()
-    }
-
-    fn compressed(&mut self, window: u8, pool: &mut CompressorPool) -> Bytes {
-        // clamp: windows are 8..=15, so the slot index is 0..=7.
-        let slot = &mut self.compressed[usize::from(window.clamp(8, 15) - 8)];
-        let (kind, payload) = (self.kind, &self.payload);
-        let frame = slot.get_or_insert_with(|| {
-            pool.compress(window, payload)
-                .filter(|z| z.len() < payload.len()) // incompressible: send it plain
-                .map(|z| encode_compressed_server_frame(kind, &z))
-        });
-        match frame {
-            Some(frame) => frame.clone(),
-            None => self.plain(),
-        }
-    }
-}
-
-/// Encodes one unmasked, final frame (server to client) as a single `Bytes`: the form a
-/// handler sends to many connections, each write queue holding a clone (a refcount bump).
-pub fn encode_server_frame(kind: MessageKind, payload: &[u8]) -> Bytes {
-    encode_server_frame_rsv(kind, 0, payload)
-}
-
-/// Like [`encode_server_frame`] for a payload already compressed by a [`CompressorPool`]
-/// (RSV1 set, RFC 7692 §6).
-pub fn encode_compressed_server_frame(kind: MessageKind, compressed: &[u8]) -> Bytes {
-    encode_server_frame_rsv(kind, 0b100, compressed)
-}
-
-fn encode_server_frame_rsv(kind: MessageKind, rsv: u8, payload: &[u8]) -> Bytes {
-    let header = FrameHeader { fin: true, rsv, opcode: kind.opcode(), mask: None, payload_len: payload.len() as u64 };
-    let mut buf = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut buf);
-    let mut frame = BytesMut::with_capacity(n + payload.len());
-    frame.extend_from_slice(&buf[..n]);
-    frame.extend_from_slice(payload);
-    frame.freeze()
 }
 
 #[cfg(test)]
