@@ -17,6 +17,7 @@ mod conn;
 mod payload;
 mod process;
 mod report;
+mod traffic;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -24,8 +25,8 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,11 @@ use serde_json::json;
 
 use crate::client::{tls, WsUrl};
 use crate::proto::MessageKind;
+use crate::wire::SUBPROTOCOL;
 use conn::Part;
 use process::{ProcessProbe, ProcessSample};
 pub use report::{Latency, Report, ServerReport, Stats};
-use worker::{Schedule, Shared, Worker};
+use worker::Worker;
 
 /// Largest message size accepted on the command line (the codec's default limit).
 const MAX_SIZE: usize = 16 << 20;
@@ -328,7 +330,7 @@ impl Plan {
                 let room = a.rooms_protocol.then(|| a.room.clone());
                 let default_path = if a.rooms_protocol { "/ws" } else { "/relay/bench" };
                 let url = a.url.clone().unwrap_or_else(|| format!("ws://127.0.0.1:9001{default_path}"));
-                settings.insert("protocol", json!(if a.rooms_protocol { "wsedge.v1" } else { "relay" }));
+                settings.insert("protocol", json!(if a.rooms_protocol { SUBPROTOCOL } else { "relay" }));
                 settings.insert("subscribers", json!(a.subscribers));
                 if a.all_publish {
                     settings.insert("all_publish", json!(true));
@@ -430,9 +432,39 @@ impl Plan {
     fn nanos(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
+
+    /// The subprotocols offered: `wsedge.v1` for the room protocol, none otherwise.
+    pub fn protocols(&self) -> &'static [&'static str] {
+        if self.room.is_some() {
+            &[SUBPROTOCOL]
+        } else {
+            &[]
+        }
+    }
 }
 
 // ---- the run ----
+
+/// When traffic starts, when measuring starts (after the warmup) and when it all ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub start: Instant,
+    pub measure_from: Instant,
+    pub end: Instant,
+}
+
+/// What the threads and the coordinator share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Threads done with connection setup.
+    pub threads_ready: AtomicUsize,
+    /// Connections that opened, across threads.
+    pub opened: AtomicUsize,
+    /// Connections open now, across threads (the size of a broadcast round).
+    pub live: AtomicUsize,
+    /// Set by the coordinator once every thread is ready.
+    pub schedule: OnceLock<Schedule>,
+}
 
 /// Opens the connections, runs the scenario on `plan.threads` threads, and reports.
 pub fn run(plan: Plan) -> Result<Report, BenchError> {
