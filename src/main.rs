@@ -14,10 +14,12 @@ use std::process::ExitCode;
 use log::error;
 
 use wsedge::echo::Echo;
+use wsedge::proto;
 use wsedge::rooms::{Rooms, RoomsConfig};
 use wsedge::server::{self, Handler, Mesh, Workers};
 use wsedge::wire::SUBPROTOCOL;
 
+use cli::server_flags::ROOM_SERVER_MAX_MESSAGE;
 use cli::Command;
 
 /// Binds the server's workers (one handler each, from `make_handler`) and runs them until
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Serve { server, rooms, auth } => {
-            let mut config = server.config(1 << 20);
+            let mut config = server.config(ROOM_SERVER_MAX_MESSAGE);
             config.subprotocols = vec![SUBPROTOCOL.to_owned()];
             let mut rooms_config = rooms.config();
             if let Err(e) = auth.apply(&mut rooms_config, config.handshake_timeout) {
@@ -78,9 +80,9 @@ fn main() -> ExitCode {
             );
             run(config, Rooms::for_workers(rooms_config))
         }
-        Command::Echo(args) => run(args.config(16 << 20), |_: Mesh<()>| Echo),
+        Command::Echo(args) => run(args.config(proto::Config::default().max_message_size), |_: Mesh<()>| Echo),
         Command::Relay { server, rooms, auth } => {
-            let config = server.config(1 << 20);
+            let config = server.config(ROOM_SERVER_MAX_MESSAGE);
             // Every path is a relay room; there is no JSON endpoint.
             let mut rooms_config =
                 RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };

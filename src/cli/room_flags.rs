@@ -12,6 +12,11 @@ use wsedge::rooms::RoomsConfig;
 
 use super::{non_negative, seconds};
 
+/// The defaults the flags show and fall back to: the room layer's own, named once there.
+fn defaults() -> RoomsConfig {
+    RoomsConfig::default()
+}
+
 /// Room-layer flags; they map onto `rooms::RoomsConfig`.
 #[derive(Args, Clone)]
 pub(crate) struct RoomArgs {
@@ -19,34 +24,34 @@ pub(crate) struct RoomArgs {
     #[arg(long, env = "WSEDGE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Messages kept per room for recovery and `history`.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults().history_size)]
     history_size: usize,
     /// Seconds a message is kept; an empty room is dropped after this long.
-    #[arg(long, default_value_t = 300, value_parser = seconds())]
+    #[arg(long, default_value_t = defaults().history_ttl.as_secs(), value_parser = seconds())]
     history_ttl: u64,
     /// Bytes of history kept across all rooms; beyond it, publishing rooms keep fewer.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, default_value_t = defaults().max_history_bytes)]
     max_history_bytes: usize,
     /// Largest `data` of a publish, in bytes of JSON (bigger -> error 413).
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, default_value_t = defaults().max_message_bytes)]
     max_room_message: usize,
     /// Rooms one connection may join (beyond -> error 503).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults().max_rooms_per_connection)]
     max_rooms_per_connection: usize,
     /// Members per room (beyond -> error 503).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = defaults().max_members_per_room)]
     max_members_per_room: usize,
     /// Rooms in the server (beyond -> error 503).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = defaults().max_rooms)]
     max_rooms: usize,
     /// Publishes per second per connection (beyond the burst -> error 429).
-    #[arg(long, default_value_t = 100.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = defaults().publish_rate, value_parser = non_negative)]
     publish_rate: f64,
     /// Publishes allowed in a burst.
-    #[arg(long, default_value_t = 200.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = defaults().publish_burst, value_parser = non_negative)]
     publish_burst: f64,
     /// Rejected requests within 10 s after which a connection is closed with 1008.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = defaults().abuse_limit)]
     abuse_limit: u32,
     /// Let connections publish to, and read presence and history of, rooms they have not
     /// joined (by default these need membership: error 404).
@@ -88,7 +93,7 @@ pub(crate) struct AuthArgs {
     #[arg(long, value_name = "FILE")]
     jwt_public_key: Option<PathBuf>,
     /// Seconds of clock skew allowed on `exp` and `nbf` (default 0).
-    #[arg(long, default_value_t = 0, value_parser = seconds())]
+    #[arg(long, default_value_t = AuthConfig::default().leeway, value_parser = seconds())]
     jwt_leeway: u64,
     /// Accepted `aud` value (repeatable; default: `aud` not checked). Other audiences -> 401.
     #[arg(long, action = ArgAction::Append)]
@@ -108,7 +113,8 @@ pub(crate) struct AuthArgs {
     anon_rooms: Vec<String>,
     /// `auth` requests per minute per connection, also the burst; beyond -> error 429 (each
     /// costs a signature check).
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = defaults().auth_per_minute)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
     auth_rate: u32,
 }
 

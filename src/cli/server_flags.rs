@@ -15,6 +15,16 @@ use wsedge::server::access::{AccessConfig, Cidr, OriginPattern, ProxyHeader};
 
 use super::seconds;
 
+/// `--max-message` of the room server (`serve`, `relay`) when not given: 1 MiB, room for
+/// a publish of `--max-room-message` and its JSON envelope. `echo` takes the codec's own
+/// default instead (`proto::Config`: 16 MiB, the largest messages Autobahn sends).
+pub(crate) const ROOM_SERVER_MAX_MESSAGE: usize = 1 << 20;
+
+/// The defaults the flags show and fall back to: the server layer's own, named once there.
+fn defaults() -> server::Config {
+    server::Config::default()
+}
+
 /// Flags shared by every server command; they map onto `server::Config`.
 #[derive(Args, Clone)]
 pub(crate) struct ServerArgs {
@@ -23,11 +33,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "WSEDGE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:9001")]
+    #[arg(long, default_value_t = defaults().listen)]
     listen: SocketAddr,
     /// Event loops (threads), each with its own SO_REUSEPORT listener; rooms span them.
     /// Default: the number of cores. At most 64.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=server::MAX_WORKERS as i64))]
     workers: Option<u16>,
     /// Largest message accepted, in bytes (bigger -> close 1009). Default: 1 MiB for
     /// `serve`, 16 MiB for `echo`.
@@ -37,50 +47,50 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     max_frame: Option<usize>,
     /// Largest HTTP request head, in bytes (bigger -> 431).
-    #[arg(long, default_value_t = 8 * 1024)]
+    #[arg(long, default_value_t = defaults().max_head_bytes)]
     max_header_bytes: usize,
     /// Most open WebSocket connections (beyond -> 503 on upgrade).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults().max_connections)]
     max_connections: usize,
     /// listen(2) backlog (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = defaults().backlog)]
     backlog: u32,
     /// Seconds allowed to complete the HTTP handshake.
-    #[arg(long, default_value_t = 10, value_parser = seconds())]
+    #[arg(long, default_value_t = defaults().handshake_timeout.as_secs(), value_parser = seconds())]
     handshake_timeout: u64,
     /// Seconds to wait for the peer during the close handshake.
-    #[arg(long, default_value_t = 5, value_parser = seconds())]
+    #[arg(long, default_value_t = defaults().close_linger.as_secs(), value_parser = seconds())]
     close_linger: u64,
     /// Bytes queued to a connection that is not reading before it is closed with 1013
     /// "slow consumer" (fan-out) or stops being read from (its own replies).
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = defaults().max_outbound_bytes)]
     max_outbound: usize,
     /// Largest plain HTTP request body, in bytes (bigger -> 413).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = defaults().max_body_bytes)]
     max_body: usize,
     /// Sockets allowed in their HTTP phase at once, on top of open connections (beyond:
     /// accepted and closed at once).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = defaults().max_handshakes)]
     max_handshakes: usize,
     /// Seconds of silence before the server pings a connection; it is dropped after twice
     /// this. 0 disables keepalive.
-    #[arg(long, default_value_t = 30, value_parser = seconds())]
+    #[arg(long, default_value_t = defaults().ping_interval.as_secs(), value_parser = seconds())]
     ping_interval: u64,
     /// Seconds to wait for clients to answer close 1001 on SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 10, value_parser = seconds())]
+    #[arg(long, default_value_t = defaults().shutdown_timeout.as_secs(), value_parser = seconds())]
     shutdown_timeout: u64,
     /// Turn permessage-deflate (RFC 7692) off.
     #[arg(long)]
     no_deflate: bool,
     /// permessage-deflate memory mode: `shared` (one compressor per worker, no idle zlib
     /// state per connection) or `dedicated` (context takeover: best ratio, ~300 KiB each).
-    #[arg(long, value_enum, default_value_t = ModeArg::Shared)]
+    #[arg(long, value_enum, default_value_t = defaults().deflate.mode.into())]
     deflate_mode: ModeArg,
     /// Messages shorter than this many bytes are sent uncompressed.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults().deflate.threshold)]
     deflate_threshold: usize,
     /// zlib compression level, 0 (store) to 9 (smallest).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    #[arg(long, default_value_t = defaults().deflate.level, value_parser = clap::value_parser!(u32).range(0..=9))]
     deflate_level: u32,
     #[command(flatten)]
     tls: TlsArgs,
@@ -142,7 +152,7 @@ struct AccessArgs {
     handshakes_per_ip: Option<u32>,
     /// Client IPs the per-IP limits track at once; a new IP beyond it -> 503 with
     /// Retry-After: 1 until entries expire.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = defaults().access.max_tracked_ips)]
     max_tracked_ips: usize,
     /// A proxy (CIDR, repeatable: `10.0.0.0/8`, `::1/128`) whose forwarding header names
     /// the client for the per-IP limits. Default: none, the TCP peer is the client.
@@ -150,14 +160,33 @@ struct AccessArgs {
     trust_proxies: Vec<Cidr>,
     /// The header trusted proxies name the client in: `x-forwarded-for` or `forwarded`
     /// (RFC 7239). Only one is read: a proxy passes the other through from the client.
-    #[arg(long, value_enum, default_value_t = ProxyHeaderArg::XForwardedFor)]
+    #[arg(long, value_enum, default_value_t = defaults().access.proxy_header.into())]
     proxy_header: ProxyHeaderArg,
 }
 
+/// `--proxy-header`'s values, one per [`ProxyHeader`].
 #[derive(Clone, Copy, ValueEnum)]
 enum ProxyHeaderArg {
     XForwardedFor,
     Forwarded,
+}
+
+impl From<ProxyHeader> for ProxyHeaderArg {
+    fn from(header: ProxyHeader) -> Self {
+        match header {
+            ProxyHeader::XForwardedFor => ProxyHeaderArg::XForwardedFor,
+            ProxyHeader::Forwarded => ProxyHeaderArg::Forwarded,
+        }
+    }
+}
+
+impl From<ProxyHeaderArg> for ProxyHeader {
+    fn from(header: ProxyHeaderArg) -> Self {
+        match header {
+            ProxyHeaderArg::XForwardedFor => ProxyHeader::XForwardedFor,
+            ProxyHeaderArg::Forwarded => ProxyHeader::Forwarded,
+        }
+    }
 }
 
 impl AccessArgs {
@@ -169,24 +198,42 @@ impl AccessArgs {
             handshakes_per_ip: self.handshakes_per_ip,
             max_tracked_ips: self.max_tracked_ips,
             trusted_proxies: self.trust_proxies.clone(),
-            proxy_header: match self.proxy_header {
-                ProxyHeaderArg::XForwardedFor => ProxyHeader::XForwardedFor,
-                ProxyHeaderArg::Forwarded => ProxyHeader::Forwarded,
-            },
+            proxy_header: self.proxy_header.into(),
         }
     }
 }
 
+/// `--deflate-mode`'s values, one per [`DeflateMode`].
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Shared,
     Dedicated,
 }
 
+impl From<DeflateMode> for ModeArg {
+    fn from(mode: DeflateMode) -> Self {
+        match mode {
+            DeflateMode::Shared => ModeArg::Shared,
+            DeflateMode::Dedicated => ModeArg::Dedicated,
+        }
+    }
+}
+
+impl From<ModeArg> for DeflateMode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Shared => DeflateMode::Shared,
+            ModeArg::Dedicated => DeflateMode::Dedicated,
+        }
+    }
+}
+
 impl ServerArgs {
+    /// The server config these flags describe; `default_max_message` is the command's
+    /// `--max-message` when none is given. A TLS file that cannot be used exits (code 2).
     pub(crate) fn config(&self, default_max_message: usize) -> server::Config {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let workers = self.workers.map_or(cores.min(64), usize::from);
+        let workers = self.workers.map_or(cores.min(server::MAX_WORKERS), usize::from);
         let mut config = server::Config { listen: self.listen, workers, ..server::Config::default() };
         let max_message = self.max_message.unwrap_or(default_max_message);
         config.protocol.max_message_size = max_message;
@@ -204,10 +251,7 @@ impl ServerArgs {
         config.handshake_timeout = Duration::from_secs(self.handshake_timeout);
         config.close_linger = Duration::from_secs(self.close_linger);
         config.deflate.enabled = !self.no_deflate;
-        config.deflate.mode = match self.deflate_mode {
-            ModeArg::Shared => DeflateMode::Shared,
-            ModeArg::Dedicated => DeflateMode::Dedicated,
-        };
+        config.deflate.mode = self.deflate_mode.into();
         config.deflate.threshold = self.deflate_threshold;
         config.deflate.level = self.deflate_level;
         config.tls = match self.tls.load() {
@@ -219,5 +263,29 @@ impl ServerArgs {
         };
         config.access = self.access.config();
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wsedge::proto;
+
+    use super::*;
+
+    /// The help texts that name a limit in words (clap cannot put a constant in a doc
+    /// comment) say the limit in force.
+    #[test]
+    fn help_texts_name_the_limits_in_force() {
+        let cli = crate::cli::server_commands();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let help = |id: &str| {
+            let arg = serve.get_arguments().find(|a| a.get_id() == id).expect(id);
+            arg.get_help().map(ToString::to_string).unwrap_or_default()
+        };
+        assert!(help("workers").ends_with(&format!("At most {}", server::MAX_WORKERS)), "{}", help("workers"));
+        let max_message = help("max_message");
+        assert!(max_message.contains(&format!("{} MiB for `serve`", ROOM_SERVER_MAX_MESSAGE >> 20)), "{max_message}");
+        let echo = proto::Config::default().max_message_size >> 20;
+        assert!(max_message.contains(&format!("{echo} MiB for `echo`")), "{max_message}");
     }
 }
