@@ -26,6 +26,7 @@ pub struct BroadcastFrames {
 }
 
 impl BroadcastFrames {
+    /// The broadcast of `payload`; nothing is encoded until a receiver asks.
     pub fn new(kind: MessageKind, payload: Bytes) -> Self {
         BroadcastFrames { kind, payload, plain: None, compressed: Default::default() }
     }

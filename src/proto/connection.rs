@@ -39,7 +39,9 @@ use super::utf8::Utf8Validator;
 /// ones; a client the reverse (RFC 6455 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Accepted the connection: expects masked frames, sends unmasked ones.
     Server,
+    /// Opened the connection: masks what it sends, rejects masked frames.
     Client,
 }
 
@@ -59,9 +61,12 @@ impl Default for Config {
     }
 }
 
+/// A data message's type, from the opcode of its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
+    /// UTF-8 text (validated on receipt).
     Text,
+    /// Arbitrary bytes.
     Binary,
 }
 
@@ -80,11 +85,15 @@ impl MessageKind {
 pub enum Event {
     /// A complete message; text is valid UTF-8.
     Message {
+        /// Text or binary.
         kind: MessageKind,
+        /// The whole payload (inflated, if it was compressed).
         data: Bytes,
     },
     /// A ping; the pong is already queued.
     Ping(Bytes),
+    /// A pong (an answer to our ping, or unsolicited); nothing to do but note the peer
+    /// is alive.
     Pong(Bytes),
     /// The peer's close frame (`None`: it carried no status code). If we had not sent a
     /// close yet, the reply is already queued. No event follows.
@@ -94,6 +103,7 @@ pub enum Event {
 /// A protocol violation by the peer. Each maps to the close code sent before giving up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {
+    /// A frame header that cannot be valid (reserved opcode, non-minimal length, ...).
     Frame(FrameError),
     /// RSV bits set that no negotiated extension defines.
     ReservedBits,
@@ -162,6 +172,7 @@ impl std::error::Error for ProtocolError {}
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Messages flow both ways.
     Open,
     /// We sent a close and wait for the peer's; its data messages are discarded.
     CloseSent,
@@ -228,6 +239,9 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection in `role` just after the opening handshake, without extensions. Its
+    /// masking keys (a client's) follow a fixed seed: use [`Connection::client`] for keys a
+    /// peer cannot predict.
     pub fn new(role: Role, config: Config) -> Self {
         Connection {
             role,
@@ -302,10 +316,12 @@ impl Connection {
         self.deflate.as_deref().is_some_and(|d| d.compressor.is_some() || d.decompressor.is_some())
     }
 
+    /// Which end this is.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// Where the close handshake stands.
     pub fn state(&self) -> State {
         self.state
     }
