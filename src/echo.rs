@@ -7,6 +7,7 @@ use crate::proto::handshake::UpgradeRequest;
 use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Outbox};
 
+/// The echo handler: stateless, so one per worker costs nothing.
 #[derive(Debug, Default)]
 pub struct Echo;
 

@@ -32,6 +32,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest upgrade response head read.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
+/// One open WebSocket connection, client role: connect, send, receive with a timeout,
+/// close. Masking keys come from a seed read from the OS-seeded hasher.
 pub struct Client {
     stream: Stream,
     codec: Connection,
@@ -110,6 +112,8 @@ impl Client {
         Ok(Client { stream, codec, read_buf: buf, protocol: response.protocol })
     }
 
+    /// Sends `text` as one text message (compressed if deflate was agreed) and writes it
+    /// out before returning.
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
         self.codec.send_message(MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()));
         self.flush()
