@@ -50,10 +50,12 @@ const MAX_SIZE: usize = 16 << 20;
 /// `wsedge bench SCENARIO [OPTIONS]`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// What load to generate.
     #[command(subcommand)]
     pub scenario: ScenarioArgs,
 }
 
+/// The scenarios, each with its own flags.
 #[derive(Subcommand, Debug, Clone)]
 pub enum ScenarioArgs {
     /// Connections that each keep --depth messages in flight to an echo server (`wsedge
@@ -67,11 +69,13 @@ pub enum ScenarioArgs {
     Idle(IdleArgs),
 }
 
+/// `wsedge bench echo`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct EchoArgs {
     /// The echo server (`wsedge echo` answers on any path).
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
+    /// Connections to open.
     #[arg(long, default_value_t = 100)]
     pub connections: usize,
     /// Payload bytes per message (at least 12: send time and sender come first).
@@ -83,10 +87,12 @@ pub struct EchoArgs {
     /// Send binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
+    /// Options every scenario takes.
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// `wsedge bench fanout`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct FanoutArgs {
     /// The room: ws://HOST/relay/ROOM on `wsedge serve`, ws://HOST/ROOM on `wsedge relay`;
@@ -101,8 +107,10 @@ pub struct FanoutArgs {
     /// The room joined with --rooms-protocol.
     #[arg(long, default_value = "bench")]
     pub room: String,
+    /// Connections that only receive.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
+    /// Connections that publish into the room (and receive like any member).
     #[arg(long, default_value_t = 1, conflicts_with = "all_publish")]
     pub publishers: usize,
     /// Messages per second from all publishers together; 0: as fast as --window allows.
@@ -123,16 +131,21 @@ pub struct FanoutArgs {
     /// round (its next once it has received as many messages as there are members).
     #[arg(long)]
     pub all_publish: bool,
+    /// Options every scenario takes.
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
+/// `wsedge bench idle`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct IdleArgs {
+    /// The server (any WebSocket endpoint that keeps connections open).
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
+    /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// Options every scenario takes.
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -166,6 +179,7 @@ pub struct CommonArgs {
     /// Offer permessage-deflate.
     #[arg(long)]
     pub deflate: bool,
+    /// Which certificates a `wss://` server may present.
     #[command(flatten)]
     pub trust: tls::TrustArgs,
     /// Print the report as JSON.
@@ -238,16 +252,34 @@ fn invalid(why: impl Into<String>) -> BenchError {
 /// What the connections do.
 #[derive(Debug, Clone, Copy)]
 pub enum Scenario {
-    Echo { depth: u32 },
-    Fanout { publishers: usize, rate: f64, window: u64, all_publish: bool },
+    /// Every connection keeps `depth` messages in flight to an echo server.
+    Echo {
+        /// Messages in flight per connection (at least 1).
+        depth: u32,
+    },
+    /// Publishers and subscribers in one room.
+    Fanout {
+        /// How many of the connections publish (the first ones).
+        publishers: usize,
+        /// Messages per second from all publishers together; 0: window-driven.
+        rate: f64,
+        /// With `rate` 0: unacknowledged messages each publisher may have in flight.
+        window: u64,
+        /// Broadcast: every connection publishes, a round at a time.
+        all_publish: bool,
+    },
+    /// Connections that only stay open.
     Idle,
 }
 
 /// Where to connect: the resolved address, and the Host header and path to ask for.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The first address the host resolved to.
     pub addr: SocketAddr,
+    /// The `Host` header: the URL's authority (host and port as written).
     pub host: String,
+    /// The request target: path and query.
     pub path: String,
     /// `wss://`: the name the certificate must carry.
     pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
@@ -276,24 +308,37 @@ impl Target {
 /// Everything a run needs, checked and resolved; shared read-only by the threads.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// What the connections do.
     pub scenario: Scenario,
+    /// The URL as given (or the scenario's default), for messages and the report.
     pub url: String,
+    /// Where `url` resolved to.
     pub target: Target,
     /// The room joined with the room protocol (`None`: raw messages).
     pub room: Option<String>,
+    /// Text or binary messages.
     pub kind: MessageKind,
     /// Payload bytes per message.
     pub size: usize,
+    /// Connections across all threads.
     pub connections: usize,
+    /// Client threads, each with its own event loop.
     pub threads: usize,
+    /// Connections in setup at once, per thread.
     pub connect_batch: usize,
+    /// Time a connection may take to connect, upgrade and join.
     pub handshake_timeout: Duration,
+    /// Offer permessage-deflate.
     pub deflate: bool,
     /// The client config for a `wss://` target.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Source addresses connections are spread over (empty: the system's choice).
     pub bind_ips: Vec<IpAddr>,
+    /// Traffic before measuring starts.
     pub warmup: Duration,
+    /// Measured traffic.
     pub duration: Duration,
+    /// The server process to sample (CPU, memory) at the window's edges.
     pub server_pid: Option<u32>,
     /// The zero of message timestamps (process-local).
     pub epoch: Instant,
@@ -447,23 +492,23 @@ impl Plan {
 
 /// When traffic starts, when measuring starts (after the warmup) and when it all ends.
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    pub start: Instant,
-    pub measure_from: Instant,
-    pub end: Instant,
+struct Schedule {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
 }
 
 /// What the threads and the coordinator share.
 #[derive(Debug, Default)]
-pub struct Shared {
+struct Shared {
     /// Threads done with connection setup.
-    pub threads_ready: AtomicUsize,
+    threads_ready: AtomicUsize,
     /// Connections that opened, across threads.
-    pub opened: AtomicUsize,
+    opened: AtomicUsize,
     /// Connections open now, across threads (the size of a broadcast round).
-    pub live: AtomicUsize,
+    live: AtomicUsize,
     /// Set by the coordinator once every thread is ready.
-    pub schedule: OnceLock<Schedule>,
+    schedule: OnceLock<Schedule>,
 }
 
 /// Opens the connections, runs the scenario on `plan.threads` threads, and reports.
