@@ -7,6 +7,7 @@
 //! The command line, its mapping onto each layer's config and `chat` live in `cli/`; this
 //! file only runs the parsed command.
 
+/// The command line and its mapping onto the layers' configs; `chat`.
 mod cli;
 
 use std::process::ExitCode;

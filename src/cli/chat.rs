@@ -38,6 +38,7 @@ pub(crate) struct ChatArgs {
     /// other users. A token the server refuses ends the chat.
     #[arg(long, env = "WSEDGE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Which certificates a `wss://` server may present.
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -158,10 +159,12 @@ enum Joining {
 /// What chat has learned from the server's replies to its opening requests.
 #[derive(Debug)]
 struct Session {
+    /// Where the join stands.
     joining: Joining,
 }
 
 impl Session {
+    /// Before any reply: the join with presence is out.
     fn new() -> Session {
         Session { joining: Joining::WithPresence }
     }

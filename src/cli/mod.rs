@@ -18,22 +18,29 @@ use chat::ChatArgs;
 use room_flags::{AuthArgs, RoomArgs};
 use server_flags::ServerArgs;
 
+/// The whole command line: one command. (`wsedge` alone is `wsedge serve`:
+/// [`parse_command_line`] adds it.)
 #[derive(Parser)]
-#[command(name = "wsedge", version, about = "A WebSocket edge server")]
+#[command(name = "wsedge", version, about = "A WebSocket edge server", long_about = None)]
 pub(crate) struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }
 
+/// The commands; each one's doc comment is its `--help` text.
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the room server: the `wsedge.v1` protocol on /ws, the backend API on /api
     /// (the default command).
     Serve {
+        /// Transport flags (`server::Config`).
         #[command(flatten)]
         server: ServerArgs,
+        /// Room-layer limits (`rooms::RoomsConfig`).
         #[command(flatten)]
         rooms: RoomArgs,
+        /// Token authentication and room permissions.
         #[command(flatten)]
         auth: AuthArgs,
     },
@@ -42,10 +49,13 @@ pub(crate) enum Command {
     /// Raw relay: every connection joins the room named by its URL path, and every message
     /// goes verbatim to all members of that room, the sender included.
     Relay {
+        /// Transport flags (`server::Config`).
         #[command(flatten)]
         server: ServerArgs,
+        /// Room-layer limits (`rooms::RoomsConfig`).
         #[command(flatten)]
         rooms: RoomArgs,
+        /// Token authentication and room permissions.
         #[command(flatten)]
         auth: AuthArgs,
     },

@@ -60,6 +60,8 @@ pub(crate) struct RoomArgs {
 }
 
 impl RoomArgs {
+    /// The room-layer config these flags describe; its auth settings come from
+    /// [`AuthArgs::apply`].
     pub(crate) fn config(&self) -> RoomsConfig {
         RoomsConfig {
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),

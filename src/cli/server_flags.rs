@@ -92,8 +92,10 @@ pub(crate) struct ServerArgs {
     /// zlib compression level, 0 (store) to 9 (smallest).
     #[arg(long, default_value_t = defaults().deflate.level, value_parser = clap::value_parser!(u32).range(0..=9))]
     deflate_level: u32,
+    /// TLS on the listener.
     #[command(flatten)]
     tls: TlsArgs,
+    /// Who may upgrade.
     #[command(flatten)]
     access: AccessArgs,
 }
@@ -190,6 +192,7 @@ impl From<ProxyHeaderArg> for ProxyHeader {
 }
 
 impl AccessArgs {
+    /// The admission rules these flags describe.
     fn config(&self) -> AccessConfig {
         AccessConfig {
             allowed_origins: self.allowed_origins.clone(),
