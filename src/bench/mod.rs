@@ -7,11 +7,13 @@
 //! percentiles (hdrhistogram) and, given the server's PID, the server's CPU per million
 //! messages and its memory growth, read from `/proc` (Linux).
 //!
-//! Shape: `--threads` workers ([`worker`]), each a single-threaded mio loop owning its
-//! share of the connections; a coordinator (here) that waits until every connection is set
-//! up, publishes the [`Schedule`] (start, end of warmup, end), samples the server at the
-//! window's edges and merges the threads' counts into a [`Report`]. Each message carries
-//! its send time in its first bytes ([`payload`]), so no per-message state is kept.
+//! Shape: `--threads` workers (`worker.rs`, their traffic in `traffic.rs`), each a
+//! single-threaded mio loop owning its share of the connections; a coordinator (here) that
+//! waits until every connection is set up, publishes the `Schedule` (start, end of warmup,
+//! end), samples the server at the window's edges and merges the threads' counts into a
+//! [`Report`]. Each message carries its send time in its first bytes (`payload.rs`), so no
+//! per-message state is kept. It only ever connects as a client: nothing of the server or
+//! its room layer is used.
 
 mod conn;
 mod payload;

@@ -1,5 +1,5 @@
 //! What a run counted ([`Stats`], one per thread, merged) and what it reports ([`Report`]:
-//! JSON for scripts, a few aligned lines for people).
+//! JSON for scripts, a few aligned lines for people). No IO: printing is the caller's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,6 +1,7 @@
 //! Close codes and close frame payloads, RFC 6455 §5.5.1, §7.4 and the IANA registry.
 //!
-//! Which codes may appear on the wire is decided here and nowhere else.
+//! Which codes may appear on the wire is decided here and nowhere else; which code answers
+//! which protocol error is `ProtocolError::close_code`'s. No IO.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
