@@ -37,15 +37,12 @@ use log::{info, warn};
 use serde_json::json;
 
 use crate::client::{tls, WsUrl};
-use crate::proto::MessageKind;
+use crate::proto::{self, MessageKind};
 use crate::wire::SUBPROTOCOL;
 use conn::Part;
 use process::{ProcessProbe, ProcessSample};
 pub use report::{Latency, Report, ServerReport, Stats};
 use worker::Worker;
-
-/// Largest message size accepted on the command line (the codec's default limit).
-const MAX_SIZE: usize = 16 << 20;
 
 // ---- command line ----
 
@@ -402,8 +399,10 @@ impl Plan {
             return Err(invalid("at most 16,777,215 connections"));
         }
         if !matches!(scenario, Scenario::Idle) {
-            if !(payload::HEADER_LEN..=MAX_SIZE).contains(&size) {
-                return Err(invalid(format!("--size must be {}..={MAX_SIZE} bytes", payload::HEADER_LEN)));
+            // The bench's codec has the default limits: no larger message would come back.
+            let max_size = proto::Config::default().max_message_size;
+            if !(payload::HEADER_LEN..=max_size).contains(&size) {
+                return Err(invalid(format!("--size must be {}..={max_size} bytes", payload::HEADER_LEN)));
             }
             settings.insert("size", json!(size));
             settings.insert("binary", json!(binary));
