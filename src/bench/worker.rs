@@ -23,15 +23,13 @@ use super::report::Stats;
 use super::traffic::Traffic;
 use super::{Plan, Scenario, Shared};
 use crate::proto::deflate::{self, DeflateConfig};
-use crate::proto::handshake::{client_request, parse_response};
+use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
 use crate::proto::{self, CloseCode, Connection, Event, MessageKind};
 
 /// Bytes read from one socket per turn before moving on (fairness between connections).
 const READ_BUDGET: usize = 256 * 1024;
 /// The thread's read buffer: one `read` call's worth.
 const SCRATCH_LEN: usize = 64 * 1024;
-/// Longest 101 response accepted.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// How long connections get to finish the close handshake at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Most messages a rate-driven publisher sends in one turn when it has fallen behind.
@@ -280,7 +278,8 @@ impl Worker {
         let (response, head_len) = match parse_response(&conn.read_buf, &conn.key, plan.protocols()) {
             Ok(Some(parsed)) => parsed,
             Ok(None) if conn.read_buf.len() > MAX_RESPONSE_HEAD => {
-                return self.fail_setup(index, "upgrade response head over 16 KiB");
+                let why = format!("upgrade response head over {} KiB", MAX_RESPONSE_HEAD / 1024);
+                return self.fail_setup(index, &why);
             }
             Ok(None) => return,
             Err(e) => return self.fail_setup(index, &format!("upgrade refused: {e}")),

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use rustls::ClientConfig;
 
 use crate::proto::deflate::{self, DeflateConfig};
-use crate::proto::handshake::{client_request, parse_response};
+use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
 use crate::proto::{CloseCode, Config, Connection, Event, MessageKind};
 pub use stream::Stream;
 pub use url::{UrlError, WsUrl};
@@ -28,9 +28,6 @@ pub use url::{UrlError, WsUrl};
 /// Longest the client waits to connect, for each handshake (TLS, then HTTP), and for a
 /// write to be taken by the socket.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest upgrade response head read.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// One open WebSocket connection, client role: connect, send, receive with a timeout,
 /// close. Masking keys come from a seed read from the OS-seeded hasher.

@@ -18,6 +18,10 @@ const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Header lines accepted in a request head (more -> 431).
 const MAX_HEADERS: usize = 64;
 
+/// The longest upgrade response head a client waits for; a server sending more without
+/// finishing its head is refused.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
 /// A request head that cannot be served, with the HTTP status it is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
