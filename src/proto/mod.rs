@@ -8,6 +8,7 @@ pub mod broadcast;
 pub mod close;
 pub mod connection;
 pub mod deflate;
+pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
