@@ -2,8 +2,8 @@
 //! replies. The server's room layer (`rooms`) and the clients (`client`, `bench`, `wsedge
 //! chat`) both use this module; neither imports the other.
 //!
-//! Contract: docs/protocol.md. A client decides on these codes, never on an error's
-//! message text (that is for people).
+//! The protocol is written down in docs/protocol.md (its Errors section lists the codes).
+//! A client decides on these codes, never on an error's message text (that is for people).
 
 /// The subprotocol name of the room protocol (`Sec-WebSocket-Protocol`).
 pub const SUBPROTOCOL: &str = "wsedge.v1";

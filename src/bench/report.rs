@@ -1,5 +1,5 @@
 //! What a run counted ([`Stats`], one per thread, merged) and what it reports ([`Report`]:
-//! JSON for scripts, a few aligned lines for people).
+//! JSON for scripts, a few aligned lines for people). No IO: printing is the caller's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +14,7 @@ const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
 /// outcomes count over the whole run.
 #[derive(Debug)]
 pub struct Stats {
+    /// Connections that completed setup (connect, upgrade and, for rooms, the join).
     pub opened: u64,
     /// Connections that never opened, by reason.
     pub failed: BTreeMap<String, u64>,
@@ -25,7 +26,9 @@ pub struct Stats {
     pub open_at_end: u64,
     /// Connections whose close handshake completed at the end.
     pub closed_cleanly: u64,
+    /// Messages sent in the window.
     pub sent: u64,
+    /// Timed messages received in the window.
     pub received: u64,
     /// Payload bytes of `received`.
     pub received_bytes: u64,
@@ -36,6 +39,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// All counts zero, an empty latency histogram.
     pub fn new() -> Stats {
         Stats {
             opened: 0,
@@ -53,16 +57,19 @@ impl Stats {
         }
     }
 
+    /// Counts a connection that failed to open, for `reason`.
     pub fn fail(&mut self, reason: &str) {
         *self.failed.entry(reason.to_owned()).or_default() += 1;
     }
 
+    /// Counts something that went wrong after opening (the text is cut to 160 chars).
     pub fn error(&mut self, kind: &str) {
         // Long texts (error replies carrying a payload) are cut to keep the map small.
         let kind: String = kind.chars().take(160).collect();
         *self.errors.entry(kind).or_default() += 1;
     }
 
+    /// Adds another thread's counts and latencies to these.
     pub fn merge(&mut self, other: Stats) {
         self.opened += other.opened;
         for (reason, n) in other.failed {
@@ -92,15 +99,22 @@ impl Default for Stats {
 /// Latency percentiles, in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// Messages timed.
     pub samples: u64,
+    /// The arithmetic mean.
     pub mean: f64,
+    /// The median.
     pub p50: f64,
+    /// The 99th percentile.
     pub p99: f64,
+    /// The 99.9th percentile.
     pub p99_9: f64,
+    /// The slowest message.
     pub max: f64,
 }
 
 impl Latency {
+    /// The percentiles of a histogram of nanoseconds; `None` when it is empty.
     pub fn from_histogram(h: &Histogram<u64>) -> Option<Latency> {
         if h.is_empty() {
             return None;
@@ -120,6 +134,7 @@ impl Latency {
 /// The server's cost, from `/proc/PID` (with `--server-pid`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerReport {
+    /// The server's process id (`--server-pid`).
     pub pid: u32,
     /// CPU seconds (user + system) the server used in the measured window.
     pub cpu_seconds: f64,
@@ -134,7 +149,9 @@ pub struct ServerReport {
     /// Resident memory before the bench connected, once every connection was set up, and
     /// at the end of the window.
     pub rss_before_bytes: u64,
+    /// Resident memory once every connection was set up.
     pub rss_connected_bytes: u64,
+    /// Resident memory at the end of the window.
     pub rss_end_bytes: u64,
     /// `rss_connected_bytes - rss_before_bytes`.
     pub rss_growth_bytes: i64,
@@ -146,23 +163,33 @@ pub struct ServerReport {
 /// The result of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// `echo`, `fanout` or `idle`.
     pub scenario: &'static str,
+    /// The server's URL.
     pub url: String,
     /// What was asked for, in the scenario's own terms.
     pub settings: BTreeMap<&'static str, serde_json::Value>,
+    /// Client threads.
     pub threads: usize,
+    /// Connections asked for.
     pub connections: usize,
+    /// Connections that opened.
     pub connections_open: u64,
+    /// Connections that failed to open (`failures` says why).
     pub connections_failed: u64,
     /// Why connections failed to open, with counts.
     pub failures: BTreeMap<String, u64>,
+    /// Seconds of traffic before the window.
     pub warmup_secs: f64,
+    /// Seconds of the measured window.
     pub duration_secs: f64,
     /// Echo: round trips completed. Fan-out: messages published.
     pub messages: u64,
+    /// `messages` per second of the window.
     pub messages_per_sec: f64,
     /// Messages received by the bench's connections (echo: = messages).
     pub deliveries: u64,
+    /// `deliveries` per second of the window.
     pub deliveries_per_sec: f64,
     /// Payload megabytes (10^6 bytes) received per second.
     pub mb_per_sec: f64,
@@ -170,13 +197,19 @@ pub struct Report {
     pub latency_us: Option<Latency>,
     /// Everything that went wrong after connections opened (`error_kinds` says what).
     pub errors: u64,
+    /// `errors` by kind, with counts.
     pub error_kinds: BTreeMap<String, u64>,
+    /// Open connections lost before the end.
     pub connections_dropped: u64,
+    /// Connections still open when the window ended.
     pub connections_open_at_end: u64,
+    /// Connections whose close handshake completed at the end.
     pub connections_closed_cleanly: u64,
+    /// Pings from the server, each answered with a pong.
     pub pings_answered: u64,
     /// CPU seconds the bench itself used in the window (is the client the bottleneck?).
     pub client_cpu_seconds: f64,
+    /// The server's cost (with `--server-pid`).
     pub server: Option<ServerReport>,
 }
 

@@ -4,32 +4,32 @@
 //! what arrived, react (send the next echo, publish, count), then flush every connection
 //! with output with one `write` each. Around it, the stages of a run: open connections in
 //! bounded batches (non-blocking connect, upgrade, join) with a deadline each; report ready
-//! and wait for the shared [`Schedule`]; send until its end; close every connection with a
-//! close handshake, bounded by [`CLOSE_WAIT`].
+//! and wait for the shared [`Schedule`](super::Schedule); send until its end; close every
+//! connection with a close handshake, bounded by [`CLOSE_WAIT`].
+//!
+//! It owns the sockets, the stages and the setup of each connection; what is sent and how
+//! arrivals are counted is [`Traffic`]'s (`traffic.rs`).
 
 use std::mem;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use mio::{Events, Poll, Token};
 
 use super::conn::{Conn, Part, Phase, ReadStatus};
-use super::payload::{read_stamp, room_push_data, stamp, Template};
 use super::report::Stats;
-use super::{Plan, Scenario};
+use super::traffic::Traffic;
+use super::{Plan, Scenario, Shared};
 use crate::proto::deflate::{self, DeflateConfig};
-use crate::proto::handshake::{client_request, parse_response};
+use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
 use crate::proto::{self, CloseCode, Connection, Event, MessageKind};
-use crate::rooms::SUBPROTOCOL;
 
 /// Bytes read from one socket per turn before moving on (fairness between connections).
 const READ_BUDGET: usize = 256 * 1024;
 /// The thread's read buffer: one `read` call's worth.
 const SCRATCH_LEN: usize = 64 * 1024;
-/// Longest 101 response accepted.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// How long connections get to finish the close handshake at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Most messages a rate-driven publisher sends in one turn when it has fallen behind.
@@ -41,27 +41,6 @@ const MAX_UNWRITTEN: usize = 1 << 20;
 const EVENTS: usize = 1024;
 /// The `id` of the room protocol's join request, to recognise its reply.
 const JOIN_ID: &str = "j";
-
-/// When traffic starts, when measuring starts (after the warmup) and when it all ends.
-#[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    pub start: Instant,
-    pub measure_from: Instant,
-    pub end: Instant,
-}
-
-/// What the threads and the coordinator share.
-#[derive(Debug, Default)]
-pub struct Shared {
-    /// Threads done with connection setup.
-    pub threads_ready: AtomicUsize,
-    /// Connections that opened, across threads.
-    pub opened: AtomicUsize,
-    /// Connections open now, across threads (the size of a broadcast round).
-    pub live: AtomicUsize,
-    /// Set by the coordinator once every thread is ready.
-    pub schedule: OnceLock<Schedule>,
-}
 
 /// Where a thread is in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,20 +69,6 @@ pub struct Worker {
     traffic: Traffic,
 }
 
-/// The scenario's traffic: what to send, and the counting of what arrives.
-struct Traffic {
-    plan: Arc<Plan>,
-    shared: Arc<Shared>,
-    schedule: Option<Schedule>,
-    stats: Stats,
-    template: Template,
-    /// Where a message is built: split off and frozen per send; the codec copies it into
-    /// the masked frame and drops it, so the next build reuses the same memory.
-    payload: BytesMut,
-    /// xorshift64 state for handshake keys and masking seeds.
-    rng: u64,
-}
-
 impl Worker {
     /// A worker for the connections numbered `ids` (global numbers, across threads).
     pub fn new(plan: Arc<Plan>, shared: Arc<Shared>, ids: Vec<u32>) -> std::io::Result<Worker> {
@@ -115,10 +80,6 @@ impl Worker {
             }
             _ => Vec::new(),
         };
-        let template = match &plan.room {
-            Some(room) => Template::room_publish(room, plan.size),
-            None => Template::raw(plan.size),
-        };
         Ok(Worker {
             poll: Poll::new()?,
             scratch: vec![0; SCRATCH_LEN],
@@ -128,15 +89,7 @@ impl Worker {
             next_to_start: 0,
             rate_publishers,
             stage: Stage::Setup,
-            traffic: Traffic {
-                payload: BytesMut::with_capacity(template.bytes.len() * 2),
-                template,
-                schedule: None,
-                stats: Stats::new(),
-                rng: seed(),
-                plan,
-                shared,
-            },
+            traffic: Traffic::new(plan, shared),
             conns,
         })
     }
@@ -325,7 +278,8 @@ impl Worker {
         let (response, head_len) = match parse_response(&conn.read_buf, &conn.key, plan.protocols()) {
             Ok(Some(parsed)) => parsed,
             Ok(None) if conn.read_buf.len() > MAX_RESPONSE_HEAD => {
-                return self.fail_setup(index, "upgrade response head over 16 KiB");
+                let why = format!("upgrade response head over {} KiB", MAX_RESPONSE_HEAD / 1024);
+                return self.fail_setup(index, &why);
             }
             Ok(None) => return,
             Err(e) => return self.fail_setup(index, &format!("upgrade refused: {e}")),
@@ -570,165 +524,6 @@ impl Worker {
             if let Err(e) = conn.flush() {
                 self.lost(index, &format!("write: {e}"));
             }
-        }
-    }
-}
-
-impl Traffic {
-    fn measuring(&self, now: Instant) -> bool {
-        self.schedule.is_some_and(|s| now >= s.measure_from && now < s.end)
-    }
-
-    fn sending(&self, now: Instant) -> bool {
-        self.schedule.is_some_and(|s| now < s.end)
-    }
-
-    /// Builds one stamped message and hands it to the connection's codec.
-    fn send(&mut self, conn: &mut Conn, now: Instant) {
-        let Some(codec) = conn.codec.as_mut() else { return };
-        self.payload.extend_from_slice(&self.template.bytes);
-        if let Some(header) = self.payload.get_mut(self.template.stamp_at..) {
-            stamp(header, self.plan.nanos(now), conn.id);
-        }
-        codec.send_message(self.plan.kind, self.payload.split().freeze());
-        conn.queue_codec_output();
-        conn.sent += 1;
-        if self.measuring(now) {
-            self.stats.sent += 1;
-        }
-    }
-
-    /// A window-driven publisher (`--rate 0`) sends until `window` of its messages are
-    /// unacknowledged.
-    fn fill_window(&mut self, conn: &mut Conn, now: Instant) {
-        let Scenario::Fanout { window, rate, .. } = self.plan.scenario else { return };
-        if rate > 0.0 {
-            return;
-        }
-        while self.sending(now) && conn.sent.saturating_sub(conn.acked) < window {
-            self.send(conn, now);
-        }
-    }
-
-    /// Counts and times a message that arrived on an open connection, and reacts per the
-    /// connection's part. Returns whether it queued output.
-    fn on_message(&mut self, conn: &mut Conn, data: &[u8], now: Instant) -> bool {
-        let payload = if self.plan.room.is_some() {
-            match room_push_data(data) {
-                Some(payload) => payload,
-                None => {
-                    // Replies are silent on success; an error reply (429 rate limit, ...)
-                    // means the server refused a publish, which will not come back: it
-                    // frees its place in the window (a broadcaster moves on to the next).
-                    if !data.windows(9).any(|w| w == br#""error":{"#) {
-                        return false;
-                    }
-                    self.stats.error(&format!("server error reply: {}", String::from_utf8_lossy(data)));
-                    let sent_before = conn.sent;
-                    match conn.part {
-                        Part::Publisher => {
-                            conn.acked += 1;
-                            self.fill_window(conn, now);
-                        }
-                        Part::Broadcaster if self.sending(now) => self.send(conn, now),
-                        _ => {}
-                    }
-                    return conn.sent != sent_before;
-                }
-            }
-        } else {
-            data
-        };
-        let Some((sent_nanos, tag)) = read_stamp(payload) else {
-            self.stats.error("message without a bench timestamp");
-            return false;
-        };
-        if payload.len() != self.plan.size {
-            self.stats.error(&format!("message of {} bytes, expected {}", payload.len(), self.plan.size));
-        }
-        if self.measuring(now) {
-            // Stamps hold 48 bits of nanoseconds. With several client threads a message
-            // may be stamped by another thread after this thread took `now` (a negative
-            // latency of a few microseconds, at most a loop turn): count it as 0.
-            let elapsed = self.plan.nanos(now).wrapping_sub(sent_nanos) & ((1 << 48) - 1);
-            let latency = if elapsed >= 1 << 47 { 0 } else { elapsed };
-            self.stats.received += 1;
-            self.stats.received_bytes += payload.len() as u64;
-            self.stats.latency.saturating_record(latency);
-        }
-        let sent_before = conn.sent;
-        match conn.part {
-            Part::Echo if self.sending(now) => self.send(conn, now),
-            Part::Publisher if tag == conn.id => {
-                conn.acked += 1;
-                self.fill_window(conn, now);
-            }
-            Part::Broadcaster => {
-                // The next round once a round's worth of messages arrived (counted
-                // cumulatively: see `Part::Broadcaster`).
-                conn.acked += 1;
-                let round = self.shared.live.load(Ordering::Relaxed).max(1) as u64;
-                if conn.acked >= round && self.sending(now) {
-                    conn.acked -= round;
-                    self.send(conn, now);
-                }
-            }
-            _ => {}
-        }
-        conn.sent != sent_before
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        // xorshift64
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
-    }
-
-    /// 16 random bytes for `Sec-WebSocket-Key` (RFC 6455 §4.1: a nonce).
-    fn next_key(&mut self) -> [u8; 16] {
-        let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        key[8..].copy_from_slice(&self.next_u64().to_le_bytes());
-        key
-    }
-}
-
-/// A seed from the OS-seeded hasher (std has no RNG; a load generator needs no more).
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish() | 1
-}
-
-impl Plan {
-    /// The subprotocols offered: `wsedge.v1` for the room protocol, none otherwise.
-    pub fn protocols(&self) -> &'static [&'static str] {
-        if self.room.is_some() {
-            &[SUBPROTOCOL]
-        } else {
-            &[]
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::BytesMut;
-
-    /// What `Traffic::send` and the read buffers rely on for "no allocation per message":
-    /// once the `Bytes` split off a buffer is dropped, the next append reuses the memory.
-    #[test]
-    fn message_buffers_are_reused_not_reallocated() {
-        let mut buf = BytesMut::with_capacity(128);
-        let memory = buf.as_ptr() as usize..buf.as_ptr() as usize + 128;
-        for _ in 0..1000 {
-            buf.extend_from_slice(&[b'x'; 40]);
-            assert!(memory.contains(&(buf.as_ptr() as usize)), "reallocated");
-            let message = buf.split().freeze();
-            drop(message);
         }
     }
 }

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use rustls::ClientConfig;
 
 use crate::proto::deflate::{self, DeflateConfig};
-use crate::proto::handshake::{client_request, parse_response};
+use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
 use crate::proto::{CloseCode, Config, Connection, Event, MessageKind};
 pub use stream::Stream;
 pub use url::{UrlError, WsUrl};
@@ -29,9 +29,8 @@ pub use url::{UrlError, WsUrl};
 /// write to be taken by the socket.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Largest upgrade response head read.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-
+/// One open WebSocket connection, client role: connect, send, receive with a timeout,
+/// close. Masking keys come from a seed read from the OS-seeded hasher.
 pub struct Client {
     stream: Stream,
     codec: Connection,
@@ -110,6 +109,8 @@ impl Client {
         Ok(Client { stream, codec, read_buf: buf, protocol: response.protocol })
     }
 
+    /// Sends `text` as one text message (compressed if deflate was agreed) and writes it
+    /// out before returning.
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
         self.codec.send_message(MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()));
         self.flush()

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+/// A connected socket, plain or under TLS; reads and writes go through `Read`/`Write`.
 pub enum Stream {
+    /// `ws://`: the TCP socket itself.
     Plain(TcpStream),
     /// Boxed: the session holds its buffers inline and is large next to a socket.
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),

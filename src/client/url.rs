@@ -23,8 +23,11 @@ pub struct WsUrl {
 /// Why a string is not a WebSocket URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlError {
+    /// Neither `ws://` nor `wss://`.
     Scheme,
+    /// No host between the scheme and the port or path (or an unclosed `[`).
     NoHost,
+    /// A port that is not a number from 0 to 65535 (or junk after a bracketed address).
     BadPort,
     /// RFC 6455 §3: fragment identifiers MUST NOT be used in WebSocket URIs.
     Fragment,

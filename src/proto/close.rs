@@ -1,6 +1,7 @@
 //! Close codes and close frame payloads, RFC 6455 §5.5.1, §7.4 and the IANA registry.
 //!
-//! Which codes may appear on the wire is decided here and nowhere else.
+//! Which codes may appear on the wire is decided here and nowhere else; which code answers
+//! which protocol error is `ProtocolError::close_code`'s. No IO.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -9,18 +10,28 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub struct CloseCode(pub u16);
 
 impl CloseCode {
+    /// The purpose of the connection is fulfilled.
     pub const NORMAL: CloseCode = CloseCode(1000);
+    /// An endpoint is going away: a server shutting down, a browser leaving the page.
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// The peer broke the protocol (a `ProtocolError` other than the ones below).
     pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+    /// A kind of data the endpoint cannot accept (e.g. binary where only text makes sense).
     pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
     /// Reserved: "no status code was present". Never sent on the wire.
     pub const NO_STATUS: CloseCode = CloseCode(1005);
     /// Reserved: "closed abnormally" (no close frame). Never sent on the wire.
     pub const ABNORMAL: CloseCode = CloseCode(1006);
+    /// Data inconsistent with the message type: text that is not UTF-8, a message that
+    /// does not inflate.
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    /// A message or behaviour the endpoint's policy forbids (abuse, authentication).
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
+    /// A frame or message over the configured limit.
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
+    /// The server hit an unexpected condition.
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// Overload or a slow consumer: reconnecting later may work.
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
     /// Whether a peer may send this code in a close frame: 1000-1003 and 1007-1014 (the
@@ -34,7 +45,9 @@ impl CloseCode {
 /// A decoded close frame payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
+    /// The status code (valid on the wire: checked on decode).
     pub code: CloseCode,
+
     /// UTF-8, validated on decode.
     pub reason: Bytes,
 }

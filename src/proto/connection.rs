@@ -15,23 +15,34 @@
 //! With permessage-deflate (RFC 7692) negotiated, a message whose first frame has RSV1 set
 //! is inflated frame by frame into a buffer bounded by the message limit, and its text is
 //! validated as it is inflated.
+//!
+//! Next door: `error.rs` names the violations this module detects, `transmit.rs` holds the
+//! outgoing chunk type, `broadcast.rs` the encodings one message shares across many
+//! connections (this module only picks which one a connection takes, in
+//! [`Connection::broadcast_frame`]).
 
 use std::collections::VecDeque;
-use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+// Broadcast encoding and the transmit chunk were written here first; their old paths
+// (`proto::connection::BroadcastFrames`, `encode_server_frame`, ...) keep working.
+pub use super::broadcast::{encode_compressed_server_frame, encode_server_frame, BroadcastFrames};
 use super::close::{CloseCode, CloseFrame, ClosePayloadError};
 use super::deflate::{Compressor, CompressorPool, Decompressor, DeflateParams, InflateError};
-use super::frame::{EncodedHeader, FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+pub use super::error::ProtocolError;
+use super::frame::{EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
+use super::transmit::Transmit;
 use super::utf8::Utf8Validator;
 
 /// Which end of the connection this is. A server requires masked frames and sends unmasked
 /// ones; a client the reverse (RFC 6455 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Accepted the connection: expects masked frames, sends unmasked ones.
     Server,
+    /// Opened the connection: masks what it sends, rejects masked frames.
     Client,
 }
 
@@ -51,14 +62,18 @@ impl Default for Config {
     }
 }
 
+/// A data message's type, from the opcode of its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
+    /// UTF-8 text (validated on receipt).
     Text,
+    /// Arbitrary bytes.
     Binary,
 }
 
 impl MessageKind {
-    fn opcode(self) -> OpCode {
+    /// The opcode of a message's first frame.
+    pub(super) fn opcode(self) -> OpCode {
         match self {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
@@ -71,88 +86,25 @@ impl MessageKind {
 pub enum Event {
     /// A complete message; text is valid UTF-8.
     Message {
+        /// Text or binary.
         kind: MessageKind,
+        /// The whole payload (inflated, if it was compressed).
         data: Bytes,
     },
     /// A ping; the pong is already queued.
     Ping(Bytes),
+    /// A pong (an answer to our ping, or unsolicited); nothing to do but note the peer
+    /// is alive.
     Pong(Bytes),
     /// The peer's close frame (`None`: it carried no status code). If we had not sent a
     /// close yet, the reply is already queued. No event follows.
     Close(Option<CloseFrame>),
 }
 
-/// A protocol violation by the peer. Each maps to the close code sent before giving up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtocolError {
-    Frame(FrameError),
-    /// RSV bits set that no negotiated extension defines.
-    ReservedBits,
-    /// A server got an unmasked frame (§5.1).
-    UnmaskedFrame,
-    /// A client got a masked frame (§5.1).
-    MaskedFrame,
-    /// A control frame with FIN clear (§5.5).
-    FragmentedControl,
-    /// A control frame payload over 125 bytes (§5.5).
-    ControlTooLong,
-    /// A continuation frame with no message in progress (§5.4).
-    UnexpectedContinuation,
-    /// A new text/binary frame while a fragmented message is in progress (§5.4).
-    ExpectedContinuation,
-    /// A 1-byte close payload or a close code that may not be sent (§7.4).
-    InvalidCloseCode,
-    /// A close reason that is not UTF-8 (§5.5.1).
-    InvalidCloseReason,
-    /// A text message that is not UTF-8 (§8.1).
-    InvalidUtf8,
-    /// A frame over `Config::max_frame_size`.
-    FrameTooBig,
-    /// A message over `Config::max_message_size` (after inflating, if compressed).
-    MessageTooBig,
-    /// A compressed message that is not a valid deflate stream (RFC 7692 §8).
-    InvalidCompressedData,
-}
-
-impl ProtocolError {
-    /// The close code this error is answered with: the one place that decides it.
-    pub fn close_code(self) -> CloseCode {
-        match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason | ProtocolError::InvalidCompressedData => {
-                CloseCode::INVALID_PAYLOAD
-            }
-            ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
-            _ => CloseCode::PROTOCOL_ERROR,
-        }
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtocolError::Frame(e) => write!(f, "bad frame header: {e}"),
-            ProtocolError::ReservedBits => f.write_str("RSV bits set without a negotiated extension"),
-            ProtocolError::UnmaskedFrame => f.write_str("client frame not masked"),
-            ProtocolError::MaskedFrame => f.write_str("server frame masked"),
-            ProtocolError::FragmentedControl => f.write_str("fragmented control frame"),
-            ProtocolError::ControlTooLong => f.write_str("control frame payload over 125 bytes"),
-            ProtocolError::UnexpectedContinuation => f.write_str("continuation frame without a message"),
-            ProtocolError::ExpectedContinuation => f.write_str("new message inside a fragmented message"),
-            ProtocolError::InvalidCloseCode => f.write_str("invalid close code"),
-            ProtocolError::InvalidCloseReason => f.write_str("close reason is not UTF-8"),
-            ProtocolError::InvalidUtf8 => f.write_str("text message is not UTF-8"),
-            ProtocolError::FrameTooBig => f.write_str("frame over the size limit"),
-            ProtocolError::MessageTooBig => f.write_str("message over the size limit"),
-            ProtocolError::InvalidCompressedData => f.write_str("compressed message does not inflate"),
-        }
-    }
-}
-
-impl std::error::Error for ProtocolError {}
-
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Messages flow both ways.
     Open,
     /// We sent a close and wait for the peer's; its data messages are discarded.
     CloseSent,
@@ -219,6 +171,9 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection in `role` just after the opening handshake, without extensions. Its
+    /// masking keys (a client's) follow a fixed seed: use [`Connection::client`] for keys a
+    /// peer cannot predict.
     pub fn new(role: Role, config: Config) -> Self {
         Connection {
             role,
@@ -275,13 +230,13 @@ impl Connection {
         if self.state != State::Open {
             return None;
         }
-        let len = frames.payload.len();
+        let len = frames.payload().len();
         match self.deflate.as_deref() {
             Some(d) if len >= d.threshold && d.send_no_context_takeover => {
                 Some(frames.compressed(d.send_window_bits, pool))
             }
             Some(d) if len >= d.threshold => {
-                self.send_message(frames.kind, frames.payload.clone());
+                self.send_message(frames.kind(), frames.payload().clone());
                 None
             }
             _ => Some(frames.plain()),
@@ -293,10 +248,12 @@ impl Connection {
         self.deflate.as_deref().is_some_and(|d| d.compressor.is_some() || d.decompressor.is_some())
     }
 
+    /// Which end this is.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// Where the close handshake stands.
     pub fn state(&self) -> State {
         self.state
     }
@@ -648,116 +605,11 @@ impl Connection {
     }
 }
 
-/// One piece of outgoing wire data, in order: what [`Connection::poll_transmit`] hands out
-/// and a server's write queue holds. Reads as the bytes still to send; `Buf::advance`
-/// drops the ones a partial write took.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transmit {
-    /// A frame header, inline: one per frame, so it must not cost an allocation.
-    Header(EncodedHeader),
-    /// A payload, or a whole frame encoded once and shared (a broadcast): never copied.
-    Bytes(Bytes),
-}
-
-impl From<Bytes> for Transmit {
-    fn from(bytes: Bytes) -> Self {
-        Transmit::Bytes(bytes)
-    }
-}
-
-impl std::ops::Deref for Transmit {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Transmit::Header(header) => header,
-            Transmit::Bytes(bytes) => bytes,
-        }
-    }
-}
-
-impl Buf for Transmit {
-    fn remaining(&self) -> usize {
-        self.len()
-    }
-
-    fn chunk(&self) -> &[u8] {
-        self
-    }
-
-    fn advance(&mut self, n: usize) {
-        match self {
-            Transmit::Header(header) => header.advance(n),
-            // `Bytes::advance` panics past the end; a caller advancing further than what
-            // remains gets an empty chunk, as with the header.
-            Transmit::Bytes(bytes) => bytes.advance(n.min(bytes.len())),
-        }
-    }
-}
-
-/// The encodings of one broadcast message, each made at most once and shared by every
-/// receiver that takes it (a refcount bump per receiver, no copy).
-#[derive(Debug)]
-pub struct BroadcastFrames {
-    kind: MessageKind,
-    payload: Bytes,
-    plain: Option<Bytes>,
-    /// By window bits 8..=15; `Some(None)`: compression did not shrink it (send plain).
-    compressed: [Option<Option<Bytes>>; 8],
-}
-
-impl BroadcastFrames {
-    pub fn new(kind: MessageKind, payload: Bytes) -> Self {
-        BroadcastFrames { kind, payload, plain: None, compressed: Default::default() }
-    }
-
-    fn plain(&mut self) -> Bytes {
-        let (kind, payload) = (self.kind, &self.payload);
-        self.plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone()
-    }
-
-    fn compressed(&mut self, window: u8, pool: &mut CompressorPool) -> Bytes {
-        // clamp: windows are 8..=15, so the slot index is 0..=7.
-        let slot = &mut self.compressed[usize::from(window.clamp(8, 15) - 8)];
-        let (kind, payload) = (self.kind, &self.payload);
-        let frame = slot.get_or_insert_with(|| {
-            pool.compress(window, payload)
-                .filter(|z| z.len() < payload.len()) // incompressible: send it plain
-                .map(|z| encode_compressed_server_frame(kind, &z))
-        });
-        match frame {
-            Some(frame) => frame.clone(),
-            None => self.plain(),
-        }
-    }
-}
-
-/// Encodes one unmasked, final frame (server to client) as a single `Bytes`: the form a
-/// handler sends to many connections, each write queue holding a clone (a refcount bump).
-pub fn encode_server_frame(kind: MessageKind, payload: &[u8]) -> Bytes {
-    encode_server_frame_rsv(kind, 0, payload)
-}
-
-/// Like [`encode_server_frame`] for a payload already compressed by a [`CompressorPool`]
-/// (RSV1 set, RFC 7692 §6).
-pub fn encode_compressed_server_frame(kind: MessageKind, compressed: &[u8]) -> Bytes {
-    encode_server_frame_rsv(kind, 0b100, compressed)
-}
-
-fn encode_server_frame_rsv(kind: MessageKind, rsv: u8, payload: &[u8]) -> Bytes {
-    let header = FrameHeader { fin: true, rsv, opcode: kind.opcode(), mask: None, payload_len: payload.len() as u64 };
-    let mut buf = [0u8; MAX_HEADER_LEN];
-    let n = header.encode(&mut buf);
-    let mut frame = BytesMut::with_capacity(n + payload.len());
-    frame.extend_from_slice(&buf[..n]);
-    frame.extend_from_slice(payload);
-    frame.freeze()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::deflate::{Compressor, CompressorPool, DeflateParams};
+    use crate::proto::frame::FrameError;
     use proptest::prelude::*;
 
     /// A single frame as a peer in the opposite role would put it on the wire.

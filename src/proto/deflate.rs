@@ -43,6 +43,7 @@ pub enum DeflateMode {
 pub struct DeflateConfig {
     /// Accept the extension at all (`--no-deflate` turns it off).
     pub enabled: bool,
+    /// Memory against ratio: one shared compressor per worker, or one per connection.
     pub mode: DeflateMode,
     /// Messages shorter than this many bytes are sent uncompressed.
     pub threshold: usize,
@@ -71,7 +72,9 @@ impl Default for DeflateConfig {
 /// The parameters both ends agreed on, named as in RFC 7692 (server/client direction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateParams {
+    /// The server resets its compressor after every message (keeps no window).
     pub server_no_context_takeover: bool,
+    /// The client resets its compressor after every message (keeps no window).
     pub client_no_context_takeover: bool,
     /// 8-15; the server's compression window.
     pub server_max_window_bits: u8,
@@ -82,8 +85,11 @@ pub struct DeflateParams {
 /// One `permessage-deflate` offer from a client, RFC 7692 §7.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Offer {
+    /// The client asks the server to reset its compressor after every message.
     pub server_no_context_takeover: bool,
+    /// The client will reset its own compressor after every message.
     pub client_no_context_takeover: bool,
+    /// The largest window the client lets the server compress with (8-15; `None`: 15).
     pub server_max_window_bits: Option<u8>,
     /// `Some(None)`: present without a value (the client lets the server choose).
     pub client_max_window_bits: Option<Option<u8>>,
@@ -92,7 +98,9 @@ pub struct Offer {
 /// Why an offer or response was not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamError {
+    /// A parameter RFC 7692 does not define.
     Unknown,
+    /// A parameter given twice in one offer or response.
     Duplicate,
     /// A missing, unexpected or out-of-range value.
     BadValue,
@@ -113,7 +121,9 @@ impl std::error::Error for ParamError {}
 /// One element of an extension list: a name and its parameters (values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extension<'a> {
+    /// The extension token, e.g. `permessage-deflate`.
     pub name: &'a str,
+    /// Its parameters in order: name and value (`None` for a bare name).
     pub params: Vec<(&'a str, Option<String>)>,
 }
 
@@ -317,6 +327,8 @@ impl fmt::Debug for Compressor {
 }
 
 impl Compressor {
+    /// A raw-deflate compressor at zlib `level` (capped at 9) with a window of
+    /// `window_bits`; with `no_context_takeover` it forgets the window after each message.
     pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
         let inner =
             Compress::new_with_window_bits(Compression::new(level.min(9)), false, zlib_window_bits(window_bits));
@@ -367,6 +379,7 @@ pub struct CompressorPool {
 }
 
 impl CompressorPool {
+    /// An empty pool compressing at zlib `level`; compressors appear on first use.
     pub fn new(level: u32) -> Self {
         CompressorPool { level, by_window: Default::default() }
     }
@@ -400,6 +413,7 @@ impl fmt::Debug for Decompressor {
 }
 
 impl Decompressor {
+    /// A raw-inflate state for a peer compressing with a window of `window_bits`.
     pub fn new(window_bits: u8) -> Self {
         Decompressor { inner: Decompress::new_with_window_bits(false, zlib_window_bits(window_bits)) }
     }

@@ -17,11 +17,17 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// Frame opcodes, RFC 6455 §5.2 and §11.8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpCode {
+    /// 0x0: a further fragment of the message in progress.
     Continuation,
+    /// 0x1: the first frame of a text (UTF-8) message.
     Text,
+    /// 0x2: the first frame of a binary message.
     Binary,
+    /// 0x8: the close handshake.
     Close,
+    /// 0x9: asks the peer for a pong with the same payload.
     Ping,
+    /// 0xA: the answer to a ping (or an unsolicited heartbeat).
     Pong,
 }
 
@@ -39,6 +45,7 @@ impl OpCode {
         }
     }
 
+    /// The 4-bit value on the wire.
     pub fn as_u8(self) -> u8 {
         match self {
             OpCode::Continuation => 0x0,
@@ -59,11 +66,15 @@ impl OpCode {
 /// A parsed frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// The final fragment of its message (always set on control frames).
     pub fin: bool,
     /// RSV1..RSV3 as the low three bits (RSV1 = 0b100).
     pub rsv: u8,
+    /// What the frame carries.
     pub opcode: OpCode,
+    /// The masking key: present on every client-to-server frame, never on the others.
     pub mask: Option<[u8; 4]>,
+    /// The payload length as the header states it (7, 16 or 64 bits on the wire).
     pub payload_len: u64,
 }
 
@@ -183,6 +194,7 @@ pub struct EncodedHeader {
 }
 
 impl EncodedHeader {
+    /// Encodes `header` into the inline buffer.
     pub fn new(header: &FrameHeader) -> Self {
         let mut bytes = [0u8; MAX_HEADER_LEN];
         let end = header.encode(&mut bytes);

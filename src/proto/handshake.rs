@@ -18,6 +18,10 @@ const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Header lines accepted in a request head (more -> 431).
 const MAX_HEADERS: usize = 64;
 
+/// The longest upgrade response head a client waits for; a server sending more without
+/// finishing its head is refused.
+pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
 /// A request head that cannot be served, with the HTTP status it is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeError {
@@ -106,8 +110,11 @@ impl std::error::Error for HandshakeError {}
 /// A valid WebSocket upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeRequest {
+    /// The request target as sent: path and query (`/ws?token=...`).
     pub path: String,
+    /// The `Host` header.
     pub host: String,
+    /// The `Origin` header (browsers send it; the server's allow-list checks it).
     pub origin: Option<String>,
     /// The client's `Sec-WebSocket-Key`, as sent.
     pub key: String,
@@ -118,6 +125,7 @@ pub struct UpgradeRequest {
     /// `X-Forwarded-For` and `Forwarded` (RFC 7239), each header's values joined with ", "
     /// in order; the server reads them only from trusted proxies (`server::access`).
     pub x_forwarded_for: Option<String>,
+    /// The `Forwarded` header's values (see `x_forwarded_for`).
     pub forwarded: Option<String>,
     /// The `Authorization` header, if any (a bearer token for the handler to verify).
     pub authorization: Option<String>,
@@ -126,7 +134,9 @@ pub struct UpgradeRequest {
 /// A request that is not a WebSocket upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainRequest {
+    /// The HTTP method, as sent (`GET`, `POST`, ...).
     pub method: String,
+    /// The request target as sent: path and query.
     pub path: String,
     /// The value of `Content-Length` (0 when absent).
     pub content_length: usize,
@@ -136,9 +146,12 @@ pub struct PlainRequest {
     pub keep_alive: bool,
 }
 
+/// A parsed request head: the port serves WebSocket upgrades and plain HTTP alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// A valid WebSocket upgrade (RFC 6455 §4.2.1).
     Upgrade(UpgradeRequest),
+    /// Any other request (health, metrics, the backend API).
     Plain(PlainRequest),
 }
 
@@ -315,18 +328,24 @@ pub fn client_request(host: &str, path: &str, key: [u8; 16], protocols: &[&str])
 /// What the server agreed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeResponse {
+    /// The subprotocol the server selected (one the client offered).
     pub protocol: Option<String>,
+    /// The raw `Sec-WebSocket-Extensions` value the server accepted.
     pub extensions: Option<String>,
 }
 
 /// Why a client rejects the server's response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseError {
+    /// Not a parseable HTTP response head.
     Malformed,
     /// Any status other than 101.
     Status(u16),
+    /// `Upgrade: websocket` or `Connection: Upgrade` is missing.
     MissingUpgrade,
+    /// `Sec-WebSocket-Accept` does not match the key sent (RFC 6455 §4.1).
     BadAccept,
+
     /// A subprotocol the client did not offer.
     UnexpectedProtocol,
 }

@@ -4,14 +4,18 @@
 //! driven with byte slices (`&[u8]` / `BytesMut`) and returns events and encoded bytes. That
 //! is what lets tests, property tests and fuzz targets drive the exact code the server runs.
 
+pub mod broadcast;
 pub mod close;
 pub mod connection;
 pub mod deflate;
+pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role, Transmit};
+pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role};
 pub use frame::{EncodedHeader, FrameHeader, OpCode};
+pub use transmit::Transmit;

@@ -1,0 +1,346 @@
+//! What a bench run is to do: the command line checked (sizes, counts, rates that make a
+//! run) and resolved (the URL to an address, the TLS config) into a [`Plan`] the threads
+//! share read-only, plus what each connection plays in it. Nothing here opens a connection
+//! or starts a thread; a bad option is a [`BenchError`] naming it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::args::{BenchArgs, ScenarioArgs};
+use super::conn::Part;
+use super::payload;
+use crate::client::WsUrl;
+use crate::proto::{self, MessageKind};
+use crate::wire::SUBPROTOCOL;
+
+/// Why a bench could not run.
+#[derive(Debug)]
+pub enum BenchError {
+    /// Options that do not make a run.
+    Invalid(String),
+    /// The URL's host does not resolve.
+    Resolve(String, io::Error),
+    /// `--server-pid` names no readable process.
+    ServerPid(u32, io::Error),
+    /// A worker thread could not start or failed.
+    Worker(io::Error),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Invalid(why) => f.write_str(why),
+            BenchError::Resolve(host, e) => write!(f, "cannot resolve {host}: {e}"),
+            BenchError::ServerPid(pid, e) => write!(f, "cannot read /proc/{pid} for --server-pid: {e}"),
+            BenchError::Worker(e) => write!(f, "client thread failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+pub(super) fn invalid(why: impl Into<String>) -> BenchError {
+    BenchError::Invalid(why.into())
+}
+
+/// What the connections do.
+#[derive(Debug, Clone, Copy)]
+pub enum Scenario {
+    /// Every connection keeps `depth` messages in flight to an echo server.
+    Echo {
+        /// Messages in flight per connection (at least 1).
+        depth: u32,
+    },
+    /// Publishers and subscribers in one room.
+    Fanout {
+        /// How many of the connections publish (the first ones).
+        publishers: usize,
+        /// Messages per second from all publishers together; 0: window-driven.
+        rate: f64,
+        /// With `rate` 0: unacknowledged messages each publisher may have in flight.
+        window: u64,
+        /// Broadcast: every connection publishes, a round at a time.
+        all_publish: bool,
+    },
+    /// Connections that only stay open.
+    Idle,
+}
+
+/// Where to connect: the resolved address, and the Host header and path to ask for.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The first address the host resolved to.
+    pub addr: SocketAddr,
+    /// The `Host` header: the URL's authority (host and port as written).
+    pub host: String,
+    /// The request target: path and query.
+    pub path: String,
+    /// `wss://`: the name the certificate must carry.
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl Target {
+    /// Parses `ws[s]://host[:port][/path]` and resolves the host once.
+    pub fn parse(url: &str) -> Result<Target, BenchError> {
+        let parsed = WsUrl::parse(url).map_err(|e| invalid(format!("{url}: {e}")))?;
+        let tls_name = if parsed.tls {
+            let name = rustls::pki_types::ServerName::try_from(parsed.host.clone())
+                .map_err(|e| invalid(format!("{url}: {e}")))?;
+            Some(name)
+        } else {
+            None
+        };
+        let addr = (parsed.host.as_str(), parsed.port)
+            .to_socket_addrs()
+            .map_err(|e| BenchError::Resolve(parsed.authority.clone(), e))?
+            .next()
+            .ok_or_else(|| BenchError::Resolve(parsed.authority.clone(), io::ErrorKind::NotFound.into()))?;
+        Ok(Target { addr, host: parsed.authority, path: parsed.path, tls_name })
+    }
+}
+
+/// Everything a run needs, checked and resolved; shared read-only by the threads.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What the connections do.
+    pub scenario: Scenario,
+    /// The URL as given (or the scenario's default), for messages and the report.
+    pub url: String,
+    /// Where `url` resolved to.
+    pub target: Target,
+    /// The room joined with the room protocol (`None`: raw messages).
+    pub room: Option<String>,
+    /// Text or binary messages.
+    pub kind: MessageKind,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Connections across all threads.
+    pub connections: usize,
+    /// Client threads, each with its own event loop.
+    pub threads: usize,
+    /// Connections in setup at once, per thread.
+    pub connect_batch: usize,
+    /// Time a connection may take to connect, upgrade and join.
+    pub handshake_timeout: Duration,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
+    /// The client config for a `wss://` target.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Source addresses connections are spread over (empty: the system's choice).
+    pub bind_ips: Vec<IpAddr>,
+    /// Traffic before measuring starts.
+    pub warmup: Duration,
+    /// Measured traffic.
+    pub duration: Duration,
+    /// The server process to sample (CPU, memory) at the window's edges.
+    pub server_pid: Option<u32>,
+    /// The zero of message timestamps (process-local).
+    pub epoch: Instant,
+    /// What was asked for, echoed in the report.
+    pub settings: BTreeMap<&'static str, serde_json::Value>,
+}
+
+impl Plan {
+    /// Checks the options; returns the plan and whether to print JSON.
+    pub fn from_args(args: &BenchArgs) -> Result<(Plan, bool), BenchError> {
+        let mut settings = BTreeMap::new();
+        let (scenario, url, room, connections, size, binary, common) = match &args.scenario {
+            ScenarioArgs::Echo(a) => {
+                if a.depth == 0 {
+                    return Err(invalid("--depth must be at least 1"));
+                }
+                settings.insert("depth", json!(a.depth));
+                (Scenario::Echo { depth: a.depth }, a.url.clone(), None, a.connections, a.size, a.binary, &a.common)
+            }
+            ScenarioArgs::Fanout(a) => {
+                if !(a.rate.is_finite() && a.rate >= 0.0) {
+                    return Err(invalid("--rate must be a number >= 0"));
+                }
+                if a.window == 0 {
+                    return Err(invalid("--window must be at least 1"));
+                }
+                if a.rooms_protocol && a.binary {
+                    return Err(invalid("the room protocol carries text only: drop --binary"));
+                }
+                if !a.all_publish && a.publishers == 0 {
+                    return Err(invalid("--publishers must be at least 1"));
+                }
+                let publishers = if a.all_publish { 0 } else { a.publishers };
+                let room = a.rooms_protocol.then(|| a.room.clone());
+                let default_path = if a.rooms_protocol { "/ws" } else { "/relay/bench" };
+                let url = a.url.clone().unwrap_or_else(|| format!("ws://127.0.0.1:9001{default_path}"));
+                settings.insert("protocol", json!(if a.rooms_protocol { SUBPROTOCOL } else { "relay" }));
+                settings.insert("subscribers", json!(a.subscribers));
+                if a.all_publish {
+                    settings.insert("all_publish", json!(true));
+                } else {
+                    settings.insert("publishers", json!(publishers));
+                    settings.insert("rate", json!(a.rate));
+                    if a.rate == 0.0 {
+                        settings.insert("window", json!(a.window));
+                    }
+                }
+                let scenario =
+                    Scenario::Fanout { publishers, rate: a.rate, window: a.window, all_publish: a.all_publish };
+                (scenario, url, room, a.subscribers + publishers, a.size, a.binary, &a.common)
+            }
+            ScenarioArgs::Idle(a) => (Scenario::Idle, a.url.clone(), None, a.connections, 0, false, &a.common),
+        };
+        if connections == 0 {
+            return Err(invalid("no connections to open"));
+        }
+        // Connection numbers travel in 24 bits of each payload.
+        if connections >= 1 << 24 {
+            return Err(invalid("at most 16,777,215 connections"));
+        }
+        if !matches!(scenario, Scenario::Idle) {
+            // The bench's codec has the default limits: no larger message would come back.
+            let max_size = proto::Config::default().max_message_size;
+            if !(payload::HEADER_LEN..=max_size).contains(&size) {
+                return Err(invalid(format!("--size must be {}..={max_size} bytes", payload::HEADER_LEN)));
+            }
+            settings.insert("size", json!(size));
+            settings.insert("binary", json!(binary));
+        }
+        if common.threads == 0 {
+            return Err(invalid("--threads must be at least 1"));
+        }
+        if common.connect_batch == 0 {
+            return Err(invalid("--connect-batch must be at least 1"));
+        }
+        let seconds = |name: &str, value: f64, allow_zero: bool| {
+            let ok = value.is_finite() && (value > 0.0 || (allow_zero && value == 0.0)) && value < 1e7;
+            ok.then(|| Duration::from_secs_f64(value))
+                .ok_or_else(|| invalid(format!("--{name} must be a number of seconds")))
+        };
+        let target = Target::parse(&url)?;
+        let tls = match target.tls_name {
+            Some(_) => Some(common.trust.client_config().map_err(invalid)?),
+            None => None,
+        };
+        let plan = Plan {
+            scenario,
+            target,
+            tls,
+            url,
+            room,
+            kind: if binary { MessageKind::Binary } else { MessageKind::Text },
+            size,
+            connections,
+            threads: common.threads.min(connections),
+            connect_batch: common.connect_batch,
+            handshake_timeout: seconds("handshake-timeout", common.handshake_timeout, false)?,
+            deflate: common.deflate,
+            bind_ips: common.bind_ips.clone(),
+            warmup: seconds("warmup", common.warmup, true)?,
+            duration: seconds("duration", common.duration, false)?,
+            server_pid: common.server_pid,
+            epoch: Instant::now(),
+            settings,
+        };
+        Ok((plan, common.json))
+    }
+
+    pub(super) fn scenario_name(&self) -> &'static str {
+        match self.scenario {
+            Scenario::Echo { .. } => "echo",
+            Scenario::Fanout { all_publish: true, .. } => "broadcast",
+            Scenario::Fanout { .. } => "fanout",
+            Scenario::Idle => "idle",
+        }
+    }
+
+    /// The part connection `id` plays: in fan-out, the first `publishers` publish.
+    pub(super) fn part(&self, id: u32) -> Part {
+        match self.scenario {
+            Scenario::Echo { .. } => Part::Echo,
+            Scenario::Idle => Part::Idle,
+            Scenario::Fanout { all_publish: true, .. } => Part::Broadcaster,
+            Scenario::Fanout { publishers, .. } if (id as usize) < publishers => Part::Publisher,
+            Scenario::Fanout { .. } => Part::Subscriber,
+        }
+    }
+
+    /// Publishers sharing `--rate` (at least 1, so rates divide safely).
+    pub(super) fn publishers(&self) -> usize {
+        match self.scenario {
+            Scenario::Fanout { publishers, .. } => publishers.max(1),
+            _ => 1,
+        }
+    }
+
+    /// `now` as a message timestamp: nanoseconds since the bench's epoch.
+    pub(super) fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The subprotocols offered: `wsedge.v1` for the room protocol, none otherwise.
+    pub fn protocols(&self) -> &'static [&'static str] {
+        if self.room.is_some() {
+            &[SUBPROTOCOL]
+        } else {
+            &[]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        scenario: ScenarioArgs,
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, BenchError> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map_err(|e| invalid(e.to_string()))?;
+        Plan::from_args(&BenchArgs { scenario: cli.scenario }).map(|(p, _)| p)
+    }
+
+    #[test]
+    fn urls_are_split_and_resolved() {
+        let t = Target::parse("ws://127.0.0.1:9400/relay/bench").unwrap();
+        assert_eq!((t.addr.port(), t.host.as_str(), t.path.as_str()), (9400, "127.0.0.1:9400", "/relay/bench"));
+        let t = Target::parse("ws://127.0.0.1").unwrap();
+        assert_eq!((t.addr.port(), t.path.as_str()), (80, "/"));
+        let t = Target::parse("ws://[::1]:9001/x").unwrap();
+        assert_eq!(t.addr.port(), 9001);
+        assert!(Target::parse("http://127.0.0.1/").is_err());
+        let t = Target::parse("wss://localhost:9443/x").unwrap();
+        assert_eq!((t.addr.port(), t.tls_name.map(|n| n.to_str().into_owned())), (9443, Some("localhost".into())));
+        assert_eq!(Target::parse("wss://127.0.0.1").unwrap().addr.port(), 443);
+        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/", "--ca", "/no/such/ca.pem"]).is_err(), "an unreadable CA");
+        assert!(plan(&["echo", "--url", "wss://127.0.0.1:9/", "--insecure"]).is_ok_and(|p| p.tls.is_some()));
+    }
+
+    #[test]
+    fn fanout_parts_and_defaults() {
+        let p = plan(&["fanout", "--subscribers", "10", "--publishers", "2"]).unwrap();
+        assert_eq!(p.connections, 12);
+        assert_eq!((p.part(0), p.part(1), p.part(2)), (Part::Publisher, Part::Publisher, Part::Subscriber));
+        assert_eq!(p.target.path, "/relay/bench");
+        let p = plan(&["fanout", "--rooms-protocol", "--all-publish", "--subscribers", "5"]).unwrap();
+        assert_eq!((p.connections, p.part(0), p.target.path.as_str()), (5, Part::Broadcaster, "/ws"));
+        assert_eq!(p.room.as_deref(), Some("bench"));
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_a_reason() {
+        assert!(plan(&["echo", "--size", "4"]).is_err());
+        assert!(plan(&["echo", "--depth", "0"]).is_err());
+        assert!(plan(&["echo", "--connections", "0"]).is_err());
+        assert!(plan(&["fanout", "--rooms-protocol", "--binary"]).is_err());
+        assert!(plan(&["fanout", "--all-publish", "--publishers", "3"]).is_err());
+        assert!(plan(&["idle", "--duration", "-1"]).is_err());
+    }
+}
