@@ -24,7 +24,8 @@ use support::{TestServer, IO_TIMEOUT, ROOM_WORKERS};
 use wsedge::client::Client;
 use wsedge::proto::Event;
 use wsedge::rooms::auth::AuthConfig;
-use wsedge::rooms::{RoomsConfig, SUBPROTOCOL};
+use wsedge::rooms::RoomsConfig;
+use wsedge::wire::SUBPROTOCOL;
 
 const SECRET: &[u8] = b"an HS256 secret for the chat tests only";
 

@@ -698,7 +698,7 @@ impl Harness {
             host: "localhost".into(),
             origin: None,
             key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
-            protocols: vec![wsedge::rooms::SUBPROTOCOL.into()],
+            protocols: vec![wsedge::wire::SUBPROTOCOL.into()],
             extensions: None,
             x_forwarded_for: None,
             forwarded: None,
