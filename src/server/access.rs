@@ -91,15 +91,19 @@ impl Default for AccessConfig {
     }
 }
 
-/// Why an upgrade was refused here; `label` names it in metrics, `response` on the wire.
+/// Why an upgrade was refused here; `response` says it on the wire, and
+/// `metrics::HandshakeFailure::from` names it in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// `Origin` present and not on the allow-list (403).
     OriginNotAllowed,
     /// No `Origin` and `require_origin` (403).
     OriginMissing,
-    /// Over `handshakes_per_ip` (429); retry after this many seconds.
-    HandshakeRate { retry_after_secs: u64 },
+    /// Over `handshakes_per_ip` (429).
+    HandshakeRate {
+        /// Seconds until the next handshake token (the `Retry-After` value).
+        retry_after_secs: u64,
+    },
     /// At `max_conns_per_ip` (429).
     TooManyConnections,
     /// The per-IP table is at `max_tracked_ips` (503).
@@ -107,17 +111,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The metrics label (`wsedge_handshake_failures_total{reason=...}`).
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::OriginNotAllowed => "origin_not_allowed",
-            Refusal::OriginMissing => "origin_missing",
-            Refusal::HandshakeRate { .. } => "ip_handshake_rate",
-            Refusal::TooManyConnections => "ip_connections",
-            Refusal::TooManyClients => "ip_table_full",
-        }
-    }
-
     /// The HTTP response; the server closes the connection after it.
     pub fn response(self) -> HttpResponse {
         match self {

@@ -23,7 +23,7 @@ use slab::Slab;
 
 use super::access::{self, IpLimits, Refusal};
 use super::conn::{Conn, IoStatus, Keepalive, Phase};
-use super::metrics::{CloseInitiator, Metrics};
+use super::metrics::{CloseInitiator, HandshakeFailure, Metrics};
 use super::pool::ReadPool;
 use super::workers::{Shared, ShutdownHandle};
 use super::{http, Command, Config, ConnId, Handler, HttpResponse, Now, Outbox};
@@ -309,7 +309,7 @@ impl<H: Handler> Server<H> {
             self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
             // Dropping the stream closes it: the client learns at once instead of waiting
             // in the backlog, and silent sockets cannot pile up.
-            self.metrics.count_handshake_failure("too_many_handshakes");
+            self.metrics.count_handshake_failure(HandshakeFailure::TooManyHandshakes);
             debug!("dropping {peer}: {handshaking} sockets already handshaking");
             return;
         }
@@ -429,8 +429,8 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conns.get(index) {
             match conn.phase {
                 Phase::Open | Phase::CloseSent => self.metrics.abrupt_closes += 1,
-                Phase::Handshake if conn.tls_handshaking() => self.metrics.count_handshake_failure("tls"),
-                Phase::Handshake if !conn.read_buf.is_empty() => self.metrics.count_handshake_failure("incomplete"),
+                Phase::Handshake if conn.tls_handshaking() => self.metrics.count_handshake_failure(HandshakeFailure::Tls),
+                Phase::Handshake if !conn.read_buf.is_empty() => self.metrics.count_handshake_failure(HandshakeFailure::Incomplete),
                 _ => {}
             }
         }
@@ -470,7 +470,7 @@ impl<H: Handler> Server<H> {
                 Ok(Some(parsed)) => parsed,
                 Err(e) => {
                     debug!("handshake rejected on {index}: {e}");
-                    self.metrics.count_handshake_failure(e.label());
+                    self.metrics.count_handshake_failure(HandshakeFailure::from(e));
                     let response = Bytes::from(e.response());
                     return self.finish_with(index, response, now);
                 }
@@ -492,7 +492,7 @@ impl<H: Handler> Server<H> {
                 }
                 (Request::Upgrade(_), _) if self.shared.open.load(Ordering::Relaxed) >= self.config.max_connections => {
                     debug!("rejecting upgrade on {index}: at max_connections");
-                    self.metrics.count_handshake_failure("over_capacity");
+                    self.metrics.count_handshake_failure(HandshakeFailure::OverCapacity);
                     return self.finish_with(index, Bytes::from(http::over_capacity().encode(false)), now);
                 }
                 (Request::Upgrade(req), head_len) => return self.upgrade(index, &req, head_len, now),
@@ -551,8 +551,9 @@ impl<H: Handler> Server<H> {
         let ip_slot = match self.admit(index, req, now) {
             Ok(slot) => slot,
             Err(refusal) => {
-                debug!("upgrade on {index} refused: {}", refusal.label());
-                self.metrics.count_handshake_failure(refusal.label());
+                let failure = HandshakeFailure::from(refusal);
+                debug!("upgrade on {index} refused: {}", failure.label());
+                self.metrics.count_handshake_failure(failure);
                 return self.finish_with(index, Bytes::from(refusal.response().encode(false)), now);
             }
         };
@@ -562,7 +563,7 @@ impl<H: Handler> Server<H> {
                 // `ip_slot` drops here: a refused upgrade holds no place in its IP's count.
                 // (The request is not logged: its path or headers may hold a token.)
                 debug!("upgrade on {index} refused by the handler: {}", response.status);
-                self.metrics.count_handshake_failure("rejected");
+                self.metrics.count_handshake_failure(HandshakeFailure::Rejected);
                 return self.finish_with(index, Bytes::from(response.encode(false)), now);
             }
         };
@@ -908,7 +909,7 @@ impl<H: Handler> Server<H> {
             }
             debug!("connection {} timed out in {:?}", id.index(), conn.phase);
             if conn.phase == Phase::Handshake {
-                self.metrics.count_handshake_failure("timeout");
+                self.metrics.count_handshake_failure(HandshakeFailure::Timeout);
             } else if conn.phase == Phase::CloseSent {
                 self.metrics.abrupt_closes += 1;
             }

@@ -6,10 +6,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::access::Refusal;
+use crate::proto::handshake::HandshakeError;
+
 /// Who sent the close frame a connection ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CloseInitiator {
+    /// The client's close frame came first (the server echoed it).
     Client,
+    /// The server closed first (a protocol error, a limit, shutdown, the handler).
     Server,
 }
 
@@ -22,6 +27,140 @@ impl CloseInitiator {
     }
 }
 
+/// Why an opening handshake failed: the `reason` of `wsedge_handshake_failures_total`.
+///
+/// Declared in the alphabetical order of the labels, so counters render in the same order
+/// as ever (a test pins it). Dashboards and tests read the labels: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandshakeFailure {
+    /// `Sec-WebSocket-Key` missing, repeated or invalid (400).
+    BadKey,
+    /// The request head is over `max_head_bytes` or has too many header lines (431).
+    HeadersTooLarge,
+    /// The peer went away with part of a request head sent.
+    Incomplete,
+    /// The client IP is at `max_conns_per_ip` (429).
+    IpConnections,
+    /// The client IP is over `handshakes_per_ip` (429).
+    IpHandshakeRate,
+    /// The per-IP table is at `max_tracked_ips` (503).
+    IpTableFull,
+    /// A plain request with `Transfer-Encoding` (411).
+    LengthRequired,
+    /// Not parseable as HTTP/1.x (400).
+    Malformed,
+    /// An upgrade that is not `GET` (405).
+    MethodNotAllowed,
+    /// `Connection` lacks the `upgrade` token (400).
+    MissingConnectionUpgrade,
+    /// No `Host` header (400).
+    MissingHost,
+    /// No `Origin` header while one is required (403).
+    OriginMissing,
+    /// `Origin` not on the allow-list (403).
+    OriginNotAllowed,
+    /// An upgrade while the server is at `max_connections` (503).
+    OverCapacity,
+    /// The handler's `accept` refused the upgrade (the room layer's 401/403/404).
+    Rejected,
+    /// No complete request head (or no next request on keep-alive) within the handshake
+    /// timeout.
+    Timeout,
+    /// The TLS handshake failed or the peer went away during it.
+    Tls,
+    /// A socket accepted while `max_handshakes` sockets were already in their HTTP phase;
+    /// closed at once.
+    TooManyHandshakes,
+    /// `Sec-WebSocket-Version` missing or not 13 (426).
+    UnsupportedVersion,
+    /// An upgrade over HTTP/1.0 (400).
+    WrongHttpVersion,
+}
+
+impl HandshakeFailure {
+    /// How many reasons there are.
+    pub const COUNT: usize = HandshakeFailure::ALL.len();
+
+    /// Every reason, in declaration (and label) order.
+    pub const ALL: [HandshakeFailure; 20] = [
+        HandshakeFailure::BadKey,
+        HandshakeFailure::HeadersTooLarge,
+        HandshakeFailure::Incomplete,
+        HandshakeFailure::IpConnections,
+        HandshakeFailure::IpHandshakeRate,
+        HandshakeFailure::IpTableFull,
+        HandshakeFailure::LengthRequired,
+        HandshakeFailure::Malformed,
+        HandshakeFailure::MethodNotAllowed,
+        HandshakeFailure::MissingConnectionUpgrade,
+        HandshakeFailure::MissingHost,
+        HandshakeFailure::OriginMissing,
+        HandshakeFailure::OriginNotAllowed,
+        HandshakeFailure::OverCapacity,
+        HandshakeFailure::Rejected,
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Tls,
+        HandshakeFailure::TooManyHandshakes,
+        HandshakeFailure::UnsupportedVersion,
+        HandshakeFailure::WrongHttpVersion,
+    ];
+
+    /// The metrics label (`wsedge_handshake_failures_total{reason="..."}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::BadKey => "bad_key",
+            HandshakeFailure::HeadersTooLarge => "headers_too_large",
+            HandshakeFailure::Incomplete => "incomplete",
+            HandshakeFailure::IpConnections => "ip_connections",
+            HandshakeFailure::IpHandshakeRate => "ip_handshake_rate",
+            HandshakeFailure::IpTableFull => "ip_table_full",
+            HandshakeFailure::LengthRequired => "length_required",
+            HandshakeFailure::Malformed => "malformed",
+            HandshakeFailure::MethodNotAllowed => "method_not_allowed",
+            HandshakeFailure::MissingConnectionUpgrade => "missing_connection_upgrade",
+            HandshakeFailure::MissingHost => "missing_host",
+            HandshakeFailure::OriginMissing => "origin_missing",
+            HandshakeFailure::OriginNotAllowed => "origin_not_allowed",
+            HandshakeFailure::OverCapacity => "over_capacity",
+            HandshakeFailure::Rejected => "rejected",
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Tls => "tls",
+            HandshakeFailure::TooManyHandshakes => "too_many_handshakes",
+            HandshakeFailure::UnsupportedVersion => "unsupported_version",
+            HandshakeFailure::WrongHttpVersion => "wrong_http_version",
+        }
+    }
+}
+
+impl From<HandshakeError> for HandshakeFailure {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Malformed => HandshakeFailure::Malformed,
+            HandshakeError::HeadersTooLarge => HandshakeFailure::HeadersTooLarge,
+            HandshakeError::MethodNotAllowed => HandshakeFailure::MethodNotAllowed,
+            HandshakeError::WrongHttpVersion => HandshakeFailure::WrongHttpVersion,
+            HandshakeError::MissingHost => HandshakeFailure::MissingHost,
+            HandshakeError::MissingConnectionUpgrade => HandshakeFailure::MissingConnectionUpgrade,
+            HandshakeError::UnsupportedVersion => HandshakeFailure::UnsupportedVersion,
+            HandshakeError::BadKey => HandshakeFailure::BadKey,
+            HandshakeError::LengthRequired => HandshakeFailure::LengthRequired,
+        }
+    }
+}
+
+impl From<Refusal> for HandshakeFailure {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::OriginNotAllowed => HandshakeFailure::OriginNotAllowed,
+            Refusal::OriginMissing => HandshakeFailure::OriginMissing,
+            Refusal::HandshakeRate { .. } => HandshakeFailure::IpHandshakeRate,
+            Refusal::TooManyConnections => HandshakeFailure::IpConnections,
+            Refusal::TooManyClients => HandshakeFailure::IpTableFull,
+        }
+    }
+}
+
+/// One worker's transport counters (or, summed with [`Metrics::add`], the server's).
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
     /// WebSocket connections open now.
@@ -32,8 +171,9 @@ pub struct Metrics {
     pub messages_in: u64,
     /// Messages queued to clients (a broadcast counts once per receiver).
     pub messages_out: u64,
-    /// Bytes read from and written to sockets (all protocols, headers included).
+    /// Bytes read from sockets (all protocols, headers included).
     pub bytes_in: u64,
+    /// Bytes written to sockets (all protocols, headers included).
     pub bytes_out: u64,
     /// Close frames by status code and by who sent the first one.
     pub closes: BTreeMap<(u16, CloseInitiator), u64>,
@@ -43,36 +183,37 @@ pub struct Metrics {
     pub idle_timeouts: u64,
     /// Connections closed with 1013 because they did not read fast enough.
     pub slow_consumer_closes: u64,
-    /// Failed opening handshakes, by reason.
-    pub handshake_failures: BTreeMap<&'static str, u64>,
+    /// Failed opening handshakes, indexed by [`HandshakeFailure`].
+    handshake_failures: [u64; HandshakeFailure::COUNT],
     /// Plain HTTP requests answered.
     pub http_requests: u64,
-    /// Bumped whenever `closes` or `handshake_failures` change (so a copy can skip them).
-    maps_version: u64,
+    /// Bumped whenever `closes` changes (so a copy can skip the map).
+    closes_version: u64,
 }
 
 impl Metrics {
+    /// Counts a close handshake with status `code`, started by `initiator`.
     pub fn count_close(&mut self, code: u16, initiator: CloseInitiator) {
         *self.closes.entry((code, initiator)).or_default() += 1;
-        self.maps_version += 1;
+        self.closes_version += 1;
     }
 
-    pub fn count_handshake_failure(&mut self, reason: &'static str) {
-        *self.handshake_failures.entry(reason).or_default() += 1;
-        self.maps_version += 1;
+    /// Counts a failed opening handshake.
+    pub fn count_handshake_failure(&mut self, reason: HandshakeFailure) {
+        if let Some(n) = self.handshake_failures.get_mut(reason as usize) {
+            *n += 1;
+        }
     }
 
-    /// Makes these counters equal to `other`, copying the maps only if they changed (a
-    /// worker does this every loop turn).
+    /// Makes these counters equal to `other`, copying the `closes` map only if it changed
+    /// (a worker does this every loop turn).
     pub fn copy_from(&mut self, other: &Metrics) {
         let mut closes = std::mem::take(&mut self.closes);
-        let mut handshake_failures = std::mem::take(&mut self.handshake_failures);
-        if self.maps_version != other.maps_version {
+        if self.closes_version != other.closes_version {
             closes.clone_from(&other.closes);
-            handshake_failures.clone_from(&other.handshake_failures);
         }
-        // Every other field is a plain integer: copied.
-        *self = Metrics { closes, handshake_failures, ..*other };
+        // Every other field is a plain integer or an array of them: copied.
+        *self = Metrics { closes, ..*other };
     }
 
     /// Adds another worker's counters to these (the server's total for `/metrics`).
@@ -90,8 +231,8 @@ impl Metrics {
         for (key, n) in &other.closes {
             *self.closes.entry(*key).or_default() += n;
         }
-        for (reason, n) in &other.handshake_failures {
-            *self.handshake_failures.entry(reason).or_default() += n;
+        for (n, other) in self.handshake_failures.iter_mut().zip(other.handshake_failures) {
+            *n += other;
         }
     }
 
@@ -132,8 +273,11 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP wsedge_handshake_failures_total Failed opening handshakes by reason.");
         let _ = writeln!(out, "# TYPE wsedge_handshake_failures_total counter");
-        for (reason, n) in &self.handshake_failures {
-            let _ = writeln!(out, "wsedge_handshake_failures_total{{reason=\"{reason}\"}} {n}");
+        // Reasons never counted are left out (as a map of the counted ones would).
+        for (reason, n) in HandshakeFailure::ALL.iter().zip(self.handshake_failures) {
+            if n > 0 {
+                let _ = writeln!(out, "wsedge_handshake_failures_total{{reason=\"{}\"}} {n}", reason.label());
+            }
         }
     }
 }
@@ -147,7 +291,7 @@ mod tests {
         let mut m = Metrics { connections: 3, ..Metrics::default() };
         m.count_close(1000, CloseInitiator::Client);
         m.count_close(1000, CloseInitiator::Client);
-        m.count_handshake_failure("bad_key");
+        m.count_handshake_failure(HandshakeFailure::BadKey);
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains("\nwsedge_connections 3\n"));
@@ -159,7 +303,7 @@ mod tests {
     fn copies_and_sums_render_like_the_original() {
         let mut m = Metrics { connections: 3, messages_out: 7, bytes_in: 9, http_requests: 2, ..Metrics::default() };
         m.count_close(1000, CloseInitiator::Client);
-        m.count_handshake_failure("bad_key");
+        m.count_handshake_failure(HandshakeFailure::BadKey);
         let mut copy = Metrics::default();
         copy.copy_from(&m);
         let (mut a, mut b) = (String::new(), String::new());
@@ -173,5 +317,33 @@ mod tests {
         total.render(&mut c);
         assert!(c.contains("\nwsedge_connections 6\n"), "{c}");
         assert!(c.contains("wsedge_closes_total{code=\"1000\",initiator=\"client\"} 2\n"));
+    }
+
+    #[test]
+    fn handshake_failures_render_in_label_order_and_index_by_variant() {
+        for (i, reason) in HandshakeFailure::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?} out of place in ALL");
+        }
+        let labels: Vec<&str> = HandshakeFailure::ALL.iter().map(|r| r.label()).collect();
+        assert!(labels.windows(2).all(|w| w[0] < w[1]), "labels not strictly sorted: {labels:?}");
+        let mut m = Metrics::default();
+        m.count_handshake_failure(HandshakeFailure::Timeout);
+        m.count_handshake_failure(HandshakeFailure::from(Refusal::HandshakeRate { retry_after_secs: 1 }));
+        m.count_handshake_failure(HandshakeFailure::from(HandshakeError::BadKey));
+        m.count_handshake_failure(HandshakeFailure::Timeout);
+        let mut total = Metrics::default();
+        total.add(&m);
+        total.add(&m);
+        let mut out = String::new();
+        total.render(&mut out);
+        let tail = out.split_once("# TYPE wsedge_handshake_failures_total counter\n").map(|(_, t)| t);
+        assert_eq!(
+            tail,
+            Some(
+                "wsedge_handshake_failures_total{reason=\"bad_key\"} 2\n\
+                 wsedge_handshake_failures_total{reason=\"ip_handshake_rate\"} 2\n\
+                 wsedge_handshake_failures_total{reason=\"timeout\"} 4\n"
+            )
+        );
     }
 }
