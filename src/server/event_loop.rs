@@ -744,15 +744,6 @@ impl<H: Handler> Server<H> {
                             self.mark_dirty(id.index());
                         }
                     }
-                    Command::Frame(id, frame) => {
-                        if self.admit_fanout(id, frame.len(), now) {
-                            if let Some(conn) = self.live_conn(id, Phase::Open) {
-                                conn.queue(frame);
-                                self.metrics.messages_out += 1;
-                                self.mark_dirty(id.index());
-                            }
-                        }
-                    }
                     Command::Broadcast { to, except, kind, payload } => {
                         self.broadcast(&to, except, kind, &payload, now)
                     }

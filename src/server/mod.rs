@@ -3,11 +3,13 @@
 //!
 //! The handler API is the seam between transport and application: `echo` is one handler,
 //! the room layer another. Handlers never touch sockets; they queue work on an [`Outbox`]
-//! (send a message, send a pre-encoded frame to many connections, close), which the loop
-//! applies after the handler returns and flushes with vectored writes once per loop turn.
+//! (send a message to one connection, or one message to many, framed once for all; answer
+//! a deferred HTTP request; close), which the loop applies after the handler returns and
+//! flushes with vectored writes once per loop turn. Handlers need not read a clock either:
+//! the loop's [`Now`] reaches them through the `Outbox` and as `accept`'s argument.
 //!
 //! With several workers (`Config::workers`) each worker runs its own loop and its own
-//! handler; handlers reach each other over a [`Mesh`] (see `workers.rs`).
+//! handler; handlers reach each other over a [`Mesh`] (see `src/server/workers.rs`).
 
 pub mod access;
 mod bucket;
@@ -201,14 +203,20 @@ impl Now {
 /// Work a handler asks of the loop; applied in order after the handler returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// One message to one connection ([`Outbox::send`]).
     Message(ConnId, MessageKind, Bytes),
-    Frame(ConnId, Bytes),
+    /// One message to many connections, framed once ([`Outbox::broadcast`]).
     Broadcast {
+        /// The receivers (a room's shared member list).
         to: Arc<[ConnId]>,
+        /// A receiver left out (e.g. the publisher, without echo).
         except: Option<ConnId>,
+        /// Text or binary.
         kind: MessageKind,
+        /// The message, shared by every receiver's frame.
         payload: Bytes,
     },
+    /// Starts the close handshake with a code and reason ([`Outbox::close`]).
     Close(ConnId, CloseCode, String),
     /// The deferred answer to a plain HTTP request (`Handler::on_http` returned `None`).
     Respond(ConnId, HttpResponse),
@@ -247,12 +255,6 @@ impl Outbox {
     /// Sends a message to one connection (encoded with that connection's codec).
     pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: Bytes) {
         self.commands.push(Command::Message(to, kind, payload));
-    }
-
-    /// Sends a complete, pre-encoded server frame (see `proto::connection::encode_server_frame`).
-    /// Fan-out calls this once per receiver with clones of the same `Bytes`: no copy.
-    pub fn send_frame(&mut self, to: ConnId, frame: Bytes) {
-        self.commands.push(Command::Frame(to, frame));
     }
 
     /// Sends one message to many connections (all of `to` but `except`). It is framed
