@@ -15,7 +15,8 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use wsedge::server::access::{canonical_ip, client_ip, parse_node, Cidr, OriginPattern, ProxyHeader};
+use wsedge::server::access::fuzzing::parse_node;
+use wsedge::server::access::{client_ip, Cidr, OriginPattern, ProxyHeader};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -84,7 +85,7 @@ fn check_forwarding(value: &str) {
                 .split([',', ';', '=', ' ', '"'])
                 .filter_map(parse_node)
                 .chain(value.split([',', ';', ' ']).filter_map(|p| parse_node(p.trim_start_matches("for="))))
-                .any(|ip| canonical_ip(ip) == client);
+                .any(|ip| ip.to_canonical() == client);
             assert!(named, "{client} is not in {value:?}");
         }
     }

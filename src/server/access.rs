@@ -310,18 +310,9 @@ impl AccessConfig {
 
 // ---- addresses ----
 
-/// An IPv4-mapped IPv6 address as the IPv4 address it is (a dual-stack listener reports
-/// IPv4 clients that way).
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The key a client's per-IP limits are counted under: its IPv4 address, or its IPv6 /64.
-pub fn limit_key(ip: IpAddr) -> IpAddr {
-    match canonical_ip(ip) {
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
         v4 => v4,
     }
@@ -377,8 +368,9 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 }
 
 impl Cidr {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
+        let ip = ip.to_canonical();
         ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
     }
 }
@@ -387,7 +379,7 @@ impl Cidr {
 /// an address with an optional port (`192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`,
 /// `[2001:db8::1]:80`), quoted or not. `unknown`, obfuscated names (`_hidden`) and
 /// anything else are `None`.
-pub fn parse_node(text: &str) -> Option<IpAddr> {
+fn parse_node(text: &str) -> Option<IpAddr> {
     let text = text.trim();
     let text = match text.strip_prefix('"') {
         Some(quoted) => quoted.strip_suffix('"')?,
@@ -450,7 +442,8 @@ fn forwarded_elements(value: &str) -> Vec<&str> {
 /// for malformed elements).
 pub fn client_ip(peer: IpAddr, trusted: &[Cidr], header: ProxyHeader, value: Option<&str>) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    let peer = canonical_ip(peer);
+    // A dual-stack listener reports IPv4 clients as IPv4-mapped IPv6: counted as IPv4.
+    let peer = peer.to_canonical();
     let Some(value) = value.filter(|_| is_trusted(peer)) else { return peer };
     match header {
         ProxyHeader::XForwardedFor => walk_chain(peer, value.rsplit(',').map(parse_node), is_trusted),
@@ -470,7 +463,7 @@ fn walk_chain(
     let mut current = peer;
     for node in nodes.take(MAX_FORWARDED_ELEMENTS) {
         // Malformed, `unknown` or obfuscated: the hop that sent it is as far as we know.
-        let Some(ip) = node.map(canonical_ip) else { return current };
+        let Some(ip) = node.map(|ip| ip.to_canonical()) else { return current };
         if !is_trusted(ip) {
             return ip;
         }
@@ -612,6 +605,19 @@ impl IpLimits {
             });
             self.tracked.fetch_sub(before - table.len(), Ordering::Relaxed);
         }
+    }
+}
+
+/// Test and fuzz doors (the `fuzzing` feature; never for production builds): internals the
+/// fuzz target `access` checks on their own.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing {
+    use std::net::IpAddr;
+
+    /// One node of a forwarding chain, as the client-address walk reads it (`unknown`,
+    /// obfuscated and malformed nodes are `None`).
+    pub fn parse_node(text: &str) -> Option<IpAddr> {
+        super::parse_node(text)
     }
 }
 

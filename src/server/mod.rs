@@ -140,11 +140,15 @@ impl ConnId {
 
     /// A connection id of worker 0 from its parts, for driving a handler without a server
     /// (tests, benchmarks, fuzz targets). Ids the server hands out come from its own table.
+    /// A test and fuzz door: only with the `fuzzing` feature (or in unit tests).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_parts(index: u32, generation: u32) -> ConnId {
         ConnId { worker: 0, index, generation }
     }
 
-    /// An id of any worker from its parts (tests of code that spans workers).
+    /// An id of any worker from its parts (tests of code that spans workers). A test and
+    /// fuzz door: only with the `fuzzing` feature (or in unit tests).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn for_worker(worker: u16, index: u32, generation: u32) -> ConnId {
         ConnId { worker, index, generation }
     }
