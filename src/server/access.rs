@@ -488,7 +488,7 @@ struct IpEntry {
 /// common lock), and an entry goes away once it has no connections and its bucket is full
 /// again ([`IpLimits::sweep`]).
 #[derive(Debug)]
-pub struct IpLimits {
+pub(crate) struct IpLimits {
     max_conns: Option<u32>,
     /// Burst and refill per second.
     handshake_rate: Option<u32>,
@@ -502,7 +502,7 @@ pub struct IpLimits {
 /// A connection's hold on its IP's count; dropping it (when the connection is removed, by
 /// whatever path) gives the slot back, exactly once.
 #[derive(Debug)]
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     limits: Arc<IpLimits>,
     key: IpAddr,
 }
@@ -531,7 +531,8 @@ impl IpLimits {
     }
 
     /// IPs tracked now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.tracked.load(Ordering::Relaxed)
     }
 

@@ -63,7 +63,8 @@ impl HttpResponse {
     }
 }
 
-pub fn reason_phrase(status: u16) -> &'static str {
+/// The reason phrase sent after `status` (RFC 9110 §15).
+fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
@@ -81,7 +82,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// What a handler without an HTTP API answers.
+/// What a handler without an HTTP API answers: `GET /healthz`, `GET /metrics` (the
+/// transport's counters), and 426 for anything else.
 pub fn default_response(request: &PlainRequest, metrics: &Metrics) -> HttpResponse {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/healthz") => HttpResponse::text(200, "ok\n"),
@@ -102,6 +104,6 @@ pub fn upgrade_required() -> HttpResponse {
 }
 
 /// The answer when the server is at its connection limit.
-pub fn over_capacity() -> HttpResponse {
+pub(crate) fn over_capacity() -> HttpResponse {
     HttpResponse::text(503, "too many connections\n")
 }
