@@ -1,6 +1,6 @@
 //! Who may open a WebSocket, decided on the upgrade before the handler sees it: the
-//! `Origin` allow-list ([`OriginPolicy`]), the client address behind trusted proxies
-//! ([`Cidr`], [`client_ip`]), and the per-IP limits shared by every worker ([`IpLimits`]).
+//! `Origin` allow-list ([`OriginPattern`]), the client address behind trusted proxies
+//! ([`Cidr`], [`client_ip`]), and the per-IP limits shared by every worker (`IpLimits`).
 //!
 //! The parsers (origins, CIDRs, `Forwarded` / `X-Forwarded-For`) are pure functions of
 //! their input, never panic and allocate little; the fuzz target `access` drives them.
@@ -208,15 +208,22 @@ fn parse_origin(text: &str) -> Result<Origin<'_>, ParseError> {
 pub enum OriginPattern {
     /// The opaque origin `null` (sandboxed iframes, `file:` pages): allowed only this way.
     Null,
+    /// `scheme://host[:port]`: that origin only.
     Exact {
+        /// Lowercase.
         scheme: String,
+        /// Lowercase; an IPv6 address keeps its brackets.
         host: String,
+        /// The effective port (explicit, or the scheme's default); `None`: neither.
         port: Option<u16>,
     },
-    /// `scheme://*.suffix`: `suffix` is stored with its leading dot (`.example.com`).
+    /// `scheme://*.suffix`: every subdomain of `suffix`, at any depth.
     Subdomains {
+        /// Lowercase.
         scheme: String,
+        /// Lowercase, with its leading dot (`.example.com`).
         suffix: String,
+        /// The effective port (explicit, or the scheme's default); `None`: neither.
         port: Option<u16>,
     },
 }
@@ -514,6 +521,7 @@ impl Drop for IpSlot {
 }
 
 impl IpLimits {
+    /// Empty limits as `config` sets them.
     pub fn new(config: &AccessConfig) -> Self {
         IpLimits {
             max_conns: config.max_conns_per_ip,

@@ -3,9 +3,9 @@
 //!
 //! Each turn: wait for readiness (or the next deadline), read and decode what arrived,
 //! let the handler act, then flush every connection that has output with one vectored
-//! write each. Deadlines (handshake, close linger) sit in a min-heap checked once per turn;
-//! entries made stale by a phase change are skipped when they come up. The handler's tick
-//! runs once per `tick_interval`.
+//! write each. Deadlines (handshake, keepalive, close linger) sit in a min-heap checked
+//! once per turn; entries made stale by a phase change are skipped when they come up. The
+//! handler's tick runs once per `tick_interval`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,6 +41,8 @@ const READ_BUDGET: usize = 256 * 1024;
 /// How long to stop accepting after the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// One event loop with its listener, its connections and its handler: a complete
+/// single-threaded server, or one worker of [`Workers`](super::Workers).
 pub struct Server<H: Handler> {
     poll: Poll,
     listener: TcpListener,
@@ -139,10 +141,12 @@ impl<H: Handler> Server<H> {
         })
     }
 
+    /// The address the listener is bound to (the port chosen, when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// A handle that stops this server from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle { shared: self.shared.clone() }
     }

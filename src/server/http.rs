@@ -10,13 +10,19 @@ use crate::proto::handshake::PlainRequest;
 /// A complete response to a plain HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
+    /// The status code (its reason phrase is looked up when encoding).
     pub status: u16,
+    /// The `Content-Type` value.
     pub content_type: &'static str,
+    /// Further headers, sent in order after `Content-Type`, `Content-Length` and
+    /// `Connection`.
     pub headers: Vec<(&'static str, String)>,
+    /// The body (its length is the `Content-Length`).
     pub body: Vec<u8>,
 }
 
 impl HttpResponse {
+    /// A `text/plain; charset=utf-8` response.
     pub fn text(status: u16, body: &str) -> Self {
         HttpResponse {
             status,
@@ -26,6 +32,7 @@ impl HttpResponse {
         }
     }
 
+    /// An `application/json` response; `body` is JSON already.
     pub fn json(status: u16, body: String) -> Self {
         HttpResponse { status, content_type: "application/json", headers: Vec::new(), body: body.into_bytes() }
     }
@@ -36,6 +43,7 @@ impl HttpResponse {
         HttpResponse::json(status, format!("{{\"error\":{{\"code\":{status},\"message\":{message}}}}}"))
     }
 
+    /// The response with one more header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self

@@ -41,6 +41,7 @@ pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS, MESH_HIGH_WATER};
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address to listen on (port 0: any free port; see `Server::local_addr`).
     pub listen: SocketAddr,
     /// Event loops (threads), each with its own `SO_REUSEPORT` listener on `listen`
     /// (`Workers`; `Server` is always one). The CLI defaults to the number of cores.

@@ -31,6 +31,7 @@ pub(crate) const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 pub struct TlsError {
     /// The file (or "certificate PEM" / "key PEM" when given as bytes).
     pub source_name: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

@@ -113,6 +113,7 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    /// Starts a graceful shutdown (as SIGTERM does); returns at once.
     pub fn shutdown(&self) {
         self.shared.raise(&self.shared.shutdown);
     }
@@ -172,6 +173,7 @@ impl<M: Send> Mesh<M> {
         self.me
     }
 
+    /// How many workers the mesh joins (this one included).
     pub fn workers(&self) -> usize {
         self.links.len()
     }
@@ -271,10 +273,12 @@ impl<H: Handler + Send + 'static> Workers<H> {
         Ok(Workers { local_addr: listen, servers, shared })
     }
 
+    /// The address every worker listens on (the port chosen, when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// A handle that stops every worker from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle { shared: self.shared.clone() }
     }
