@@ -34,7 +34,7 @@ pub const MAX_WORKERS: usize = 64;
 /// Messages in flight to one worker beyond which the workers sending to it stop reading
 /// their sockets until it catches up (`Mesh::congested`): memory stays bounded when one
 /// worker falls behind, and the clients feel it as TCP backpressure, not as loss.
-pub const MESH_HIGH_WATER: usize = 4096;
+const MESH_HIGH_WATER: usize = 4096;
 
 /// State every worker of one server sees.
 #[derive(Debug)]
