@@ -433,8 +433,12 @@ impl<H: Handler> Server<H> {
         if let Some(conn) = self.conns.get(index) {
             match conn.phase {
                 Phase::Open | Phase::CloseSent => self.metrics.abrupt_closes += 1,
-                Phase::Handshake if conn.tls_handshaking() => self.metrics.count_handshake_failure(HandshakeFailure::Tls),
-                Phase::Handshake if !conn.read_buf.is_empty() => self.metrics.count_handshake_failure(HandshakeFailure::Incomplete),
+                Phase::Handshake if conn.tls_handshaking() => {
+                    self.metrics.count_handshake_failure(HandshakeFailure::Tls)
+                }
+                Phase::Handshake if !conn.read_buf.is_empty() => {
+                    self.metrics.count_handshake_failure(HandshakeFailure::Incomplete)
+                }
                 _ => {}
             }
         }
