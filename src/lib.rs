@@ -13,6 +13,7 @@
 //! - [`config_file`]: the TOML configuration file, mapped onto the command-line flags.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod bench;
 pub mod client;

@@ -619,7 +619,6 @@ impl Harness {
                     }
                     json_of(payload);
                 }
-                Command::Frame(to, _) => assert!(self.model.open.contains_key(to)),
                 Command::Respond(..) => panic!("a deferred HTTP response outside an HTTP request"),
                 Command::Close(to, code, _) => {
                     assert!(self.model.open.contains_key(to), "close of a connection that is not open");

@@ -50,7 +50,8 @@ pub(crate) struct RoomArgs {
     /// Publishes allowed in a burst.
     #[arg(long, default_value_t = defaults().publish_burst, value_parser = non_negative)]
     publish_burst: f64,
-    /// Rejected requests within 10 s after which a connection is closed with 1008.
+    /// More than this many rejected requests (errors 400, 401, 403, 413, 429) within 10 s
+    /// close the connection with 1008.
     #[arg(long, default_value_t = defaults().abuse_limit)]
     abuse_limit: u32,
     /// Let connections publish to, and read presence and history of, rooms they have not

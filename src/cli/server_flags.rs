@@ -83,7 +83,7 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     no_deflate: bool,
     /// permessage-deflate memory mode: `shared` (one compressor per worker, no idle zlib
-    /// state per connection) or `dedicated` (context takeover: best ratio, ~300 KiB each).
+    /// state per connection) or `dedicated` (context takeover: best ratio, ~335 KiB each).
     #[arg(long, value_enum, default_value_t = defaults().deflate.mode.into())]
     deflate_mode: ModeArg,
     /// Messages shorter than this many bytes are sent uncompressed.

@@ -57,21 +57,6 @@ impl HandshakeError {
         }
     }
 
-    /// A short name for metrics labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            HandshakeError::Malformed => "malformed",
-            HandshakeError::HeadersTooLarge => "headers_too_large",
-            HandshakeError::MethodNotAllowed => "method_not_allowed",
-            HandshakeError::WrongHttpVersion => "wrong_http_version",
-            HandshakeError::MissingHost => "missing_host",
-            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
-            HandshakeError::UnsupportedVersion => "unsupported_version",
-            HandshakeError::BadKey => "bad_key",
-            HandshakeError::LengthRequired => "length_required",
-        }
-    }
-
     /// A complete HTTP response for this error; the server closes after sending it.
     pub fn response(self) -> Vec<u8> {
         let (code, reason) = self.status();

@@ -35,8 +35,8 @@ pub struct RoomsConfig {
     pub publish_rate: f64,
     /// Token bucket size: publishes allowed in a burst.
     pub publish_burst: f64,
-    /// Rejected requests (400, 413, 429) within `abuse_window` that close the connection
-    /// with 1008.
+    /// More than this many rejected requests (errors 400, 401, 403, 413, 429: see
+    /// `RoomError::is_strike`) within `abuse_window` close the connection with 1008.
     pub abuse_limit: u32,
     /// The window `abuse_limit` counts in: the count starts again this long after its
     /// first strike.

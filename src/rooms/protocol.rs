@@ -15,39 +15,58 @@ use super::error::RoomError;
 /// `join` with `since`: the last offset the client saw in that epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Since {
+    /// The epoch the client's offsets belong to.
     pub epoch: String,
+    /// The last offset it received.
     pub offset: u64,
 }
 
 /// A parsed client request. `data` borrows the request text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
+    /// Enter a room.
     Join {
+        /// The room.
         room: String,
+        /// Receive others' join and leave events.
         presence: bool,
+        /// Recover what was missed since then.
         since: Option<Since>,
     },
+    /// Leave a room.
     Leave {
+        /// The room.
         room: String,
     },
-    /// `data` is the raw JSON text of the field, as the client wrote it.
+    /// Send a message to a room's members.
     Publish {
+        /// The room.
         room: String,
+        /// The raw JSON text of the field, as the client wrote it.
         data: &'a str,
+        /// False: not sent back to the publisher.
         echo: bool,
+        /// True: no offset, not kept (typing, cursors).
         ephemeral: bool,
     },
+    /// A room's members.
     Presence {
+        /// The room.
         room: String,
     },
+    /// A room's last kept messages.
     History {
+        /// The room.
         room: String,
+        /// How many (default [`DEFAULT_HISTORY_LIMIT`]).
         limit: Option<u64>,
     },
+    /// Answered once everything asked before it is done.
     Ping,
     /// Authenticates (or, with a newer token for the same user, extends) the session. The
     /// token is a secret: it is verified and dropped, never echoed or logged.
     Auth {
+        /// The JWT.
         token: String,
     },
 }
@@ -198,10 +217,13 @@ pub fn push_opt_str(out: &mut String, s: Option<&str>) {
 /// Who a message or presence event is about.
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
+    /// Its client id (`None`: the backend API).
     pub client: Option<&'a str>,
+    /// Its user (`None`: anonymous, or the backend API).
     pub user: Option<&'a str>,
 }
 
+/// Appends `{"client":…,"user":…}`.
 pub fn push_member(out: &mut String, m: Member<'_>) {
     out.push_str("{\"client\":");
     push_opt_str(out, m.client);
@@ -283,6 +305,7 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
+    /// An empty object.
     pub fn new() -> Self {
         ObjectWriter { out: String::from("{") }
     }
@@ -295,18 +318,21 @@ impl ObjectWriter {
         self.out.push(':');
     }
 
+    /// Adds a string member.
     pub fn str(mut self, key: &str, value: &str) -> Self {
         self.key(key);
         push_str(&mut self.out, value);
         self
     }
 
+    /// Adds a number member.
     pub fn num(mut self, key: &str, value: u64) -> Self {
         self.key(key);
         let _ = write!(self.out, "{value}");
         self
     }
 
+    /// Adds a boolean member.
     pub fn bool(mut self, key: &str, value: bool) -> Self {
         self.key(key);
         self.out.push_str(if value { "true" } else { "false" });
@@ -327,6 +353,7 @@ impl ObjectWriter {
         self
     }
 
+    /// The object's text.
     pub fn finish(mut self) -> String {
         self.out.push('}');
         self.out
