@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
 use super::engine::{Answer, Engine, Publish, ReplyTo, RoomsSummary};
-use super::error::RoomError;
+use super::error::{ApiRefusal, RoomError};
 use super::protocol::{self, ObjectWriter};
 use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
@@ -69,13 +69,10 @@ impl Api {
             }
             (_, p) if p == "/api" || p.starts_with("/api/") => {
                 let Some(key) = self.config.api_key.as_deref() else {
-                    return Some(HttpResponse::json_error(404, "the backend API is off (no API key configured)"));
+                    return Some(ApiRefusal::Off.response());
                 };
                 if !authorized(request.authorization.as_deref(), key) {
-                    return Some(
-                        HttpResponse::json_error(401, "missing or wrong API key")
-                            .with_header("WWW-Authenticate", "Bearer"),
-                    );
+                    return Some(ApiRefusal::WrongKey.response());
                 }
                 match (request.method.as_str(), p) {
                     ("POST", "/api/publish") => return self.publish(out, conn, body, engine),
@@ -85,9 +82,9 @@ impl Api {
                         return None;
                     }
                     (_, "/api/publish" | "/api/rooms") => {
-                        HttpResponse::json_error(405, "method not allowed").with_header("Allow", allowed(p))
+                        ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p))
                     }
-                    _ => HttpResponse::json_error(404, "no such API endpoint"),
+                    _ => ApiRefusal::NoEndpoint.response(),
                 }
             }
             ("GET", p) if p == self.config.path => http::upgrade_required(),

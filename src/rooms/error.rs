@@ -223,6 +223,46 @@ impl fmt::Display for UpgradeRefusal {
     }
 }
 
+/// Why the backend API refused a call before it reached the engine, with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRefusal {
+    /// No API key is configured (404).
+    Off,
+    /// `Authorization: Bearer` missing or not the key (401).
+    WrongKey,
+    /// A known endpoint with another method (405).
+    MethodNotAllowed,
+    /// Under `/api/` but no such endpoint (404).
+    NoEndpoint,
+}
+
+impl ApiRefusal {
+    /// The refusal as the API's JSON error (`{"error":{"code","message"}}`).
+    pub fn response(self) -> HttpResponse {
+        let status = match self {
+            ApiRefusal::Off | ApiRefusal::NoEndpoint => 404,
+            ApiRefusal::WrongKey => 401,
+            ApiRefusal::MethodNotAllowed => 405,
+        };
+        let response = HttpResponse::json_error(status, &self.to_string());
+        match self {
+            ApiRefusal::WrongKey => response.with_header("WWW-Authenticate", "Bearer"),
+            _ => response,
+        }
+    }
+}
+
+impl fmt::Display for ApiRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiRefusal::Off => "the backend API is off (no API key configured)",
+            ApiRefusal::WrongKey => "missing or wrong API key",
+            ApiRefusal::MethodNotAllowed => "method not allowed",
+            ApiRefusal::NoEndpoint => "no such API endpoint",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
