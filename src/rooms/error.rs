@@ -32,6 +32,9 @@ pub enum RoomError {
     BinaryFrame,
     /// `auth` on a server without authentication.
     AuthNotConfigured,
+    /// A publish's `data` that is not UTF-8 (cannot come from a text frame or the API,
+    /// whose bodies are checked first; an engine reading a store may meet it).
+    DataNotUtf8,
     /// A backend API body that is not UTF-8.
     BodyNotUtf8,
     /// A backend API body that is not a JSON object.
@@ -98,7 +101,7 @@ impl RoomError {
         use RoomError::*;
         match self {
             MalformedJson | BadId | MissingField(_) | WrongType(_) | UnknownOp(_) | BadRoomName | BinaryFrame
-            | AuthNotConfigured | BodyNotUtf8 | BodyNotObject | BodyRoomField => code::BAD_REQUEST,
+            | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField => code::BAD_REQUEST,
             AuthenticateFirst | Token(_) => code::UNAUTHORIZED,
             JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
                 code::FORBIDDEN
@@ -130,6 +133,7 @@ impl fmt::Display for RoomError {
             BadRoomName => f.write_str("room must be 1-128 bytes of [A-Za-z0-9_.:-]"),
             BinaryFrame => f.write_str("binary frames are not part of wsedge.v1"),
             AuthNotConfigured => f.write_str("authentication is not configured on this server"),
+            DataNotUtf8 => f.write_str("data is not UTF-8"),
             BodyNotUtf8 => f.write_str("body is not UTF-8"),
             BodyNotObject => f.write_str("body must be a JSON object {\"room\",\"data\"}"),
             BodyRoomField => f.write_str("missing or ill-typed field: room"),

@@ -81,9 +81,8 @@ pub struct Members {
 }
 
 impl Members {
-    /// No connections yet.
-    pub fn new(config: Arc<RoomsConfig>) -> Self {
-        let node = protocol::random_id();
+    /// No connections yet; client ids start with `node` (random per worker and process).
+    pub fn new(config: Arc<RoomsConfig>, node: String) -> Self {
         Members { config, node, next_client: 0, clients: HashMap::new(), local: LocalRooms::default() }
     }
 
@@ -377,9 +376,9 @@ mod tests {
         fn new(config: RoomsConfig) -> Worker {
             let config = Arc::new(config);
             Worker {
-                members: Members::new(config.clone()),
+                members: Members::new(config.clone(), "n".into()),
                 sessions: Sessions::new(&config),
-                engine: MemoryEngine::new(config, 0, 1, &Shared::default()),
+                engine: MemoryEngine::new(config, "n".into(), 0, 1, &Shared::default()),
                 out: Outbox::new(Now::read()),
                 closed: Vec::new(),
             }

@@ -26,12 +26,12 @@ pub mod sessions;
 
 use std::sync::Arc;
 
-use self::{api::Api, auth::AuthError, error::UpgradeRefusal, members::Members, relay::Relay, sessions::Sessions};
+use self::{api::Api, auth::AuthError, error::UpgradeRefusal, members::Members, sessions::Sessions};
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
-use engine::memory::{self, MemoryEngine};
-use engine::{Engine, EngineMsg, Event, Output, ReplyTo};
+use engine::{memory::MemoryEngine, Engine, EngineMsg, Event, Output, ReplyTo};
+use relay::{Endpoint, Relay};
 
 pub use crate::wire::SUBPROTOCOL;
 pub use config::RoomsConfig;
@@ -49,7 +49,6 @@ pub enum RoomMsg {
 /// The room layer of one worker.
 #[derive(Debug)]
 pub struct Rooms {
-    config: Arc<RoomsConfig>,
     mesh: Mesh<RoomMsg>,
     engine: Box<dyn Engine>,
     members: Members,
@@ -68,18 +67,20 @@ impl Rooms {
     /// `Workers::bind(server_config, Rooms::for_workers(rooms_config))`.
     pub fn for_workers(config: RoomsConfig) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
         let config = Arc::new(config);
-        let (engine, relay) = (memory::Shared::default(), relay::Shared::default());
+        let (engine, relay) = (engine::memory::Shared::default(), relay::Shared::default());
         move |mesh| {
             let (me, workers) = (mesh.me(), mesh.workers());
-            let engine = Box::new(MemoryEngine::new(config.clone(), me, workers, &engine));
+            // One random prefix per worker: its client ids (`q3zdpn-1`) and epochs
+            // (`q3zdpn.1`) do not repeat across workers, restarts or nodes.
+            let node = protocol::random_id();
+            let engine = Box::new(MemoryEngine::new(config.clone(), node.clone(), me, workers, &engine));
             Rooms {
-                members: Members::new(config.clone()),
+                members: Members::new(config.clone(), node),
                 sessions: Sessions::new(&config),
                 relay: Relay::new(config.clone(), me, workers, relay.clone()),
                 api: Api::new(config.clone()),
                 engine,
                 mesh,
-                config: config.clone(),
             }
         }
     }
@@ -87,11 +88,6 @@ impl Rooms {
     /// Rooms this worker's engine holds.
     pub fn room_count(&self) -> usize {
         self.engine.room_count()
-    }
-
-    /// Whether `path` is the room protocol's.
-    fn is_protocol_path(&self, path: &str) -> bool {
-        !self.config.path.is_empty() && path == self.config.path
     }
 
     /// Hands on what the engine and the relay have: events to their parts here, traffic
@@ -117,28 +113,30 @@ impl Handler for Rooms {
 
     fn accept(&mut self, request: &UpgradeRequest, now: Now) -> Result<Admission, HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
-        let admission = self.sessions.admit(request, now).map_err(UpgradeRefusal::Token);
-        let relay_room = if self.is_protocol_path(path) { None } else { Some(self.relay.room_at(path)) };
-        match (relay_room, admission) {
-            (None, admission) => admission,
-            (Some(None), _) => Err(UpgradeRefusal::NoEndpoint),
-            // The relay has no `auth` op: a required token comes with the upgrade.
-            (Some(Some(_)), Ok(Admission::Pending)) => Err(UpgradeRefusal::Token(AuthError::MissingToken)),
-            (Some(Some(room)), Ok(admission)) => {
-                self.relay.check_upgrade(room, self.sessions.permissions(&admission)).map(|()| admission)
-            }
-            (Some(Some(_)), Err(e)) => Err(e),
+        let admit = |sessions: &Sessions| sessions.admit(request, now).map_err(UpgradeRefusal::Token);
+        match self.relay.endpoint(path) {
+            Endpoint::Protocol => admit(&self.sessions),
+            Endpoint::None => Err(UpgradeRefusal::NoEndpoint),
+            Endpoint::Relay(room) => match admit(&self.sessions) {
+                // The relay has no `auth` op: a required token comes with the upgrade.
+                Ok(Admission::Pending) => Err(UpgradeRefusal::Token(AuthError::MissingToken)),
+                Ok(admission) => {
+                    self.relay.check_upgrade(room, self.sessions.permissions(&admission)).map(|()| admission)
+                }
+                Err(e) => Err(e),
+            },
         }
         .map_err(UpgradeRefusal::response)
     }
 
     fn on_open(&mut self, out: &mut Outbox, conn: ConnId, request: &UpgradeRequest, admission: Admission) {
         let path = request.path.split('?').next().unwrap_or_default();
-        let relay_room = if self.is_protocol_path(path) { None } else { self.relay.room_at(path) };
-        let session = self.sessions.open(conn, admission, out.now());
-        match relay_room {
-            Some(room) => self.relay.open(out, conn, room, session.permissions.may_publish(room)),
-            None => self.members.open(out, conn, session.user.as_deref(), session.is_pending()),
+        match self.relay.endpoint(path) {
+            Endpoint::Relay(room) => self.relay.open(out, conn, room, admission, &mut self.sessions),
+            Endpoint::Protocol | Endpoint::None => {
+                let session = self.sessions.open(conn, admission, out.now());
+                self.members.open(out, conn, session.user.as_deref(), session.is_pending());
+            }
         }
         self.pump(out);
     }
@@ -187,6 +185,7 @@ impl Handler for Rooms {
             }
             self.pump(out);
         }
+        self.pump(out); // an engine fed by a thread of its own may have news without a message
     }
 
     fn end_turn(&mut self) {

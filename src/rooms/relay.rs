@@ -19,6 +19,7 @@ use bytes::Bytes;
 use super::auth::Permissions;
 use super::error::{close_reason, UpgradeRefusal};
 use super::local::{Audience, LocalRooms};
+use super::sessions::{Admission, Sessions};
 use super::RoomsConfig;
 use crate::proto::{CloseCode, MessageKind};
 use crate::server::{ConnId, Outbox, MAX_WORKERS};
@@ -65,6 +66,17 @@ pub enum Msg {
     },
 }
 
+/// What an upgrade's path leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint<'p> {
+    /// The room protocol (`RoomsConfig::path`).
+    Protocol,
+    /// A relay room (the path under `RoomsConfig::relay_prefix`).
+    Relay(&'p str),
+    /// Nothing (404).
+    None,
+}
+
 /// What every worker's relay shares: routing keys and the server-wide relay room count.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
@@ -109,10 +121,16 @@ impl Relay {
         }
     }
 
-    /// The relay room a path names, if the path is under the relay prefix.
-    pub fn room_at<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let prefix = self.config.relay_prefix.as_deref()?;
-        path.strip_prefix(prefix).or_else(|| (prefix == "/" && path.is_empty()).then_some(""))
+    /// What an upgrade's path (without its query) leads to.
+    pub fn endpoint<'p>(&self, path: &'p str) -> Endpoint<'p> {
+        if !self.config.path.is_empty() && path == self.config.path {
+            return Endpoint::Protocol;
+        }
+        let Some(prefix) = self.config.relay_prefix.as_deref() else { return Endpoint::None };
+        match path.strip_prefix(prefix).or_else(|| (prefix == "/" && path.is_empty()).then_some("")) {
+            Some(room) => Endpoint::Relay(room),
+            None => Endpoint::None,
+        }
     }
 
     /// Relay rooms in the server (every worker's).
@@ -163,8 +181,13 @@ impl Relay {
         Ok(())
     }
 
-    /// A new member of relay room `room`.
-    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, room: &str, may_publish: bool) {
+    /// A new member of relay room `room`. It needs a session only to expire with its
+    /// token: an anonymous member keeps none.
+    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, room: &str, admission: Admission, sessions: &mut Sessions) {
+        let may_publish = sessions.permissions(&admission).may_publish(room);
+        if matches!(admission, Admission::Authenticated(_)) {
+            sessions.open(conn, admission, out.now());
+        }
         let room: Arc<str> = room.into();
         self.local.insert(&room, conn, false);
         self.member_of.insert(conn, RelayMember { room: room.clone(), may_publish });

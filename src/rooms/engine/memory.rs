@@ -117,15 +117,16 @@ pub struct Shared {
 }
 
 impl MemoryEngine {
-    /// The engine of worker `me` of `workers`, with what all of them share.
-    pub fn new(config: Arc<RoomsConfig>, me: usize, workers: usize, shared: &Shared) -> Self {
+    /// The engine of worker `me` of `workers`, with what all of them share; its epochs
+    /// start with `node` (random per worker and process).
+    pub fn new(config: Arc<RoomsConfig>, node: String, me: usize, workers: usize, shared: &Shared) -> Self {
         MemoryEngine {
             config,
             me,
             workers: workers.max(1),
             router: shared.router.clone(),
             room_count: shared.room_count.clone(),
-            node: protocol::random_id(),
+            node,
             next_epoch: 0,
             rooms: HashMap::new(),
             history_bytes: 0,
@@ -147,7 +148,7 @@ impl MemoryEngine {
         if to == self.me {
             self.handle(now, msg);
         } else {
-            self.output.push_back(Output::Send(to, EngineMsg(msg)));
+            self.output.push_back(Output::Send(to, EngineMsg::Memory(msg)));
         }
     }
 
@@ -156,7 +157,7 @@ impl MemoryEngine {
         if to == self.me {
             self.output.push_back(Output::Event(event));
         } else {
-            self.output.push_back(Output::Send(to, EngineMsg(Msg::Event(event))));
+            self.output.push_back(Output::Send(to, EngineMsg::Memory(Msg::Event(event))));
         }
     }
 
@@ -282,7 +283,7 @@ impl MemoryEngine {
         }
         // UTF-8 already (a slice of a validated text frame at a JSON value's bounds, or
         // the API's body).
-        let data = std::str::from_utf8(data).map_err(|_| RoomError::MalformedJson)?;
+        let data = std::str::from_utf8(data).map_err(|_| RoomError::DataNotUtf8)?;
         let is_member = match (&from, self.rooms.get(room_name.as_str())) {
             (Some((conn, _)), Some(room)) => room.is_member(*conn),
             _ => false,
@@ -442,7 +443,8 @@ impl Engine for MemoryEngine {
     }
 
     fn receive(&mut self, now: Now, msg: EngineMsg) {
-        self.handle(now, msg.0);
+        let EngineMsg::Memory(msg) = msg;
+        self.handle(now, msg);
     }
 
     fn poll(&mut self) -> Option<Output> {
@@ -465,7 +467,7 @@ mod tests {
     use crate::rooms::protocol::Since;
 
     fn engine(config: RoomsConfig) -> MemoryEngine {
-        MemoryEngine::new(Arc::new(config), 0, 1, &Shared::default())
+        MemoryEngine::new(Arc::new(config), "n".into(), 0, 1, &Shared::default())
     }
 
     fn at(t0: Instant, secs: u64) -> Now {
@@ -600,8 +602,8 @@ mod tests {
     fn the_room_limit_holds_across_workers() {
         let shared = Shared::default();
         let config = Arc::new(RoomsConfig { max_rooms: 3, ..RoomsConfig::default() });
-        let mut a = MemoryEngine::new(config.clone(), 0, 1, &shared);
-        let mut b = MemoryEngine::new(config, 0, 1, &shared);
+        let mut a = MemoryEngine::new(config.clone(), "a".into(), 0, 1, &shared);
+        let mut b = MemoryEngine::new(config, "b".into(), 0, 1, &shared);
         let now = at(Now::read().mono, 0);
         assert!(publish(&mut a, now, "r1", "1").is_ok());
         assert!(publish(&mut b, now, "r2", "1").is_ok());

@@ -12,7 +12,9 @@
 //! order: events for this worker's member side, and traffic for the engine on another
 //! worker (which the wiring carries over the mesh and hands to that engine's
 //! [`Engine::receive`]). Nothing is answered by a return value: a publish gets its offset
-//! later, in an [`Answer::Published`], as it would from a store across the network.
+//! later, in an [`Answer::Published`], as it would from a store across the network. The
+//! wiring polls after every handler call and every wake-up of the worker, so an engine fed
+//! by a thread of its own (a store's client) hands on what that thread sent from `poll`.
 //!
 //! What every engine promises, per room:
 //! - **One order.** Offsets are assigned one at a time: each message of a room has the
@@ -23,9 +25,18 @@
 //!   after it: the member side adds the member to its delivery list when `Joined` comes,
 //!   so the member gets exactly the messages after its join (and `missed` holds those
 //!   after `since`, up to the join).
-//! - **Answers in request order.** The answers to one connection's requests to one room
-//!   come in the order the requests were made; [`Engine::sync`] is answered after
-//!   everything this connection asked before it, whatever room.
+//! - **Requests in order.** One connection's requests to one room take effect in the order
+//!   they were made (a closed connection's `leave` comes after its `join` still in
+//!   flight), and are answered in that order; [`Engine::sync`] is answered after
+//!   everything this worker asked before it, whatever room.
+//! - **Every request answered once.** Each request with a [`ReplyTo`] gets exactly one
+//!   answer, an error included (an engine that cannot reach its store answers 503, never
+//!   nothing): the API and the member side keep what a request waits with until then.
+//! - **The engine enforces** what only it can know: membership (404 for `leave` outside
+//!   the room, and with `require_membership` for `publish`, `presence`, `history`), the
+//!   server-wide `max_rooms`, `max_members_per_room`, the history budget and TTL, and
+//!   `max_message_bytes` for the backend API's publishes. Permissions, rate limits and
+//!   per-connection limits are the member side's.
 //! - **No silent gaps.** When an engine cannot know what a room's members missed (its link
 //!   to a store was down), it says so with an [`Event::Reset`] for the room, never with a
 //!   gap. The in-memory engine never loses continuity while a room exists: it never
@@ -265,11 +276,14 @@ pub enum Event {
     },
 }
 
-/// Engine traffic between the workers of one node (opaque outside the engines). The
-/// in-memory engine sends a room's requests to its owner worker, and the owner sends
-/// events back; an engine that needs no such traffic never produces any.
+/// Engine traffic between the workers of one node (opaque outside the engines): one
+/// variant per engine that talks between workers. An engine that needs no such traffic
+/// never produces any.
 #[derive(Debug)]
-pub struct EngineMsg(memory::Msg);
+pub enum EngineMsg {
+    /// The in-memory engine: a room's requests to its owner worker, events back.
+    Memory(memory::Msg),
+}
 
 /// What [`Engine::poll`] hands the wiring.
 #[derive(Debug)]
@@ -283,19 +297,21 @@ pub enum Output {
 /// What orders rooms: the seam between the member side and where rooms live. See the
 /// module header for what an engine promises.
 pub trait Engine: fmt::Debug + Send {
-    /// Adds `join.conn` to `join.room`, creating the room (its epoch) if need be.
-    /// Answered with [`Event::Joined`].
+    /// Adds `join.conn` to `join.room`, creating the room (its epoch) if need be, within
+    /// `max_rooms` and `max_members_per_room` (503). Answered with [`Event::Joined`]
+    /// (with `missed` after `join.since`, and `recovered`).
     fn join(&mut self, now: Now, join: Join);
     /// Removes a member. Answered with [`Event::Left`], or an error [`Event::Answer`]
     /// (404) unless `gone`.
     fn leave(&mut self, now: Now, leave: Leave);
     /// Orders a message: answered with [`Answer::Published`], delivered to members
-    /// (all but the publisher without `echo`) as [`Event::Deliver`].
+    /// (all but the publisher without `echo`) as [`Event::Deliver`]. A member's publish
+    /// needs membership (404, with `require_membership`); the backend's creates the room.
     fn publish(&mut self, now: Now, publish: Publish);
-    /// Answered with [`Answer::Presence`].
+    /// Answered with [`Answer::Presence`] (404 unless a member, with `require_membership`).
     fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String);
     /// Answered with [`Answer::History`] (`limit`: the last so many; `None`: the
-    /// protocol's default).
+    /// protocol's default; 404 unless a member, with `require_membership`).
     fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>);
     /// Answered with [`Answer::Synced`] once everything asked of the engine before it
     /// from this worker is done.
