@@ -1,0 +1,862 @@
+// wsedge-client: the client for the `wsedge.v1` room protocol (docs/protocol.md).
+// Owns one WebSocket at a time: connects, authenticates, rejoins every room with `since`
+// after a drop and delivers each message offset exactly once, in order. Queues publishes
+// while offline. No dependencies: browsers and Node 20+ (global WebSocket or one passed in).
+
+/** The subprotocol this client speaks (docs/protocol.md, "Connecting"). */
+export const PROTOCOL = "wsedge.v1";
+
+const DEFAULTS = {
+  minReconnectDelay: 500, // backoff base: full jitter in [0, min(max, min * 2^attempt)]
+  maxReconnectDelay: 30000,
+  stableAfter: 10000, // a connection up this long resets the backoff
+  requestTimeout: 10000, // a request without a reply by then rejects (a join: reconnect)
+  connectTimeout: 15000, // open + welcome (+ auth reply) within this, or try again
+  idleTimeout: 25000, // no frame received this long: send a ping ...
+  pingTimeout: 10000, // ... and reconnect when its reply is not back by then
+  maxQueue: 1000, // publishes waiting while offline; a full queue rejects
+  historyLimit: 100, // messages fetched for a `reset` (the server keeps 100 by default)
+  refreshBefore: 30000, // refresh the token this long before its `exp` (at most half its life)
+  typingInterval: 2000, // room.typing() sends at most once per this
+  typingTimeout: 5000, // a peer's typing indicator expires after this without a new one
+  sendKeys: true, // send each publish's idempotency `key` (servers that do not know it ignore it)
+};
+
+/** An error from the server (`code` is its number) or from the client (`code` a string). */
+export class WsedgeError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "WsedgeError";
+    this.code = code;
+  }
+}
+
+/**
+ * The reconnect delay before attempt `attempt` (0-based), "full jitter": uniformly random
+ * in [0, min(max, min * 2^attempt)].
+ */
+export function backoffDelay(attempt, min = DEFAULTS.minReconnectDelay, max = DEFAULTS.maxReconnectDelay, random = Math.random) {
+  const ceiling = Math.min(max, min * 2 ** Math.min(attempt, 52));
+  return random() * ceiling;
+}
+
+/** The `exp` claim (seconds since the epoch) of a JWT, read without verifying; null if none. */
+export function tokenExpiry(token) {
+  try {
+    const part = String(token).split(".")[1];
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((part.length + 3) % 4);
+    const text = decodeURIComponent(
+      Array.from(atob(b64), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+    );
+    const exp = JSON.parse(text).exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A random idempotency key: 22 characters of base64url (128 bits). */
+export function newKey() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+class Emitter {
+  constructor() {
+    this._handlers = new Map();
+  }
+
+  /** Calls `fn` for every `event`; returns a function that stops it. */
+  on(event, fn) {
+    let set = this._handlers.get(event);
+    if (!set) this._handlers.set(event, (set = new Set()));
+    const entry = (...args) => fn(...args);
+    set.add(entry);
+    return () => set.delete(entry);
+  }
+
+  /** Like `on`, for the next `event` only. */
+  once(event, fn) {
+    const off = this.on(event, (...args) => {
+      off();
+      fn(...args);
+    });
+    return off;
+  }
+
+  _emit(event, ...args) {
+    const set = this._handlers.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(...args);
+      } catch (e) {
+        // A throwing handler must not break delivery to the others, nor the client's state.
+        setTimeout(() => {
+          throw e;
+        });
+      }
+    }
+  }
+}
+
+/** One room this client is in (or will be, once connected). Made by `client.join`. */
+export class Room extends Emitter {
+  constructor(client, name, options) {
+    super();
+    this._client = client;
+    this.name = name;
+    this.presence = !!options.presence;
+    this._historyOnJoin = options.history ?? 0;
+    this.epoch = null; // the epoch `offset` belongs to
+    this.offset = 0; // the last offset delivered to "message" handlers
+    this.joined = false; // the join (and any reload) on the current connection is done
+    this.left = false;
+    this._syncing = false;
+    this._buffer = []; // live pushes that came while syncing
+    this._inflight = []; // publishes sent, reply not seen (a drop leaves them unconfirmed)
+    this._members = new Map(); // client id -> {client, user}
+    this._typers = new Map(); // client id -> {member, timer}
+    this._lastTyping = -Infinity;
+  }
+
+  /** The room's members (presence: true), you included, as last known. */
+  members() {
+    return [...this._members.values()];
+  }
+
+  /** Peers typing now (room.typing() on their side, not yet expired). */
+  typers() {
+    return [...this._typers.values()].map((t) => t.member);
+  }
+
+  /**
+   * Publishes `data` (any JSON value). Resolves with the reply `{room, offset}` once the
+   * server has the message. Offline (or while the room is rejoining) it waits in the
+   * queue and goes out after the rejoin. options: {echo: false, ephemeral: true, key}.
+   */
+  publish(data, options = {}) {
+    return this._client._publish(this, data, options);
+  }
+
+  /** Tells peers you are typing: an ephemeral `{typing: true}`, at most once per typingInterval. */
+  typing() {
+    const now = Date.now();
+    if (now - this._lastTyping < this._client.options.typingInterval || !this.joined) return false;
+    this._lastTyping = now;
+    this._client._publish(this, { typing: true }, { ephemeral: true, echo: false, noQueue: true }).catch(() => {});
+    return true;
+  }
+
+  /** The room's last kept messages: `{room, epoch, offset, messages}`. */
+  history({ limit } = {}) {
+    return this._client._roomRequest(this, "history", limit === undefined ? {} : { limit });
+  }
+
+  /** Asks the server for the member list (works without presence: true). */
+  async fetchMembers() {
+    return (await this._client._roomRequest(this, "presence", {})).members;
+  }
+
+  /** Leaves the room: queued publishes reject, no more events. */
+  leave() {
+    return this._client._leave(this);
+  }
+
+  _setMembers(list) {
+    this._members = new Map(list.map((m) => [m.client, m]));
+    this._emit("members", this.members());
+  }
+
+  _typing(msg) {
+    const id = msg.from.client;
+    const old = this._typers.get(id);
+    if (old) clearTimeout(old.timer);
+    const timer = setTimeout(() => {
+      this._typers.delete(id);
+      this._emit("typing", { member: msg.from, typing: false, typers: this.typers() });
+    }, this._client.options.typingTimeout);
+    this._typers.set(id, { member: msg.from, timer });
+    this._emit("typing", { member: msg.from, typing: true, typers: this.typers() });
+  }
+
+  _clearTypers() {
+    for (const t of this._typers.values()) clearTimeout(t.timer);
+    this._typers.clear();
+  }
+}
+
+/**
+ * A connection to a wsedge server that stays up: see README.md.
+ * Events: "state" (state, {code, reason, retryIn}), "welcome" ({client, user}),
+ * "error" (WsedgeError no promise was waiting for).
+ */
+export class WsedgeClient extends Emitter {
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = { ...DEFAULTS };
+    for (const [k, v] of Object.entries(options)) if (v !== undefined) this.options[k] = v;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.WebSocket !== "function") {
+      throw new TypeError("wsedge-client: no WebSocket: pass {WebSocket} (e.g. from the `ws` package) or run Node with a global WebSocket");
+    }
+    this.state = "disconnected";
+    this.clientId = null; // this connection's id (a reconnect gets a new one)
+    this.user = null; // the token's `sub`, or null
+    this.token = options.token ?? null;
+    this._rooms = new Map();
+    this._outbox = []; // publishes waiting for their room to be joined, in order
+    this._waiting = []; // other requests waiting for a connection
+    this._pending = new Map(); // request id -> {resolve, reject, timer}
+    this._nextId = 0;
+    this._seq = 0;
+    this._ws = null;
+    this._attempt = 0;
+    this._stopped = false;
+    this._needToken = false; // the last connection failed on its token
+    this._timers = {};
+    this._connectedAt = 0;
+    this._lastFrame = 0;
+    this._onOnline = () => {
+      // The browser says the network is back: don't sit out the backoff.
+      if (!this._stopped && this._timers.retry) {
+        this._clearTimer("retry");
+        this._connect();
+      }
+    };
+    if (typeof globalThis.addEventListener === "function") globalThis.addEventListener("online", this._onOnline);
+    if (options.autoConnect !== false) queueMicrotask(() => this._stopped || this._ws || this._timers.retry || this.state === "connecting" || this._connect());
+  }
+
+  /** Resolves once connected (now, or at the next successful connect). */
+  ready() {
+    if (this.state === "connected") return Promise.resolve();
+    if (this._stopped) return Promise.reject(new WsedgeError("closed", "the client is closed"));
+    return new Promise((resolve, reject) => {
+      const off = this.on("state", (s) => {
+        if (s === "connected") {
+          off();
+          resolve();
+        } else if (this._stopped) {
+          off();
+          reject(new WsedgeError("closed", this._stopReason || "the client is closed"));
+        }
+      });
+    });
+  }
+
+  /** Starts connecting again after close() or a stop on an authentication failure. */
+  connect() {
+    this._stopped = false;
+    this._stopReason = null;
+    if (!this._ws && this.state !== "connecting") {
+      this._clearTimer("retry");
+      this._connect();
+    }
+    return this.ready();
+  }
+
+  /**
+   * Joins `name` now (or once connected) and after every reconnect.
+   * options: {presence: true} for join/leave events and members(); {history: N} to get
+   * the last N messages as a "reset" on the first join.
+   */
+  join(name, options = {}) {
+    const existing = this._rooms.get(name);
+    if (existing) {
+      if (options.presence && !existing.presence) {
+        existing.presence = true;
+        if (existing.joined) this._sync(existing);
+      }
+      return existing;
+    }
+    const room = new Room(this, name, options);
+    this._rooms.set(name, room);
+    if (this.state === "connected") this._sync(room);
+    return room;
+  }
+
+  /** The rooms joined (and not left). */
+  rooms() {
+    return [...this._rooms.values()];
+  }
+
+  /** Round trip to the server; resolves with the time it took (ms). */
+  async ping() {
+    const t0 = Date.now();
+    await this._request("ping", {}, { wait: true });
+    return Date.now() - t0;
+  }
+
+  /** Closes for good (until connect()): pending and queued requests reject. */
+  close() {
+    this._stop("closed by the application", new WsedgeError("closed", "the client was closed"));
+  }
+
+  // ---- connection lifecycle -------------------------------------------------------------
+
+  async _connect() {
+    if (this._stopped || this._ws) return;
+    this._setState("connecting");
+    const epochOfThisTry = {};
+    this._try = epochOfThisTry;
+    let token = this.token;
+    if (this.options.getToken) {
+      try {
+        token = await this.options.getToken();
+      } catch (e) {
+        token = undefined;
+        this._emit("error", new WsedgeError("auth", `getToken failed: ${e && e.message ? e.message : e}`));
+        if (this._try === epochOfThisTry) this._retry({ code: 0, reason: "getToken failed" });
+        return;
+      }
+      if (this._try !== epochOfThisTry || this._stopped) return;
+      this.token = token ?? null;
+    }
+    if (this._needToken && !token) {
+      return this._stop(`authentication failed (${this._authFailure}) and there is no new token (no getToken, or it gave none)`);
+    }
+    if (this._needToken && token === this._failedToken && !this.options.getToken) {
+      return this._stop(`authentication failed (${this._authFailure}): the token was refused and there is no getToken to fetch a new one`);
+    }
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url, PROTOCOL);
+    } catch (e) {
+      this._emit("error", new WsedgeError("connect", String(e && e.message ? e.message : e)));
+      return this._retry({ code: 0, reason: "cannot connect" });
+    }
+    this._ws = ws;
+    this._welcomed = false;
+    this._authed = !token;
+    this._sentToken = token;
+    this._setTimer("connect", this.options.connectTimeout, () => this._drop(4000, "connect timeout"));
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      this._lastFrame = Date.now();
+      if (token) {
+        // The `auth` message: the token stays out of URLs (docs/protocol.md, "Authentication").
+        this._send(ws, "auth", { token }, { timeout: this.options.connectTimeout }).then(
+          (ok) => {
+            if (ws !== this._ws) return;
+            this.user = ok.user;
+            this._authed = true;
+            this._maybeReady();
+          },
+          (e) => {
+            if (ws !== this._ws || e.code === "disconnected") return;
+            if (e.code === 400) {
+              // Authentication is not configured on this server: carry on anonymously.
+              this._emit("error", e);
+              this._authed = true;
+              return this._maybeReady();
+            }
+            this._authFailed(e.message, token);
+            this._drop(4001, "authentication failed");
+          },
+        );
+      }
+    };
+    ws.onmessage = (event) => {
+      if (ws !== this._ws) return;
+      this._lastFrame = Date.now();
+      let msg;
+      try {
+        msg = JSON.parse(typeof event.data === "string" ? event.data : String(event.data));
+      } catch {
+        return this._emit("error", new WsedgeError("protocol", "a frame that is not JSON"));
+      }
+      if (msg && typeof msg === "object") this._onFrame(msg);
+    };
+    ws.onclose = (event) => ws === this._ws && this._onClose(event.code, event.reason || "");
+    ws.onerror = () => {}; // a close event follows
+  }
+
+  _maybeReady() {
+    if (!this._welcomed || !this._authed || this.state === "connected") return;
+    this._clearTimer("connect");
+    this._connectedAt = Date.now();
+    this._needToken = false;
+    this._setState("connected");
+    this._scheduleRefresh();
+    this._scheduleIdle();
+    for (const w of this._waiting.splice(0)) w.go();
+    for (const room of this._rooms.values()) this._sync(room);
+  }
+
+  _onClose(code, reason) {
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = null;
+    this._clearTimer("connect");
+    this._clearTimer("idle");
+    this._clearTimer("pong");
+    this._clearTimer("refresh");
+    const wasConnected = this.state === "connected";
+    if (wasConnected && Date.now() - this._connectedAt >= this.options.stableAfter) this._attempt = 0;
+    for (const p of this._pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new WsedgeError("disconnected", "the connection closed before the reply"));
+    }
+    this._pending.clear();
+    for (const room of this._rooms.values()) this._roomDropped(room);
+    // RFC 6455 §7.4.1: 1008 is a policy violation; the server uses it for tokens
+    // (expired, missing) and for abuse (docs/protocol.md, "Errors"): the former needs a
+    // new token, not the same one again.
+    if (code === 1008 && /token|auth/i.test(reason)) this._authFailed(`${code} ${reason}`, this._sentToken);
+    if (this._stopped) return;
+    this._retry({ code, reason });
+  }
+
+  _authFailed(why, token) {
+    this._needToken = true;
+    this._authFailure = why;
+    this._failedToken = token;
+    if (!this.options.getToken) this.token = null;
+  }
+
+  /** Drops the current socket (dead link, timeout, auth failure) and reconnects. */
+  _drop(code, reason) {
+    const ws = this._ws;
+    if (!ws) return;
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closing
+    }
+    this._onClose(code, reason);
+  }
+
+  _retry(detail) {
+    if (this._stopped) return;
+    if (this._needToken && !this.options.getToken) {
+      return this._stop(`authentication failed (${this._authFailure}); no getToken to fetch a new token`, null, detail);
+    }
+    const delay = backoffDelay(this._attempt++, this.options.minReconnectDelay, this.options.maxReconnectDelay);
+    this._setState("disconnected", { ...detail, retryIn: Math.round(delay) });
+    this._setTimer("retry", delay, () => this._connect());
+  }
+
+  _stop(reason, error, detail = {}) {
+    this._stopped = true;
+    this._stopReason = reason;
+    for (const name of Object.keys(this._timers)) this._clearTimer(name);
+    if (typeof globalThis.removeEventListener === "function" && error) globalThis.removeEventListener("online", this._onOnline);
+    const err = error || new WsedgeError("stopped", reason);
+    if (this._ws) this._drop(1000, "bye");
+    for (const w of this._waiting.splice(0)) w.fail(err);
+    for (const item of this._outbox.splice(0)) item.reject(err);
+    for (const room of this._rooms.values()) {
+      for (const item of room._inflight.splice(0)) item.reject(err);
+      room._clearTypers();
+    }
+    this._setState("disconnected", { code: detail.code ?? null, reason, retryIn: null });
+  }
+
+  _setState(state, detail = {}) {
+    const changed = state !== this.state;
+    this.state = state;
+    if (state !== "connected") this.clientId = null;
+    if (changed || state === "disconnected") this._emit("state", state, detail);
+  }
+
+  _setTimer(name, ms, fn) {
+    clearTimeout(this._timers[name]);
+    this._timers[name] = setTimeout(() => {
+      delete this._timers[name];
+      fn();
+    }, ms);
+  }
+
+  _clearTimer(name) {
+    clearTimeout(this._timers[name]);
+    delete this._timers[name];
+  }
+
+  /** Dead-link detection: a link silent for idleTimeout gets a ping; no reply, reconnect. */
+  _scheduleIdle() {
+    const since = Date.now() - this._lastFrame;
+    const wait = Math.max(0, this.options.idleTimeout - since);
+    this._setTimer("idle", wait, () => {
+      if (this.state !== "connected") return;
+      if (Date.now() - this._lastFrame < this.options.idleTimeout) return this._scheduleIdle();
+      const ws = this._ws;
+      this._send(ws, "ping", {}, { timeout: this.options.pingTimeout }).then(
+        () => ws === this._ws && this._scheduleIdle(),
+        (e) => {
+          if (ws !== this._ws) return;
+          if (e.code === "timeout") this._drop(4002, "no reply to ping");
+          else this._scheduleIdle();
+        },
+      );
+    });
+  }
+
+  /** Sends `auth` with a fresh token before the current one's `exp`. */
+  _scheduleRefresh() {
+    const exp = this._sentToken && tokenExpiry(this._sentToken);
+    if (!exp || !this.options.getToken) return;
+    const left = exp * 1000 - Date.now();
+    const wait = Math.max(0, left - Math.min(this.options.refreshBefore, left / 2));
+    this._setTimer("refresh", wait, async () => {
+      const ws = this._ws;
+      let token;
+      try {
+        token = await this.options.getToken();
+      } catch (e) {
+        this._emit("error", new WsedgeError("auth", `getToken failed: ${e && e.message ? e.message : e}`));
+      }
+      if (ws !== this._ws || !token || this.state !== "connected") return;
+      try {
+        await this._send(ws, "auth", { token });
+        if (ws !== this._ws) return;
+        this.token = token;
+        this._sentToken = token;
+        this._emit("refresh", { exp: tokenExpiry(token) });
+        this._scheduleRefresh();
+      } catch (e) {
+        // The server closes with 1008 at `exp`; the reconnect fetches a token again.
+        if (e.code !== "disconnected") this._emit("error", e);
+      }
+    });
+  }
+
+  // ---- frames and requests --------------------------------------------------------------
+
+  _send(ws, op, fields, { timeout = this.options.requestTimeout } = {}) {
+    if (!ws || ws !== this._ws || ws.readyState !== 1) {
+      return Promise.reject(new WsedgeError("disconnected", "not connected"));
+    }
+    const id = ++this._nextId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new WsedgeError("timeout", `${op}: no reply within ${timeout} ms`));
+      }, timeout);
+      this._pending.set(id, { resolve, reject, timer });
+      ws.send(JSON.stringify({ id, op, ...fields }));
+    });
+  }
+
+  /** A request that waits for a connection (wait: true) or fails at once when offline. */
+  _request(op, fields, { wait = false } = {}) {
+    if (this.state === "connected") return this._send(this._ws, op, fields);
+    if (this._stopped) return Promise.reject(new WsedgeError("stopped", this._stopReason || "the client is closed"));
+    if (!wait) return Promise.reject(new WsedgeError("disconnected", "not connected"));
+    return new Promise((resolve, reject) => {
+      const w = {
+        go: () => {
+          clearTimeout(timer);
+          this._send(this._ws, op, fields).then(resolve, reject);
+        },
+        fail: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this._waiting = this._waiting.filter((x) => x !== w);
+        reject(new WsedgeError("timeout", `${op}: not connected within ${this.options.requestTimeout} ms`));
+      }, this.options.requestTimeout);
+      this._waiting.push(w);
+    });
+  }
+
+  /** A request about a joined room: waits (up to requestTimeout) for its join. */
+  _roomRequest(room, op, fields) {
+    if (room.left) return Promise.reject(new WsedgeError("left", `not in room ${room.name}`));
+    if (room.joined) return this._send(this._ws, op, { room: room.name, ...fields });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new WsedgeError("timeout", `${op}: room ${room.name} not joined within ${this.options.requestTimeout} ms`));
+      }, this.options.requestTimeout);
+      const off = room.on("_ready", (ok) => {
+        off();
+        clearTimeout(timer);
+        if (!ok) return reject(new WsedgeError("left", `not in room ${room.name}`));
+        this._send(this._ws, op, { room: room.name, ...fields }).then(resolve, reject);
+      });
+    });
+  }
+
+  _onFrame(msg) {
+    if ("id" in msg) {
+      // A reply (pushes never carry an id).
+      const p = this._pending.get(msg.id);
+      if (!p) {
+        if (msg.error) this._emit("error", new WsedgeError(msg.error.code, msg.error.message));
+        return;
+      }
+      this._pending.delete(msg.id);
+      clearTimeout(p.timer);
+      if (msg.error) p.reject(new WsedgeError(msg.error.code, msg.error.message));
+      else p.resolve(msg.ok ?? {});
+      return;
+    }
+    if (msg.op === "welcome") {
+      this.clientId = msg.client;
+      if (msg.user != null) this.user = msg.user;
+      this._welcomed = true;
+      this._emit("welcome", { client: msg.client, user: msg.user });
+      return this._maybeReady();
+    }
+    const room = this._rooms.get(msg.room);
+    if (!room) return;
+    switch (msg.op) {
+      case "message":
+        if (room._syncing) return void room._buffer.push(msg);
+        return this._deliver(room, msg);
+      case "join":
+      case "leave":
+        if (msg.member) {
+          if (msg.op === "join") room._members.set(msg.member.client, msg.member);
+          else room._members.delete(msg.member.client);
+        }
+        room._emit("presence", msg);
+        return;
+      case "reset":
+        // The engine lost continuity (future engines): reload like recovered: false.
+        return this._reload(room, { epoch: msg.epoch, offset: msg.offset, reason: "reset" });
+    }
+  }
+
+  /** Delivers one message push: ephemeral ones as they come, others once each, in order. */
+  _deliver(room, msg) {
+    if (typeof msg.offset !== "number") {
+      if (msg.data && msg.data.typing === true && Object.keys(msg.data).length === 1 && msg.from && msg.from.client) {
+        return room._typing(msg);
+      }
+      return room._emit("ephemeral", msg);
+    }
+    this._match(room, msg);
+    if (msg.offset <= room.offset) return; // seen already
+    room.offset = msg.offset;
+    if (msg.from && room._typers.has(msg.from.client)) {
+      // A message from a typer ends its typing indicator.
+      clearTimeout(room._typers.get(msg.from.client).timer);
+      room._typers.delete(msg.from.client);
+      room._emit("typing", { member: msg.from, typing: false, typers: room.typers() });
+    }
+    room._emit("message", msg);
+  }
+
+  /**
+   * A message from the connection a publish of ours went out on is that publish: the
+   * server handles a connection's publishes to a room in order, so the first unmatched one
+   * is it. This is how a publish whose reply was lost in a drop still learns its offset.
+   */
+  _match(room, msg) {
+    const from = msg.from && msg.from.client;
+    if (!from) return;
+    const item = room._inflight.find((i) => i.offset === undefined && i.sentAs === from);
+    if (item) item.offset = msg.offset;
+  }
+
+  // ---- rooms ------------------------------------------------------------------------------
+
+  _roomDropped(room) {
+    room.joined = false;
+    room._syncing = false;
+    room._buffer = [];
+    room._clearTypers();
+    // Publishes that went out without a reply: those whose message we saw are done; the
+    // others are settled after the rejoin (found in `missed`) or sent again.
+    room._inflight = room._inflight.filter((item) => {
+      if (item.ephemeral) {
+        item.reject(new WsedgeError("disconnected", "the connection closed before the reply"));
+        return false;
+      }
+      if (item.offset !== undefined) {
+        item.resolve({ room: room.name, offset: item.offset });
+        return false;
+      }
+      item.unconfirmed = true;
+      return true;
+    });
+  }
+
+  async _sync(room) {
+    const ws = this._ws;
+    room._syncing = true;
+    room._buffer = [];
+    room.joined = false;
+    const fields = { room: room.name, presence: room.presence };
+    const first = room.epoch === null;
+    if (!first) fields.since = { epoch: room.epoch, offset: room.offset };
+    let ok;
+    try {
+      ok = await this._send(ws, "join", fields);
+    } catch (e) {
+      return this._syncFailed(room, ws, e);
+    }
+    if (ws !== this._ws || room.left) return;
+    this._emit("joined", room.name);
+    room._emit("joined", { epoch: ok.epoch, offset: ok.offset, members: ok.members, recovered: ok.recovered, first });
+    if (!first && ok.recovered && ok.epoch === room.epoch) {
+      for (const m of ok.missed) this._deliver(room, m);
+      return this._synced(room, ws);
+    }
+    if (first && !this._historyWanted(room)) {
+      room.epoch = ok.epoch;
+      room.offset = ok.offset;
+      return this._synced(room, ws);
+    }
+    return this._reload(room, { epoch: ok.epoch, offset: ok.offset, reason: first ? "join" : "not recovered", ws });
+  }
+
+  _historyWanted(room) {
+    return room._historyOnJoin > 0;
+  }
+
+  /** Continuity lost (or history wanted on the first join): reload from `history`. */
+  async _reload(room, { reason, ws = this._ws }) {
+    room._syncing = true;
+    const previousEpoch = room.epoch;
+    const first = reason === "join";
+    const limit = first ? room._historyOnJoin : this.options.historyLimit;
+    let h;
+    try {
+      h = await this._send(ws, "history", { room: room.name, limit });
+    } catch (e) {
+      return this._syncFailed(room, ws, e);
+    }
+    if (ws !== this._ws || room.left) return;
+    // Publishes of ours whose replies were lost and whose messages are still kept.
+    if (h.epoch === room.epoch) for (const m of h.messages) if (m.offset > room.offset) this._match(room, m);
+    room.epoch = h.epoch;
+    room.offset = h.offset;
+    room._emit("reset", { room: room.name, epoch: h.epoch, offset: h.offset, messages: h.messages, reason, previousEpoch });
+    this._synced(room, ws);
+  }
+
+  _synced(room, ws) {
+    room._syncing = false;
+    room.joined = true;
+    for (const m of room._buffer.splice(0)) this._deliver(room, m); // live pushes held meanwhile
+    // Unconfirmed publishes from before the drop: matched ones are done, the rest go again
+    // (with the same key) ahead of anything queued after them.
+    const resend = [];
+    room._inflight = room._inflight.filter((item) => {
+      if (!item.unconfirmed) return true;
+      if (item.offset !== undefined) item.resolve({ room: room.name, offset: item.offset });
+      else resend.push(item);
+      return false;
+    });
+    if (resend.length) {
+      for (const item of resend) item.unconfirmed = false;
+      this._outbox = [...resend, ...this._outbox].sort((a, b) => a.seq - b.seq);
+    }
+    room._emit("_ready", true);
+    if (room.presence) {
+      this._send(ws, "presence", { room: room.name }).then(
+        (ok) => ws === this._ws && !room.left && room._setMembers(ok.members),
+        () => {},
+      );
+    }
+    this._flush();
+  }
+
+  _syncFailed(room, ws, e) {
+    if (ws !== this._ws || room.left) return;
+    room._syncing = false;
+    if (typeof e.code === "number" && e.code !== 429) {
+      // Refused (400, 403, 503...): retrying will not help. Forget the room.
+      room._emit("error", e);
+      this._emit("error", e);
+      this._forget(room, e);
+    } else if (e.code === "timeout" || e.code === 429) {
+      // No answer: the link is suspect; reconnect and rejoin everything.
+      this._drop(4003, "join timed out");
+    }
+  }
+
+  _forget(room, error) {
+    room.left = true;
+    room.joined = false;
+    this._rooms.delete(room.name);
+    room._clearTypers();
+    for (const item of room._inflight.splice(0)) item.reject(error);
+    this._outbox = this._outbox.filter((item) => {
+      if (item.room !== room) return true;
+      item.reject(error);
+      return false;
+    });
+    room._emit("_ready", false);
+  }
+
+  async _leave(room) {
+    if (room.left) return;
+    const wasJoined = room.joined;
+    this._forget(room, new WsedgeError("left", `left room ${room.name}`));
+    room._emit("left", {});
+    if (wasJoined && this.state === "connected") {
+      await this._send(this._ws, "leave", { room: room.name }).catch((e) => {
+        if (e.code !== 404 && e.code !== "disconnected") throw e;
+      });
+    }
+  }
+
+  _publish(room, data, options) {
+    if (room.left) return Promise.reject(new WsedgeError("left", `not in room ${room.name}`));
+    if (this._stopped) return Promise.reject(new WsedgeError("stopped", this._stopReason || "the client is closed"));
+    if (data === undefined) return Promise.reject(new TypeError("publish: data must be a JSON value"));
+    const { echo, ephemeral, noQueue } = options;
+    const key = options.key ?? (ephemeral ? undefined : newKey());
+    return new Promise((resolve, reject) => {
+      const item = { room, data, echo, ephemeral: !!ephemeral, key, seq: ++this._seq, resolve, reject };
+      if (room.joined && this.state === "connected" && !this._outbox.some((i) => i.room === room)) {
+        return this._transmit(item);
+      }
+      if (noQueue) return reject(new WsedgeError("disconnected", "not connected"));
+      if (this._outbox.length >= this.options.maxQueue) {
+        return reject(new WsedgeError("queue_full", `publish queue full (${this.options.maxQueue} waiting for the connection)`));
+      }
+      this._outbox.push(item);
+    });
+  }
+
+  _transmit(item) {
+    const { room } = item;
+    const fields = { room: room.name, data: item.data };
+    if (item.echo === false) fields.echo = false;
+    if (item.ephemeral) fields.ephemeral = true;
+    // The idempotency key (issue 15): servers that do not know it ignore unknown fields.
+    if (item.key !== undefined && this.options.sendKeys) fields.key = item.key;
+    item.sentAs = this.clientId;
+    item.offset = undefined;
+    room._inflight.push(item);
+    this._send(this._ws, "publish", fields).then(
+      (ok) => {
+        room._inflight = room._inflight.filter((i) => i !== item);
+        item.resolve(ok);
+      },
+      (e) => {
+        if (e.code === "disconnected" && !item.ephemeral && room._inflight.includes(item)) return; // settled after the rejoin
+        room._inflight = room._inflight.filter((i) => i !== item);
+        item.reject(e);
+      },
+    );
+  }
+
+  /** Sends queued publishes whose room is joined, keeping each room's order. */
+  _flush() {
+    if (this.state !== "connected") return;
+    const keep = [];
+    const blocked = new Set();
+    for (const item of this._outbox) {
+      if (item.room.left) continue;
+      if (!item.room.joined || blocked.has(item.room)) {
+        blocked.add(item.room);
+        keep.push(item);
+      } else {
+        this._transmit(item);
+      }
+    }
+    this._outbox = keep;
+  }
+}
+
+export default WsedgeClient;

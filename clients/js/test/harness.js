@@ -1,0 +1,168 @@
+// Test harness: a real `wsedge serve` per test file, a TCP proxy that cuts connections,
+// HS256 tokens, and waiting for conditions (never fixed sleeps).
+
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+import { WsedgeClient } from "../src/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const WSEDGE_BIN = process.env.WSEDGE_BIN || resolve(here, "../../../target/release/wsedge");
+
+/** Starts `wsedge serve` on `port` (0: any free one); resolves once it listens. */
+export async function startServer(args = [], { port = 0 } = {}) {
+  if (!existsSync(WSEDGE_BIN)) {
+    throw new Error(`wsedge binary not found at ${WSEDGE_BIN}: run \`cargo build --release --bin wsedge\` in the repository root, or set WSEDGE_BIN`);
+  }
+  const proc = spawn(WSEDGE_BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--workers", "1", ...args], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, RUST_LOG: "info" },
+  });
+  let log = "";
+  const listening = new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`wsedge did not start within 20 s:\n${log}`)), 20000);
+    proc.stderr.on("data", (chunk) => {
+      log += chunk;
+      const m = /listening on ws:\/\/127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        res(Number(m[1]));
+      }
+    });
+    proc.on("exit", (code) => {
+      clearTimeout(timer);
+      rej(new Error(`wsedge exited (${code}) before listening:\n${log}`));
+    });
+  });
+  const actual = await listening;
+  const exited = new Promise((res) => proc.on("exit", res));
+  return {
+    port: actual,
+    url: `ws://127.0.0.1:${actual}/ws`,
+    http: `http://127.0.0.1:${actual}`,
+    log: () => log,
+    /** SIGKILL: no close frames, like a crash. */
+    async kill() {
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+      await exited;
+    },
+    async stop() {
+      if (proc.exitCode === null) proc.kill("SIGTERM");
+      const t = setTimeout(() => proc.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** A client with the `ws` package's WebSocket and fast test timings. */
+export function makeClient(url, options = {}) {
+  return new WsedgeClient(url, { WebSocket, minReconnectDelay: 20, maxReconnectDelay: 300, ...options });
+}
+
+/** Resolves when `cond()` is truthy; rejects with `what` after `timeout` ms. */
+export async function waitFor(cond, what = "condition", timeout = 20000) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() - t0 > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Resolves with the arguments of the next `event` on `emitter` (or rejects after `timeout`). */
+export function nextEvent(emitter, event, timeout = 20000, filter = () => true) {
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => {
+      off();
+      rej(new Error(`timed out after ${timeout} ms waiting for "${event}"`));
+    }, timeout);
+    const off = emitter.on(event, (...args) => {
+      if (!filter(...args)) return;
+      off();
+      clearTimeout(timer);
+      res(args.length > 1 ? args : args[0]);
+    });
+  });
+}
+
+const b64url = (buf) => Buffer.from(buf).toString("base64url");
+
+/** An HS256 JWT for `claims` (exp defaults to an hour from now). */
+export function signToken(secret, claims) {
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const body = b64url(JSON.stringify({ exp: Math.floor(Date.now() / 1000) + 3600, ...claims }));
+  const sig = createHmac("sha256", secret).update(`${header}.${body}`).digest("base64url");
+  return `${header}.${body}.${sig}`;
+}
+
+/**
+ * A TCP proxy to `port` the test controls: cutAll() destroys every open pair (both sides,
+ * whatever was in flight is lost), pause() refuses new connections until resume().
+ */
+export async function startProxy(port) {
+  const pairs = new Set();
+  let refusing = false;
+  let connections = 0;
+  const server = net.createServer((client) => {
+    if (refusing) return client.destroy();
+    connections++;
+    const upstream = net.connect(port, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((res) => server.listen(0, "127.0.0.1", res));
+  const proxyPort = server.address().port;
+  return {
+    port: proxyPort,
+    url: `ws://127.0.0.1:${proxyPort}/ws`,
+    get open() {
+      return pairs.size;
+    },
+    get connections() {
+      return connections;
+    },
+    cutAll() {
+      const n = pairs.size;
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      pairs.clear();
+      return n;
+    },
+    /** Holds every byte both ways (a dead link the sockets do not notice). */
+    freeze() {
+      for (const { client, upstream } of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+    },
+    pause() {
+      refusing = true;
+    },
+    resume() {
+      refusing = false;
+    },
+    async close() {
+      this.cutAll();
+      await new Promise((res) => server.close(res));
+    },
+  };
+}
