@@ -20,6 +20,7 @@ const DEFAULTS = {
   typingInterval: 2000, // room.typing() sends at most once per this
   typingTimeout: 5000, // a peer's typing indicator expires after this without a new one
   sendKeys: true, // send each publish's idempotency `key` (servers that do not know it ignore it)
+  random: Math.random, // the backoff's jitter source (tests pin it)
 };
 
 /** An error from the server (`code` is its number) or from the client (`code` a string). */
@@ -233,7 +234,7 @@ export class WsedgeClient extends Emitter {
   /** Resolves once connected (now, or at the next successful connect). */
   ready() {
     if (this.state === "connected") return Promise.resolve();
-    if (this._stopped) return Promise.reject(new WsedgeError("closed", "the client is closed"));
+    if (this._stopped) return Promise.reject(new WsedgeError("stopped", this._stopReason || "the client is closed"));
     return new Promise((resolve, reject) => {
       const off = this.on("state", (s) => {
         if (s === "connected") {
@@ -434,7 +435,7 @@ export class WsedgeClient extends Emitter {
     if (this._needToken && !this.options.getToken) {
       return this._stop(`authentication failed (${this._authFailure}); no getToken to fetch a new token`, null, detail);
     }
-    const delay = backoffDelay(this._attempt++, this.options.minReconnectDelay, this.options.maxReconnectDelay);
+    const delay = backoffDelay(this._attempt++, this.options.minReconnectDelay, this.options.maxReconnectDelay, this.options.random);
     this._setState("disconnected", { ...detail, retryIn: Math.round(delay) });
     this._setTimer("retry", delay, () => this._connect());
   }
