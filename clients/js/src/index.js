@@ -207,6 +207,8 @@ export class WsedgeClient extends Emitter {
     this.clientId = null; // this connection's id (a reconnect gets a new one)
     this.user = null; // the token's `sub`, or null
     this.token = options.token ?? null;
+    /** Counters for dashboards and tests. */
+    this.stats = { connects: 0, resets: 0, settledByMessage: 0, resent: 0 };
     this._rooms = new Map();
     this._outbox = []; // publishes waiting for their room to be joined, in order
     this._waiting = []; // other requests waiting for a connection
@@ -380,6 +382,7 @@ export class WsedgeClient extends Emitter {
     this._clearTimer("connect");
     this._connectedAt = Date.now();
     this._needToken = false;
+    this.stats.connects++;
     this._setState("connected");
     this._scheduleRefresh();
     this._scheduleIdle();
@@ -671,6 +674,7 @@ export class WsedgeClient extends Emitter {
         return false;
       }
       if (item.offset !== undefined) {
+        this.stats.settledByMessage++;
         item.resolve({ room: room.name, offset: item.offset });
         return false;
       }
@@ -729,6 +733,7 @@ export class WsedgeClient extends Emitter {
     if (h.epoch === room.epoch) for (const m of h.messages) if (m.offset > room.offset) this._match(room, m);
     room.epoch = h.epoch;
     room.offset = h.offset;
+    if (reason !== "join") this.stats.resets++;
     room._emit("reset", { room: room.name, epoch: h.epoch, offset: h.offset, messages: h.messages, reason, previousEpoch });
     this._synced(room, ws);
   }
@@ -742,12 +747,15 @@ export class WsedgeClient extends Emitter {
     const resend = [];
     room._inflight = room._inflight.filter((item) => {
       if (!item.unconfirmed) return true;
-      if (item.offset !== undefined) item.resolve({ room: room.name, offset: item.offset });
-      else resend.push(item);
+      if (item.offset !== undefined) {
+        this.stats.settledByMessage++;
+        item.resolve({ room: room.name, offset: item.offset });
+      } else resend.push(item);
       return false;
     });
     if (resend.length) {
       for (const item of resend) item.unconfirmed = false;
+      this.stats.resent += resend.length;
       this._outbox = [...resend, ...this._outbox].sort((a, b) => a.seq - b.seq);
     }
     room._emit("_ready", true);

@@ -103,27 +103,44 @@ export function signToken(secret, claims) {
 
 /**
  * A TCP proxy to `port` the test controls: cutAll() destroys every open pair (both sides,
- * whatever was in flight is lost), pause() refuses new connections until resume().
+ * whatever was in flight is lost), chaos() cuts each connection after a random number of
+ * bytes (mid-frame, either direction), freeze() holds every byte (a dead link), pause()
+ * refuses new connections until resume().
  */
 export async function startProxy(port) {
   const pairs = new Set();
   let refusing = false;
   let connections = 0;
+  let cuts = 0;
+  let budget = null; // {min, max}: bytes each connection may carry before its cut
+  const random = (min, max) => min + Math.floor(Math.random() * (max - min + 1));
   const server = net.createServer((client) => {
     if (refusing) return client.destroy();
     connections++;
     const upstream = net.connect(port, "127.0.0.1");
-    const pair = { client, upstream };
+    const pair = { client, upstream, frozen: false, left: budget ? random(budget.min, budget.max) : Infinity };
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
       client.destroy();
       upstream.destroy();
     };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    const forward = (to) => (chunk) => {
+      if (pair.frozen || !pairs.has(pair)) return;
+      if (budget && pair.left === Infinity) pair.left = random(budget.min, budget.max);
+      if (budget && chunk.length >= pair.left) {
+        // Cut here: part of this chunk goes through, the rest is lost with the connection.
+        to.write(chunk.subarray(0, pair.left));
+        cuts++;
+        pairs.delete(pair);
+        setImmediate(end);
+        return;
+      }
+      pair.left -= chunk.length;
+      to.write(chunk);
+    };
+    client.on("data", forward(upstream)).on("error", end).on("close", end);
+    upstream.on("data", forward(client)).on("error", end).on("close", end);
   });
   await new Promise((res) => server.listen(0, "127.0.0.1", res));
   const proxyPort = server.address().port;
@@ -136,6 +153,9 @@ export async function startProxy(port) {
     get connections() {
       return connections;
     },
+    get cuts() {
+      return cuts;
+    },
     cutAll() {
       const n = pairs.size;
       for (const { client, upstream } of pairs) {
@@ -143,16 +163,31 @@ export async function startProxy(port) {
         upstream.destroy();
       }
       pairs.clear();
+      cuts += n;
       return n;
+    },
+    /** Destroys one open connection, chosen at random. */
+    cutOne() {
+      const list = [...pairs];
+      if (!list.length) return false;
+      const pair = list[random(0, list.length - 1)];
+      pairs.delete(pair);
+      pair.client.destroy();
+      pair.upstream.destroy();
+      cuts++;
+      return true;
+    },
+    chaos(min, max) {
+      budget = { min, max };
+      for (const pair of pairs) pair.left = random(min, max);
+    },
+    calm() {
+      budget = null;
+      for (const pair of pairs) pair.left = Infinity;
     },
     /** Holds every byte both ways (a dead link the sockets do not notice). */
     freeze() {
-      for (const { client, upstream } of pairs) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        client.pause();
-        upstream.pause();
-      }
+      for (const pair of pairs) pair.frozen = true;
     },
     pause() {
       refusing = true;
