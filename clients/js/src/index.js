@@ -229,8 +229,16 @@ export class WsedgeClient extends Emitter {
         this._connect();
       }
     };
-    if (typeof globalThis.addEventListener === "function") globalThis.addEventListener("online", this._onOnline);
+    this._listen(true);
     if (options.autoConnect !== false) queueMicrotask(() => this._stopped || this._ws || this._timers.retry || this.state === "connecting" || this._connect());
+  }
+
+  _listen(on) {
+    // The browser's `online` event; Node has no window and no such event.
+    if (on === this._listening || typeof globalThis.addEventListener !== "function") return;
+    this._listening = on;
+    if (on) globalThis.addEventListener("online", this._onOnline);
+    else globalThis.removeEventListener("online", this._onOnline);
   }
 
   /** Resolves once connected (now, or at the next successful connect). */
@@ -254,6 +262,7 @@ export class WsedgeClient extends Emitter {
   connect() {
     this._stopped = false;
     this._stopReason = null;
+    this._listen(true);
     if (!this._ws && this.state !== "connecting") {
       this._clearTimer("retry");
       this._connect();
@@ -447,7 +456,7 @@ export class WsedgeClient extends Emitter {
     this._stopped = true;
     this._stopReason = reason;
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
-    if (typeof globalThis.removeEventListener === "function" && error) globalThis.removeEventListener("online", this._onOnline);
+    if (error) this._listen(false); // close(): for good
     const err = error || new WsedgeError("stopped", reason);
     if (this._ws) this._drop(1000, "bye");
     for (const w of this._waiting.splice(0)) w.fail(err);
@@ -622,8 +631,10 @@ export class WsedgeClient extends Emitter {
         room._emit("presence", msg);
         return;
       case "reset":
-        // The engine lost continuity (future engines): reload like recovered: false.
-        return this._reload(room, { epoch: msg.epoch, offset: msg.offset, reason: "reset" });
+        // The engine lost continuity (future engines): reload like recovered: false. While a
+        // join is on its way its reply already tells (a new epoch: not recovered).
+        if (!room.joined) return;
+        return this._reload(room, { reason: "reset" });
     }
   }
 
@@ -697,7 +708,13 @@ export class WsedgeClient extends Emitter {
     } catch (e) {
       return this._syncFailed(room, ws, e);
     }
-    if (ws !== this._ws || room.left) return;
+    if (ws !== this._ws) return;
+    if (room.left) {
+      // Left while the join was on its way: the server has us as a member; undo that
+      // (unless the room was joined again meanwhile).
+      if (!this._rooms.has(room.name)) this._send(ws, "leave", { room: room.name }).catch(() => {});
+      return;
+    }
     this._emit("joined", room.name);
     room._emit("joined", { epoch: ok.epoch, offset: ok.offset, members: ok.members, recovered: ok.recovered, first });
     if (!first && ok.recovered && ok.epoch === room.epoch) {
@@ -811,7 +828,11 @@ export class WsedgeClient extends Emitter {
   _publish(room, data, options) {
     if (room.left) return Promise.reject(new WsedgeError("left", `not in room ${room.name}`));
     if (this._stopped) return Promise.reject(new WsedgeError("stopped", this._stopReason || "the client is closed"));
-    if (data === undefined) return Promise.reject(new TypeError("publish: data must be a JSON value"));
+    try {
+      if (JSON.stringify(data) === undefined) throw new TypeError("undefined");
+    } catch (e) {
+      return Promise.reject(new TypeError(`publish: data must be a JSON value (${e.message})`));
+    }
     const { echo, ephemeral, noQueue } = options;
     const key = options.key ?? (ephemeral ? undefined : newKey());
     return new Promise((resolve, reject) => {

@@ -173,3 +173,15 @@ test("leave: the server forgets us, queued publishes reject, close() rejects the
   assert.equal(c.state, "disconnected");
   await assert.rejects(r2.publish(1), (e) => e.code === "stopped" || e.code === "closed");
 });
+
+test("leave while the join is on its way: the server does not keep us", async () => {
+  const c = client();
+  await c.ready();
+  const room = c.join("rooms-leave-early");
+  await room.leave(); // before the join reply
+  const other = client();
+  const ro = other.join("rooms-leave-early");
+  await nextEvent(ro, "joined");
+  await waitFor(async () => (await ro.fetchMembers()).length === 1, "only the other member left");
+  assert.equal(c.rooms().length, 0);
+});
