@@ -1,0 +1,374 @@
+// Types for wsedge-client and the `wsedge.v1` wire protocol (docs/protocol.md).
+
+// ---- wsedge.v1 on the wire --------------------------------------------------------------
+
+/** Any JSON value: what `data` may be. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A connection: its id (a new one per connection) and its token's `sub` (null: anonymous). */
+export interface Member {
+  client: string;
+  user: string | null;
+}
+
+/** Who published a message: a connection, or `{client: null, user: null}` for the backend API. */
+export interface From {
+  client: string | null;
+  user: string | null;
+}
+
+/** A position in a room's history: what `join` resumes from. */
+export interface Since {
+  epoch: string;
+  offset: number;
+}
+
+/** A request id: a number or a string; the reply carries the same. */
+export type RequestId = number | string;
+
+export interface JoinRequest {
+  op: "join";
+  id?: RequestId | null;
+  room: string;
+  presence?: boolean;
+  since?: Since;
+}
+export interface LeaveRequest {
+  op: "leave";
+  id?: RequestId | null;
+  room: string;
+}
+export interface PublishRequest {
+  op: "publish";
+  id?: RequestId | null;
+  room: string;
+  data: Json;
+  echo?: boolean;
+  ephemeral?: boolean;
+  /** Idempotency key, 1-64 bytes (issue 15; servers without it ignore the field). */
+  key?: string;
+}
+export interface PresenceRequest {
+  op: "presence";
+  id?: RequestId | null;
+  room: string;
+}
+export interface HistoryRequest {
+  op: "history";
+  id?: RequestId | null;
+  room: string;
+  limit?: number;
+}
+export interface PingRequest {
+  op: "ping";
+  id?: RequestId | null;
+}
+export interface AuthRequest {
+  op: "auth";
+  id?: RequestId | null;
+  token: string;
+}
+/** Every frame a client sends. */
+export type ClientFrame = JoinRequest | LeaveRequest | PublishRequest | PresenceRequest | HistoryRequest | PingRequest | AuthRequest;
+
+export interface JoinReply {
+  room: string;
+  epoch: string;
+  /** The room's last offset (0: no message yet). */
+  offset: number;
+  /** Member count, you included. */
+  members: number;
+  recovered: boolean;
+  missed: MessagePush[];
+}
+export interface LeaveReply {
+  room: string;
+}
+export interface PublishReply {
+  room: string;
+  /** Absent for an ephemeral publish. */
+  offset?: number;
+  /** True when the server had this `key` already (no second message). */
+  duplicate?: boolean;
+}
+export interface PresenceReply {
+  room: string;
+  members: Member[];
+}
+export interface HistoryReply {
+  room: string;
+  epoch: string;
+  offset: number;
+  /** Oldest first; each exactly the `message` push members received. */
+  messages: MessagePush[];
+}
+export type PingReply = Record<string, never>;
+export interface AuthReply {
+  user: string;
+}
+
+export interface OkReply<T = unknown> {
+  id: RequestId;
+  ok: T;
+}
+export interface ErrorBody {
+  /** 400, 401, 403, 404, 413, 429 or 503 (docs/protocol.md, "Errors"). */
+  code: number;
+  message: string;
+}
+export interface ErrorReply {
+  /** null when the request had no id or an invalid one. */
+  id: RequestId | null;
+  error: ErrorBody;
+}
+
+export interface WelcomePush {
+  op: "welcome";
+  client: string;
+  user: string | null;
+}
+export interface MessagePush<T = Json> {
+  op: "message";
+  room: string;
+  /** Absent for an ephemeral message. */
+  offset?: number;
+  from: From;
+  data: T;
+}
+export interface PresencePush {
+  op: "join" | "leave";
+  room: string;
+  member: Member;
+}
+/** Continuity lost (engines that can lose it send this): reload the room. */
+export interface ResetPush {
+  op: "reset";
+  room: string;
+  epoch: string;
+  offset: number;
+}
+/** Every frame a server sends. */
+export type ServerFrame = WelcomePush | MessagePush | PresencePush | ResetPush | OkReply | ErrorReply;
+
+// ---- the client -------------------------------------------------------------------------
+
+/** The subprotocol: "wsedge.v1". */
+export const PROTOCOL: "wsedge.v1";
+
+export type ConnectionState = "connecting" | "connected" | "disconnected";
+
+/** With every "state" event. */
+export interface StateDetail {
+  /** The close code that ended the last connection (1006: lost), when there was one. */
+  code?: number | null;
+  /** Why: the close reason, "no reply to ping", or, when stopped, what to do about it. */
+  reason?: string;
+  /** ms until the next attempt; null: stopped (close(), or authentication with no new token). */
+  retryIn?: number | null;
+}
+
+/** Client-side error codes; a server error has its numeric code. */
+export type ClientErrorCode =
+  | "disconnected" // the connection closed before the reply (or was not up)
+  | "timeout" // no reply within requestTimeout
+  | "queue_full" // maxQueue publishes are already waiting
+  | "left" // the room was left (or the server refused the join)
+  | "closed" // client.close()
+  | "stopped" // the client stopped (authentication) or was closed
+  | "auth" // getToken failed
+  | "connect" // the WebSocket constructor threw
+  | "protocol"; // a frame that is not JSON
+
+export class WsedgeError extends Error {
+  constructor(code: number | ClientErrorCode, message: string);
+  readonly name: "WsedgeError";
+  readonly code: number | ClientErrorCode;
+}
+
+/** Anything shaped like the browser's WebSocket constructor (e.g. the `ws` package's). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ClientOptions {
+  /** A JWT sent with the `auth` message on every connect. */
+  token?: string;
+  /** Called on every (re)connect and before the token's `exp`; null/undefined: none. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** The constructor to use (default: globalThis.WebSocket). */
+  WebSocket?: WebSocketConstructor;
+  /** Backoff base, ms (default 500). */
+  minReconnectDelay?: number;
+  /** Backoff cap, ms (default 30000). */
+  maxReconnectDelay?: number;
+  /** A connection up this long (ms) resets the backoff (default 10000). */
+  stableAfter?: number;
+  /** ms a request waits for its reply (default 10000). */
+  requestTimeout?: number;
+  /** ms to open, be welcomed and authenticated (default 15000). */
+  connectTimeout?: number;
+  /** ms without a frame before a ping (default 25000). */
+  idleTimeout?: number;
+  /** ms the ping's reply may take before the link counts as dead (default 10000). */
+  pingTimeout?: number;
+  /** Publishes that may wait while offline (default 1000). */
+  maxQueue?: number;
+  /** Messages fetched for a `reset` (default 100). */
+  historyLimit?: number;
+  /** Refresh the token this many ms before `exp`, at most half its life (default 30000). */
+  refreshBefore?: number;
+  /** room.typing() sends at most once per this many ms (default 2000). */
+  typingInterval?: number;
+  /** A peer's typing expires after this many ms without another (default 5000). */
+  typingTimeout?: number;
+  /** Send each publish's idempotency key (default true). */
+  sendKeys?: boolean;
+  /** Connect in the constructor (default true); false: call connect(). */
+  autoConnect?: boolean;
+  /** The jitter source, [0, 1) (default Math.random). */
+  random?: () => number;
+}
+
+export interface JoinOptions {
+  /** Receive join/leave events and keep members() (default false). */
+  presence?: boolean;
+  /** Fetch the last N messages on the first join and hand them over as a "reset" (default 0). */
+  history?: number;
+}
+
+export interface PublishOptions {
+  /** false: no own copy (default true). */
+  echo?: boolean;
+  /** true: live only, no offset, never in history (default false). */
+  ephemeral?: boolean;
+  /** Idempotency key, 1-64 bytes (default: a random one per publish, kept across retries). */
+  key?: string;
+}
+
+/** "reset": continuity lost (or history asked for on the first join): reload from this. */
+export interface ResetEvent {
+  room: string;
+  epoch: string;
+  /** The last offset in `messages`' epoch; "message" events continue after it. */
+  offset: number;
+  messages: MessagePush[];
+  /** "join" (history on the first join), "not recovered" (after a reconnect) or "reset" (the server's push). */
+  reason: "join" | "not recovered" | "reset";
+  /** The epoch before, if any. */
+  previousEpoch?: string | null;
+}
+
+/** "joined": after every (re)join. */
+export interface JoinedEvent {
+  epoch: string;
+  offset: number;
+  members: number;
+  recovered: boolean;
+  /** The first join of this Room (not a rejoin). */
+  first: boolean;
+}
+
+export interface TypingEvent {
+  member: From;
+  typing: boolean;
+  /** Everyone typing now. */
+  typers: From[];
+}
+
+/** A message with an offset: "message" events carry these. */
+export interface RoomMessage<T = Json> extends MessagePush<T> {
+  offset: number;
+}
+
+export interface RoomEvents<T = Json> {
+  /** Each offset exactly once, in order (across reconnects). */
+  message: (m: RoomMessage<T>) => void;
+  /** Ephemeral messages other than typing. */
+  ephemeral: (m: MessagePush<T>) => void;
+  presence: (e: PresencePush) => void;
+  /** The member list after every (re)join (presence: true). */
+  members: (members: Member[]) => void;
+  reset: (r: ResetEvent) => void;
+  joined: (j: JoinedEvent) => void;
+  typing: (e: TypingEvent) => void;
+  left: (e: Record<string, never>) => void;
+  /** The server refused the join (the room is forgotten). */
+  error: (e: WsedgeError) => void;
+}
+
+export interface ClientEvents {
+  state: (state: ConnectionState, detail: StateDetail) => void;
+  welcome: (w: { client: string; user: string | null }) => void;
+  joined: (room: string) => void;
+  /** The token was refreshed with `auth`. */
+  refresh: (r: { exp: number | null }) => void;
+  /** Errors no promise was waiting for. */
+  error: (e: WsedgeError) => void;
+}
+
+export class Room<T = Json> {
+  readonly name: string;
+  readonly presence: boolean;
+  /** The epoch `offset` belongs to (null before the first join). */
+  readonly epoch: string | null;
+  /** The last offset delivered to "message" handlers. */
+  readonly offset: number;
+  /** Joined on the current connection. */
+  readonly joined: boolean;
+  readonly left: boolean;
+  /** Returns a function that removes the handler. */
+  on<E extends keyof RoomEvents<T>>(event: E, fn: RoomEvents<T>[E]): () => void;
+  once<E extends keyof RoomEvents<T>>(event: E, fn: RoomEvents<T>[E]): () => void;
+  /** Members as last known (presence: true), you included. */
+  members(): Member[];
+  /** Peers typing now. */
+  typers(): From[];
+  /** Resolves on the server's reply; waits in the queue while offline. */
+  publish(data: T, options?: PublishOptions): Promise<PublishReply>;
+  /** An ephemeral {typing: true}, throttled; false when throttled or not joined. */
+  typing(): boolean;
+  history(options?: { limit?: number }): Promise<HistoryReply>;
+  /** The member list from the server (presence: true not needed). */
+  fetchMembers(): Promise<Member[]>;
+  leave(): Promise<void>;
+}
+
+export class WsedgeClient {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly state: ConnectionState;
+  /** This connection's id (null when not connected). */
+  readonly clientId: string | null;
+  /** The token's `sub`, or null. */
+  readonly user: string | null;
+  readonly stats: { connects: number; resets: number; settledByMessage: number; resent: number };
+  on<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
+  once<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
+  /** Joins now (or once connected) and after every reconnect; the same Room for the same name. */
+  join<T = Json>(room: string, options?: JoinOptions): Room<T>;
+  rooms(): Room[];
+  /** Resolves when connected; rejects if the client stops. */
+  ready(): Promise<void>;
+  /** Starts again after close() or a stop. */
+  connect(): Promise<void>;
+  /** Round trip in ms (waits for a connection). */
+  ping(): Promise<number>;
+  /** For good: pending and queued requests reject. */
+  close(): void;
+}
+
+/** Full jitter: uniform in [0, min(max, min * 2^attempt)]. */
+export function backoffDelay(attempt: number, min?: number, max?: number, random?: () => number): number;
+/** A JWT's `exp` (seconds), read without verifying; null if none. */
+export function tokenExpiry(token: string): number | null;
+/** A random 22-character idempotency key. */
+export function newKey(): string;
+
+export default WsedgeClient;
