@@ -59,9 +59,13 @@ export async function startServer(args = [], { port = 0 } = {}) {
   };
 }
 
-/** A client with the `ws` package's WebSocket and fast test timings. */
+// WSEDGE_TEST_WEBSOCKET=global: Node's own WebSocket (Node 22, or 20 with
+// --experimental-websocket) instead of the `ws` package's.
+const Socket = process.env.WSEDGE_TEST_WEBSOCKET === "global" ? globalThis.WebSocket : WebSocket;
+
+/** A client with fast test timings. */
 export function makeClient(url, options = {}) {
-  return new WsedgeClient(url, { WebSocket, minReconnectDelay: 20, maxReconnectDelay: 300, ...options });
+  return new WsedgeClient(url, { WebSocket: Socket, minReconnectDelay: 20, maxReconnectDelay: 300, ...options });
 }
 
 /** Resolves when `cond()` is truthy; rejects with `what` after `timeout` ms. */

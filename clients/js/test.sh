@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CI entry for the JS client: builds `wsedge` (release; the compare step needs it anyway),
+# installs the devDependencies from package-lock.json, runs `node --test` against the real
+# server and prints a tally. `bash clients/js/test.sh` from any directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+command -v node >/dev/null 2>&1 || { echo "js client: node not found (Node 20+ needed)" >&2; exit 1; }
+major="$(node -p 'process.versions.node.split(".")[0]')"
+[[ "$major" -ge 20 ]] || { echo "js client: Node $(node --version) is too old (20+ needed)" >&2; exit 1; }
+
+if [[ -z "${WSEDGE_BIN:-}" ]]; then
+    t0=$SECONDS
+    (cd "$root" && cargo build --release --bin wsedge)
+    echo "js client: cargo build --release --bin wsedge in $((SECONDS - t0)) s"
+    export WSEDGE_BIN="$root/target/release/wsedge"
+fi
+
+cd "$here"
+t0=$SECONDS
+npm ci --no-audit --no-fund --loglevel=error
+echo "js client: npm ci in $((SECONDS - t0)) s (node $(node --version), npm $(npm --version))"
+
+t0=$SECONDS
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+rc=0
+# One file at a time: each starts its own server, and a loaded 2-core runner stays calm.
+node --test --test-concurrency=1 --test-reporter=spec test/ 2>&1 | tee "$out" || rc=$?
+pass="$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$out")"
+fail="$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$out")"
+size="$(wc -c <src/index.js)"
+gz="$(npx --no-install esbuild --minify --format=esm --log-level=error src/index.js | gzip -9 -c | wc -c)"
+echo "js client: ${pass:-?} passed, ${fail:-?} failed in $((SECONDS - t0)) s; src/index.js $size bytes, $gz minified+gzipped"
+exit "$rc"
