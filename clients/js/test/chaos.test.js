@@ -87,6 +87,6 @@ test(`${N} publishes through a proxy that cuts connections: every offset exactly
     assert.deepEqual(s.data, Array.from({ length: N }, (_, i) => i), `${s.name}: in publish order`);
   }
   t.diagnostic(`published ${N} in ${publishMs} ms; proxy connections ${proxy.connections}, cuts ${proxy.cuts}; rejoins: ${[...subs, pub].map((s) => `${s.name} ${s.rejoins}`).join(", ")}; publishes whose reply was lost: ${pub.client.stats.settledByMessage} settled by their message, ${pub.client.stats.resent} sent again`);
-  assert.ok(proxy.cuts >= 10, `the proxy cut connections (${proxy.cuts})`);
+  assert.ok(proxy.cuts >= 5, `the proxy cut connections (${proxy.cuts})`);
   assert.ok(pub.rejoins >= 3, `the publisher reconnected (${pub.rejoins})`);
 });

@@ -165,3 +165,22 @@ test("server restarted: a new epoch -> reset from history, then live messages co
     await restarted.stop();
   }
 });
+
+test("backoff grows while connects fail, capped, and resets after a connection that stayed up", async () => {
+  const c = client(proxy.url, { minReconnectDelay: 40, maxReconnectDelay: 300, stableAfter: 400, random: () => 1 });
+  await c.ready();
+  const delays = [];
+  c.on("state", (s, d) => s === "disconnected" && delays.push(d.retryIn));
+  proxy.pause(); // connects fail: accepted and closed at once
+  proxy.cutAll();
+  await waitFor(() => delays.length >= 6, "6 failed attempts");
+  assert.deepEqual(delays.slice(0, 6), [40, 80, 160, 300, 300, 300]);
+  proxy.resume();
+  await waitFor(() => c.state === "connected", "reconnected");
+  const upAt = Date.now();
+  await waitFor(() => Date.now() - upAt > 500, "the connection stays up past stableAfter");
+  delays.length = 0;
+  proxy.cutAll();
+  await waitFor(() => delays.length >= 1, "the drop");
+  assert.equal(delays[0], 40, "a stable connection resets the backoff");
+});
