@@ -172,6 +172,7 @@ export type ClientErrorCode =
   | "disconnected" // the connection closed before the reply (or was not up)
   | "timeout" // no reply within requestTimeout
   | "queue_full" // maxQueue publishes are already waiting
+  | "rate" // typing() over publishRate
   | "left" // the room was left (or the server refused the join)
   | "closed" // client.close()
   | "stopped" // the client stopped (authentication) or was closed
@@ -228,6 +229,10 @@ export interface ClientOptions {
   typingInterval?: number;
   /** A peer's typing expires after this many ms without another (default 5000). */
   typingTimeout?: number;
+  /** Publishes per second this client sends at most; more wait in the queue (default 95: under the server's 100; 0: no limit). */
+  publishRate?: number;
+  /** Publishes sent at once after a pause (default 190: under the server's burst of 200). */
+  publishBurst?: number;
   /** Send each publish's idempotency key (default true). */
   sendKeys?: boolean;
   /** Connect in the constructor (default true); false: call connect(). */
@@ -348,7 +353,18 @@ export class WsedgeClient {
   readonly clientId: string | null;
   /** The token's `sub`, or null. */
   readonly user: string | null;
-  readonly stats: { connects: number; resets: number; settledByMessage: number; resent: number };
+  readonly stats: {
+    /** Connections that reached "connected". */
+    connects: number;
+    /** "reset" events after the first join (continuity lost). */
+    resets: number;
+    /** Publishes whose reply was lost, settled by their own message. */
+    settledByMessage: number;
+    /** Publishes whose reply was lost, sent again (with the same key). */
+    resent: number;
+    /** Publishes refused with 429 and sent again after a second. */
+    retried429: number;
+  };
   on<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
   once<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
   /** Joins now (or once connected) and after every reconnect; the same Room for the same name. */

@@ -19,6 +19,11 @@ const DEFAULTS = {
   refreshBefore: 30000, // refresh the token this long before its `exp` (at most half its life)
   typingInterval: 2000, // room.typing() sends at most once per this
   typingTimeout: 5000, // a peer's typing indicator expires after this without a new one
+  // Publishes per second and burst, client side: a queue flushed after a drop must not hit
+  // the server's limit (100/s after a burst of 200 by default -> error 429). 5 % under it
+  // for timing; set them to the server's --publish-rate/--publish-burst (0: no limit here).
+  publishRate: 95,
+  publishBurst: 190,
   sendKeys: true, // send each publish's idempotency `key` (servers that do not know it ignore it)
   random: Math.random, // the backoff's jitter source (tests pin it)
 };
@@ -208,7 +213,7 @@ export class WsedgeClient extends Emitter {
     this.user = null; // the token's `sub`, or null
     this.token = options.token ?? null;
     /** Counters for dashboards and tests. */
-    this.stats = { connects: 0, resets: 0, settledByMessage: 0, resent: 0 };
+    this.stats = { connects: 0, resets: 0, settledByMessage: 0, resent: 0, retried429: 0 };
     this._rooms = new Map();
     this._outbox = []; // publishes waiting for their room to be joined, in order
     this._waiting = []; // other requests waiting for a connection
@@ -391,6 +396,8 @@ export class WsedgeClient extends Emitter {
     this._clearTimer("connect");
     this._connectedAt = Date.now();
     this._needToken = false;
+    this._tokens = this.options.publishBurst || this.options.publishRate; // the server's bucket starts full
+    this._tokensAt = Date.now();
     this.stats.connects++;
     this._setState("connected");
     this._scheduleRefresh();
@@ -407,6 +414,7 @@ export class WsedgeClient extends Emitter {
     this._clearTimer("idle");
     this._clearTimer("pong");
     this._clearTimer("refresh");
+    this._clearTimer("flush");
     const wasConnected = this.state === "connected";
     if (wasConnected && Date.now() - this._connectedAt >= this.options.stableAfter) this._attempt = 0;
     for (const p of this._pending.values()) {
@@ -666,7 +674,7 @@ export class WsedgeClient extends Emitter {
   _match(room, msg) {
     const from = msg.from && msg.from.client;
     if (!from) return;
-    const item = room._inflight.find((i) => i.offset === undefined && i.sentAs === from);
+    const item = room._inflight.find((i) => i.offset === undefined && i.sentAs === from && !i.ephemeral);
     if (item) item.offset = msg.offset;
   }
 
@@ -837,14 +845,14 @@ export class WsedgeClient extends Emitter {
     const key = options.key ?? (ephemeral ? undefined : newKey());
     return new Promise((resolve, reject) => {
       const item = { room, data, echo, ephemeral: !!ephemeral, key, seq: ++this._seq, resolve, reject };
-      if (room.joined && this.state === "connected" && !this._outbox.some((i) => i.room === room)) {
-        return this._transmit(item);
-      }
-      if (noQueue) return reject(new WsedgeError("disconnected", "not connected"));
+      const ready = room.joined && this.state === "connected" && !this._outbox.some((i) => i.room === room);
+      if (ready && this._takeToken()) return this._transmit(item);
+      if (noQueue) return reject(new WsedgeError(ready ? "rate" : "disconnected", ready ? "over the publish rate" : "not connected"));
       if (this._outbox.length >= this.options.maxQueue) {
-        return reject(new WsedgeError("queue_full", `publish queue full (${this.options.maxQueue} waiting for the connection)`));
+        return reject(new WsedgeError("queue_full", `publish queue full: ${this.options.maxQueue} publishes are waiting (offline, rejoining or over the publish rate)`));
       }
       this._outbox.push(item);
+      if (ready) this._scheduleFlush();
     });
   }
 
@@ -857,18 +865,45 @@ export class WsedgeClient extends Emitter {
     if (item.key !== undefined && this.options.sendKeys) fields.key = item.key;
     item.sentAs = this.clientId;
     item.offset = undefined;
-    room._inflight.push(item);
+    if (!item.ephemeral) room._inflight.push(item); // ephemeral ones are never recovered
     this._send(this._ws, "publish", fields).then(
       (ok) => {
         room._inflight = room._inflight.filter((i) => i !== item);
         item.resolve(ok);
       },
       (e) => {
-        if (e.code === "disconnected" && !item.ephemeral && room._inflight.includes(item)) return; // settled after the rejoin
+        if (e.code === "disconnected" && room._inflight.includes(item)) return; // settled after the rejoin
         room._inflight = room._inflight.filter((i) => i !== item);
+        if (e.code === 429 && !item.ephemeral && !room.left && (item.refused = (item.refused || 0) + 1) <= 10) {
+          // Over the server's rate (its limit is lower than publishRate): wait, then again.
+          // Later publishes already sent may land first; publishRate avoids getting here.
+          this._tokens = 0;
+          this.stats.retried429++;
+          this._outbox = [item, ...this._outbox].sort((a, b) => a.seq - b.seq);
+          return this._scheduleFlush(1000);
+        }
         item.reject(e);
       },
     );
+  }
+
+  /** Takes one publish from the client-side bucket (publishRate per second, publishBurst). */
+  _takeToken() {
+    const rate = this.options.publishRate;
+    if (!rate) return true;
+    const now = Date.now();
+    this._tokens = Math.min(this.options.publishBurst || rate, this._tokens + ((now - this._tokensAt) * rate) / 1000);
+    this._tokensAt = now;
+    if (this._tokens < 1) return false;
+    this._tokens -= 1;
+    return true;
+  }
+
+  _scheduleFlush(ms) {
+    if (this._timers.flush) return;
+    const rate = this.options.publishRate || 1000;
+    const wait = ms ?? Math.max(1, Math.ceil(((1 - this._tokens) * 1000) / rate));
+    this._setTimer("flush", wait, () => this._flush());
   }
 
   /** Sends queued publishes whose room is joined, keeping each room's order. */
@@ -876,9 +911,11 @@ export class WsedgeClient extends Emitter {
     if (this.state !== "connected") return;
     const keep = [];
     const blocked = new Set();
+    let limited = false;
     for (const item of this._outbox) {
       if (item.room.left) continue;
-      if (!item.room.joined || blocked.has(item.room)) {
+      if (!item.room.joined || blocked.has(item.room) || limited || !this._takeToken()) {
+        if (item.room.joined) limited = true;
         blocked.add(item.room);
         keep.push(item);
       } else {
@@ -886,6 +923,7 @@ export class WsedgeClient extends Emitter {
       }
     }
     this._outbox = keep;
+    if (limited) this._scheduleFlush();
   }
 }
 

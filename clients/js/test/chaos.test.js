@@ -25,7 +25,7 @@ after(async () => {
 
 /** A subscriber that records what its room delivers and fails loudly on a gap or a reset. */
 function subscriber(url, name) {
-  const c = makeClient(url, { minReconnectDelay: 5, maxReconnectDelay: 100, requestTimeout: 5000 });
+  const c = makeClient(url, { minReconnectDelay: 5, maxReconnectDelay: 100, requestTimeout: 5000, publishRate: 0 });
   clients.push(c);
   const room = c.join("chaos");
   const rec = { name, client: c, room, offsets: [], data: [], resets: 0, rejoins: 0, errors: [] };

@@ -76,6 +76,23 @@ test("publish before the connection is up waits and goes out after the join", as
   assert.deepEqual(seen, [1, 2, 3]);
 });
 
+test("a queue beyond the server's burst (200) is paced, not refused with 429", async () => {
+  const c = client({ autoConnect: false });
+  const room = c.join("rooms-paced");
+  const queued = Array.from({ length: 320 }, (_, n) => room.publish(n));
+  c.connect();
+  const offsets = (await Promise.all(queued)).map((r) => r.offset);
+  assert.deepEqual(offsets, Array.from({ length: 320 }, (_, n) => n + 1));
+  assert.equal(c.stats.retried429, 0);
+  // Without the client's limit the server refuses what is over its burst: sent again later.
+  const fast = client({ publishRate: 0 });
+  const fr = fast.join("rooms-unpaced");
+  await nextEvent(fr, "joined");
+  const results = await Promise.all(Array.from({ length: 300 }, (_, n) => fr.publish(n)));
+  assert.equal(new Set(results.map((r) => r.offset)).size, 300);
+  assert.ok(fast.stats.retried429 > 0, "the server refused a burst over 200");
+});
+
 test("presence: join/leave events and members()", async () => {
   const a = client();
   const ra = a.join("rooms-presence", { presence: true });
