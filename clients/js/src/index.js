@@ -257,7 +257,7 @@ export class WsedgeClient extends Emitter {
           resolve();
         } else if (this._stopped) {
           off();
-          reject(new WsedgeError("closed", this._stopReason || "the client is closed"));
+          reject(new WsedgeError("stopped", this._stopReason || "the client is closed"));
         }
       });
     });
@@ -619,7 +619,7 @@ export class WsedgeClient extends Emitter {
     }
     if (msg.op === "welcome") {
       this.clientId = msg.client;
-      if (msg.user != null) this.user = msg.user;
+      this.user = msg.user; // an `auth` reply after this one (anonymous welcome first) sets it
       this._welcomed = true;
       this._emit("welcome", { client: msg.client, user: msg.user });
       return this._maybeReady();
