@@ -24,6 +24,10 @@ npm ci --no-audit --no-fund --loglevel=error
 echo "js client: npm ci in $((SECONDS - t0)) s (node $(node --version), npm $(npm --version))"
 
 t0=$SECONDS
+npx --no-install tsc -p test/types
+echo "js client: index.d.ts types the examples and every frame (tsc --strict) in $((SECONDS - t0)) s"
+
+t0=$SECONDS
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 rc=0
