@@ -529,7 +529,14 @@ export class WsedgeClient extends Emitter {
       } catch (e) {
         this._emit("error", new WsedgeError("auth", `getToken failed: ${e && e.message ? e.message : e}`));
       }
-      if (ws !== this._ws || !token || this.state !== "connected") return;
+      if (ws !== this._ws || this.state !== "connected") return;
+      if (!token) {
+        // Try again while there is time; past `exp` the server closes with 1008 and the
+        // reconnect asks getToken again.
+        const left = exp * 1000 - Date.now();
+        if (left > 2000) this._setTimer("refresh", Math.min(5000, left / 2), () => this._scheduleRefresh());
+        return;
+      }
       try {
         await this._send(ws, "auth", { token });
         if (ws !== this._ws) return;

@@ -61,26 +61,31 @@ test("getToken before exp: auth refreshes the session on the same connection", a
 
 test("1008 token expired: getToken gives a new token, the client reconnects and rejoins", async () => {
   let calls = 0;
+  let down = false; // the token backend: down from the first connect until the server's 1008
   const getToken = async () => {
     calls++;
-    if (calls === 1) return signToken(SECRET, { sub: "carol", exp: now() + 2 });
-    if (calls === 2) throw new Error("backend down"); // the refresh fails: the server closes at exp
-    return signToken(SECRET, { sub: "carol" });
+    if (down) throw new Error("backend down");
+    return signToken(SECRET, { sub: "carol", exp: now() + (calls === 1 ? 8 : 3600) });
   };
   const c = client({ getToken });
-  c.on("error", () => {});
+  const errors = [];
+  c.on("error", (e) => errors.push(e));
   const log = watch(c);
   const room = c.join("auth-expiry");
   await nextEvent(room, "joined");
+  down = true;
   await room.publish(1);
   const rejoined = nextEvent(room, "joined", 20000, (j) => !j.first);
   const drop = await nextEvent(c, "state", 20000, (s) => s === "disconnected");
+  down = false;
   assert.equal(drop[1].code, 1008);
   assert.equal(drop[1].reason, "token expired");
   assert.ok(drop[1].retryIn !== null);
   assert.equal((await rejoined).recovered, true);
   assert.equal(c.user, "carol");
-  assert.equal(calls, 3);
+  assert.ok(errors.length >= 1 && errors.every((e) => e.code === "auth"), "the refresh's getToken failures are reported");
+  assert.ok(errors.length >= 2, `the refresh tried again (${errors.length} failures)`);
+  assert.equal(calls, errors.length + 2, "then the reconnect asked once");
   assert.equal((await room.publish(2)).offset, 2);
   assert.equal(log.filter((e) => e.s === "connecting").length, 2, "one reconnect, no storm");
 });
