@@ -184,3 +184,20 @@ test("backoff grows while connects fail, capped, and resets after a connection t
   await waitFor(() => delays.length >= 1, "the drop");
   assert.equal(delays[0], 40, "a stable connection resets the backoff");
 });
+
+test("a server that accepts and never answers: connect timeout, then backoff", async () => {
+  const held = [];
+  const { createServer } = await import("node:net");
+  const silent = createServer((s) => held.push(s));
+  await new Promise((res) => silent.listen(0, "127.0.0.1", res));
+  try {
+    const c = client(`ws://127.0.0.1:${silent.address().port}/ws`, { connectTimeout: 300 });
+    const st = await nextEvent(c, "state", 10000, (s) => s === "disconnected");
+    assert.equal(st[1].reason, "connect timeout");
+    assert.ok(st[1].retryIn >= 0);
+    c.close();
+  } finally {
+    for (const s of held) s.destroy();
+    await new Promise((res) => silent.close(res));
+  }
+});
