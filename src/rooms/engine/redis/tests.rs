@@ -1,0 +1,157 @@
+//! The Redis store against a real `redis-server`, started by the tests on a free port with
+//! persistence off. Without `redis-server` on the PATH these tests say so and pass, unless
+//! `WSEDGE_REQUIRE_REDIS` is set (`.ci/run` sets it, after installing Redis).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::store::{self, Push, Retention, RoomKeys};
+
+/// A `redis-server` of the test's own, stopped on drop.
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var_os("WSEDGE_REQUIRE_REDIS").is_none() => {
+                eprintln!("skipping: redis-server could not start ({e}); set WSEDGE_REQUIRE_REDIS to fail instead");
+                return None;
+            }
+            Err(e) => panic!("redis-server could not start: {e}"),
+        };
+        let server = RedisServer { child, url: format!("redis://127.0.0.1:{port}/") };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.connection().is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let mut con = redis::Client::open(self.url.as_str()).ok()?.get_connection().ok()?;
+        redis::cmd("PING").query::<String>(&mut con).ok()?;
+        Some(con)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const RETAIN: Retention = Retention { history_size: 3, ttl_ms: 60_000 };
+const HEAD: &str = r#"{"op":"message","room":"r""#;
+
+fn tail(n: u32) -> String {
+    format!(r#","from":{{"client":null,"user":null}},"data":{n}}}"#)
+}
+
+fn publish(con: &mut redis::Connection, keys: &RoomKeys, n: u32, now_ms: u64) -> store::Published {
+    let tail = tail(n);
+    store::publish(con, keys, "e1", Push { head: HEAD, tail: &tail }, false, RETAIN, now_ms).expect("publish")
+}
+
+#[test]
+fn publishes_get_offsets_one_by_one_and_the_stream_keeps_the_last_few() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let keys = RoomKeys::new("r");
+    let mut pubsub_con = redis.connection().unwrap();
+    let mut pubsub = pubsub_con.as_pubsub();
+    pubsub.subscribe(&keys.channel).unwrap();
+    for n in 1..=5 {
+        let published = publish(&mut con, &keys, n, 1_000);
+        assert_eq!(published, store::Published { epoch: "e1".into(), offset: u64::from(n) });
+    }
+    // The push members receive: the same bytes as the in-memory engine writes.
+    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 1_000).unwrap();
+    assert_eq!(kept.epoch.as_deref(), Some("e1"));
+    assert_eq!(kept.offset, 5);
+    let expected = |n: u64| {
+        let member = crate::rooms::protocol::Member { client: None, user: None };
+        (n, crate::rooms::protocol::message("r", Some(n), member, &n.to_string()))
+    };
+    assert_eq!(kept.messages, [expected(3), expected(4), expected(5)], "history size 3");
+    let after_4 = store::read(&mut con, &keys, 4, 100, RETAIN, 1_000).unwrap();
+    assert_eq!(after_4.messages, [expected(5)]);
+    // Every publish reached the channel, in order, with its epoch and offset.
+    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for n in 1..=5u64 {
+        let msg = pubsub.get_message().unwrap();
+        let payload: Vec<u8> = msg.get_payload().unwrap();
+        let parsed = store::parse_channel_message(&payload).expect("our format");
+        assert_eq!((parsed.epoch, parsed.offset, parsed.push), ("e1", n, expected(n).1.as_str()));
+    }
+}
+
+#[test]
+fn messages_age_out_and_an_ephemeral_one_is_not_kept() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let keys = RoomKeys::new("r");
+    publish(&mut con, &keys, 1, 1_000);
+    publish(&mut con, &keys, 2, 30_000);
+    let tail = tail(9);
+    let ephemeral = store::publish(&mut con, &keys, "e1", Push { head: HEAD, tail: &tail }, true, RETAIN, 30_000);
+    assert_eq!(ephemeral.unwrap().offset, 0);
+    // At 61 s message 1 (published at 1 s) is past the 60 s TTL: reads skip it ...
+    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 61_001).unwrap();
+    assert_eq!(kept.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(kept.offset, 2, "the ephemeral message took no offset");
+    // ... and the next publish drops it from the stream.
+    publish(&mut con, &keys, 3, 61_001);
+    let len: usize = redis::cmd("XLEN").arg(&keys.stream).query(&mut con).unwrap();
+    assert_eq!(len, 2);
+}
+
+#[test]
+fn a_flushed_redis_gives_a_new_epoch_and_offsets_start_again() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let keys = RoomKeys::new("r");
+    publish(&mut con, &keys, 1, 1_000);
+    redis::cmd("FLUSHALL").query::<()>(&mut con).unwrap();
+    let tail = tail(2);
+    let after = store::publish(&mut con, &keys, "e2", Push { head: HEAD, tail: &tail }, false, RETAIN, 2_000).unwrap();
+    assert_eq!(after, store::Published { epoch: "e2".into(), offset: 1 });
+    let missing = store::read(&mut con, &RoomKeys::new("nobody"), 0, 10, RETAIN, 0).unwrap();
+    assert_eq!((missing.epoch, missing.offset, missing.messages.len()), (None, 0, 0));
+}
+
+#[test]
+fn malformed_stream_entries_and_channel_messages_are_skipped() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let keys = RoomKeys::new("r");
+    publish(&mut con, &keys, 1, 1_000);
+    // Another program writes entries of its own shape.
+    redis::cmd("XADD").arg(&keys.stream).arg("2-0").arg("x").arg("y").query::<String>(&mut con).unwrap();
+    redis::cmd("XADD")
+        .arg(&keys.stream)
+        .arg("3-0")
+        .arg("t")
+        .arg("soon")
+        .arg("m")
+        .arg("{}")
+        .query::<String>(&mut con)
+        .unwrap();
+    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 1_000).unwrap();
+    assert_eq!(kept.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [1]);
+    for junk in [&b""[..], b"e1", b"e1 x {}", b" 1 {}", b"e1 -1 {}", b"\xff 1 {}"] {
+        assert_eq!(store::parse_channel_message(junk), None, "{junk:?}");
+    }
+    assert!(store::parse_channel_message(b"e1 0 {}").is_some());
+}
