@@ -43,7 +43,8 @@ impl Strikes {
             self.count = 0;
             self.since = now;
         }
-        self.count += 1;
+        // Saturating: a client that keeps sending while its close goes out cannot wrap it.
+        self.count = self.count.saturating_add(1);
         self.count == limit.saturating_add(1)
     }
 }

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 mod config;
+mod count;
 pub mod engine;
 pub mod error;
 mod local;

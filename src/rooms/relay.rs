@@ -11,12 +11,12 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::auth::Permissions;
+use super::count::SharedCount;
 use super::error::{close_reason, UpgradeRefusal};
 use super::local::{Audience, LocalRooms};
 use super::sessions::{Admission, Sessions};
@@ -81,7 +81,7 @@ pub enum Endpoint<'p> {
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     router: RandomState,
-    rooms: Arc<AtomicUsize>,
+    rooms: SharedCount,
 }
 
 /// A member of a relay room on this worker.
@@ -135,7 +135,7 @@ impl Relay {
 
     /// Relay rooms in the server (every worker's).
     pub fn room_count(&self) -> usize {
-        self.shared.rooms.load(Ordering::Relaxed)
+        self.shared.rooms.get()
     }
 
     fn owner(&self, room: &str) -> usize {
@@ -235,14 +235,8 @@ impl Relay {
         match msg {
             Msg::Join { conn, room } => {
                 let members = self.members(&room);
-                let max = self.config.max_rooms;
                 let admitted = members < self.config.max_members_per_room
-                    && (members > 0
-                        || self
-                            .shared
-                            .rooms
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
-                            .is_ok());
+                    && (members > 0 || self.shared.rooms.take(self.config.max_rooms));
                 if admitted {
                     let shares = self.owned.entry(room).or_insert_with(|| vec![0; self.workers]);
                     if let Some(n) = shares.get_mut(conn.worker()) {
@@ -259,7 +253,7 @@ impl Relay {
                 }
                 if shares.iter().all(|&n| n == 0) {
                     self.owned.remove(&room);
-                    self.shared.rooms.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.rooms.release(1);
                 }
             }
             Msg::Forward { room, kind, data } => {

@@ -16,7 +16,6 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,6 +26,7 @@ use super::{
     Answer, Engine, EngineMsg, Event, Identity, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo,
     RoomsSummary,
 };
+use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
 use crate::rooms::protocol::{self, Member};
@@ -95,7 +95,7 @@ pub struct MemoryEngine {
     /// Room name -> owner worker; the same keys on every worker.
     router: RandomState,
     /// Rooms across all workers (one atomic operation per room created or dropped).
-    room_count: Arc<AtomicUsize>,
+    room_count: SharedCount,
     /// Random per worker and process: epochs are unique across workers, restarts and
     /// nodes.
     node: String,
@@ -113,7 +113,7 @@ pub struct MemoryEngine {
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     router: RandomState,
-    room_count: Arc<AtomicUsize>,
+    room_count: SharedCount,
 }
 
 impl MemoryEngine {
@@ -247,8 +247,7 @@ impl MemoryEngine {
             return Ok(());
         }
         let max = self.config.max_rooms;
-        let taken = self.room_count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
-        if taken.is_err() {
+        if !self.room_count.take(max) {
             return Err(RoomError::TooManyRooms);
         }
         let epoch = self.new_epoch();
@@ -438,7 +437,7 @@ impl Engine for MemoryEngine {
             let idle = room.emptied_at.is_some_and(|t| now.mono.saturating_duration_since(t) >= ttl);
             !(idle && room.history_len() == 0)
         });
-        self.room_count.fetch_sub(before - self.rooms.len(), Ordering::Relaxed);
+        self.room_count.release(before - self.rooms.len());
         self.history_bytes = self.history_bytes.saturating_sub(freed);
     }
 
