@@ -3,23 +3,19 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { makeClient, nextEvent, signToken, startServer, waitFor } from "./harness.js";
+import { clientPool, nextEvent, signToken, startServer, waitFor } from "./harness.js";
 
 const SECRET = "wsedge-js-client-test-secret-32-bytes!!";
 const now = () => Math.floor(Date.now() / 1000);
 let server;
-const clients = [];
-const client = (opts) => {
-  const c = makeClient(server.url, opts);
-  clients.push(c);
-  return c;
-};
+const pool = clientPool();
+const client = (opts) => pool.make(server.url, opts);
 
 before(async () => {
   server = await startServer(["--jwt-secret", SECRET, "--require-auth", "--handshake-timeout", "1"]);
 });
 after(async () => {
-  for (const c of clients) c.close();
+  pool.closeAll();
   await server.stop();
 });
 

@@ -5,12 +5,12 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { makeClient, startProxy, startServer, waitFor } from "./harness.js";
+import { clientPool, startProxy, startServer, waitFor } from "./harness.js";
 
 const N = 1000;
 let server;
 let proxy;
-const clients = [];
+const pool = clientPool();
 
 before(async () => {
   // History big enough that every rejoin recovers; no publish rate limit in the way.
@@ -18,15 +18,14 @@ before(async () => {
   proxy = await startProxy(server.port);
 });
 after(async () => {
-  for (const c of clients) c.close();
+  pool.closeAll();
   await proxy.close();
   await server.stop();
 });
 
 /** A subscriber that records what its room delivers and fails loudly on a gap or a reset. */
 function subscriber(url, name) {
-  const c = makeClient(url, { minReconnectDelay: 5, maxReconnectDelay: 100, requestTimeout: 5000, publishRate: 0 });
-  clients.push(c);
+  const c = pool.make(url, { minReconnectDelay: 5, maxReconnectDelay: 100, requestTimeout: 5000, publishRate: 0 });
   const room = c.join("chaos");
   const rec = { name, client: c, room, offsets: [], data: [], resets: 0, rejoins: 0, errors: [] };
   room.on("message", (m) => {

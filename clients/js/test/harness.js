@@ -68,6 +68,21 @@ export function makeClient(url, options = {}) {
   return new WsedgeClient(url, { WebSocket: Socket, minReconnectDelay: 20, maxReconnectDelay: 300, ...options });
 }
 
+/** Clients made with `make` stay open until `closeAll()` (a test file's `after`). */
+export function clientPool() {
+  const made = [];
+  return {
+    make(url, options) {
+      const c = makeClient(url, options);
+      made.push(c);
+      return c;
+    },
+    closeAll() {
+      for (const c of made) c.close();
+    },
+  };
+}
+
 /** Resolves when `cond()` is truthy; rejects with `what` after `timeout` ms. */
 export async function waitFor(cond, what = "condition", timeout = 20000) {
   const t0 = Date.now();

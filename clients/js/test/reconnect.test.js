@@ -4,23 +4,19 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { backoffDelay, newKey, tokenExpiry } from "../src/index.js";
-import { makeClient, nextEvent, startProxy, startServer, waitFor } from "./harness.js";
+import { clientPool, nextEvent, startProxy, startServer, waitFor } from "./harness.js";
 
 let server;
 let proxy;
-const clients = [];
-const client = (url, opts) => {
-  const c = makeClient(url, opts);
-  clients.push(c);
-  return c;
-};
+const pool = clientPool();
+const client = (url, opts) => pool.make(url, opts);
 
 before(async () => {
   server = await startServer();
   proxy = await startProxy(server.port);
 });
 after(async () => {
-  for (const c of clients) c.close();
+  pool.closeAll();
   await proxy.close();
   await server.stop();
 });

@@ -4,21 +4,17 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { WsedgeError } from "../src/index.js";
-import { makeClient, nextEvent, startServer, waitFor } from "./harness.js";
+import { clientPool, nextEvent, startServer, waitFor } from "./harness.js";
 
 let server;
-const clients = [];
-const client = (opts) => {
-  const c = makeClient(server.url, opts);
-  clients.push(c);
-  return c;
-};
+const pool = clientPool();
+const client = (opts) => pool.make(server.url, opts);
 
 before(async () => {
   server = await startServer();
 });
 after(async () => {
-  for (const c of clients) c.close();
+  pool.closeAll();
   await server.stop();
 });
 
