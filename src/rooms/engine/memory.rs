@@ -2,7 +2,7 @@
 //! one worker, its owner (a hash of the room's name, the same on every worker). With one
 //! worker every room is owned here and every message is a direct call.
 //!
-//! Everything that reads or changes a room goes to its owner as a [`Msg`]; the owner
+//! Everything that reads or changes a room goes to its owner (`route.rs`); the owner
 //! answers the asker's worker, and sends each worker with members one `Deliver` per
 //! message. Why per-room order holds across workers: the owner assigns offsets one at a
 //! time on its own thread, and sends its events for a worker in that order over a FIFO
@@ -14,86 +14,29 @@
 //! No clock reads, no IO: time comes with each call, output leaves through `poll`.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::gather::{Gatherings, Question};
 use super::room::{Kept, Membership, Room};
+use super::route::{Msg, Router};
 use super::{
-    Answer, Engine, EngineMsg, Event, Identity, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo,
-    RoomsSummary,
+    Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary,
 };
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
 use crate::rooms::protocol::{self, Member};
 use crate::rooms::RoomsConfig;
-use crate::server::{ConnId, Now, MAX_WORKERS};
-
-/// What the in-memory engine on one worker sends the one on another.
-#[derive(Debug)]
-pub enum Msg {
-    // ---- to the owner of a room ----
-    /// A `join`.
-    Join(Join),
-    /// A `leave`, or a closed connection.
-    Leave(Leave),
-    /// A `publish` (or the backend's).
-    Publish(Publish),
-    /// A `presence` request.
-    Presence {
-        /// The asking connection.
-        conn: ConnId,
-        /// The request's `id`.
-        id: OwnedId,
-        /// The room.
-        room: String,
-    },
-    /// A `history` request.
-    History {
-        /// The asking connection.
-        conn: ConnId,
-        /// The request's `id`.
-        id: OwnedId,
-        /// The room.
-        room: String,
-        /// How many.
-        limit: Option<u64>,
-    },
-    // ---- to every worker ----
-    /// Answer `reply_to` with a summary of the rooms owned here (or just an
-    /// acknowledgement, without `summary`).
-    Gather {
-        /// The asker's gathering.
-        token: u64,
-        /// The asking worker.
-        reply_to: usize,
-        /// Whether to send the rooms, or only an acknowledgement.
-        summary: bool,
-    },
-    // ---- to the asker's worker ----
-    /// One worker's part of a gathering.
-    Gathered {
-        /// The gathering.
-        token: u64,
-        /// The rooms owned there (`None`: an acknowledgement).
-        part: Option<RoomsSummary>,
-    },
-    /// An event for the member side there.
-    Event(Event),
-}
+use crate::server::{ConnId, Now};
 
 /// The rooms of one worker's engine and its view of the others.
 #[derive(Debug)]
 pub struct MemoryEngine {
     config: Arc<RoomsConfig>,
-    me: usize,
-    workers: usize,
-    /// Room name -> owner worker; the same keys on every worker.
-    router: RandomState,
+    router: Router,
     /// Rooms across all workers (one atomic operation per room created or dropped).
     room_count: SharedCount,
     /// Random per worker and process: epochs are unique across workers, restarts and
@@ -105,7 +48,6 @@ pub struct MemoryEngine {
     /// Sum of every owned room's kept bytes.
     history_bytes: usize,
     gatherings: Gatherings,
-    output: VecDeque<Output>,
 }
 
 /// What every worker's in-memory engine shares: the routing keys and the server-wide
@@ -122,62 +64,25 @@ impl MemoryEngine {
     pub fn new(config: Arc<RoomsConfig>, node: String, me: usize, workers: usize, shared: &Shared) -> Self {
         MemoryEngine {
             config,
-            me,
-            workers: workers.max(1),
-            router: shared.router.clone(),
+            router: Router::new(me, workers, shared.router.clone()),
             room_count: shared.room_count.clone(),
             node,
             next_epoch: 0,
             rooms: HashMap::new(),
             history_bytes: 0,
             gatherings: Gatherings::default(),
-            output: VecDeque::new(),
         }
-    }
-
-    /// The worker that owns room `name`.
-    fn owner(&self, name: &str) -> usize {
-        if self.workers == 1 {
-            return 0;
-        }
-        (self.router.hash_one(name) % self.workers as u64) as usize
     }
 
     /// Sends `msg` to the engine on worker `to`: handled now when that is this one.
     fn send(&mut self, now: Now, to: usize, msg: Msg) {
-        if to == self.me {
+        if let Some(msg) = self.router.send(to, msg) {
             self.handle(now, msg);
-        } else {
-            self.output.push_back(Output::Send(to, EngineMsg::Memory(msg)));
-        }
-    }
-
-    /// Sends `event` to the member side of worker `to`.
-    fn emit(&mut self, to: usize, event: Event) {
-        if to == self.me {
-            self.output.push_back(Output::Event(event));
-        } else {
-            self.output.push_back(Output::Send(to, EngineMsg::Memory(Msg::Event(event))));
-        }
-    }
-
-    /// Delivers `payload` to the members (or watchers) of `room` on every worker in
-    /// `mask` (bit w: worker w).
-    fn deliver(&mut self, mask: u64, room: &Arc<str>, audience: Audience, except: Option<ConnId>, payload: &Bytes) {
-        for worker in 0..self.workers.min(MAX_WORKERS) {
-            if mask & (1 << worker) != 0 {
-                let event = Event::Deliver { room: room.clone(), audience, except, payload: payload.clone() };
-                self.emit(worker, event);
-            }
         }
     }
 
     fn answer(&mut self, to: ReplyTo, result: Result<Answer, RoomError>) {
-        if matches!(to, ReplyTo::Member { id: None, .. }) && result.is_ok() {
-            return; // success without an id is silent
-        }
-        let worker = to.worker();
-        self.emit(worker, Event::Answer { to, result });
+        self.router.answer(to, result);
     }
 
     /// Handles a message for this worker's engine (from itself or another worker).
@@ -216,16 +121,16 @@ impl MemoryEngine {
                     self.answer(to, Ok(answer));
                 }
             }
-            Msg::Event(event) => self.output.push_back(Output::Event(event)),
+            Msg::Event(event) => self.router.emit(self.router.me(), event),
         }
     }
 
     /// Asks every worker (this one included) and answers `to` once all have replied.
     fn gather(&mut self, now: Now, to: ReplyTo, question: Question) {
-        let token = self.gatherings.open(to, question, self.workers);
+        let token = self.gatherings.open(to, question, self.router.workers());
         let summary = question == Question::Rooms;
-        for worker in 0..self.workers {
-            self.send(now, worker, Msg::Gather { token, reply_to: self.me, summary });
+        for worker in 0..self.router.workers() {
+            self.send(now, worker, Msg::Gather { token, reply_to: self.router.me(), summary });
         }
     }
 
@@ -233,7 +138,7 @@ impl MemoryEngine {
 
     /// This owner's share of a server-wide limit.
     fn share(&self, limit: usize) -> usize {
-        limit.div_ceil(self.workers)
+        limit.div_ceil(self.router.workers())
     }
 
     fn new_epoch(&mut self) -> Arc<str> {
@@ -252,7 +157,7 @@ impl MemoryEngine {
         }
         let epoch = self.new_epoch();
         let name: Arc<str> = name.into();
-        self.rooms.insert(name.clone(), Room::new(name, epoch, now.mono, self.workers));
+        self.rooms.insert(name.clone(), Room::new(name, epoch, now.mono, self.router.workers()));
         Ok(())
     }
 
@@ -311,7 +216,7 @@ impl MemoryEngine {
         }
         let (name, mask) = (room.name.clone(), room.worker_mask(false));
         let except = if echo { None } else { from.map(|(conn, _)| conn) };
-        self.deliver(mask, &name, Audience::Members, except, &json);
+        self.router.deliver(mask, &name, Audience::Members, except, &json);
         Ok(Answer::Published { room: room_name, offset })
     }
 
@@ -346,13 +251,13 @@ impl MemoryEngine {
         match result {
             Ok((room, joined, event, watchers)) => {
                 if let Some(event) = event {
-                    self.deliver(watchers, &room, Audience::Watchers, Some(conn), &Bytes::from(event));
+                    self.router.deliver(watchers, &room, Audience::Watchers, Some(conn), &Bytes::from(event));
                 }
-                self.emit(conn.worker(), Event::Joined { conn, id, room, presence, result: Ok(joined) });
+                self.router.emit(conn.worker(), Event::Joined { conn, id, room, presence, result: Ok(joined) });
             }
             Err(e) => {
                 let event = Event::Joined { conn, id, room: name.into(), presence, result: Err(e) };
-                self.emit(conn.worker(), event);
+                self.router.emit(conn.worker(), event);
             }
         }
     }
@@ -367,7 +272,7 @@ impl MemoryEngine {
         });
         let Some((room, membership, watchers)) = removed else {
             if !gone {
-                self.emit(
+                self.router.emit(
                     conn.worker(),
                     Event::Answer { to: ReplyTo::Member { conn, id }, result: Err(RoomError::NotMember) },
                 );
@@ -375,9 +280,9 @@ impl MemoryEngine {
             return;
         };
         let event = Bytes::from(protocol::presence_event("leave", &name, membership.identity.member()));
-        self.deliver(watchers, &room, Audience::Watchers, Some(conn), &event);
+        self.router.deliver(watchers, &room, Audience::Watchers, Some(conn), &event);
         if !gone {
-            self.emit(conn.worker(), Event::Left { conn, id, room });
+            self.router.emit(conn.worker(), Event::Left { conn, id, room });
         }
     }
 
@@ -393,27 +298,27 @@ impl MemoryEngine {
 
 impl Engine for MemoryEngine {
     fn join(&mut self, now: Now, join: Join) {
-        let owner = self.owner(&join.room);
+        let owner = self.router.owner(&join.room);
         self.send(now, owner, Msg::Join(join));
     }
 
     fn leave(&mut self, now: Now, leave: Leave) {
-        let owner = self.owner(&leave.room);
+        let owner = self.router.owner(&leave.room);
         self.send(now, owner, Msg::Leave(leave));
     }
 
     fn publish(&mut self, now: Now, publish: Publish) {
-        let owner = self.owner(&publish.room);
+        let owner = self.router.owner(&publish.room);
         self.send(now, owner, Msg::Publish(publish));
     }
 
     fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String) {
-        let owner = self.owner(&room);
+        let owner = self.router.owner(&room);
         self.send(now, owner, Msg::Presence { conn, id, room });
     }
 
     fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>) {
-        let owner = self.owner(&room);
+        let owner = self.router.owner(&room);
         self.send(now, owner, Msg::History { conn, id, room, limit });
     }
 
@@ -441,13 +346,12 @@ impl Engine for MemoryEngine {
         self.history_bytes = self.history_bytes.saturating_sub(freed);
     }
 
-    fn receive(&mut self, now: Now, msg: EngineMsg) {
-        let EngineMsg::Memory(msg) = msg;
+    fn receive(&mut self, now: Now, msg: Msg) {
         self.handle(now, msg);
     }
 
     fn poll(&mut self) -> Option<Output> {
-        self.output.pop_front()
+        self.router.poll()
     }
 
     fn room_count(&self) -> usize {

@@ -45,6 +45,7 @@
 
 mod gather;
 pub mod memory;
+pub mod route;
 // In progress (issue 14): used by its tests until the engine is wired to `--redis`.
 #[allow(dead_code)]
 mod redis;
@@ -279,14 +280,9 @@ pub enum Event {
     },
 }
 
-/// Engine traffic between the workers of one node (opaque outside the engines): one
-/// variant per engine that talks between workers. An engine that needs no such traffic
-/// never produces any.
-#[derive(Debug)]
-pub enum EngineMsg {
-    /// The in-memory engine: a room's requests to its owner worker, events back.
-    Memory(memory::Msg),
-}
+/// Engine traffic between the workers of one node (opaque outside the engines): a room's
+/// requests to its owner worker, events back (`route.rs`).
+pub type EngineMsg = route::Msg;
 
 /// What [`Engine::poll`] hands the wiring.
 #[derive(Debug)]

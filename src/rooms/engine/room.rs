@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::route::Roster;
 use super::Identity;
 use crate::server::ConnId;
 
@@ -20,13 +21,6 @@ pub struct Membership {
     /// Receives join/leave events of others.
     pub presence: bool,
     pub identity: Identity,
-}
-
-/// Members of a room on one worker: where the owner sends deliveries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WorkerShare {
-    pub members: u32,
-    pub watchers: u32,
 }
 
 /// A message kept for recovery.
@@ -45,9 +39,7 @@ pub struct Room {
     pub epoch: Arc<str>,
     /// The offset of the last message (0: none yet).
     pub offset: u64,
-    members: HashMap<ConnId, Membership>,
-    /// Per worker index: how many members (and presence watchers) live there.
-    shares: Vec<WorkerShare>,
+    roster: Roster,
     history: VecDeque<Kept>,
     /// Bytes of JSON in `history`.
     history_bytes: usize,
@@ -70,8 +62,7 @@ impl Room {
             name,
             epoch,
             offset: 0,
-            members: HashMap::new(),
-            shares: vec![WorkerShare::default(); workers.max(1)],
+            roster: Roster::new(workers),
             history: VecDeque::new(),
             history_bytes: 0,
             emptied_at: Some(now),
@@ -79,35 +70,23 @@ impl Room {
     }
 
     pub fn members(&self) -> &HashMap<ConnId, Membership> {
-        &self.members
+        self.roster.members()
     }
 
     pub fn is_member(&self, conn: ConnId) -> bool {
-        self.members.contains_key(&conn)
+        self.roster.contains(conn)
     }
 
     /// Adds (or updates) a member; returns whether it is new.
     pub fn insert_member(&mut self, conn: ConnId, membership: Membership) -> bool {
-        let presence = membership.presence;
-        let old = self.members.insert(conn, membership);
-        if let Some(share) = self.shares.get_mut(conn.worker()) {
-            if old.is_none() {
-                share.members += 1;
-            }
-            share.watchers = share.watchers + u32::from(presence) - old.as_ref().map_or(0, |m| u32::from(m.presence));
-        }
         self.emptied_at = None;
-        old.is_none()
+        self.roster.insert(conn, membership)
     }
 
     /// Removes a member; when it was the last, the room starts its way out (`emptied_at`).
     pub fn remove_member(&mut self, conn: ConnId, now: Instant) -> Option<Membership> {
-        let old = self.members.remove(&conn)?;
-        if let Some(share) = self.shares.get_mut(conn.worker()) {
-            share.members -= 1;
-            share.watchers -= u32::from(old.presence);
-        }
-        if self.members.is_empty() {
+        let old = self.roster.remove(conn)?;
+        if self.roster.is_empty() {
             self.emptied_at = Some(now);
         }
         Some(old)
@@ -115,8 +94,7 @@ impl Room {
 
     /// Bit `w` set: worker `w` has members (with `watchers`: presence watchers) here.
     pub fn worker_mask(&self, watchers: bool) -> u64 {
-        let has = |s: &WorkerShare| if watchers { s.watchers > 0 } else { s.members > 0 };
-        self.shares.iter().enumerate().filter(|(_, s)| has(s)).fold(0, |mask, (w, _)| mask | 1 << w)
+        self.roster.worker_mask(watchers)
     }
 
     /// Assigns the next offset.
@@ -228,25 +206,6 @@ mod tests {
         let room = room_with(1..=3, 10, Now::read().mono);
         assert_eq!(room.recover("e0", 1), Recovery { recovered: false, missed: vec![] });
         assert_eq!(room.recover("e1", 99), Recovery { recovered: false, missed: vec![] });
-    }
-
-    #[test]
-    fn shares_count_members_and_watchers_per_worker() {
-        let now = Now::read().mono;
-        let mut room = Room::new("r".into(), "e1".into(), now, 3);
-        let who = Identity { client: "c".into(), user: None };
-        let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
-        assert!(room.insert_member(on(0, 1), Membership { presence: true, identity: who.clone() }));
-        assert!(room.insert_member(on(2, 1), Membership { presence: false, identity: who.clone() }));
-        assert!(!room.insert_member(on(2, 1), Membership { presence: true, identity: who.clone() }));
-        assert_eq!(room.worker_mask(false), 0b101);
-        assert_eq!(room.worker_mask(true), 0b101, "the member on 2 now watches too");
-        assert!(room.remove_member(on(0, 1), now).is_some());
-        assert_eq!(room.worker_mask(true), 0b100);
-        assert!(room.remove_member(on(0, 1), now).is_none());
-        room.remove_member(on(2, 1), now);
-        assert_eq!(room.worker_mask(false), 0);
-        assert_eq!(room.emptied_at, Some(now));
     }
 
     #[test]
