@@ -16,6 +16,7 @@ use log::error;
 
 use wsedge::echo::Echo;
 use wsedge::proto;
+use wsedge::rooms::engine::redis::Backplane;
 use wsedge::rooms::{Rooms, RoomsConfig};
 use wsedge::server::{self, Handler, Mesh, Workers};
 use wsedge::wire::SUBPROTOCOL;
@@ -79,7 +80,19 @@ fn main() -> ExitCode {
                 config.listen,
                 if rooms_config.api_key.is_some() { "on" } else { "off (set WSEDGE_API_KEY to enable)" }
             );
-            run(config, Rooms::for_workers(rooms_config))
+            if rooms.redis_urls().is_empty() {
+                return run(config, Rooms::for_workers(rooms_config));
+            }
+            match Backplane::connect(rooms.redis_urls(), config.workers) {
+                Ok(backplane) => {
+                    log::info!("rooms, presence and history in Redis: {backplane:?}");
+                    run(config, Rooms::for_workers_on_redis(rooms_config, backplane))
+                }
+                Err(e) => {
+                    error!("cannot reach Redis: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Echo(args) => run(args.config(proto::Config::default().max_message_size), |_: Mesh<()>| Echo),
         Command::Relay { server, rooms, auth } => {

@@ -54,6 +54,15 @@ pub(crate) struct RoomArgs {
     /// close the connection with 1008.
     #[arg(long, default_value_t = defaults().abuse_limit)]
     abuse_limit: u32,
+    /// Redis to keep rooms, presence and history in (`redis://HOST:PORT[/DB]`), shared by
+    /// every node started with the same Redis (default: none, rooms live in this process).
+    /// Repeatable (or comma-separated): rooms are spread over several by a hash of their name.
+    #[arg(long, value_name = "URL", action = ArgAction::Append, value_delimiter = ',')]
+    redis: Vec<String>,
+    /// With --redis: seconds within which the members of a node that died (stopped
+    /// refreshing them) leave, with leave events.
+    #[arg(long, default_value_t = defaults().presence_ttl.as_secs(), value_parser = seconds())]
+    presence_ttl: u64,
     /// Let connections publish to, and read presence and history of, rooms they have not
     /// joined (by default these need membership: error 404).
     #[arg(long)]
@@ -77,8 +86,14 @@ impl RoomArgs {
             publish_burst: self.publish_burst,
             abuse_limit: self.abuse_limit,
             require_membership: !self.no_membership_required,
+            presence_ttl: Duration::from_secs(self.presence_ttl.max(1)),
             ..RoomsConfig::default()
         }
+    }
+
+    /// The `--redis` URLs (none: the in-memory engine).
+    pub(crate) fn redis_urls(&self) -> &[String] {
+        &self.redis
     }
 }
 

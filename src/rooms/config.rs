@@ -54,6 +54,9 @@ pub struct RoomsConfig {
     /// With `require_auth`: how long a connection without a token on the upgrade has to
     /// send a valid `auth` (-> close 1008). The CLI uses the handshake timeout.
     pub auth_timeout: Duration,
+    /// With `--redis`: a node that stops refreshing its members' presence (it died) has
+    /// them leave, with leave events, within this.
+    pub presence_ttl: Duration,
     /// `auth` requests per minute per connection, also the burst (-> error 429): each one
     /// costs a signature check on the worker's thread, so a client may not loop on them.
     pub auth_per_minute: u32,
@@ -81,6 +84,7 @@ impl Default for RoomsConfig {
             anon_rooms: RoomPatterns::everything(),
             auth_timeout: Duration::from_secs(10),
             auth_per_minute: 10,
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }

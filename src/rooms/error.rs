@@ -93,6 +93,8 @@ pub enum RoomError {
     },
     /// The room could not be created or found (an engine that lost it meanwhile).
     RoomUnavailable,
+    /// The engine's store (Redis) is unreachable: nothing is accepted that could be lost.
+    BackplaneUnavailable,
 }
 
 impl RoomError {
@@ -109,7 +111,9 @@ impl RoomError {
             NotMember => code::NOT_FOUND,
             TooLarge { .. } => code::TOO_LARGE,
             PublishRate | AuthRate => code::TOO_MANY_REQUESTS,
-            TooManyRooms | RoomFull | TooManyRoomsForConnection { .. } | RoomUnavailable => code::UNAVAILABLE,
+            TooManyRooms | RoomFull | TooManyRoomsForConnection { .. } | RoomUnavailable | BackplaneUnavailable => {
+                code::UNAVAILABLE
+            }
         }
     }
 
@@ -154,6 +158,7 @@ impl fmt::Display for RoomError {
             RoomFull => f.write_str("room full"),
             TooManyRoomsForConnection { max } => write!(f, "too many rooms for one connection (max {max})"),
             RoomUnavailable => f.write_str("room unavailable"),
+            BackplaneUnavailable => f.write_str("backplane unavailable"),
         }
     }
 }

@@ -31,6 +31,7 @@ use self::{api::Api, auth::AuthError, error::UpgradeRefusal, members::Members, s
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
+use engine::redis::{Backplane, RedisEngine};
 use engine::{memory::MemoryEngine, Engine, EngineMsg, Event, Output, ReplyTo};
 use relay::{Endpoint, Relay};
 
@@ -67,14 +68,34 @@ impl Rooms {
     /// Makes the room layer of each worker of a `Workers` server:
     /// `Workers::bind(server_config, Rooms::for_workers(rooms_config))`.
     pub fn for_workers(config: RoomsConfig) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
+        Rooms::build(config, None)
+    }
+
+    /// As [`Rooms::for_workers`], with rooms, presence and history in Redis (the
+    /// [`engine::redis::RedisEngine`]), shared with every node on the same Redis.
+    pub fn for_workers_on_redis(config: RoomsConfig, backplane: Backplane) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
+        Rooms::build(config, Some(backplane))
+    }
+
+    fn build(config: RoomsConfig, backplane: Option<Backplane>) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
         let config = Arc::new(config);
-        let (engine, relay) = (engine::memory::Shared::default(), relay::Shared::default());
+        let (engine, relay) = (engine::route::Shared::default(), relay::Shared::default());
         move |mesh| {
             let (me, workers) = (mesh.me(), mesh.workers());
             // One random prefix per worker: its client ids (`q3zdpn-1`) and epochs
             // (`q3zdpn.1`) do not repeat across workers, restarts or nodes.
             let node = protocol::random_id();
-            let engine = Box::new(MemoryEngine::new(config.clone(), node.clone(), me, workers, &engine));
+            let engine: Box<dyn Engine> = match &backplane {
+                None => Box::new(MemoryEngine::new(config.clone(), node.clone(), me, workers, &engine)),
+                Some(backplane) => Box::new(RedisEngine::new(
+                    config.clone(),
+                    node.clone(),
+                    (me, workers),
+                    &engine,
+                    backplane.clone(),
+                    mesh.doorbell(),
+                )),
+            };
             Rooms {
                 members: Members::new(config.clone(), node),
                 sessions: Sessions::new(&config),

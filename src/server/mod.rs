@@ -36,7 +36,7 @@ pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
 pub use tls::{TlsConfig, TlsError};
-pub use workers::{Mesh, ShutdownHandle, Workers, MAX_WORKERS};
+pub use workers::{Doorbell, Mesh, ShutdownHandle, Workers, MAX_WORKERS};
 
 /// Transport limits and timeouts. Every limit has a defined outcome, noted per field.
 #[derive(Debug, Clone)]

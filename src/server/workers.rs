@@ -119,6 +119,24 @@ impl ShutdownHandle {
     }
 }
 
+/// Wakes one worker's loop from another thread: its handler's `on_wake` runs. (A mesh of
+/// one worker made by `Mesh::single` has none: ringing it does nothing.)
+#[derive(Debug, Clone)]
+pub struct Doorbell {
+    waker: Option<Arc<Waker>>,
+}
+
+impl Doorbell {
+    /// Wakes the worker.
+    pub fn ring(&self) {
+        if let Some(waker) = &self.waker {
+            if let Err(e) = waker.wake() {
+                warn!("could not wake a worker: {e}");
+            }
+        }
+    }
+}
+
 /// One worker's end of the message mesh between handlers.
 pub struct Mesh<M> {
     me: usize,
@@ -171,6 +189,11 @@ impl<M: Send> Mesh<M> {
     /// This worker's index.
     pub fn me(&self) -> usize {
         self.me
+    }
+
+    /// What wakes this worker from another thread (a store's link thread).
+    pub fn doorbell(&self) -> Doorbell {
+        Doorbell { waker: self.links.get(self.me).and_then(|link| link.waker.clone()) }
     }
 
     /// How many workers the mesh joins (this one included).

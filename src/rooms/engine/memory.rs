@@ -13,7 +13,6 @@
 //!
 //! No clock reads, no IO: time comes with each call, output leaves through `poll`.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,13 +49,7 @@ pub struct MemoryEngine {
     gatherings: Gatherings,
 }
 
-/// What every worker's in-memory engine shares: the routing keys and the server-wide
-/// room count.
-#[derive(Debug, Clone, Default)]
-pub struct Shared {
-    router: RandomState,
-    room_count: SharedCount,
-}
+pub use super::route::Shared;
 
 impl MemoryEngine {
     /// The engine of worker `me` of `workers`, with what all of them share; its epochs

@@ -4,8 +4,8 @@
 //! this trait only, and never know which engine it is.
 //!
 //! Engines: [`memory::MemoryEngine`], the default (each room lives in the memory of one
-//! worker, its owner, chosen by a hash of its name; no other service needed). A Redis
-//! engine, where rooms span nodes, is the next.
+//! worker, its owner, chosen by a hash of its name; no other service needed), and
+//! [`redis::RedisEngine`] (`--redis`: rooms span every node sharing the Redis).
 //!
 //! The shape is sans-IO, as `proto::Connection`: requests go in as method calls with the
 //! time, and everything that comes out is polled ([`Engine::poll`]) by the wiring, in
@@ -45,11 +45,9 @@
 
 mod gather;
 pub mod memory;
-pub mod route;
-// In progress (issue 14): used by its tests until the engine is wired to `--redis`.
-#[allow(dead_code)]
-mod redis;
+pub mod redis;
 mod room;
+pub mod route;
 
 use std::fmt;
 use std::sync::Arc;
@@ -325,4 +323,9 @@ pub trait Engine: fmt::Debug + Send {
     fn poll(&mut self) -> Option<Output>;
     /// Rooms held in this engine's memory (this worker's share).
     fn room_count(&self) -> usize;
+    /// Whether the engine can take requests (an engine whose store is unreachable answers
+    /// 503 meanwhile, and `/healthz` says `degraded`).
+    fn healthy(&self) -> bool {
+        true
+    }
 }

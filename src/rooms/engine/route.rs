@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::room::Membership;
 use super::{Answer, Event, Join, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary};
+use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
 use crate::server::{ConnId, MAX_WORKERS};
@@ -83,6 +84,16 @@ impl Msg {
             Msg::Gather { .. } | Msg::Gathered { .. } | Msg::Event(_) => None,
         }
     }
+}
+
+/// What the engines of one node's workers share: the routing keys and the node-wide room
+/// count.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Room name -> owner worker.
+    pub router: RandomState,
+    /// Rooms held across workers (`max_rooms`).
+    pub room_count: SharedCount,
 }
 
 /// One worker's view of the others: who owns a room, and the output queue.

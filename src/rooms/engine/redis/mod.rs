@@ -1,8 +1,632 @@
-//! The Redis engine (issue 14, in progress): rooms, presence and history in Redis, shared
-//! by every node started with the same Redis. Not wired to `--redis` yet: `store.rs`
-//! holds what is kept in Redis and the scripts that change it.
+//! The Redis engine (`wsedge serve --redis URL`): rooms, presence and history live in
+//! Redis and span every node started with the same Redis; several URLs spread rooms over
+//! several Redis instances (shards) by a hash of the room name.
+//!
+//! How it meets the workers: within a node, a room still has one owner worker
+//! (`route.rs`), which follows it in Redis (`room.rs`): it subscribes the room's channel
+//! once for the whole node, orders what comes, and fans each message out to the workers
+//! with members, as the in-memory engine does. The owner talks to Redis through the link
+//! threads (`link.rs`: one command and one channel connection per shard), whose replies
+//! and channel messages come back through the worker's inbox and doorbell; `poll` hands
+//! them on. What Redis holds and the scripts that change it: `store.rs`.
+//!
+//! Per publish: one script call (offset, stream, TTL, publish), one channel message per
+//! node with members. Per join: one script call (presence entry, join event, epoch and
+//! offset, and the messages after `since`), and on a node's first member of a room, one
+//! subscribe. Presence entries expire unless their node refreshes them (every quarter of
+//! `presence_ttl`, entries living half of it), so a node that dies has its members leave,
+//! with leave events, within `presence_ttl`.
 
+mod link;
+mod room;
 pub mod store;
 
 #[cfg(test)]
 mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::gather::{Gatherings, Question};
+use super::room::Membership;
+use super::route::{Msg, Router, Shared};
+use super::{Answer, Engine, Event, Identity, Join, Leave, Output, OwnedId, Publish, ReplyTo};
+use crate::rooms::count::SharedCount;
+use crate::rooms::error::RoomError;
+use crate::rooms::protocol;
+use crate::rooms::RoomsConfig;
+use crate::server::{ConnId, Doorbell, Now};
+pub use link::{Backplane, LinkStats, ROUND_TRIP_BOUNDS};
+use link::{Inbound, Inbox, Op, Reply};
+use room::{Answered, FollowedRoom, Incoming};
+use store::{JoinArgs, Push, Retention, RoomKeys, Scripts};
+
+/// A room this worker owns, with what the engine tracks around it.
+#[derive(Debug)]
+struct Owned {
+    room: FollowedRoom,
+    /// The channel is subscribed (joins wait for it: a join's reply must not come before
+    /// the messages after it can).
+    subscribed: bool,
+    /// Joins waiting for the subscription.
+    queued: Vec<Join>,
+    /// Join scripts in flight.
+    joining: usize,
+    /// Connections that closed while their join was in flight.
+    cancelled: HashSet<ConnId>,
+}
+
+/// What a reply is for.
+#[derive(Debug)]
+enum Pending {
+    Published { reply: ReplyTo, room: String },
+    Joined { room: Arc<str>, answered: Answered },
+    Read { room: Arc<str> },
+    Presence { conn: ConnId, id: OwnedId, room: String },
+    History { conn: ConnId, id: OwnedId, room: String },
+    Ack { ack: u64 },
+    Rooms { gathering: u64 },
+    Nothing,
+}
+
+/// A `sync` barrier on this worker: acknowledged to `reply_to` once every shard answered.
+#[derive(Debug)]
+struct Ack {
+    token: u64,
+    reply_to: usize,
+    remaining: usize,
+}
+
+/// One worker's Redis engine.
+#[derive(Debug)]
+pub struct RedisEngine {
+    config: Arc<RoomsConfig>,
+    retention: Retention,
+    refresh_every: Duration,
+    router: Router,
+    room_count: SharedCount,
+    node: String,
+    next_epoch: u64,
+    backplane: Backplane,
+    inbox: Inbox,
+    scripts: Scripts,
+    rooms: HashMap<Arc<str>, Owned>,
+    pending: HashMap<u64, Pending>,
+    next_token: u64,
+    gatherings: Gatherings,
+    acks: HashMap<u64, Ack>,
+    /// The time of the latest call (replies are handled in `poll`, which has none).
+    now: Now,
+    next_refresh: Option<Instant>,
+}
+
+impl RedisEngine {
+    /// The engine of worker `me` of `workers`; its epochs start with `node`. `doorbell`
+    /// wakes this worker when the link has something for it.
+    pub fn new(
+        config: Arc<RoomsConfig>,
+        node: String,
+        (me, workers): (usize, usize),
+        shared: &Shared,
+        backplane: Backplane,
+        doorbell: Doorbell,
+    ) -> Self {
+        let retention = Retention {
+            history_size: config.history_size,
+            ttl_ms: config.history_ttl.as_millis() as u64,
+            presence_ms: (config.presence_ttl / 2).as_millis() as u64,
+        };
+        RedisEngine {
+            retention,
+            refresh_every: config.presence_ttl / 4,
+            config,
+            router: Router::new(me, workers, shared.router.clone()),
+            room_count: shared.room_count.clone(),
+            node,
+            next_epoch: 0,
+            inbox: backplane.attach(me, doorbell),
+            backplane,
+            scripts: Scripts::default(),
+            rooms: HashMap::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            gatherings: Gatherings::default(),
+            acks: HashMap::new(),
+            now: Now::read(),
+            next_refresh: None,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now.unix.as_millis() as u64
+    }
+
+    /// An epoch for a room Redis does not have (it keeps the first one given).
+    fn new_epoch(&mut self) -> String {
+        self.next_epoch += 1;
+        format!("{}.{}", self.node, protocol::base36(self.next_epoch))
+    }
+
+    fn request(&mut self, shard: usize, op: Op, pending: Pending) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(token, pending);
+        self.backplane.request(shard, self.router.me(), token, op);
+    }
+
+    fn send(&mut self, now: Now, to: usize, msg: Msg) {
+        if let Some(msg) = self.router.send(to, msg) {
+            self.handle(now, msg);
+        }
+    }
+
+    fn route(&mut self, now: Now, msg: Msg) {
+        let owner = msg.room().map_or(self.router.me(), |room| self.router.owner(room));
+        self.send(now, owner, msg);
+    }
+
+    fn handle(&mut self, now: Now, msg: Msg) {
+        self.now = now;
+        match msg {
+            Msg::Join(join) => self.owner_join(join),
+            Msg::Leave(leave) => self.owner_leave(leave),
+            Msg::Publish(publish) => self.owner_publish(publish),
+            Msg::Presence { conn, id, room } => {
+                if let Err(e) = self.readable(conn, &room) {
+                    return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
+                }
+                let cmd = self.scripts.presence(&RoomKeys::new(&room), self.now_ms());
+                let shard = self.backplane.shard_of(&room);
+                self.request(shard, Op::Command(cmd), Pending::Presence { conn, id, room });
+            }
+            Msg::History { conn, id, room, limit } => {
+                if let Err(e) = self.readable(conn, &room) {
+                    return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
+                }
+                let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
+                let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, Some(limit.clamp(1, 100_000)));
+                let shard = self.backplane.shard_of(&room);
+                self.request(shard, Op::Command(cmd), Pending::History { conn, id, room });
+            }
+            Msg::Gather { token, reply_to, .. } => {
+                // A barrier: acknowledged once every shard answered what came before it.
+                let ack = self.next_token;
+                self.acks.insert(ack, Ack { token, reply_to, remaining: self.backplane.shards() });
+                for shard in 0..self.backplane.shards() {
+                    self.request(shard, Op::Command(redis::cmd("PING")), Pending::Ack { ack });
+                }
+            }
+            Msg::Gathered { token, part } => {
+                if let Some((to, answer)) = self.gatherings.part(token, part) {
+                    self.router.answer(to, Ok(answer));
+                }
+            }
+            Msg::Event(event) => self.router.emit(self.router.me(), event),
+        }
+    }
+
+    /// `presence` and `history` need membership here (with `require_membership`).
+    fn readable(&self, conn: ConnId, room: &str) -> Result<(), RoomError> {
+        let member = self.rooms.get(room).is_some_and(|o| o.room.roster().contains(conn));
+        if self.config.require_membership && !member {
+            return Err(RoomError::NotMember);
+        }
+        Ok(())
+    }
+
+    fn owner_join(&mut self, join: Join) {
+        let shard = self.backplane.shard_of(&join.room);
+        let refuse = |router: &mut Router, join: Join, e: RoomError| {
+            let event = Event::Joined {
+                conn: join.conn,
+                id: join.id,
+                room: join.room.into(),
+                presence: join.presence,
+                result: Err(e),
+            };
+            router.emit(join.conn.worker(), event);
+        };
+        if !self.backplane.is_up(shard) {
+            return refuse(&mut self.router, join, RoomError::BackplaneUnavailable);
+        }
+        if !self.rooms.contains_key(join.room.as_str()) {
+            if !self.room_count.take(self.config.max_rooms) {
+                return refuse(&mut self.router, join, RoomError::TooManyRooms);
+            }
+            let name: Arc<str> = join.room.as_str().into();
+            let room = FollowedRoom::new(name.clone(), shard, self.router.workers());
+            let owned = Owned { room, subscribed: false, queued: Vec::new(), joining: 0, cancelled: HashSet::new() };
+            self.rooms.insert(name.clone(), owned);
+            self.backplane.subscribe(shard, self.router.me(), name);
+        }
+        match self.rooms.get_mut(join.room.as_str()) {
+            Some(owned) if !owned.subscribed => owned.queued.push(join),
+            Some(_) => self.send_join(join),
+            None => refuse(&mut self.router, join, RoomError::RoomUnavailable),
+        }
+    }
+
+    fn send_join(&mut self, join: Join) {
+        let Join { conn, identity, room, presence, since, id } = join;
+        let mut member_json = String::new();
+        protocol::push_member(&mut member_json, identity.member());
+        let event = protocol::presence_event("join", &room, identity.member());
+        let args = JoinArgs {
+            client: &identity.client,
+            member_json: &member_json,
+            event: &event,
+            since: since.as_ref().map(|s| (&*s.epoch, s.offset)),
+            max_members: self.config.max_members_per_room,
+        };
+        let epoch = self.new_epoch();
+        let cmd = self.scripts.join(&RoomKeys::new(&room), &epoch, args, self.retention, self.now_ms());
+        let Some(owned) = self.rooms.get_mut(room.as_str()) else { return };
+        owned.joining += 1;
+        let (shard, name) = (owned.room.shard, owned.room.name.clone());
+        let answered = Answered { conn, id, presence, since, membership: Membership { presence, identity } };
+        self.request(shard, Op::Command(cmd), Pending::Joined { room: name, answered });
+    }
+
+    fn owner_leave(&mut self, leave: Leave) {
+        let Leave { conn, room, id, gone } = leave;
+        let Some(owned) = self.rooms.get_mut(room.as_str()) else {
+            if !gone {
+                self.router.answer(ReplyTo::Member { conn, id }, Err(RoomError::NotMember));
+            }
+            return;
+        };
+        let name = owned.room.name.clone();
+        match owned.room.remove(conn) {
+            Some(membership) => {
+                let cmd = self.scripts.leave(&RoomKeys::new(&name), &name, &membership.identity.client);
+                let shard = owned.room.shard;
+                self.request(shard, Op::Command(cmd), Pending::Nothing);
+                if !gone {
+                    self.router.emit(conn.worker(), Event::Left { conn, id, room: name.clone() });
+                }
+            }
+            None if gone => {
+                // Closed while joining: the join is dropped when it is answered.
+                if let Some(i) = owned.queued.iter().position(|j| j.conn == conn) {
+                    owned.queued.swap_remove(i);
+                } else if owned.joining > 0 {
+                    owned.cancelled.insert(conn);
+                }
+            }
+            None => self.router.answer(ReplyTo::Member { conn, id }, Err(RoomError::NotMember)),
+        }
+        self.drop_if_unused(&name);
+    }
+
+    /// Forgets a room nobody here is in or joining: unsubscribed, no longer counted.
+    fn drop_if_unused(&mut self, name: &str) {
+        let unused = self.rooms.get(name).is_some_and(|o| {
+            o.room.roster().is_empty() && o.joining == 0 && o.queued.is_empty() && !o.room.has_waiting()
+        });
+        if unused {
+            if let Some(owned) = self.rooms.remove(name) {
+                self.backplane.unsubscribe(owned.room.shard, name);
+                self.room_count.release(1);
+            }
+        }
+    }
+
+    fn owner_publish(&mut self, publish: Publish) {
+        let Publish { reply, from, room, data, echo, ephemeral } = publish;
+        let result = self.check_publish(from.as_ref().map(|(conn, _)| *conn), &room, &data);
+        let data = match result {
+            Ok(data) => data,
+            Err(e) => return self.router.answer(reply, Err(e)),
+        };
+        let mut head = String::from("{\"op\":\"message\",\"room\":");
+        protocol::push_str(&mut head, &room);
+        let mut tail = String::from(",\"from\":");
+        let member = from.as_ref().map_or(protocol::Member { client: None, user: None }, |(_, who)| who.member());
+        protocol::push_member(&mut tail, member);
+        tail.push_str(",\"data\":");
+        tail.push_str(data);
+        tail.push('}');
+        let except = if echo { None } else { from.as_ref().map(|(_, who)| who.client.clone()) };
+        let epoch = self.new_epoch();
+        let push = Push { head: &head, tail: &tail };
+        let cmd = self.scripts.publish(
+            &RoomKeys::new(&room),
+            &epoch,
+            push,
+            ephemeral,
+            except.as_deref(),
+            self.retention,
+            self.now_ms(),
+        );
+        let shard = self.backplane.shard_of(&room);
+        self.request(shard, Op::Command(cmd), Pending::Published { reply, room });
+    }
+
+    /// The checks of a publish only the engine can make; the data as text.
+    fn check_publish<'a>(&self, from: Option<ConnId>, room: &str, data: &'a [u8]) -> Result<&'a str, RoomError> {
+        if data.len() > self.config.max_message_bytes {
+            return Err(RoomError::TooLarge { max: self.config.max_message_bytes });
+        }
+        let data = std::str::from_utf8(data).map_err(|_| RoomError::DataNotUtf8)?;
+        if let Some(conn) = from {
+            let member = self.rooms.get(room).is_some_and(|o| o.room.roster().contains(conn));
+            if !member && self.config.require_membership {
+                return Err(RoomError::NotMember);
+            }
+        }
+        if !self.backplane.is_up(self.backplane.shard_of(room)) {
+            return Err(RoomError::BackplaneUnavailable);
+        }
+        Ok(data)
+    }
+
+    /// Reads what `room` missed since its last delivered offset.
+    fn send_read(&mut self, room: &Arc<str>) {
+        let epoch = self.new_epoch();
+        let Some(owned) = self.rooms.get_mut(room) else { return };
+        let Some(after) = owned.room.position().map(|p| p.delivered) else { return };
+        owned.room.reading = true;
+        let cmd = self.scripts.read(&RoomKeys::new(room), Some(&epoch), after, None);
+        let shard = owned.room.shard;
+        self.request(shard, Op::Command(cmd), Pending::Read { room: room.clone() });
+    }
+
+    /// Something from the link.
+    fn on_inbound(&mut self, item: Inbound) {
+        match item {
+            Inbound::Reply { token, result } => {
+                if let Some(pending) = self.pending.remove(&token) {
+                    self.on_reply(pending, result);
+                }
+            }
+            Inbound::Channel { room, payload } => self.on_channel(room, payload),
+            Inbound::Subscribed(room) => {
+                let Some(owned) = self.rooms.get_mut(&room) else { return };
+                if owned.subscribed {
+                    return;
+                }
+                owned.subscribed = true;
+                for join in std::mem::take(&mut owned.queued) {
+                    self.send_join(join);
+                }
+            }
+            Inbound::Down(_) => {}
+            Inbound::Up(shard) => {
+                let behind: Vec<Arc<str>> = self
+                    .rooms
+                    .values()
+                    .filter(|o| o.room.shard == shard && o.room.position().is_some() && !o.room.reading)
+                    .map(|o| o.room.name.clone())
+                    .collect();
+                for room in behind {
+                    self.send_read(&room);
+                }
+            }
+        }
+    }
+
+    fn on_channel(&mut self, room: Arc<str>, payload: Bytes) {
+        let Some(msg) = store::parse_channel_message(&payload) else {
+            log::warn!("room {room}: skipping a message of another shape on its channel");
+            return;
+        };
+        let Some(owned) = self.rooms.get_mut(&room) else { return };
+        let push = payload.slice_ref(msg.push.as_bytes());
+        let incoming = Incoming { epoch: msg.epoch, kind: msg.kind, except: msg.except, push };
+        if owned.room.on_message(&mut self.router, incoming) {
+            self.send_read(&room);
+        }
+    }
+
+    fn on_reply(&mut self, pending: Pending, result: Result<Reply, link::Down>) {
+        let value = match result {
+            Ok(Reply::Value(redis::Value::ServerError(e))) => {
+                log::warn!("Redis refused a command: {e:?}");
+                None
+            }
+            Ok(Reply::Value(value)) => Some(value),
+            Ok(Reply::Rooms(summary)) => {
+                if let Pending::Rooms { gathering } = pending {
+                    self.gathered(gathering, summary);
+                }
+                return;
+            }
+            Err(link::Down) => None,
+        };
+        let (ttl, now_ms) = (self.retention.ttl_ms, self.now_ms());
+        let unavailable = RoomError::BackplaneUnavailable;
+        match pending {
+            Pending::Published { reply, room } => {
+                let published = value.and_then(store::parse_published);
+                let result = published
+                    .map(|p| Answer::Published { room, offset: (p.offset > 0).then_some(p.offset) })
+                    .ok_or(unavailable);
+                self.router.answer(reply, result);
+            }
+            Pending::Joined { room, answered } => self.on_joined(room, answered, value, ttl, now_ms),
+            Pending::Read { room } => {
+                let snapshot = value.and_then(|v| store::parse_snapshot(v, ttl, now_ms));
+                let Some(owned) = self.rooms.get_mut(&room) else { return };
+                let again = match snapshot {
+                    Some(snapshot) => owned.room.on_read(&mut self.router, snapshot),
+                    None => {
+                        owned.room.reading = false; // tried again when the link is back
+                        false
+                    }
+                };
+                if again {
+                    self.send_read(&room);
+                }
+            }
+            Pending::Presence { conn, id, room } => {
+                let members = value.and_then(store::parse_members).map(|members| {
+                    let members = members
+                        .into_iter()
+                        .map(|(client, user)| Identity { client: client.into(), user: user.map(Arc::from) })
+                        .collect();
+                    Answer::Presence { room, members }
+                });
+                self.router.answer(ReplyTo::Member { conn, id }, members.ok_or(unavailable));
+            }
+            Pending::History { conn, id, room } => {
+                let result = match value.and_then(|v| store::parse_snapshot(v, ttl, now_ms)) {
+                    Some(store::Snapshot { epoch: Some(epoch), offset, entries }) => Ok(Answer::History {
+                        room,
+                        epoch: epoch.into(),
+                        offset,
+                        messages: entries.into_iter().map(|e| Bytes::from(e.push)).collect(),
+                    }),
+                    Some(_) => Err(RoomError::NotMember), // no such room
+                    None => Err(unavailable),
+                };
+                self.router.answer(ReplyTo::Member { conn, id }, result);
+            }
+            Pending::Ack { ack } => {
+                let done = self.acks.get_mut(&ack).is_some_and(|a| {
+                    a.remaining -= 1;
+                    a.remaining == 0
+                });
+                if done {
+                    if let Some(a) = self.acks.remove(&ack) {
+                        self.send(self.now, a.reply_to, Msg::Gathered { token: a.token, part: None });
+                    }
+                }
+            }
+            Pending::Rooms { gathering } => self.gathered(gathering, Default::default()),
+            Pending::Nothing => {}
+        }
+    }
+
+    fn gathered(&mut self, gathering: u64, part: super::RoomsSummary) {
+        if let Some((to, answer)) = self.gatherings.part(gathering, Some(part)) {
+            self.router.answer(to, Ok(answer));
+        }
+    }
+
+    fn on_joined(&mut self, room: Arc<str>, answered: Answered, value: Option<redis::Value>, ttl: u64, now_ms: u64) {
+        let Some(owned) = self.rooms.get_mut(&room) else { return };
+        owned.joining -= 1;
+        let conn = answered.conn;
+        let refuse = |router: &mut Router, answered: Answered, e: RoomError| {
+            let event = Event::Joined {
+                conn,
+                id: answered.id,
+                room: room.clone(),
+                presence: answered.presence,
+                result: Err(e),
+            };
+            router.emit(conn.worker(), event);
+        };
+        match value.and_then(|v| store::parse_joined(v, ttl, now_ms)) {
+            Some(store::Joined::Ok(snapshot)) if owned.cancelled.remove(&conn) => {
+                // Closed while joining: out of presence again.
+                let client = answered.membership.identity.client.clone();
+                let _ = snapshot;
+                let cmd = self.scripts.leave(&RoomKeys::new(&room), &room, &client);
+                let shard = owned.room.shard;
+                self.request(shard, Op::Command(cmd), Pending::Nothing);
+            }
+            Some(store::Joined::Ok(snapshot)) => {
+                if owned.room.on_joined(&mut self.router, answered, snapshot) {
+                    self.send_read(&room);
+                }
+            }
+            Some(store::Joined::Full) => refuse(&mut self.router, answered, RoomError::RoomFull),
+            None => refuse(&mut self.router, answered, RoomError::BackplaneUnavailable),
+        }
+        self.drop_if_unused(&room);
+    }
+
+    /// Keeps this node's members present and their rooms alive; sweeps dead nodes' entries.
+    fn refresh(&mut self) {
+        let now_ms = self.now_ms();
+        let mut cmds = Vec::with_capacity(self.rooms.len());
+        for owned in self.rooms.values().filter(|o| !o.room.roster().is_empty()) {
+            let members = owned.room.members().map(|m| {
+                let mut json = String::new();
+                protocol::push_member(&mut json, m.identity.member());
+                (&*m.identity.client, json)
+            });
+            let keys = RoomKeys::new(&owned.room.name);
+            cmds.push((
+                owned.room.shard,
+                self.scripts.refresh(&keys, &owned.room.name, members, self.retention, now_ms),
+            ));
+        }
+        for (shard, cmd) in cmds {
+            self.request(shard, Op::Command(cmd), Pending::Nothing);
+        }
+    }
+}
+
+impl Engine for RedisEngine {
+    fn join(&mut self, now: Now, join: Join) {
+        self.route(now, Msg::Join(join));
+    }
+
+    fn leave(&mut self, now: Now, leave: Leave) {
+        self.route(now, Msg::Leave(leave));
+    }
+
+    fn publish(&mut self, now: Now, publish: Publish) {
+        self.route(now, Msg::Publish(publish));
+    }
+
+    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String) {
+        self.route(now, Msg::Presence { conn, id, room });
+    }
+
+    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>) {
+        self.route(now, Msg::History { conn, id, room, limit });
+    }
+
+    fn sync(&mut self, now: Now, to: ReplyTo) {
+        let token = self.gatherings.open(to, Question::Sync, self.router.workers());
+        for worker in 0..self.router.workers() {
+            self.send(now, worker, Msg::Gather { token, reply_to: self.router.me(), summary: false });
+        }
+    }
+
+    fn list_rooms(&mut self, now: Now, to: ReplyTo) {
+        // Redis knows every room of the cluster: each shard is asked once.
+        self.now = now;
+        let gathering = self.gatherings.open(to, Question::Rooms, self.backplane.shards());
+        for shard in 0..self.backplane.shards() {
+            self.request(shard, Op::Rooms { now_ms: self.now_ms() }, Pending::Rooms { gathering });
+        }
+    }
+
+    fn tick(&mut self, now: Now) {
+        self.now = now;
+        let due = self.next_refresh.is_none_or(|at| now.mono >= at);
+        if due {
+            self.next_refresh = Some(now.mono + self.refresh_every.max(Duration::from_millis(100)));
+            self.refresh();
+        }
+    }
+
+    fn receive(&mut self, now: Now, msg: Msg) {
+        self.handle(now, msg);
+    }
+
+    fn poll(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.router.poll() {
+                return Some(output);
+            }
+            let item = self.inbox.next()?;
+            self.on_inbound(item);
+        }
+    }
+
+    fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn healthy(&self) -> bool {
+        self.backplane.healthy()
+    }
+}

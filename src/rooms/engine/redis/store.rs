@@ -1,23 +1,27 @@
-//! What the Redis engine keeps in Redis, and the scripts that change it. Every room has:
+//! What the Redis engine keeps in Redis, and the scripts that change it. Every room `R`
+//! has (`{R}`: the room name as a hash tag, so a room's keys share a Redis Cluster slot):
 //!
 //! - `wsedge:{R}:meta`, a hash: `epoch` (the room's epoch) and `offset` (its last offset);
 //! - `wsedge:{R}:stream`, a stream of the room's kept messages: entry id `<offset>-0`,
-//!   fields `t` (publish time, Unix ms) and `m` (the message push, exactly as members
-//!   receive it);
-//! - the pub/sub channel `wsedge:{R}`, on which each message goes to the nodes with
-//!   members as `<epoch> <offset> <push>` (offset 0: ephemeral, not kept).
+//!   fields `t` (publish time, Unix ms), `m` (the message push, exactly as members
+//!   receive it) and, for a publish with `echo: false`, `x` (the publisher's client id);
+//! - `wsedge:{R}:presence`, a sorted set: client id -> when its entry expires (Unix ms),
+//!   refreshed by the client's node; `wsedge:{R}:who`: client id -> `{"client","user"}`;
+//! - the pub/sub channel `wsedge:{R}`, carrying `<epoch> <offset> <except> <push>`: offset
+//!   `0` for an ephemeral message, `p` for a presence event (then the epoch is `-`);
+//!   `except` is the client id not to deliver to, or `-`.
 //!
-//! (`{R}` is the room name as a hash tag, so a room's keys live on one Redis Cluster slot.)
 //! One script per publish assigns the offset, appends to the stream, trims it to the
-//! history size and age, refreshes the keys' TTL and publishes: atomically, so every
-//! node sees one order. History lost in Redis (flushed, expired, a restart without
-//! persistence) loses the meta hash with it: the next publish or join starts a new epoch,
-//! and clients recover with `recovered: false`, never across a silent gap.
+//! history size and age, refreshes the keys' TTL and publishes: atomically, so every node
+//! sees one order. History lost in Redis (flushed, expired, a restart without persistence)
+//! loses the meta hash with it: the next publish or join starts a new epoch, and clients
+//! recover with `recovered: false` (or get a `reset`), never across a silent gap.
 //!
-//! Blocking calls on a `redis::Connection`: the engine's link thread makes them, never a
-//! worker's event loop.
+//! This module only builds commands and parses replies: the link thread (`link.rs`) sends
+//! them, pipelined. Replies written by another program in another shape are refused
+//! (`None`) or, for single stream entries, skipped with a log line; never trusted.
 
-use redis::{Connection, RedisResult, Script, Value};
+use redis::{Cmd, Script, Value};
 
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +30,20 @@ pub struct RoomKeys {
     pub meta: String,
     /// The stream of kept messages.
     pub stream: String,
+    /// The presence sorted set.
+    pub presence: String,
+    /// Who each present client is.
+    pub who: String,
     /// The pub/sub channel.
     pub channel: String,
+}
+
+/// The `SCAN` pattern of every room's meta hash, and the room name in one of its keys.
+pub const META_PATTERN: &str = "wsedge:{*}:meta";
+
+/// The room whose meta hash is `key` (`None` for another key).
+pub fn room_of_meta_key(key: &str) -> Option<&str> {
+    key.strip_prefix("wsedge:{")?.strip_suffix("}:meta")
 }
 
 impl RoomKeys {
@@ -36,6 +52,8 @@ impl RoomKeys {
         RoomKeys {
             meta: format!("wsedge:{{{room}}}:meta"),
             stream: format!("wsedge:{{{room}}}:stream"),
+            presence: format!("wsedge:{{{room}}}:presence"),
+            who: format!("wsedge:{{{room}}}:who"),
             channel: format!("wsedge:{{{room}}}"),
         }
     }
@@ -46,19 +64,61 @@ impl RoomKeys {
 pub struct Retention {
     /// Messages kept (the stream's length).
     pub history_size: usize,
-    /// How long a message is kept, and how long the room's keys live after its last
-    /// publish (nodes with members refresh them), in milliseconds.
+    /// How long a message is kept, and how long the room's keys live after their last
+    /// use (nodes with members refresh them), in milliseconds.
     pub ttl_ms: u64,
+    /// How long a presence entry lives without a refresh, in milliseconds.
+    pub presence_ms: u64,
+}
+
+impl Retention {
+    /// The TTL of the presence keys: they outlive every entry in them.
+    fn presence_keys_ms(&self) -> u64 {
+        self.ttl_ms.max(self.presence_ms).max(1)
+    }
 }
 
 /// A message to publish: its push, split around where the offset goes, so that the
 /// script writes the same bytes the in-memory engine would.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Push<'a> {
     /// `{"op":"message","room":"R"`
     pub head: &'a str,
     /// `,"from":{...},"data":...}`
     pub tail: &'a str,
+}
+
+/// One stream entry, as the publish script wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The message's offset.
+    pub offset: u64,
+    /// When it was published (Unix ms).
+    pub time_ms: u64,
+    /// The push.
+    pub push: String,
+    /// The client it was not delivered to (`echo: false`).
+    pub except: Option<String>,
+}
+
+/// A room's epoch and offset, and kept messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The room's epoch (`None`: the room does not exist in Redis).
+    pub epoch: Option<String>,
+    /// Its last offset.
+    pub offset: u64,
+    /// Kept messages younger than the TTL, oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// What a join got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Joined {
+    /// The member is in: the room's state when it joined, and the messages after `since`.
+    Ok(Snapshot),
+    /// `max_members_per_room` members are present already.
+    Full,
 }
 
 /// What a publish got.
@@ -72,7 +132,7 @@ pub struct Published {
 
 const PUBLISH: &str = r#"
 -- KEYS: meta, stream. ARGV: new epoch, push head, push tail, history size, ttl ms,
--- now ms, ephemeral (1/0), channel.
+-- now ms, ephemeral (1/0), channel, except (client id or -).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -80,7 +140,7 @@ if not epoch then
 end
 local ttl = tonumber(ARGV[5])
 if ARGV[7] == '1' then
-  redis.call('PUBLISH', ARGV[8], epoch .. ' 0 ' .. ARGV[2] .. ARGV[3])
+  redis.call('PUBLISH', ARGV[8], epoch .. ' 0 ' .. ARGV[9] .. ' ' .. ARGV[2] .. ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ttl)
   return {epoch, 0}
 end
@@ -88,105 +148,338 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local push = ARGV[2] .. ',"offset":' .. offset .. ARGV[3]
 local size = tonumber(ARGV[4])
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[6], 'm', push)
+  if ARGV[9] == '-' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[6], 'm', push)
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[6], 'm', push, 'x', ARGV[9])
+  end
   -- Age: drop the oldest entries older than the TTL (bounded by the history size).
   local oldest = tonumber(ARGV[6]) - ttl
   while true do
     local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    if not first or tonumber(first[2][2]) > oldest then break end
+    if not first or (tonumber(first[2][2]) or 0) > oldest then break end
     redis.call('XDEL', KEYS[2], first[1])
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. offset .. ' ' .. push)
+redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. offset .. ' ' .. ARGV[9] .. ' ' .. push)
 return {epoch, offset}
 "#;
 
-/// Publishes one message to a room: one script call.
-pub fn publish(
-    con: &mut Connection,
-    keys: &RoomKeys,
-    new_epoch: &str,
-    push: Push<'_>,
-    ephemeral: bool,
-    retention: Retention,
-    now_ms: u64,
-) -> RedisResult<Published> {
-    let (epoch, offset): (String, u64) = Script::new(PUBLISH)
-        .key(&keys.meta)
-        .key(&keys.stream)
-        .arg(new_epoch)
-        .arg(push.head)
-        .arg(push.tail)
-        .arg(retention.history_size)
-        .arg(retention.ttl_ms.max(1))
-        .arg(now_ms)
-        .arg(u8::from(ephemeral))
-        .arg(&keys.channel)
-        .invoke(con)?;
-    Ok(Published { epoch, offset })
+const JOIN: &str = r#"
+-- KEYS: meta, stream, presence, who. ARGV: new epoch, client, member json, entry expiry
+-- ms, max members, ttl ms, since epoch, since offset, channel, join event, now ms,
+-- presence keys ttl ms.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
+local known = redis.call('ZSCORE', KEYS[3], ARGV[2])
+if not known and redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[11], '+inf') >= tonumber(ARGV[5]) then
+  return {'full'}
+end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[3], ARGV[12])
+redis.call('PEXPIRE', KEYS[4], ARGV[12])
+if not known then
+  redis.call('PUBLISH', ARGV[9], '- p ' .. ARGV[2] .. ' ' .. ARGV[10])
+end
+local entries = {}
+if ARGV[7] == epoch and tonumber(ARGV[8]) < offset then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[8] .. '-0', '+')
+end
+return {'ok', epoch, offset, entries}
+"#;
+
+const READ: &str = r#"
+-- KEYS: meta, stream. ARGV: new epoch ('': do not create the room), after offset, count
+-- (0: every entry after the offset; n: the last n).
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  if ARGV[1] == '' then return {'', 0, {}} end
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
+local entries
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '(' .. ARGV[2] .. '-0', 'COUNT', ARGV[3])
+else
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+')
+end
+return {epoch, offset, entries}
+"#;
+
+const LEAVE: &str = r#"
+-- KEYS: presence, who. ARGV: client, channel, room (as JSON).
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  if member then
+    redis.call('PUBLISH', ARGV[2], '- p - {"op":"leave","room":' .. ARGV[3] .. ',"member":' .. member .. '}')
+  end
+end
+return 1
+"#;
+
+const REFRESH: &str = r#"
+-- KEYS: meta, stream, presence, who. ARGV: entry expiry ms, ttl ms, presence keys ttl ms,
+-- now ms, channel, room (as JSON), then client id and member json of each member here.
+-- Keeps this node's members present (one that was swept meanwhile comes back with a
+-- join event), keeps the room's keys alive, and sweeps the entries of dead nodes.
+local room = ARGV[6]
+for i = 7, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    redis.call('PUBLISH', ARGV[5], '- p ' .. ARGV[i] .. ' {"op":"join","room":' .. room .. ',"member":' .. ARGV[i + 1] .. '}')
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
+for _, client in ipairs(gone) do
+  local member = redis.call('HGET', KEYS[4], client)
+  redis.call('ZREM', KEYS[3], client)
+  redis.call('HDEL', KEYS[4], client)
+  if member then
+    redis.call('PUBLISH', ARGV[5], '- p - {"op":"leave","room":' .. room .. ',"member":' .. member .. '}')
+  end
+end
+return #gone
+"#;
+
+const PRESENCE: &str = r#"
+-- KEYS: presence, who. ARGV: now ms. The members whose entries have not expired.
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local out = {}
+for _, client in ipairs(live) do
+  local member = redis.call('HGET', KEYS[2], client)
+  if member then out[#out + 1] = member end
+end
+return out
+"#;
+
+/// The scripts, loaded once per connection (`SCRIPT LOAD`) and called by hash.
+#[derive(Debug)]
+pub struct Scripts {
+    publish: Script,
+    join: Script,
+    read: Script,
+    leave: Script,
+    refresh: Script,
+    presence: Script,
 }
 
-/// A room's state and the kept messages after some offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
-    /// The room's epoch (`None`: the room does not exist in Redis).
-    pub epoch: Option<String>,
-    /// Its last offset.
-    pub offset: u64,
-    /// Kept messages after the asked offset, younger than the TTL, oldest first, each
-    /// with its offset.
-    pub messages: Vec<(u64, String)>,
-}
-
-/// The room's epoch and offset, and its kept messages after `after` (all: 0) that are
-/// younger than `retention.ttl_ms`, at most the last `limit`. One round trip (a
-/// transaction of two reads).
-pub fn read(
-    con: &mut Connection,
-    keys: &RoomKeys,
-    after: u64,
-    limit: usize,
-    retention: Retention,
-    now_ms: u64,
-) -> RedisResult<Kept> {
-    let (meta, entries): (Vec<Option<String>>, Value) = redis::pipe()
-        .atomic()
-        .cmd("HMGET")
-        .arg(&keys.meta)
-        .arg("epoch")
-        .arg("offset")
-        .cmd("XRANGE")
-        .arg(&keys.stream)
-        .arg(format!("({after}-0"))
-        .arg("+")
-        .query(con)?;
-    let epoch = meta.first().cloned().flatten();
-    let offset = meta.get(1).cloned().flatten().and_then(|o| o.parse().ok()).unwrap_or(0);
-    let oldest = now_ms.saturating_sub(retention.ttl_ms);
-    let mut messages: Vec<(u64, String)> = stream_entries(entries)
-        .into_iter()
-        .filter(|entry| entry.time_ms > oldest)
-        .map(|entry| (entry.offset, entry.push))
-        .collect();
-    if messages.len() > limit {
-        messages.drain(..messages.len() - limit);
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            publish: Script::new(PUBLISH),
+            join: Script::new(JOIN),
+            read: Script::new(READ),
+            leave: Script::new(LEAVE),
+            refresh: Script::new(REFRESH),
+            presence: Script::new(PRESENCE),
+        }
     }
-    Ok(Kept { epoch, offset, messages })
 }
 
-/// One stream entry, as the publish script wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    offset: u64,
-    time_ms: u64,
-    push: String,
+fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// A room name as a JSON string (room names need no escaping, but write it properly).
+fn json_str(room: &str) -> String {
+    let mut out = String::with_capacity(room.len() + 2);
+    crate::rooms::protocol::push_str(&mut out, room);
+    out
+}
+
+/// A member joining: who it is, and where its last session left off.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinArgs<'a> {
+    /// Its client id.
+    pub client: &'a str,
+    /// `{"client","user"}` as presence lists show it.
+    pub member_json: &'a str,
+    /// The join event pushed to watchers.
+    pub event: &'a str,
+    /// Epoch and offset to read kept messages after (`None`: none).
+    pub since: Option<(&'a str, u64)>,
+    /// `max_members_per_room`.
+    pub max_members: usize,
+}
+
+impl Scripts {
+    /// Every script's `SCRIPT LOAD`.
+    pub fn load_commands(&self) -> Vec<Cmd> {
+        [PUBLISH, JOIN, READ, LEAVE, REFRESH, PRESENCE]
+            .into_iter()
+            .map(|source| {
+                let mut cmd = redis::cmd("SCRIPT");
+                cmd.arg("LOAD").arg(source);
+                cmd
+            })
+            .collect()
+    }
+
+    /// Publishes one message to a room (reply: [`parse_published`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &self,
+        keys: &RoomKeys,
+        new_epoch: &str,
+        push: Push<'_>,
+        ephemeral: bool,
+        except: Option<&str>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Cmd {
+        let mut cmd = evalsha(&self.publish, &[&keys.meta, &keys.stream]);
+        cmd.arg(new_epoch)
+            .arg(push.head)
+            .arg(push.tail)
+            .arg(retention.history_size)
+            .arg(retention.ttl_ms.max(1))
+            .arg(now_ms)
+            .arg(u8::from(ephemeral))
+            .arg(&keys.channel)
+            .arg(except.unwrap_or("-"));
+        cmd
+    }
+
+    /// Adds a member (reply: [`parse_joined`]), publishing its join event.
+    pub fn join(&self, keys: &RoomKeys, new_epoch: &str, join: JoinArgs<'_>, retention: Retention, now_ms: u64) -> Cmd {
+        let (since_epoch, since_offset) = join.since.unwrap_or(("", u64::MAX));
+        let mut cmd = evalsha(&self.join, &[&keys.meta, &keys.stream, &keys.presence, &keys.who]);
+        cmd.arg(new_epoch)
+            .arg(join.client)
+            .arg(join.member_json)
+            .arg(now_ms + retention.presence_ms)
+            .arg(join.max_members)
+            .arg(retention.ttl_ms.max(1))
+            .arg(since_epoch)
+            .arg(since_offset.min(1 << 53))
+            .arg(&keys.channel)
+            .arg(join.event)
+            .arg(now_ms)
+            .arg(retention.presence_keys_ms());
+        cmd
+    }
+
+    /// Reads a room's epoch, offset and kept messages after `after` (`last`: only the
+    /// last so many), creating the room with `new_epoch` when given and missing (reply:
+    /// [`parse_snapshot`]).
+    pub fn read(&self, keys: &RoomKeys, new_epoch: Option<&str>, after: u64, last: Option<usize>) -> Cmd {
+        let mut cmd = evalsha(&self.read, &[&keys.meta, &keys.stream]);
+        cmd.arg(new_epoch.unwrap_or("")).arg(after.min(1 << 53)).arg(last.unwrap_or(0));
+        cmd
+    }
+
+    /// Removes a member, publishing its leave event.
+    pub fn leave(&self, keys: &RoomKeys, room: &str, client: &str) -> Cmd {
+        let mut cmd = evalsha(&self.leave, &[&keys.presence, &keys.who]);
+        cmd.arg(client).arg(&keys.channel).arg(json_str(room));
+        cmd
+    }
+
+    /// Keeps `members` (client id, member json) present and the room alive; sweeps
+    /// expired entries with leave events.
+    pub fn refresh<'a>(
+        &self,
+        keys: &RoomKeys,
+        room: &str,
+        members: impl Iterator<Item = (&'a str, String)>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Cmd {
+        let mut cmd = evalsha(&self.refresh, &[&keys.meta, &keys.stream, &keys.presence, &keys.who]);
+        cmd.arg(now_ms + retention.presence_ms)
+            .arg(retention.ttl_ms.max(1))
+            .arg(retention.presence_keys_ms())
+            .arg(now_ms)
+            .arg(&keys.channel)
+            .arg(json_str(room));
+        for (client, member_json) in members {
+            cmd.arg(client).arg(member_json);
+        }
+        cmd
+    }
+
+    /// The present members' `{"client","user"}` (reply: [`parse_members`]).
+    pub fn presence(&self, keys: &RoomKeys, now_ms: u64) -> Cmd {
+        let mut cmd = evalsha(&self.presence, &[&keys.presence, &keys.who]);
+        cmd.arg(now_ms);
+        cmd
+    }
+}
+
+/// The reply of [`Scripts::publish`].
+pub fn parse_published(reply: Value) -> Option<Published> {
+    let [epoch, offset] = array::<2>(reply)?;
+    Some(Published { epoch: text(epoch)?, offset: number(offset)? })
+}
+
+/// The reply of [`Scripts::join`]; entries older than `ttl_ms` are left out.
+pub fn parse_joined(reply: Value, ttl_ms: u64, now_ms: u64) -> Option<Joined> {
+    let Value::Array(mut parts) = reply else { return None };
+    if parts.len() == 1 && text(parts.pop()?)? == "full" {
+        return Some(Joined::Full);
+    }
+    let [status, epoch, offset, entries] = <[Value; 4]>::try_from(parts).ok()?;
+    if text(status)? != "ok" {
+        return None;
+    }
+    snapshot(epoch, offset, entries, ttl_ms, now_ms).map(Joined::Ok)
+}
+
+/// The reply of [`Scripts::read`]; entries older than `ttl_ms` are left out.
+pub fn parse_snapshot(reply: Value, ttl_ms: u64, now_ms: u64) -> Option<Snapshot> {
+    let [epoch, offset, entries] = array::<3>(reply)?;
+    snapshot(epoch, offset, entries, ttl_ms, now_ms)
+}
+
+fn snapshot(epoch: Value, offset: Value, entries: Value, ttl_ms: u64, now_ms: u64) -> Option<Snapshot> {
+    let epoch = Some(text(epoch)?).filter(|e| !e.is_empty());
+    let oldest = now_ms.saturating_sub(ttl_ms);
+    let mut entries: Vec<Entry> = stream_entries(entries).into_iter().filter(|e| e.time_ms > oldest).collect();
+    entries.sort_by_key(|e| e.offset);
+    Some(Snapshot { epoch, offset: number(offset)?, entries })
+}
+
+/// The reply of [`Scripts::presence`]: each member's `(client, user)`; entries in
+/// another shape are skipped.
+pub fn parse_members(reply: Value) -> Option<Vec<(String, Option<String>)>> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        client: String,
+        user: Option<String>,
+    }
+    let Value::Array(items) = reply else { return None };
+    let members = items
+        .into_iter()
+        .filter_map(|item| match serde_json::from_str::<Member>(&text(item)?) {
+            Ok(m) => Some((m.client, m.user)),
+            Err(_) => {
+                log::warn!("skipping a malformed presence entry");
+                None
+            }
+        })
+        .collect();
+    Some(members)
 }
 
 /// The entries of an `XRANGE` reply; entries another program wrote in another shape are
 /// skipped (logged), never trusted.
-fn stream_entries(reply: Value) -> Vec<Entry> {
+pub fn stream_entries(reply: Value) -> Vec<Entry> {
     let Value::Array(items) = reply else { return Vec::new() };
     items
         .into_iter()
@@ -201,37 +494,60 @@ fn stream_entries(reply: Value) -> Vec<Entry> {
 }
 
 fn entry(item: Value) -> Option<Entry> {
-    let Value::Array(parts) = item else { return None };
-    let [id, Value::Array(fields)] = <[Value; 2]>::try_from(parts).ok()? else { return None };
-    let id = text(id)?;
-    let offset = id.strip_suffix("-0")?.parse().ok()?;
-    let (mut time_ms, mut push) = (None, None);
+    let [id, Value::Array(fields)] = array::<2>(item)? else { return None };
+    let offset = text(id)?.strip_suffix("-0")?.parse().ok()?;
+    let (mut time_ms, mut push, mut except) = (None, None, None);
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         match text(name)?.as_str() {
             "t" => time_ms = text(value)?.parse().ok(),
             "m" => push = text(value),
+            "x" => except = text(value),
             _ => {}
         }
     }
-    Some(Entry { offset, time_ms: time_ms?, push: push? })
+    Some(Entry { offset, time_ms: time_ms?, push: push?, except })
+}
+
+fn array<const N: usize>(value: Value) -> Option<[Value; N]> {
+    let Value::Array(parts) = value else { return None };
+    <[Value; N]>::try_from(parts).ok()
 }
 
 fn text(value: Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
         Value::SimpleString(s) => Some(s),
+        Value::Nil => Some(String::new()),
         _ => None,
     }
 }
 
-/// A message as it arrives on a room's channel: `<epoch> <offset> <push>`.
+fn number(value: Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// What a message on a room's channel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A message with an offset (0: ephemeral).
+    Message(u64),
+    /// A presence event, for watchers.
+    Presence,
+}
+
+/// A message as it arrives on a room's channel: `<epoch> <offset|p> <except|-> <push>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage<'a> {
-    /// The room's epoch when it was published.
+    /// The room's epoch when it was published (`-` for presence events).
     pub epoch: &'a str,
-    /// Its offset (0: ephemeral).
-    pub offset: u64,
+    /// What it is.
+    pub kind: Kind,
+    /// The client not to deliver it to.
+    pub except: Option<&'a str>,
     /// The push, exactly as members receive it.
     pub push: &'a str,
 }
@@ -239,10 +555,17 @@ pub struct ChannelMessage<'a> {
 /// Parses a channel payload; `None` for anything else (another program's message).
 pub fn parse_channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (epoch, rest) = text.split_once(' ')?;
-    let (offset, push) = rest.split_once(' ')?;
-    if epoch.is_empty() || !offset.bytes().all(|b| b.is_ascii_digit()) {
+    let mut parts = text.splitn(4, ' ');
+    let (epoch, kind, except, push) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let kind = match kind {
+        "p" => Kind::Presence,
+        digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Kind::Message(digits.parse().ok()?)
+        }
+        _ => return None,
+    };
+    if epoch.is_empty() || except.is_empty() || !push.starts_with('{') {
         return None;
     }
-    Some(ChannelMessage { epoch, offset: offset.parse().ok()?, push })
+    Some(ChannelMessage { epoch, kind, except: Some(except).filter(|x| *x != "-"), push })
 }

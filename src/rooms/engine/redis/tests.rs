@@ -6,7 +6,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::store::{self, Push, Retention, RoomKeys};
+use redis::Value;
+
+use super::store::{self, Push, Retention, RoomKeys, Scripts};
 
 /// A `redis-server` of the test's own, stopped on drop.
 struct RedisServer {
@@ -38,9 +40,12 @@ impl RedisServer {
         Some(server)
     }
 
+    /// A connection with the scripts loaded.
     fn connection(&self) -> Option<redis::Connection> {
         let mut con = redis::Client::open(self.url.as_str()).ok()?.get_connection().ok()?;
-        redis::cmd("PING").query::<String>(&mut con).ok()?;
+        for cmd in Scripts::default().load_commands() {
+            cmd.query::<String>(&mut con).ok()?;
+        }
         Some(con)
     }
 }
@@ -52,16 +57,37 @@ impl Drop for RedisServer {
     }
 }
 
-const RETAIN: Retention = Retention { history_size: 3, ttl_ms: 60_000 };
+const RETAIN: Retention = Retention { history_size: 3, ttl_ms: 60_000, presence_ms: 10_000 };
 const HEAD: &str = r#"{"op":"message","room":"r""#;
 
 fn tail(n: u32) -> String {
     format!(r#","from":{{"client":null,"user":null}},"data":{n}}}"#)
 }
 
+fn publish_as(
+    con: &mut redis::Connection,
+    keys: &RoomKeys,
+    epoch: &str,
+    tail: &str,
+    ephemeral: bool,
+    now_ms: u64,
+) -> store::Published {
+    let push = Push { head: HEAD, tail };
+    let cmd = Scripts::default().publish(keys, epoch, push, ephemeral, None, RETAIN, now_ms);
+    store::parse_published(cmd.query::<Value>(con).expect("publish")).expect("a publish reply")
+}
+
 fn publish(con: &mut redis::Connection, keys: &RoomKeys, n: u32, now_ms: u64) -> store::Published {
-    let tail = tail(n);
-    store::publish(con, keys, "e1", Push { head: HEAD, tail: &tail }, false, RETAIN, now_ms).expect("publish")
+    publish_as(con, keys, "e1", &tail(n), false, now_ms)
+}
+
+fn read(con: &mut redis::Connection, keys: &RoomKeys, after: u64, now_ms: u64) -> store::Snapshot {
+    let cmd = Scripts::default().read(keys, None, after, None);
+    store::parse_snapshot(cmd.query::<Value>(con).expect("read"), RETAIN.ttl_ms, now_ms).expect("a read reply")
+}
+
+fn offsets(snapshot: &store::Snapshot) -> Vec<u64> {
+    snapshot.entries.iter().map(|e| e.offset).collect()
 }
 
 #[test]
@@ -77,23 +103,23 @@ fn publishes_get_offsets_one_by_one_and_the_stream_keeps_the_last_few() {
         assert_eq!(published, store::Published { epoch: "e1".into(), offset: u64::from(n) });
     }
     // The push members receive: the same bytes as the in-memory engine writes.
-    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 1_000).unwrap();
+    let kept = read(&mut con, &keys, 0, 1_000);
     assert_eq!(kept.epoch.as_deref(), Some("e1"));
     assert_eq!(kept.offset, 5);
     let expected = |n: u64| {
         let member = crate::rooms::protocol::Member { client: None, user: None };
         (n, crate::rooms::protocol::message("r", Some(n), member, &n.to_string()))
     };
-    assert_eq!(kept.messages, [expected(3), expected(4), expected(5)], "history size 3");
-    let after_4 = store::read(&mut con, &keys, 4, 100, RETAIN, 1_000).unwrap();
-    assert_eq!(after_4.messages, [expected(5)]);
+    let pushes = |s: &store::Snapshot| s.entries.iter().map(|e| (e.offset, e.push.clone())).collect::<Vec<_>>();
+    assert_eq!(pushes(&kept), [expected(3), expected(4), expected(5)], "history size 3");
+    assert_eq!(pushes(&read(&mut con, &keys, 4, 1_000)), [expected(5)]);
     // Every publish reached the channel, in order, with its epoch and offset.
     pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for n in 1..=5u64 {
         let msg = pubsub.get_message().unwrap();
         let payload: Vec<u8> = msg.get_payload().unwrap();
         let parsed = store::parse_channel_message(&payload).expect("our format");
-        assert_eq!((parsed.epoch, parsed.offset, parsed.push), ("e1", n, expected(n).1.as_str()));
+        assert_eq!((parsed.epoch, parsed.kind, parsed.push), ("e1", store::Kind::Message(n), expected(n).1.as_str()));
     }
 }
 
@@ -104,12 +130,10 @@ fn messages_age_out_and_an_ephemeral_one_is_not_kept() {
     let keys = RoomKeys::new("r");
     publish(&mut con, &keys, 1, 1_000);
     publish(&mut con, &keys, 2, 30_000);
-    let tail = tail(9);
-    let ephemeral = store::publish(&mut con, &keys, "e1", Push { head: HEAD, tail: &tail }, true, RETAIN, 30_000);
-    assert_eq!(ephemeral.unwrap().offset, 0);
+    assert_eq!(publish_as(&mut con, &keys, "e1", &tail(9), true, 30_000).offset, 0);
     // At 61 s message 1 (published at 1 s) is past the 60 s TTL: reads skip it ...
-    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 61_001).unwrap();
-    assert_eq!(kept.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [2]);
+    let kept = read(&mut con, &keys, 0, 61_001);
+    assert_eq!(offsets(&kept), [2]);
     assert_eq!(kept.offset, 2, "the ephemeral message took no offset");
     // ... and the next publish drops it from the stream.
     publish(&mut con, &keys, 3, 61_001);
@@ -124,11 +148,10 @@ fn a_flushed_redis_gives_a_new_epoch_and_offsets_start_again() {
     let keys = RoomKeys::new("r");
     publish(&mut con, &keys, 1, 1_000);
     redis::cmd("FLUSHALL").query::<()>(&mut con).unwrap();
-    let tail = tail(2);
-    let after = store::publish(&mut con, &keys, "e2", Push { head: HEAD, tail: &tail }, false, RETAIN, 2_000).unwrap();
+    let after = publish_as(&mut con, &keys, "e2", &tail(2), false, 2_000);
     assert_eq!(after, store::Published { epoch: "e2".into(), offset: 1 });
-    let missing = store::read(&mut con, &RoomKeys::new("nobody"), 0, 10, RETAIN, 0).unwrap();
-    assert_eq!((missing.epoch, missing.offset, missing.messages.len()), (None, 0, 0));
+    let missing = read(&mut con, &RoomKeys::new("nobody"), 0, 0);
+    assert_eq!((missing.epoch, missing.offset, missing.entries.len()), (None, 0, 0));
 }
 
 #[test]
@@ -148,10 +171,10 @@ fn malformed_stream_entries_and_channel_messages_are_skipped() {
         .arg("{}")
         .query::<String>(&mut con)
         .unwrap();
-    let kept = store::read(&mut con, &keys, 0, 100, RETAIN, 1_000).unwrap();
-    assert_eq!(kept.messages.iter().map(|m| m.0).collect::<Vec<_>>(), [1]);
-    for junk in [&b""[..], b"e1", b"e1 x {}", b" 1 {}", b"e1 -1 {}", b"\xff 1 {}"] {
+    assert_eq!(offsets(&read(&mut con, &keys, 0, 1_000)), [1]);
+    for junk in [&b""[..], b"e1", b"e1 x - {}", b" 1 - {}", b"e1 -1 - {}", b"\xff 1 - {}", b"e1 1 - x", b"e1 1  {}"] {
         assert_eq!(store::parse_channel_message(junk), None, "{junk:?}");
     }
-    assert!(store::parse_channel_message(b"e1 0 {}").is_some());
+    assert!(store::parse_channel_message(b"e1 0 - {}").is_some());
+    assert!(store::parse_channel_message(b"- p c1 {}").is_some());
 }

@@ -1,0 +1,614 @@
+//! The link between one node and its Redis instances (shards): per shard, two threads
+//! with blocking `redis` connections, never a worker's event loop.
+//!
+//! - The **command thread** takes requests from every worker, pipelines what has queued
+//!   up (one round trip per batch), and sends each reply to the asking worker. Scripts
+//!   are loaded on connect and called by hash.
+//! - The **channel thread** holds the pub/sub connection: it subscribes a room's channel
+//!   when the room's owner worker asks (one subscription per room per node, whatever its
+//!   members) and hands each message to that worker.
+//!
+//! Workers are reached through a [`Port`]: an mpsc channel and the worker's doorbell,
+//! rung once per batch (a flag says whether the worker has been rung since it last
+//! drained). Either connection lost: requests are answered [`Down`] (the engine answers
+//! 503: nothing is accepted that could be lost), the thread reconnects with backoff, the
+//! channel thread resubscribes every room, and every worker hears `Down`/`Up` so owners
+//! can read what they missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{info, warn};
+use redis::{Cmd, Connection, Value};
+
+use super::store::{self, Scripts};
+use crate::rooms::engine::RoomsSummary;
+use crate::server::Doorbell;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A command batch not answered within this is a dead link.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the channel thread looks for (un)subscribe requests while no message comes.
+const CHANNEL_POLL: Duration = Duration::from_millis(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Commands sent in one pipeline at most.
+const MAX_BATCH: usize = 512;
+
+/// A request could not be answered: the link to that Redis is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Down;
+
+/// What a worker asks of a shard.
+#[derive(Debug)]
+pub enum Op {
+    /// One command (a script call, mostly).
+    Command(Cmd),
+    /// Every room in this Redis, for `GET /api/rooms` and `/metrics`.
+    Rooms {
+        /// Presence entries older than this are not counted.
+        now_ms: u64,
+    },
+}
+
+/// A reply.
+#[derive(Debug)]
+pub enum Reply {
+    /// A command's reply (a server error included, as `Value::ServerError`).
+    Value(Value),
+    /// The rooms of one shard.
+    Rooms(RoomsSummary),
+}
+
+/// What the link hands a worker.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The reply to request `token`.
+    Reply {
+        /// The request's token.
+        token: u64,
+        /// Its reply, or why none.
+        result: Result<Reply, Down>,
+    },
+    /// A message on the channel of `room` (a room this worker owns).
+    Channel {
+        /// The room.
+        room: Arc<str>,
+        /// The message, as published.
+        payload: Bytes,
+    },
+    /// The channel of `room` is subscribed: messages published from now on will come.
+    Subscribed(Arc<str>),
+    /// The link to shard `.0` is down.
+    Down(usize),
+    /// The link to shard `.0` is back, every channel subscribed again.
+    Up(usize),
+}
+
+/// A request to a shard's command thread.
+#[derive(Debug)]
+struct Request {
+    worker: usize,
+    token: u64,
+    op: Op,
+}
+
+#[derive(Debug)]
+enum Subscription {
+    Subscribe { channel: String, room: Arc<str>, worker: usize },
+    Unsubscribe { channel: String },
+}
+
+/// Counters of the link, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Connections made again after a loss.
+    pub reconnects: AtomicU64,
+    /// Commands sent and not answered yet.
+    pub in_flight: AtomicU64,
+    /// Bytes received on channels.
+    pub channel_bytes: AtomicU64,
+    /// Command round trips (batches), and their total time in microseconds.
+    pub round_trips: AtomicU64,
+    /// Sum of round-trip times, microseconds.
+    pub round_trip_micros: AtomicU64,
+    /// Round trips per latency bucket: <0.25, <0.5, <1, <2, <5, <10, <50 ms, more.
+    pub round_trip_buckets: [AtomicU64; 8],
+}
+
+/// Upper bounds of `LinkStats::round_trip_buckets`, in seconds (the last is +Inf).
+pub const ROUND_TRIP_BOUNDS: [f64; 7] = [0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05];
+
+impl LinkStats {
+    fn round_trip(&self, took: Duration) {
+        let bucket = ROUND_TRIP_BOUNDS.iter().position(|b| took.as_secs_f64() < *b).unwrap_or(7);
+        self.round_trip_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.round_trip_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+struct Shard {
+    /// For logs: the address without credentials.
+    name: String,
+    commands: Sender<Request>,
+    subscriptions: Sender<Subscription>,
+    commands_up: AtomicBool,
+    channel_up: AtomicBool,
+}
+
+struct Port {
+    tx: Sender<Inbound>,
+    doorbell: Doorbell,
+    rung: Arc<AtomicBool>,
+}
+
+impl Port {
+    fn send(&self, item: Inbound) {
+        if self.tx.send(item).is_ok() && !self.rung.swap(true, Ordering::SeqCst) {
+            self.doorbell.ring();
+        }
+    }
+}
+
+struct Inner {
+    shards: Vec<Shard>,
+    ports: Vec<OnceLock<Port>>,
+    stats: LinkStats,
+}
+
+impl Inner {
+    fn port(&self, worker: usize) -> Option<&Port> {
+        self.ports.get(worker)?.get()
+    }
+
+    fn tell_all(&self, item: impl Fn() -> Inbound) {
+        for port in self.ports.iter().filter_map(OnceLock::get) {
+            port.send(item());
+        }
+    }
+}
+
+/// One node's link to its Redis shards, shared by its workers.
+#[derive(Clone)]
+pub struct Backplane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.inner.shards.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Backplane").field("shards", &names).finish_non_exhaustive()
+    }
+}
+
+/// A worker's end of the link: what the link threads sent it.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: Receiver<Inbound>,
+    rung: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// The next item, if any (the next one sent after this drained rings again).
+    pub fn next(&self) -> Option<Inbound> {
+        match self.rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(_) => {
+                self.rung.store(false, Ordering::SeqCst);
+                // Something may have come between the miss and the reset, without a ring.
+                self.rx.try_recv().ok()
+            }
+        }
+    }
+}
+
+impl Backplane {
+    /// Connects to every Redis (`redis://host:port[/db]` URLs; rooms are spread over them
+    /// by a hash of their name) for a node of `workers` workers, and starts the link
+    /// threads. An unreachable Redis is an error here; later losses are reconnected.
+    pub fn connect(urls: &[String], workers: usize) -> Result<Backplane, String> {
+        if urls.is_empty() {
+            return Err("no Redis URL".into());
+        }
+        let mut shards = Vec::new();
+        let mut receivers = Vec::new();
+        for url in urls {
+            let client = redis::Client::open(url.as_str()).map_err(|e| format!("Redis URL {url:?}: {e}"))?;
+            let name = {
+                let info = client.get_connection_info();
+                format!("{}", info.addr())
+            };
+            let mut con =
+                client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| format!("Redis {name}: {e}"))?;
+            redis::cmd("PING").query::<String>(&mut con).map_err(|e| format!("Redis {name}: {e}"))?;
+            let (commands, command_rx) = mpsc::channel();
+            let (subscriptions, subscription_rx) = mpsc::channel();
+            let up = |v| AtomicBool::new(v);
+            shards.push(Shard { name, commands, subscriptions, commands_up: up(true), channel_up: up(false) });
+            receivers.push((client, command_rx, subscription_rx));
+        }
+        let ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
+        let inner = Arc::new(Inner { shards, ports, stats: LinkStats::default() });
+        for (shard, (client, command_rx, subscription_rx)) in receivers.into_iter().enumerate() {
+            let (a, b) = (inner.clone(), inner.clone());
+            let client2 = client.clone();
+            thread::Builder::new()
+                .name(format!("wsedge-redis-{shard}"))
+                .spawn(move || run_commands(&a, shard, &client, &command_rx))
+                .map_err(|e| e.to_string())?;
+            thread::Builder::new()
+                .name(format!("wsedge-redis-{shard}-sub"))
+                .spawn(move || run_channel(&b, shard, &client2, &subscription_rx))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Backplane { inner })
+    }
+
+    /// Worker `worker`'s inbox, woken through `doorbell`. Once per worker.
+    pub fn attach(&self, worker: usize, doorbell: Doorbell) -> Inbox {
+        let (tx, rx) = mpsc::channel();
+        let rung = Arc::new(AtomicBool::new(false));
+        if let Some(slot) = self.inner.ports.get(worker) {
+            let _ = slot.set(Port { tx, doorbell, rung: rung.clone() });
+        }
+        Inbox { rx, rung }
+    }
+
+    /// How many Redis instances rooms are spread over.
+    pub fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// The shard of room `name`: a hash that is the same on every node (FNV-1a).
+    pub fn shard_of(&self, name: &str) -> usize {
+        let hash =
+            name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % self.inner.shards.len().max(1) as u64) as usize
+    }
+
+    /// Whether both connections to `shard` are up.
+    pub fn is_up(&self, shard: usize) -> bool {
+        self.inner
+            .shards
+            .get(shard)
+            .is_some_and(|s| s.commands_up.load(Ordering::Relaxed) && s.channel_up.load(Ordering::Relaxed))
+    }
+
+    /// Whether every shard is up.
+    pub fn healthy(&self) -> bool {
+        (0..self.shards()).all(|s| self.is_up(s))
+    }
+
+    /// The link's counters.
+    pub fn stats(&self) -> &LinkStats {
+        &self.inner.stats
+    }
+
+    /// Sends `op` to `shard`'s command thread; the reply comes to `worker` as
+    /// [`Inbound::Reply`] with `token`.
+    pub fn request(&self, shard: usize, worker: usize, token: u64, op: Op) {
+        let Some(s) = self.inner.shards.get(shard) else { return };
+        self.inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if s.commands.send(Request { worker, token, op }).is_err() {
+            self.inner.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(port) = self.inner.port(worker) {
+                port.send(Inbound::Reply { token, result: Err(Down) });
+            }
+        }
+    }
+
+    /// Subscribes `room`'s channel for its owner `worker` (answered with
+    /// [`Inbound::Subscribed`]).
+    pub fn subscribe(&self, shard: usize, worker: usize, room: Arc<str>) {
+        if let Some(s) = self.inner.shards.get(shard) {
+            let channel = store::RoomKeys::new(&room).channel;
+            let _ = s.subscriptions.send(Subscription::Subscribe { channel, room, worker });
+        }
+    }
+
+    /// Unsubscribes `room`'s channel (nobody is in it here any more).
+    pub fn unsubscribe(&self, shard: usize, room: &str) {
+        if let Some(s) = self.inner.shards.get(shard) {
+            let channel = store::RoomKeys::new(room).channel;
+            let _ = s.subscriptions.send(Subscription::Unsubscribe { channel });
+        }
+    }
+}
+
+fn connect(client: &redis::Client, scripts: &Scripts) -> redis::RedisResult<Connection> {
+    let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    con.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut load = redis::pipe();
+    for cmd in scripts.load_commands() {
+        load.add_command(cmd);
+    }
+    load.exec(&mut con)?;
+    Ok(con)
+}
+
+/// The command thread of `shard`: until every worker has gone.
+fn run_commands(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receiver<Request>) {
+    let Some(me) = inner.shards.get(shard) else { return };
+    let scripts = Scripts::default();
+    let mut con: Option<Connection> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut was_down = false;
+    let answer = |req: Request, result: Result<Reply, Down>| {
+        inner.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(port) = inner.port(req.worker) {
+            port.send(Inbound::Reply { token: req.token, result });
+        }
+    };
+    loop {
+        let Some(link) = con.as_mut() else {
+            match connect(client, &scripts) {
+                Ok(c) => {
+                    con = Some(c);
+                    backoff = MIN_BACKOFF;
+                    me.commands_up.store(true, Ordering::Relaxed);
+                    if was_down {
+                        inner.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        info!("Redis {}: commands connected again", me.name);
+                        inner.tell_all(|| Inbound::Up(shard));
+                    }
+                }
+                Err(e) => {
+                    if !was_down {
+                        warn!("Redis {}: commands: {e}; reconnecting", me.name);
+                    }
+                    was_down = true;
+                    me.commands_up.store(false, Ordering::Relaxed);
+                    // While down, every request is answered at once: nothing waits.
+                    let until = Instant::now() + backoff;
+                    loop {
+                        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                            Ok(req) => answer(req, Err(Down)),
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            continue;
+        };
+        let Ok(first) = rx.recv() else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        match execute(link, &scripts, &batch) {
+            Ok(replies) => {
+                inner.stats.round_trip(started.elapsed());
+                for (req, reply) in batch.into_iter().zip(replies) {
+                    answer(req, Ok(reply));
+                }
+            }
+            Err(e) => {
+                warn!("Redis {}: commands: {e}; reconnecting", me.name);
+                was_down = true;
+                me.commands_up.store(false, Ordering::Relaxed);
+                inner.tell_all(|| Inbound::Down(shard));
+                con = None;
+                for req in batch {
+                    answer(req, Err(Down));
+                }
+            }
+        }
+    }
+}
+
+/// Runs a batch: the commands in one pipeline, room listings one by one (in order).
+fn execute(con: &mut Connection, scripts: &Scripts, batch: &[Request]) -> redis::RedisResult<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut pipe = redis::pipe();
+    let mut queued = 0;
+    for req in batch {
+        match &req.op {
+            Op::Command(cmd) => {
+                pipe.add_command(cmd.clone());
+                queued += 1;
+            }
+            Op::Rooms { now_ms } => {
+                flush(con, scripts, &mut pipe, &mut queued, &mut replies)?;
+                replies.push(Reply::Rooms(list_rooms(con, *now_ms)?));
+            }
+        }
+    }
+    flush(con, scripts, &mut pipe, &mut queued, &mut replies)?;
+    Ok(replies)
+}
+
+fn flush(
+    con: &mut Connection,
+    scripts: &Scripts,
+    pipe: &mut redis::Pipeline,
+    queued: &mut usize,
+    replies: &mut Vec<Reply>,
+) -> redis::RedisResult<()> {
+    if *queued == 0 {
+        return Ok(());
+    }
+    let mut values: Vec<Value> = pipe.ignore_errors().query(con)?;
+    // Scripts flushed from Redis (SCRIPT FLUSH, a restart between batches): load them and
+    // run those commands again, once.
+    let noscript = |v: &Value| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT");
+    if values.iter().any(noscript) {
+        let mut load = redis::pipe();
+        for cmd in scripts.load_commands() {
+            load.add_command(cmd);
+        }
+        load.exec(con)?;
+        for (value, cmd) in values.iter_mut().zip(pipe.cmd_iter()) {
+            if noscript(value) {
+                *value = match cmd.query::<Value>(con) {
+                    Ok(v) => v,
+                    Err(e) if e.is_io_error() => return Err(e),
+                    Err(_) => Value::Nil, // refused again: answered 503
+                };
+            }
+        }
+    }
+    replies.extend(values.into_iter().map(Reply::Value));
+    *pipe = redis::pipe();
+    *queued = 0;
+    Ok(())
+}
+
+/// Every room in this Redis: `SCAN` for meta hashes, then per page one pipeline of
+/// offsets, present members and kept messages.
+fn list_rooms(con: &mut Connection, now_ms: u64) -> redis::RedisResult<RoomsSummary> {
+    let mut summary = RoomsSummary::default();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(store::META_PATTERN).arg("COUNT").arg(1000).query(con)?;
+        let rooms: Vec<&str> = keys.iter().filter_map(|k| store::room_of_meta_key(k)).collect();
+        if !rooms.is_empty() {
+            let mut pipe = redis::pipe();
+            for room in &rooms {
+                let keys = store::RoomKeys::new(room);
+                pipe.hget(&keys.meta, "offset").cmd("ZCOUNT").arg(&keys.presence).arg(format!("({now_ms}")).arg("+inf");
+                pipe.cmd("XLEN").arg(&keys.stream);
+            }
+            let values: Vec<Value> = pipe.ignore_errors().query(con)?;
+            for (room, v) in rooms.iter().zip(values.chunks(3)) {
+                let num = |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0);
+                let (offset, members, kept) = (num(v.first()), num(v.get(1)), num(v.get(2)));
+                summary.rooms.push((Arc::from(*room), members as usize, offset));
+                summary.history_messages += kept as usize;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(summary);
+        }
+    }
+}
+
+/// The channel thread of `shard`: until every worker has gone.
+fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receiver<Subscription>) {
+    let Some(me) = inner.shards.get(shard) else { return };
+    // Channel -> (room, owner worker): what is subscribed, kept across reconnects.
+    let mut channels: HashMap<String, (Arc<str>, usize)> = HashMap::new();
+    let mut backoff = MIN_BACKOFF;
+    let mut connected_before = false;
+    loop {
+        let mut con = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            Ok(con) => con,
+            Err(e) => {
+                if me.channel_up.swap(false, Ordering::Relaxed) || !connected_before {
+                    warn!("Redis {}: channels: {e}; reconnecting", me.name);
+                }
+                // Keep the wanted subscriptions current while down.
+                let until = Instant::now() + backoff;
+                loop {
+                    match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                        Ok(sub) => apply_offline(&mut channels, sub),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if con.set_read_timeout(Some(CHANNEL_POLL)).is_err() {
+            continue;
+        }
+        let mut pubsub = con.as_pubsub();
+        let resubscribed = channels.keys().try_for_each(|channel| pubsub.subscribe(channel));
+        if let Err(e) = resubscribed {
+            warn!("Redis {}: channels: {e}; reconnecting", me.name);
+            thread::sleep(backoff);
+            continue;
+        }
+        backoff = MIN_BACKOFF;
+        me.channel_up.store(true, Ordering::Relaxed);
+        if connected_before {
+            inner.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            info!("Redis {}: channels connected again, {} resubscribed", me.name, channels.len());
+        }
+        connected_before = true;
+        // Owners waiting for a subscription (made while down) hear it is done; every
+        // worker hears the link is up (their rooms read what they missed).
+        for (room, worker) in channels.values() {
+            if let Some(port) = inner.port(*worker) {
+                port.send(Inbound::Subscribed(room.clone()));
+            }
+        }
+        inner.tell_all(|| Inbound::Up(shard));
+        let error = loop {
+            if let Err(e) = apply(&mut pubsub, inner, &mut channels, rx) {
+                break e;
+            }
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    let payload = msg.get_payload_bytes();
+                    inner.stats.channel_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    if let Some((room, worker)) = channels.get(msg.get_channel_name()) {
+                        if let Some(port) = inner.port(*worker) {
+                            port.send(Inbound::Channel {
+                                room: room.clone(),
+                                payload: Bytes::copy_from_slice(payload),
+                            });
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => break e,
+            }
+        };
+        warn!("Redis {}: channels: {error}; reconnecting", me.name);
+        me.channel_up.store(false, Ordering::Relaxed);
+        inner.tell_all(|| Inbound::Down(shard));
+    }
+}
+
+/// (Un)subscribes what owners asked for since the last look.
+fn apply(
+    pubsub: &mut redis::PubSub<'_>,
+    inner: &Inner,
+    channels: &mut HashMap<String, (Arc<str>, usize)>,
+    rx: &Receiver<Subscription>,
+) -> redis::RedisResult<()> {
+    while let Ok(sub) = rx.try_recv() {
+        match sub {
+            Subscription::Subscribe { channel, room, worker } => {
+                // Kept first: if the subscribe fails, the reconnect makes and confirms it.
+                channels.insert(channel.clone(), (room.clone(), worker));
+                pubsub.subscribe(&channel)?;
+                if let Some(port) = inner.port(worker) {
+                    port.send(Inbound::Subscribed(room));
+                }
+            }
+            Subscription::Unsubscribe { channel } => {
+                channels.remove(&channel);
+                pubsub.unsubscribe(&channel)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_offline(channels: &mut HashMap<String, (Arc<str>, usize)>, sub: Subscription) {
+    match sub {
+        Subscription::Subscribe { channel, room, worker } => {
+            channels.insert(channel, (room, worker));
+        }
+        Subscription::Unsubscribe { channel } => {
+            channels.remove(&channel);
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! One room as its owner worker on this node follows it in Redis: its members here, and
+//! where this node is in the room's stream (`delivered`). Messages come from the room's
+//! channel, replies from the command connection; the two are separate connections, so a
+//! join's reply may come before or after the channel messages around it. What makes
+//! delivery exact anyway:
+//!
+//! - Messages are delivered strictly in offset order: one ahead of `delivered + 1` is held
+//!   and the gap is read from the stream (the engine sends the read); one at or below
+//!   `delivered` is a duplicate and dropped.
+//! - A join's reply carries the room's offset when the join happened (`at`). The member
+//!   must get exactly the messages after `at`: when this node has delivered up to `at`, its
+//!   `Joined` goes out now; when it is behind, `Joined` waits until delivery reaches `at`;
+//!   when it is ahead, the messages in between come from the last few delivered (`recent`)
+//!   as part of `missed`.
+//! - Another epoch, or a gap the stream no longer holds, is a `reset` for every member
+//!   here, never a silent gap.
+//!
+//! No IO, no clock: what it decides goes out through the [`Router`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::super::room::Membership;
+use super::super::route::{Roster, Router};
+use super::super::{Event, JoinedRoom, OwnedId};
+use super::store::{Kind, Snapshot};
+use crate::rooms::local::Audience;
+use crate::rooms::protocol::Since;
+use crate::server::ConnId;
+
+/// Messages delivered here that a join answered late can still take as `missed`.
+const RECENT: usize = 64;
+/// Messages held ahead of a gap; beyond, newer ones wait in the stream (read with the gap).
+const MAX_HELD: usize = 4096;
+
+/// Where this node is in a room's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The room's epoch.
+    pub epoch: Arc<str>,
+    /// The last offset delivered to the members here.
+    pub delivered: u64,
+}
+
+/// A message from the channel (or the stream), for this room.
+#[derive(Debug, Clone)]
+pub struct Incoming<'a> {
+    /// Its epoch (`-` for presence events).
+    pub epoch: &'a str,
+    /// What it is.
+    pub kind: Kind,
+    /// The client not to deliver it to.
+    pub except: Option<&'a str>,
+    /// The push.
+    pub push: Bytes,
+}
+
+#[derive(Debug)]
+struct Held {
+    epoch: Arc<str>,
+    except: Option<Arc<str>>,
+    push: Bytes,
+}
+
+/// A join whose reply came: the member and what it recovers.
+#[derive(Debug)]
+pub struct Answered {
+    /// The joining connection.
+    pub conn: ConnId,
+    /// The request's `id`.
+    pub id: OwnedId,
+    /// Whether it watches presence.
+    pub presence: bool,
+    /// Where its last session left off.
+    pub since: Option<Since>,
+    /// Who it is.
+    pub membership: Membership,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    answered: Answered,
+    epoch: Arc<str>,
+    at: u64,
+    missed: Vec<(u64, Bytes)>,
+}
+
+/// A room with members on this node, at its owner worker.
+#[derive(Debug)]
+pub struct FollowedRoom {
+    /// Its name.
+    pub name: Arc<str>,
+    /// The Redis it lives in.
+    pub shard: usize,
+    roster: Roster,
+    /// Client id -> connection, for `except`.
+    clients: HashMap<Arc<str>, ConnId>,
+    /// `None` until the first join's reply.
+    position: Option<Position>,
+    held: BTreeMap<u64, Held>,
+    recent: VecDeque<(u64, Bytes)>,
+    waiting: Vec<Waiting>,
+    /// A read of the stream (gap fill, resync) is in flight.
+    pub reading: bool,
+}
+
+impl FollowedRoom {
+    /// A room on `shard`, with nobody yet.
+    pub fn new(name: Arc<str>, shard: usize, workers: usize) -> Self {
+        FollowedRoom {
+            name,
+            shard,
+            roster: Roster::new(workers),
+            clients: HashMap::new(),
+            position: None,
+            held: BTreeMap::new(),
+            recent: VecDeque::new(),
+            waiting: Vec::new(),
+            reading: false,
+        }
+    }
+
+    /// The members here.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// Where this node is (`None`: not synced yet).
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// Joins still waiting for delivery to reach their offset.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Removes a member here; `None` if it was not one.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Membership> {
+        let membership = self.roster.remove(conn)?;
+        self.clients.remove(&membership.identity.client);
+        Some(membership)
+    }
+
+    /// A message from the channel. Returns whether a read of the stream after
+    /// `delivered` is needed (a gap, and none in flight).
+    pub fn on_message(&mut self, router: &mut Router, msg: Incoming<'_>) -> bool {
+        let except = msg.except.and_then(|c| self.clients.get(c).copied());
+        let offset = match msg.kind {
+            Kind::Presence => {
+                let mask = self.roster.worker_mask(true);
+                router.deliver(mask, &self.name, Audience::Watchers, except, &msg.push);
+                return false;
+            }
+            Kind::Message(0) => {
+                let mask = self.roster.worker_mask(false);
+                router.deliver(mask, &self.name, Audience::Members, except, &msg.push);
+                return false;
+            }
+            Kind::Message(offset) => offset,
+        };
+        let Some(position) = &self.position else {
+            // Not synced yet: the first join's reply says where delivery starts.
+            self.hold(offset, msg.epoch.into(), msg.except, msg.push);
+            return false;
+        };
+        if *position.epoch != *msg.epoch {
+            // The room was lost in Redis and started again: continuity is gone.
+            self.reset(router, msg.epoch.into(), offset - 1);
+        }
+        let delivered = self.position.as_ref().map_or(0, |p| p.delivered);
+        if offset <= delivered {
+            return false; // delivered already (from the stream, in a gap fill)
+        }
+        if offset == delivered + 1 && self.held.is_empty() {
+            let except = msg.except.map(Arc::from);
+            self.deliver(router, offset, except.as_deref(), msg.push);
+            return false;
+        }
+        self.hold(offset, msg.epoch.into(), msg.except, msg.push);
+        self.drain_held(router)
+    }
+
+    fn hold(&mut self, offset: u64, epoch: Arc<str>, except: Option<&str>, push: Bytes) {
+        if self.held.len() < MAX_HELD {
+            self.held.insert(offset, Held { epoch, except: except.map(Arc::from), push });
+        }
+    }
+
+    /// Delivers what is held in order; returns whether a gap remains (and no read is in
+    /// flight to fill it).
+    fn drain_held(&mut self, router: &mut Router) -> bool {
+        let Some(position) = &self.position else { return false };
+        let epoch = position.epoch.clone();
+        while let Some(entry) = self.held.first_entry() {
+            let delivered = self.position.as_ref().map_or(0, |p| p.delivered);
+            let offset = *entry.key();
+            if offset > delivered + 1 {
+                break;
+            }
+            let held = entry.remove();
+            if offset == delivered + 1 && held.epoch == epoch {
+                self.deliver(router, offset, held.except.as_deref(), held.push);
+            }
+        }
+        let gap = !self.held.is_empty();
+        if gap && !self.reading {
+            self.reading = true;
+            return true;
+        }
+        false
+    }
+
+    /// Delivers message `offset` (the next one) to the members here.
+    fn deliver(&mut self, router: &mut Router, offset: u64, except: Option<&str>, push: Bytes) {
+        let except = except.and_then(|c| self.clients.get(c).copied());
+        let mask = self.roster.worker_mask(false);
+        router.deliver(mask, &self.name, Audience::Members, except, &push);
+        if let Some(position) = &mut self.position {
+            position.delivered = offset;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((offset, push));
+        self.release_waiting(router);
+    }
+
+    /// Sends the `Joined` of every join whose offset delivery has reached.
+    fn release_waiting(&mut self, router: &mut Router) {
+        let Some(position) = &self.position else { return };
+        let delivered = position.delivered;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if self.waiting[i].at <= delivered {
+                let w = self.waiting.swap_remove(i);
+                self.emit_joined(router, w.answered, w.epoch, w.at, w.missed);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Continuity lost: every member here reloads from `epoch`/`offset`.
+    fn reset(&mut self, router: &mut Router, epoch: Arc<str>, offset: u64) {
+        // Joins answered before the reset go out first: their members reset with the rest.
+        for w in std::mem::take(&mut self.waiting) {
+            self.emit_joined(router, w.answered, w.epoch, w.at, w.missed);
+        }
+        log::warn!("room {}: continuity lost, reset to epoch {epoch} offset {offset}", self.name);
+        let mask = self.roster.worker_mask(false);
+        for worker in 0..router.workers() {
+            if mask & (1 << worker) != 0 {
+                let event = Event::Reset { room: self.name.clone(), epoch: epoch.clone(), offset };
+                router.emit(worker, event);
+            }
+        }
+        self.held.retain(|&o, held| held.epoch == epoch && o > offset);
+        self.recent.clear();
+        self.position = Some(Position { epoch, delivered: offset });
+    }
+
+    /// A read of the stream after `delivered` came back (gap fill, or resync after the
+    /// link was down). Returns whether another read is needed.
+    pub fn on_read(&mut self, router: &mut Router, snapshot: Snapshot) -> bool {
+        self.reading = false;
+        let Some(position) = self.position.clone() else { return false };
+        let Some(epoch) = snapshot.epoch.as_deref() else { return false };
+        if *position.epoch != *epoch {
+            self.reset(router, epoch.into(), snapshot.offset);
+            return self.drain_held(router);
+        }
+        for entry in snapshot.entries {
+            let delivered = self.position.as_ref().map_or(0, |p| p.delivered);
+            if entry.offset <= delivered {
+                continue;
+            }
+            if entry.offset > delivered + 1 {
+                break; // aged or trimmed out of the stream
+            }
+            self.deliver(router, entry.offset, entry.except.as_deref(), Bytes::from(entry.push));
+        }
+        let delivered = self.position.as_ref().map_or(0, |p| p.delivered);
+        if delivered < snapshot.offset {
+            self.reset(router, epoch.into(), snapshot.offset);
+        }
+        self.drain_held(router)
+    }
+
+    /// A join's reply: the room's state when the member joined (`snapshot.offset`) and the
+    /// kept messages after its `since`. Returns whether a read is needed.
+    pub fn on_joined(&mut self, router: &mut Router, answered: Answered, snapshot: Snapshot) -> bool {
+        let Some(epoch) = snapshot.epoch.as_deref().map(Arc::<str>::from) else { return false };
+        let after = answered.since.as_ref().filter(|s| *s.epoch == *epoch).map_or(u64::MAX, |s| s.offset);
+        let at = snapshot.offset;
+        let mut missed: Vec<(u64, Bytes)> = snapshot
+            .entries
+            .into_iter()
+            .filter(|e| e.offset > after && e.offset <= at)
+            .map(|e| (e.offset, Bytes::from(e.push)))
+            .collect();
+        let membership = answered.membership.clone();
+        if self.roster.insert(answered.conn, membership.clone()) {
+            self.clients.insert(membership.identity.client.clone(), answered.conn);
+        }
+        let mut need_read = false;
+        match self.position.clone() {
+            None => {
+                self.position = Some(Position { epoch: epoch.clone(), delivered: at });
+                self.emit_joined(router, answered, epoch, at, missed);
+                need_read = self.drain_held(router);
+            }
+            Some(position) if position.epoch != epoch => {
+                self.reset(router, epoch.clone(), at);
+                self.emit_joined(router, answered, epoch, at, missed);
+            }
+            Some(position) if position.delivered == at => self.emit_joined(router, answered, epoch, at, missed),
+            Some(position) if position.delivered > at => {
+                // Delivered here already, before this member was in: it takes them as
+                // missed (only when it asked to recover; otherwise they are before its join).
+                if answered.since.is_some() {
+                    missed.extend(self.recent.iter().filter(|(o, _)| *o > at).cloned());
+                }
+                self.emit_joined(router, answered, epoch, position.delivered, missed);
+            }
+            Some(_) => self.waiting.push(Waiting { answered, epoch, at, missed }),
+        }
+        need_read
+    }
+
+    fn emit_joined(&mut self, router: &mut Router, a: Answered, epoch: Arc<str>, at: u64, missed: Vec<(u64, Bytes)>) {
+        let recovered = a.since.as_ref().is_some_and(|since| {
+            *since.epoch == *epoch && since.offset <= at && missed.iter().map(|(o, _)| *o).eq(since.offset + 1..=at)
+        });
+        let joined = JoinedRoom {
+            epoch,
+            offset: at,
+            members: self.roster.len(),
+            recovered,
+            missed: missed.into_iter().map(|(_, push)| push).collect(),
+        };
+        let event =
+            Event::Joined { conn: a.conn, id: a.id, room: self.name.clone(), presence: a.presence, result: Ok(joined) };
+        router.emit(a.conn.worker(), event);
+    }
+
+    /// Every member here, as `(client id, {"client","user"})`, for the presence refresh.
+    pub fn members(&self) -> impl Iterator<Item = &Membership> {
+        self.roster.members().values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::RandomState;
+
+    use super::super::store::Entry;
+    use super::*;
+    use crate::rooms::engine::{Identity, Output};
+
+    fn msg(offset: u64) -> Incoming<'static> {
+        Incoming { epoch: "e1", kind: Kind::Message(offset), except: None, push: Bytes::from(format!("m{offset}")) }
+    }
+
+    fn member(n: u32) -> Answered {
+        let identity = Identity { client: format!("c{n}").into(), user: None };
+        Answered {
+            conn: ConnId::for_worker(0, n, 0),
+            id: None,
+            presence: false,
+            since: None,
+            membership: Membership { presence: false, identity },
+        }
+    }
+
+    /// A snapshot at `offset` with stream entries `entries` (0..=0: none).
+    fn snapshot(epoch: &str, offset: u64, entries: std::ops::RangeInclusive<u64>) -> Snapshot {
+        let entries = entries.filter(|&o| o > 0).map(|o| Entry { offset: o, time_ms: 1, push: format!("m{o}"), except: None }).collect();
+        Snapshot { epoch: Some(epoch.into()), offset, entries }
+    }
+
+    /// What the router has: deliveries as their payloads, joins as "J<offset>", resets.
+    fn drain(router: &mut Router) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(o) = router.poll() {
+            match o {
+                Output::Event(Event::Deliver { payload, .. }) => out.push(String::from_utf8_lossy(&payload).into()),
+                Output::Event(Event::Joined { result: Ok(j), .. }) => {
+                    out.push(format!("J{}{:?}", j.offset, j.missed.iter().map(|m| m.len()).collect::<Vec<_>>()))
+                }
+                Output::Event(Event::Reset { epoch, offset, .. }) => out.push(format!("R{epoch}/{offset}")),
+                other => out.push(format!("{other:?}")),
+            }
+        }
+        out
+    }
+
+    fn setup() -> (Router, FollowedRoom) {
+        let router = Router::new(0, 1, RandomState::new());
+        (router, FollowedRoom::new("r".into(), 0, 1))
+    }
+
+    #[test]
+    fn messages_before_the_first_reply_wait_and_duplicates_are_dropped() {
+        let (mut router, mut room) = setup();
+        assert!(!room.on_message(&mut router, msg(5)));
+        assert!(!room.on_message(&mut router, msg(6)));
+        // The join happened at 5: 5 is before it, 6 after.
+        assert!(!room.on_joined(&mut router, member(1), snapshot("e1", 5, 1..=5)));
+        assert_eq!(drain(&mut router), ["J5[]", "m6"]);
+        assert!(!room.on_message(&mut router, msg(6)));
+        assert!(!room.on_message(&mut router, msg(7)));
+        assert_eq!(drain(&mut router), ["m7"]);
+    }
+
+    #[test]
+    fn a_gap_is_read_from_the_stream_and_filled_in_order() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 2, 0..=0));
+        drain(&mut router);
+        assert!(room.on_message(&mut router, msg(5)), "3 and 4 are missing: read");
+        assert!(!room.on_message(&mut router, msg(6)), "a read is in flight already");
+        assert_eq!(drain(&mut router), Vec::<String>::new());
+        assert!(!room.on_read(&mut router, snapshot("e1", 6, 3..=6)));
+        assert_eq!(drain(&mut router), ["m3", "m4", "m5", "m6"]);
+    }
+
+    #[test]
+    fn a_gap_the_stream_lost_is_a_reset() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 2, 0..=0));
+        drain(&mut router);
+        assert!(room.on_message(&mut router, msg(9)));
+        // The stream kept only 8..9: 3..7 are gone.
+        assert!(!room.on_read(&mut router, snapshot("e1", 9, 8..=9)));
+        assert_eq!(drain(&mut router), ["Re1/9"]);
+        room.on_message(&mut router, msg(10));
+        assert_eq!(drain(&mut router), ["m10"]);
+    }
+
+    #[test]
+    fn another_epoch_on_the_channel_is_a_reset() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 4, 0..=0));
+        drain(&mut router);
+        let next = Incoming { epoch: "e2", ..msg(1) };
+        assert!(!room.on_message(&mut router, next));
+        assert_eq!(drain(&mut router), ["Re2/0", "m1"]);
+    }
+
+    #[test]
+    fn a_join_answered_behind_delivery_waits_and_one_ahead_takes_recent_as_missed() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 2, 0..=0));
+        drain(&mut router);
+        // Joined at 4 while this node has delivered 2: out after 4, before 5.
+        room.on_joined(&mut router, member(2), snapshot("e1", 4, 0..=0));
+        for o in 3..=5 {
+            room.on_message(&mut router, msg(o));
+        }
+        assert_eq!(drain(&mut router), ["m3", "m4", "J4[]", "m5"]);
+        // Joined at 3 with since 2, while this node has delivered 5: missed 3 (from the
+        // stream), 4 and 5 (from recent), and it is complete.
+        let mut late = member(3);
+        late.since = Some(Since { epoch: "e1".into(), offset: 2 });
+        room.on_joined(&mut router, late, snapshot("e1", 3, 3..=3));
+        assert_eq!(drain(&mut router), ["J5[2, 2, 2]"]);
+    }
+}
