@@ -247,6 +247,14 @@ impl Backplane {
                 .spawn(move || run_channel(&b, shard, &client2, &subscription_rx))
                 .map_err(|e| e.to_string())?;
         }
+        // Ready when every channel connection is: a join needs one.
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        while !inner.shards.iter().all(|s| s.channel_up.load(Ordering::Relaxed)) {
+            if Instant::now() > deadline {
+                return Err("Redis: the pub/sub connection did not come up".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
         Ok(Backplane { inner })
     }
 
@@ -278,6 +286,12 @@ impl Backplane {
             .shards
             .get(shard)
             .is_some_and(|s| s.commands_up.load(Ordering::Relaxed) && s.channel_up.load(Ordering::Relaxed))
+    }
+
+    /// Whether `shard` takes commands (a publish needs no subscription: it is in the
+    /// stream, and each node's channel catches up from there).
+    pub fn takes_commands(&self, shard: usize) -> bool {
+        self.inner.shards.get(shard).is_some_and(|s| s.commands_up.load(Ordering::Relaxed))
     }
 
     /// Whether every shard is up.

@@ -357,7 +357,7 @@ impl RedisEngine {
                 return Err(RoomError::NotMember);
             }
         }
-        if !self.backplane.is_up(self.backplane.shard_of(room)) {
+        if !self.backplane.takes_commands(self.backplane.shard_of(room)) {
             return Err(RoomError::BackplaneUnavailable);
         }
         Ok(data)

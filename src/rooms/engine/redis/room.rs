@@ -377,7 +377,10 @@ mod tests {
 
     /// A snapshot at `offset` with stream entries `entries` (0..=0: none).
     fn snapshot(epoch: &str, offset: u64, entries: std::ops::RangeInclusive<u64>) -> Snapshot {
-        let entries = entries.filter(|&o| o > 0).map(|o| Entry { offset: o, time_ms: 1, push: format!("m{o}"), except: None }).collect();
+        let entries = entries
+            .filter(|&o| o > 0)
+            .map(|o| Entry { offset: o, time_ms: 1, push: format!("m{o}"), except: None })
+            .collect();
         Snapshot { epoch: Some(epoch.into()), offset, entries }
     }
 

@@ -1,0 +1,211 @@
+//! The Redis engine against a real `redis-server` (started by the test, see
+//! `support/redis.rs`) and several nodes sharing it: per-room order and exactly-once
+//! across nodes, recovery on another node, presence across nodes, a flushed Redis as
+//! `reset`/`recovered:false`, Redis down as 503 and `/healthz` degraded, and a dropped
+//! channel connection whose gap is read back from the stream.
+
+mod support;
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::redis::{node, RedisServer};
+use support::rooms::{offset_of, RoomClient};
+use support::TestServer;
+
+/// Reads pushes until `room` has `count` messages; fails on a duplicate or out-of-order
+/// offset. Other pushes (presence events) are skipped.
+fn collect_messages(client: &mut RoomClient, count: usize) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    while got.len() < count {
+        let push = client.next();
+        if push["op"] != "message" {
+            continue;
+        }
+        if let Some(last) = got.last() {
+            assert_eq!(offset_of(&push), offset_of(last) + 1, "in order, once: {push} after {last}");
+        }
+        got.push(push);
+    }
+    got
+}
+
+/// Polls `/healthz` until it answers `status`.
+fn wait_health(server: &TestServer, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = server.http("GET", "/healthz", &[], b"");
+        if reply.head.status == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/healthz stayed {} ({})", reply.head.status, reply.text());
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn concurrent_publishers_on_three_nodes_reach_every_member_in_one_order() {
+    let Some(redis) = RedisServer::start() else { return };
+    let nodes: Vec<TestServer> = (0..3).map(|_| node(&redis)).collect();
+    let mut members: Vec<RoomClient> = nodes.iter().map(RoomClient::connect).collect();
+    for m in &mut members {
+        m.join("chat");
+    }
+    const EACH: usize = 100;
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, server)| {
+            let mut client = RoomClient::connect(server);
+            client.join("chat");
+            thread::spawn(move || {
+                for i in 0..EACH {
+                    client.publish("chat", json!({"node": n, "i": i}));
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().expect("a publisher");
+    }
+    let total = 3 * EACH;
+    let seen: Vec<Vec<Value>> = members.iter_mut().map(|m| collect_messages(m, total)).collect();
+    let first = offset_of(&seen[0][0]);
+    assert_eq!(first, 1, "the room starts at offset 1");
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0], "every member sees the same messages in the same order");
+    }
+    // Each publisher's own messages stay in its order.
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    for m in &seen[0] {
+        let (n, i) = (m["data"]["node"].as_u64().unwrap(), m["data"]["i"].as_u64().unwrap());
+        assert_eq!(next.insert(n, i + 1).unwrap_or(0), i, "publisher {n} in order");
+    }
+}
+
+#[test]
+fn a_client_recovers_on_another_node_and_history_outlives_the_node() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (node(&redis), node(&redis));
+    let mut first = RoomClient::connect(&a);
+    let joined = first.join("news");
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    let mut publisher = RoomClient::connect(&b);
+    publisher.join("news");
+    for i in 1..=3 {
+        publisher.publish("news", json!(i));
+    }
+    assert_eq!(collect_messages(&mut first, 3).len(), 3);
+    drop(first);
+    drop(a);
+    for i in 4..=6 {
+        publisher.publish("news", json!(i));
+    }
+    // A new node, as after a deploy: the client comes back there with where it left off.
+    let c = node(&redis);
+    let mut again = RoomClient::connect(&c);
+    let back = again.ok(json!({"op": "join", "room": "news", "since": {"epoch": epoch, "offset": 3}}));
+    assert_eq!((back["epoch"].as_str(), back["recovered"].as_bool()), (Some(epoch.as_str()), Some(true)), "{back}");
+    let missed: Vec<u64> = back["missed"].as_array().unwrap().iter().map(offset_of).collect();
+    assert_eq!(missed, [4, 5, 6]);
+    let history = again.ok(json!({"op": "history", "room": "news"}));
+    assert_eq!(history["messages"].as_array().unwrap().len(), 6, "{history}");
+    assert_eq!(history["epoch"].as_str(), Some(epoch.as_str()));
+}
+
+#[test]
+fn presence_and_its_events_span_nodes() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (node(&redis), node(&redis));
+    let mut watcher = RoomClient::connect(&a);
+    watcher.ok(json!({"op": "join", "room": "lobby", "presence": true}));
+    let mut other = RoomClient::connect(&b);
+    other.join("lobby");
+    let event = watcher.next();
+    assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("join"), Some(other.id.as_str())));
+    let presence = watcher.ok(json!({"op": "presence", "room": "lobby"}));
+    let mut clients: Vec<&str> =
+        presence["members"].as_array().unwrap().iter().map(|m| m["client"].as_str().unwrap()).collect();
+    clients.sort_unstable();
+    let mut expected = vec![watcher.id.as_str(), other.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(clients, expected);
+    other.ok(json!({"op": "leave", "room": "lobby"}));
+    let event = watcher.next();
+    assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("leave"), Some(other.id.as_str())));
+}
+
+#[test]
+fn a_flushed_redis_is_a_reset_and_recovery_across_it_is_partial() {
+    let Some(redis) = RedisServer::start() else { return };
+    let server = node(&redis);
+    let mut member = RoomClient::connect(&server);
+    let epoch = member.join("r")["epoch"].as_str().unwrap().to_owned();
+    member.publish("r", json!(1));
+    collect_messages(&mut member, 1);
+    redis.cmd(&["FLUSHALL"]);
+    // The next publish starts a new epoch: the member is told continuity is lost.
+    let mut publisher = RoomClient::connect(&server);
+    publisher.join("r");
+    publisher.publish("r", json!(2));
+    let reset = loop {
+        let push = member.next();
+        if push["op"] == "reset" {
+            break push;
+        }
+    };
+    assert_ne!(reset["epoch"].as_str(), Some(epoch.as_str()), "{reset}");
+    let next = member.next();
+    assert_eq!((next["op"].as_str(), next["data"].as_u64()), (Some("message"), Some(2)), "{next}");
+    let mut late = RoomClient::connect(&server);
+    let back = late.ok(json!({"op": "join", "room": "r", "since": {"epoch": epoch, "offset": 1}}));
+    assert_eq!(back["recovered"], json!(false), "{back}");
+}
+
+#[test]
+fn redis_down_refuses_with_503_and_the_node_heals_by_itself() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let server = node(&redis);
+    let mut member = RoomClient::connect(&server);
+    member.join("r");
+    wait_health(&server, 200);
+    redis.stop();
+    wait_health(&server, 503);
+    let reply = member.request(json!({"op": "publish", "room": "r", "data": 1}));
+    assert_eq!(reply["error"]["code"], 503, "{reply}");
+    assert_eq!(reply["error"]["message"], "backplane unavailable");
+    let reply = member.request(json!({"op": "join", "room": "other"}));
+    assert_eq!(reply["error"]["code"], 503, "{reply}");
+    redis.restart();
+    wait_health(&server, 200);
+    // Redis came back empty: the member's room is reset, then works again.
+    member.publish("r", json!(2));
+    let mut pushes = Vec::new();
+    while pushes.iter().all(|p: &Value| p["op"] != "message") {
+        pushes.push(member.next());
+    }
+    assert!(pushes.iter().any(|p| p["op"] == "reset"), "{pushes:?}");
+}
+
+#[test]
+fn messages_published_while_a_node_s_channel_is_down_arrive_in_order() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (node(&redis), node(&redis));
+    let mut member = RoomClient::connect(&a);
+    member.join("r");
+    let mut publisher = RoomClient::connect(&b);
+    publisher.join("r");
+    for round in 0..5 {
+        // Cut every subscriber connection (both nodes'), then publish straight away.
+        redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        for i in 0..20 {
+            publisher.publish("r", json!(round * 20 + i));
+        }
+    }
+    let got = collect_messages(&mut member, 100);
+    assert_eq!(offset_of(&got[0]), 1);
+    let data: Vec<u64> = got.iter().map(|m| m["data"].as_u64().unwrap()).collect();
+    assert_eq!(data, (0..100).collect::<Vec<_>>());
+}
