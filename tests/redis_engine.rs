@@ -7,13 +7,15 @@
 mod support;
 
 use std::collections::HashMap;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::redis::{node, RedisServer};
+use support::redis::{node, node_with, RedisServer};
 use support::rooms::{offset_of, RoomClient};
 use support::TestServer;
+use wsedge::rooms::RoomsConfig;
 
 /// Reads pushes until `room` has `count` messages; fails on a duplicate or out-of-order
 /// offset. Other pushes (presence events) are skipped.
@@ -208,4 +210,64 @@ fn messages_published_while_a_node_s_channel_is_down_arrive_in_order() {
     assert_eq!(offset_of(&got[0]), 1);
     let data: Vec<u64> = got.iter().map(|m| m["data"].as_u64().unwrap()).collect();
     assert_eq!(data, (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn members_of_a_node_killed_with_sigkill_leave_within_the_presence_ttl() {
+    let Some(redis) = RedisServer::start() else { return };
+    let rooms = RoomsConfig { presence_ttl: Duration::from_secs(4), ..RoomsConfig::default() };
+    let watching = node_with(&redis, 1, rooms);
+    let mut watcher = RoomClient::connect(&watching);
+    watcher.ok(json!({"op": "join", "room": "lobby", "presence": true}));
+    // The other node is a process of its own, so that it can die without a word.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut doomed = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--redis", &redis.url(), "--presence-ttl", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a wsedge node");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the node did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut member = RoomClient::connect_url(&url);
+    member.join("lobby");
+    let event = watcher.next();
+    assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("join"), Some(member.id.as_str())));
+    doomed.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    let _ = doomed.wait();
+    let event = watcher.next();
+    assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("leave"), Some(member.id.as_str())));
+    assert!(killed.elapsed() <= Duration::from_secs(4), "left after {:?}", killed.elapsed());
+    let presence = watcher.ok(json!({"op": "presence", "room": "lobby"}));
+    assert_eq!(presence["members"].as_array().map(Vec::len), Some(1), "{presence}");
+}
+
+#[test]
+fn ephemeral_messages_and_the_backend_api_act_on_the_whole_cluster() {
+    let Some(redis) = RedisServer::start() else { return };
+    const KEY: &str = "test-key";
+    let rooms = || RoomsConfig { api_key: Some(KEY.into()), ..RoomsConfig::default() };
+    let (a, b) = (node_with(&redis, 2, rooms()), node_with(&redis, 2, rooms()));
+    let mut member = RoomClient::connect(&a);
+    member.join("r");
+    let mut typist = RoomClient::connect(&b);
+    typist.join("r");
+    typist.ok(json!({"op": "publish", "room": "r", "data": {"typing": true}, "ephemeral": true}));
+    let push = member.next();
+    assert_eq!((push["op"].as_str(), push.get("offset")), (Some("message"), None), "{push}");
+    let auth = format!("Authorization: Bearer {KEY}");
+    let body = br#"{"room":"r","data":{"from":"backend"}}"#;
+    let reply = b.http("POST", "/api/publish", &[&auth, "Content-Type: application/json"], body);
+    assert_eq!(reply.head.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["offset"], 1);
+    let push = member.next();
+    assert_eq!((push["data"]["from"].as_str(), offset_of(&push)), (Some("backend"), 1));
+    let rooms = a.http("GET", "/api/rooms", &[&auth], b"").json();
+    let r = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "r").cloned();
+    assert_eq!(r.map(|r| (r["members"].clone(), r["offset"].clone())), Some((json!(2), json!(1))), "{rooms}");
 }

@@ -60,8 +60,10 @@ pub(crate) struct RoomArgs {
     #[arg(long, value_name = "URL", action = ArgAction::Append, value_delimiter = ',')]
     redis: Vec<String>,
     /// With --redis: seconds within which the members of a node that died (stopped
-    /// refreshing them) leave, with leave events.
-    #[arg(long, default_value_t = defaults().presence_ttl.as_secs(), value_parser = seconds())]
+    /// refreshing them) leave, with leave events. At least 4 (nodes refresh every quarter
+    /// of it, on their 1 s tick).
+    #[arg(long, default_value_t = defaults().presence_ttl.as_secs())]
+    #[arg(value_parser = clap::value_parser!(u64).range(4..=super::MAX_SECONDS))]
     presence_ttl: u64,
     /// Let connections publish to, and read presence and history of, rooms they have not
     /// joined (by default these need membership: error 404).
@@ -86,7 +88,7 @@ impl RoomArgs {
             publish_burst: self.publish_burst,
             abuse_limit: self.abuse_limit,
             require_membership: !self.no_membership_required,
-            presence_ttl: Duration::from_secs(self.presence_ttl.max(1)),
+            presence_ttl: Duration::from_secs(self.presence_ttl),
             ..RoomsConfig::default()
         }
     }

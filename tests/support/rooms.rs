@@ -41,6 +41,18 @@ impl RoomClient {
     pub fn connect_with(server: &TestServer, request: tungstenite::handshake::client::Request) -> RoomClient {
         let (ws, response) = tungstenite::client(request, server.stream()).expect("WebSocket handshake");
         assert_eq!(response.status(), 101);
+        RoomClient::welcomed(ws)
+    }
+
+    /// Connects to a room server at `url` (one this test did not start in-process).
+    pub fn connect_url(url: &str) -> RoomClient {
+        let (ws, response) = super::tls::connect(url);
+        assert_eq!(response.status(), 101);
+        RoomClient::welcomed(ws)
+    }
+
+    /// Reads the welcome on an upgraded `ws` and keeps the client id it carries.
+    fn welcomed(ws: WebSocket<ClientStream>) -> RoomClient {
         let mut client = RoomClient::without_welcome(ws);
         let welcome = client.next();
         assert_eq!(welcome["op"], "welcome", "the first frame must be the welcome: {welcome}");
