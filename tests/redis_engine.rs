@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::redis::{node, node_with, RedisServer};
+use support::proxy::Proxy;
+use support::redis::{node, node_at, node_with, RedisServer};
 use support::rooms::{offset_of, RoomClient};
 use support::TestServer;
 use wsedge::rooms::RoomsConfig;
@@ -270,4 +271,72 @@ fn ephemeral_messages_and_the_backend_api_act_on_the_whole_cluster() {
     let rooms = a.http("GET", "/api/rooms", &[&auth], b"").json();
     let r = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "r").cloned();
     assert_eq!(r.map(|r| (r["members"].clone(), r["offset"].clone())), Some((json!(2), json!(1))), "{rooms}");
+}
+
+#[test]
+fn cutting_a_node_s_redis_connections_at_random_loses_and_repeats_nothing() {
+    let Some(redis) = RedisServer::start() else { return };
+    let proxy = Proxy::start(([127, 0, 0, 1], redis.port).into());
+    let rooms =
+        || RoomsConfig { history_size: 10_000, publish_rate: 1e6, publish_burst: 1e6, ..RoomsConfig::default() };
+    let cut = node_at(&format!("redis://{}/", proxy.addr()), 2, rooms());
+    let steady = node_with(&redis, 2, rooms());
+    let mut members = [RoomClient::connect(&cut), RoomClient::connect(&steady)];
+    for m in &mut members {
+        m.join("r");
+    }
+    // Publishers on both nodes; the one behind the proxy retries what got 503.
+    const EACH: u64 = 1000;
+    let publishers: Vec<_> = [&cut, &steady]
+        .into_iter()
+        .enumerate()
+        .map(|(n, server)| {
+            let mut client = RoomClient::connect(server);
+            client.join("r");
+            thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..EACH {
+                    let data = json!({"n": n, "i": i});
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let reply = client.request(json!({"op": "publish", "room": "r", "data": data}));
+                        if let Some(offset) = reply["ok"]["offset"].as_u64() {
+                            acked.push((offset, data));
+                            break;
+                        }
+                        assert_eq!(reply["error"]["code"], 503, "{reply}");
+                        assert!(Instant::now() < deadline, "Redis never came back through the proxy");
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Cut at random moments (xorshift: repeatable from the seed printed on failure).
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let mut rng = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    while !publishers.iter().all(|p| p.is_finished()) {
+        thread::sleep(Duration::from_millis(5 + rng() % 60));
+        proxy.cut_all();
+    }
+    let acked: Vec<(u64, Value)> = publishers.into_iter().flat_map(|p| p.join().expect("a publisher")).collect();
+    let last = acked.iter().map(|(o, _)| *o).max().unwrap();
+    for m in &mut members {
+        // Every offset once, in order; every acknowledged publish at its offset.
+        let got = collect_messages(m, last as usize);
+        assert_eq!(offset_of(&got[0]), 1);
+        for (offset, data) in &acked {
+            assert_eq!(&got[*offset as usize - 1]["data"], data, "offset {offset}");
+        }
+    }
+    let cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
+    println!("{cuts} cuts, {} publishes acknowledged, last offset {last}", acked.len());
+    assert!(cuts > 3, "the test cut some connections");
 }

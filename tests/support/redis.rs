@@ -95,7 +95,12 @@ impl Drop for RedisServer {
 
 /// A room-server node on `redis` with `workers` workers and `rooms` settings.
 pub fn node_with(redis: &RedisServer, workers: usize, rooms: RoomsConfig) -> TestServer {
-    let backplane = Backplane::connect(&[redis.url()], workers).expect("the node reaches Redis");
+    node_at(&redis.url(), workers, rooms)
+}
+
+/// A room-server node on the Redis at `url` (a proxy in front of one, say).
+pub fn node_at(url: &str, workers: usize, rooms: RoomsConfig) -> TestServer {
+    let backplane = Backplane::connect(&[url.to_owned()], workers).expect("the node reaches Redis");
     let config = Config { workers, subprotocols: vec![SUBPROTOCOL.to_owned()], ..super::config() };
     TestServer::start_workers(config, Rooms::for_workers_on_redis(rooms, backplane))
 }

@@ -1,0 +1,87 @@
+//! A TCP proxy the test controls: it forwards every connection to `upstream` and can cut
+//! them all at once (both directions shut down, wherever the bytes are), as a network
+//! blip or a restarted load balancer would.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// A running proxy; it stops accepting when dropped.
+pub struct Proxy {
+    addr: SocketAddr,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+    stopped: Arc<AtomicBool>,
+    /// Connections cut so far.
+    pub cuts: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    /// Listens on 127.0.0.1 (a free port) and forwards to `upstream`.
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (live2, stopped2) = (live.clone(), stopped.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let pairs = [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())];
+                if let Ok(mut list) = live2.lock() {
+                    list.extend([client, server]);
+                }
+                for (from, to) in pairs {
+                    if let (Ok(from), Ok(to)) = (from, to) {
+                        thread::spawn(move || pump(from, to));
+                    }
+                }
+            }
+        });
+        Proxy { addr, live, stopped, cuts: Arc::default() }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cuts every connection open now.
+    pub fn cut_all(&self) {
+        let Ok(mut list) = self.live.lock() else { return };
+        for stream in list.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.cuts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        self.cut_all();
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
