@@ -165,6 +165,8 @@ fn a_flushed_redis_is_a_reset_and_recovery_across_it_is_partial() {
     let mut late = RoomClient::connect(&server);
     let back = late.ok(json!({"op": "join", "room": "r", "since": {"epoch": epoch, "offset": 1}}));
     assert_eq!(back["recovered"], json!(false), "{back}");
+    let metrics = server.http("GET", "/metrics", &[], b"").text().to_owned();
+    assert!(metrics.contains("\nwsedge_redis_resets_total 1\n"), "{metrics}");
 }
 
 #[test]
@@ -339,4 +341,24 @@ fn cutting_a_node_s_redis_connections_at_random_loses_and_repeats_nothing() {
     let cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
     println!("{cuts} cuts, {} publishes acknowledged, last offset {last}", acked.len());
     assert!(cuts > 3, "the test cut some connections");
+}
+
+#[test]
+fn metrics_show_the_link_to_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let server = node(&redis);
+    let mut member = RoomClient::connect(&server);
+    member.join("r");
+    member.publish("r", json!(1));
+    let text = server.http("GET", "/metrics", &[], b"").text().to_owned();
+    for line in
+        ["wsedge_redis_up 1", "wsedge_redis_round_trip_seconds_bucket{le=\"+Inf\"}", "wsedge_redis_resets_total 0"]
+    {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    let count = |name: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(count("wsedge_redis_round_trip_seconds_count") >= 2, "a join and a publish at least");
 }

@@ -65,6 +65,7 @@ impl Api {
             ("GET", "/metrics") => {
                 let mut text = String::new();
                 metrics.render(&mut text);
+                engine.render_metrics(&mut text);
                 self.waiting.insert(conn, Waiting::Metrics(text));
                 engine.list_rooms(out.now(), ReplyTo::Http(conn));
                 return None;

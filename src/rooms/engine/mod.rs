@@ -328,4 +328,6 @@ pub trait Engine: fmt::Debug + Send {
     fn healthy(&self) -> bool {
         true
     }
+    /// Appends the engine's own metrics (Prometheus text) to `/metrics`.
+    fn render_metrics(&self, _out: &mut String) {}
 }

@@ -119,12 +119,66 @@ pub struct LinkStats {
     pub round_trip_micros: AtomicU64,
     /// Round trips per latency bucket: <0.25, <0.5, <1, <2, <5, <10, <50 ms, more.
     pub round_trip_buckets: [AtomicU64; 8],
+    /// Reads of a room's stream to fill a gap (after a lost channel connection).
+    pub gap_fills: AtomicU64,
+    /// Rooms whose continuity was lost (`reset` pushes to their members here).
+    pub resets: AtomicU64,
 }
 
 /// Upper bounds of `LinkStats::round_trip_buckets`, in seconds (the last is +Inf).
 pub const ROUND_TRIP_BOUNDS: [f64; 7] = [0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05];
 
 impl LinkStats {
+    /// Appends the Prometheus text of these counters (`up`: every shard reachable).
+    pub fn render(&self, up: bool, out: &mut String) {
+        use std::fmt::Write as _;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let name = "wsedge_redis_round_trip_seconds";
+        let _ = writeln!(out, "# HELP {name} Round trips to Redis (one per pipelined batch).\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bucket, bound) in self.round_trip_buckets.iter().zip(ROUND_TRIP_BOUNDS.iter().map(Some).chain([None])) {
+            cumulative += get(bucket);
+            let le = bound.map_or_else(|| "+Inf".to_owned(), f64::to_string);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", get(&self.round_trip_micros) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", get(&self.round_trips));
+        let mut metric = |name: &str, help: &str, kind: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("wsedge_redis_up", "1 while every Redis is reachable (commands and channels).", "gauge", u64::from(up));
+        metric(
+            "wsedge_redis_reconnects_total",
+            "Connections to Redis made again after a loss.",
+            "counter",
+            get(&self.reconnects),
+        );
+        metric(
+            "wsedge_redis_commands_in_flight",
+            "Commands sent to Redis and not answered yet.",
+            "gauge",
+            get(&self.in_flight),
+        );
+        metric(
+            "wsedge_redis_channel_bytes_total",
+            "Bytes received on room channels.",
+            "counter",
+            get(&self.channel_bytes),
+        );
+        metric(
+            "wsedge_redis_gap_fills_total",
+            "Stream reads filling a gap in a room's delivery.",
+            "counter",
+            get(&self.gap_fills),
+        );
+        metric(
+            "wsedge_redis_resets_total",
+            "Rooms whose continuity was lost (members got a reset).",
+            "counter",
+            get(&self.resets),
+        );
+    }
+
     fn round_trip(&self, took: Duration) {
         let bucket = ROUND_TRIP_BOUNDS.iter().position(|b| took.as_secs_f64() < *b).unwrap_or(7);
         self.round_trip_buckets[bucket].fetch_add(1, Ordering::Relaxed);

@@ -369,6 +369,7 @@ impl RedisEngine {
         let Some(owned) = self.rooms.get_mut(room) else { return };
         let Some(after) = owned.room.position().map(|p| p.delivered) else { return };
         owned.room.reading = true;
+        self.backplane.stats().gap_fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cmd = self.scripts.read(&RoomKeys::new(room), Some(&epoch), after, None);
         let shard = owned.room.shard;
         self.request(shard, Op::Command(cmd), Pending::Read { room: room.clone() });
@@ -419,6 +420,7 @@ impl RedisEngine {
         if owned.room.on_message(&mut self.router, incoming) {
             self.send_read(&room);
         }
+        self.count_resets(&room);
     }
 
     fn on_reply(&mut self, pending: Pending, result: Result<Reply, link::Down>) {
@@ -460,6 +462,7 @@ impl RedisEngine {
                 if again {
                     self.send_read(&room);
                 }
+                self.count_resets(&room);
             }
             Pending::Presence { conn, id, room } => {
                 let members = value.and_then(store::parse_members).map(|members| {
@@ -533,11 +536,20 @@ impl RedisEngine {
                 if owned.room.on_joined(&mut self.router, answered, snapshot) {
                     self.send_read(&room);
                 }
+                self.count_resets(&room);
             }
             Some(store::Joined::Full) => refuse(&mut self.router, answered, RoomError::RoomFull),
             None => refuse(&mut self.router, answered, RoomError::BackplaneUnavailable),
         }
         self.drop_if_unused(&room);
+    }
+
+    /// Adds the resets of `room` to the node's count (after each call that may reset it).
+    fn count_resets(&mut self, room: &str) {
+        let resets = self.rooms.get_mut(room).map_or(0, |o| o.room.take_resets());
+        if resets > 0 {
+            self.backplane.stats().resets.fetch_add(resets, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Keeps this node's members present and their rooms alive; sweeps dead nodes' entries.
@@ -628,5 +640,9 @@ impl Engine for RedisEngine {
 
     fn healthy(&self) -> bool {
         self.backplane.healthy()
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.backplane.stats().render(self.backplane.healthy(), out);
     }
 }

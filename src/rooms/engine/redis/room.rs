@@ -104,6 +104,8 @@ pub struct FollowedRoom {
     waiting: Vec<Waiting>,
     /// A read of the stream (gap fill, resync) is in flight.
     pub reading: bool,
+    /// Resets since the engine last took the count (for `/metrics`).
+    resets: u64,
 }
 
 impl FollowedRoom {
@@ -119,6 +121,7 @@ impl FollowedRoom {
             recent: VecDeque::new(),
             waiting: Vec::new(),
             reading: false,
+            resets: 0,
         }
     }
 
@@ -130,6 +133,11 @@ impl FollowedRoom {
     /// Where this node is (`None`: not synced yet).
     pub fn position(&self) -> Option<&Position> {
         self.position.as_ref()
+    }
+
+    /// Resets since the last call.
+    pub fn take_resets(&mut self) -> u64 {
+        std::mem::take(&mut self.resets)
     }
 
     /// Joins still waiting for delivery to reach their offset.
@@ -250,6 +258,7 @@ impl FollowedRoom {
             self.emit_joined(router, w.answered, w.epoch, w.at, w.missed);
         }
         log::warn!("room {}: continuity lost, reset to epoch {epoch} offset {offset}", self.name);
+        self.resets += 1;
         let mask = self.roster.worker_mask(false);
         for worker in 0..router.workers() {
             if mask & (1 << worker) != 0 {
