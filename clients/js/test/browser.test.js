@@ -1,5 +1,6 @@
 // The demo served by `wsedge serve` at `/`, in headless Chromium (Debian's `chromium`, driven
-// by playwright-core): two pages chat and see each other in presence and typing; the server
+// by playwright-core): two pages chat and see each other in presence and typing, a third
+// gets the history on join and moves to another room with the picker; the server
 // is killed and started again on the same port, and both pages reconnect by themselves,
 // show the reset ("history reloaded") and keep chatting, a message typed while offline
 // included. Screenshots go to target/demo/ (the README's docs/demo.png is one of them,
@@ -110,6 +111,19 @@ test("two pages chat, see presence and typing, and heal after a server restart",
   await waitFor(async () => (await text(grace, "#typing"))[0] === "", "ada's typing ended by her message");
   await shoot(ada, "chat-ada.png");
   await shoot(grace, "chat-grace.png");
+
+  // A late joiner gets the history on join; the room picker takes it elsewhere, and the
+  // others see it come and go.
+  const linus = await openDemo("linus");
+  await waitFor(async () => (await logHas(linus, "hello grace")) && (await logHas(linus, "hi ada, from the other tab")), "history on join");
+  await waitFor(async () => (await membersOf(ada)).sort().join() === "ada,grace,linus", "linus in ada's member list");
+  await linus.page.locator('#rooms button[data-room="lobby"]').click();
+  await waitFor(async () => (await text(linus, "#room-title"))[0] === "# lobby", "linus in the lobby");
+  await waitFor(async () => (await membersOf(linus)).join() === "linus", "the lobby's member list");
+  assert.equal((await text(linus, "#log .msg")).length, 0, "the lobby has no messages");
+  await waitFor(async () => (await membersOf(ada)).sort().join() === "ada,grace", "linus gone from ada's member list");
+  assert.deepEqual(linus.errors, []);
+  await linus.page.context().close();
 
   // The server dies (SIGKILL: no close frames) and both pages say so.
   const port = server.port;
