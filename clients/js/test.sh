@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CI entry for the JS client: builds `wsedge` (release; the compare step needs it anyway),
 # installs the devDependencies from package-lock.json, runs `node --test` against the real
-# server and prints a tally. `bash clients/js/test.sh` from any directory.
+# server (the demo in headless Chromium included) and prints a tally. `bash
+# clients/js/test.sh` from any directory. WSEDGE_REQUIRE_BROWSER=1 (set by .ci/run) installs
+# Debian's chromium when missing and makes a missing browser a failure instead of a skip.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +18,30 @@ if [[ -z "${WSEDGE_BIN:-}" ]]; then
     (cd "$root" && cargo build --release --bin wsedge)
     echo "js client: cargo build --release --bin wsedge in $((SECONDS - t0)) s"
     export WSEDGE_BIN="$root/target/release/wsedge"
+fi
+
+# The browser test (test/browser.test.js) drives Debian's `chromium` with playwright-core.
+# In CI it is installed when missing, like redis-server in .ci/run; elsewhere the test skips
+# with the reason rather than install a browser unasked.
+find_chromium() {
+    local candidate
+    for candidate in "${WSEDGE_CHROMIUM:-}" chromium chromium-browser google-chrome; do
+        [[ -n "$candidate" ]] && command -v "$candidate" && return 0
+    done
+    return 1
+}
+if [[ "${WSEDGE_REQUIRE_BROWSER:-}" == 1 ]] && ! find_chromium >/dev/null; then
+    sudo=()
+    [[ $EUID -eq 0 ]] || sudo=(sudo)
+    t0=$SECONDS
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+    echo "js client: installed chromium in $((SECONDS - t0)) s"
+fi
+if browser="$(find_chromium)"; then
+    echo "js client: browser $("$browser" --version 2>/dev/null || echo "$browser")"
+else
+    echo "js client: no chromium: the browser test will skip (WSEDGE_REQUIRE_BROWSER=1 installs it)"
 fi
 
 cd "$here"

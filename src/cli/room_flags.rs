@@ -69,6 +69,10 @@ pub(crate) struct RoomArgs {
     /// joined (by default these need membership: error 404).
     #[arg(long)]
     no_membership_required: bool,
+    /// Do not serve the demo chat at `/` and the JS client at `/client.js` (404 instead;
+    /// `relay` has no demo).
+    #[arg(long)]
+    no_demo: bool,
 }
 
 impl RoomArgs {
@@ -89,6 +93,7 @@ impl RoomArgs {
             abuse_limit: self.abuse_limit,
             require_membership: !self.no_membership_required,
             presence_ttl: Duration::from_secs(self.presence_ttl),
+            demo: !self.no_demo,
             ..RoomsConfig::default()
         }
     }

@@ -1,5 +1,6 @@
 //! The plain-HTTP surface of the room server: the backend API (`POST /api/publish`,
-//! `GET /api/rooms`, bearer-key protected), `GET /healthz` and `GET /metrics`.
+//! `GET /api/rooms`, bearer-key protected), `GET /healthz`, `GET /metrics`, and the demo
+//! chat's embedded files (`GET /`, `/client.js`: the `demo` submodule).
 //!
 //! It uses the engine's public calls only: `POST /api/publish` is the engine's `publish`,
 //! the same call as a client's; `GET /api/rooms` and the room gauges of `/metrics` are
@@ -20,6 +21,8 @@ use super::protocol::{self, ObjectWriter};
 use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
+
+mod demo;
 
 /// A deferred request, waiting for the engine.
 #[derive(Debug)]
@@ -91,8 +94,15 @@ impl Api {
                 }
             }
             ("GET", p) if p == self.config.path => http::upgrade_required(),
-            _ => HttpResponse::text(404, "not found\n"),
+            (method, p) => self.demo_file(method, p).unwrap_or_else(|| HttpResponse::text(404, "not found\n")),
         })
+    }
+
+    /// The demo's file at `path`, when the demo is on. It needs the room protocol, so a
+    /// server without its path (`relay`) has no demo.
+    fn demo_file(&self, method: &str, path: &str) -> Option<HttpResponse> {
+        let on = method == "GET" && self.config.demo && !self.config.path.is_empty();
+        on.then(|| demo::response(path)).flatten()
     }
 
     /// Validates a backend publish and hands it to the engine, which answers.

@@ -60,6 +60,10 @@ pub struct RoomsConfig {
     /// `auth` requests per minute per connection, also the burst (-> error 429): each one
     /// costs a signature check on the worker's thread, so a client may not loop on them.
     pub auth_per_minute: u32,
+    /// Serve the demo chat at `/` and the JS client module at `/client.js`, both embedded
+    /// in the binary (default true: a fresh install shows something in a browser; off: 404).
+    /// Only with a room protocol `path`: the demo speaks it.
+    pub demo: bool,
 }
 
 impl Default for RoomsConfig {
@@ -85,6 +89,7 @@ impl Default for RoomsConfig {
             auth_timeout: Duration::from_secs(10),
             auth_per_minute: 10,
             presence_ttl: Duration::from_secs(30),
+            demo: true,
         }
     }
 }
