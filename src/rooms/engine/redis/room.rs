@@ -480,4 +480,88 @@ mod tests {
         room.on_joined(&mut router, late, snapshot("e1", 3, 3..=3));
         assert_eq!(drain(&mut router), ["J5[2, 2, 2]"]);
     }
+
+    /// One step of a simulated link: what the room's channel and the engine's reads do.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// A message is published; the channel carries it (or it is lost: the
+        /// subscription was down), and maybe carries an older one again.
+        Publish { carried: bool, repeat: Option<u8> },
+        /// The read the room asked for comes back.
+        Read,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (any::<u8>(), proptest::option::of(any::<u8>()))
+                .prop_map(|(c, repeat)| Step::Publish { carried: c % 5 != 0, repeat }),
+            1 => Just(Step::Read),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the channel loses or repeats, members get every offset once, in order:
+        /// gaps are read from the stream (which keeps `kept` messages; a gap it no longer
+        /// holds is a reset, and delivery goes on after it, still in order).
+        #[test]
+        fn delivery_is_in_order_once_whatever_the_channel_loses(
+            steps in proptest::collection::vec(step(), 1..200),
+            kept in 1usize..50,
+        ) {
+            let (mut router, mut room) = setup();
+            room.on_joined(&mut router, member(1), snapshot("e1", 0, 0..=0));
+            drain(&mut router);
+            let (mut published, mut read_wanted, mut delivered) = (0u64, false, Vec::<String>::new());
+            let stream = |published: u64| {
+                let first = published.saturating_sub(kept as u64) + 1;
+                snapshot("e1", published, first.max(1)..=published)
+            };
+            let run = |steps: &[Step], room: &mut FollowedRoom, router: &mut Router, published: &mut u64, read_wanted: &mut bool, out: &mut Vec<String>| {
+                for step in steps {
+                    match *step {
+                        Step::Publish { carried, repeat } => {
+                            *published += 1;
+                            if carried {
+                                *read_wanted |= room.on_message(router, msg(*published));
+                            }
+                            if let Some(r) = repeat {
+                                let old = 1 + u64::from(r) % *published;
+                                *read_wanted |= room.on_message(router, msg(old));
+                            }
+                        }
+                        Step::Read if *read_wanted => {
+                            *read_wanted = room.on_read(router, stream(*published));
+                        }
+                        Step::Read => {}
+                    }
+                    out.extend(drain(router));
+                }
+            };
+            run(&steps, &mut room, &mut router, &mut published, &mut read_wanted, &mut delivered);
+            // The link comes back: the engine reads what the room missed.
+            room.reading = true;
+            read_wanted = room.on_read(&mut router, stream(published));
+            delivered.extend(drain(&mut router));
+            proptest::prop_assert!(!read_wanted, "caught up");
+            // Offsets strictly one after the other, except across a reset.
+            let mut last = 0u64;
+            for event in &delivered {
+                if let Some(reset) = event.strip_prefix("Re1/") {
+                    let to: u64 = reset.parse().unwrap();
+                    proptest::prop_assert!(to > last, "a reset moves forward");
+                    last = to;
+                } else {
+                    let offset: u64 = event.strip_prefix('m').unwrap().parse().unwrap();
+                    proptest::prop_assert_eq!(offset, last + 1, "in order, once: {:?}", delivered);
+                    last = offset;
+                }
+            }
+            proptest::prop_assert_eq!(last, published, "caught up with the stream");
+            let resets = delivered.iter().filter(|e| e.starts_with('R')).count();
+            if published <= kept as u64 {
+                proptest::prop_assert_eq!(resets, 0, "nothing aged out of the stream: no reset");
+            }
+        }
+    }
 }
