@@ -362,3 +362,35 @@ fn metrics_show_the_link_to_redis() {
     };
     assert!(count("wsedge_redis_round_trip_seconds_count") >= 2, "a join and a publish at least");
 }
+
+#[test]
+fn a_publisher_gets_its_own_message_before_the_reply_and_ping_waits_for_both() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (node(&redis), node(&redis));
+    let mut member = RoomClient::connect(&a);
+    member.join("r");
+    let mut other = RoomClient::connect(&b);
+    other.join("r");
+    let noise = thread::spawn(move || {
+        for i in 0..100 {
+            other.publish("r", json!({"other": i}));
+        }
+    });
+    for i in 0..100 {
+        let reply = member.request(json!({"op": "publish", "room": "r", "data": {"mine": i}}));
+        let offset = reply["ok"]["offset"].as_u64().unwrap_or_else(|| panic!("{reply}"));
+        let before = member.take_pending();
+        assert!(before.iter().any(|m| m.get("offset") == Some(&json!(offset))), "message {offset} after its reply");
+        // A publish without waiting, then a ping: its reply comes after the publish's.
+        member.send(&json!({"id": "p", "op": "publish", "room": "r", "data": {"mine": i, "quick": true}}));
+        member.send(&json!({"id": "q", "op": "ping"}));
+        let mut pushes = Vec::new();
+        while pushes.last().is_none_or(|p: &Value| p["id"] != "q") {
+            pushes.push(member.next());
+        }
+        let replied = pushes.iter().position(|p| p["id"] == "p").expect("the publish reply before the ping's");
+        let own = pushes.iter().position(|p| p["data"]["quick"] == json!(true) && p["data"]["mine"] == json!(i));
+        assert!(own.is_some_and(|own| own < replied), "{pushes:?}");
+    }
+    noise.join().expect("the other publisher");
+}

@@ -170,6 +170,11 @@ impl RoomClient {
         self.pending.drain(..).collect()
     }
 
+    /// The frames kept while waiting for replies (what arrived before them), in order.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
     /// Asserts that nothing was sent to this client (see [`RoomClient::barrier`]).
     pub fn expect_nothing(&mut self) {
         let got = self.barrier();

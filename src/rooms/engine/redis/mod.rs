@@ -24,7 +24,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,22 +62,58 @@ struct Owned {
 /// What a reply is for.
 #[derive(Debug)]
 enum Pending {
-    Published { reply: ReplyTo, room: String },
-    Joined { room: Arc<str>, answered: Answered },
-    Read { room: Arc<str> },
-    Presence { conn: ConnId, id: OwnedId, room: String },
-    History { conn: ConnId, id: OwnedId, room: String },
-    Ack { ack: u64 },
-    Rooms { gathering: u64 },
+    /// `hold`: the publisher is a member here with `echo`: its reply waits for its message.
+    Published {
+        reply: ReplyTo,
+        room: String,
+        hold: bool,
+        seq: u64,
+    },
+    Joined {
+        room: Arc<str>,
+        answered: Answered,
+    },
+    Read {
+        room: Arc<str>,
+    },
+    Presence {
+        conn: ConnId,
+        id: OwnedId,
+        room: String,
+    },
+    History {
+        conn: ConnId,
+        id: OwnedId,
+        room: String,
+    },
+    Ack {
+        ack: u64,
+    },
+    Rooms {
+        gathering: u64,
+    },
     Nothing,
 }
 
-/// A `sync` barrier on this worker: acknowledged to `reply_to` once every shard answered.
+/// A `sync` barrier on this worker: acknowledged to `reply_to` once every shard answered
+/// and every publish reply held from before it (`seq`) went out.
 #[derive(Debug)]
 struct Ack {
     token: u64,
     reply_to: usize,
     remaining: usize,
+    seq: u64,
+}
+
+/// A publish reply waiting until the publisher's own message has been delivered here: the
+/// contract has echoed messages arrive before the publish reply, and the two come from
+/// Redis on different connections.
+#[derive(Debug)]
+struct HeldReply {
+    offset: u64,
+    seq: u64,
+    reply: ReplyTo,
+    answer: Answer,
 }
 
 /// One worker's Redis engine.
@@ -98,6 +134,9 @@ pub struct RedisEngine {
     next_token: u64,
     gatherings: Gatherings,
     acks: HashMap<u64, Ack>,
+    held: HashMap<Arc<str>, Vec<HeldReply>>,
+    /// The `seq` of every held reply (barriers wait for those before them).
+    held_seqs: BTreeSet<u64>,
     /// The time of the latest call (replies are handled in `poll`, which has none).
     now: Now,
     next_refresh: Option<Instant>,
@@ -135,6 +174,8 @@ impl RedisEngine {
             next_token: 0,
             gatherings: Gatherings::default(),
             acks: HashMap::new(),
+            held: HashMap::new(),
+            held_seqs: BTreeSet::new(),
             now: Now::read(),
             next_refresh: None,
         }
@@ -194,7 +235,7 @@ impl RedisEngine {
             Msg::Gather { token, reply_to, .. } => {
                 // A barrier: acknowledged once every shard answered what came before it.
                 let ack = self.next_token;
-                self.acks.insert(ack, Ack { token, reply_to, remaining: self.backplane.shards() });
+                self.acks.insert(ack, Ack { token, reply_to, remaining: self.backplane.shards(), seq: ack });
                 for shard in 0..self.backplane.shards() {
                     self.request(shard, Op::Command(redis::cmd("PING")), Pending::Ack { ack });
                 }
@@ -311,6 +352,7 @@ impl RedisEngine {
                 self.backplane.unsubscribe(owned.room.shard, name);
                 self.room_count.release(1);
             }
+            self.release(name, u64::MAX);
         }
     }
 
@@ -330,6 +372,10 @@ impl RedisEngine {
         tail.push_str(data);
         tail.push('}');
         let except = if echo { None } else { from.as_ref().map(|(_, who)| who.client.clone()) };
+        let here = from
+            .as_ref()
+            .is_some_and(|(conn, _)| self.rooms.get(room.as_str()).is_some_and(|o| o.room.roster().contains(*conn)));
+        let hold = echo && here;
         let epoch = self.new_epoch();
         let push = Push { head: &head, tail: &tail };
         let cmd = self.scripts.publish(
@@ -342,7 +388,8 @@ impl RedisEngine {
             self.now_ms(),
         );
         let shard = self.backplane.shard_of(&room);
-        self.request(shard, Op::Command(cmd), Pending::Published { reply, room });
+        let seq = self.next_token;
+        self.request(shard, Op::Command(cmd), Pending::Published { reply, room, hold, seq });
     }
 
     /// The checks of a publish only the engine can make; the data as text.
@@ -394,7 +441,14 @@ impl RedisEngine {
                     self.send_join(join);
                 }
             }
-            Inbound::Down(_) => {}
+            Inbound::Down(shard) => {
+                // Held replies wait for messages that may not come soon: send them now.
+                let rooms: Vec<Arc<str>> =
+                    self.held.keys().filter(|r| self.backplane.shard_of(r) == shard).cloned().collect();
+                for room in rooms {
+                    self.release(&room, u64::MAX);
+                }
+            }
             Inbound::Up(shard) => {
                 let behind: Vec<Arc<str>> = self
                     .rooms
@@ -420,7 +474,7 @@ impl RedisEngine {
         if owned.room.on_message(&mut self.router, incoming) {
             self.send_read(&room);
         }
-        self.count_resets(&room);
+        self.settle(&room);
     }
 
     fn on_reply(&mut self, pending: Pending, result: Result<Reply, link::Down>) {
@@ -441,12 +495,22 @@ impl RedisEngine {
         let (ttl, now_ms) = (self.retention.ttl_ms, self.now_ms());
         let unavailable = RoomError::BackplaneUnavailable;
         match pending {
-            Pending::Published { reply, room } => {
-                let published = value.and_then(store::parse_published);
-                let result = published
-                    .map(|p| Answer::Published { room, offset: (p.offset > 0).then_some(p.offset) })
-                    .ok_or(unavailable);
-                self.router.answer(reply, result);
+            Pending::Published { reply, room, hold, seq } => {
+                let Some(published) = value.and_then(store::parse_published) else {
+                    return self.router.answer(reply, Err(unavailable));
+                };
+                let offset = published.offset;
+                let answer = Answer::Published { room, offset: (offset > 0).then_some(offset) };
+                let Answer::Published { room, .. } = &answer else { return };
+                let key = self.rooms.get_key_value(room.as_str()).map(|(k, _)| k.clone());
+                match key {
+                    Some(key) if hold && offset > 0 => {
+                        self.held.entry(key.clone()).or_default().push(HeldReply { offset, seq, reply, answer });
+                        self.held_seqs.insert(seq);
+                        self.settle(&key);
+                    }
+                    _ => self.router.answer(reply, Ok(answer)),
+                }
             }
             Pending::Joined { room, answered } => self.on_joined(room, answered, value, ttl, now_ms),
             Pending::Read { room } => {
@@ -462,7 +526,7 @@ impl RedisEngine {
                 if again {
                     self.send_read(&room);
                 }
-                self.count_resets(&room);
+                self.settle(&room);
             }
             Pending::Presence { conn, id, room } => {
                 let members = value.and_then(store::parse_members).map(|members| {
@@ -488,15 +552,10 @@ impl RedisEngine {
                 self.router.answer(ReplyTo::Member { conn, id }, result);
             }
             Pending::Ack { ack } => {
-                let done = self.acks.get_mut(&ack).is_some_and(|a| {
-                    a.remaining -= 1;
-                    a.remaining == 0
-                });
-                if done {
-                    if let Some(a) = self.acks.remove(&ack) {
-                        self.send(self.now, a.reply_to, Msg::Gathered { token: a.token, part: None });
-                    }
+                if let Some(a) = self.acks.get_mut(&ack) {
+                    a.remaining = a.remaining.saturating_sub(1);
                 }
+                self.check_acks();
             }
             Pending::Rooms { gathering } => self.gathered(gathering, Default::default()),
             Pending::Nothing => {}
@@ -536,7 +595,7 @@ impl RedisEngine {
                 if owned.room.on_joined(&mut self.router, answered, snapshot) {
                     self.send_read(&room);
                 }
-                self.count_resets(&room);
+                self.settle(&room);
             }
             Some(store::Joined::Full) => refuse(&mut self.router, answered, RoomError::RoomFull),
             None => refuse(&mut self.router, answered, RoomError::BackplaneUnavailable),
@@ -544,11 +603,48 @@ impl RedisEngine {
         self.drop_if_unused(&room);
     }
 
-    /// Adds the resets of `room` to the node's count (after each call that may reset it).
-    fn count_resets(&mut self, room: &str) {
+    /// After each call that may deliver in `room`: counts its resets, and sends the
+    /// publish replies whose messages have been delivered (all of them after a reset, or
+    /// when the room is gone: their order cannot be kept any more).
+    fn settle(&mut self, room: &str) {
         let resets = self.rooms.get_mut(room).map_or(0, |o| o.room.take_resets());
         if resets > 0 {
             self.backplane.stats().resets.fetch_add(resets, std::sync::atomic::Ordering::Relaxed);
+        }
+        let delivered = match self.rooms.get(room).and_then(|o| o.room.position()) {
+            Some(position) if resets == 0 => position.delivered,
+            _ => u64::MAX,
+        };
+        self.release(room, delivered);
+    }
+
+    /// Sends the held publish replies of `room` up to offset `upto`.
+    fn release(&mut self, room: &str, upto: u64) {
+        let Some(held) = self.held.get_mut(room) else { return };
+        let (ready, waiting): (Vec<HeldReply>, Vec<HeldReply>) = held.drain(..).partition(|h| h.offset <= upto);
+        *held = waiting;
+        if held.is_empty() {
+            self.held.remove(room);
+        }
+        if ready.is_empty() {
+            return;
+        }
+        for h in ready {
+            self.held_seqs.remove(&h.seq);
+            self.router.answer(h.reply, Ok(h.answer));
+        }
+        self.check_acks();
+    }
+
+    /// Acknowledges the barriers that nothing before them holds up any more.
+    fn check_acks(&mut self) {
+        let first_held = self.held_seqs.first().copied().unwrap_or(u64::MAX);
+        let done: Vec<u64> =
+            self.acks.iter().filter(|(_, a)| a.remaining == 0 && a.seq <= first_held).map(|(k, _)| *k).collect();
+        for key in done {
+            if let Some(a) = self.acks.remove(&key) {
+                self.send(self.now, a.reply_to, Msg::Gathered { token: a.token, part: None });
+            }
         }
     }
 
