@@ -239,7 +239,12 @@ fn metrics(server: &TestServer) -> HashMap<String, f64> {
         }
         let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
         let family = name.split('{').next().unwrap_or_default();
-        assert!(typed.contains(family), "sample {name} without a # TYPE line");
+        // A histogram's samples are its family name with `_bucket`, `_sum` or `_count`.
+        let histogram = ["_bucket", "_sum", "_count"].iter().filter_map(|s| family.strip_suffix(s)).next();
+        assert!(
+            typed.contains(family) || histogram.is_some_and(|h| typed.contains(h)),
+            "sample {name} without a # TYPE line"
+        );
         samples.insert(name.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")));
     }
     samples

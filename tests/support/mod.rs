@@ -62,6 +62,8 @@ pub struct TestServer {
     client_tls: Option<Arc<rustls::ClientConfig>>,
     shutdown: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// The Redis of a room server on the Redis engine (stopped after the server).
+    redis: Option<redis::RedisServer>,
 }
 
 impl TestServer {
@@ -78,7 +80,7 @@ impl TestServer {
         let addr = server.local_addr();
         let shutdown = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
-        TestServer { addr, client_tls, shutdown, thread: Some(thread) }
+        TestServer { addr, client_tls, shutdown, thread: Some(thread), redis: None }
     }
 
     /// Starts an echo server with [`config`].
@@ -99,14 +101,27 @@ impl TestServer {
         let addr = workers.local_addr();
         let shutdown = workers.shutdown_handle();
         let thread = std::thread::spawn(move || workers.run());
-        TestServer { addr, client_tls, shutdown, thread: Some(thread) }
+        TestServer { addr, client_tls, shutdown, thread: Some(thread), redis: None }
     }
 
     /// Starts the room server with `config` and `rooms`, speaking `wsedge.v1` as
     /// `wsedge serve` does, on `config.workers` workers.
+    ///
+    /// With `WSEDGE_TEST_ENGINE=redis` the rooms live in a Redis of the server's own (the
+    /// Redis engine, one node): the room tests then check that the protocol holds, word
+    /// for word, whichever engine a server runs.
     pub fn rooms_with(config: Config, rooms: RoomsConfig) -> TestServer {
         let config = Config { subprotocols: vec![SUBPROTOCOL.to_owned()], ..config };
-        TestServer::start_workers(config, Rooms::for_workers(rooms))
+        if std::env::var("WSEDGE_TEST_ENGINE").as_deref() != Ok("redis") {
+            return TestServer::start_workers(config, Rooms::for_workers(rooms));
+        }
+        let store = redis::RedisServer::start().expect("WSEDGE_TEST_ENGINE=redis needs redis-server");
+        let workers = config.workers;
+        let backplane =
+            wsedge::rooms::engine::redis::Backplane::connect(&[store.url()], workers).expect("the node reaches Redis");
+        let mut server = TestServer::start_workers(config, Rooms::for_workers_on_redis(rooms, backplane));
+        server.redis = Some(store);
+        server
     }
 
     /// Starts the room server with [`config`] and `rooms` on [`ROOM_WORKERS`] workers.

@@ -534,35 +534,28 @@ fn flush(
     Ok(())
 }
 
-/// Every room in this Redis: `SCAN` for meta hashes, then per page one pipeline of
-/// offsets, present members and kept messages.
+/// Every room in this Redis (from its registry), with one pipeline of offsets, present
+/// members, kept messages and their memory.
 fn list_rooms(con: &mut Connection, now_ms: u64) -> redis::RedisResult<RoomsSummary> {
+    let rooms: Vec<String> =
+        redis::cmd("ZRANGEBYSCORE").arg(store::ROOMS).arg(format!("({now_ms}")).arg("+inf").query(con)?;
     let mut summary = RoomsSummary::default();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(store::META_PATTERN).arg("COUNT").arg(1000).query(con)?;
-        let rooms: Vec<&str> = keys.iter().filter_map(|k| store::room_of_meta_key(k)).collect();
-        if !rooms.is_empty() {
-            let mut pipe = redis::pipe();
-            for room in &rooms {
-                let keys = store::RoomKeys::new(room);
-                pipe.hget(&keys.meta, "offset").cmd("ZCOUNT").arg(&keys.presence).arg(format!("({now_ms}")).arg("+inf");
-                pipe.cmd("XLEN").arg(&keys.stream);
-            }
-            let values: Vec<Value> = pipe.ignore_errors().query(con)?;
-            for (room, v) in rooms.iter().zip(values.chunks(3)) {
-                let num = |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0);
-                let (offset, members, kept) = (num(v.first()), num(v.get(1)), num(v.get(2)));
-                summary.rooms.push((Arc::from(*room), members as usize, offset));
-                summary.history_messages += kept as usize;
-            }
+    for page in rooms.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for room in page {
+            let keys = store::RoomKeys::new(room);
+            pipe.hget(&keys.meta, "offset").cmd("ZCOUNT").arg(&keys.presence).arg(format!("({now_ms}")).arg("+inf");
+            pipe.cmd("XLEN").arg(&keys.stream).cmd("MEMORY").arg("USAGE").arg(&keys.stream);
         }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(summary);
+        let values: Vec<Value> = pipe.ignore_errors().query(con)?;
+        for (room, v) in page.iter().zip(values.chunks(4)) {
+            let num = |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<u64>(v).ok()).unwrap_or(0);
+            summary.rooms.push((Arc::from(room.as_str()), num(v.get(1)) as usize, num(v.first())));
+            summary.history_messages += num(v.get(2)) as usize;
+            summary.history_bytes += num(v.get(3)) as usize;
         }
     }
+    Ok(summary)
 }
 
 /// The channel thread of `shard`: until every worker has gone.

@@ -57,6 +57,21 @@ struct Owned {
     joining: usize,
     /// Connections that closed while their join was in flight.
     cancelled: HashSet<ConnId>,
+    /// Connections with a join queued or in flight: their next requests to this room wait
+    /// for it (`deferred`), so that one connection's requests take effect in order.
+    pending_joins: HashSet<ConnId>,
+    deferred: Vec<Msg>,
+}
+
+/// The connection whose request `msg` is (`None`: the backend's, or a closed one's).
+fn requester(msg: &Msg) -> Option<ConnId> {
+    match msg {
+        Msg::Join(join) => Some(join.conn),
+        Msg::Leave(leave) if !leave.gone => Some(leave.conn),
+        Msg::Publish(publish) => publish.from.as_ref().map(|(conn, _)| *conn),
+        Msg::Presence { conn, .. } | Msg::History { conn, .. } => Some(*conn),
+        _ => None,
+    }
 }
 
 /// What a reply is for.
@@ -157,6 +172,8 @@ impl RedisEngine {
             history_size: config.history_size,
             ttl_ms: config.history_ttl.as_millis() as u64,
             presence_ms: (config.presence_ttl / 2).as_millis() as u64,
+            // Rooms are spread evenly over the Redis instances: each holds its share.
+            max_rooms: config.max_rooms.div_ceil(backplane.shards().max(1)),
         };
         RedisEngine {
             retention,
@@ -211,6 +228,11 @@ impl RedisEngine {
 
     fn handle(&mut self, now: Now, msg: Msg) {
         self.now = now;
+        let waits = |o: &Owned| requester(&msg).is_some_and(|conn| o.pending_joins.contains(&conn));
+        if let Some(owned) = msg.room().and_then(|room| self.rooms.get_mut(room)).filter(|o| waits(o)) {
+            owned.deferred.push(msg);
+            return;
+        }
         match msg {
             Msg::Join(join) => self.owner_join(join),
             Msg::Leave(leave) => self.owner_leave(leave),
@@ -228,7 +250,7 @@ impl RedisEngine {
                     return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
                 }
                 let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
-                let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, Some(limit.clamp(1, 100_000)));
+                let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, Some(limit.min(self.config.history_size)));
                 let shard = self.backplane.shard_of(&room);
                 self.request(shard, Op::Command(cmd), Pending::History { conn, id, room });
             }
@@ -279,9 +301,20 @@ impl RedisEngine {
             }
             let name: Arc<str> = join.room.as_str().into();
             let room = FollowedRoom::new(name.clone(), shard, self.router.workers());
-            let owned = Owned { room, subscribed: false, queued: Vec::new(), joining: 0, cancelled: HashSet::new() };
+            let owned = Owned {
+                room,
+                subscribed: false,
+                queued: Vec::new(),
+                joining: 0,
+                cancelled: HashSet::new(),
+                pending_joins: HashSet::new(),
+                deferred: Vec::new(),
+            };
             self.rooms.insert(name.clone(), owned);
             self.backplane.subscribe(shard, self.router.me(), name);
+        }
+        if let Some(owned) = self.rooms.get_mut(join.room.as_str()) {
+            owned.pending_joins.insert(join.conn);
         }
         match self.rooms.get_mut(join.room.as_str()) {
             Some(owned) if !owned.subscribed => owned.queued.push(join),
@@ -331,9 +364,11 @@ impl RedisEngine {
             }
             None if gone => {
                 // Closed while joining: the join is dropped when it is answered.
+                owned.deferred.retain(|m| requester(m) != Some(conn));
                 if let Some(i) = owned.queued.iter().position(|j| j.conn == conn) {
                     owned.queued.swap_remove(i);
-                } else if owned.joining > 0 {
+                    owned.pending_joins.remove(&conn);
+                } else if owned.pending_joins.contains(&conn) {
                     owned.cancelled.insert(conn);
                 }
             }
@@ -345,7 +380,11 @@ impl RedisEngine {
     /// Forgets a room nobody here is in or joining: unsubscribed, no longer counted.
     fn drop_if_unused(&mut self, name: &str) {
         let unused = self.rooms.get(name).is_some_and(|o| {
-            o.room.roster().is_empty() && o.joining == 0 && o.queued.is_empty() && !o.room.has_waiting()
+            o.room.roster().is_empty()
+                && o.joining == 0
+                && o.queued.is_empty()
+                && o.deferred.is_empty()
+                && !o.room.has_waiting()
         });
         if unused {
             if let Some(owned) = self.rooms.remove(name) {
@@ -496,8 +535,10 @@ impl RedisEngine {
         let unavailable = RoomError::BackplaneUnavailable;
         match pending {
             Pending::Published { reply, room, hold, seq } => {
-                let Some(published) = value.and_then(store::parse_published) else {
-                    return self.router.answer(reply, Err(unavailable));
+                let published = match value.and_then(store::parse_published) {
+                    Some(Ok(published)) => published,
+                    Some(Err(())) => return self.router.answer(reply, Err(RoomError::TooManyRooms)),
+                    None => return self.router.answer(reply, Err(unavailable)),
                 };
                 let offset = published.offset;
                 let answer = Answer::Published { room, offset: (offset > 0).then_some(offset) };
@@ -598,7 +639,22 @@ impl RedisEngine {
                 self.settle(&room);
             }
             Some(store::Joined::Full) => refuse(&mut self.router, answered, RoomError::RoomFull),
+            Some(store::Joined::RoomsFull) => refuse(&mut self.router, answered, RoomError::TooManyRooms),
             None => refuse(&mut self.router, answered, RoomError::BackplaneUnavailable),
+        }
+        // What the connection asked after its join takes effect now, in order.
+        let mine = match self.rooms.get_mut(&room) {
+            Some(owned) => {
+                owned.pending_joins.remove(&conn);
+                let (mine, rest) =
+                    std::mem::take(&mut owned.deferred).into_iter().partition(|m| requester(m) == Some(conn));
+                owned.deferred = rest;
+                mine
+            }
+            None => Vec::new(),
+        };
+        for msg in mine {
+            self.handle(self.now, msg);
         }
         self.drop_if_unused(&room);
     }

@@ -7,6 +7,8 @@
 //!   receive it) and, for a publish with `echo: false`, `x` (the publisher's client id);
 //! - `wsedge:{R}:presence`, a sorted set: client id -> when its entry expires (Unix ms),
 //!   refreshed by the client's node; `wsedge:{R}:who`: client id -> `{"client","user"}`;
+//! - `wsedge:rooms`, one per Redis: every room -> when its keys expire (Unix ms), which
+//!   bounds the rooms (`max_rooms`, per Redis) and lists them for `GET /api/rooms`;
 //! - the pub/sub channel `wsedge:{R}`, carrying `<epoch> <offset> <except> <push>`: offset
 //!   `0` for an ephemeral message, `p` for a presence event (then the epoch is `-`);
 //!   `except` is the client id not to deliver to, or `-`.
@@ -38,15 +40,15 @@ pub struct RoomKeys {
     pub channel: String,
 }
 
-/// The `SCAN` pattern of every room's meta hash, and the room name in one of its keys.
-pub const META_PATTERN: &str = "wsedge:{*}:meta";
-
-/// The room whose meta hash is `key` (`None` for another key).
-pub fn room_of_meta_key(key: &str) -> Option<&str> {
-    key.strip_prefix("wsedge:{")?.strip_suffix("}:meta")
-}
+/// The registry of rooms (one per Redis): room -> when its keys expire.
+pub const ROOMS: &str = "wsedge:rooms";
 
 impl RoomKeys {
+    /// The room's name (from its channel).
+    pub fn room(&self) -> &str {
+        self.channel.strip_prefix("wsedge:{").and_then(|r| r.strip_suffix('}')).unwrap_or_default()
+    }
+
     /// The keys of room `room` (a valid room name: no braces, spaces or quotes).
     pub fn new(room: &str) -> RoomKeys {
         RoomKeys {
@@ -69,6 +71,8 @@ pub struct Retention {
     pub ttl_ms: u64,
     /// How long a presence entry lives without a refresh, in milliseconds.
     pub presence_ms: u64,
+    /// Rooms this Redis may hold (a new one beyond: refused).
+    pub max_rooms: usize,
 }
 
 impl Retention {
@@ -119,6 +123,8 @@ pub enum Joined {
     Ok(Snapshot),
     /// `max_members_per_room` members are present already.
     Full,
+    /// The room was new and this Redis holds `max_rooms` rooms already.
+    RoomsFull,
 }
 
 /// What a publish got.
@@ -131,14 +137,17 @@ pub struct Published {
 }
 
 const PUBLISH: &str = r#"
--- KEYS: meta, stream. ARGV: new epoch, push head, push tail, history size, ttl ms,
--- now ms, ephemeral (1/0), channel, except (client id or -).
+-- KEYS: meta, stream, rooms. ARGV: new epoch, push head, push tail, history size, ttl ms,
+-- now ms, ephemeral (1/0), channel, except (client id or -), max rooms, room.
+local ttl = tonumber(ARGV[5])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
+  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) then return {'rooms-full'} end
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
-local ttl = tonumber(ARGV[5])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + ttl, ARGV[11])
 if ARGV[7] == '1' then
   redis.call('PUBLISH', ARGV[8], epoch .. ' 0 ' .. ARGV[9] .. ' ' .. ARGV[2] .. ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -168,11 +177,13 @@ return {epoch, offset}
 "#;
 
 const JOIN: &str = r#"
--- KEYS: meta, stream, presence, who. ARGV: new epoch, client, member json, entry expiry
--- ms, max members, ttl ms, since epoch, since offset, channel, join event, now ms,
--- presence keys ttl ms.
+-- KEYS: meta, stream, presence, who, rooms. ARGV: new epoch, client, member json, entry
+-- expiry ms, max members, ttl ms, since epoch, since offset, channel, join event, now ms,
+-- presence keys ttl ms, max rooms, room.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[11])
+  if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {'rooms-full'} end
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
@@ -183,6 +194,7 @@ if not known and redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[11], '+inf') >= tonum
 end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[5], tonumber(ARGV[11]) + tonumber(ARGV[6]), ARGV[14])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[12])
 redis.call('PEXPIRE', KEYS[4], ARGV[12])
@@ -198,7 +210,7 @@ return {'ok', epoch, offset, entries}
 
 const READ: &str = r#"
 -- KEYS: meta, stream. ARGV: new epoch ('': do not create the room), after offset, count
--- (0: every entry after the offset; n: the last n).
+-- (-1: every entry after the offset; n: the last n).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[1] == '' then return {'', 0, {}} end
@@ -206,10 +218,11 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
-local entries
-if tonumber(ARGV[3]) > 0 then
-  entries = redis.call('XREVRANGE', KEYS[2], '+', '(' .. ARGV[2] .. '-0', 'COUNT', ARGV[3])
-else
+local entries = {}
+local count = tonumber(ARGV[3])
+if count > 0 then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '(' .. ARGV[2] .. '-0', 'COUNT', count)
+elseif count < 0 then
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[2] .. '-0', '+')
 end
 return {epoch, offset, entries}
@@ -228,12 +241,16 @@ return 1
 "#;
 
 const REFRESH: &str = r#"
--- KEYS: meta, stream, presence, who. ARGV: entry expiry ms, ttl ms, presence keys ttl ms,
--- now ms, channel, room (as JSON), then client id and member json of each member here.
+-- KEYS: meta, stream, presence, who, rooms. ARGV: entry expiry ms, ttl ms, presence keys
+-- ttl ms, now ms, channel, room (as JSON), room, then client id and member json of each
+-- member here.
 -- Keeps this node's members present (one that was swept meanwhile comes back with a
 -- join event), keeps the room's keys alive, and sweeps the entries of dead nodes.
 local room = ARGV[6]
-for i = 7, #ARGV, 2 do
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[7])
+end
+for i = 8, #ARGV, 2 do
   if redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
     redis.call('PUBLISH', ARGV[5], '- p ' .. ARGV[i] .. ' {"op":"join","room":' .. room .. ',"member":' .. ARGV[i + 1] .. '}')
@@ -343,7 +360,7 @@ impl Scripts {
         retention: Retention,
         now_ms: u64,
     ) -> Cmd {
-        let mut cmd = evalsha(&self.publish, &[&keys.meta, &keys.stream]);
+        let mut cmd = evalsha(&self.publish, &[&keys.meta, &keys.stream, ROOMS]);
         cmd.arg(new_epoch)
             .arg(push.head)
             .arg(push.tail)
@@ -352,14 +369,16 @@ impl Scripts {
             .arg(now_ms)
             .arg(u8::from(ephemeral))
             .arg(&keys.channel)
-            .arg(except.unwrap_or("-"));
+            .arg(except.unwrap_or("-"))
+            .arg(retention.max_rooms)
+            .arg(keys.room());
         cmd
     }
 
     /// Adds a member (reply: [`parse_joined`]), publishing its join event.
     pub fn join(&self, keys: &RoomKeys, new_epoch: &str, join: JoinArgs<'_>, retention: Retention, now_ms: u64) -> Cmd {
         let (since_epoch, since_offset) = join.since.unwrap_or(("", u64::MAX));
-        let mut cmd = evalsha(&self.join, &[&keys.meta, &keys.stream, &keys.presence, &keys.who]);
+        let mut cmd = evalsha(&self.join, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS]);
         cmd.arg(new_epoch)
             .arg(join.client)
             .arg(join.member_json)
@@ -371,7 +390,9 @@ impl Scripts {
             .arg(&keys.channel)
             .arg(join.event)
             .arg(now_ms)
-            .arg(retention.presence_keys_ms());
+            .arg(retention.presence_keys_ms())
+            .arg(retention.max_rooms)
+            .arg(keys.room());
         cmd
     }
 
@@ -380,7 +401,8 @@ impl Scripts {
     /// [`parse_snapshot`]).
     pub fn read(&self, keys: &RoomKeys, new_epoch: Option<&str>, after: u64, last: Option<usize>) -> Cmd {
         let mut cmd = evalsha(&self.read, &[&keys.meta, &keys.stream]);
-        cmd.arg(new_epoch.unwrap_or("")).arg(after.min(1 << 53)).arg(last.unwrap_or(0));
+        let count = last.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        cmd.arg(new_epoch.unwrap_or("")).arg(after.min(1 << 53)).arg(count);
         cmd
     }
 
@@ -401,13 +423,14 @@ impl Scripts {
         retention: Retention,
         now_ms: u64,
     ) -> Cmd {
-        let mut cmd = evalsha(&self.refresh, &[&keys.meta, &keys.stream, &keys.presence, &keys.who]);
+        let mut cmd = evalsha(&self.refresh, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS]);
         cmd.arg(now_ms + retention.presence_ms)
             .arg(retention.ttl_ms.max(1))
             .arg(retention.presence_keys_ms())
             .arg(now_ms)
             .arg(&keys.channel)
-            .arg(json_str(room));
+            .arg(json_str(room))
+            .arg(room);
         for (client, member_json) in members {
             cmd.arg(client).arg(member_json);
         }
@@ -422,17 +445,26 @@ impl Scripts {
     }
 }
 
-/// The reply of [`Scripts::publish`].
-pub fn parse_published(reply: Value) -> Option<Published> {
-    let [epoch, offset] = array::<2>(reply)?;
-    Some(Published { epoch: text(epoch)?, offset: number(offset)? })
+/// The reply of [`Scripts::publish`]: `Err(())` when the room was new and this Redis holds
+/// `max_rooms` rooms already.
+pub fn parse_published(reply: Value) -> Option<Result<Published, ()>> {
+    let Value::Array(mut parts) = reply else { return None };
+    if parts.len() == 1 {
+        return (text(parts.pop()?)? == "rooms-full").then_some(Err(()));
+    }
+    let [epoch, offset] = <[Value; 2]>::try_from(parts).ok()?;
+    Some(Ok(Published { epoch: text(epoch)?, offset: number(offset)? }))
 }
 
 /// The reply of [`Scripts::join`]; entries older than `ttl_ms` are left out.
 pub fn parse_joined(reply: Value, ttl_ms: u64, now_ms: u64) -> Option<Joined> {
     let Value::Array(mut parts) = reply else { return None };
-    if parts.len() == 1 && text(parts.pop()?)? == "full" {
-        return Some(Joined::Full);
+    if parts.len() == 1 {
+        return match text(parts.pop()?)?.as_str() {
+            "full" => Some(Joined::Full),
+            "rooms-full" => Some(Joined::RoomsFull),
+            _ => None,
+        };
     }
     let [status, epoch, offset, entries] = <[Value; 4]>::try_from(parts).ok()?;
     if text(status)? != "ok" {

@@ -57,7 +57,7 @@ impl Drop for RedisServer {
     }
 }
 
-const RETAIN: Retention = Retention { history_size: 3, ttl_ms: 60_000, presence_ms: 10_000 };
+const RETAIN: Retention = Retention { history_size: 3, ttl_ms: 60_000, presence_ms: 10_000, max_rooms: 100 };
 const HEAD: &str = r#"{"op":"message","room":"r""#;
 
 fn tail(n: u32) -> String {
@@ -74,7 +74,7 @@ fn publish_as(
 ) -> store::Published {
     let push = Push { head: HEAD, tail };
     let cmd = Scripts::default().publish(keys, epoch, push, ephemeral, None, RETAIN, now_ms);
-    store::parse_published(cmd.query::<Value>(con).expect("publish")).expect("a publish reply")
+    store::parse_published(cmd.query::<Value>(con).expect("publish")).expect("a publish reply").expect("room")
 }
 
 fn publish(con: &mut redis::Connection, keys: &RoomKeys, n: u32, now_ms: u64) -> store::Published {
