@@ -149,6 +149,9 @@ pub struct RedisEngine {
     next_token: u64,
     gatherings: Gatherings,
     acks: HashMap<u64, Ack>,
+    /// Barriers before a room listing: once every worker's earlier commands are done,
+    /// the listing is read from Redis.
+    listings: HashSet<u64>,
     held: HashMap<Arc<str>, Vec<HeldReply>>,
     /// The `seq` of every held reply (barriers wait for those before them).
     held_seqs: BTreeSet<u64>,
@@ -191,6 +194,7 @@ impl RedisEngine {
             next_token: 0,
             gatherings: Gatherings::default(),
             acks: HashMap::new(),
+            listings: HashSet::new(),
             held: HashMap::new(),
             held_seqs: BTreeSet::new(),
             now: Now::read(),
@@ -263,7 +267,10 @@ impl RedisEngine {
                 }
             }
             Msg::Gathered { token, part } => {
-                if let Some((to, answer)) = self.gatherings.part(token, part) {
+                let Some((to, answer)) = self.gatherings.part(token, part) else { return };
+                if self.listings.remove(&token) {
+                    self.read_rooms(to);
+                } else {
                     self.router.answer(to, Ok(answer));
                 }
             }
@@ -659,6 +666,14 @@ impl RedisEngine {
         self.drop_if_unused(&room);
     }
 
+    /// Reads every room of the cluster from Redis (each shard once) for `to`.
+    fn read_rooms(&mut self, to: ReplyTo) {
+        let gathering = self.gatherings.open(to, Question::Rooms, self.backplane.shards());
+        for shard in 0..self.backplane.shards() {
+            self.request(shard, Op::Rooms { now_ms: self.now_ms() }, Pending::Rooms { gathering });
+        }
+    }
+
     /// After each call that may deliver in `room`: counts its resets, and sends the
     /// publish replies whose messages have been delivered (all of them after a reset, or
     /// when the room is gone: their order cannot be kept any more).
@@ -755,11 +770,11 @@ impl Engine for RedisEngine {
     }
 
     fn list_rooms(&mut self, now: Now, to: ReplyTo) {
-        // Redis knows every room of the cluster: each shard is asked once.
-        self.now = now;
-        let gathering = self.gatherings.open(to, Question::Rooms, self.backplane.shards());
-        for shard in 0..self.backplane.shards() {
-            self.request(shard, Op::Rooms { now_ms: self.now_ms() }, Pending::Rooms { gathering });
+        // A barrier first: the joins and leaves this node's workers sent before are counted.
+        let token = self.gatherings.open(to, Question::Sync, self.router.workers());
+        self.listings.insert(token);
+        for worker in 0..self.router.workers() {
+            self.send(now, worker, Msg::Gather { token, reply_to: self.router.me(), summary: false });
         }
     }
 
