@@ -346,6 +346,7 @@ impl RedisEngine {
         let cmd = self.scripts.join(&RoomKeys::new(&room), &epoch, args, self.retention, self.now_ms());
         let Some(owned) = self.rooms.get_mut(room.as_str()) else { return };
         owned.joining += 1;
+        owned.room.expect_join(identity.client.clone());
         let (shard, name) = (owned.room.shard, owned.room.name.clone());
         let answered = Answered { conn, id, presence, since, membership: Membership { presence, identity } };
         self.request(shard, Op::Command(cmd), Pending::Joined { room: name, answered });
@@ -362,12 +363,16 @@ impl RedisEngine {
         let name = owned.room.name.clone();
         match owned.room.remove(conn) {
             Some(membership) => {
-                let cmd = self.scripts.leave(&RoomKeys::new(&name), &name, &membership.identity.client);
+                let client = membership.identity.client.clone();
+                let cmd = self.scripts.leave(&RoomKeys::new(&name), &name, &client);
                 let shard = owned.room.shard;
-                self.request(shard, Op::Command(cmd), Pending::Nothing);
-                if !gone {
+                if !gone && self.backplane.is_up(shard) {
+                    // Answered when the leave's marker passes: after every event before it.
+                    owned.room.expect_leave(client, conn, id);
+                } else if !gone {
                     self.router.emit(conn.worker(), Event::Left { conn, id, room: name.clone() });
                 }
+                self.request(shard, Op::Command(cmd), Pending::Nothing);
             }
             None if gone => {
                 // Closed while joining: the join is dropped when it is answered.
@@ -488,6 +493,15 @@ impl RedisEngine {
                 }
             }
             Inbound::Down(shard) => {
+                let on_shard: Vec<Arc<str>> =
+                    self.rooms.values().filter(|o| o.room.shard == shard).map(|o| o.room.name.clone()).collect();
+                for room in on_shard {
+                    let need_read = self.rooms.get_mut(&room).is_some_and(|o| o.room.on_link_down(&mut self.router));
+                    if need_read {
+                        self.send_read(&room);
+                    }
+                    self.settle(&room);
+                }
                 // Held replies wait for messages that may not come soon: send them now.
                 let rooms: Vec<Arc<str>> =
                     self.held.keys().filter(|r| self.backplane.shard_of(r) == shard).cloned().collect();
@@ -620,7 +634,36 @@ impl RedisEngine {
         let Some(owned) = self.rooms.get_mut(&room) else { return };
         owned.joining -= 1;
         let conn = answered.conn;
-        let refuse = |router: &mut Router, answered: Answered, e: RoomError| {
+        let client = answered.membership.identity.client.clone();
+        let error = match value.and_then(|v| store::parse_joined(v, ttl, now_ms)) {
+            Some(store::Joined::Ok(_)) if owned.cancelled.remove(&conn) => {
+                // Closed while joining: out of presence again.
+                let cmd = self.scripts.leave(&RoomKeys::new(&room), &room, &client);
+                let shard = owned.room.shard;
+                let need_read = owned.room.forget_join(&mut self.router, conn, &client);
+                self.request(shard, Op::Command(cmd), Pending::Nothing);
+                if need_read {
+                    self.send_read(&room);
+                }
+                None
+            }
+            Some(store::Joined::Ok(snapshot)) => {
+                if owned.room.on_join_reply(&mut self.router, answered, snapshot) {
+                    self.send_read(&room);
+                }
+                self.settle(&room);
+                return;
+            }
+            Some(store::Joined::Full) => Some(RoomError::RoomFull),
+            Some(store::Joined::RoomsFull) => Some(RoomError::TooManyRooms),
+            None => Some(RoomError::BackplaneUnavailable),
+        };
+        if let Some(e) = error {
+            if let Some(owned) = self.rooms.get_mut(&room) {
+                if owned.room.forget_join(&mut self.router, conn, &client) {
+                    self.send_read(&room);
+                }
+            }
             let event = Event::Joined {
                 conn,
                 id: answered.id,
@@ -628,42 +671,9 @@ impl RedisEngine {
                 presence: answered.presence,
                 result: Err(e),
             };
-            router.emit(conn.worker(), event);
-        };
-        match value.and_then(|v| store::parse_joined(v, ttl, now_ms)) {
-            Some(store::Joined::Ok(snapshot)) if owned.cancelled.remove(&conn) => {
-                // Closed while joining: out of presence again.
-                let client = answered.membership.identity.client.clone();
-                let _ = snapshot;
-                let cmd = self.scripts.leave(&RoomKeys::new(&room), &room, &client);
-                let shard = owned.room.shard;
-                self.request(shard, Op::Command(cmd), Pending::Nothing);
-            }
-            Some(store::Joined::Ok(snapshot)) => {
-                if owned.room.on_joined(&mut self.router, answered, snapshot) {
-                    self.send_read(&room);
-                }
-                self.settle(&room);
-            }
-            Some(store::Joined::Full) => refuse(&mut self.router, answered, RoomError::RoomFull),
-            Some(store::Joined::RoomsFull) => refuse(&mut self.router, answered, RoomError::TooManyRooms),
-            None => refuse(&mut self.router, answered, RoomError::BackplaneUnavailable),
+            self.router.emit(conn.worker(), event);
         }
-        // What the connection asked after its join takes effect now, in order.
-        let mine = match self.rooms.get_mut(&room) {
-            Some(owned) => {
-                owned.pending_joins.remove(&conn);
-                let (mine, rest) =
-                    std::mem::take(&mut owned.deferred).into_iter().partition(|m| requester(m) == Some(conn));
-                owned.deferred = rest;
-                mine
-            }
-            None => Vec::new(),
-        };
-        for msg in mine {
-            self.handle(self.now, msg);
-        }
-        self.drop_if_unused(&room);
+        self.settle(&room);
     }
 
     /// Reads every room of the cluster from Redis (each shard once) for `to`.
@@ -687,6 +697,21 @@ impl RedisEngine {
             _ => u64::MAX,
         };
         self.release(room, delivered);
+        // What a connection asked after its join takes effect now, in order.
+        let mut replay = Vec::new();
+        if let Some(owned) = self.rooms.get_mut(room) {
+            for conn in owned.room.take_settled() {
+                owned.pending_joins.remove(&conn);
+                let (mine, rest): (Vec<Msg>, Vec<Msg>) =
+                    std::mem::take(&mut owned.deferred).into_iter().partition(|m| requester(m) == Some(conn));
+                owned.deferred = rest;
+                replay.extend(mine);
+            }
+        }
+        for msg in replay {
+            self.handle(self.now, msg);
+        }
+        self.drop_if_unused(room);
     }
 
     /// Sends the held publish replies of `room` up to offset `upto`.

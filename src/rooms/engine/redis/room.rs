@@ -7,11 +7,15 @@
 //! - Messages are delivered strictly in offset order: one ahead of `delivered + 1` is held
 //!   and the gap is read from the stream (the engine sends the read); one at or below
 //!   `delivered` is a duplicate and dropped.
-//! - A join's reply carries the room's offset when the join happened (`at`). The member
-//!   must get exactly the messages after `at`: when this node has delivered up to `at`, its
-//!   `Joined` goes out now; when it is behind, `Joined` waits until delivery reaches `at`;
-//!   when it is ahead, the messages in between come from the last few delivered (`recent`)
-//!   as part of `missed`.
+//! - A join's script publishes a marker on the channel (its join event, or a bare marker
+//!   for a member already in), at the very point of the room's order where the join took
+//!   effect: the member's `Joined` goes out when both the reply and the marker are here, so
+//!   it gets exactly what comes after its join, presence events included. A marker that
+//!   comes before its reply pauses the room here until the reply (microseconds). A leave's
+//!   `Left` waits for its marker the same way. Without a marker (the channel is down) the
+//!   reply's offset (`at`) places the join: when delivery is behind it, `Joined` waits
+//!   until delivery reaches `at`; when ahead, the messages in between come from the last
+//!   few delivered (`recent`) as part of `missed`.
 //! - Another epoch, or a gap the stream no longer holds, is a `reset` for every member
 //!   here, never a silent gap.
 //!
@@ -79,6 +83,15 @@ pub struct Answered {
     pub membership: Membership,
 }
 
+/// A channel item waiting while the room is paused.
+#[derive(Debug)]
+struct Paused {
+    epoch: Arc<str>,
+    kind: Kind,
+    except: Option<Arc<str>>,
+    push: Bytes,
+}
+
 #[derive(Debug)]
 struct Waiting {
     answered: Answered,
@@ -106,6 +119,15 @@ pub struct FollowedRoom {
     pub reading: bool,
     /// Resets since the engine last took the count (for `/metrics`).
     resets: u64,
+    /// Joins sent from here, by client id, until their marker passes: their reply once
+    /// it came.
+    expecting: HashMap<Arc<str>, Option<(Answered, Snapshot)>>,
+    /// Leaves of members here, by client id, answered when their marker passes.
+    leaving: HashMap<Arc<str>, (ConnId, OwnedId)>,
+    /// A join's marker came before its reply: what came after it waits here.
+    paused: Option<(Arc<str>, VecDeque<Paused>)>,
+    /// Connections whose join took effect (or was refused) since the engine last looked.
+    settled: Vec<ConnId>,
 }
 
 impl FollowedRoom {
@@ -122,6 +144,10 @@ impl FollowedRoom {
             waiting: Vec::new(),
             reading: false,
             resets: 0,
+            expecting: HashMap::new(),
+            leaving: HashMap::new(),
+            paused: None,
+            settled: Vec::new(),
         }
     }
 
@@ -140,9 +166,113 @@ impl FollowedRoom {
         std::mem::take(&mut self.resets)
     }
 
-    /// Joins still waiting for delivery to reach their offset.
+    /// Joins or leaves still waiting for their marker or their offset.
     pub fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+        !self.waiting.is_empty() || !self.expecting.is_empty() || !self.leaving.is_empty() || self.paused.is_some()
+    }
+
+    /// A join of `client` was sent: its reply waits for its marker.
+    pub fn expect_join(&mut self, client: Arc<str>) {
+        self.expecting.insert(client, None);
+    }
+
+    /// A join's reply. Returns whether a read is needed.
+    pub fn on_join_reply(&mut self, router: &mut Router, answered: Answered, snapshot: Snapshot) -> bool {
+        let client = answered.membership.identity.client.clone();
+        if self.paused.as_ref().is_some_and(|(c, _)| *c == client) {
+            self.expecting.remove(&client);
+            let queue = self.paused.take().map(|(_, q)| q).unwrap_or_default();
+            let mut need_read = self.on_joined(router, answered, snapshot);
+            for item in queue {
+                let incoming =
+                    Incoming { epoch: &item.epoch, kind: item.kind, except: item.except.as_deref(), push: item.push };
+                need_read |= self.on_message(router, incoming);
+            }
+            return need_read;
+        }
+        match self.expecting.get_mut(&client) {
+            Some(slot) => {
+                *slot = Some((answered, snapshot));
+                false
+            }
+            None => self.on_joined(router, answered, snapshot),
+        }
+    }
+
+    /// Connections whose join took effect or was refused since the last call (their
+    /// next requests to the room may go now).
+    pub fn take_settled(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.settled)
+    }
+
+    /// A join that will not take effect (refused, or closed meanwhile).
+    pub fn forget_join(&mut self, router: &mut Router, conn: ConnId, client: &str) -> bool {
+        self.settled.push(conn);
+        self.expecting.remove(client);
+        if self.paused.as_ref().is_some_and(|(c, _)| **c == *client) {
+            return self.unpause(router);
+        }
+        false
+    }
+
+    /// A member here left (`Left` answered when its marker passes).
+    pub fn expect_leave(&mut self, client: Arc<str>, conn: ConnId, id: OwnedId) {
+        self.leaving.insert(client, (conn, id));
+    }
+
+    /// The channel is down: markers may never come. What waits for one goes now (the
+    /// reply's offset places each join; a read fills the gap once the link is back).
+    pub fn on_link_down(&mut self, router: &mut Router) -> bool {
+        for (client, (conn, id)) in std::mem::take(&mut self.leaving) {
+            let _ = client;
+            router.emit(conn.worker(), Event::Left { conn, id, room: self.name.clone() });
+        }
+        let mut need_read = false;
+        for (_, reply) in std::mem::take(&mut self.expecting) {
+            if let Some((answered, snapshot)) = reply {
+                need_read |= self.on_joined(router, answered, snapshot);
+            }
+        }
+        need_read | self.unpause(router)
+    }
+
+    fn unpause(&mut self, router: &mut Router) -> bool {
+        let mut need_read = false;
+        for item in self.paused.take().map(|(_, q)| q).unwrap_or_default() {
+            let incoming =
+                Incoming { epoch: &item.epoch, kind: item.kind, except: item.except.as_deref(), push: item.push };
+            need_read |= self.on_message(router, incoming);
+        }
+        need_read
+    }
+
+    /// A marker of `client` passed (`push`: its event, `{"op":"join"...` or
+    /// `{"op":"leave"...`): its join or leave takes effect here now.
+    fn on_marker(&mut self, router: &mut Router, client: &str, push: &[u8]) -> bool {
+        if push.starts_with(br#"{"op":"leave""#) {
+            if let Some((conn, id)) = self.leaving.remove(client) {
+                router.emit(conn.worker(), Event::Left { conn, id, room: self.name.clone() });
+            }
+            return false;
+        }
+        match self.expecting.get_mut(client).map(Option::take) {
+            Some(Some((answered, snapshot))) => {
+                self.expecting.remove(client);
+                self.on_joined(router, answered, snapshot)
+            }
+            Some(None) => {
+                // The reply is not here yet: everything after the marker waits for it.
+                self.paused = Some((client.into(), VecDeque::new()));
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The connection of `client` here, for `except`. (A leaver is out of `clients` but on
+    /// its worker's delivery list until its `Left`.)
+    fn conn_of(&self, client: &str) -> Option<ConnId> {
+        self.clients.get(client).copied().or_else(|| self.leaving.get(client).map(|l| l.0))
     }
 
     /// Removes a member here; `None` if it was not one.
@@ -155,13 +285,19 @@ impl FollowedRoom {
     /// A message from the channel. Returns whether a read of the stream after
     /// `delivered` is needed (a gap, and none in flight).
     pub fn on_message(&mut self, router: &mut Router, msg: Incoming<'_>) -> bool {
-        let except = msg.except.and_then(|c| self.clients.get(c).copied());
+        if let Some((_, queue)) = &mut self.paused {
+            let except = msg.except.map(Arc::from);
+            queue.push_back(Paused { epoch: msg.epoch.into(), kind: msg.kind, except, push: msg.push });
+            return false;
+        }
+        let except = msg.except.and_then(|c| self.conn_of(c));
         let offset = match msg.kind {
             Kind::Presence => {
                 let mask = self.roster.worker_mask(true);
                 router.deliver(mask, &self.name, Audience::Watchers, except, &msg.push);
-                return false;
+                return msg.except.is_some_and(|client| self.on_marker(router, client, &msg.push));
             }
+            Kind::Marker => return msg.except.is_some_and(|client| self.on_marker(router, client, &msg.push)),
             Kind::Message(0) => {
                 let mask = self.roster.worker_mask(false);
                 router.deliver(mask, &self.name, Audience::Members, except, &msg.push);
@@ -183,8 +319,7 @@ impl FollowedRoom {
             return false; // delivered already (from the stream, in a gap fill)
         }
         if offset == delivered + 1 && self.held.is_empty() {
-            let except = msg.except.map(Arc::from);
-            self.deliver(router, offset, except.as_deref(), msg.push);
+            self.deliver(router, offset, msg.except, msg.push);
             return false;
         }
         self.hold(offset, msg.epoch.into(), msg.except, msg.push);
@@ -223,7 +358,7 @@ impl FollowedRoom {
 
     /// Delivers message `offset` (the next one) to the members here.
     fn deliver(&mut self, router: &mut Router, offset: u64, except: Option<&str>, push: Bytes) {
-        let except = except.and_then(|c| self.clients.get(c).copied());
+        let except = except.and_then(|c| self.conn_of(c));
         let mask = self.roster.worker_mask(false);
         router.deliver(mask, &self.name, Audience::Members, except, &push);
         if let Some(position) = &mut self.position {
@@ -298,9 +433,10 @@ impl FollowedRoom {
         self.drain_held(router)
     }
 
-    /// A join's reply: the room's state when the member joined (`snapshot.offset`) and the
-    /// kept messages after its `since`. Returns whether a read is needed.
-    pub fn on_joined(&mut self, router: &mut Router, answered: Answered, snapshot: Snapshot) -> bool {
+    /// A join takes effect here: the room's state when the member joined
+    /// (`snapshot.offset`) and the kept messages after its `since`. Returns whether a read
+    /// is needed.
+    fn on_joined(&mut self, router: &mut Router, answered: Answered, snapshot: Snapshot) -> bool {
         let Some(epoch) = snapshot.epoch.as_deref().map(Arc::<str>::from) else { return false };
         let after = answered.since.as_ref().filter(|s| *s.epoch == *epoch).map_or(u64::MAX, |s| s.offset);
         let at = snapshot.offset;
@@ -340,6 +476,7 @@ impl FollowedRoom {
     }
 
     fn emit_joined(&mut self, router: &mut Router, a: Answered, epoch: Arc<str>, at: u64, missed: Vec<(u64, Bytes)>) {
+        self.settled.push(a.conn);
         let recovered = a.since.as_ref().is_some_and(|since| {
             *since.epoch == *epoch && since.offset <= at && missed.iter().map(|(o, _)| *o).eq(since.offset + 1..=at)
         });
@@ -479,6 +616,50 @@ mod tests {
         late.since = Some(Since { epoch: "e1".into(), offset: 2 });
         room.on_joined(&mut router, late, snapshot("e1", 3, 3..=3));
         assert_eq!(drain(&mut router), ["J5[2, 2, 2]"]);
+    }
+
+    fn marker(client: &'static str, event: bool) -> Incoming<'static> {
+        let (kind, push) = if event { (Kind::Presence, "join") } else { (Kind::Marker, r#"{"op":"join"}"#) };
+        Incoming { epoch: "-", kind, except: Some(client), push: Bytes::from_static(push.as_bytes()) }
+    }
+
+    #[test]
+    fn a_join_takes_effect_at_its_marker_whichever_comes_first() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 2, 0..=0));
+        drain(&mut router);
+        // Reply first: Joined waits for the marker, then comes before what follows it.
+        room.expect_join("c2".into());
+        assert!(!room.on_join_reply(&mut router, member(2), snapshot("e1", 3, 0..=0)));
+        room.on_message(&mut router, msg(3));
+        assert_eq!(drain(&mut router), ["m3"]);
+        room.on_message(&mut router, marker("c2", true));
+        room.on_message(&mut router, msg(4));
+        assert_eq!(drain(&mut router), ["J3[]", "m4"], "(nobody watches presence: no join event)");
+        // Marker first: the room pauses until the reply, then goes on in order.
+        room.expect_join("c3".into());
+        room.on_message(&mut router, marker("c3", false));
+        room.on_message(&mut router, msg(5));
+        room.on_message(&mut router, marker("c9", true));
+        assert_eq!(drain(&mut router), Vec::<String>::new(), "paused");
+        room.on_join_reply(&mut router, member(3), snapshot("e1", 4, 0..=0));
+        assert_eq!(drain(&mut router), ["J4[]", "m5"]);
+        assert_eq!(room.take_settled().len(), 3);
+        assert!(!room.has_waiting());
+    }
+
+    #[test]
+    fn a_lost_channel_releases_what_waits_for_a_marker() {
+        let (mut router, mut room) = setup();
+        room.on_joined(&mut router, member(1), snapshot("e1", 2, 0..=0));
+        room.expect_join("c2".into());
+        room.on_join_reply(&mut router, member(2), snapshot("e1", 2, 0..=0));
+        room.expect_leave("c1".into(), ConnId::for_worker(0, 1, 0), None);
+        drain(&mut router);
+        room.on_link_down(&mut router);
+        let out = drain(&mut router);
+        assert!(out.iter().any(|e| e.starts_with("J2")) && out.iter().any(|e| e.contains("Left")), "{out:?}");
+        assert!(!room.has_waiting());
     }
 
     /// One step of a simulated link: what the room's channel and the engine's reads do.

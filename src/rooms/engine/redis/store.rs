@@ -10,8 +10,9 @@
 //! - `wsedge:rooms`, one per Redis: every room -> when its keys expire (Unix ms), which
 //!   bounds the rooms (`max_rooms`, per Redis) and lists them for `GET /api/rooms`;
 //! - the pub/sub channel `wsedge:{R}`, carrying `<epoch> <offset> <except> <push>`: offset
-//!   `0` for an ephemeral message, `p` for a presence event (then the epoch is `-`);
-//!   `except` is the client id not to deliver to, or `-`.
+//!   `0` for an ephemeral message, `p` for a presence event, `m` for a bare marker (then
+//!   the epoch is `-`); `except` is the client id not to deliver to, or `-` (for `p` and
+//!   `m`: the member whose join or leave it marks in the room's order).
 //!
 //! One script per publish assigns the offset, appends to the stream, trims it to the
 //! history size and age, refreshes the keys' TTL and publishes: atomically, so every node
@@ -198,7 +199,10 @@ redis.call('ZADD', KEYS[5], tonumber(ARGV[11]) + tonumber(ARGV[6]), ARGV[14])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[12])
 redis.call('PEXPIRE', KEYS[4], ARGV[12])
-if not known then
+-- The join's marker in the room's order: its join event, or a bare marker.
+if known then
+  redis.call('PUBLISH', ARGV[9], '- m ' .. ARGV[2] .. ' {"op":"join"}')
+else
   redis.call('PUBLISH', ARGV[9], '- p ' .. ARGV[2] .. ' ' .. ARGV[10])
 end
 local entries = {}
@@ -230,12 +234,14 @@ return {epoch, offset, entries}
 
 const LEAVE: &str = r#"
 -- KEYS: presence, who. ARGV: client, channel, room (as JSON).
+-- The leave's marker in the room's order: its leave event, or a bare marker.
 local member = redis.call('HGET', KEYS[2], ARGV[1])
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and member then
   redis.call('HDEL', KEYS[2], ARGV[1])
-  if member then
-    redis.call('PUBLISH', ARGV[2], '- p - {"op":"leave","room":' .. ARGV[3] .. ',"member":' .. member .. '}')
-  end
+  redis.call('PUBLISH', ARGV[2], '- p ' .. ARGV[1] .. ' {"op":"leave","room":' .. ARGV[3] .. ',"member":' .. member .. '}')
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], '- m ' .. ARGV[1] .. ' {"op":"leave"}')
 end
 return 1
 "#;
@@ -567,8 +573,11 @@ fn number(value: Value) -> Option<u64> {
 pub enum Kind {
     /// A message with an offset (0: ephemeral).
     Message(u64),
-    /// A presence event, for watchers.
+    /// A presence event, for watchers; `except` is the member it is about (the marker of
+    /// its join or leave).
     Presence,
+    /// Only a marker: where a join or leave of `except` took effect in the room's order.
+    Marker,
 }
 
 /// A message as it arrives on a room's channel: `<epoch> <offset|p> <except|-> <push>`.
@@ -591,6 +600,7 @@ pub fn parse_channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     let (epoch, kind, except, push) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let kind = match kind {
         "p" => Kind::Presence,
+        "m" => Kind::Marker,
         digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
             Kind::Message(digits.parse().ok()?)
         }
