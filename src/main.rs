@@ -49,6 +49,24 @@ where
     }
 }
 
+/// Runs the room layer: in memory, or on the Redis at `redis` (an unreachable one is a
+/// clear error and exit code 1).
+fn serve_rooms(config: server::Config, rooms: RoomsConfig, redis: &[String]) -> ExitCode {
+    if redis.is_empty() {
+        return run(config, Rooms::for_workers(rooms));
+    }
+    match Backplane::connect(redis, config.workers) {
+        Ok(backplane) => {
+            log::info!("rooms, presence and history in Redis: {backplane:?}");
+            run(config, Rooms::for_workers_on_redis(rooms, backplane))
+        }
+        Err(e) => {
+            error!("cannot reach Redis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line (usage errors and `--help` exit inside, as clap does) and runs
 /// the command: 2 for a setup error (a bad config file, bad auth flags), 1 for a failure.
 fn main() -> ExitCode {
@@ -80,19 +98,7 @@ fn main() -> ExitCode {
                 config.listen,
                 if rooms_config.api_key.is_some() { "on" } else { "off (set WSEDGE_API_KEY to enable)" }
             );
-            if rooms.redis_urls().is_empty() {
-                return run(config, Rooms::for_workers(rooms_config));
-            }
-            match Backplane::connect(rooms.redis_urls(), config.workers) {
-                Ok(backplane) => {
-                    log::info!("rooms, presence and history in Redis: {backplane:?}");
-                    run(config, Rooms::for_workers_on_redis(rooms_config, backplane))
-                }
-                Err(e) => {
-                    error!("cannot reach Redis: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            serve_rooms(config, rooms_config, rooms.redis_urls())
         }
         Command::Echo(args) => run(args.config(proto::Config::default().max_message_size), |_: Mesh<()>| Echo),
         Command::Relay { server, rooms, auth } => {
@@ -106,7 +112,7 @@ fn main() -> ExitCode {
             }
             let scheme = if config.tls.is_some() { "wss" } else { "ws" };
             log::info!("relay: {scheme}://{}/<room> (messages forwarded verbatim to every member)", config.listen);
-            run(config, Rooms::for_workers(rooms_config))
+            serve_rooms(config, rooms_config, rooms.redis_urls())
         }
         Command::Bench(args) => wsedge::bench::main(args),
         Command::Config { command, .. } => {

@@ -394,3 +394,60 @@ fn a_publisher_gets_its_own_message_before_the_reply_and_ping_waits_for_both() {
     }
     noise.join().expect("the other publisher");
 }
+
+#[test]
+fn a_relay_room_spans_nodes_in_one_order() {
+    use tungstenite::Message;
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (node(&redis), node(&redis));
+    let (mut on_a, _) = support::tls::connect(&a.url_at("/relay/game"));
+    let (mut on_b, _) = support::tls::connect(&b.url_at("/relay/game"));
+    // Both nodes subscribed before anything is sent: wait until a message goes around.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        on_a.send(Message::text("probe")).unwrap();
+        set_read_timeout(&mut on_b, Duration::from_millis(200));
+        match on_b.read() {
+            Ok(Message::Text(t)) if t.as_str() == "probe" => break,
+            _ => assert!(Instant::now() < deadline, "the relay never crossed nodes"),
+        }
+    }
+    set_read_timeout(&mut on_b, Duration::from_secs(10));
+    for i in 0..50u8 {
+        let (from, data) = if i % 2 == 0 { (&mut on_a, vec![0, i]) } else { (&mut on_b, vec![1, i]) };
+        from.send(Message::binary(data)).unwrap();
+    }
+    let read_all = |ws: &mut tungstenite::WebSocket<support::tls::ClientStream>| {
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            match ws.read().expect("a relayed message") {
+                Message::Binary(b) => got.push(b.to_vec()),
+                _ => continue, // leftover probes
+            }
+        }
+        got
+    };
+    let (seen_a, seen_b) = (read_all(&mut on_a), read_all(&mut on_b));
+    assert_eq!(seen_a, seen_b, "one order on both nodes");
+    let mut sorted = seen_a.clone();
+    sorted.sort_by_key(|m| m[1]);
+    assert_eq!(sorted.iter().map(|m| m[1]).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>(), "each once");
+}
+
+fn set_read_timeout(ws: &mut tungstenite::WebSocket<support::tls::ClientStream>, timeout: Duration) {
+    if let support::tls::ClientStream::Plain(tcp) = ws.get_mut() {
+        tcp.set_read_timeout(Some(timeout)).expect("set a read timeout");
+    }
+}
+
+#[test]
+fn an_unreachable_redis_at_startup_is_a_clear_error_and_exit_code_1() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--redis", &format!("redis://127.0.0.1:{port}/")])
+        .output()
+        .expect("run wsedge");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+}

@@ -99,7 +99,13 @@ impl Rooms {
             Rooms {
                 members: Members::new(config.clone(), node),
                 sessions: Sessions::new(&config),
-                relay: Relay::new(config.clone(), me, workers, relay.clone()),
+                relay: Relay::new(
+                    config.clone(),
+                    me,
+                    workers,
+                    relay.clone(),
+                    backplane.as_ref().map(|b| (b.clone(), b.attach_relay(me, mesh.doorbell()))),
+                ),
                 api: Api::new(config.clone()),
                 engine,
                 mesh,
@@ -124,6 +130,7 @@ impl Rooms {
                 Output::Event(event) => self.members.on_event(out, event),
             }
         }
+        self.relay.pump_link(out);
         while let Some((to, msg)) = self.relay.poll() {
             self.mesh.post(to, RoomMsg::Relay(msg));
         }

@@ -7,6 +7,12 @@
 //! members through the same fan-out path as room publishes (framed and compressed once).
 //! The same slow-consumer and size limits apply. Output to other workers leaves through
 //! [`Relay::poll`], as the engine's does.
+//!
+//! With the Redis engine a relay room spans nodes: its owner on each node subscribes the
+//! room's relay channel while it has members, and hands a member's message to Redis
+//! instead of to its workers; every node (this one too) delivers what comes on the
+//! channel, so all members see one order. While Redis is unreachable the room works on
+//! this node alone. Member and room limits stay per node.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -17,6 +23,7 @@ use bytes::Bytes;
 
 use super::auth::Permissions;
 use super::count::SharedCount;
+use super::engine::redis::{Backplane, Inbound, Inbox, Part};
 use super::error::{close_reason, UpgradeRefusal};
 use super::local::{Audience, LocalRooms};
 use super::sessions::{Admission, Sessions};
@@ -66,6 +73,9 @@ pub enum Msg {
     },
 }
 
+/// Messages of a relay room held while its channel is being subscribed, at most.
+const MAX_WAITING: usize = 1024;
+
 /// What an upgrade's path leads to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint<'p> {
@@ -104,11 +114,23 @@ pub struct Relay {
     /// Owned relay rooms: members per worker.
     owned: HashMap<Arc<str>, Vec<u32>>,
     output: VecDeque<(usize, Msg)>,
+    /// With the Redis engine: the link, and this worker's inbox of relay channel messages.
+    link: Option<(Backplane, Inbox)>,
+    /// Owned rooms whose channel is not subscribed yet: their members' messages wait, so
+    /// that this node receives its own messages too.
+    subscribing: HashMap<Arc<str>, Vec<Vec<u8>>>,
 }
 
 impl Relay {
-    /// The relay of worker `me` of `workers`.
-    pub fn new(config: Arc<RoomsConfig>, me: usize, workers: usize, shared: Shared) -> Self {
+    /// The relay of worker `me` of `workers` (`link`: relay rooms span the nodes on that
+    /// Redis).
+    pub fn new(
+        config: Arc<RoomsConfig>,
+        me: usize,
+        workers: usize,
+        shared: Shared,
+        link: Option<(Backplane, Inbox)>,
+    ) -> Self {
         Relay {
             config,
             me,
@@ -118,6 +140,8 @@ impl Relay {
             local: LocalRooms::default(),
             owned: HashMap::new(),
             output: VecDeque::new(),
+            link,
+            subscribing: HashMap::new(),
         }
     }
 
@@ -230,6 +254,39 @@ impl Relay {
         self.owned.get(room).map_or(0, |shares| shares.iter().map(|&n| n as usize).sum())
     }
 
+    /// Hands an owned room's message to every worker with members.
+    fn fan_out(&mut self, out: &mut Outbox, room: Arc<str>, kind: MessageKind, data: Bytes) {
+        let Some(shares) = self.owned.get(&room) else { return };
+        let mask = shares.iter().enumerate().filter(|(_, &n)| n > 0).fold(0u64, |mask, (w, _)| mask | 1 << w);
+        for worker in 0..self.workers.min(MAX_WORKERS) {
+            if mask & (1 << worker) != 0 {
+                self.send(out, worker, Msg::Deliver { room: room.clone(), kind, data: data.clone() });
+            }
+        }
+    }
+
+    /// What came on the relay channels of rooms this worker owns (the Redis engine).
+    pub fn pump_link(&mut self, out: &mut Outbox) {
+        while let Some(item) = self.link.as_ref().and_then(|(_, inbox)| inbox.next()) {
+            if let (Inbound::Subscribed(room), Some((backplane, _))) = (&item, &self.link) {
+                for payload in self.subscribing.remove(room).unwrap_or_default() {
+                    backplane.publish_relay(room, payload);
+                }
+                continue;
+            }
+            let Inbound::Channel { room, payload } = item else { continue };
+            let kind = match payload.first() {
+                Some(b't') if std::str::from_utf8(&payload[1..]).is_ok() => MessageKind::Text,
+                Some(b'b') => MessageKind::Binary,
+                _ => {
+                    log::warn!("relay room {room}: skipping a message of another shape on its channel");
+                    continue;
+                }
+            };
+            self.fan_out(out, room, kind, payload.slice(1..));
+        }
+    }
+
     /// A message from a relay (this worker's or another's).
     pub fn receive(&mut self, out: &mut Outbox, msg: Msg) {
         match msg {
@@ -238,6 +295,10 @@ impl Relay {
                 let admitted = members < self.config.max_members_per_room
                     && (members > 0 || self.shared.rooms.take(self.config.max_rooms));
                 if admitted {
+                    if let Some((backplane, _)) = self.link.as_ref().filter(|_| members == 0) {
+                        backplane.subscribe(backplane.shard_of(&room), self.me, room.clone(), Part::Relay);
+                        self.subscribing.insert(room.clone(), Vec::new());
+                    }
                     let shares = self.owned.entry(room).or_insert_with(|| vec![0; self.workers]);
                     if let Some(n) = shares.get_mut(conn.worker()) {
                         *n += 1;
@@ -254,16 +315,28 @@ impl Relay {
                 if shares.iter().all(|&n| n == 0) {
                     self.owned.remove(&room);
                     self.shared.rooms.release(1);
+                    if let Some((backplane, _)) = &self.link {
+                        backplane.unsubscribe(backplane.shard_of(&room), &room, Part::Relay);
+                        self.subscribing.remove(&room);
+                    }
                 }
             }
             Msg::Forward { room, kind, data } => {
-                let Some(shares) = self.owned.get(&room) else { return };
-                let mask = shares.iter().enumerate().filter(|(_, &n)| n > 0).fold(0u64, |mask, (w, _)| mask | 1 << w);
-                for worker in 0..self.workers.min(MAX_WORKERS) {
-                    if mask & (1 << worker) != 0 {
-                        self.send(out, worker, Msg::Deliver { room: room.clone(), kind, data: data.clone() });
+                if let Some((backplane, _)) = &self.link {
+                    if backplane.is_up(backplane.shard_of(&room)) {
+                        // Every node delivers it when it comes back on the channel.
+                        let mut payload = Vec::with_capacity(data.len() + 1);
+                        payload.push(if kind == MessageKind::Text { b't' } else { b'b' });
+                        payload.extend_from_slice(&data);
+                        match self.subscribing.get_mut(&room) {
+                            Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(payload),
+                            Some(_) => log::warn!("relay room {room}: dropping a message, its channel is not ready"),
+                            None => backplane.publish_relay(&room, payload),
+                        }
+                        return;
                     }
                 }
+                self.fan_out(out, room, kind, data);
             }
             Msg::Deliver { room, kind, data } => {
                 if let Some(to) = self.local.audience(&room, Audience::Members) {

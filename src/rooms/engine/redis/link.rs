@@ -100,8 +100,25 @@ struct Request {
 
 #[derive(Debug)]
 enum Subscription {
-    Subscribe { channel: String, room: Arc<str>, worker: usize },
+    Subscribe { channel: String, room: Arc<str>, worker: usize, part: Part },
     Unsubscribe { channel: String },
+}
+
+/// Which part of a worker a channel's messages go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The engine (a room's channel).
+    Engine,
+    /// The raw relay (a relay room's channel).
+    Relay,
+}
+
+/// Where a subscribed channel's messages go.
+#[derive(Debug, Clone)]
+struct Route {
+    room: Arc<str>,
+    worker: usize,
+    part: Part,
 }
 
 /// Counters of the link, for `/metrics`.
@@ -212,13 +229,22 @@ impl Port {
 
 struct Inner {
     shards: Vec<Shard>,
+    /// Per worker: its engine's inbox, and its relay's.
     ports: Vec<OnceLock<Port>>,
+    relay_ports: Vec<OnceLock<Port>>,
     stats: LinkStats,
 }
 
 impl Inner {
     fn port(&self, worker: usize) -> Option<&Port> {
         self.ports.get(worker)?.get()
+    }
+
+    fn port_of(&self, route: &Route) -> Option<&Port> {
+        match route.part {
+            Part::Engine => self.port(route.worker),
+            Part::Relay => self.relay_ports.get(route.worker)?.get(),
+        }
     }
 
     fn tell_all(&self, item: impl Fn() -> Inbound) {
@@ -288,7 +314,8 @@ impl Backplane {
             receivers.push((client, command_rx, subscription_rx));
         }
         let ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
-        let inner = Arc::new(Inner { shards, ports, stats: LinkStats::default() });
+        let relay_ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
+        let inner = Arc::new(Inner { shards, ports, relay_ports, stats: LinkStats::default() });
         for (shard, (client, command_rx, subscription_rx)) in receivers.into_iter().enumerate() {
             let (a, b) = (inner.clone(), inner.clone());
             let client2 = client.clone();
@@ -312,11 +339,20 @@ impl Backplane {
         Ok(Backplane { inner })
     }
 
-    /// Worker `worker`'s inbox, woken through `doorbell`. Once per worker.
+    /// Worker `worker`'s engine inbox, woken through `doorbell`. Once per worker.
     pub fn attach(&self, worker: usize, doorbell: Doorbell) -> Inbox {
+        Backplane::open_port(&self.inner.ports, worker, doorbell)
+    }
+
+    /// Worker `worker`'s relay inbox (messages of relay rooms it owns). Once per worker.
+    pub fn attach_relay(&self, worker: usize, doorbell: Doorbell) -> Inbox {
+        Backplane::open_port(&self.inner.relay_ports, worker, doorbell)
+    }
+
+    fn open_port(ports: &[OnceLock<Port>], worker: usize, doorbell: Doorbell) -> Inbox {
         let (tx, rx) = mpsc::channel();
         let rung = Arc::new(AtomicBool::new(false));
-        if let Some(slot) = self.inner.ports.get(worker) {
+        if let Some(slot) = ports.get(worker) {
             let _ = slot.set(Port { tx, doorbell, rung: rung.clone() });
         }
         Inbox { rx, rung }
@@ -371,21 +407,36 @@ impl Backplane {
         }
     }
 
-    /// Subscribes `room`'s channel for its owner `worker` (answered with
-    /// [`Inbound::Subscribed`]).
-    pub fn subscribe(&self, shard: usize, worker: usize, room: Arc<str>) {
+    /// Subscribes `room`'s channel (a relay room's, for `Part::Relay`) for its owner
+    /// `worker` (answered with [`Inbound::Subscribed`]).
+    pub fn subscribe(&self, shard: usize, worker: usize, room: Arc<str>, part: Part) {
         if let Some(s) = self.inner.shards.get(shard) {
-            let channel = store::RoomKeys::new(&room).channel;
-            let _ = s.subscriptions.send(Subscription::Subscribe { channel, room, worker });
+            let channel = channel_of(&room, part);
+            let _ = s.subscriptions.send(Subscription::Subscribe { channel, room, worker, part });
         }
     }
 
     /// Unsubscribes `room`'s channel (nobody is in it here any more).
-    pub fn unsubscribe(&self, shard: usize, room: &str) {
+    pub fn unsubscribe(&self, shard: usize, room: &str, part: Part) {
         if let Some(s) = self.inner.shards.get(shard) {
-            let channel = store::RoomKeys::new(room).channel;
+            let channel = channel_of(room, part);
             let _ = s.subscriptions.send(Subscription::Unsubscribe { channel });
         }
+    }
+
+    /// Publishes `payload` on relay room `room`'s channel, expecting no reply.
+    pub fn publish_relay(&self, room: &str, payload: Vec<u8>) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel_of(room, Part::Relay)).arg(payload);
+        self.request(self.shard_of(room), usize::MAX, 0, Op::Command(cmd));
+    }
+}
+
+/// The channel of a room (`wsedge:{R}`) or of a relay room (`wsedge:relay:{R}`).
+fn channel_of(room: &str, part: Part) -> String {
+    match part {
+        Part::Engine => store::RoomKeys::new(room).channel,
+        Part::Relay => format!("wsedge:relay:{{{room}}}"),
     }
 }
 
@@ -561,8 +612,8 @@ fn list_rooms(con: &mut Connection, now_ms: u64) -> redis::RedisResult<RoomsSumm
 /// The channel thread of `shard`: until every worker has gone.
 fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receiver<Subscription>) {
     let Some(me) = inner.shards.get(shard) else { return };
-    // Channel -> (room, owner worker): what is subscribed, kept across reconnects.
-    let mut channels: HashMap<String, (Arc<str>, usize)> = HashMap::new();
+    // Channel -> where its messages go: what is subscribed, kept across reconnects.
+    let mut channels: HashMap<String, Route> = HashMap::new();
     let mut backoff = MIN_BACKOFF;
     let mut connected_before = false;
     loop {
@@ -604,9 +655,9 @@ fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receive
         connected_before = true;
         // Owners waiting for a subscription (made while down) hear it is done; every
         // worker hears the link is up (their rooms read what they missed).
-        for (room, worker) in channels.values() {
-            if let Some(port) = inner.port(*worker) {
-                port.send(Inbound::Subscribed(room.clone()));
+        for route in channels.values() {
+            if let Some(port) = inner.port_of(route) {
+                port.send(Inbound::Subscribed(route.room.clone()));
             }
         }
         inner.tell_all(|| Inbound::Up(shard));
@@ -618,12 +669,10 @@ fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receive
                 Ok(msg) => {
                     let payload = msg.get_payload_bytes();
                     inner.stats.channel_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                    if let Some((room, worker)) = channels.get(msg.get_channel_name()) {
-                        if let Some(port) = inner.port(*worker) {
-                            port.send(Inbound::Channel {
-                                room: room.clone(),
-                                payload: Bytes::copy_from_slice(payload),
-                            });
+                    if let Some(route) = channels.get(msg.get_channel_name()) {
+                        if let Some(port) = inner.port_of(route) {
+                            let room = route.room.clone();
+                            port.send(Inbound::Channel { room, payload: Bytes::copy_from_slice(payload) });
                         }
                     }
                 }
@@ -641,16 +690,17 @@ fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receive
 fn apply(
     pubsub: &mut redis::PubSub<'_>,
     inner: &Inner,
-    channels: &mut HashMap<String, (Arc<str>, usize)>,
+    channels: &mut HashMap<String, Route>,
     rx: &Receiver<Subscription>,
 ) -> redis::RedisResult<()> {
     while let Ok(sub) = rx.try_recv() {
         match sub {
-            Subscription::Subscribe { channel, room, worker } => {
+            Subscription::Subscribe { channel, room, worker, part } => {
                 // Kept first: if the subscribe fails, the reconnect makes and confirms it.
-                channels.insert(channel.clone(), (room.clone(), worker));
+                let route = Route { room: room.clone(), worker, part };
+                channels.insert(channel.clone(), route.clone());
                 pubsub.subscribe(&channel)?;
-                if let Some(port) = inner.port(worker) {
+                if let Some(port) = inner.port_of(&route) {
                     port.send(Inbound::Subscribed(room));
                 }
             }
@@ -663,10 +713,10 @@ fn apply(
     Ok(())
 }
 
-fn apply_offline(channels: &mut HashMap<String, (Arc<str>, usize)>, sub: Subscription) {
+fn apply_offline(channels: &mut HashMap<String, Route>, sub: Subscription) {
     match sub {
-        Subscription::Subscribe { channel, room, worker } => {
-            channels.insert(channel, (room, worker));
+        Subscription::Subscribe { channel, room, worker, part } => {
+            channels.insert(channel, Route { room, worker, part });
         }
         Subscription::Unsubscribe { channel } => {
             channels.remove(&channel);

@@ -39,8 +39,8 @@ use crate::rooms::error::RoomError;
 use crate::rooms::protocol;
 use crate::rooms::RoomsConfig;
 use crate::server::{ConnId, Doorbell, Now};
-pub use link::{Backplane, LinkStats, ROUND_TRIP_BOUNDS};
-use link::{Inbound, Inbox, Op, Reply};
+pub use link::{Backplane, Inbound, Inbox, LinkStats, Part, ROUND_TRIP_BOUNDS};
+use link::{Op, Reply};
 use room::{Answered, FollowedRoom, Incoming};
 use store::{JoinArgs, Push, Retention, RoomKeys, Scripts};
 
@@ -318,7 +318,7 @@ impl RedisEngine {
                 deferred: Vec::new(),
             };
             self.rooms.insert(name.clone(), owned);
-            self.backplane.subscribe(shard, self.router.me(), name);
+            self.backplane.subscribe(shard, self.router.me(), name, Part::Engine);
         }
         if let Some(owned) = self.rooms.get_mut(join.room.as_str()) {
             owned.pending_joins.insert(join.conn);
@@ -400,7 +400,7 @@ impl RedisEngine {
         });
         if unused {
             if let Some(owned) = self.rooms.remove(name) {
-                self.backplane.unsubscribe(owned.room.shard, name);
+                self.backplane.unsubscribe(owned.room.shard, name, Part::Engine);
                 self.room_count.release(1);
             }
             self.release(name, u64::MAX);
