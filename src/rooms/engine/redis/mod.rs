@@ -254,7 +254,8 @@ impl RedisEngine {
                     return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
                 }
                 let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
-                let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, Some(limit.min(self.config.history_size)));
+                let last = Some(limit.min(self.config.history_size));
+                let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, last, self.now_ms());
                 let shard = self.backplane.shard_of(&room);
                 self.request(shard, Op::Command(cmd), Pending::History { conn, id, room });
             }
@@ -463,12 +464,12 @@ impl RedisEngine {
 
     /// Reads what `room` missed since its last delivered offset.
     fn send_read(&mut self, room: &Arc<str>) {
-        let epoch = self.new_epoch();
+        let (epoch, now_ms) = (self.new_epoch(), self.now_ms());
         let Some(owned) = self.rooms.get_mut(room) else { return };
         let Some(after) = owned.room.position().map(|p| p.delivered) else { return };
         owned.room.reading = true;
         self.backplane.stats().gap_fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cmd = self.scripts.read(&RoomKeys::new(room), Some(&epoch), after, None);
+        let cmd = self.scripts.read(&RoomKeys::new(room), Some(&epoch), after, None, now_ms);
         let shard = owned.room.shard;
         self.request(shard, Op::Command(cmd), Pending::Read { room: room.clone() });
     }

@@ -137,17 +137,26 @@ pub struct Published {
     pub offset: u64,
 }
 
+/// What every script that may create a room starts with.
+const PRELUDE: &str = r#"
+-- The room's epoch; a new room gets `new_epoch` unless the registry `rooms` (expired
+-- entries dropped first) holds `max` rooms already (then nil).
+local function room_epoch(meta, rooms, new_epoch, now, max)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if epoch then return epoch end
+  redis.call('ZREMRANGEBYSCORE', rooms, '-inf', now)
+  if max and redis.call('ZCARD', rooms) >= max then return nil end
+  redis.call('HSET', meta, 'epoch', new_epoch, 'offset', 0)
+  return new_epoch
+end
+"#;
+
 const PUBLISH: &str = r#"
 -- KEYS: meta, stream, rooms. ARGV: new epoch, push head, push tail, history size, ttl ms,
 -- now ms, ephemeral (1/0), channel, except (client id or -), max rooms, room.
 local ttl = tonumber(ARGV[5])
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
-  if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[10]) then return {'rooms-full'} end
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-end
+local epoch = room_epoch(KEYS[1], KEYS[3], ARGV[1], ARGV[6], tonumber(ARGV[10]))
+if not epoch then return {'rooms-full'} end
 redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + ttl, ARGV[11])
 if ARGV[7] == '1' then
   redis.call('PUBLISH', ARGV[8], epoch .. ' 0 ' .. ARGV[9] .. ' ' .. ARGV[2] .. ARGV[3])
@@ -181,13 +190,8 @@ const JOIN: &str = r#"
 -- KEYS: meta, stream, presence, who, rooms. ARGV: new epoch, client, member json, entry
 -- expiry ms, max members, ttl ms, since epoch, since offset, channel, join event, now ms,
 -- presence keys ttl ms, max rooms, room.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[11])
-  if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {'rooms-full'} end
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-end
+local epoch = room_epoch(KEYS[1], KEYS[5], ARGV[1], ARGV[11], tonumber(ARGV[13]))
+if not epoch then return {'rooms-full'} end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
 local known = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if not known and redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[11], '+inf') >= tonumber(ARGV[5]) then
@@ -213,13 +217,12 @@ return {'ok', epoch, offset, entries}
 "#;
 
 const READ: &str = r#"
--- KEYS: meta, stream. ARGV: new epoch ('': do not create the room), after offset, count
--- (-1: every entry after the offset; n: the last n).
+-- KEYS: meta, stream, rooms. ARGV: new epoch ('': do not create the room), after offset,
+-- count (-1: every entry after the offset; n: the last n), now ms.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   if ARGV[1] == '' then return {'', 0, {}} end
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+  epoch = room_epoch(KEYS[1], KEYS[3], ARGV[1], ARGV[4], nil)
 end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
 local entries = {}
@@ -298,18 +301,15 @@ pub struct Scripts {
     leave: Script,
     refresh: Script,
     presence: Script,
+    /// Each script's source, the prelude first.
+    sources: [String; 6],
 }
 
 impl Default for Scripts {
     fn default() -> Self {
-        Scripts {
-            publish: Script::new(PUBLISH),
-            join: Script::new(JOIN),
-            read: Script::new(READ),
-            leave: Script::new(LEAVE),
-            refresh: Script::new(REFRESH),
-            presence: Script::new(PRESENCE),
-        }
+        let sources = [PUBLISH, JOIN, READ, LEAVE, REFRESH, PRESENCE].map(|body| format!("{PRELUDE}{body}"));
+        let [publish, join, read, leave, refresh, presence] = sources.each_ref().map(|s| Script::new(s));
+        Scripts { publish, join, read, leave, refresh, presence, sources }
     }
 }
 
@@ -344,8 +344,8 @@ pub struct JoinArgs<'a> {
 impl Scripts {
     /// Every script's `SCRIPT LOAD`.
     pub fn load_commands(&self) -> Vec<Cmd> {
-        [PUBLISH, JOIN, READ, LEAVE, REFRESH, PRESENCE]
-            .into_iter()
+        self.sources
+            .iter()
             .map(|source| {
                 let mut cmd = redis::cmd("SCRIPT");
                 cmd.arg("LOAD").arg(source);
@@ -405,10 +405,10 @@ impl Scripts {
     /// Reads a room's epoch, offset and kept messages after `after` (`last`: only the
     /// last so many), creating the room with `new_epoch` when given and missing (reply:
     /// [`parse_snapshot`]).
-    pub fn read(&self, keys: &RoomKeys, new_epoch: Option<&str>, after: u64, last: Option<usize>) -> Cmd {
-        let mut cmd = evalsha(&self.read, &[&keys.meta, &keys.stream]);
+    pub fn read(&self, keys: &RoomKeys, new_epoch: Option<&str>, after: u64, last: Option<usize>, now_ms: u64) -> Cmd {
+        let mut cmd = evalsha(&self.read, &[&keys.meta, &keys.stream, ROOMS]);
         let count = last.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        cmd.arg(new_epoch.unwrap_or("")).arg(after.min(1 << 53)).arg(count);
+        cmd.arg(new_epoch.unwrap_or("")).arg(after.min(1 << 53)).arg(count).arg(now_ms);
         cmd
     }
 

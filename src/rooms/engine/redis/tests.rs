@@ -82,7 +82,7 @@ fn publish(con: &mut redis::Connection, keys: &RoomKeys, n: u32, now_ms: u64) ->
 }
 
 fn read(con: &mut redis::Connection, keys: &RoomKeys, after: u64, now_ms: u64) -> store::Snapshot {
-    let cmd = Scripts::default().read(keys, None, after, None);
+    let cmd = Scripts::default().read(keys, None, after, None, now_ms);
     store::parse_snapshot(cmd.query::<Value>(con).expect("read"), RETAIN.ttl_ms, now_ms).expect("a read reply")
 }
 
