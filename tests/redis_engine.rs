@@ -301,7 +301,10 @@ fn cutting_a_node_s_redis_connections_at_random_loses_and_repeats_nothing() {
                     let data = json!({"n": n, "i": i});
                     let deadline = Instant::now() + Duration::from_secs(30);
                     loop {
-                        let reply = client.request(json!({"op": "publish", "room": "r", "data": data}));
+                        // The same key on every try: one that Redis took while its reply
+                        // was cut is not published twice.
+                        let key = format!("{n}-{i}");
+                        let reply = client.request(json!({"op": "publish", "room": "r", "data": data, "key": key}));
                         if let Some(offset) = reply["ok"]["offset"].as_u64() {
                             acked.push((offset, data));
                             break;
@@ -341,6 +344,7 @@ fn cutting_a_node_s_redis_connections_at_random_loses_and_repeats_nothing() {
     let cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
     println!("{cuts} cuts, {} publishes acknowledged, last offset {last}", acked.len());
     assert!(cuts > 3, "the test cut some connections");
+    assert_eq!(last, 2 * EACH, "every publish exactly once (retries carried their key)");
 }
 
 #[test]

@@ -467,3 +467,12 @@ fn a_bad_request_line_gets_400_and_never_hangs() {
     stream.read_to_end(&mut rest).expect("the server ends the connection");
     assert!(rest.is_empty());
 }
+
+#[test]
+fn a_backend_publish_retried_with_its_key_is_published_once() {
+    let server = server();
+    let body = json!({"room": "r", "data": 1, "key": "order-17"});
+    assert_eq!(publish(&server, &body).json(), json!({"room": "r", "offset": 1}));
+    assert_eq!(publish(&server, &body).json(), json!({"room": "r", "offset": 1, "duplicate": true}));
+    assert_json_error(&publish(&server, &json!({"room": "r", "data": 1, "key": ""})), 400);
+}

@@ -373,3 +373,25 @@ fn rooms_are_separate() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["room"], "two");
 }
+
+#[test]
+fn a_publish_sent_again_with_its_key_is_not_published_twice() {
+    let server = TestServer::rooms(RoomsConfig { history_size: 3, ..RoomsConfig::default() });
+    let mut a = RoomClient::connect(&server);
+    a.join("r");
+    let publish = |data: u32, key: &str| json!({"op": "publish", "room": "r", "data": data, "key": key});
+    assert_eq!(a.ok(publish(1, "k-1")), json!({"room": "r", "offset": 1}));
+    // The reply was lost, say: the client sends it again with the same key.
+    assert_eq!(a.ok(publish(1, "k-1")), json!({"room": "r", "offset": 1, "duplicate": true}));
+    assert_eq!(a.ok(publish(2, "k-2"))["offset"], 2);
+    let offsets: Vec<u64> = a.barrier().iter().filter(|m| m["op"] == "message").map(offset_of).collect();
+    assert_eq!(offsets, [1, 2], "published once each");
+    // A key is remembered as long as its message is kept (history size 3 here).
+    a.ok(publish(3, "k-3"));
+    a.ok(publish(4, "k-4"));
+    assert_eq!(a.ok(publish(1, "k-1")), json!({"room": "r", "offset": 5}), "k-1 left the history window");
+    for bad in [json!(""), json!("x".repeat(65)), json!(7)] {
+        assert_eq!(a.error(json!({"op": "publish", "room": "r", "data": 1, "key": bad})), 400, "{bad}");
+    }
+    assert_eq!(a.ok(publish(6, &"y".repeat(64)))["offset"], 6, "64 bytes is fine");
+}

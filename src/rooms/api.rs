@@ -114,7 +114,7 @@ impl Api {
         engine: &mut dyn Engine,
     ) -> Option<HttpResponse> {
         match parse_publish(body) {
-            Ok((room, data)) => {
+            Ok((room, data, key)) => {
                 self.waiting.insert(http, Waiting::Publish);
                 let publish = Publish {
                     reply: ReplyTo::Http(http),
@@ -123,6 +123,7 @@ impl Api {
                     data: Bytes::from(data),
                     echo: true,
                     ephemeral: false,
+                    key: key.map(String::into_boxed_str),
                 };
                 engine.publish(out.now(), publish);
                 None
@@ -137,10 +138,9 @@ impl Api {
         let Some(waiting) = self.waiting.remove(&http) else { return };
         let response = match (waiting, result) {
             (_, Err(e)) => error_response(&e),
-            (Waiting::Publish, Ok(Answer::Published { room, offset })) => HttpResponse::json(
-                200,
-                ObjectWriter::new().str("room", &room).num("offset", offset.unwrap_or(0)).finish(),
-            ),
+            (Waiting::Publish, Ok(Answer::Published { room, offset, duplicate })) => {
+                HttpResponse::json(200, super::members::published_body(&room, Some(offset.unwrap_or(0)), duplicate))
+            }
             (Waiting::ListRooms, Ok(Answer::Rooms(all))) => list_rooms(all),
             (Waiting::Metrics(mut text), Ok(Answer::Rooms(all))) => {
                 render_room_metrics(&all, relay_rooms, &mut text);
@@ -160,8 +160,9 @@ fn error_response(e: &RoomError) -> HttpResponse {
     HttpResponse::json_error(e.code(), &e.to_string())
 }
 
-/// `{"room","data"}`: the room (valid) and the raw JSON text of `data`.
-fn parse_publish(body: &[u8]) -> Result<(String, String), RoomError> {
+/// `{"room","data","key"?}`: the room (valid), the raw JSON text of `data`, and the
+/// idempotency key (as a client's publish has it).
+fn parse_publish(body: &[u8]) -> Result<(String, String, Option<String>), RoomError> {
     let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
     let fields = serde_json::from_str::<HashMap<String, &RawValue>>(text).map_err(|_| RoomError::BodyNotObject)?;
     let Some(Ok(room)) = fields.get("room").map(|r| serde_json::from_str::<String>(r.get())) else {
@@ -169,7 +170,7 @@ fn parse_publish(body: &[u8]) -> Result<(String, String), RoomError> {
     };
     protocol::validate_room_name(&room)?;
     let data = fields.get("data").ok_or(RoomError::MissingField("data"))?;
-    Ok((room, data.get().to_owned()))
+    Ok((room, data.get().to_owned(), protocol::publish_key(&fields)?))
 }
 
 fn allowed(path: &str) -> &'static str {

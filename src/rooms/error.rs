@@ -41,6 +41,8 @@ pub enum RoomError {
     BodyNotObject,
     /// A backend API body whose `room` is missing or not a string.
     BodyRoomField,
+    /// A publish's `key` is not 1-64 bytes.
+    BadKey,
 
     // ---- 401: who the client is ----
     /// `require_auth`: a request before a valid `auth`.
@@ -103,7 +105,9 @@ impl RoomError {
         use RoomError::*;
         match self {
             MalformedJson | BadId | MissingField(_) | WrongType(_) | UnknownOp(_) | BadRoomName | BinaryFrame
-            | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField => code::BAD_REQUEST,
+            | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField | BadKey => {
+                code::BAD_REQUEST
+            }
             AuthenticateFirst | Token(_) => code::UNAUTHORIZED,
             JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
                 code::FORBIDDEN
@@ -141,6 +145,7 @@ impl fmt::Display for RoomError {
             BodyNotUtf8 => f.write_str("body is not UTF-8"),
             BodyNotObject => f.write_str("body must be a JSON object {\"room\",\"data\"}"),
             BodyRoomField => f.write_str("missing or ill-typed field: room"),
+            BadKey => f.write_str("key must be 1-64 bytes"),
             AuthenticateFirst => f.write_str("authenticate first: {\"op\":\"auth\",\"token\":...}"),
             Token(e) => e.fmt(f),
             JoinDenied => f.write_str("not allowed to join this room"),

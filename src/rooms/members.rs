@@ -180,7 +180,7 @@ impl Members {
                 engine.join(now, Join { conn, identity, room, presence, since, id: owned_id() });
             }
             Request::Leave { room } => engine.leave(now, Leave { conn, room, id: owned_id(), gone: false }),
-            Request::Publish { room, data, echo, ephemeral } => {
+            Request::Publish { room, data, echo, ephemeral, key } => {
                 if client.publishes.take(self.config.publish_rate, self.config.publish_burst, now.mono).is_err() {
                     return self.answer(out, conn, id, Err(RoomError::PublishRate));
                 }
@@ -190,7 +190,8 @@ impl Members {
                 let from = Some((conn, identity()));
                 let data = slice_of(frame, data);
                 let reply = ReplyTo::Member { conn, id: owned_id() };
-                engine.publish(now, Publish { reply, from, room, data, echo, ephemeral });
+                let key = key.map(String::into_boxed_str);
+                engine.publish(now, Publish { reply, from, room, data, echo, ephemeral, key });
             }
             Request::Presence { room } => engine.presence(now, conn, owned_id(), room),
             Request::History { room, limit } => engine.history(now, conn, owned_id(), room, limit),
@@ -294,6 +295,17 @@ impl Members {
     }
 }
 
+/// The reply body of a publish (the API's too): `{"room","offset"}`, and
+/// `"duplicate":true` when its key was seen already.
+pub fn published_body(room: &str, offset: Option<u64>, duplicate: bool) -> String {
+    let body = ObjectWriter::new().str("room", room);
+    let body = match offset {
+        Some(offset) => body.num("offset", offset),
+        None => body,
+    };
+    if duplicate { body.bool("duplicate", true) } else { body }.finish()
+}
+
 /// The reply body of a successful join.
 fn joined_body(room: &str, joined: JoinedRoom) -> String {
     ObjectWriter::new()
@@ -309,14 +321,7 @@ fn joined_body(room: &str, joined: JoinedRoom) -> String {
 /// The reply body of any other answer.
 fn answer_body(answer: Answer) -> String {
     match answer {
-        Answer::Published { room, offset } => {
-            let body = ObjectWriter::new().str("room", &room);
-            match offset {
-                Some(offset) => body.num("offset", offset),
-                None => body,
-            }
-            .finish()
-        }
+        Answer::Published { room, offset, duplicate } => published_body(&room, offset, duplicate),
         Answer::Presence { room, members } => {
             let members: Vec<String> = members
                 .iter()

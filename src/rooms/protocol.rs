@@ -48,6 +48,9 @@ pub enum Request<'a> {
         echo: bool,
         /// True: no offset, not kept (typing, cursors).
         ephemeral: bool,
+        /// The client's idempotency key (1-64 bytes): a publish with a key already seen in
+        /// the room's history window is not published again.
+        key: Option<String>,
     },
     /// A room's members.
     Presence {
@@ -106,12 +109,24 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
             data: fields.get("data").map(|raw| raw.get()).ok_or(RoomError::MissingField("data"))?,
             echo: optional(fields, "echo")?.unwrap_or(true),
             ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
+            key: publish_key(fields)?,
         }),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "history" => Ok(Request::History { room: room(fields)?, limit: optional(fields, "limit")? }),
         "ping" => Ok(Request::Ping),
         "auth" => Ok(Request::Auth { token: required(fields, "token")? }),
         other => Err(RoomError::UnknownOp(truncate(other, 32).to_owned())),
+    }
+}
+
+/// The longest idempotency key.
+pub const MAX_KEY_BYTES: usize = 64;
+
+/// A publish's `key`: absent, or 1-[`MAX_KEY_BYTES`] bytes.
+pub fn publish_key(fields: &HashMap<String, &RawValue>) -> Result<Option<String>, RoomError> {
+    match optional::<String>(fields, "key")? {
+        Some(key) if key.is_empty() || key.len() > MAX_KEY_BYTES => Err(RoomError::BadKey),
+        key => Ok(key),
     }
 }
 
@@ -385,8 +400,8 @@ mod tests {
         let (id, req) = parse(r#"{"id":"a","op":"publish","room":"r","data":{"x":[1,2]},"echo":false}"#);
         assert_eq!(id.as_deref(), Some("\"a\""));
         match req {
-            Ok(Request::Publish { room, data, echo, ephemeral }) => {
-                assert_eq!((room.as_str(), data, echo, ephemeral), ("r", r#"{"x":[1,2]}"#, false, false));
+            Ok(Request::Publish { room, data, echo, ephemeral, key }) => {
+                assert_eq!((room.as_str(), data, echo, ephemeral, key), ("r", r#"{"x":[1,2]}"#, false, false, None));
             }
             other => panic!("{other:?}"),
         }

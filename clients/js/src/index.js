@@ -24,7 +24,7 @@ const DEFAULTS = {
   // for timing; set them to the server's --publish-rate/--publish-burst (0: no limit here).
   publishRate: 95,
   publishBurst: 190,
-  sendKeys: true, // send each publish's idempotency `key` (servers that do not know it ignore it)
+  sendKeys: true, // send each publish's idempotency `key` (the server publishes a key once)
   random: Math.random, // the backoff's jitter source (tests pin it)
 };
 
@@ -868,7 +868,7 @@ export class WsedgeClient extends Emitter {
     const fields = { room: room.name, data: item.data };
     if (item.echo === false) fields.echo = false;
     if (item.ephemeral) fields.ephemeral = true;
-    // The idempotency key (issue 15): servers that do not know it ignore unknown fields.
+    // The idempotency key: the server answers a repeat with the first offset (`duplicate`).
     if (item.key !== undefined && this.options.sendKeys) fields.key = item.key;
     item.sentAs = this.clientId;
     item.offset = undefined;

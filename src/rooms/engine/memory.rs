@@ -84,8 +84,7 @@ impl MemoryEngine {
             Msg::Join(join) => self.owner_join(now, join),
             Msg::Leave(leave) => self.owner_leave(now, leave),
             Msg::Publish(publish) => {
-                let Publish { reply, from, room, data, echo, ephemeral } = publish;
-                let result = self.owner_publish(now, from, room, &data, echo, ephemeral);
+                let (reply, result) = self.owner_publish(now, publish);
                 self.answer(reply, result);
             }
             Msg::Presence { conn, id, room } => {
@@ -166,7 +165,15 @@ impl MemoryEngine {
 
     /// Orders a publish: validated, given the room's next offset, serialized once, kept,
     /// and handed as the same `Bytes` to every worker with members.
-    fn owner_publish(
+    /// Returns who is answered, and with what.
+    fn owner_publish(&mut self, now: Now, publish: Publish) -> (ReplyTo, Result<Answer, RoomError>) {
+        let Publish { reply, from, room, data, echo, ephemeral, key } = publish;
+        let key = key.filter(|_| !ephemeral);
+        (reply, self.order(now, from, room, &data, echo, ephemeral, key))
+    }
+
+    #[allow(clippy::too_many_arguments)] // a publish's parts, taken apart once above
+    fn order(
         &mut self,
         now: Now,
         from: Option<(ConnId, Identity)>,
@@ -174,6 +181,7 @@ impl MemoryEngine {
         data: &[u8],
         echo: bool,
         ephemeral: bool,
+        key: Option<Box<str>>,
     ) -> Result<Answer, RoomError> {
         if data.len() > self.config.max_message_bytes {
             return Err(RoomError::TooLarge { max: self.config.max_message_bytes });
@@ -195,12 +203,15 @@ impl MemoryEngine {
         let Some(room) = self.rooms.get_mut(room_name.as_str()) else {
             return Err(RoomError::RoomUnavailable);
         };
+        if let Some(offset) = key.as_deref().and_then(|k| room.offset_of_key(k)) {
+            return Ok(Answer::Published { room: room_name, offset: Some(offset), duplicate: true });
+        }
         let offset = (!ephemeral).then(|| room.next_offset());
         let from_member = from.as_ref().map_or(Member { client: None, user: None }, |(_, who)| who.member());
         // One allocation per publish: the same bytes are kept in history and broadcast.
         let json = Bytes::from(protocol::message(&room_name, offset, from_member, data));
         if let Some(offset) = offset {
-            let freed = room.keep(Kept { offset, at: now.mono, json: json.clone() }, history_size);
+            let freed = room.keep(Kept { offset, at: now.mono, json: json.clone(), key }, history_size);
             self.history_bytes = (self.history_bytes + json.len()).saturating_sub(freed);
             while self.history_bytes > history_budget {
                 let Some(freed) = room.evict_oldest() else { break };
@@ -210,7 +221,7 @@ impl MemoryEngine {
         let (name, mask) = (room.name.clone(), room.worker_mask(false));
         let except = if echo { None } else { from.map(|(conn, _)| conn) };
         self.router.deliver(mask, &name, Audience::Members, except, &json);
-        Ok(Answer::Published { room: room_name, offset })
+        Ok(Answer::Published { room: room_name, offset, duplicate: false })
     }
 
     /// Adds a member (on any worker) to an owned room; answers its worker with `Joined`.
@@ -380,6 +391,7 @@ mod tests {
             data: Bytes::copy_from_slice(data.as_bytes()),
             echo: true,
             ephemeral: false,
+            key: None,
         };
         engine.publish(now, publish);
         let mut answer = None;

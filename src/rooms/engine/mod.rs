@@ -150,6 +150,10 @@ pub struct Publish {
     pub echo: bool,
     /// True: no offset, not kept in history (typing indicators, cursors).
     pub ephemeral: bool,
+    /// The idempotency key: a publish whose key is still in the room's history window is
+    /// answered with the original offset (`duplicate`) and not published again. Ignored
+    /// for an ephemeral publish (it is not kept).
+    pub key: Option<Box<str>>,
 }
 
 /// A successful join, as the member side answers it.
@@ -196,6 +200,8 @@ pub enum Answer {
         room: String,
         /// Its offset.
         offset: Option<u64>,
+        /// Its key was seen already: `offset` is the original's, nothing was published.
+        duplicate: bool,
     },
     /// The room's members.
     Presence {

@@ -30,6 +30,8 @@ pub struct Kept {
     pub at: Instant,
     /// The message push as members received it: the very `Bytes` that was broadcast.
     pub json: Bytes,
+    /// Its idempotency key.
+    pub key: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Room {
     pub offset: u64,
     roster: Roster,
     history: VecDeque<Kept>,
+    /// The keys of kept messages -> their offsets (a publish with one is a duplicate).
+    keys: HashMap<Box<str>, u64>,
     /// Bytes of JSON in `history`.
     history_bytes: usize,
     /// When the last member left (the room is dropped once its history has expired).
@@ -64,6 +68,7 @@ impl Room {
             offset: 0,
             roster: Roster::new(workers),
             history: VecDeque::new(),
+            keys: HashMap::new(),
             history_bytes: 0,
             emptied_at: Some(now),
         }
@@ -113,14 +118,25 @@ impl Room {
             freed += self.evict_oldest().unwrap_or(0);
         }
         self.history_bytes += kept.json.len();
+        if let Some(key) = &kept.key {
+            self.keys.insert(key.clone(), kept.offset);
+        }
         self.history.push_back(kept);
         freed
+    }
+
+    /// The offset of the kept message published with `key`.
+    pub fn offset_of_key(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).copied()
     }
 
     /// Drops the oldest kept message; returns its size.
     pub fn evict_oldest(&mut self) -> Option<usize> {
         let kept = self.history.pop_front()?;
         self.history_bytes -= kept.json.len();
+        if let Some(key) = &kept.key {
+            self.keys.remove(key);
+        }
         Some(kept.json.len())
     }
 
@@ -173,7 +189,7 @@ mod tests {
         let mut room = Room::new("r".into(), "e1".into(), at, 1);
         for _ in offsets {
             let offset = room.next_offset();
-            room.keep(Kept { offset, at, json: format!("{{\"offset\":{offset}}}").into() }, limit);
+            room.keep(Kept { offset, at, json: format!("{{\"offset\":{offset}}}").into(), key: None }, limit);
         }
         room
     }

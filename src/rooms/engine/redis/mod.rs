@@ -42,7 +42,7 @@ use crate::server::{ConnId, Doorbell, Now};
 pub use link::{Backplane, Inbound, Inbox, LinkStats, Part, ROUND_TRIP_BOUNDS};
 use link::{Op, Reply};
 use room::{Answered, FollowedRoom, Incoming};
-use store::{JoinArgs, Push, Retention, RoomKeys, Scripts};
+use store::{JoinArgs, Outgoing, Push, Retention, RoomKeys, Scripts};
 
 /// A room this worker owns, with what the engine tracks around it.
 #[derive(Debug)]
@@ -409,7 +409,7 @@ impl RedisEngine {
     }
 
     fn owner_publish(&mut self, publish: Publish) {
-        let Publish { reply, from, room, data, echo, ephemeral } = publish;
+        let Publish { reply, from, room, data, echo, ephemeral, key } = publish;
         let result = self.check_publish(from.as_ref().map(|(conn, _)| *conn), &room, &data);
         let data = match result {
             Ok(data) => data,
@@ -430,15 +430,9 @@ impl RedisEngine {
         let hold = echo && here;
         let epoch = self.new_epoch();
         let push = Push { head: &head, tail: &tail };
-        let cmd = self.scripts.publish(
-            &RoomKeys::new(&room),
-            &epoch,
-            push,
-            ephemeral,
-            except.as_deref(),
-            self.retention,
-            self.now_ms(),
-        );
+        let key = key.as_deref().filter(|_| !ephemeral);
+        let msg = Outgoing { push, ephemeral, except: except.as_deref(), key };
+        let cmd = self.scripts.publish(&RoomKeys::new(&room), &epoch, msg, self.retention, self.now_ms());
         let shard = self.backplane.shard_of(&room);
         let seq = self.next_token;
         self.request(shard, Op::Command(cmd), Pending::Published { reply, room, hold, seq });
@@ -562,12 +556,13 @@ impl RedisEngine {
                     Some(Err(())) => return self.router.answer(reply, Err(RoomError::TooManyRooms)),
                     None => return self.router.answer(reply, Err(unavailable)),
                 };
-                let offset = published.offset;
-                let answer = Answer::Published { room, offset: (offset > 0).then_some(offset) };
+                let (offset, duplicate) = (published.offset, published.duplicate);
+                let answer = Answer::Published { room, offset: (offset > 0).then_some(offset), duplicate };
                 let Answer::Published { room, .. } = &answer else { return };
                 let key = self.rooms.get_key_value(room.as_str()).map(|(k, _)| k.clone());
                 match key {
-                    Some(key) if hold && offset > 0 => {
+                    // (A duplicate was delivered when it was first published.)
+                    Some(key) if hold && offset > 0 && !duplicate => {
                         self.held.entry(key.clone()).or_default().push(HeldReply { offset, seq, reply, answer });
                         self.held_seqs.insert(seq);
                         self.settle(&key);

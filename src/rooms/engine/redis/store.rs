@@ -37,6 +37,8 @@ pub struct RoomKeys {
     pub presence: String,
     /// Who each present client is.
     pub who: String,
+    /// The idempotency keys of kept messages -> their offsets.
+    pub keys: String,
     /// The pub/sub channel.
     pub channel: String,
 }
@@ -57,6 +59,7 @@ impl RoomKeys {
             stream: format!("wsedge:{{{room}}}:stream"),
             presence: format!("wsedge:{{{room}}}:presence"),
             who: format!("wsedge:{{{room}}}:who"),
+            keys: format!("wsedge:{{{room}}}:keys"),
             channel: format!("wsedge:{{{room}}}"),
         }
     }
@@ -91,6 +94,19 @@ pub struct Push<'a> {
     pub head: &'a str,
     /// `,"from":{...},"data":...}`
     pub tail: &'a str,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Its push.
+    pub push: Push<'a>,
+    /// No offset, not kept.
+    pub ephemeral: bool,
+    /// The client it is not delivered to (`echo: false`).
+    pub except: Option<&'a str>,
+    /// Its idempotency key.
+    pub key: Option<&'a str>,
 }
 
 /// One stream entry, as the publish script wrote it.
@@ -135,6 +151,8 @@ pub struct Published {
     pub epoch: String,
     /// The message's offset (0: ephemeral).
     pub offset: u64,
+    /// Its key was seen: `offset` is the original's, nothing was published.
+    pub duplicate: bool,
 }
 
 /// What every script that may create a room starts with.
@@ -152,8 +170,9 @@ end
 "#;
 
 const PUBLISH: &str = r#"
--- KEYS: meta, stream, rooms. ARGV: new epoch, push head, push tail, history size, ttl ms,
--- now ms, ephemeral (1/0), channel, except (client id or -), max rooms, room.
+-- KEYS: meta, stream, rooms, keys. ARGV: new epoch, push head, push tail, history size,
+-- ttl ms, now ms, ephemeral (1/0), channel, except (client id or -), max rooms, room,
+-- idempotency key ('': none).
 local ttl = tonumber(ARGV[5])
 local epoch = room_epoch(KEYS[1], KEYS[3], ARGV[1], ARGV[6], tonumber(ARGV[10]))
 if not epoch then return {'rooms-full'} end
@@ -163,23 +182,42 @@ if ARGV[7] == '1' then
   redis.call('PEXPIRE', KEYS[1], ttl)
   return {epoch, 0}
 end
+-- The first kept entry, after dropping those older than the TTL; the keys of messages no
+-- longer kept go with them (the history window is what the stream holds).
+local function trim()
+  local oldest = tonumber(ARGV[6]) - ttl
+  while true do
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    if not first then
+      redis.call('DEL', KEYS[4])
+      return
+    end
+    if (tonumber(first[2][2]) or 0) > oldest then
+      redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.match(first[1], '^%d+'))
+      return
+    end
+    redis.call('XDEL', KEYS[2], first[1])
+  end
+end
+local size = tonumber(ARGV[4])
+local key = ARGV[12]
+if size > 0 and key ~= '' then
+  trim()
+  local seen = redis.call('ZSCORE', KEYS[4], key)
+  if seen then return {epoch, tonumber(seen), 'duplicate'} end
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local push = ARGV[2] .. ',"offset":' .. offset .. ARGV[3]
-local size = tonumber(ARGV[4])
 if size > 0 then
   if ARGV[9] == '-' then
     redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[6], 'm', push)
   else
     redis.call('XADD', KEYS[2], 'MAXLEN', size, offset .. '-0', 't', ARGV[6], 'm', push, 'x', ARGV[9])
   end
-  -- Age: drop the oldest entries older than the TTL (bounded by the history size).
-  local oldest = tonumber(ARGV[6]) - ttl
-  while true do
-    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    if not first or (tonumber(first[2][2]) or 0) > oldest then break end
-    redis.call('XDEL', KEYS[2], first[1])
-  end
+  if key ~= '' then redis.call('ZADD', KEYS[4], offset, key) end
+  trim()
   redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. offset .. ' ' .. ARGV[9] .. ' ' .. push)
@@ -360,24 +398,23 @@ impl Scripts {
         &self,
         keys: &RoomKeys,
         new_epoch: &str,
-        push: Push<'_>,
-        ephemeral: bool,
-        except: Option<&str>,
+        msg: Outgoing<'_>,
         retention: Retention,
         now_ms: u64,
     ) -> Cmd {
-        let mut cmd = evalsha(&self.publish, &[&keys.meta, &keys.stream, ROOMS]);
+        let mut cmd = evalsha(&self.publish, &[&keys.meta, &keys.stream, ROOMS, &keys.keys]);
         cmd.arg(new_epoch)
-            .arg(push.head)
-            .arg(push.tail)
+            .arg(msg.push.head)
+            .arg(msg.push.tail)
             .arg(retention.history_size)
             .arg(retention.ttl_ms.max(1))
             .arg(now_ms)
-            .arg(u8::from(ephemeral))
+            .arg(u8::from(msg.ephemeral))
             .arg(&keys.channel)
-            .arg(except.unwrap_or("-"))
+            .arg(msg.except.unwrap_or("-"))
             .arg(retention.max_rooms)
-            .arg(keys.room());
+            .arg(keys.room())
+            .arg(msg.key.unwrap_or(""));
         cmd
     }
 
@@ -458,8 +495,9 @@ pub fn parse_published(reply: Value) -> Option<Result<Published, ()>> {
     if parts.len() == 1 {
         return (text(parts.pop()?)? == "rooms-full").then_some(Err(()));
     }
+    let duplicate = parts.len() == 3 && text(parts.pop()?)? == "duplicate";
     let [epoch, offset] = <[Value; 2]>::try_from(parts).ok()?;
-    Some(Ok(Published { epoch: text(epoch)?, offset: number(offset)? }))
+    Some(Ok(Published { epoch: text(epoch)?, offset: number(offset)?, duplicate }))
 }
 
 /// The reply of [`Scripts::join`]; entries older than `ttl_ms` are left out.

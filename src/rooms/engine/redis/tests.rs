@@ -73,7 +73,8 @@ fn publish_as(
     now_ms: u64,
 ) -> store::Published {
     let push = Push { head: HEAD, tail };
-    let cmd = Scripts::default().publish(keys, epoch, push, ephemeral, None, RETAIN, now_ms);
+    let msg = store::Outgoing { push, ephemeral, except: None, key: None };
+    let cmd = Scripts::default().publish(keys, epoch, msg, RETAIN, now_ms);
     store::parse_published(cmd.query::<Value>(con).expect("publish")).expect("a publish reply").expect("room")
 }
 
@@ -100,7 +101,7 @@ fn publishes_get_offsets_one_by_one_and_the_stream_keeps_the_last_few() {
     pubsub.subscribe(&keys.channel).unwrap();
     for n in 1..=5 {
         let published = publish(&mut con, &keys, n, 1_000);
-        assert_eq!(published, store::Published { epoch: "e1".into(), offset: u64::from(n) });
+        assert_eq!(published, store::Published { epoch: "e1".into(), offset: u64::from(n), duplicate: false });
     }
     // The push members receive: the same bytes as the in-memory engine writes.
     let kept = read(&mut con, &keys, 0, 1_000);
@@ -149,7 +150,7 @@ fn a_flushed_redis_gives_a_new_epoch_and_offsets_start_again() {
     publish(&mut con, &keys, 1, 1_000);
     redis::cmd("FLUSHALL").query::<()>(&mut con).unwrap();
     let after = publish_as(&mut con, &keys, "e2", &tail(2), false, 2_000);
-    assert_eq!(after, store::Published { epoch: "e2".into(), offset: 1 });
+    assert_eq!(after, store::Published { epoch: "e2".into(), offset: 1, duplicate: false });
     let missing = read(&mut con, &RoomKeys::new("nobody"), 0, 0);
     assert_eq!((missing.epoch, missing.offset, missing.entries.len()), (None, 0, 0));
 }
