@@ -123,8 +123,9 @@ export function signToken(secret, claims) {
 /**
  * A TCP proxy to `port` the test controls: cutAll() destroys every open pair (both sides,
  * whatever was in flight is lost), chaos() cuts each connection after a random number of
- * bytes (mid-frame, either direction), freeze() holds every byte (a dead link), pause()
- * refuses new connections until resume().
+ * bytes (mid-frame, either direction), freeze() holds every byte (a dead link), deafen()
+ * drops what the server sends on the open connections (requests arrive, replies are
+ * lost), pause() refuses new connections until resume().
  */
 export async function startProxy(port) {
   const pairs = new Set();
@@ -145,7 +146,7 @@ export async function startProxy(port) {
       upstream.destroy();
     };
     const forward = (to) => (chunk) => {
-      if (pair.frozen || !pairs.has(pair)) return;
+      if (pair.frozen || !pairs.has(pair) || (pair.deaf && to === client)) return;
       if (budget && pair.left === Infinity) pair.left = random(budget.min, budget.max);
       if (budget && chunk.length >= pair.left) {
         // Cut here: part of this chunk goes through, the rest is lost with the connection.
@@ -203,6 +204,10 @@ export async function startProxy(port) {
     calm() {
       budget = null;
       for (const pair of pairs) pair.left = Infinity;
+    },
+    /** Drops every byte the server sends on the open connections. */
+    deafen() {
+      for (const pair of pairs) pair.deaf = true;
     },
     /** Holds every byte both ways (a dead link the sockets do not notice). */
     freeze() {

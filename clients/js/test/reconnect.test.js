@@ -92,6 +92,26 @@ test("offline publishes: bounded queue, flushed in order after the rejoin", asyn
   assert.deepEqual((await room.history()).messages.map((m) => m.data), [1, 2, 3, 4, 5]);
 });
 
+test("a publish whose reply was lost is sent again with its key and published once", async () => {
+  const c = client(proxy.url, { minReconnectDelay: 5, maxReconnectDelay: 50 });
+  const watcher = client(server.url);
+  const room = c.join("re-idem");
+  const seen = [];
+  const wr = watcher.join("re-idem");
+  wr.on("message", (m) => seen.push(m.data));
+  await Promise.all([nextEvent(room, "joined"), nextEvent(wr, "joined")]);
+  proxy.deafen(); // the publish reaches the server; its reply does not come back
+  const published = room.publish({ once: true });
+  await waitFor(() => seen.length === 1, "the server published it");
+  proxy.cutAll();
+  // After the rejoin the client finds its message in `missed`, or sends it again with the
+  // same key and the server answers `duplicate`: either way one message, offset 1.
+  const reply = await published;
+  assert.equal(reply.offset, 1);
+  assert.deepEqual((await wr.history()).messages.map((m) => m.data), [{ once: true }], "published once");
+  assert.deepEqual(seen, [{ once: true }]);
+});
+
 test("dead link (no traffic, socket still open): ping, no reply, reconnect", async () => {
   const c = client(proxy.url, { idleTimeout: 300, pingTimeout: 300 });
   const room = c.join("re-dead");
