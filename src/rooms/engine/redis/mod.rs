@@ -628,7 +628,7 @@ impl RedisEngine {
 
     fn on_joined(&mut self, room: Arc<str>, answered: Answered, value: Option<redis::Value>, ttl: u64, now_ms: u64) {
         let Some(owned) = self.rooms.get_mut(&room) else { return };
-        owned.joining -= 1;
+        owned.joining = owned.joining.saturating_sub(1);
         let conn = answered.conn;
         let client = answered.membership.identity.client.clone();
         let error = match value.and_then(|v| store::parse_joined(v, ttl, now_ms)) {
