@@ -125,7 +125,7 @@ fn presence_and_its_events_span_nodes() {
     let mut watcher = RoomClient::connect(&a);
     watcher.ok(json!({"op": "join", "room": "lobby", "presence": true}));
     let mut other = RoomClient::connect(&b);
-    other.join("lobby");
+    assert_eq!(other.join("lobby")["members"], 2, "the join counts members on every node");
     let event = watcher.next();
     assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("join"), Some(other.id.as_str())));
     let presence = watcher.ok(json!({"op": "presence", "room": "lobby"}));

@@ -349,7 +349,8 @@ impl RedisEngine {
         owned.joining += 1;
         owned.room.expect_join(identity.client.clone());
         let (shard, name) = (owned.room.shard, owned.room.name.clone());
-        let answered = Answered { conn, id, presence, since, membership: Membership { presence, identity } };
+        let membership = Membership { presence, identity };
+        let answered = Answered { conn, id, presence, since, membership, members: None };
         self.request(shard, Op::Command(cmd), Pending::Joined { room: name, answered });
     }
 
@@ -598,7 +599,7 @@ impl RedisEngine {
             }
             Pending::History { conn, id, room } => {
                 let result = match value.and_then(|v| store::parse_snapshot(v, ttl, now_ms)) {
-                    Some(store::Snapshot { epoch: Some(epoch), offset, entries }) => Ok(Answer::History {
+                    Some(store::Snapshot { epoch: Some(epoch), offset, entries, .. }) => Ok(Answer::History {
                         room,
                         epoch: epoch.into(),
                         offset,

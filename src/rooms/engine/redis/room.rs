@@ -81,6 +81,8 @@ pub struct Answered {
     pub since: Option<Since>,
     /// Who it is.
     pub membership: Membership,
+    /// Members on every node after the join (from its reply).
+    pub members: Option<usize>,
 }
 
 /// A channel item waiting while the room is paused.
@@ -436,7 +438,8 @@ impl FollowedRoom {
     /// A join takes effect here: the room's state when the member joined
     /// (`snapshot.offset`) and the kept messages after its `since`. Returns whether a read
     /// is needed.
-    fn on_joined(&mut self, router: &mut Router, answered: Answered, snapshot: Snapshot) -> bool {
+    fn on_joined(&mut self, router: &mut Router, mut answered: Answered, snapshot: Snapshot) -> bool {
+        answered.members = snapshot.members.or(answered.members);
         let Some(epoch) = snapshot.epoch.as_deref().map(Arc::<str>::from) else { return false };
         let after = answered.since.as_ref().filter(|s| *s.epoch == *epoch).map_or(u64::MAX, |s| s.offset);
         let at = snapshot.offset;
@@ -483,7 +486,7 @@ impl FollowedRoom {
         let joined = JoinedRoom {
             epoch,
             offset: at,
-            members: self.roster.len(),
+            members: a.members.unwrap_or(self.roster.len()),
             recovered,
             missed: missed.into_iter().map(|(_, push)| push).collect(),
         };
@@ -518,6 +521,7 @@ mod tests {
             presence: false,
             since: None,
             membership: Membership { presence: false, identity },
+            members: None,
         }
     }
 
@@ -527,7 +531,7 @@ mod tests {
             .filter(|&o| o > 0)
             .map(|o| Entry { offset: o, time_ms: 1, push: format!("m{o}"), except: None })
             .collect();
-        Snapshot { epoch: Some(epoch.into()), offset, entries }
+        Snapshot { epoch: Some(epoch.into()), offset, entries, members: None }
     }
 
     /// What the router has: deliveries as their payloads, joins as "J<offset>", resets.

@@ -131,6 +131,8 @@ pub struct Snapshot {
     pub offset: u64,
     /// Kept messages younger than the TTL, oldest first.
     pub entries: Vec<Entry>,
+    /// Members present on every node (a join's reply only).
+    pub members: Option<usize>,
 }
 
 /// What a join got.
@@ -251,7 +253,7 @@ local entries = {}
 if ARGV[7] == epoch and tonumber(ARGV[8]) < offset then
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[8] .. '-0', '+')
 end
-return {'ok', epoch, offset, entries}
+return {'ok', epoch, offset, entries, redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[11], '+inf')}
 "#;
 
 const READ: &str = r#"
@@ -510,11 +512,12 @@ pub fn parse_joined(reply: Value, ttl_ms: u64, now_ms: u64) -> Option<Joined> {
             _ => None,
         };
     }
-    let [status, epoch, offset, entries] = <[Value; 4]>::try_from(parts).ok()?;
+    let [status, epoch, offset, entries, members] = <[Value; 5]>::try_from(parts).ok()?;
     if text(status)? != "ok" {
         return None;
     }
-    snapshot(epoch, offset, entries, ttl_ms, now_ms).map(Joined::Ok)
+    let members = usize::try_from(number(members)?).ok();
+    snapshot(epoch, offset, entries, ttl_ms, now_ms).map(|s| Joined::Ok(Snapshot { members, ..s }))
 }
 
 /// The reply of [`Scripts::read`]; entries older than `ttl_ms` are left out.
@@ -528,7 +531,7 @@ fn snapshot(epoch: Value, offset: Value, entries: Value, ttl_ms: u64, now_ms: u6
     let oldest = now_ms.saturating_sub(ttl_ms);
     let mut entries: Vec<Entry> = stream_entries(entries).into_iter().filter(|e| e.time_ms > oldest).collect();
     entries.sort_by_key(|e| e.offset);
-    Some(Snapshot { epoch, offset: number(offset)?, entries })
+    Some(Snapshot { epoch, offset: number(offset)?, entries, members: None })
 }
 
 /// The reply of [`Scripts::presence`]: each member's `(client, user)`; entries in
