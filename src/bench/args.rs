@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use clap::{Args, Subcommand};
+use clap::{ArgAction, Args, Subcommand};
 
 use crate::client::tls;
 
@@ -58,9 +58,11 @@ pub struct EchoArgs {
 pub struct FanoutArgs {
     /// The room: ws://HOST/relay/ROOM on `wsedge serve`, ws://HOST/ROOM on `wsedge relay`;
     /// with --rooms-protocol the /ws endpoint. Default: ws://127.0.0.1:9001/relay/bench
-    /// (ws://127.0.0.1:9001/ws with --rooms-protocol).
-    #[arg(long)]
-    pub url: Option<String>,
+    /// (ws://127.0.0.1:9001/ws with --rooms-protocol). Repeatable, for nodes that share
+    /// rooms (`serve --redis`): the publishers connect to the first URL, the subscribers
+    /// (with --all-publish, every connection) round-robin to all of them.
+    #[arg(long, value_name = "URL", action = ArgAction::Append)]
+    pub url: Vec<String>,
     /// Join and publish with the wsedge.v1 room protocol (JSON) instead of the raw relay.
     /// The server's publish rate limit applies per connection (`serve --publish-rate`).
     #[arg(long)]

@@ -120,7 +120,7 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
         "{}: opening {} connections to {} ({} thread(s), {} in setup at once each)",
         plan.scenario_name(),
         plan.connections,
-        plan.url,
+        plan.urls.join(", "),
         plan.threads,
         plan.connect_batch
     );
@@ -197,7 +197,7 @@ fn build_report(
     let messages = messages(plan, &stats);
     Report {
         scenario: plan.scenario_name(),
-        url: plan.url.clone(),
+        url: plan.urls.first().cloned().unwrap_or_default(),
         settings: plan.settings.clone(),
         threads: plan.threads,
         connections: plan.connections,

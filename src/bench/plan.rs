@@ -1,7 +1,7 @@
 //! What a bench run is to do: the command line checked (sizes, counts, rates that make a
-//! run) and resolved (the URL to an address, the TLS config) into a [`Plan`] the threads
-//! share read-only, plus what each connection plays in it. Nothing here opens a connection
-//! or starts a thread; a bad option is a [`BenchError`] naming it.
+//! run) and resolved (the URLs to addresses, the TLS config) into a [`Plan`] the threads
+//! share read-only, plus what each connection plays in it and where it connects. Nothing
+//! here opens a connection or starts a thread; a bad option is a [`BenchError`] naming it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -110,10 +110,11 @@ impl Target {
 pub struct Plan {
     /// What the connections do.
     pub scenario: Scenario,
-    /// The URL as given (or the scenario's default), for messages and the report.
-    pub url: String,
-    /// Where `url` resolved to.
-    pub target: Target,
+    /// The URLs as given (or the scenario's default), for messages and the report; at
+    /// least one, several only in fan-out.
+    pub urls: Vec<String>,
+    /// Where each of `urls` resolved to, in the same order.
+    pub targets: Vec<Target>,
     /// The room joined with the room protocol (`None`: raw messages).
     pub room: Option<String>,
     /// Text or binary messages.
@@ -150,13 +151,14 @@ impl Plan {
     /// Checks the options; returns the plan and whether to print JSON.
     pub fn from_args(args: &BenchArgs) -> Result<(Plan, bool), BenchError> {
         let mut settings = BTreeMap::new();
-        let (scenario, url, room, connections, size, binary, common) = match &args.scenario {
+        let (scenario, urls, room, connections, size, binary, common) = match &args.scenario {
             ScenarioArgs::Echo(a) => {
                 if a.depth == 0 {
                     return Err(invalid("--depth must be at least 1"));
                 }
                 settings.insert("depth", json!(a.depth));
-                (Scenario::Echo { depth: a.depth }, a.url.clone(), None, a.connections, a.size, a.binary, &a.common)
+                let scenario = Scenario::Echo { depth: a.depth };
+                (scenario, vec![a.url.clone()], None, a.connections, a.size, a.binary, &a.common)
             }
             ScenarioArgs::Fanout(a) => {
                 if !(a.rate.is_finite() && a.rate >= 0.0) {
@@ -174,7 +176,11 @@ impl Plan {
                 let publishers = if a.all_publish { 0 } else { a.publishers };
                 let room = a.rooms_protocol.then(|| a.room.clone());
                 let default_path = if a.rooms_protocol { "/ws" } else { "/relay/bench" };
-                let url = a.url.clone().unwrap_or_else(|| format!("ws://127.0.0.1:9001{default_path}"));
+                let urls =
+                    if a.url.is_empty() { vec![format!("ws://127.0.0.1:9001{default_path}")] } else { a.url.clone() };
+                if urls.len() > 1 {
+                    settings.insert("urls", json!(urls));
+                }
                 settings.insert("protocol", json!(if a.rooms_protocol { SUBPROTOCOL } else { "relay" }));
                 settings.insert("subscribers", json!(a.subscribers));
                 if a.all_publish {
@@ -188,9 +194,9 @@ impl Plan {
                 }
                 let scenario =
                     Scenario::Fanout { publishers, rate: a.rate, window: a.window, all_publish: a.all_publish };
-                (scenario, url, room, a.subscribers + publishers, a.size, a.binary, &a.common)
+                (scenario, urls, room, a.subscribers + publishers, a.size, a.binary, &a.common)
             }
-            ScenarioArgs::Idle(a) => (Scenario::Idle, a.url.clone(), None, a.connections, 0, false, &a.common),
+            ScenarioArgs::Idle(a) => (Scenario::Idle, vec![a.url.clone()], None, a.connections, 0, false, &a.common),
         };
         if connections == 0 {
             return Err(invalid("no connections to open"));
@@ -219,16 +225,17 @@ impl Plan {
             ok.then(|| Duration::from_secs_f64(value))
                 .ok_or_else(|| invalid(format!("--{name} must be a number of seconds")))
         };
-        let target = Target::parse(&url)?;
-        let tls = match target.tls_name {
-            Some(_) => Some(common.trust.client_config().map_err(invalid)?),
-            None => None,
+        let targets = urls.iter().map(|url| Target::parse(url)).collect::<Result<Vec<_>, _>>()?;
+        let tls = if targets.iter().any(|t| t.tls_name.is_some()) {
+            Some(common.trust.client_config().map_err(invalid)?)
+        } else {
+            None
         };
         let plan = Plan {
             scenario,
-            target,
+            targets,
             tls,
-            url,
+            urls,
             room,
             kind: if binary { MessageKind::Binary } else { MessageKind::Text },
             size,
@@ -265,6 +272,17 @@ impl Plan {
             Scenario::Fanout { publishers, .. } if (id as usize) < publishers => Part::Publisher,
             Scenario::Fanout { .. } => Part::Subscriber,
         }
+    }
+
+    /// Where connection `id` connects: publishers to the first target, the other
+    /// connections round-robin to all of them.
+    pub(super) fn target(&self, id: u32) -> &Target {
+        let publishers = match self.scenario {
+            Scenario::Fanout { publishers, .. } => publishers,
+            _ => 0,
+        };
+        // Publishers come first (ids below `publishers`): they all count as 0, the first.
+        &self.targets[(id as usize).saturating_sub(publishers) % self.targets.len()]
     }
 
     /// Publishers sharing `--rate` (at least 1, so rates divide safely).
@@ -328,10 +346,27 @@ mod tests {
         let p = plan(&["fanout", "--subscribers", "10", "--publishers", "2"]).unwrap();
         assert_eq!(p.connections, 12);
         assert_eq!((p.part(0), p.part(1), p.part(2)), (Part::Publisher, Part::Publisher, Part::Subscriber));
-        assert_eq!(p.target.path, "/relay/bench");
+        assert_eq!(p.target(0).path, "/relay/bench");
         let p = plan(&["fanout", "--rooms-protocol", "--all-publish", "--subscribers", "5"]).unwrap();
-        assert_eq!((p.connections, p.part(0), p.target.path.as_str()), (5, Part::Broadcaster, "/ws"));
+        assert_eq!((p.connections, p.part(0), p.target(0).path.as_str()), (5, Part::Broadcaster, "/ws"));
+        assert_eq!(p.urls, ["ws://127.0.0.1:9001/ws"]);
+        assert!(!p.settings.contains_key("urls"), "one URL: the report is as before");
         assert_eq!(p.room.as_deref(), Some("bench"));
+    }
+
+    #[test]
+    fn subscribers_spread_round_robin_publishers_on_the_first_url() {
+        let (a, b, c) = ("ws://127.0.0.1:9401/ws", "ws://127.0.0.1:9402/ws", "ws://127.0.0.1:9403/ws");
+        let args = ["fanout", "--rooms-protocol", "--url", a, "--url", b, "--url", c];
+        let p = plan(&[&args[..], &["--subscribers", "7", "--publishers", "2"]].concat()).unwrap();
+        let ports: Vec<u16> = (0..p.connections as u32).map(|id| p.target(id).addr.port()).collect();
+        assert_eq!(ports, [9401, 9401, 9401, 9402, 9403, 9401, 9402, 9403, 9401]);
+        assert_eq!(p.settings["urls"], json!([a, b, c]));
+        // Broadcast: everyone publishes, everyone is spread.
+        let p = plan(&[&args[..], &["--all-publish", "--subscribers", "4"]].concat()).unwrap();
+        let ports: Vec<u16> = (0..4).map(|id| p.target(id).addr.port()).collect();
+        assert_eq!(ports, [9401, 9402, 9403, 9401]);
+        assert!(plan(&[&args[..], &["--url", "http://127.0.0.1/"]].concat()).is_err(), "every URL is checked");
     }
 
     #[test]

@@ -165,7 +165,8 @@ pub struct ServerReport {
 pub struct Report {
     /// `echo`, `fanout` or `idle`.
     pub scenario: &'static str,
-    /// The server's URL.
+    /// The server's URL (with several, the first, where publishers connect; all of them
+    /// are in `settings.urls`).
     pub url: String,
     /// What was asked for, in the scenario's own terms.
     pub settings: BTreeMap<&'static str, serde_json::Value>,

@@ -202,8 +202,9 @@ impl Worker {
             self.next_to_start += 1;
             let conn = &mut self.conns[index];
             let bind = plan.bind_ips.get(conn.id as usize % plan.bind_ips.len().max(1)).copied();
-            let connected = conn.connect(self.poll.registry(), Token(index), plan.target.addr, bind).and_then(|()| {
-                match (&plan.tls, &plan.target.tls_name) {
+            let target = plan.target(conn.id);
+            let connected = conn.connect(self.poll.registry(), Token(index), target.addr, bind).and_then(|()| {
+                match (&plan.tls, &target.tls_name) {
                     (Some(config), Some(name)) => conn.start_tls(config, name),
                     _ => Ok(()),
                 }
@@ -213,7 +214,7 @@ impl Worker {
                     conn.deadline = now + plan.handshake_timeout;
                     self.setting_up.push(index);
                 }
-                Err(e) => self.fail_setup(index, &format!("connect {}: {e}", plan.target.addr)),
+                Err(e) => self.fail_setup(index, &format!("connect {}: {e}", target.addr)),
             }
         }
     }
@@ -251,7 +252,8 @@ impl Worker {
             Ok(true) => {
                 let key = self.traffic.next_key();
                 let plan = &self.traffic.plan;
-                let (mut request, key) = client_request(&plan.target.host, &plan.target.path, key, plan.protocols());
+                let target = plan.target(conn.id);
+                let (mut request, key) = client_request(&target.host, &target.path, key, plan.protocols());
                 if plan.deflate {
                     // Insert the offer before the blank line that ends the head.
                     request.truncate(request.len().saturating_sub(2));
@@ -265,7 +267,7 @@ impl Worker {
                 self.mark_dirty(index);
             }
             Err(e) => {
-                let addr = self.traffic.plan.target.addr;
+                let addr = self.traffic.plan.target(conn.id).addr;
                 self.fail_setup(index, &format!("connect {addr}: {e}"));
             }
         }
