@@ -2,24 +2,15 @@
 //! environment > file > defaults), startup errors that name the key, and the file printed
 //! by `wsedge config --print-defaults` starting a server.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn wsedge() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wsedge"));
-    // Settings the test does not choose must not leak in from the environment.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("WSEDGE_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("RUST_LOG", "info").stdin(Stdio::null());
-    command
-}
+use support::process::{wsedge, Running};
 
 /// A file in a fresh temporary directory.
 fn file(name: &str, text: &str) -> PathBuf {
@@ -28,34 +19,6 @@ fn file(name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// A server started with `command`, killed when dropped; `addr` is where it listens.
-struct Running {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(mut command: Command) -> Running {
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start wsedge");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ws://").nth(1) {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("a `listening on` line");
-    Running { child, addr }
 }
 
 fn fails(mut command: Command) -> String {
@@ -77,7 +40,7 @@ fn command_line_beats_environment_beats_file_beats_defaults() {
         if cli {
             command.args(["--listen", "127.0.0.4:0"]);
         }
-        start(command).addr.clone()
+        Running::start(command).addr.clone()
     };
     assert!(run(true, true).starts_with("127.0.0.4:"));
     assert!(run(true, false).starts_with("127.0.0.3:"));
@@ -89,7 +52,7 @@ fn environment_variables_exist_for_every_setting_including_switches() {
     // WSEDGE_NO_DEFLATE=true turns permessage-deflate off: the 101 carries no extension.
     let mut command = wsedge();
     command.args(["echo", "--workers", "1", "--listen", "127.0.0.1:0"]).env("WSEDGE_NO_DEFLATE", "true");
-    let server = start(command);
+    let server = Running::start(command);
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let request = format!(
@@ -173,7 +136,7 @@ fn the_printed_defaults_are_a_complete_file_that_starts_the_server() {
     let config = file("defaults.toml", &text);
     let mut command = wsedge();
     command.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1", "--config"]).arg(&config);
-    let server = start(command);
+    let server = Running::start(command);
     let mut stream = TcpStream::connect(&server.addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();

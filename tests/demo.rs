@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
+use support::process::Running;
 use support::{http_request, read_response, TestServer};
 use wsedge::rooms::RoomsConfig;
 
@@ -67,58 +65,17 @@ fn a_server_without_the_room_protocol_has_no_demo() {
     assert_eq!(server.http("GET", "/client.js", &[], b"").head.status, 404);
 }
 
-/// `wsedge serve` with `flags` on an ephemeral port, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(flags: &[&str]) -> Serve {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wsedge"));
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("WSEDGE_")) {
-            command.env_remove(name); // only the flags under test
-        }
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(flags)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start wsedge");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ws://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("a `listening on` line");
-        Serve { child, addr }
-    }
-
-    fn status(&self, path: &str) -> u16 {
-        let mut stream = TcpStream::connect(&self.addr).expect("connect");
-        stream.write_all(&http_request("GET", path, &[], b"")).expect("write the request");
-        read_response(&mut stream).head.status
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The status `server` answers a `GET path` with.
+fn status(server: &Running, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    stream.write_all(&http_request("GET", path, &[], b"")).expect("write the request");
+    read_response(&mut stream).head.status
 }
 
 #[test]
 fn the_no_demo_flag_turns_the_demo_off() {
-    let on = Serve::start(&[]);
-    assert_eq!((on.status("/"), on.status("/client.js")), (200, 200), "the demo is on by default");
-    let off = Serve::start(&["--no-demo"]);
-    assert_eq!((off.status("/"), off.status("/client.js")), (404, 404));
+    let on = Running::serve(&["--workers", "1"]);
+    assert_eq!((status(&on, "/"), status(&on, "/client.js")), (200, 200), "the demo is on by default");
+    let off = Running::serve(&["--workers", "1", "--no-demo"]);
+    assert_eq!((status(&off, "/"), status(&off, "/client.js")), (404, 404));
 }

@@ -7,11 +7,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::process::{wsedge, Running};
 use support::proxy::Proxy;
 use support::redis::{node, node_at, node_with, RedisServer};
 use support::rooms::{offset_of, RoomClient};
@@ -223,26 +223,14 @@ fn members_of_a_node_killed_with_sigkill_leave_within_the_presence_ttl() {
     let mut watcher = RoomClient::connect(&watching);
     watcher.ok(json!({"op": "join", "room": "lobby", "presence": true}));
     // The other node is a process of its own, so that it can die without a word.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut doomed = Command::new(env!("CARGO_BIN_EXE_wsedge"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--redis", &redis.url(), "--presence-ttl", "4"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a wsedge node");
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the node did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut doomed = Running::serve(&["--redis", &redis.url(), "--presence-ttl", "4"]);
+    let url = doomed.url("/ws");
     let mut member = RoomClient::connect_url(&url);
     member.join("lobby");
     let event = watcher.next();
     assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("join"), Some(member.id.as_str())));
-    doomed.kill().expect("SIGKILL");
+    doomed.kill();
     let killed = Instant::now();
-    let _ = doomed.wait();
     let event = watcher.next();
     assert_eq!((event["op"].as_str(), event["member"]["client"].as_str()), (Some("leave"), Some(member.id.as_str())));
     assert!(killed.elapsed() <= Duration::from_secs(4), "left after {:?}", killed.elapsed());
@@ -447,7 +435,7 @@ fn set_read_timeout(ws: &mut tungstenite::WebSocket<support::tls::ClientStream>,
 #[test]
 fn an_unreachable_redis_at_startup_is_a_clear_error_and_exit_code_1() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let output = Command::new(env!("CARGO_BIN_EXE_wsedge"))
+    let output = wsedge()
         .args(["serve", "--listen", "127.0.0.1:0", "--redis", &format!("redis://127.0.0.1:{port}/")])
         .output()
         .expect("run wsedge");

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod rooms;
