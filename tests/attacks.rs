@@ -715,7 +715,8 @@ fn decompression_bomb(server: &Server) {
     let (frames, ending) = read_to_ending(&mut stream, Duration::from_secs(5));
     let _ = writer.join();
     assert!(frames.iter().all(|f| f.opcode() == TEXT), "unexpected frames: {frames:?}"); // the welcome
-    assert_eq!(ending, Ending::Close(MESSAGE_TOO_BIG, String::new()), "a 1 GiB bomb ({} bytes)", bomb.len());
+    let why = "message over 1048576 bytes".to_owned();
+    assert_eq!(ending, Ending::Close(MESSAGE_TOO_BIG, why), "a 1 GiB bomb ({} bytes)", bomb.len());
     expect_end_of_tcp(&mut stream);
     let (rss_after, peak) = (server.rss_kib(), server.status_kib("VmHWM"));
     println!(

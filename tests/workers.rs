@@ -176,3 +176,33 @@ fn a_relay_room_has_one_order_for_members_on_every_worker() {
         assert_eq!(mine, want.iter().collect::<Vec<_>>(), "sender {i}'s order");
     }
 }
+
+#[test]
+fn a_second_server_on_the_same_address_exits_instead_of_sharing_it() {
+    use support::process::{wsedge, Running};
+    // The workers of one server share the port (SO_REUSEPORT); another server must not.
+    let first = Running::serve(&["--workers", "2"]);
+    for workers in ["1", "2"] {
+        let mut second = wsedge()
+            .args(["serve", "--listen", &first.addr, "--workers", workers])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run a second wsedge");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = second.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = second.kill();
+                panic!("a second server with {workers} worker(s) started on {} instead of exiting", first.addr);
+            }
+            thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut second.stderr.take().expect("piped"), &mut stderr).expect("stderr");
+        assert_eq!(status.code(), Some(1), "{workers} worker(s): {stderr}");
+        assert!(stderr.contains("address already in use"), "{stderr}");
+    }
+}

@@ -348,7 +348,7 @@ impl Connection {
             return Ok(header.payload_len as usize);
         }
         if header.payload_len > self.config.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooBig);
+            return Err(ProtocolError::FrameTooBig { max: self.config.max_frame_size });
         }
         // Fits in usize: max_frame_size is a usize.
         let len = header.payload_len as usize;
@@ -358,14 +358,14 @@ impl Connection {
                 // A compressed message is checked as it inflates (its frames are compressed
                 // sizes, `fragments` an inflated one).
                 if !message.compressed && message.fragments.len().saturating_add(len) > self.config.max_message_size {
-                    return Err(ProtocolError::MessageTooBig);
+                    return Err(ProtocolError::MessageTooBig { max: self.config.max_message_size });
                 }
                 Ok(len)
             }
             (_, Some(_)) => Err(ProtocolError::ExpectedContinuation),
             (opcode, None) => {
                 if len > self.config.max_message_size {
-                    return Err(ProtocolError::MessageTooBig);
+                    return Err(ProtocolError::MessageTooBig { max: self.config.max_message_size });
                 }
                 let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
                 self.message = Some(MessageInProgress { kind, compressed: rsv1, fragments: Vec::new() });
@@ -462,7 +462,7 @@ impl Connection {
             }
         });
         result.map_err(|e| match e {
-            InflateError::TooBig => ProtocolError::MessageTooBig,
+            InflateError::TooBig => ProtocolError::MessageTooBig { max: self.config.max_message_size },
             InflateError::Corrupt => ProtocolError::InvalidCompressedData,
         })?;
         let is_text = message.kind == MessageKind::Text;
@@ -488,11 +488,11 @@ impl Connection {
         Ok(Some(Event::Message { kind, data }))
     }
 
-    /// Fails the connection: queues a close with the error's code (unless a close was
-    /// already sent) and ignores all further input.
+    /// Fails the connection: queues a close with the error's code and a reason saying what
+    /// was wrong (unless a close was already sent), and ignores all further input.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         if self.state == State::Open {
-            let payload = CloseFrame::encode_payload(error.close_code(), "");
+            let payload = CloseFrame::encode_payload(error.close_code(), &error.to_string());
             self.queue_frame(OpCode::Close, payload);
         }
         self.state = State::Failed;
@@ -779,7 +779,12 @@ mod tests {
             ),
             ("bad utf-8", frame(true, OpCode::Text, &[0xCE, 0xBA, 0xFF], KEY), ProtocolError::InvalidUtf8, 1007),
             ("split bad utf-8", fragmented_utf8, ProtocolError::InvalidUtf8, 1007),
-            ("2^62 bytes", vec![0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], ProtocolError::FrameTooBig, 1009),
+            (
+                "2^62 bytes",
+                vec![0x82, 0xFF, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                ProtocolError::FrameTooBig { max: 16 << 20 },
+                1009,
+            ),
             (
                 "top bit",
                 vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
@@ -793,8 +798,11 @@ mod tests {
             assert_eq!(err, Some(error), "{name}");
             assert_eq!(error.close_code().0, code, "{name}");
             assert_eq!(conn.state(), State::Failed, "{name}");
+            // A close with the code and a reason that says what was wrong.
             let out = transmitted(&mut conn);
-            assert_eq!(&out[..4], [0x88, 0x02, (code >> 8) as u8, code as u8], "{name}");
+            let reason = error.to_string();
+            assert_eq!(&out[..4], [0x88, 2 + reason.len() as u8, (code >> 8) as u8, code as u8], "{name}");
+            assert_eq!(&out[4..], reason.as_bytes(), "{name}");
             // A failed connection ignores the rest of the stream.
             assert_eq!(feed(&mut conn, &frame(true, OpCode::Text, b"more", KEY)), (vec![], None), "{name}");
         }
@@ -824,9 +832,12 @@ mod tests {
         let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
         let mut wire = frame(false, OpCode::Binary, &[0; 600], KEY);
         wire.extend(frame(true, OpCode::Continuation, &[0; 600], KEY));
-        assert_eq!(feed(&mut conn, &wire).1, Some(ProtocolError::MessageTooBig));
+        assert_eq!(feed(&mut conn, &wire).1, Some(ProtocolError::MessageTooBig { max: 1024 }));
         let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
-        assert_eq!(feed(&mut conn, &frame(true, OpCode::Binary, &[0; 1001], KEY)).1, Some(ProtocolError::FrameTooBig));
+        assert_eq!(
+            feed(&mut conn, &frame(true, OpCode::Binary, &[0; 1001], KEY)).1,
+            Some(ProtocolError::FrameTooBig { max: 1000 })
+        );
     }
 
     #[test]
@@ -946,8 +957,11 @@ mod tests {
         assert!(bomb.len() < 2 << 20, "bomb is {} bytes", bomb.len());
         let mut conn = deflate_server(params(true, true, 15, 15)); // default 16 MiB limit
         let mut buf = BytesMut::from(&compressed_frames(MessageKind::Binary, &bomb, 1)[..]);
-        assert_eq!(conn.decode(&mut buf), Err(ProtocolError::MessageTooBig));
-        assert_eq!(&transmitted(&mut conn)[..4], [0x88, 0x02, 0x03, 0xF1]); // close 1009
+        assert_eq!(conn.decode(&mut buf), Err(ProtocolError::MessageTooBig { max: 16 << 20 }));
+        let reason = format!("message over {} bytes", 16 << 20);
+        let out = transmitted(&mut conn);
+        assert_eq!(&out[..4], [0x88, 2 + reason.len() as u8, 0x03, 0xF1]); // close 1009
+        assert_eq!(&out[4..], reason.as_bytes());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The codec's errors: what a peer can do wrong on an open connection (RFC 6455 §5-§8,
 //! RFC 7692 §8), and the close code each one is answered with, decided in one place
-//! ([`ProtocolError::close_code`]). Detecting them is `connection.rs`'s; this module only
-//! names them (and never sends anything).
+//! ([`ProtocolError::close_code`]); the close's reason is the error's text (`Display`).
+//! Detecting them is `connection.rs`'s; this module only names them (and never sends
+//! anything).
 
 use std::fmt;
 
@@ -34,9 +35,15 @@ pub enum ProtocolError {
     /// A text message that is not UTF-8 (§8.1).
     InvalidUtf8,
     /// A frame over `Config::max_frame_size`.
-    FrameTooBig,
+    FrameTooBig {
+        /// The limit.
+        max: usize,
+    },
     /// A message over `Config::max_message_size` (after inflating, if compressed).
-    MessageTooBig,
+    MessageTooBig {
+        /// The limit.
+        max: usize,
+    },
     /// A compressed message that is not a valid deflate stream (RFC 7692 §8).
     InvalidCompressedData,
 }
@@ -48,7 +55,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason | ProtocolError::InvalidCompressedData => {
                 CloseCode::INVALID_PAYLOAD
             }
-            ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => CloseCode::MESSAGE_TOO_BIG,
+            ProtocolError::FrameTooBig { .. } | ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -68,8 +75,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidCloseCode => f.write_str("invalid close code"),
             ProtocolError::InvalidCloseReason => f.write_str("close reason is not UTF-8"),
             ProtocolError::InvalidUtf8 => f.write_str("text message is not UTF-8"),
-            ProtocolError::FrameTooBig => f.write_str("frame over the size limit"),
-            ProtocolError::MessageTooBig => f.write_str("message over the size limit"),
+            ProtocolError::FrameTooBig { max } => write!(f, "frame over {max} bytes"),
+            ProtocolError::MessageTooBig { max } => write!(f, "message over {max} bytes"),
             ProtocolError::InvalidCompressedData => f.write_str("compressed message does not inflate"),
         }
     }
