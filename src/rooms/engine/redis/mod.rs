@@ -558,10 +558,9 @@ impl RedisEngine {
                     None => return self.router.answer(reply, Err(unavailable)),
                 };
                 let (offset, duplicate) = (published.offset, published.duplicate);
+                let followed = self.rooms.get_key_value(room.as_str()).map(|(k, _)| k.clone());
                 let answer = Answer::Published { room, offset: (offset > 0).then_some(offset), duplicate };
-                let Answer::Published { room, .. } = &answer else { return };
-                let key = self.rooms.get_key_value(room.as_str()).map(|(k, _)| k.clone());
-                match key {
+                match followed {
                     // (A duplicate was delivered when it was first published.)
                     Some(key) if hold && offset > 0 && !duplicate => {
                         self.held.entry(key.clone()).or_default().push(HeldReply { offset, seq, reply, answer });
