@@ -25,7 +25,7 @@
 //! output (chunking independence).
 
 use bytes::{Bytes, BytesMut};
-use wsedge::proto::close::CloseCode;
+use wsedge::proto::close::{CloseCode, CloseFrame};
 use wsedge::proto::deflate::DeflateParams;
 use wsedge::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use wsedge::proto::{Config, Connection, Event, MessageKind, ProtocolError, Role};
@@ -198,7 +198,9 @@ fn drive(role: Role, plan: &Plan, stream: &[u8], chunks: &[usize]) -> Outcome {
                 Err(e) => {
                     assert!(conn.is_terminated(), "error {e:?} but the connection is {:?}", conn.state());
                     if was_open {
-                        expected_at_peer.push(Seen::Close(Some((e.close_code().0, Vec::new()))));
+                        // The close says why: the error's text (cut to fit a control frame).
+                        let reason = CloseFrame::encode_payload(e.close_code(), &e.to_string());
+                        expected_at_peer.push(Seen::Close(Some((e.close_code().0, reason[2..].to_vec()))));
                     }
                     error = Some(e);
                     finished = true;
