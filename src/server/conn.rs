@@ -9,68 +9,16 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
 use super::access::IpSlot;
+use super::policy::Liveness;
 use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
-
-/// An open connection's keepalive: ping it when it has been silent for one interval, drop
-/// it when it stays silent for two, and for at least one after the ping (RFC 6455 §5.5.2: a
-/// ping may serve as a keepalive). The ping always goes out first, so a loop that stalled
-/// past both deadlines does not drop peers it never asked.
-#[derive(Debug, Clone, Copy)]
-pub struct Liveness {
-    /// When bytes last arrived.
-    last_heard: Instant,
-    /// A keepalive ping went out since `last_heard`.
-    pinged: bool,
-}
-
-/// What [`Liveness::check`] asks of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keepalive {
-    /// Check again at this time.
-    Wait(Instant),
-    /// Send a ping, then check again at this time.
-    Ping(Instant),
-    /// Silent too long after a ping: drop the connection.
-    Drop,
-}
-
-impl Liveness {
-    pub fn new(now: Instant) -> Self {
-        Liveness { last_heard: now, pinged: false }
-    }
-
-    /// Bytes arrived from the peer at `now`.
-    pub fn heard(&mut self, now: Instant) {
-        *self = Liveness::new(now);
-    }
-
-    /// The keepalive deadline came (or any time at or after it): what to do, with pings
-    /// every `interval`. Counts the ping as sent when it says [`Keepalive::Ping`].
-    pub fn check(&mut self, now: Instant, interval: Duration) -> Keepalive {
-        let silent = now.saturating_duration_since(self.last_heard);
-        if self.pinged && silent >= interval * 2 {
-            Keepalive::Drop
-        } else if silent >= interval {
-            self.pinged = true;
-            Keepalive::Ping((self.last_heard + interval * 2).max(now + interval))
-        } else {
-            Keepalive::Wait(self.last_heard + interval)
-        }
-    }
-
-    /// How long the peer has been silent at `now`.
-    pub fn silent(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.last_heard)
-    }
-}
 
 /// Buffers handed to one `writev` call.
 const MAX_IOVECS: usize = 64;
@@ -153,11 +101,12 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A socket accepted at `now`; the loop gives it its first deadline.
     pub fn new(
         socket: TcpStream,
         peer: IpAddr,
         generation: u32,
-        deadline: Instant,
+        now: Instant,
         tls: Option<Box<ServerConnection>>,
     ) -> Self {
         Conn {
@@ -166,7 +115,7 @@ impl Conn {
             ip_slot: None,
             generation,
             phase: Phase::Handshake,
-            deadline: Some(deadline),
+            deadline: None,
             read_buf: BytesMut::new(),
             write_queue: VecDeque::new(),
             queued_bytes: 0,
@@ -174,7 +123,7 @@ impl Conn {
             opened: false,
             counted: false,
             peer_eof: false,
-            liveness: Liveness::new(deadline),
+            liveness: Liveness::new(now),
             dirty: false,
             read_paused: false,
             held: false,
@@ -472,39 +421,6 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    #[test]
-    fn a_silent_peer_is_pinged_after_one_interval_and_dropped_after_two() {
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
-        assert_eq!(liveness.check(start + INTERVAL / 2, INTERVAL), Keepalive::Wait(start + INTERVAL));
-        assert_eq!(liveness.check(start + INTERVAL, INTERVAL), Keepalive::Ping(start + INTERVAL * 2));
-        assert_eq!(liveness.check(start + INTERVAL * 2, INTERVAL), Keepalive::Drop);
-    }
-
-    #[test]
-    fn hearing_from_the_peer_after_a_ping_keeps_it() {
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
-        assert_eq!(liveness.check(start + INTERVAL, INTERVAL), Keepalive::Ping(start + INTERVAL * 2));
-        let pong = start + INTERVAL + Duration::from_secs(1);
-        liveness.heard(pong);
-        assert_eq!(liveness.check(start + INTERVAL * 2, INTERVAL), Keepalive::Wait(pong + INTERVAL));
-        assert_eq!(liveness.check(pong + INTERVAL, INTERVAL), Keepalive::Ping(pong + INTERVAL * 2));
-    }
-
-    #[test]
-    fn a_loop_that_stalled_past_both_deadlines_pings_before_it_drops() {
-        let start = Instant::now();
-        let mut liveness = Liveness::new(start);
-        // The first check comes three intervals late: the peer was never asked, so it is
-        // pinged and given a whole interval to answer.
-        let late = start + INTERVAL * 3;
-        assert_eq!(liveness.check(late, INTERVAL), Keepalive::Ping(late + INTERVAL));
-        assert_eq!(liveness.check(late + INTERVAL, INTERVAL), Keepalive::Drop);
-    }
 
     /// Per-connection memory is a budget (idle connections must stay cheap): these sizes
     /// are measured, and a change that grows them should be a decision, not an accident.

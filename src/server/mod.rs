@@ -14,12 +14,18 @@
 pub mod access;
 mod bucket;
 mod conn;
+mod deadlines;
 mod event_loop;
 pub mod http;
+mod http_phase;
 pub mod metrics;
+mod output;
+mod policy;
 mod pool;
+mod reading;
 pub mod tls;
 mod workers;
+mod writing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

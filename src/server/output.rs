@@ -1,0 +1,114 @@
+//! Applying the handler's output: messages to one connection, fan-out of one message to
+//! many (encoded once), deferred HTTP answers and closes. Commands are applied in order, in
+//! a loop: a command that makes the handler speak again (a close runs its `on_close`) adds
+//! to the same queue, and nothing here calls back into itself.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use log::debug;
+
+use super::conn::Phase;
+use super::event_loop::{live_conn, Server};
+use super::metrics::CloseInitiator;
+use super::policy::{self, Fanout};
+use super::{Command, ConnId, Handler};
+use crate::proto::connection::BroadcastFrames;
+use crate::proto::{CloseCode, MessageKind};
+
+impl<H: Handler> Server<H> {
+    /// Applies every command the handler queued, and those that applying them caused.
+    pub(super) fn apply_outbox(&mut self, now: Instant) {
+        while !self.outbox.commands.is_empty() {
+            let mut commands = std::mem::take(&mut self.outbox.commands);
+            for command in commands.drain(..) {
+                match command {
+                    Command::Message(id, kind, payload) => self.send(id, kind, payload),
+                    Command::Broadcast { to, except, kind, payload } => {
+                        self.broadcast(&to, except, kind, &payload, now)
+                    }
+                    Command::Respond(id, response) => {
+                        let outcome = self.respond(id, response, now);
+                        self.settle(id.index(), outcome, now);
+                    }
+                    Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
+                }
+            }
+            // Keep the (now empty) vector's capacity unless the handler queued more.
+            if self.outbox.commands.is_empty() {
+                self.outbox.commands = commands;
+            }
+        }
+    }
+
+    /// One message to one open connection, encoded by its own codec.
+    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes) {
+        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return };
+        if let Some(codec) = conn.codec.as_mut() {
+            codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
+        }
+        conn.queue_codec_output();
+        self.metrics.messages_out += 1;
+        self.mark_dirty(id.index());
+    }
+
+    /// The fan-out path: one encoding per variant (plain, or compressed for a window size),
+    /// shared by every receiver of that variant as clones of one `Bytes`. Compressing once
+    /// is sound because pooled compressors reset after every message (no context
+    /// takeover): the output depends on the payload alone, never on a receiver's history.
+    fn broadcast(&mut self, ids: &[ConnId], except: Option<ConnId>, kind: MessageKind, payload: &Bytes, now: Instant) {
+        let mut frames = BroadcastFrames::new(kind, payload.clone());
+        for &id in ids {
+            if Some(id) == except || !self.admit_fanout(id, payload.len(), now) {
+                continue;
+            }
+            // admit_fanout checked the connection is live and open.
+            let Some(conn) = self.conns.get_mut(id.index()) else { continue };
+            let Some(codec) = conn.codec.as_mut() else { continue };
+            match codec.broadcast_frame(&mut frames, &mut self.compressors) {
+                Some(frame) => conn.queue(frame),
+                None => conn.queue_codec_output(),
+            }
+            self.metrics.messages_out += 1;
+            self.mark_dirty(id.index());
+        }
+    }
+
+    /// Whether a fan-out frame of `len` bytes may be queued for `id` (see
+    /// `policy::fanout`). Over the cap, the queue is offered to the socket first, the one
+    /// write outside the end-of-turn flush: a member that is reading must be judged by what
+    /// it failed to read, not by the size of one burst. A slow consumer is closed with 1013
+    /// (what it has queued still goes out ahead of the close).
+    fn admit_fanout(&mut self, id: ConnId, len: usize, now: Instant) -> bool {
+        let cap = self.config.max_outbound_bytes;
+        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return false };
+        let mut verdict = policy::fanout(conn.queued_bytes(), len, cap, None);
+        if verdict == Fanout::OfferFirst {
+            // A socket error here is handled by the end-of-turn flush.
+            let (_, written) = conn.flush();
+            self.metrics.bytes_out += written as u64;
+            verdict = policy::fanout(conn.queued_bytes(), len, cap, Some(written));
+        }
+        if verdict == Fanout::SlowConsumer {
+            debug!("connection {} is a slow consumer ({} bytes queued)", id.index(), conn.queued_bytes());
+            self.metrics.slow_consumer_closes += 1;
+            self.start_close(id, CloseCode::TRY_AGAIN_LATER, "slow consumer", now);
+            return false;
+        }
+        true
+    }
+
+    /// Sends a close frame and waits (up to the linger time) for the peer's.
+    pub(super) fn start_close(&mut self, id: ConnId, code: CloseCode, reason: &str, now: Instant) {
+        let Some(conn) = self.live_conn(id, Phase::Open) else { return };
+        if let Some(codec) = conn.codec.as_mut() {
+            codec.close(code, reason);
+        }
+        conn.queue_codec_output();
+        conn.phase = Phase::CloseSent;
+        self.metrics.count_close(code.0, CloseInitiator::Server);
+        self.enter_deadline(id.index(), now);
+        self.mark_dirty(id.index());
+        self.leave_open(id.index());
+    }
+}
