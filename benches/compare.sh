@@ -4,10 +4,13 @@
 #   bash benches/compare.sh            # the issue's numbers: ~5 s per run + 1 s warmup (~6 min)
 #   bash benches/compare.sh --quick    # every scenario briefly, smaller counts (CI: nothing rots)
 #   SCENARIOS="echo-32B-d1 idle" SERVERS="wsedge fastwebsockets" bash benches/compare.sh
+#   PIN=1 SERVERS="wsedge uwebsockets" bash benches/compare.sh   # server on core 0, client on 1
 #
-# Builds wsedge (release) and the peers (benches/peers/build.sh), then for each scenario and
-# each server: starts the server on a free loopback port (peers and `wsedge` with --workers 1;
-# `wsedge-mt` is wsedge with its default workers, one per core), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
+# Builds wsedge (release) and the peers (benches/peers/build.sh; uWebSockets with the
+# build.sh in UWS_SOURCES, default ../shared/peers/uwebsockets beside the repository), then
+# for each scenario and each server: starts the server on a free loopback port (peers and
+# `wsedge` with --workers 1; uws_peer is one thread; `wsedge-mt` is wsedge with its default
+# workers, one per core), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
 # --json` under a timeout, stops the server, and keeps the JSON under
 # target/compare/<timestamp>/. At the end it prints one table per scenario: throughput
 # (messages/s for echo, deliveries/s for broadcast and fan-out), p99 latency, the server's CPU
@@ -16,7 +19,17 @@
 # a ratio above 1 means wsedge is better. The wsedge-mt row's ratios compare it with wsedge on
 # one worker instead (above 1: the default workers do better than one). A run that fails is shown as "failed" and the script
 # goes on. Exit status: 0 all runs succeeded; 1 a wsedge run failed, a build failed or the
-# table could not be made; 3 only peer runs failed (CI warns about those, it does not fail).
+# table could not be made; 3 only peer runs failed, or uWebSockets did not build (CI warns
+# about those, it does not fail). Without gcc, g++ or zlib1g-dev (or its sources) uWebSockets
+# is skipped with a warning: its rows, and idle-scale's, say "skipped"; the exit status is
+# not affected.
+#
+# Servers: wsedge wsedge-mt tokio-tungstenite fastwebsockets node-ws uwebsockets (`uws_peer
+# echo|broadcast PORT`: broadcast subscribes every connection to one topic whatever its path
+# and publishes with App::publish, which includes the sender, as wsedge relay and the other
+# peers do in the one room /bench that the scenarios use).
+# PIN=1 runs every server under `taskset -c 0` and every load generator under `taskset -c 1`
+# (wsedge-mt's workers then share core 0).
 #
 # Scenarios (full / --quick):
 #   echo-32B-d1     echo 32 B, 100 connections, depth 1
@@ -28,10 +41,13 @@
 #   fanout-10k-rate the same at a fixed rate: FANOUT_RATE publishes/s (default 600,000
 #                   deliveries/s: 60/s to 10,000) -- the p99 latency goal
 #   idle            10,000 idle connections (--quick: 1,000): server RSS growth / connection
+#   idle-scale      the same measured the way uWebSockets measures it: its benchmarks/scale_test
+#                   holds the connections (upgrade sent, no answer read, a 20 B message every
+#                   8 s), the server's RSS growth per connection after IDLE_DUR s of holding
 # The load generator runs one client thread (leaving the server the other core) and spreads
 # big runs over fresh 127.0.N.x source addresses (ephemeral ports, TIME_WAIT).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 
 QUICK=
@@ -53,10 +69,23 @@ fi
 # Open-loop fan-out: publishes/s from the one publisher. The default, 60/s to 10,000
 # (600,000 deliveries/s), is above what the best peer sustained in the closed-loop run.
 FANOUT_RATE=${FANOUT_RATE:-$((600000 / FANOUT_SUBS))}
-ALL_SCENARIOS="echo-32B-d1 echo-32B-d16 echo-16KiB broadcast-100 broadcast-1000 fanout-10k fanout-10k-rate idle"
-ALL_SERVERS="wsedge wsedge-mt tokio-tungstenite fastwebsockets node-ws"
+ALL_SCENARIOS="echo-32B-d1 echo-32B-d16 echo-16KiB broadcast-100 broadcast-1000 fanout-10k fanout-10k-rate idle idle-scale"
+ALL_SERVERS="wsedge wsedge-mt tokio-tungstenite fastwebsockets node-ws uwebsockets"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SERVERS=${SERVERS:-$ALL_SERVERS}
+# Where uWebSockets' pinned sources and build.sh are: beside the repository in this machine's
+# layout, wherever the clone is.
+UWS_SOURCES=${UWS_SOURCES:-$ROOT/../shared/peers/uwebsockets}
+[ -f "$UWS_SOURCES/build.sh" ] || [ ! -f /work/shared/peers/uwebsockets/build.sh ] || UWS_SOURCES=/work/shared/peers/uwebsockets
+
+# PIN=1: server and load generator each on a core of their own, as uWebSockets' numbers are taken.
+SERVER_PIN=() CLIENT_PIN=()
+if [ "${PIN:-0}" = 1 ]; then
+    command -v taskset >/dev/null || { echo "compare.sh: PIN=1 needs taskset (util-linux)" >&2; exit 2; }
+    [ "$(nproc)" -ge 2 ] || { echo "compare.sh: PIN=1 needs 2 cores" >&2; exit 2; }
+    SERVER_PIN=(taskset -c 0) CLIENT_PIN=(taskset -c 1)
+fi
+wants() { [[ " $1 " == *" $2 "* ]]; }
 
 # ---- build ---------------------------------------------------------------------------------
 echo "== building wsedge (release) and the peers" >&2
@@ -66,12 +95,42 @@ bash benches/peers/build.sh >/dev/null || { echo "compare.sh: benches/peers/buil
 WSEDGE=$ROOT/target/release/wsedge
 PEERS=$ROOT/benches/peers/rust/target/release
 NODE=$ROOT/benches/peers/node
+
+# uWebSockets (uws_peer and its scale_test), when asked for. A machine without the compilers
+# or zlib skips it with a warning (UWS_SKIP); a build that fails with them is a peer failure.
+UWS_BIN="" UWS_SKIP="" UWS_FAILED=""
+build_uws() {
+    local missing=() log=$ROOT/target/uws/build.log
+    if [ ! -f "$UWS_SOURCES/build.sh" ]; then
+        UWS_SKIP="no uWebSockets sources in $UWS_SOURCES (set UWS_SOURCES)"; return
+    fi
+    command -v gcc >/dev/null || missing+=(gcc)
+    command -v g++ >/dev/null || missing+=(g++)
+    if command -v gcc >/dev/null && ! printf '#include <zlib.h>\n' | gcc -E -x c - >/dev/null 2>&1; then
+        missing+=(zlib1g-dev)
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        UWS_SKIP="missing ${missing[*]}"; return
+    fi
+    mkdir -p "$ROOT/target/uws"
+    if UWS_HOME=$ROOT/target/uws bash "$UWS_SOURCES/build.sh" >"$log" 2>&1; then
+        UWS_BIN=$ROOT/target/uws/bin
+    else
+        UWS_FAILED="uWebSockets build failed: ${log#"$ROOT"/}"
+    fi
+}
+if wants "$SERVERS" uwebsockets || wants "$SCENARIOS" idle-scale; then
+    build_uws
+    # "== " lines are what CI shows of this script's progress.
+    [ -z "$UWS_SKIP" ] || echo "== WARNING: uWebSockets skipped: $UWS_SKIP" >&2
+    [ -z "$UWS_FAILED" ] || echo "== WARNING: $UWS_FAILED" >&2
+fi
 echo "== built in $((SECONDS - T0)) s" >&2
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)${QUICK:+-quick}
 OUT=$ROOT/target/compare/$STAMP
 mkdir -p "$OUT"
-echo "== results in ${OUT#$ROOT/}" >&2
+echo "== results in ${OUT#"$ROOT"/}" >&2
 
 # ---- servers -------------------------------------------------------------------------------
 SERVER_PID=
@@ -89,9 +148,14 @@ stop_server() {
 trap 'stop_server' EXIT
 trap 'stop_server; exit 130' INT TERM
 
+# A port free now on 127.0.0.1, for servers that take a port rather than --listen ADDR.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # start_server SERVER KIND(echo|broadcast) LOG -> sets SERVER_PID and ADDR, or returns 1
 start_server() {
-    local server=$1 kind=$2 log=$3
+    local server=$1 kind=$2 log=$3 port=
     local -a cmd
     case $server/$kind in
         wsedge/echo) cmd=("$WSEDGE" echo --workers 1) ;;
@@ -101,19 +165,26 @@ start_server() {
         tokio-tungstenite/*) cmd=("$PEERS/tokio-tungstenite-$kind" --workers 1) ;;
         fastwebsockets/*) cmd=("$PEERS/fastwebsockets-$kind" --workers 1) ;;
         node-ws/*) cmd=(node "$NODE/$kind.js" --workers 1) ;;
+        # Listens on 127.0.0.1 and prints "listening on PORT" once it does.
+        uwebsockets/*) port=$(free_port) && cmd=("$UWS_BIN/uws_peer" "$kind" "$port") || return 1 ;;
         *) echo "unknown server $server" >&2; return 1 ;;
     esac
     if [[ $server == wsedge* ]]; then
         # Room for 10,000+ connections; quick shutdown.
         cmd+=(--max-connections 20000 --shutdown-timeout 1)
-        RUST_LOG=info "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
+        RUST_LOG=info "${SERVER_PIN[@]}" "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
+    elif [ -n "$port" ]; then
+        "${SERVER_PIN[@]}" "${cmd[@]}" >"$log" 2>&1 &
     else
-        "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
+        "${SERVER_PIN[@]}" "${cmd[@]}" --listen 127.0.0.1:0 >"$log" 2>&1 &
     fi
     SERVER_PID=$!
     ADDR=
     for _ in $(seq 200); do
         ADDR=$(sed -n 's|.*listening on \(ws://\)\{0,1\}\([0-9.]*:[0-9][0-9]*\).*|\2|p' "$log" | head -1)
+        if [ -z "$ADDR" ] && [ -n "$port" ] && grep -qx "listening on $port" "$log"; then
+            ADDR=127.0.0.1:$port
+        fi
         [ -n "$ADDR" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.05
@@ -142,8 +213,54 @@ bench_args() {
         fanout-10k) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --subscribers "$FANOUT_SUBS" --publishers 1 --size 64 --bind-ips "$ips" "${common[@]}" ;;
         fanout-10k-rate) printf '%s\n' broadcast fanout --url "ws://$addr/bench" --subscribers "$FANOUT_SUBS" --publishers 1 --size 64 --rate "$FANOUT_RATE" --bind-ips "$ips" "${common[@]}" ;;
         idle) printf '%s\n' echo idle --url "ws://$addr/" --connections "$IDLE_CONNS" --bind-ips "$ips" --duration "$IDLE_DUR" --warmup "$WARM" ;;
+        # Not `wsedge bench`: run_scale_test below.
+        idle-scale) printf '%s\n' echo scale-test ;;
         *) return 1 ;;
     esac
+}
+
+proc_rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$SERVER_PID/status"; }
+proc_fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# run_scale_test ADDR JSON LOG: uWebSockets' benchmarks/scale_test holds IDLE_CONNS connections
+# to the server (`scale_test CONNECTIONS HOST PORT SSL [SOURCE_IP ...]`: it connects one at a
+# time, writes the upgrade request and never reads the answer, sends a 20 B binary message on
+# each every 8 s and runs until killed). The server's RSS and open descriptors come from /proc:
+# before, once it holds every connection (its descriptors grew by IDLE_CONNS), and IDLE_DUR s
+# later; the growth per connection held is taken at the end, the handshakes long answered. The
+# JSON has the fields the table reads from `wsedge bench idle` (fewer held within MARGIN s:
+# a note in the table, like fewer open there). Returns 1 when it holds none.
+run_scale_test() {
+    local addr=$1 json=$2 log=$3 n=$IDLE_CONNS t0=$SECONDS
+    local rss0 fd0 rss1 rss2 fds client
+    rss0=$(proc_rss_kib) fd0=$(proc_fds)
+    # A fresh source address, as for the bench (TIME_WAIT ports of earlier runs).
+    "${CLIENT_PIN[@]}" "$UWS_BIN/scale_test" "$n" "${addr%:*}" "${addr##*:}" 0 "127.0.$RUN.2" >"$log" 2>&1 &
+    client=$!
+    while [ $((SECONDS - t0)) -lt "$MARGIN" ] && kill -0 "$client" 2>/dev/null && kill -0 "$SERVER_PID" 2>/dev/null; do
+        [ $(($(proc_fds) - fd0)) -lt "$n" ] || break
+        sleep 0.1
+    done
+    rss1=$(proc_rss_kib)
+    sleep "$IDLE_DUR"
+    rss2=$(proc_rss_kib) fds=$(proc_fds)
+    kill "$client" 2>/dev/null
+    wait "$client" 2>/dev/null
+    [ -n "$rss2" ] || return 1
+    python3 - "$n" "$((fds - fd0))" "$rss0" "$rss1" "$rss2" "$((SECONDS - t0))" >"$json" <<'PY'
+import json, sys
+n, open_, rss0, rss1, rss2, secs = (int(a) for a in sys.argv[1:])
+open_ = max(0, min(n, open_))
+growth = (rss2 - rss0) * 1024
+print(json.dumps({
+    "scenario": "idle-scale", "client": "uWebSockets benchmarks/scale_test",
+    "connections": n, "connections_open": open_, "seconds": secs,
+    "server": {"rss_before_bytes": rss0 * 1024, "rss_connected_bytes": rss1 * 1024,
+               "rss_end_bytes": rss2 * 1024, "rss_growth_bytes": growth,
+               "rss_growth_per_connection_bytes": growth / open_ if open_ else None},
+}, indent=2))
+PY
+    [ $((fds - fd0)) -gt 0 ]
 }
 
 WSEDGE_FAILED=0 PEER_FAILED=0
@@ -155,7 +272,19 @@ for sc in $SCENARIOS; do
         base=$OUT/$sc.$server
         kind=$(bench_args "$sc" x | head -1)
         echo "-- $sc on $server" >&2
-        rm -f "$base.json"
+        rm -f "$base.json" "$base.failed" "$base.skipped"
+        # No uWebSockets: its rows, and idle-scale (its client), are skipped, not failed.
+        skip=
+        if [ "$server" = uwebsockets ] || [ "$sc" = idle-scale ]; then
+            skip=${UWS_SKIP:-$UWS_FAILED}
+        fi
+        if [ -n "$skip" ]; then
+            echo "$skip" >"$base.skipped"
+            echo "   skipped: $skip" >&2
+            # A failed build (the compilers are there) is a peer failure: exit 3.
+            [ -z "$UWS_FAILED" ] || PEER_FAILED=1
+            continue
+        fi
         if ! start_server "$server" "$kind" "$base.server.log"; then
             echo "server did not start" >"$base.failed"
             if [[ $server == wsedge* ]]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
@@ -164,9 +293,15 @@ for sc in $SCENARIOS; do
         mapfile -t args < <(bench_args "$sc" "$ADDR" | tail -n +2)
         # Setup of 10,000 connections plus the run itself, with a generous margin.
         limit=$(awk -v d="$DUR" -v w="$WARM" -v m="$MARGIN" 'BEGIN { printf "%d", d + w + m }')
-        timeout -k 5 "$limit" env RUST_LOG=warn "$WSEDGE" bench "${args[@]}" \
-            --server-pid "$SERVER_PID" --json >"$base.json" 2>"$base.bench.log"
-        rc=$?
+        if [ "${args[0]}" = scale-test ]; then
+            rc=0
+            run_scale_test "$ADDR" "$base.json" "$base.bench.log" || rc=1
+            [ $rc -eq 0 ] || echo "scale_test: the server held no connection" >>"$base.bench.log"
+        else
+            timeout -k 5 "$limit" "${CLIENT_PIN[@]}" env RUST_LOG=warn "$WSEDGE" bench "${args[@]}" \
+                --server-pid "$SERVER_PID" --json >"$base.json" 2>"$base.bench.log"
+            rc=$?
+        fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             echo "server exited during the run" >"$base.failed"
         elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
@@ -187,12 +322,14 @@ done
 echo "== ran $RUN runs in $((SECONDS - T0)) s" >&2
 
 # ---- table ---------------------------------------------------------------------------------
-python3 - "$OUT" "$QUICK" "$SCENARIOS" "$SERVERS" <<'EOF' | tee "$OUT/table.txt"
+python3 - "$OUT" "$QUICK" "$SCENARIOS" "$SERVERS" "${CLIENT_PIN[*]}" <<'EOF' | tee "$OUT/table.txt"
 import json, os, sys
-out, quick, scenarios, servers = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+out, quick, scenarios, servers, pin = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
 
 def load(sc, srv):
     base = os.path.join(out, f"{sc}.{srv}")
+    if os.path.exists(base + ".skipped"):
+        return None, "skipped: " + open(base + ".skipped").read().strip()
     if os.path.exists(base + ".failed"):
         return None, open(base + ".failed").read().strip()
     try:
@@ -206,10 +343,17 @@ def fmt(v, spec):
 def ratio(num, den):
     return f"{num / den:.2f}x" if num and den else "-"
 
+pinned = "; server on core 0, load generator on core 1" if pin else ""
 print(f"wsedge vs peers ({'--quick' if quick else 'full'}; wsedge and peers --workers 1, wsedge-mt one worker "
-      f"per core; ratios > 1: wsedge better; wsedge-mt's ratios are against wsedge on one worker)")
+      f"per core; ratios > 1: wsedge better; wsedge-mt's ratios are against wsedge on one worker{pinned})")
+def status(err):
+    return "skipped" if err.startswith("skipped: ") else "failed"
+
+def why(err):
+    return err.removeprefix("skipped: ")
+
 for sc in scenarios:
-    idle = sc == "idle"
+    idle = sc.startswith("idle")
     fan = sc.startswith(("broadcast", "fanout"))
     rows, base = [], None
     for srv in servers:
@@ -219,7 +363,7 @@ for sc in scenarios:
         s = r.get("server") or {}
         lat = r.get("latency_us") or {}
         m = {
-            "rate": r["deliveries_per_sec"] if fan else r["messages_per_sec"],
+            "rate": r.get("deliveries_per_sec" if fan else "messages_per_sec"),
             "p99": lat.get("p99") / 1000 if lat.get("p99") is not None else None,
             "cpu": s.get("cpu_seconds_per_million_deliveries" if fan else "cpu_seconds_per_million_messages"),
             "rss": s.get("rss_growth_per_connection_bytes"),
@@ -245,11 +389,12 @@ for sc in scenarios:
     if idle:
         r0 = next((load(sc, s)[0] for s in servers if load(sc, s)[0]), None)
         n = r0["connections"] if r0 else "?"
-        print(f"{sc} ({n} connections)")
+        how = ", held by uWebSockets' scale_test" if sc == "idle-scale" else ""
+        print(f"{sc} ({n} connections{how})")
         print(f"  {'server':<18} {'RSS B/conn':>11} {'mem ratio':>10}  note")
         for srv, m, err in rows:
             if m is None:
-                print(f"  {srv:<18} {'failed':>11} {'-':>10}  {err}"); continue
+                print(f"  {srv:<18} {status(err):>11} {'-':>10}  {why(err)}"); continue
             if srv == "wsedge-mt":
                 rr = ratio(base["rss"], m["rss"]) if base else ""
             else:
@@ -268,7 +413,7 @@ for sc in scenarios:
     print(f"  {'server':<18} {unit:>13} {'p99 ms':>8} {cpu_unit:>13} {'thr ratio':>10} {'CPU ratio':>10}  note")
     for srv, m, err in rows:
         if m is None:
-            print(f"  {srv:<18} {'failed':>13} {'-':>8} {'-':>13} {'-':>10} {'-':>10}  {err}"); continue
+            print(f"  {srv:<18} {status(err):>13} {'-':>8} {'-':>13} {'-':>10} {'-':>10}  {why(err)}"); continue
         if base and srv == "wsedge-mt":
             tr, cr = ratio(m["rate"], base["rate"]), ratio(base["cpu"], m["cpu"])
         elif base and srv != "wsedge":
@@ -279,7 +424,7 @@ for sc in scenarios:
               f"{fmt(m['cpu'], '.3f'):>13} {tr:>10} {cr:>10}  {', '.join(m['note'])}")
 EOF
 TABLE_RC=${PIPESTATUS[0]}
-echo "(raw JSON, server and bench logs: ${OUT#$ROOT/})"
+echo "(raw JSON, server and bench logs: ${OUT#"$ROOT"/})"
 if [ "$TABLE_RC" -ne 0 ]; then
     echo "compare.sh: the table script failed (exit $TABLE_RC)" >&2
     exit 1
