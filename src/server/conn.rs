@@ -17,11 +17,11 @@ use rustls::ServerConnection;
 
 use super::access::IpSlot;
 use super::policy::Liveness;
-use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
+use super::pool::{ReadPool, WriteScratch, BUFFER_CAPACITY, SMALL_REMAINDER};
 use crate::proto::{Connection, Transmit};
 
 /// Buffers handed to one `writev` call.
-const MAX_IOVECS: usize = 64;
+pub const MAX_IOVECS: usize = 64;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,10 +289,16 @@ impl Conn {
     }
 
     fn queue_transmit(&mut self, chunk: Transmit) {
-        if !chunk.is_empty() {
-            self.queued_bytes += chunk.len();
-            self.write_queue.push_back(chunk);
+        if chunk.is_empty() {
+            return;
         }
+        if self.write_queue.capacity() == 0 {
+            // Room for one chunk, not the four a first push makes: most connections queue
+            // one (the 101 response) and then idle, keeping whatever the queue holds.
+            self.write_queue.reserve_exact(1);
+        }
+        self.queued_bytes += chunk.len();
+        self.write_queue.push_back(chunk);
     }
 
     /// Moves the codec's pending frames into the write queue.
@@ -318,15 +324,16 @@ impl Conn {
         self.queued_bytes
     }
 
-    /// Writes queued bytes with vectored writes until the queue is empty or the socket
-    /// would block. Returns the status and the bytes written.
-    pub fn flush(&mut self) -> (IoStatus, usize) {
+    /// Writes queued bytes until the queue is empty or the socket would block, small
+    /// chunks gathered into one contiguous run (see [`WriteScratch`]). Returns the status
+    /// and the bytes written.
+    pub fn flush(&mut self, scratch: &mut WriteScratch) -> (IoStatus, usize) {
         let before = self.queued_bytes;
-        let status = self.flush_queue();
+        let status = self.flush_queue(scratch);
         (status, before.saturating_sub(self.queued_bytes))
     }
 
-    fn flush_queue(&mut self) -> IoStatus {
+    fn flush_queue(&mut self, scratch: &mut WriteScratch) -> IoStatus {
         if let Some(mut tls) = self.tls.take() {
             let status = self.flush_tls(&mut tls);
             self.tls = Some(tls);
@@ -334,12 +341,13 @@ impl Conn {
         }
         while !self.write_queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(self.write_queue.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            let written = match self.socket.write_vectored(&slices[..count]) {
+            let count = scratch.gather(&self.write_queue, &mut slices);
+            let result = match slices.get(..count) {
+                Some([one]) => self.socket.write(one),
+                Some(some) => self.socket.write_vectored(some),
+                None => Ok(0),
+            };
+            let written = match result {
                 Ok(0) => return IoStatus::Error,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -495,11 +503,11 @@ mod tests {
         };
         // Keeping up: the payload is queued as it is (zero-copy).
         assert!(queued_slice(&mut conn, &one));
-        assert_eq!(conn.flush().0, IoStatus::Ok);
+        assert_eq!(conn.flush(&mut WriteScratch::default()).0, IoStatus::Ok);
         // The peer stops reading: fill its socket until the kernel refuses more.
         while !conn.write_blocked {
             conn.queue(Bytes::from(vec![0u8; 1 << 20]));
-            assert_eq!(conn.flush().0, IoStatus::Ok);
+            assert_eq!(conn.flush(&mut WriteScratch::default()).0, IoStatus::Ok);
         }
         assert!(!queued_slice(&mut conn, &two), "queued behind a full socket: copied");
         assert_eq!(conn.write_queue.back().map(|c| c.to_vec()), Some(two.to_vec()));

@@ -33,7 +33,7 @@ use super::access::IpLimits;
 use super::conn::{Conn, Phase};
 use super::metrics::Metrics;
 use super::policy::{self, Deadlines};
-use super::pool::ReadPool;
+use super::pool::{ReadPool, WriteScratch};
 use super::workers::{Shared, ShutdownHandle};
 use super::{Config, ConnId, Handler, Now, Outbox};
 use crate::proto::deflate::CompressorPool;
@@ -80,6 +80,8 @@ pub struct Server<H: Handler> {
     pub(super) metrics: Metrics,
     /// The scratch chunk sockets are read into, and the read buffers connections borrow.
     pub(super) read_pool: ReadPool,
+    /// Where a flush gathers a connection's small chunks into one write.
+    pub(super) write_scratch: WriteScratch,
     next_tick: Instant,
     /// Compressors shared by every connection without server context takeover.
     pub(super) compressors: CompressorPool,
@@ -140,6 +142,7 @@ impl<H: Handler> Server<H> {
             outbox: Outbox::new(Now::read()),
             metrics: Metrics::default(),
             read_pool: ReadPool::new(),
+            write_scratch: WriteScratch::default(),
             next_tick: Instant::now() + config.tick_interval,
             poll,
             listener,

@@ -85,7 +85,7 @@ impl<H: Handler> Server<H> {
         let mut verdict = policy::fanout(conn.queued_bytes(), len, cap, None);
         if verdict == Fanout::OfferFirst {
             // A socket error here is handled by the end-of-turn flush.
-            let (_, written) = conn.flush();
+            let (_, written) = conn.flush(&mut self.write_scratch);
             self.metrics.bytes_out += written as u64;
             verdict = policy::fanout(conn.queued_bytes(), len, cap, Some(written));
         }

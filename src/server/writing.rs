@@ -34,7 +34,7 @@ impl<H: Handler> Server<H> {
     fn flush_conn(&mut self, index: usize, now: Instant) -> Outcome {
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.dirty = false;
-        let (status, written) = conn.flush();
+        let (status, written) = conn.flush(&mut self.write_scratch);
         self.metrics.bytes_out += written as u64;
         if status == IoStatus::Error {
             self.count_abrupt(index);
@@ -44,7 +44,7 @@ impl<H: Handler> Server<H> {
         let mut drained = conn.is_drained();
         if drained && conn.phase == Phase::Finishing && conn.queue_close_notify() {
             // TLS: close_notify goes out ahead of our FIN.
-            if conn.flush().0 == IoStatus::Error {
+            if conn.flush(&mut self.write_scratch).0 == IoStatus::Error {
                 return Outcome::Remove;
             }
             drained = conn.is_drained();
