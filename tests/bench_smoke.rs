@@ -83,6 +83,8 @@ fn fanout_over_the_relay_reaches_every_member() {
     let (messages, deliveries) = (report["messages"].as_f64().unwrap(), report["deliveries"].as_f64().unwrap());
     assert!(deliveries > messages * 15.0 && deliveries < messages * 30.0, "{report:#}");
     assert!(report["server"]["cpu_seconds_per_million_deliveries"].as_f64().is_some(), "{report:#}");
+    let server = &report["server"];
+    assert_eq!(server["cpu_seconds_per_million_publishes"], server["cpu_seconds_per_million_messages"], "{report:#}");
 }
 
 #[test]

@@ -33,7 +33,9 @@ pub enum ScenarioArgs {
 /// `wsedge bench echo`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct EchoArgs {
-    /// The echo server (`wsedge echo` answers on any path).
+    /// The echo server (`wsedge echo` answers on any path). A server that sends anything
+    /// but echoes (a room server's welcome, another connection's message) stops the run
+    /// with exit code 1.
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     pub url: String,
     /// Connections to open.
@@ -60,7 +62,9 @@ pub struct FanoutArgs {
     /// with --rooms-protocol the /ws endpoint. Default: ws://127.0.0.1:9001/relay/bench
     /// (ws://127.0.0.1:9001/ws with --rooms-protocol). Repeatable, for nodes that share
     /// rooms (`serve --redis`): the publishers connect to the first URL, the subscribers
-    /// (with --all-publish, every connection) round-robin to all of them.
+    /// (with --all-publish, every connection) round-robin to all of them. A server that is
+    /// no room of that kind (an echo server, the room protocol's endpoint without
+    /// --rooms-protocol) stops the run with exit code 1.
     #[arg(long, value_name = "URL", action = ArgAction::Append)]
     pub url: Vec<String>,
     /// Join and publish with the wsedge.v1 room protocol (JSON) instead of the raw relay.
@@ -102,8 +106,10 @@ pub struct FanoutArgs {
 /// `wsedge bench idle`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct IdleArgs {
-    /// The server (any WebSocket endpoint that keeps connections open).
-    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    /// The server (any WebSocket endpoint that keeps connections open; what it sends is
+    /// ignored). The default is `wsedge serve`'s room endpoint at its default address;
+    /// `wsedge echo` and `wsedge relay` accept that path too.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/ws")]
     pub url: String,
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]

@@ -5,16 +5,19 @@
 //! `wsedge.v1` room protocol, every delivery timed; `--all-publish` for broadcast) and
 //! `idle` (N connections that only answer pings). It reports messages/s, MB/s, latency
 //! percentiles (hdrhistogram) and, given the server's PID, the server's CPU per million
-//! messages and its memory growth, read from `/proc` (Linux).
+//! echoed messages (fan-out: per million publishes and per million deliveries) and its
+//! memory growth, read from `/proc` (Linux).
 //!
 //! Shape: the command line (`args.rs`) is checked and resolved into a [`Plan`]
 //! (`plan.rs`); `--threads` workers (`worker.rs`, their traffic in `traffic.rs`), each a
 //! single-threaded mio loop owning its share of the connections; a coordinator (here) that
 //! waits until every connection is set up, publishes the `Schedule` (start, end of warmup,
 //! end), samples the server at the window's edges and merges the threads' counts into a
-//! [`Report`]. Each message carries its send time in its first bytes (`payload.rs`), so no
-//! per-message state is kept. It only ever connects as a client: nothing of the server or
-//! its room layer is used.
+//! [`Report`]. `verdict.rs` says when a run measured nothing: a server of the wrong kind
+//! for the scenario ([`WrongKind`], told by what it sends) stops every thread, and a report
+//! that counts failures rather than the server ([`RunFailure`]) exits 1. Each message
+//! carries its send time in its first bytes (`payload.rs`), so no per-message state is
+//! kept. It only ever connects as a client: nothing of the server or its room layer is used.
 
 mod args;
 mod conn;
@@ -23,6 +26,7 @@ mod plan;
 mod process;
 mod report;
 mod traffic;
+mod verdict;
 mod worker;
 
 use std::io;
@@ -38,9 +42,13 @@ pub use args::{BenchArgs, CommonArgs, EchoArgs, FanoutArgs, IdleArgs, ScenarioAr
 pub use plan::{BenchError, Plan, Scenario, Target};
 use process::{ProcessProbe, ProcessSample};
 pub use report::{Latency, Report, ServerReport, Stats};
+pub use verdict::{RunFailure, WrongKind};
 use worker::Worker;
 
-/// Runs `wsedge bench` and prints its report; fails when no connection opened.
+/// Runs `wsedge bench` and prints its report. Exit code 1, with a sentence on stderr, when
+/// the server is of the wrong kind for the scenario (no report: it would measure nothing)
+/// or the report measures failures rather than the server ([`RunFailure`]); 2 for options
+/// that make no run.
 pub fn main(args: BenchArgs) -> ExitCode {
     let (plan, json) = match Plan::from_args(&args) {
         Ok(parsed) => parsed,
@@ -64,7 +72,8 @@ pub fn main(args: BenchArgs) -> ExitCode {
     } else {
         print!("{}", report.to_text());
     }
-    if report.connections_open == 0 {
+    if let Some(failure) = RunFailure::of(&report) {
+        eprintln!("bench: {failure}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
@@ -89,6 +98,9 @@ struct Shared {
     live: AtomicUsize,
     /// Set by the coordinator once every thread is ready.
     schedule: OnceLock<Schedule>,
+    /// Set by the first thread that finds the server is of the wrong kind: every thread
+    /// stops, and the run ends with this as its error.
+    wrong_kind: OnceLock<WrongKind>,
 }
 
 /// Opens the connections, runs the scenario on `plan.threads` threads, and reports.
@@ -125,8 +137,8 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
         plan.connect_batch
     );
     while shared.threads_ready.load(Ordering::SeqCst) < plan.threads {
-        if handles.iter().any(|h| h.is_finished()) {
-            break; // a thread failed: joined below
+        if handles.iter().any(|h| h.is_finished()) || shared.wrong_kind.get().is_some() {
+            break; // a thread failed or stopped the run: joined below
         }
         thread::sleep(Duration::from_millis(2));
     }
@@ -134,14 +146,15 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
     info!("{opened} of {} connections open after {:.2} s", plan.connections, setup_start.elapsed().as_secs_f64());
     let server_connected = sample_server();
 
-    // Nothing to measure without connections: end at once.
-    let (warmup, duration) = if opened == 0 { (Duration::ZERO, Duration::ZERO) } else { (plan.warmup, plan.duration) };
+    // Nothing to measure without connections (or from the wrong server): end at once.
+    let nothing = opened == 0 || shared.wrong_kind.get().is_some();
+    let (warmup, duration) = if nothing { (Duration::ZERO, Duration::ZERO) } else { (plan.warmup, plan.duration) };
     let start = Instant::now();
     let schedule = Schedule { start, measure_from: start + warmup, end: start + warmup + duration };
     let _ = shared.schedule.set(schedule);
-    sleep_until(schedule.measure_from);
+    sleep_until(schedule.measure_from, &shared);
     let (server_from, own_from) = (sample_server(), own.sample().ok());
-    sleep_until(schedule.end);
+    sleep_until(schedule.end, &shared);
     let (server_end, own_end) = (sample_server(), own.sample().ok());
 
     let mut stats = Stats::new();
@@ -151,6 +164,9 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
             Ok(Err(e)) => return Err(BenchError::Worker(e)),
             Err(_) => return Err(BenchError::Worker(io::Error::other("a client thread panicked"))),
         }
+    }
+    if let Some(wrong) = shared.wrong_kind.get().cloned().or_else(|| no_fan_out(&plan, &stats)) {
+        return Err(BenchError::WrongKind(wrong));
     }
     let server_report = match (&server, server_before, server_connected, server_from, server_end) {
         (Some((pid, _)), Some(before), Some(connected), Some(from), Some(end)) => {
@@ -169,11 +185,26 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
     Ok(build_report(&plan, stats, [warmup, duration], client_cpu, server_report))
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        thread::sleep(t - now);
+/// Sleeps until `t`, or until a thread found the server is of the wrong kind.
+fn sleep_until(t: Instant, shared: &Shared) {
+    const STEP: Duration = Duration::from_millis(20);
+    loop {
+        let now = Instant::now();
+        if t <= now || shared.wrong_kind.get().is_some() {
+            return;
+        }
+        thread::sleep((t - now).min(STEP));
     }
+}
+
+/// Fan-out where messages came back, but each only to the connection that published it:
+/// an echo server. Only told at the end (a subscriber far down a big room may wait a while
+/// for its first message) and only with two or more members (one alone is its own room).
+fn no_fan_out(plan: &Plan, stats: &Stats) -> Option<WrongKind> {
+    let fan_out = matches!(plan.scenario, Scenario::Fanout { .. });
+    (fan_out && stats.opened >= 2 && stats.received_own > 0 && stats.received_others == 0).then(|| {
+        WrongKind::NoFanOut { url: plan.urls.first().cloned().unwrap_or_default(), own_copies: stats.received_own }
+    })
 }
 
 /// Echo counts round trips as messages; fan-out counts publishes (and deliveries apart).
@@ -235,6 +266,10 @@ fn server_report(pid: u32, plan: &Plan, stats: &Stats, samples: [ProcessSample; 
         cpu_seconds,
         cpu_cores: if secs > 0.0 { cpu_seconds / secs } else { 0.0 },
         cpu_seconds_per_million_messages: per_million(messages(plan, stats)),
+        cpu_seconds_per_million_publishes: match plan.scenario {
+            Scenario::Fanout { .. } => per_million(stats.sent),
+            _ => None,
+        },
         cpu_seconds_per_million_deliveries: match plan.scenario {
             Scenario::Fanout { .. } => per_million(stats.received),
             _ => None,

@@ -15,6 +15,7 @@ use serde_json::json;
 use super::args::{BenchArgs, ScenarioArgs};
 use super::conn::Part;
 use super::payload;
+use super::verdict::WrongKind;
 use crate::client::WsUrl;
 use crate::proto::{self, MessageKind};
 use crate::wire::SUBPROTOCOL;
@@ -30,6 +31,8 @@ pub enum BenchError {
     ServerPid(u32, io::Error),
     /// A worker thread could not start or failed.
     Worker(io::Error),
+    /// The server is not the kind the scenario drives (what it sent shows it).
+    WrongKind(WrongKind),
 }
 
 impl fmt::Display for BenchError {
@@ -39,6 +42,7 @@ impl fmt::Display for BenchError {
             BenchError::Resolve(host, e) => write!(f, "cannot resolve {host}: {e}"),
             BenchError::ServerPid(pid, e) => write!(f, "cannot read /proc/{pid} for --server-pid: {e}"),
             BenchError::Worker(e) => write!(f, "client thread failed: {e}"),
+            BenchError::WrongKind(wrong) => wrong.fmt(f),
         }
     }
 }
@@ -277,12 +281,21 @@ impl Plan {
     /// Where connection `id` connects: publishers to the first target, the other
     /// connections round-robin to all of them.
     pub(super) fn target(&self, id: u32) -> &Target {
+        &self.targets[self.target_index(id)]
+    }
+
+    /// The URL connection `id` connects to, as given.
+    pub(super) fn url(&self, id: u32) -> &str {
+        &self.urls[self.target_index(id)]
+    }
+
+    fn target_index(&self, id: u32) -> usize {
         let publishers = match self.scenario {
             Scenario::Fanout { publishers, .. } => publishers,
             _ => 0,
         };
         // Publishers come first (ids below `publishers`): they all count as 0, the first.
-        &self.targets[(id as usize).saturating_sub(publishers) % self.targets.len()]
+        (id as usize).saturating_sub(publishers) % self.targets.len()
     }
 
     /// Publishers sharing `--rate` (at least 1, so rates divide safely).
@@ -367,6 +380,31 @@ mod tests {
         let ports: Vec<u16> = (0..4).map(|id| p.target(id).addr.port()).collect();
         assert_eq!(ports, [9401, 9402, 9403, 9401]);
         assert!(plan(&[&args[..], &["--url", "http://127.0.0.1/"]].concat()).is_err(), "every URL is checked");
+    }
+
+    #[test]
+    fn idle_connects_where_wsedge_serve_accepts_by_default() {
+        let p = plan(&["idle"]).unwrap();
+        assert_eq!(p.urls, ["ws://127.0.0.1:9001/ws"]);
+    }
+
+    /// Every `wsedge bench` line of the README's example block is a valid command line.
+    #[test]
+    fn readme_bench_examples_are_valid_plans() {
+        let readme = include_str!("../../README.md");
+        let examples: Vec<Vec<&str>> = readme
+            .lines()
+            .filter_map(|line| line.split_once("wsedge bench "))
+            .filter(|(before, _)| before.ends_with("target/release/"))
+            .map(|(_, args)| {
+                let args = args.split_once(" #").map_or(args, |(args, _)| args);
+                args.split_whitespace().map(|a| if a == "$!" { "1" } else { a }).collect()
+            })
+            .collect();
+        assert!(examples.len() >= 5, "the README's bench examples: {examples:?}");
+        for args in examples {
+            assert!(plan(&args).is_ok(), "README: wsedge bench {}", args.join(" "));
+        }
     }
 
     #[test]

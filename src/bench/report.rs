@@ -34,6 +34,10 @@ pub struct Stats {
     pub received_bytes: u64,
     /// Pings from the server (each answered by the codec).
     pub pings: u64,
+    /// Bench messages received over the whole run by the connection that sent them.
+    pub received_own: u64,
+    /// Bench messages received over the whole run by another connection than their sender.
+    pub received_others: u64,
     /// Send-to-receive time of each received message, in nanoseconds.
     pub latency: Histogram<u64>,
 }
@@ -52,6 +56,8 @@ impl Stats {
             received: 0,
             received_bytes: 0,
             pings: 0,
+            received_own: 0,
+            received_others: 0,
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)
                 .expect("constant bounds: low >= 1, high >= 2 * low, 3 significant digits"),
         }
@@ -85,6 +91,8 @@ impl Stats {
         self.received += other.received;
         self.received_bytes += other.received_bytes;
         self.pings += other.pings;
+        self.received_own += other.received_own;
+        self.received_others += other.received_others;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
     }
@@ -140,9 +148,13 @@ pub struct ServerReport {
     pub cpu_seconds: f64,
     /// `cpu_seconds` per second of the window: 1.0 is one core fully busy.
     pub cpu_cores: f64,
-    /// CPU seconds per million messages (echo: round trips; fan-out: publishes).
+    /// CPU seconds per million messages (echo: round trips; fan-out: publishes, the same
+    /// as `cpu_seconds_per_million_publishes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_seconds_per_million_messages: Option<f64>,
+    /// CPU seconds per million publishes (fan-out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds_per_million_publishes: Option<f64>,
     /// CPU seconds per million deliveries (fan-out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_seconds_per_million_deliveries: Option<f64>,
@@ -237,10 +249,18 @@ impl Report {
                 "  idle         {} of {} open at the end, {} dropped, {} pings answered",
                 self.connections_open_at_end, self.connections_open, self.connections_dropped, self.pings_answered
             );
+        } else if self.scenario == "echo" {
+            let _ = writeln!(
+                out,
+                "  messages     {} echoed ({}/s)   {:.2} MB/s received",
+                self.messages,
+                thousands(self.messages_per_sec),
+                self.mb_per_sec
+            );
         } else {
             let _ = writeln!(
                 out,
-                "  messages     {} ({}/s)   deliveries {} ({}/s)   {:.2} MB/s",
+                "  publishes    {} ({}/s)   deliveries {} ({}/s)   {:.2} MB/s received",
                 self.messages,
                 thousands(self.messages_per_sec),
                 self.deliveries,
@@ -271,15 +291,22 @@ impl Report {
             );
         }
         if let Some(s) = &self.server {
-            let mut line =
-                format!("  server       pid {}: {:.2} CPU s ({:.2} cores)", s.pid, s.cpu_seconds, s.cpu_cores);
-            if let Some(m) = s.cpu_seconds_per_million_messages {
-                let _ = write!(line, ", {m:.3} CPU s per million messages");
+            let _ = writeln!(
+                out,
+                "  server       pid {}: {:.2} CPU s in the measured window ({:.2} cores busy)",
+                s.pid, s.cpu_seconds, s.cpu_cores
+            );
+            let per_million: Vec<String> = [
+                (s.cpu_seconds_per_million_messages.filter(|_| self.scenario == "echo"), "echoed messages"),
+                (s.cpu_seconds_per_million_publishes, "publishes"),
+                (s.cpu_seconds_per_million_deliveries, "deliveries"),
+            ]
+            .into_iter()
+            .filter_map(|(value, unit)| value.map(|v| format!("{v:.3} CPU s per million {unit}")))
+            .collect();
+            if !per_million.is_empty() {
+                let _ = writeln!(out, "               {}", per_million.join(", "));
             }
-            if let Some(d) = s.cpu_seconds_per_million_deliveries {
-                let _ = write!(line, ", {d:.3} per million deliveries");
-            }
-            let _ = writeln!(out, "{line}");
             let mut rss = format!(
                 "               RSS {} before, {} connected, {} at the end",
                 mib(s.rss_before_bytes),
@@ -291,7 +318,7 @@ impl Report {
             }
             let _ = writeln!(out, "{rss}");
         }
-        let _ = writeln!(out, "  client       {:.2} CPU s", self.client_cpu_seconds);
+        let _ = writeln!(out, "  client       {:.2} CPU s in the measured window", self.client_cpu_seconds);
         out
     }
 
@@ -302,6 +329,8 @@ impl Report {
             Some("out of file descriptors: fewer connections, or a higher `ulimit -n`")
         } else if any("os error 99") {
             Some("out of ephemeral ports: spread connections with --bind-ips 127.0.0.2,127.0.0.3,...")
+        } else if any("404") {
+            Some("no WebSocket endpoint at that path (`wsedge serve`: /ws and /relay/ROOM; `wsedge echo`: any path)")
         } else if any("503") {
             Some("the server is at its connection limit (wsedge: --max-connections)")
         } else if any("os error 111") {
@@ -339,9 +368,78 @@ fn thousands(value: f64) -> String {
     out
 }
 
+/// A report of `scenario` with one connection open, nothing counted yet, and a server
+/// sample: for the tests of what is printed and judged.
+#[cfg(test)]
+pub(super) fn sample_report(scenario: &'static str) -> Report {
+    Report {
+        scenario,
+        url: "ws://127.0.0.1:9001/".to_owned(),
+        settings: BTreeMap::new(),
+        threads: 1,
+        connections: 1,
+        connections_open: 1,
+        connections_failed: 0,
+        failures: BTreeMap::new(),
+        warmup_secs: 1.0,
+        duration_secs: 10.0,
+        messages: 0,
+        messages_per_sec: 0.0,
+        deliveries: 0,
+        deliveries_per_sec: 0.0,
+        mb_per_sec: 0.0,
+        latency_us: None,
+        errors: 0,
+        error_kinds: BTreeMap::new(),
+        connections_dropped: 0,
+        connections_open_at_end: 1,
+        connections_closed_cleanly: 1,
+        pings_answered: 0,
+        client_cpu_seconds: 1.0,
+        server: Some(ServerReport {
+            pid: 1,
+            cpu_seconds: 2.0,
+            cpu_cores: 0.2,
+            cpu_seconds_per_million_messages: None,
+            cpu_seconds_per_million_publishes: None,
+            cpu_seconds_per_million_deliveries: None,
+            rss_before_bytes: 1 << 20,
+            rss_connected_bytes: 1 << 20,
+            rss_end_bytes: 1 << 20,
+            rss_growth_bytes: 0,
+            rss_growth_per_connection_bytes: Some(0.0),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_figures_say_what_they_are_per() {
+        let mut echo = sample_report("echo");
+        if let Some(s) = echo.server.as_mut() {
+            s.cpu_seconds_per_million_messages = Some(0.6);
+        }
+        let text = echo.to_text();
+        assert!(text.contains("0.600 CPU s per million echoed messages"), "{text}");
+        assert!(!text.contains("publishes"), "{text}");
+
+        for scenario in ["fanout", "broadcast"] {
+            let mut fanout = sample_report(scenario);
+            if let Some(s) = fanout.server.as_mut() {
+                // As `server_report` fills them: messages are publishes in fan-out.
+                (s.cpu_seconds_per_million_messages, s.cpu_seconds_per_million_publishes) = (Some(400.0), Some(400.0));
+                s.cpu_seconds_per_million_deliveries = Some(0.4);
+            }
+            let text = fanout.to_text();
+            let line = "400.000 CPU s per million publishes, 0.400 CPU s per million deliveries";
+            assert!(text.contains(line), "{text}");
+            assert!(!text.contains("per million messages") && !text.contains("echoed"), "{text}");
+            assert!(text.contains("  publishes    "), "{text}");
+        }
+    }
 
     #[test]
     fn merged_stats_add_up() {

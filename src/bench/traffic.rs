@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use super::conn::{Conn, Part};
 use super::payload::{read_stamp, room_push_data, stamp, Template};
 use super::report::Stats;
+use super::verdict::WrongKind;
 use super::{Plan, Scenario, Schedule, Shared};
 
 /// The scenario's traffic: what to send, and the counting of what arrives.
@@ -88,6 +89,9 @@ impl Traffic {
     /// Counts and times a message that arrived on an open connection, and reacts per the
     /// connection's part. Returns whether it queued output.
     pub(super) fn on_message(&mut self, conn: &mut Conn, data: &[u8], now: Instant) -> bool {
+        if conn.part == Part::Idle {
+            return false; // an idle connection only holds on (a room server's welcome, ...)
+        }
         let payload = if self.plan.room.is_some() {
             match room_push_data(data) {
                 Some(payload) => payload,
@@ -115,9 +119,30 @@ impl Traffic {
             data
         };
         let Some((sent_nanos, tag)) = read_stamp(payload) else {
-            self.stats.error("message without a bench timestamp");
+            // What an echo server or a relay room sends is what bench connections sent:
+            // anything else (a welcome, an error reply) tells a server of another kind. In a
+            // room of the room protocol anyone may publish: there it is an error only.
+            if conn.part != Part::Echo && self.plan.room.is_some() {
+                self.stats.error("message without a bench timestamp");
+                return false;
+            }
+            let (url, got) = (self.plan.url(conn.id).to_owned(), WrongKind::excerpt(data));
+            self.wrong_kind(match conn.part {
+                Part::Echo => WrongKind::NotAnEcho { url, got },
+                _ => WrongKind::NotARelay { url, got },
+            });
             return false;
         };
+        if tag == conn.id {
+            self.stats.received_own += 1;
+        } else {
+            self.stats.received_others += 1;
+            if conn.part == Part::Echo {
+                let url = self.plan.url(conn.id).to_owned();
+                self.wrong_kind(WrongKind::OthersMessage { url });
+                return false;
+            }
+        }
         if payload.len() != self.plan.size {
             self.stats.error(&format!("message of {} bytes, expected {}", payload.len(), self.plan.size));
         }
@@ -151,6 +176,13 @@ impl Traffic {
             _ => {}
         }
         conn.sent != sent_before
+    }
+
+    /// Stops the run (every thread): the server is not the kind the scenario drives. The
+    /// first thread to find out names the reason.
+    pub(super) fn wrong_kind(&self, wrong: WrongKind) {
+        log::debug!("wrong kind of server: {wrong}");
+        let _ = self.shared.wrong_kind.set(wrong);
     }
 
     pub(super) fn next_u64(&mut self) -> u64 {

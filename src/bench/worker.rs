@@ -21,6 +21,7 @@ use mio::{Events, Poll, Token};
 use super::conn::{Conn, Part, Phase, ReadStatus};
 use super::report::Stats;
 use super::traffic::Traffic;
+use super::verdict::WrongKind;
 use super::{Plan, Scenario, Shared};
 use crate::proto::deflate::{self, DeflateConfig};
 use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
@@ -133,6 +134,10 @@ impl Worker {
 
     /// Stage changes and everything driven by time rather than by sockets.
     fn advance(&mut self, now: Instant) {
+        let stopping = matches!(self.stage, Stage::Setup | Stage::Waiting | Stage::Running);
+        if stopping && self.traffic.shared.wrong_kind.get().is_some() {
+            self.stop(now);
+        }
         if self.stage == Stage::Setup {
             self.start_connections(now);
             self.expire_setup(now);
@@ -300,10 +305,15 @@ impl Worker {
         conn.codec = Some(codec);
         conn.key = String::new();
         match &plan.room {
+            // A server that did not pick wsedge.v1 will not understand a join.
+            Some(_) if response.protocol.is_none() => {
+                let url = plan.url(conn.id).to_owned();
+                self.traffic.wrong_kind(WrongKind::NoSubprotocol { url });
+                return self.fail_setup(index, "the server did not accept the wsedge.v1 subprotocol");
+            }
             Some(room) => {
-                let join = format!(r#"{{"id":"{JOIN_ID}","op":"join","room":"{room}"}}"#);
                 if let Some(codec) = conn.codec.as_mut() {
-                    codec.send_message(MessageKind::Text, join.into());
+                    codec.send_message(MessageKind::Text, join_request(room).into());
                 }
                 conn.queue_codec_output();
                 conn.phase = Phase::Joining;
@@ -317,6 +327,12 @@ impl Worker {
 
     /// Room protocol, while joining: the welcome is skipped, the join reply decides.
     fn on_join_reply(&mut self, index: usize, text: &[u8]) {
+        let plan = &self.traffic.plan;
+        if plan.room.as_deref().is_some_and(|room| text == join_request(room).as_bytes()) {
+            let url = plan.url(self.conns[index].id).to_owned();
+            self.traffic.wrong_kind(WrongKind::JoinEchoed { url });
+            return self.fail_setup(index, "the join request came back as sent");
+        }
         let reply_prefix = format!(r#"{{"id":"{JOIN_ID}","#);
         if !text.starts_with(reply_prefix.as_bytes()) {
             return; // the welcome
@@ -490,6 +506,19 @@ impl Worker {
         }
     }
 
+    /// The server is of the wrong kind (this thread or another found out): connections in
+    /// setup are dropped, open ones closed with a close handshake, nothing more is sent.
+    fn stop(&mut self, now: Instant) {
+        self.next_to_start = self.conns.len();
+        for index in 0..self.conns.len() {
+            if self.conns[index].phase.in_setup() {
+                self.finish(index);
+            }
+        }
+        self.setting_up.clear();
+        self.begin_close(now);
+    }
+
     /// The schedule's end: stop sending, close every connection with a close handshake.
     fn begin_close(&mut self, now: Instant) {
         for index in 0..self.conns.len() {
@@ -528,4 +557,9 @@ impl Worker {
             }
         }
     }
+}
+
+/// The room protocol's join request (its reply carries the same `id`).
+fn join_request(room: &str) -> String {
+    format!(r#"{{"id":"{JOIN_ID}","op":"join","room":"{room}"}}"#)
 }
