@@ -28,6 +28,9 @@
 # echo|broadcast PORT`: broadcast subscribes every connection to one topic whatever its path
 # and publishes with App::publish, which includes the sender, as wsedge relay and the other
 # peers do in the one room /bench that the scenarios use).
+# BEFORE=PATH adds the server wsedge-before: another wsedge binary (e.g. main's, built in a
+# worktree) with --workers 1, shown as a peer, so its ratios say what a change moved.
+#   BEFORE=/tmp/wsedge-main SERVERS="wsedge wsedge-before uwebsockets" bash benches/compare.sh
 # PIN=1 runs every server under `taskset -c 0` and every load generator under `taskset -c 1`
 # (wsedge-mt's workers then share core 0).
 #
@@ -162,6 +165,8 @@ start_server() {
         wsedge/broadcast) cmd=("$WSEDGE" relay --workers 1) ;;
         wsedge-mt/echo) cmd=("$WSEDGE" echo) ;;
         wsedge-mt/broadcast) cmd=("$WSEDGE" relay) ;;
+        wsedge-before/echo) cmd=("$BEFORE" echo --workers 1) ;;
+        wsedge-before/broadcast) cmd=("$BEFORE" relay --workers 1) ;;
         tokio-tungstenite/*) cmd=("$PEERS/tokio-tungstenite-$kind" --workers 1) ;;
         fastwebsockets/*) cmd=("$PEERS/fastwebsockets-$kind" --workers 1) ;;
         node-ws/*) cmd=(node "$NODE/$kind.js" --workers 1) ;;
@@ -287,7 +292,7 @@ for sc in $SCENARIOS; do
         fi
         if ! start_server "$server" "$kind" "$base.server.log"; then
             echo "server did not start" >"$base.failed"
-            if [[ $server == wsedge* ]]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
+            case $server in wsedge | wsedge-mt) WSEDGE_FAILED=1 ;; *) PEER_FAILED=1 ;; esac
             continue
         fi
         mapfile -t args < <(bench_args "$sc" "$ADDR" | tail -n +2)
@@ -313,7 +318,7 @@ for sc in $SCENARIOS; do
         fi
         stop_server
         if [ -e "$base.failed" ]; then
-            if [[ $server == wsedge* ]]; then WSEDGE_FAILED=1; else PEER_FAILED=1; fi
+            case $server in wsedge | wsedge-mt) WSEDGE_FAILED=1 ;; *) PEER_FAILED=1 ;; esac
             echo "   failed: $(cat "$base.failed")" >&2
         fi
     done

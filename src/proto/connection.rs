@@ -555,6 +555,24 @@ impl Connection {
         self.state = State::CloseSent;
     }
 
+    /// The header [`Connection::send_message`] would put before a `len`-byte message of
+    /// `kind` sent as it is (one frame, uncompressed, unmasked), for a caller that writes the
+    /// frame itself (the server's cork) and counts it as sent. `None` when the message would
+    /// not go out that way (compressed, a client's masked frame) or not at all (closing).
+    pub fn plain_frame_header(&self, kind: MessageKind, len: usize) -> Option<EncodedHeader> {
+        let compressed = self.deflate.as_deref().is_some_and(|d| len >= d.threshold);
+        if self.state != State::Open || self.role != Role::Server || compressed || !self.transmit.is_empty() {
+            return None;
+        }
+        let header = FrameHeader { fin: true, rsv: 0, opcode: kind.opcode(), mask: None, payload_len: len as u64 };
+        Some(EncodedHeader::new(&header))
+    }
+
+    /// Whether outgoing chunks wait to be taken with [`Connection::poll_transmit`].
+    pub fn has_output(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
     /// The next queued outgoing chunk (a frame header or payload), in wire order.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmit.pop_front()

@@ -17,11 +17,9 @@ use rustls::ServerConnection;
 
 use super::access::IpSlot;
 use super::policy::Liveness;
-use super::pool::{ReadPool, WriteScratch, BUFFER_CAPACITY, SMALL_REMAINDER};
+use super::pool::{ReadPool, BUFFER_CAPACITY, SMALL_REMAINDER};
+use super::write_buffers::{Corked, WriteBuffers, MAX_IOVECS};
 use crate::proto::{Connection, Transmit};
-
-/// Buffers handed to one `writev` call.
-pub const MAX_IOVECS: usize = 64;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +67,8 @@ pub struct Conn {
     pub read_buf: BytesMut,
     write_queue: VecDeque<Transmit>,
     queued_bytes: usize,
+    /// Frames corked this turn, written ahead of the queue (see `write_buffers.rs`).
+    corked: Option<Corked>,
     /// The codec, from the 101 response on.
     pub codec: Option<Connection>,
     /// The handler saw `on_open` and not yet `on_close`.
@@ -119,6 +119,7 @@ impl Conn {
             read_buf: BytesMut::new(),
             write_queue: VecDeque::new(),
             queued_bytes: 0,
+            corked: None,
             codec: None,
             opened: false,
             counted: false,
@@ -324,43 +325,68 @@ impl Conn {
         self.queued_bytes
     }
 
-    /// Writes queued bytes until the queue is empty or the socket would block, small
-    /// chunks gathered into one contiguous run (see [`WriteScratch`]). Returns the status
-    /// and the bytes written.
-    pub fn flush(&mut self, scratch: &mut WriteScratch) -> (IoStatus, usize) {
+    /// Writes this turn's corked run (see `write_buffers.rs`), then the queue, until both
+    /// are out or the socket would block; small chunks go gathered into contiguous runs.
+    /// What is left of the run then moves to the front of the queue. Returns the status and
+    /// the bytes written.
+    pub fn flush(&mut self, buffers: &mut WriteBuffers) -> (IoStatus, usize) {
         let before = self.queued_bytes;
-        let status = self.flush_queue(scratch);
-        (status, before.saturating_sub(self.queued_bytes))
+        let (status, from_cork) = match self.tls.take() {
+            Some(mut tls) => {
+                let status = self.flush_tls(&mut tls);
+                self.tls = Some(tls);
+                (status, 0)
+            }
+            None => self.flush_plain(buffers),
+        };
+        (status, before.saturating_sub(self.queued_bytes) + from_cork)
     }
 
-    fn flush_queue(&mut self, scratch: &mut WriteScratch) -> IoStatus {
-        if let Some(mut tls) = self.tls.take() {
-            let status = self.flush_tls(&mut tls);
-            self.tls = Some(tls);
-            return status;
-        }
-        while !self.write_queue.is_empty() {
+    /// `flush` for a plaintext socket; also returns the corked bytes written.
+    fn flush_plain(&mut self, buffers: &mut WriteBuffers) -> (IoStatus, usize) {
+        let run = self.corked.take();
+        let mut from_cork = 0;
+        loop {
+            let rest = run.map_or(0, |r| r.len() - from_cork);
+            if rest == 0 && self.write_queue.is_empty() {
+                self.write_blocked = false;
+                return (IoStatus::Ok, from_cork);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = scratch.gather(&self.write_queue, &mut slices);
+            let head = run.filter(|_| rest > 0).map(|r| (r, from_cork));
+            let count = buffers.gather(head, &self.write_queue, &mut slices);
             let result = match slices.get(..count) {
                 Some([one]) => self.socket.write(one),
                 Some(some) => self.socket.write_vectored(some),
                 None => Ok(0),
             };
-            let written = match result {
-                Ok(0) => return IoStatus::Error,
-                Ok(n) => n,
+            match result {
+                Ok(0) => return (IoStatus::Error, from_cork),
+                Ok(n) => {
+                    let taken = n.min(rest);
+                    from_cork += taken;
+                    self.consume_written(n - taken);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(r) = run.filter(|_| rest > 0) {
+                        // The cork is emptied after this flush: the rest waits in the queue.
+                        let left = Bytes::copy_from_slice(buffers.corked(r, from_cork));
+                        self.queued_bytes += left.len();
+                        self.write_queue.push_front(Transmit::Bytes(left));
+                    }
                     self.write_blocked = true;
-                    return IoStatus::Ok;
+                    return (IoStatus::Ok, from_cork);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return IoStatus::Error,
-            };
-            self.consume_written(written);
+                Err(_) => return (IoStatus::Error, from_cork),
+            }
         }
-        self.write_blocked = false;
-        IoStatus::Ok
+    }
+
+    /// Corks a frame for this connection (see `write_buffers.rs`): only a plaintext
+    /// connection with nothing queued, so the run goes out ahead of nothing sent earlier.
+    pub fn cork(&mut self, buffers: &mut WriteBuffers, header: &[u8], payload: &[u8]) -> bool {
+        self.tls.is_none() && self.write_queue.is_empty() && buffers.cork(&mut self.corked, header, payload)
     }
 
     /// `flush_queue` through TLS. Queued chunks are handed to rustls only once it has sent
@@ -503,11 +529,11 @@ mod tests {
         };
         // Keeping up: the payload is queued as it is (zero-copy).
         assert!(queued_slice(&mut conn, &one));
-        assert_eq!(conn.flush(&mut WriteScratch::default()).0, IoStatus::Ok);
+        assert_eq!(conn.flush(&mut WriteBuffers::default()).0, IoStatus::Ok);
         // The peer stops reading: fill its socket until the kernel refuses more.
         while !conn.write_blocked {
             conn.queue(Bytes::from(vec![0u8; 1 << 20]));
-            assert_eq!(conn.flush(&mut WriteScratch::default()).0, IoStatus::Ok);
+            assert_eq!(conn.flush(&mut WriteBuffers::default()).0, IoStatus::Ok);
         }
         assert!(!queued_slice(&mut conn, &two), "queued behind a full socket: copied");
         assert_eq!(conn.write_queue.back().map(|c| c.to_vec()), Some(two.to_vec()));

@@ -33,8 +33,9 @@ use super::access::IpLimits;
 use super::conn::{Conn, Phase};
 use super::metrics::Metrics;
 use super::policy::{self, Deadlines};
-use super::pool::{ReadPool, WriteScratch};
+use super::pool::ReadPool;
 use super::workers::{Shared, ShutdownHandle};
+use super::write_buffers::WriteBuffers;
 use super::{Config, ConnId, Handler, Now, Outbox};
 use crate::proto::deflate::CompressorPool;
 use crate::proto::CloseCode;
@@ -80,8 +81,8 @@ pub struct Server<H: Handler> {
     pub(super) metrics: Metrics,
     /// The scratch chunk sockets are read into, and the read buffers connections borrow.
     pub(super) read_pool: ReadPool,
-    /// Where a flush gathers a connection's small chunks into one write.
-    pub(super) write_scratch: WriteScratch,
+    /// The cork and the gather scratch every connection's writes go through.
+    pub(super) write_buffers: WriteBuffers,
     next_tick: Instant,
     /// Compressors shared by every connection without server context takeover.
     pub(super) compressors: CompressorPool,
@@ -142,7 +143,7 @@ impl<H: Handler> Server<H> {
             outbox: Outbox::new(Now::read()),
             metrics: Metrics::default(),
             read_pool: ReadPool::new(),
-            write_scratch: WriteScratch::default(),
+            write_buffers: WriteBuffers::default(),
             next_tick: Instant::now() + config.tick_interval,
             poll,
             listener,
@@ -394,10 +395,7 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn mark_dirty(&mut self, index: usize) {
         if let Some(conn) = self.conns.get_mut(index) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(index);
-            }
+            mark_dirty(&mut self.dirty, conn, index);
         }
     }
 
@@ -434,6 +432,14 @@ impl<H: Handler> Server<H> {
                 _ => {}
             }
         }
+    }
+}
+
+/// Puts connection `index` (`conn`) on the list to flush this turn, once.
+pub(super) fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut Conn, index: usize) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(index);
     }
 }
 

@@ -5,7 +5,8 @@
 //! the room layer another. Handlers never touch sockets; they queue work on an [`Outbox`]
 //! (send a message to one connection, or one message to many, framed once for all; answer
 //! a deferred HTTP request; close), which the loop applies after the handler returns and
-//! flushes with vectored writes once per loop turn. Handlers need not read a clock either:
+//! flushes once per loop turn, one write per connection (small frames gathered into one
+//! contiguous run, large payloads passed as they are). Handlers need not read a clock either:
 //! the loop's [`Now`] reaches them through the `Outbox` and as `accept`'s argument.
 //!
 //! With several workers (`Config::workers`) each worker runs its own loop and its own
@@ -25,6 +26,7 @@ mod pool;
 mod reading;
 pub mod tls;
 mod workers;
+mod write_buffers;
 mod writing;
 
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use log::debug;
 
 use super::conn::Phase;
-use super::event_loop::{live_conn, Server};
+use super::event_loop::{live_conn, mark_dirty, Server};
 use super::metrics::CloseInitiator;
 use super::policy::{self, Fanout};
 use super::{Command, ConnId, Handler};
@@ -41,15 +41,20 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// One message to one open connection, encoded by its own codec.
+    /// One message to one open connection, framed by its own codec: corked when it can be
+    /// (see `write_buffers.rs`), else queued.
     fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes) {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return };
-        if let Some(codec) = conn.codec.as_mut() {
-            codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
+        let Some(codec) = conn.codec.as_mut() else { return };
+        let header = codec.plain_frame_header(kind, payload.len());
+        if !header.is_some_and(|header| conn.cork(&mut self.write_buffers, &header, &payload)) {
+            if let Some(codec) = conn.codec.as_mut() {
+                codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
+            }
+            conn.queue_codec_output();
         }
-        conn.queue_codec_output();
         self.metrics.messages_out += 1;
-        self.mark_dirty(id.index());
+        mark_dirty(&mut self.dirty, conn, id.index());
     }
 
     /// The fan-out path: one encoding per variant (plain, or compressed for a window size),
@@ -58,8 +63,15 @@ impl<H: Handler> Server<H> {
     /// takeover): the output depends on the payload alone, never on a receiver's history.
     fn broadcast(&mut self, ids: &[ConnId], except: Option<ConnId>, kind: MessageKind, payload: &Bytes, now: Instant) {
         let mut frames = BroadcastFrames::new(kind, payload.clone());
+        let cap = self.config.max_outbound_bytes;
         for &id in ids {
-            if Some(id) == except || !self.admit_fanout(id, payload.len(), now) {
+            if Some(id) == except {
+                continue;
+            }
+            let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { continue };
+            if policy::fanout(conn.queued_bytes(), payload.len(), cap, None) != Fanout::Queue
+                && !self.admit_fanout(id, payload.len(), now)
+            {
                 continue;
             }
             // admit_fanout checked the connection is live and open.
@@ -70,26 +82,22 @@ impl<H: Handler> Server<H> {
                 None => conn.queue_codec_output(),
             }
             self.metrics.messages_out += 1;
-            self.mark_dirty(id.index());
+            mark_dirty(&mut self.dirty, conn, id.index());
         }
     }
 
-    /// Whether a fan-out frame of `len` bytes may be queued for `id` (see
-    /// `policy::fanout`). Over the cap, the queue is offered to the socket first, the one
+    /// Whether a fan-out frame of `len` bytes may be queued for `id`, which is over the cap
+    /// with it (see `policy::fanout`). The queue is offered to the socket first, the one
     /// write outside the end-of-turn flush: a member that is reading must be judged by what
     /// it failed to read, not by the size of one burst. A slow consumer is closed with 1013
     /// (what it has queued still goes out ahead of the close).
     fn admit_fanout(&mut self, id: ConnId, len: usize, now: Instant) -> bool {
         let cap = self.config.max_outbound_bytes;
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return false };
-        let mut verdict = policy::fanout(conn.queued_bytes(), len, cap, None);
-        if verdict == Fanout::OfferFirst {
-            // A socket error here is handled by the end-of-turn flush.
-            let (_, written) = conn.flush(&mut self.write_scratch);
-            self.metrics.bytes_out += written as u64;
-            verdict = policy::fanout(conn.queued_bytes(), len, cap, Some(written));
-        }
-        if verdict == Fanout::SlowConsumer {
+        // A socket error here is handled by the end-of-turn flush.
+        let (_, written) = conn.flush(&mut self.write_buffers);
+        self.metrics.bytes_out += written as u64;
+        if policy::fanout(conn.queued_bytes(), len, cap, Some(written)) == Fanout::SlowConsumer {
             debug!("connection {} is a slow consumer ({} bytes queued)", id.index(), conn.queued_bytes());
             self.metrics.slow_consumer_closes += 1;
             self.start_close(id, CloseCode::TRY_AGAIN_LATER, "slow consumer", now);

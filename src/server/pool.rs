@@ -12,18 +12,10 @@
 //! a loop turn, and starts over once their echoes are written. A buffer too full for the
 //! next read waits in the pool while another serves, and is ready again next turn.
 //!
-//! The write side has one piece: the scratch buffer small outgoing chunks are gathered
-//! into ([`WriteScratch`]).
-//!
-//! No IO here: [`Conn::read_some`](super::conn::Conn::read_some) and
-//! [`Conn::flush`](super::conn::Conn::flush) do the reading and writing.
-
-use std::collections::VecDeque;
-use std::io::IoSlice;
+//! No IO here: [`Conn::read_some`](super::conn::Conn::read_some) does the reading. The
+//! write side's memory is in `write_buffers.rs`.
 
 use bytes::BytesMut;
-
-use crate::proto::Transmit;
 
 /// Bytes asked of the socket per `read` call (the size of the scratch chunk).
 const READ_CHUNK: usize = 32 * 1024;
@@ -97,83 +89,6 @@ impl ReadPool {
     }
 }
 
-/// Outgoing chunks up to this size are copied when a connection is flushed; bigger ones
-/// (large payloads, shared by every receiver of a fan-out) go to the kernel as they are.
-pub const GATHER_MAX: usize = 2048;
-
-/// Bytes gathered per write: a socket send buffer's worth of small frames.
-const SCRATCH_BYTES: usize = 64 * 1024;
-
-/// Where a flush gathers a connection's small queued chunks (frame headers, small
-/// payloads) into contiguous runs. The kernel copies one iovec far faster than many tiny
-/// ones (a header and a 32-byte payload per message at depth 16 made up a tenth of the
-/// server's CPU), and the copy here is a few hundred bytes per connection per turn. One per
-/// worker, reused by every flush: connections hold no write buffer of their own.
-#[derive(Debug)]
-pub struct WriteScratch {
-    buf: Vec<u8>,
-}
-
-impl Default for WriteScratch {
-    fn default() -> Self {
-        WriteScratch { buf: Vec::with_capacity(SCRATCH_BYTES) }
-    }
-}
-
-/// One iovec of a gathered write: a run of the scratch, or a queued chunk as it is.
-#[derive(Debug, Clone, Copy)]
-enum Piece {
-    Run(usize, usize),
-    Chunk(usize),
-}
-
-impl WriteScratch {
-    /// Fills `slices` with the front of `queue`, in order: runs of small chunks copied into
-    /// the scratch, big chunks as they are. Returns how many slices it filled (at least one
-    /// when the queue is not empty).
-    pub fn gather<'a>(&'a mut self, queue: &'a VecDeque<Transmit>, slices: &mut [IoSlice<'a>]) -> usize {
-        let mut pieces = [Piece::Chunk(0); super::conn::MAX_IOVECS];
-        let most = pieces.len().min(slices.len());
-        let buf = &mut self.buf;
-        buf.clear();
-        let mut count = 0;
-        let mut run: Option<usize> = None;
-        for (index, chunk) in queue.iter().enumerate() {
-            if chunk.len() <= GATHER_MAX && buf.len() + chunk.len() <= SCRATCH_BYTES {
-                if run.is_none() {
-                    if count == most {
-                        break;
-                    }
-                    run = Some(buf.len());
-                }
-                buf.extend_from_slice(chunk);
-                continue;
-            }
-            if let Some(start) = run.take() {
-                pieces[count] = Piece::Run(start, buf.len());
-                count += 1;
-            }
-            if count == most {
-                break;
-            }
-            pieces[count] = Piece::Chunk(index);
-            count += 1;
-        }
-        if let Some(start) = run {
-            pieces[count] = Piece::Run(start, buf.len());
-            count += 1;
-        }
-        let buf: &'a [u8] = &self.buf;
-        for (slot, piece) in slices.iter_mut().zip(&pieces[..count]) {
-            *slot = match *piece {
-                Piece::Run(start, end) => IoSlice::new(buf.get(start..end).unwrap_or_default()),
-                Piece::Chunk(index) => IoSlice::new(queue.get(index).map_or(&[][..], |c| &c[..])),
-            };
-        }
-        count
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,49 +156,5 @@ mod tests {
         }
         assert_eq!(pool.pooled(), POOL_BUFFERS);
         assert_eq!(pool.take(1).as_ptr(), newest.unwrap());
-    }
-
-    fn queue(chunks: &[&[u8]]) -> VecDeque<Transmit> {
-        chunks.iter().map(|c| Transmit::Bytes(bytes::Bytes::copy_from_slice(c))).collect()
-    }
-
-    /// What one write of the gathered slices sends.
-    fn sent(slices: &[IoSlice<'_>]) -> Vec<u8> {
-        slices.iter().flat_map(|s| s.iter().copied()).collect()
-    }
-
-    #[test]
-    fn small_chunks_are_gathered_into_one_run_and_big_ones_go_as_they_are() {
-        let big = vec![7u8; GATHER_MAX + 1];
-        let chunks: Vec<&[u8]> = vec![b"\x81\x03", b"abc", b"\x81\x7e", &big, b"\x82\x01", b"z"];
-        let queue = queue(&chunks);
-        let mut scratch = WriteScratch::default();
-        let mut slices = [IoSlice::new(&[]); 8];
-        let count = scratch.gather(&queue, &mut slices);
-        assert_eq!(count, 3, "run, big chunk, run");
-        assert_eq!(slices[1].as_ptr(), queue[3].as_ptr(), "the big chunk is not copied");
-        assert_eq!(sent(&slices[..count]), chunks.concat(), "every byte, in order");
-    }
-
-    #[test]
-    fn a_gather_stops_at_the_iovec_limit_and_the_scratch_size() {
-        let big = vec![1u8; GATHER_MAX + 1];
-        // Small and big alternate: each small one is a run of its own.
-        let chunks: Vec<&[u8]> = (0..10).flat_map(|_| [&b"s"[..], &big[..]]).collect();
-        let queue = queue(&chunks);
-        let mut scratch = WriteScratch::default();
-        let mut slices = [IoSlice::new(&[]); 5];
-        let count = scratch.gather(&queue, &mut slices);
-        assert_eq!(count, 5);
-        assert_eq!(sent(&slices[..count]), chunks[..5].concat(), "a prefix of the queue, in order");
-        // More small bytes than the scratch holds: once it is full, the rest go as they are.
-        let small = vec![2u8; GATHER_MAX];
-        let many: Vec<&[u8]> = (0..2 * SCRATCH_BYTES / GATHER_MAX).map(|_| &small[..]).collect();
-        let queue = super::tests::queue(&many);
-        let mut slices = [IoSlice::new(&[]); 64];
-        let count = scratch.gather(&queue, &mut slices);
-        assert_eq!(count, 1 + many.len() - SCRATCH_BYTES / GATHER_MAX, "one run, then chunk by chunk");
-        assert_eq!(sent(&slices[..count]), many.concat());
-        assert!(scratch.buf.capacity() <= SCRATCH_BYTES, "the scratch never grows");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::{debug, trace};
 
 use super::conn::{IoStatus, Phase};
-use super::event_loop::{Outcome, Server};
+use super::event_loop::{mark_dirty, Outcome, Server};
 use super::metrics::{CloseInitiator, HandshakeFailure};
 use super::policy::{self, ReadGate};
 use super::{ConnId, Handler};
@@ -110,21 +110,25 @@ impl<H: Handler> Server<H> {
     /// Decodes buffered frames and hands messages to the handler, applying what it asks
     /// for after each one (a close it asks for stops delivery of the rest).
     pub(super) fn process_frames(&mut self, index: usize, now: Instant) -> Outcome {
+        let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
+        let Some(id) = ConnId::new(self.worker, index, conn.generation) else { return Outcome::Keep };
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
             let Some(codec) = conn.codec.as_mut() else { return Outcome::Keep };
             let result = codec.decode(&mut conn.read_buf);
             let terminated = codec.is_terminated();
-            conn.queue_codec_output();
-            let id = ConnId::new(self.worker, index, conn.generation);
+            // Control frames the codec answers (pongs, the close reply) go out with the rest.
+            if codec.has_output() {
+                conn.queue_codec_output();
+                mark_dirty(&mut self.dirty, conn, index);
+            }
             let deliver = conn.phase == Phase::Open;
-            self.mark_dirty(index);
             let needs_input = matches!(result, Ok(None));
             match result {
                 Ok(Some(Event::Message { kind, data })) => {
                     trace!("{index}: {kind:?} message of {} bytes", data.len());
                     self.metrics.messages_in += 1;
-                    if let (true, Some(id)) = (deliver, id) {
+                    if deliver {
                         self.handler.on_message(&mut self.outbox, id, kind, data);
                         self.apply_outbox(now);
                     }

@@ -25,6 +25,8 @@ impl<H: Handler> Server<H> {
             }
             self.apply_outbox(now);
         }
+        // Every corked run went out with its connection's flush (or moved to its queue).
+        self.write_buffers.uncork_all();
         if removed {
             // What on_close posted to other workers goes out now, not a turn later.
             self.handler.end_turn();
@@ -34,7 +36,7 @@ impl<H: Handler> Server<H> {
     fn flush_conn(&mut self, index: usize, now: Instant) -> Outcome {
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.dirty = false;
-        let (status, written) = conn.flush(&mut self.write_scratch);
+        let (status, written) = conn.flush(&mut self.write_buffers);
         self.metrics.bytes_out += written as u64;
         if status == IoStatus::Error {
             self.count_abrupt(index);
@@ -44,7 +46,7 @@ impl<H: Handler> Server<H> {
         let mut drained = conn.is_drained();
         if drained && conn.phase == Phase::Finishing && conn.queue_close_notify() {
             // TLS: close_notify goes out ahead of our FIN.
-            if conn.flush(&mut self.write_scratch).0 == IoStatus::Error {
+            if conn.flush(&mut self.write_buffers).0 == IoStatus::Error {
                 return Outcome::Remove;
             }
             drained = conn.is_drained();
