@@ -28,7 +28,8 @@ pub const COPY_MAX: usize = 2048;
 /// Bytes gathered per write: a socket send buffer's worth of small frames.
 const SCRATCH_BYTES: usize = 64 * 1024;
 
-/// Bytes corked per turn, over all connections.
+/// Bytes corked per turn, over all connections. (Fan-out frames are not corked: one shared
+/// frame stays hot in the cache, while 10,000 copies of it would not; measured 0.89x.)
 const CORK_BYTES: usize = 256 * 1024;
 
 /// Buffers handed to one `writev` call.
