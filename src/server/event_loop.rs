@@ -199,6 +199,16 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// One turn at a time the caller chooses (tests drive deadlines with it): waits up to
+    /// `wait` of real time for readiness, then runs the turn as if it were `time`. False
+    /// once the loop would exit.
+    #[cfg(test)]
+    pub(super) fn drive(&mut self, time: Now, wait: Duration) -> bool {
+        let mut events = Events::with_capacity(64);
+        let _ = self.poll.poll(&mut events, Some(wait));
+        self.turn(&events, time) == Flow::Continue
+    }
+
     /// One turn of the loop at `time`, after `poll` returned `events`.
     fn turn(&mut self, events: &Events, time: Now) -> Flow {
         let now = time.mono;

@@ -19,6 +19,8 @@ mod deadlines;
 mod event_loop;
 pub mod http;
 mod http_phase;
+#[cfg(test)]
+mod loop_tests;
 pub mod metrics;
 mod output;
 mod policy;

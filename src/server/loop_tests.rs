@@ -1,0 +1,144 @@
+//! The loop's deadlines end to end, on driven time: a real `Server` and real loopback
+//! sockets, but every turn runs at a time the test chooses (`Server::drive`), so crossing a
+//! 10-second handshake timeout or two keepalive intervals takes no sleeping. The rules
+//! themselves are unit-tested in `policy.rs`; these pin down that the loop applies them.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use super::{Config, Now, Server, ShutdownHandle};
+use crate::echo::Echo;
+
+/// Real time a turn waits for the sockets' readiness (loopback is quick; this is slack).
+const SETTLE: Duration = Duration::from_millis(20);
+
+fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        handshake_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(30),
+        close_linger: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+struct Harness {
+    server: Server<Echo>,
+    start: Now,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        Harness { server: Server::bind(config, Echo).unwrap(), start: Now::read() }
+    }
+
+    fn connect(&mut self) -> TcpStream {
+        let stream = TcpStream::connect(self.server.local_addr()).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        self.at(Duration::ZERO);
+        stream
+    }
+
+    /// Runs a turn `after` the start, in driven time. False once the loop would exit.
+    fn at(&mut self, after: Duration) -> bool {
+        self.server.drive(self.start.after(after), SETTLE)
+    }
+
+    fn handle(&self) -> ShutdownHandle {
+        self.server.shutdown_handle()
+    }
+}
+
+/// What the peer sees now: bytes, the end of the connection (`None`), or nothing yet.
+fn read_now(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 1024];
+    match stream.read(&mut buf) {
+        Ok(0) => None,
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
+fn upgrade(h: &mut Harness) -> TcpStream {
+    let mut stream = h.connect();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        h.server.local_addr()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    h.at(Duration::ZERO);
+    let response = read_now(&mut stream).expect("upgraded");
+    assert!(response.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&response));
+    stream
+}
+
+#[test]
+fn a_silent_socket_is_dropped_at_the_handshake_timeout_and_not_before() {
+    let mut h = Harness::new(config());
+    let mut stream = h.connect();
+    h.at(Duration::from_millis(9_999));
+    assert_eq!(read_now(&mut stream), Some(Vec::new()), "still open just before the timeout");
+    h.at(Duration::from_secs(10));
+    assert_eq!(read_now(&mut stream), None, "dropped at the timeout");
+}
+
+#[test]
+fn a_trickling_request_does_not_move_the_handshake_deadline() {
+    // The timeout runs from accept, not from the last byte (slowloris).
+    let mut h = Harness::new(config());
+    let mut stream = h.connect();
+    for (second, byte) in b"GET / HTTP/1.1\r\n".iter().take(9).enumerate() {
+        stream.write_all(&[*byte]).unwrap();
+        h.at(Duration::from_secs(second as u64));
+        assert_eq!(read_now(&mut stream), Some(Vec::new()), "open at {second} s");
+    }
+    h.at(Duration::from_secs(10));
+    assert_eq!(read_now(&mut stream), None);
+}
+
+#[test]
+fn a_silent_websocket_is_pinged_after_one_interval_and_dropped_after_two() {
+    let mut h = Harness::new(config());
+    let mut stream = upgrade(&mut h);
+    h.at(Duration::from_secs(29));
+    assert_eq!(read_now(&mut stream), Some(Vec::new()), "no ping before the interval");
+    h.at(Duration::from_secs(30));
+    assert_eq!(read_now(&mut stream), Some(vec![0x89, 0x00]), "an empty ping");
+    h.at(Duration::from_secs(59));
+    assert_eq!(read_now(&mut stream), Some(Vec::new()), "a whole interval to answer");
+    h.at(Duration::from_secs(60));
+    assert_eq!(read_now(&mut stream), None, "dropped after two silent intervals");
+}
+
+#[test]
+fn a_peer_that_answers_the_ping_is_kept() {
+    let mut h = Harness::new(config());
+    let mut stream = upgrade(&mut h);
+    h.at(Duration::from_secs(30));
+    assert_eq!(read_now(&mut stream), Some(vec![0x89, 0x00]));
+    // A masked, empty pong.
+    stream.write_all(&[0x8a, 0x80, 1, 2, 3, 4]).unwrap();
+    h.at(Duration::from_secs(31));
+    h.at(Duration::from_secs(60));
+    assert_eq!(read_now(&mut stream), Some(Vec::new()), "heard at 31 s: pinged again at 61 s, not dropped");
+    h.at(Duration::from_secs(61));
+    assert_eq!(read_now(&mut stream), Some(vec![0x89, 0x00]));
+}
+
+#[test]
+fn an_unanswered_close_lingers_then_the_connection_is_dropped() {
+    let mut h = Harness::new(config());
+    let mut stream = upgrade(&mut h);
+    h.handle().shutdown();
+    assert!(h.at(Duration::from_secs(1)), "the loop waits for the close handshake");
+    let close = read_now(&mut stream).expect("a close frame");
+    assert_eq!(close.get(..4), Some(&[0x88, close[1], 0x03, 0xe9][..]), "close 1001");
+    assert!(h.at(Duration::from_millis(5_999)), "within the linger");
+    assert_eq!(read_now(&mut stream), Some(Vec::new()));
+    assert!(!h.at(Duration::from_secs(6)), "linger over: dropped, and the loop is done");
+    assert_eq!(read_now(&mut stream), None);
+}
