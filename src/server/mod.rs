@@ -19,6 +19,7 @@ mod deadlines;
 mod event_loop;
 pub mod http;
 mod http_phase;
+mod listener;
 #[cfg(test)]
 mod loop_tests;
 pub mod metrics;

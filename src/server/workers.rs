@@ -275,7 +275,7 @@ impl<H: Handler + Send + 'static> Workers<H> {
         if count > MAX_WORKERS {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("at most {MAX_WORKERS} workers")));
         }
-        super::event_loop::ensure_free(config.listen)?;
+        super::listener::ensure_free(config.listen)?;
         let mut polls = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
         for _ in 0..count {
