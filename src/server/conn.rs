@@ -227,7 +227,7 @@ impl Conn {
 
     /// Everything queued, and every TLS record, has gone to the socket.
     pub fn is_drained(&self) -> bool {
-        self.queued_bytes == 0 && !self.tls_wants_write()
+        self.queued_bytes == 0 && self.corked.is_none() && !self.tls_wants_write()
     }
 
     /// TLS: queues close_notify ahead of our FIN (RFC 8446 §6.1), once. Returns whether it
@@ -345,6 +345,20 @@ impl Conn {
     /// `flush` for a plaintext socket; also returns the corked bytes written.
     fn flush_plain(&mut self, buffers: &mut WriteBuffers) -> (IoStatus, usize) {
         let run = self.corked.take();
+        debug_assert!(run.is_none_or(|r| buffers.corked(r, 0).len() == r.len()), "a run outlived its cork");
+        if self.write_blocked && run.is_none() {
+            // The socket was full last time: offer it one chunk before gathering a batch
+            // (a member that lags behind a busy room is flushed every turn).
+            if let Some(front) = self.write_queue.front() {
+                match self.socket.write(front) {
+                    Ok(0) => return (IoStatus::Error, 0),
+                    Ok(n) => self.consume_written(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (IoStatus::Ok, 0),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return (IoStatus::Error, 0),
+                }
+            }
+        }
         let mut from_cork = 0;
         loop {
             let rest = run.map_or(0, |r| r.len() - from_cork);
@@ -558,5 +572,35 @@ mod tests {
         assert_eq!(conn.read_buf.capacity(), 0);
         assert!(pool.pooled() <= 1);
         drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn a_corked_run_the_socket_refuses_moves_to_the_front_of_the_queue_in_order() {
+        let (mut conn, mut peer) = pair();
+        let mut buffers = WriteBuffers::default();
+        // Fill the socket first (no queue: the connection may still cork).
+        let filler = vec![0u8; 1 << 16];
+        let mut sent = 0;
+        while let Ok(n) = conn.socket.write(&filler) {
+            sent += n;
+        }
+        assert!(conn.cork(&mut buffers, b"\x81\x02", b"a1"));
+        assert!(conn.cork(&mut buffers, b"\x81\x02", b"a2"));
+        assert_eq!(conn.flush(&mut buffers), (IoStatus::Ok, 0), "nothing taken: the socket is full");
+        assert_eq!(conn.queued_bytes(), 8, "the run waits in the queue");
+        assert!(!conn.is_drained());
+        buffers.uncork_all(); // the end of the turn: the run no longer lives in the cork
+        conn.queue(Bytes::from_static(b"\x81\x01b"));
+        // The peer reads: the filler, then the run, then what was queued after it.
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while received.len() < sent + 11 {
+            let n = peer.read(&mut buf).unwrap();
+            received.extend_from_slice(&buf[..n]);
+            let _ = conn.flush(&mut buffers);
+        }
+        assert_eq!(&received[sent..], b"\x81\x02a1\x81\x02a2\x81\x01b");
+        assert!(conn.is_drained());
     }
 }

@@ -52,7 +52,8 @@ impl<H: Handler> Server<H> {
         let interval = self.config.ping_interval;
         let next = match conn.liveness.check(now, interval) {
             Keepalive::Drop => {
-                let waiting = conn.socket.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+                let socket = &conn.socket;
+                let waiting = || socket.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
                 if !policy::spare_silent(conn.held, conn.read_paused, waiting) {
                     debug!("connection {index} silent for {:?}: dropping it", conn.liveness.silent(now));
                     self.metrics.idle_timeouts += 1;

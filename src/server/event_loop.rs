@@ -435,6 +435,8 @@ impl<H: Handler> Server<H> {
         info!("shutting down: closing {} connections with 1001", self.open_count);
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        // Every connection is closing before the handler's goodbyes (on_close) are applied:
+        // none of them goes out, rather than each member hearing of all the others.
         let ids: Vec<(usize, Phase, u32)> = self.conns.iter().map(|(i, c)| (i, c.phase, c.generation)).collect();
         for (index, phase, generation) in ids {
             match (phase, ConnId::new(self.worker, index, generation)) {

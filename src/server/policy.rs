@@ -177,8 +177,8 @@ impl Liveness {
 /// loop has not got to yet, or input the worker holds): it is not silent. Not when reading
 /// is paused because the peer does not read what it is sent: that peer is dropped, whatever
 /// it sends.
-pub fn spare_silent(held: bool, read_paused: bool, bytes_waiting: bool) -> bool {
-    (held || !read_paused) && bytes_waiting
+pub fn spare_silent(held: bool, read_paused: bool, bytes_waiting: impl FnOnce() -> bool) -> bool {
+    (held || !read_paused) && bytes_waiting()
 }
 
 /// Connections' deadlines in time order. A connection has one deadline at a time
@@ -268,10 +268,12 @@ mod tests {
 
     #[test]
     fn a_silent_peer_with_bytes_waiting_is_spared_unless_it_does_not_read() {
-        assert!(spare_silent(false, false, true), "a pong not yet read");
-        assert!(spare_silent(true, true, true), "input held by the worker");
-        assert!(!spare_silent(false, true, true), "paused for not reading: dropped anyway");
-        assert!(!spare_silent(false, false, false), "nothing waiting: silent");
+        assert!(spare_silent(false, false, || true), "a pong not yet read");
+        assert!(spare_silent(true, true, || true), "input held by the worker");
+        assert!(!spare_silent(false, true, || true), "paused for not reading: dropped anyway");
+        assert!(!spare_silent(false, false, || false), "nothing waiting: silent");
+        assert!(!spare_silent(true, true, || false), "held, but nothing waiting: silent");
+        assert!(!spare_silent(false, true, || panic!("no need to look")), "paused: not even looked at");
     }
 
     #[test]
@@ -294,6 +296,7 @@ mod tests {
         assert_eq!(expiry(Phase::Open), Expiry::Keepalive);
         assert_eq!(expiry(Phase::Handshake), Expiry::HandshakeTimeout);
         assert_eq!(expiry(Phase::CloseSent), Expiry::CloseUnanswered);
+        assert_eq!(expiry(Phase::Finishing), Expiry::Linger);
         assert_eq!(expiry(Phase::Draining), Expiry::Linger);
     }
 
@@ -319,6 +322,7 @@ mod tests {
         assert_eq!(poll_timeout(now, false, false, times), Some(Duration::from_millis(20)));
         assert_eq!(poll_timeout(now, true, false, times), Some(Duration::ZERO));
         assert_eq!(poll_timeout(now, false, true, times), Some(Duration::from_millis(1)));
+        assert_eq!(poll_timeout(now, true, true, times), Some(Duration::ZERO), "waiting input first");
         assert_eq!(poll_timeout(now, false, false, [None]), None, "nothing to wait for: block");
         // A time already past: poll returns at once.
         assert_eq!(poll_timeout(now + Duration::from_secs(1), false, false, times), Some(Duration::ZERO));

@@ -13,11 +13,9 @@ impl<H: Handler> Server<H> {
     /// Flushes every dirty connection. Connections removed here tell the handler, whose
     /// answers (goodbyes to others) are applied and flushed in the same turn.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
-        let mut removed = false;
         loop {
             while let Some(index) = self.dirty.pop() {
                 let outcome = self.flush_conn(index, now);
-                removed |= outcome == Outcome::Remove;
                 self.settle(index, outcome, now);
             }
             if self.outbox.commands.is_empty() {
@@ -27,10 +25,9 @@ impl<H: Handler> Server<H> {
         }
         // Every corked run went out with its connection's flush (or moved to its queue).
         self.write_buffers.uncork_all();
-        if removed {
-            // What on_close posted to other workers goes out now, not a turn later.
-            self.handler.end_turn();
-        }
+        // What on_close posted to other workers (a connection removed or closed as a slow
+        // consumer here) goes out now, not a turn later.
+        self.handler.end_turn();
     }
 
     fn flush_conn(&mut self, index: usize, now: Instant) -> Outcome {
