@@ -54,6 +54,11 @@ impl<H: Handler> Server<H> {
             if conn.peer_eof {
                 return Outcome::Remove;
             }
+            if std::mem::replace(&mut conn.read_paused, false) {
+                // Its input went unread while it was paused: read (and discard) it next turn,
+                // so a FIN that came meanwhile ends it now rather than at the linger deadline.
+                self.more_input.push(index);
+            }
             self.enter_deadline(index, now);
         } else if conn.read_paused
             && !conn.held
