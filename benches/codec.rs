@@ -7,7 +7,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 
 use wsedge::proto::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsedge::proto::mask::apply_mask;
-use wsedge::proto::{Config, Connection, Event, MessageKind, Role};
+use wsedge::proto::{Config, Connection, Event, MaskKeys, MessageKind};
 
 fn masking(c: &mut Criterion) {
     let mut group = c.benchmark_group("mask");
@@ -36,7 +36,7 @@ fn header_parse(c: &mut Criterion) {
 
 /// 1,000 masked text messages of 32 bytes, as a client would send them.
 fn client_stream(count: usize, size: usize) -> Vec<u8> {
-    let mut client = Connection::client(Config::default(), 42);
+    let mut client = Connection::client(Config::default(), MaskKeys::from_os().unwrap());
     let payload = bytes::Bytes::from("x".repeat(size));
     for _ in 0..count {
         client.send_message(MessageKind::Text, payload.clone());
@@ -56,7 +56,7 @@ fn decode_stream(c: &mut Criterion) {
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::new("text_messages", size), &wire, |b, wire| {
             b.iter(|| {
-                let mut server = Connection::new(Role::Server, Config::default());
+                let mut server = Connection::server(Config::default());
                 let mut buf = BytesMut::from(&wire[..]);
                 let mut n = 0;
                 while let Ok(Some(Event::Message { data, .. })) = server.decode(&mut buf) {
@@ -80,7 +80,7 @@ fn encode_stream(c: &mut Criterion) {
         let header_len = if size < 126 { 2 } else { 4 };
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::new("server_text_messages", size), &payload, |b, payload| {
-            let mut server = Connection::new(Role::Server, Config::default());
+            let mut server = Connection::server(Config::default());
             b.iter(|| {
                 for _ in 0..count {
                     server.send_message(MessageKind::Text, payload.clone());

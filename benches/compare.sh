@@ -33,6 +33,10 @@
 #   BEFORE=/tmp/wsedge-main SERVERS="wsedge wsedge-before uwebsockets" bash benches/compare.sh
 # PIN=1 runs every server under `taskset -c 0` and every load generator under `taskset -c 1`
 # (wsedge-mt's workers then share core 0).
+# ROUNDS=N runs each scenario N times, the servers in a rotated order each round (none always
+# goes first), and the table shows each figure's median over the rounds: what to use for a 5 %
+# question on a shared machine, where single runs swing by 10 % or more.
+#   ROUNDS=5 PIN=1 SERVERS="wsedge uwebsockets" SCENARIOS="echo-32B-d16 fanout-10k" bash benches/compare.sh
 #
 # Scenarios (full / --quick):
 #   echo-32B-d1     echo 32 B, 100 connections, depth 1
@@ -76,6 +80,8 @@ ALL_SCENARIOS="echo-32B-d1 echo-32B-d16 echo-16KiB broadcast-100 broadcast-1000 
 ALL_SERVERS="wsedge wsedge-mt tokio-tungstenite fastwebsockets node-ws uwebsockets"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SERVERS=${SERVERS:-$ALL_SERVERS}
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: ROUNDS must be a positive number" >&2; exit 2; }
 # Where uWebSockets' pinned sources and build.sh are: beside the repository in this machine's
 # layout, wherever the clone is.
 UWS_SOURCES=${UWS_SOURCES:-$ROOT/../shared/peers/uwebsockets}
@@ -270,13 +276,22 @@ PY
 
 WSEDGE_FAILED=0 PEER_FAILED=0
 T0=$SECONDS
+read -ra SERVER_LIST <<<"$SERVERS"
 for sc in $SCENARIOS; do
     bench_args "$sc" x >/dev/null || { echo "compare.sh: unknown scenario $sc" >&2; exit 2; }
-    for server in $SERVERS; do
+    for round in $(seq "$ROUNDS"); do
+    # Round r starts at the r-th server (none always runs first: the order biases runs here).
+    shift_by=$(((round - 1) % ${#SERVER_LIST[@]}))
+    for server in "${SERVER_LIST[@]:shift_by}" "${SERVER_LIST[@]:0:shift_by}"; do
         RUN=$((RUN + 1))
         base=$OUT/$sc.$server
+        label="$sc on $server"
+        if [ "$ROUNDS" -gt 1 ]; then
+            base=$OUT/$sc.$server.r$round
+            label="$label (round $round of $ROUNDS)"
+        fi
         kind=$(bench_args "$sc" x | head -1)
-        echo "-- $sc on $server" >&2
+        echo "-- $label" >&2
         rm -f "$base.json" "$base.failed" "$base.skipped"
         # No uWebSockets: its rows, and idle-scale (its client), are skipped, not failed.
         skip=
@@ -322,17 +337,35 @@ for sc in $SCENARIOS; do
             echo "   failed: $(cat "$base.failed")" >&2
         fi
     done
+    done
 done
 
 echo "== ran $RUN runs in $((SECONDS - T0)) s" >&2
 
 # ---- table ---------------------------------------------------------------------------------
-python3 - "$OUT" "$QUICK" "$SCENARIOS" "$SERVERS" "${CLIENT_PIN[*]}" <<'EOF' | tee "$OUT/table.txt"
-import json, os, sys
+python3 - "$OUT" "$QUICK" "$SCENARIOS" "$SERVERS" "${CLIENT_PIN[*]}" "$ROUNDS" <<'EOF' | tee "$OUT/table.txt"
+import json, os, statistics, sys
 out, quick, scenarios, servers, pin = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
+rounds = int(sys.argv[6])
 
 def load(sc, srv):
-    base = os.path.join(out, f"{sc}.{srv}")
+    """The server's report for a scenario (its first round's, with ROUNDS), or why there is none."""
+    return load_run(os.path.join(out, f"{sc}.{srv}" + (".r1" if rounds > 1 else "")))
+
+def runs(sc, srv):
+    """Every round's report, or the first reason one is missing."""
+    if rounds == 1:
+        r, err = load(sc, srv)
+        return ([r], None) if r else ([], err)
+    reports = []
+    for i in range(1, rounds + 1):
+        r, err = load_run(os.path.join(out, f"{sc}.{srv}.r{i}"))
+        if r is None:
+            return [], err if err.startswith("skipped: ") else f"round {i}: {err}"
+        reports.append(r)
+    return reports, None
+
+def load_run(base):
     if os.path.exists(base + ".skipped"):
         return None, "skipped: " + open(base + ".skipped").read().strip()
     if os.path.exists(base + ".failed"):
@@ -349,8 +382,9 @@ def ratio(num, den):
     return f"{num / den:.2f}x" if num and den else "-"
 
 pinned = "; server on core 0, load generator on core 1" if pin else ""
+medians = f"; each figure the median of {rounds} rounds" if rounds > 1 else ""
 print(f"wsedge vs peers ({'--quick' if quick else 'full'}; wsedge and peers --workers 1, wsedge-mt one worker "
-      f"per core; ratios > 1: wsedge better; wsedge-mt's ratios are against wsedge on one worker{pinned})")
+      f"per core; ratios > 1: wsedge better; wsedge-mt's ratios are against wsedge on one worker{pinned}{medians})")
 def status(err):
     return "skipped" if err.startswith("skipped: ") else "failed"
 
@@ -362,28 +396,34 @@ for sc in scenarios:
     fan = sc.startswith(("broadcast", "fanout"))
     rows, base = [], None
     for srv in servers:
-        r, err = load(sc, srv)
-        if r is None:
+        reports, err = runs(sc, srv)
+        if not reports:
             rows.append((srv, None, err)); continue
-        s = r.get("server") or {}
-        lat = r.get("latency_us") or {}
-        m = {
-            "rate": r.get("deliveries_per_sec" if fan else "messages_per_sec"),
-            "p99": lat.get("p99") / 1000 if lat.get("p99") is not None else None,
-            "cpu": s.get("cpu_seconds_per_million_deliveries" if fan else "cpu_seconds_per_million_messages"),
-            "rss": s.get("rss_growth_per_connection_bytes"),
-            "note": [],
-        }
-        want = r["connections"]
-        if r["connections_open"] < want:
-            m["note"].append(f"{r['connections_open']}/{want} open")
-        if r.get("connections_dropped"):
-            m["note"].append(f"{r['connections_dropped']} dropped")
-        if r.get("errors"):
-            kinds = "; ".join(r.get("error_kinds") or {})
-            m["note"].append(f"{r['errors']} errors" + (f" ({kinds})" if kinds else ""))
-        if not idle and not r.get("messages"):
-            m["note"].append("no publish completed in the window" if fan else "no messages")
+        figures = {"rate": [], "p99": [], "cpu": [], "rss": []}
+        notes = []
+        for r in reports:
+            s = r.get("server") or {}
+            lat = r.get("latency_us") or {}
+            figures["rate"].append(r.get("deliveries_per_sec" if fan else "messages_per_sec"))
+            figures["p99"].append(lat.get("p99") / 1000 if lat.get("p99") is not None else None)
+            figures["cpu"].append(s.get("cpu_seconds_per_million_deliveries" if fan else "cpu_seconds_per_million_messages"))
+            figures["rss"].append(s.get("rss_growth_per_connection_bytes"))
+            want = r["connections"]
+            if r["connections_open"] < want:
+                notes.append(f"{r['connections_open']}/{want} open")
+            if r.get("connections_dropped"):
+                notes.append(f"{r['connections_dropped']} dropped")
+            if r.get("errors"):
+                kinds = "; ".join(r.get("error_kinds") or {})
+                notes.append(f"{r['errors']} errors" + (f" ({kinds})" if kinds else ""))
+            if not idle and not r.get("messages"):
+                notes.append("no publish completed in the window" if fan else "no messages")
+        # The median of each figure over the rounds (a missing figure in any round: none).
+        m = {k: statistics.median(v) if None not in v else None for k, v in figures.items()}
+        m["note"] = list(dict.fromkeys(notes))
+        if rounds > 1 and None not in figures["rate"] and not idle:
+            lo, hi = min(figures["rate"]), max(figures["rate"])
+            m["note"].append(f"{'deliveries' if fan else 'messages'}/s {lo:,.0f} to {hi:,.0f}")
         if srv == "wsedge":
             base = m
         rows.append((srv, m, None))

@@ -29,7 +29,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use wsedge::proto::deflate;
 use wsedge::proto::frame::FrameHeader;
 use wsedge::proto::handshake;
-use wsedge::proto::{CloseCode, Config, Connection, Event, MessageKind};
+use wsedge::proto::{CloseCode, Config, Connection, Event, MaskKeys, MessageKind};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -93,7 +93,7 @@ fn open_files_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// splitmix64: masking-key seeds and handshake nonces (a benchmark, not a security need).
+/// splitmix64: handshake nonces (a benchmark, not a security need).
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -155,8 +155,12 @@ impl Client {
         // client_request ends the head with an empty line; put the extension offer before it.
         request.truncate(request.len() - 2);
         request.extend_from_slice(format!("Sec-WebSocket-Extensions: {}\r\n\r\n", deflate::offer()).as_bytes());
-        let mut client =
-            Client { stream, codec: Connection::client(Config::default(), 1), buf: BytesMut::new(), extensions: None };
+        let mut client = Client {
+            stream,
+            codec: Connection::client(Config::default(), MaskKeys::from_os()?),
+            buf: BytesMut::new(),
+            extensions: None,
+        };
         client.stream.write_all(&request)?;
         let (response, head_len) = loop {
             if let Some(parsed) = handshake::parse_response(&client.buf, &key, &[])? {
@@ -168,7 +172,7 @@ impl Client {
         };
         client.buf.advance(head_len);
         let params = deflate::accept_response(response.extensions.as_deref())?;
-        let mut codec = Connection::client(Config::default(), splitmix(rng));
+        let mut codec = Connection::client(Config::default(), MaskKeys::from_os()?);
         if let Some(params) = params {
             codec = codec.with_deflate(params, 64, 6);
         }
@@ -298,7 +302,7 @@ fn run(args: Args) -> Result<()> {
     // The client keeps only what the close handshake needs: no zlib state of its own while
     // idle (close frames are never compressed), so 10k dedicated-mode clients stay small.
     for client in &mut clients {
-        client.codec = Connection::client(Config::default(), splitmix(&mut rng));
+        client.codec = Connection::client(Config::default(), MaskKeys::from_os()?);
     }
     std::thread::sleep(args.idle);
     let rss_after = vm_rss_kib(pid)?;

@@ -586,7 +586,7 @@ impl Harness {
         let deferred: Vec<HttpResponse> = commands
             .iter()
             .filter_map(|c| match c {
-                Command::Respond(to, response) if *to == http => Some(response.clone()),
+                Command::Respond(to, response) if *to == http => Some(HttpResponse::clone(response)),
                 _ => None,
             })
             .collect();

@@ -15,7 +15,7 @@ use wsedge::proto::close::CloseCode;
 use wsedge::proto::connection::BroadcastFrames;
 use wsedge::proto::deflate::{CompressorPool, DeflateParams};
 use wsedge::proto::frame::MAX_CONTROL_PAYLOAD;
-use wsedge::proto::{Config, Connection, MessageKind, Role};
+use wsedge::proto::{Config, Connection, MaskKeys, MessageKind, Role};
 use wsedge_fuzz::input::Reader;
 use wsedge_fuzz::{check_transmitted_frames, decode_chunked, seen, transmitted, Seen};
 
@@ -144,8 +144,8 @@ fuzz_target!(|data: &[u8]| run(&Input::read(data)));
 
 fn connection(role: Role, input: &Input) -> Connection {
     let conn = match role {
-        Role::Server => Connection::new(Role::Server, Config::default()),
-        Role::Client => Connection::client(Config::default(), 0xC0FFEE),
+        Role::Server => Connection::server(Config::default()),
+        Role::Client => Connection::client(Config::default(), MaskKeys::from_seed(0xC0FFEE)),
     };
     match &input.deflate {
         Some(d) => {

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use wsedge::proto::close::{CloseCode, CloseFrame};
 use wsedge::proto::deflate::DeflateParams;
 use wsedge::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
-use wsedge::proto::{Config, Connection, Event, MessageKind, ProtocolError, Role};
+use wsedge::proto::{Config, Connection, Event, MaskKeys, MessageKind, ProtocolError, Role};
 
 use crate::{check_transmitted_frames, decode_chunked, seen, transmitted, Seen};
 
@@ -86,8 +86,8 @@ impl Plan {
 
     fn connection(&self, role: Role) -> Connection {
         let conn = match role {
-            Role::Server => Connection::new(Role::Server, self.config),
-            Role::Client => Connection::client(self.config, 0x5EED),
+            Role::Server => Connection::server(self.config),
+            Role::Client => Connection::client(self.config, MaskKeys::from_seed(0x5EED)),
         };
         match self.deflate {
             Some((params, threshold)) => conn.with_deflate(params, threshold, 6),
@@ -99,8 +99,8 @@ impl Plan {
     fn peer(&self, role: Role) -> Connection {
         let config = Config::default();
         let conn = match role {
-            Role::Server => Connection::client(config, 0xFEED),
-            Role::Client => Connection::new(Role::Server, config),
+            Role::Server => Connection::client(config, MaskKeys::from_seed(0xFEED)),
+            Role::Client => Connection::server(config),
         };
         match self.deflate {
             Some((params, threshold)) => conn.with_deflate(params, threshold, 6),

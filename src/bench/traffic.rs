@@ -29,7 +29,7 @@ pub(super) struct Traffic {
     /// Where a message is built: split off and frozen per send; the codec copies it into
     /// the masked frame and drops it, so the next build reuses the same memory.
     payload: BytesMut,
-    /// xorshift64 state for handshake keys and masking seeds.
+    /// xorshift64 state for handshake nonces (masking keys come from `MaskKeys`).
     rng: u64,
 }
 

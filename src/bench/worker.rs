@@ -25,7 +25,7 @@ use super::verdict::WrongKind;
 use super::{Plan, Scenario, Shared};
 use crate::proto::deflate::{self, DeflateConfig};
 use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
-use crate::proto::{self, CloseCode, Connection, Event, MessageKind};
+use crate::proto::{self, CloseCode, Connection, Event, MaskKeys, MessageKind};
 
 /// Bytes read from one socket per turn before moving on (fairness between connections).
 const READ_BUDGET: usize = 256 * 1024;
@@ -292,7 +292,12 @@ impl Worker {
             Err(e) => return self.fail_setup(index, &format!("upgrade refused: {e}")),
         };
         conn.read_buf.advance(head_len);
-        let mut codec = Connection::client(proto::Config::default(), self.traffic.next_u64());
+        // A fresh OS seed per connection, expanded by a CSPRNG (cheap per frame).
+        let mask_keys = match MaskKeys::from_os() {
+            Ok(keys) => keys,
+            Err(e) => return self.fail_setup(index, &e.to_string()),
+        };
+        let mut codec = Connection::client(proto::Config::default(), mask_keys);
         match (plan.deflate, deflate::accept_response(response.extensions.as_deref())) {
             (true, Ok(Some(params))) => {
                 let defaults = DeflateConfig::default();

@@ -21,7 +21,7 @@ use rustls::ClientConfig;
 
 use crate::proto::deflate::{self, DeflateConfig};
 use crate::proto::handshake::{client_request, parse_response, MAX_RESPONSE_HEAD};
-use crate::proto::{CloseCode, Config, Connection, Event, MessageKind};
+use crate::proto::{CloseCode, Config, Connection, Event, MaskKeys, MessageKind};
 pub use stream::Stream;
 pub use url::{UrlError, WsUrl};
 
@@ -30,7 +30,7 @@ pub use url::{UrlError, WsUrl};
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One open WebSocket connection, client role: connect, send, receive with a timeout,
-/// close. Masking keys come from a seed read from the OS-seeded hasher.
+/// close. Masking keys come from a generator seeded by the OS ([`MaskKeys`]).
 pub struct Client {
     stream: Stream,
     codec: Connection,
@@ -43,8 +43,8 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
-/// Random bytes from the OS-seeded hasher (std offers no RNG; this is enough for a nonce
-/// and a mask seed).
+/// Random bytes from the OS-seeded hasher (std offers no RNG; this is enough for the
+/// handshake's nonce, which only has to differ between connections).
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -99,7 +99,7 @@ impl Client {
         stream.write_all(&request)?;
         stream.flush()?;
         let (response, buf) = read_response(&mut stream, &url, &key, protocols)?;
-        let mut codec = Connection::client(Config::default(), random_u64());
+        let mut codec = Connection::client(Config::default(), MaskKeys::from_os()?);
         let params = deflate::accept_response(response.extensions.as_deref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         if let Some(params) = params {
@@ -112,7 +112,13 @@ impl Client {
     /// Sends `text` as one text message (compressed if deflate was agreed) and writes it
     /// out before returning.
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
-        self.codec.send_message(MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()));
+        self.send(MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Sends one text or binary message (compressed if deflate was agreed) and writes it
+    /// out before returning.
+    pub fn send(&mut self, kind: MessageKind, payload: Bytes) -> io::Result<()> {
+        self.codec.send_message(kind, payload);
         self.flush()
     }
 

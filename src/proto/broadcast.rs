@@ -1,6 +1,7 @@
 //! Broadcast encoding: one message going to many server-side connections is encoded once
-//! per variant (plain, or compressed per window size) and every receiver's write queue
-//! holds a clone of the same `Bytes` (a refcount bump, not a copy).
+//! per variant (plain, or compressed per window size), and every receiver of a variant is
+//! handed the same `Bytes` (the server writes it once where its receivers share it, or
+//! queues clones: a refcount bump, never a copy per receiver).
 //!
 //! It owns [`BroadcastFrames`], the cache of those encodings, and the pre-encoded server
 //! frame functions. Which encoding a given receiver takes is decided by its
@@ -15,7 +16,7 @@ use super::deflate::CompressorPool;
 use super::frame::{FrameHeader, MAX_HEADER_LEN};
 
 /// The encodings of one broadcast message, each made at most once and shared by every
-/// receiver that takes it (a refcount bump per receiver, no copy).
+/// receiver that takes it.
 #[derive(Debug)]
 pub struct BroadcastFrames {
     kind: MessageKind,
@@ -42,13 +43,12 @@ impl BroadcastFrames {
     }
 
     /// The plain (uncompressed) frame.
-    pub(super) fn plain(&mut self) -> Bytes {
-        let (kind, payload) = (self.kind, &self.payload);
-        self.plain.get_or_insert_with(|| encode_server_frame(kind, payload)).clone()
+    pub(super) fn plain(&mut self) -> &Bytes {
+        plain_frame(&mut self.plain, self.kind, &self.payload)
     }
 
     /// The frame compressed for a receiver with this window (plain when it does not shrink).
-    pub(super) fn compressed(&mut self, window: u8, pool: &mut CompressorPool) -> Bytes {
+    pub(super) fn compressed(&mut self, window: u8, pool: &mut CompressorPool) -> &Bytes {
         // clamp: windows are 8..=15, so the slot index is 0..=7.
         let slot = &mut self.compressed[usize::from(window.clamp(8, 15) - 8)];
         let (kind, payload) = (self.kind, &self.payload);
@@ -58,10 +58,16 @@ impl BroadcastFrames {
                 .map(|z| encode_compressed_server_frame(kind, &z))
         });
         match frame {
-            Some(frame) => frame.clone(),
-            None => self.plain(),
+            Some(frame) => frame,
+            // Not `self.plain()`: `frame` still borrows `self.compressed` on this path.
+            None => plain_frame(&mut self.plain, kind, payload),
         }
     }
+}
+
+/// The plain frame of a broadcast, encoded the first time it is asked for.
+fn plain_frame<'a>(plain: &'a mut Option<Bytes>, kind: MessageKind, payload: &[u8]) -> &'a Bytes {
+    plain.get_or_insert_with(|| encode_server_frame(kind, payload))
 }
 
 /// Encodes one unmasked, final frame (server to client) as a single `Bytes`: the form a

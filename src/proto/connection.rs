@@ -33,6 +33,7 @@ use super::deflate::{Compressor, CompressorPool, Decompressor, DeflateParams, In
 pub use super::error::ProtocolError;
 use super::frame::{EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
+use super::mask_keys::MaskKeys;
 use super::transmit::Transmit;
 use super::utf8::Utf8Validator;
 
@@ -77,6 +78,15 @@ impl MessageKind {
         match self {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
+        }
+    }
+
+    /// The kind a message's first frame opens (None: not a data opcode).
+    fn of(opcode: OpCode) -> Option<MessageKind> {
+        match opcode {
+            OpCode::Text => Some(MessageKind::Text),
+            OpCode::Binary => Some(MessageKind::Binary),
+            _ => None,
         }
     }
 }
@@ -165,16 +175,23 @@ pub struct Connection {
     utf8: Utf8Validator,
     transmit: VecDeque<Transmit>,
     deflate: Option<Box<DeflateState>>,
-    /// xorshift64* state for client masking keys; seeded by the caller (§10.3 wants keys the
-    /// server and intermediaries cannot predict, so seed it from the OS).
-    mask_state: u64,
+    /// A client's masking keys (§10.3: unpredictable, see `mask_keys.rs`); None on a server.
+    mask_keys: Option<MaskKeys>,
 }
 
 impl Connection {
-    /// A connection in `role` just after the opening handshake, without extensions. Its
-    /// masking keys (a client's) follow a fixed seed: use [`Connection::client`] for keys a
-    /// peer cannot predict.
-    pub fn new(role: Role, config: Config) -> Self {
+    /// A server connection just after the opening handshake, without extensions.
+    pub fn server(config: Config) -> Self {
+        Connection::new(Role::Server, config, None)
+    }
+
+    /// A client connection just after the opening handshake, without extensions, masking
+    /// its frames with keys from `mask_keys`.
+    pub fn client(config: Config, mask_keys: MaskKeys) -> Self {
+        Connection::new(Role::Client, config, Some(mask_keys))
+    }
+
+    fn new(role: Role, config: Config, mask_keys: Option<MaskKeys>) -> Self {
         Connection {
             role,
             config,
@@ -184,15 +201,8 @@ impl Connection {
             utf8: Utf8Validator::new(),
             transmit: VecDeque::new(),
             deflate: None,
-            mask_state: 0x9E37_79B9_7F4A_7C15,
+            mask_keys,
         }
-    }
-
-    /// A client connection whose masking keys come from `seed` (must not be 0).
-    pub fn client(config: Config, seed: u64) -> Self {
-        let mut conn = Connection::new(Role::Client, config);
-        conn.mask_state = seed | 1;
-        conn
     }
 
     /// Enables permessage-deflate with the negotiated parameters. Messages of at least
@@ -221,12 +231,16 @@ impl Connection {
         self
     }
 
-    /// Sends one message of a broadcast. Receivers that can share an encoding get a clone
-    /// of the frame cached in `frames` (returned: the caller queues it): the plain frame,
+    /// Sends one message of a broadcast. Receivers that can share an encoding get the frame
+    /// cached in `frames` (returned: the caller writes or queues it): the plain frame,
     /// or the frame compressed once per window by the shared `pool` (no context takeover in
     /// our direction makes the output depend on the payload alone). A receiver with context
     /// takeover is compressed by its own compressor into its transmit queue (`None`).
-    pub fn broadcast_frame(&mut self, frames: &mut BroadcastFrames, pool: &mut CompressorPool) -> Option<Bytes> {
+    pub fn broadcast_frame<'f>(
+        &mut self,
+        frames: &'f mut BroadcastFrames,
+        pool: &mut CompressorPool,
+    ) -> Option<&'f Bytes> {
         if self.state != State::Open {
             return None;
         }
@@ -285,7 +299,8 @@ impl Connection {
                 input.clear();
                 return Ok(None);
             }
-            let frame = match self.frame {
+            // Held in `self.frame` only while its payload is still arriving.
+            let mut frame = match self.frame.take() {
                 Some(frame) => frame,
                 None => {
                     let (header, header_len) = match FrameHeader::parse(input) {
@@ -298,9 +313,7 @@ impl Connection {
                         Err(e) => return Err(self.fail(e)),
                     };
                     input.advance(header_len);
-                    let frame = FrameInProgress { header, len, processed: 0 };
-                    self.frame = Some(frame);
-                    frame
+                    FrameInProgress { header, len, processed: 0 }
                 }
             };
             let available = input.len().min(frame.len);
@@ -308,12 +321,12 @@ impl Connection {
                 if let Err(e) = self.process_payload(frame, fresh) {
                     return Err(self.fail(e));
                 }
-                self.frame = Some(FrameInProgress { processed: available, ..frame });
+                frame.processed = available;
             }
             if available < frame.len {
+                self.frame = Some(frame);
                 return Ok(None);
             }
-            self.frame = None;
             let payload = input.split_to(frame.len).freeze();
             match self.complete_frame(frame.header, payload) {
                 Ok(Some(event)) => return Ok(Some(event)),
@@ -367,8 +380,10 @@ impl Connection {
                 if len > self.config.max_message_size {
                     return Err(ProtocolError::MessageTooBig { max: self.config.max_message_size });
                 }
-                let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
-                self.message = Some(MessageInProgress { kind, compressed: rsv1, fragments: Vec::new() });
+                // A message in one uncompressed frame (the common case) needs no state.
+                if let Some(kind) = MessageKind::of(opcode).filter(|_| !header.fin || rsv1) {
+                    self.message = Some(MessageInProgress { kind, compressed: rsv1, fragments: Vec::new() });
+                }
                 Ok(len)
             }
         }
@@ -380,8 +395,13 @@ impl Connection {
             apply_mask(bytes, key, frame.processed);
         }
         // Compressed text is validated after inflating, in `complete_frame`.
-        let is_text = matches!(&self.message, Some(m) if m.kind == MessageKind::Text && !m.compressed);
-        if !frame.header.opcode.is_control() && is_text && self.state == State::Open {
+        let is_text = match (frame.header.opcode, &self.message) {
+            (opcode, _) if opcode.is_control() => false,
+            (_, Some(m)) => m.kind == MessageKind::Text && !m.compressed,
+            // No message state: a text message in one uncompressed frame.
+            (opcode, None) => opcode == OpCode::Text,
+        };
+        if is_text && self.state == State::Open {
             self.utf8.feed(bytes).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
@@ -416,7 +436,9 @@ impl Connection {
             }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 let Some(message) = self.message.as_mut() else {
-                    return Err(ProtocolError::UnexpectedContinuation);
+                    // A message in one uncompressed frame (`check_header` kept no state).
+                    let kind = MessageKind::of(header.opcode).ok_or(ProtocolError::UnexpectedContinuation)?;
+                    return self.complete_message(kind, payload);
                 };
                 if message.compressed {
                     return self.inflate_frame(header.fin, &payload);
@@ -427,22 +449,27 @@ impl Connection {
                 }
                 let kind = message.kind;
                 let data = if message.fragments.is_empty() {
-                    payload // the common case: one frame, no copy
+                    payload // the earlier fragments were empty: no copy
                 } else {
                     let mut fragments = std::mem::take(&mut message.fragments);
                     fragments.extend_from_slice(&payload);
                     Bytes::from(fragments)
                 };
                 self.message = None;
-                if kind == MessageKind::Text && self.state == State::Open {
-                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                }
-                if self.state != State::Open {
-                    return Ok(None); // §7.1.4: data after our close is discarded
-                }
-                Ok(Some(Event::Message { kind, data }))
+                self.complete_message(kind, data)
             }
         }
+    }
+
+    /// The last frame of a message arrived: checks the text is complete UTF-8 and emits it.
+    fn complete_message(&mut self, kind: MessageKind, data: Bytes) -> Result<Option<Event>, ProtocolError> {
+        if kind == MessageKind::Text && self.state == State::Open {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if self.state != State::Open {
+            return Ok(None); // §7.1.4: data after our close is discarded
+        }
+        Ok(Some(Event::Message { kind, data }))
     }
 
     /// Inflates one frame of a compressed message; on the last one, emits the message.
@@ -479,13 +506,7 @@ impl Connection {
         let kind = message.kind;
         let data = Bytes::from(std::mem::take(&mut message.fragments));
         self.message = None;
-        if is_text && self.state == State::Open {
-            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
-        if self.state != State::Open {
-            return Ok(None);
-        }
-        Ok(Some(Event::Message { kind, data }))
+        self.complete_message(kind, data)
     }
 
     /// Fails the connection: queues a close with the error's code and a reason saying what
@@ -611,15 +632,8 @@ impl Connection {
     }
 
     fn next_mask_key(&mut self) -> [u8; 4] {
-        // xorshift64*
-        let mut x = self.mask_state;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.mask_state = x;
-        let out = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let b = out.to_le_bytes();
-        [b[4], b[5], b[6], b[7]]
+        // Only clients mask, and a client is made with its keys.
+        self.mask_keys.as_mut().map_or([0; 4], MaskKeys::next_key)
     }
 }
 
@@ -674,7 +688,7 @@ mod tests {
     }
 
     fn server() -> Connection {
-        Connection::new(Role::Server, Config::default())
+        Connection::server(Config::default())
     }
 
     fn transmitted(conn: &mut Connection) -> Vec<u8> {
@@ -698,13 +712,36 @@ mod tests {
     #[test]
     fn rfc6455_5_7_unmasked_fragments_to_client() {
         let wire = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f];
-        let mut client = Connection::client(Config::default(), 1);
+        let mut client = Connection::client(Config::default(), MaskKeys::from_seed(1));
         assert_eq!(feed(&mut client, &wire), (vec![text("Hello")], None));
+    }
+
+    /// §10.3: the keys on the wire come from the OS-seeded generator: two client connections
+    /// made at the same moment share none, and none repeats in a large sample.
+    #[test]
+    fn client_frames_carry_keys_no_other_connection_repeats() {
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let mut client = Connection::client(Config::default(), MaskKeys::from_os().unwrap());
+            for _ in 0..2_000 {
+                client.send_message(MessageKind::Binary, Bytes::from_static(b"x"));
+            }
+            let wire = transmitted(&mut client);
+            let mut rest = &wire[..];
+            while let Ok(Some((header, n))) = FrameHeader::parse(rest) {
+                keys.push(header.mask.expect("a client masks every frame"));
+                rest = &rest[n + header.payload_len as usize..];
+            }
+        }
+        assert_eq!(keys.len(), 4_000);
+        let distinct: std::collections::HashSet<[u8; 4]> = keys.iter().copied().collect();
+        // 4,000 draws of 32 bits repeat a key with probability 0.2 %; two repeats, 1 in 10^6.
+        assert!(distinct.len() >= keys.len() - 1, "{} distinct keys of {}", distinct.len(), keys.len());
     }
 
     #[test]
     fn rfc6455_5_7_ping_gets_pong_with_same_payload() {
-        let mut client = Connection::client(Config::default(), 1);
+        let mut client = Connection::client(Config::default(), MaskKeys::from_seed(1));
         let (events, _) = feed(&mut client, &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         assert_eq!(events, vec![Event::Ping(Bytes::from_static(b"Hello"))]);
         // The client's pong is masked: unmask and compare with the RFC's unmasked pong.
@@ -847,11 +884,11 @@ mod tests {
 
     #[test]
     fn message_limit_counts_all_fragments() {
-        let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
+        let mut conn = Connection::server(Config { max_frame_size: 1000, max_message_size: 1024 });
         let mut wire = frame(false, OpCode::Binary, &[0; 600], KEY);
         wire.extend(frame(true, OpCode::Continuation, &[0; 600], KEY));
         assert_eq!(feed(&mut conn, &wire).1, Some(ProtocolError::MessageTooBig { max: 1024 }));
-        let mut conn = Connection::new(Role::Server, Config { max_frame_size: 1000, max_message_size: 1024 });
+        let mut conn = Connection::server(Config { max_frame_size: 1000, max_message_size: 1024 });
         assert_eq!(
             feed(&mut conn, &frame(true, OpCode::Binary, &[0; 1001], KEY)).1,
             Some(ProtocolError::FrameTooBig { max: 1000 })
@@ -860,7 +897,7 @@ mod tests {
 
     #[test]
     fn client_rejects_masked_frames() {
-        let mut client = Connection::client(Config::default(), 7);
+        let mut client = Connection::client(Config::default(), MaskKeys::from_seed(7));
         assert_eq!(feed(&mut client, &frame(true, OpCode::Text, b"x", KEY)).1, Some(ProtocolError::MaskedFrame));
     }
 
@@ -922,7 +959,11 @@ mod tests {
         let one = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         let two = [0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00];
         for wire in [&one[..], &two[..]] {
-            let mut client = Connection::client(Config::default(), 5).with_deflate(params(false, false, 15, 15), 0, 6);
+            let mut client = Connection::client(Config::default(), MaskKeys::from_seed(5)).with_deflate(
+                params(false, false, 15, 15),
+                0,
+                6,
+            );
             assert_eq!(feed(&mut client, wire), (vec![text("Hello")], None));
         }
     }
@@ -1002,17 +1043,21 @@ mod tests {
         let mut shared_b = server().with_deflate(params(true, true, 15, 15), 64, 6);
         let mut plain = server();
         let mut takeover = server().with_deflate(params(false, false, 15, 15), 64, 6);
-        let a = shared_a.broadcast_frame(&mut frames, &mut pool).unwrap();
-        let b = shared_b.broadcast_frame(&mut frames, &mut pool).unwrap();
+        let a = shared_a.broadcast_frame(&mut frames, &mut pool).unwrap().clone();
+        let b = shared_b.broadcast_frame(&mut frames, &mut pool).unwrap().clone();
         assert_eq!(a.as_ptr(), b.as_ptr(), "one compressed frame, shared");
         assert_eq!(a[0], 0xC1);
-        let p = plain.broadcast_frame(&mut frames, &mut pool).unwrap();
+        let p = plain.broadcast_frame(&mut frames, &mut pool).unwrap().clone();
         assert_eq!(p[0], 0x81);
         assert_eq!(&p[p.len() - payload.len()..], &payload[..]);
         // Context takeover: compressed by its own compressor, into its transmit queue.
         assert_eq!(takeover.broadcast_frame(&mut frames, &mut pool), None);
         assert_eq!(transmitted(&mut takeover)[0], 0xC1);
-        let mut client = Connection::client(Config::default(), 3).with_deflate(params(true, true, 15, 15), 64, 6);
+        let mut client = Connection::client(Config::default(), MaskKeys::from_seed(3)).with_deflate(
+            params(true, true, 15, 15),
+            64,
+            6,
+        );
         assert_eq!(feed(&mut client, &a).0, vec![Event::Message { kind: MessageKind::Text, data: payload }]);
     }
 
@@ -1056,7 +1101,7 @@ mod tests {
             let mut pool = CompressorPool::new(6);
             // Server -> client, through the shared pool where the parameters allow it.
             let mut srv = server().with_deflate(p, threshold, 6);
-            let mut cli = Connection::client(Config::default(), 11).with_deflate(p, threshold, 6);
+            let mut cli = Connection::client(Config::default(), MaskKeys::from_seed(11)).with_deflate(p, threshold, 6);
             for (kind, payload) in &messages {
                 srv.send_message_pooled(*kind, Bytes::copy_from_slice(payload), Some(&mut pool));
             }
@@ -1142,7 +1187,7 @@ mod tests {
             let (wire, expected) = encode_plan(&messages, role);
             let mut conn = match role {
                 Role::Server => server(),
-                Role::Client => Connection::client(Config::default(), 3),
+                Role::Client => Connection::client(Config::default(), MaskKeys::from_seed(3)),
             };
             prop_assert_eq!(feed_chunked(&mut conn, &wire, &chunks), (expected, None));
         }
@@ -1159,10 +1204,32 @@ mod tests {
             wire.extend(garbage);
             let new_conn = || match role {
                 Role::Server => server(),
-                Role::Client => Connection::client(Config::default(), 3),
+                Role::Client => Connection::client(Config::default(), MaskKeys::from_seed(3)),
             };
             let mut whole = new_conn();
             let mut bytewise = new_conn();
+            prop_assert_eq!(feed(&mut whole, &wire), feed_chunked(&mut bytewise, &wire, &[1]));
+            prop_assert_eq!(transmitted(&mut whole), transmitted(&mut bytewise));
+        }
+
+        /// Whole frames and frames in pieces: the same events, errors and replies, for text
+        /// that may not be UTF-8 and messages over the limit.
+        #[test]
+        fn whole_frames_decode_as_frames_in_pieces_do(
+            frames in proptest::collection::vec(
+                (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200)),
+                1..6,
+            ),
+            max_message in 0usize..220,
+        ) {
+            let mut wire = Vec::new();
+            for (text, fin, payload) in &frames {
+                let opcode = if *text { OpCode::Text } else { OpCode::Binary };
+                wire.extend(frame(*fin, opcode, payload, Some([1, 2, 3, 4])));
+            }
+            let config = Config { max_message_size: max_message, ..Config::default() };
+            let mut whole = Connection::server(config);
+            let mut bytewise = Connection::server(config);
             prop_assert_eq!(feed(&mut whole, &wire), feed_chunked(&mut bytewise, &wire, &[1]));
             prop_assert_eq!(transmitted(&mut whole), transmitted(&mut bytewise));
         }
@@ -1180,9 +1247,9 @@ mod tests {
             from_client in any::<bool>(),
         ) {
             let (mut sender, mut receiver) = if from_client {
-                (Connection::client(Config::default(), 99), server())
+                (Connection::client(Config::default(), MaskKeys::from_seed(99)), server())
             } else {
-                (server(), Connection::client(Config::default(), 99))
+                (server(), Connection::client(Config::default(), MaskKeys::from_seed(99)))
             };
             for (kind, payload) in &messages {
                 sender.send_message(*kind, Bytes::copy_from_slice(payload));

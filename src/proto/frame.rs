@@ -15,20 +15,22 @@ pub const MAX_HEADER_LEN: usize = 14;
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Frame opcodes, RFC 6455 §5.2 and §11.8.
+/// The discriminants are the wire values, so reading one back is a cast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum OpCode {
     /// 0x0: a further fragment of the message in progress.
-    Continuation,
+    Continuation = 0x0,
     /// 0x1: the first frame of a text (UTF-8) message.
-    Text,
+    Text = 0x1,
     /// 0x2: the first frame of a binary message.
-    Binary,
+    Binary = 0x2,
     /// 0x8: the close handshake.
-    Close,
+    Close = 0x8,
     /// 0x9: asks the peer for a pong with the same payload.
-    Ping,
+    Ping = 0x9,
     /// 0xA: the answer to a ping (or an unsolicited heartbeat).
-    Pong,
+    Pong = 0xA,
 }
 
 impl OpCode {
@@ -47,14 +49,7 @@ impl OpCode {
 
     /// The 4-bit value on the wire.
     pub fn as_u8(self) -> u8 {
-        match self {
-            OpCode::Continuation => 0x0,
-            OpCode::Text => 0x1,
-            OpCode::Binary => 0x2,
-            OpCode::Close => 0x8,
-            OpCode::Ping => 0x9,
-            OpCode::Pong => 0xA,
-        }
+        self as u8
     }
 
     /// Control frames (close, ping, pong) have the high bit of the opcode set, §5.5.

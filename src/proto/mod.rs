@@ -12,10 +12,12 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod mask_keys;
 pub mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role};
 pub use frame::{EncodedHeader, FrameHeader, OpCode};
+pub use mask_keys::MaskKeys;
 pub use transmit::Transmit;

@@ -7,6 +7,9 @@
 //! Whole runs are checked by `simdutf8` at memory speed; only the at most 3 bytes of a code
 //! point cut at a piece boundary are carried over.
 
+/// Pieces up to this long are first checked for plain ASCII (see [`Utf8Validator::feed`]).
+const SHORT_PIECE: usize = 256;
+
 /// Streaming UTF-8 validator state: the bytes of a code point cut at a piece boundary.
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Validator {
@@ -43,6 +46,11 @@ impl Utf8Validator {
                 Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
                 Err(_) => {} // still incomplete
             }
+        }
+        // Short ASCII pieces (chat lines, JSON events) are the common case: a word-at-a-time
+        // check settles them for a fraction of a full validation's cost.
+        if input.len() <= SHORT_PIECE && input.is_ascii() {
+            return Ok(());
         }
         match simdutf8::compat::from_utf8(input) {
             Ok(_) => Ok(()),

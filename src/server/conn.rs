@@ -397,10 +397,20 @@ impl Conn {
         }
     }
 
-    /// Corks a frame for this connection (see `write_buffers.rs`): only a plaintext
-    /// connection with nothing queued, so the run goes out ahead of nothing sent earlier.
+    /// Corks a frame for this connection, if it may (see [`Conn::may_cork`]).
     pub fn cork(&mut self, buffers: &mut WriteBuffers, header: &[u8], payload: &[u8]) -> bool {
-        self.tls.is_none() && self.write_queue.is_empty() && buffers.cork(&mut self.corked, header, payload)
+        self.may_cork() && buffers.cork(&mut self.corked, header, payload)
+    }
+
+    /// Whether frames sent now may go in the cork (see `write_buffers.rs`): a plaintext
+    /// connection with nothing queued, so its run goes out ahead of nothing sent earlier.
+    pub fn may_cork(&self) -> bool {
+        self.tls.is_none() && self.write_queue.is_empty()
+    }
+
+    /// Adds a fan-out frame placed in the cork to this connection's run, if it can go there.
+    pub fn join(&mut self, frame: Corked) -> bool {
+        self.may_cork() && WriteBuffers::join(&mut self.corked, frame)
     }
 
     /// `flush_queue` through TLS. Queued chunks are handed to rustls only once it has sent
@@ -533,7 +543,7 @@ mod tests {
     #[test]
     fn a_peer_that_does_not_read_gets_copies_not_slices_of_shared_buffers() {
         let (mut conn, peer) = pair();
-        conn.codec = Some(Connection::new(crate::proto::Role::Server, crate::proto::Config::default()));
+        conn.codec = Some(Connection::server(crate::proto::Config::default()));
         let mut read = BytesMut::from(&b"payload one payload two"[..]);
         let (one, two) = (read.split_to(11).freeze(), read.split_off(1).freeze());
         let queued_slice = |conn: &mut Conn, payload: &Bytes| {

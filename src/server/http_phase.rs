@@ -18,7 +18,7 @@ use super::metrics::HandshakeFailure;
 use super::{http, ConnId, Handler, HttpResponse};
 use crate::proto::deflate;
 use crate::proto::handshake::{parse_request, PlainRequest, Request, UpgradeRequest};
-use crate::proto::{Connection, Role};
+use crate::proto::Connection;
 
 /// How long to stop accepting after the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -225,7 +225,7 @@ impl<H: Handler> Server<H> {
         let deflate = req.extensions.as_deref().and_then(|offers| deflate::negotiate(offers, &self.config.deflate));
         conn.queue(Bytes::from(req.accept(protocol, deflate.as_ref().map(|(_, response)| response.as_str()))));
         conn.read_buf.advance(head_len);
-        let mut codec = Connection::new(Role::Server, self.config.protocol);
+        let mut codec = Connection::server(self.config.protocol);
         if let Some((params, _)) = deflate {
             codec = codec.with_deflate(params, self.config.deflate.threshold, self.config.deflate.level);
         }

@@ -5,9 +5,12 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Config, Now, Server, ShutdownHandle};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+use super::{Config, Now, Server, ShutdownHandle, TlsConfig};
 use crate::echo::Echo;
 
 /// Real time a turn waits for the sockets' readiness (loopback is quick; this is slack).
@@ -60,6 +63,32 @@ fn read_now(stream: &mut TcpStream) -> Option<Vec<u8>> {
         Err(e) if e.kind() == ErrorKind::WouldBlock => Some(Vec::new()),
         Err(_) => None,
     }
+}
+
+/// Whether the peer has ended the connection (reading past whatever it sent first).
+fn ended(stream: &mut TcpStream) -> bool {
+    loop {
+        match read_now(stream) {
+            None => return true,
+            Some(bytes) if bytes.is_empty() => return false,
+            Some(_) => {}
+        }
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1: the server's TLS config, and a client's that
+/// trusts it.
+fn self_signed_tls() -> (TlsConfig, Arc<ClientConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let server = TlsConfig::from_pem(certified.cert.pem().as_bytes(), certified.signing_key.serialize_pem().as_bytes());
+    let mut roots = RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let client = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (server.unwrap(), Arc::new(client))
 }
 
 fn upgrade(h: &mut Harness) -> TcpStream {
@@ -141,4 +170,43 @@ fn an_unanswered_close_lingers_then_the_connection_is_dropped() {
     assert_eq!(read_now(&mut stream), Some(Vec::new()));
     assert!(!h.at(Duration::from_secs(6)), "linger over: dropped, and the loop is done");
     assert_eq!(read_now(&mut stream), None);
+}
+
+/// The handshake timeout covers TLS too (accept to request head): a ClientHello that stalls
+/// and a TLS session that never sends a request are both dropped at it, and counted.
+#[test]
+fn stalled_tls_is_dropped_at_the_handshake_timeout() {
+    let (tls, client_config) = self_signed_tls();
+    let mut h = Harness::new(Config { tls: Some(tls), ..config() });
+    let mut stalled = h.connect();
+    // The first 5 bytes of a ClientHello record, then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8]).unwrap();
+    let mut silent = h.connect();
+    let mut session = ClientConnection::new(client_config, "127.0.0.1".try_into().unwrap()).unwrap();
+    for _ in 0..50 {
+        if !session.is_handshaking() {
+            break;
+        }
+        while session.wants_write() {
+            session.write_tls(&mut silent).unwrap();
+        }
+        h.at(Duration::ZERO);
+        match session.read_tls(&mut silent) {
+            Ok(0) => panic!("the server ended the TLS handshake"),
+            Ok(_) => {
+                session.process_new_packets().unwrap();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!session.is_handshaking(), "the TLS handshake completed, on driven time 0");
+    h.at(Duration::from_millis(9_999));
+    assert!(!ended(&mut stalled) && !ended(&mut silent), "both open just before the timeout");
+    h.at(Duration::from_secs(10));
+    assert!(ended(&mut stalled), "the stalled ClientHello is dropped at the timeout");
+    assert!(ended(&mut silent), "the silent session is dropped at the timeout");
+    let mut metrics = String::new();
+    h.server.metrics.render(&mut metrics);
+    assert!(metrics.contains("wsedge_handshake_failures_total{reason=\"timeout\"} 2"), "{metrics}");
 }

@@ -32,6 +32,7 @@ mod workers;
 mod write_buffers;
 mod writing;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,7 +236,8 @@ pub enum Command {
     /// Starts the close handshake with a code and reason ([`Outbox::close`]).
     Close(ConnId, CloseCode, String),
     /// The deferred answer to a plain HTTP request (`Handler::on_http` returned `None`).
-    Respond(ConnId, HttpResponse),
+    /// (Boxed: a rare command, and the big one; every command moves at the size of the biggest.)
+    Respond(ConnId, Box<HttpResponse>),
 }
 
 /// Where handlers queue their output. Sends to connections that are gone or closing are
@@ -243,14 +245,15 @@ pub enum Command {
 /// notion of now: handlers never read the clock.
 #[derive(Debug)]
 pub struct Outbox {
-    commands: Vec<Command>,
+    /// Applied from the front while handlers (`on_close` of a close it applies) add to the back.
+    commands: VecDeque<Command>,
     now: Now,
 }
 
 impl Outbox {
     /// An empty outbox at time `now`.
     pub fn new(now: Now) -> Self {
-        Outbox { commands: Vec::new(), now }
+        Outbox { commands: VecDeque::new(), now }
     }
 
     /// The time of the current loop turn.
@@ -265,12 +268,12 @@ impl Outbox {
 
     /// Takes the queued commands (the loop applies them; tests inspect them).
     pub fn take(&mut self) -> Vec<Command> {
-        std::mem::take(&mut self.commands)
+        self.commands.drain(..).collect()
     }
 
     /// Sends a message to one connection (encoded with that connection's codec).
     pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: Bytes) {
-        self.commands.push(Command::Message(to, kind, payload));
+        self.commands.push_back(Command::Message(to, kind, payload));
     }
 
     /// Sends one message to many connections (all of `to` but `except`). It is framed
@@ -280,17 +283,17 @@ impl Outbox {
     /// (`dedicated` mode) are compressed one by one, since their compressor's history
     /// differs. `to` is shared: a room hands out the same member list for every publish.
     pub fn broadcast(&mut self, to: Arc<[ConnId]>, except: Option<ConnId>, kind: MessageKind, payload: Bytes) {
-        self.commands.push(Command::Broadcast { to, except, kind, payload });
+        self.commands.push_back(Command::Broadcast { to, except, kind, payload });
     }
 
     /// Answers a plain HTTP request the handler deferred.
     pub fn respond(&mut self, to: ConnId, response: HttpResponse) {
-        self.commands.push(Command::Respond(to, response));
+        self.commands.push_back(Command::Respond(to, Box::new(response)));
     }
 
     /// Starts the close handshake with `code`.
     pub fn close(&mut self, to: ConnId, code: CloseCode, reason: &str) {
-        self.commands.push(Command::Close(to, code, reason.to_owned()));
+        self.commands.push_back(Command::Close(to, code, reason.to_owned()));
     }
 }
 

@@ -12,6 +12,7 @@ use super::conn::Phase;
 use super::event_loop::{live_conn, mark_dirty, Server};
 use super::metrics::CloseInitiator;
 use super::policy::{self, Fanout};
+use super::write_buffers::Placements;
 use super::{Command, ConnId, Handler};
 use crate::proto::connection::BroadcastFrames;
 use crate::proto::{CloseCode, MessageKind};
@@ -19,24 +20,15 @@ use crate::proto::{CloseCode, MessageKind};
 impl<H: Handler> Server<H> {
     /// Applies every command the handler queued, and those that applying them caused.
     pub(super) fn apply_outbox(&mut self, now: Instant) {
-        while !self.outbox.commands.is_empty() {
-            let mut commands = std::mem::take(&mut self.outbox.commands);
-            for command in commands.drain(..) {
-                match command {
-                    Command::Message(id, kind, payload) => self.send(id, kind, payload),
-                    Command::Broadcast { to, except, kind, payload } => {
-                        self.broadcast(&to, except, kind, &payload, now)
-                    }
-                    Command::Respond(id, response) => {
-                        let outcome = self.respond(id, response, now);
-                        self.settle(id.index(), outcome, now);
-                    }
-                    Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
+        while let Some(command) = self.outbox.commands.pop_front() {
+            match command {
+                Command::Message(id, kind, payload) => self.send(id, kind, payload),
+                Command::Broadcast { to, except, kind, payload } => self.broadcast(&to, except, kind, &payload, now),
+                Command::Respond(id, response) => {
+                    let outcome = self.respond(id, *response, now);
+                    self.settle(id.index(), outcome, now);
                 }
-            }
-            // Keep the (now empty) vector's capacity unless the handler queued more.
-            if self.outbox.commands.is_empty() {
-                self.outbox.commands = commands;
+                Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
             }
         }
     }
@@ -58,11 +50,13 @@ impl<H: Handler> Server<H> {
     }
 
     /// The fan-out path: one encoding per variant (plain, or compressed for a window size),
-    /// shared by every receiver of that variant as clones of one `Bytes`. Compressing once
+    /// shared by every receiver of that variant: placed once in the cork, where members
+    /// join it (see `write_buffers.rs`), or queued as clones of one `Bytes`. Compressing once
     /// is sound because pooled compressors reset after every message (no context
     /// takeover): the output depends on the payload alone, never on a receiver's history.
     fn broadcast(&mut self, ids: &[ConnId], except: Option<ConnId>, kind: MessageKind, payload: &Bytes, now: Instant) {
         let mut frames = BroadcastFrames::new(kind, payload.clone());
+        let mut placements = Placements::default();
         let cap = self.config.max_outbound_bytes;
         for &id in ids {
             if Some(id) == except {
@@ -78,7 +72,12 @@ impl<H: Handler> Server<H> {
             let Some(conn) = self.conns.get_mut(id.index()) else { continue };
             let Some(codec) = conn.codec.as_mut() else { continue };
             match codec.broadcast_frame(&mut frames, &mut self.compressors) {
-                Some(frame) => conn.queue(frame),
+                Some(frame) => {
+                    let placed = conn.may_cork().then(|| placements.place(&mut self.write_buffers, frame));
+                    if !placed.flatten().is_some_and(|at| conn.join(at)) {
+                        conn.queue(frame.clone());
+                    }
+                }
                 None => conn.queue_codec_output(),
             }
             self.metrics.messages_out += 1;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use log::{debug, trace};
+use log::debug;
 
 use super::conn::{IoStatus, Phase};
 use super::event_loop::{mark_dirty, Outcome, Server};
@@ -126,7 +126,6 @@ impl<H: Handler> Server<H> {
             let needs_input = matches!(result, Ok(None));
             match result {
                 Ok(Some(Event::Message { kind, data })) => {
-                    trace!("{index}: {kind:?} message of {} bytes", data.len());
                     self.metrics.messages_in += 1;
                     if deliver {
                         self.handler.on_message(&mut self.outbox, id, kind, data);
