@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the Autobahn WebSocket testsuite (fuzzingclient mode) against `wsedge echo`, once
-# over plaintext (ws://) and once over TLS (wss://, `--tls-cert/--tls-key` with a
-# self-signed certificate made here; wstest does not verify certificates), and fails
-# unless every case's behavior and behaviorClose are OK or INFORMATIONAL in both runs.
+# Runs the Autobahn WebSocket testsuite in both roles: fuzzingclient against `wsedge echo`,
+# once over plaintext (ws://) and once over TLS (wss://, `--tls-cert/--tls-key` with a
+# self-signed certificate made here; wstest does not verify certificates), and
+# fuzzingserver against wsedge's client (examples/autobahn_client.rs, which echoes every
+# case through `wsedge::client`). Fails unless every case's behavior and behaviorClose are
+# OK or INFORMATIONAL in every run.
 #
 # Usage: bash autobahn/run.sh        (from any directory)
 #
@@ -16,15 +18,17 @@
 #                        placeholder, e.g. 'python3 /tmp/echo.py {port}'. When set,
 #                        `cargo build --release` is skipped.
 #                        It gets `--tls-cert FILE --tls-key FILE` appended for the TLS run.
+#                        The client run still tests wsedge's client.
 #   AUTOBAHN_TIMEOUT     overall time limit for each wstest in seconds (default: 1800).
-#   AUTOBAHN_RUNS        which runs: `plain tls` (default), `plain` or `tls`.
-#   AUTOBAHN_PARALLEL    1 (default): the runs go side by side, two servers and two
-#                        wstest processes (wstest spends most of a run waiting, so this
-#                        is faster than one after the other on 2 cores); 0: one by one.
+#   AUTOBAHN_RUNS        which runs, any of `plain tls client` (the default: all three).
+#   AUTOBAHN_PARALLEL    1 (default): the runs go side by side, each with its own wstest
+#                        (wstest spends most of a run waiting, so this is faster than one
+#                        after the other on 2 cores); 0: one by one.
 #
-# Outputs (gitignored), per run NAME (plain, tls) in autobahn/reports/: server/ and
-# server-tls/ (wstest's HTML + index.json), NAME-fuzzingclient.json (generated spec),
-# NAME-server.log, NAME-wstest.log; tls/ holds the generated certificate.
+# Outputs (gitignored), per run NAME (plain, tls, client) in autobahn/reports/: server/,
+# server-tls/ and clients/ (wstest's HTML + index.json), NAME-fuzzing{client,server}.json
+# (generated spec), NAME-server.log (for client: wsedge's client), NAME-wstest.log; tls/
+# holds the generated certificate.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +40,7 @@ SITE="$PREFIX/lib/python2.7/site-packages"
 CONSTRAINTS="autobahn/constraints-py27.txt"
 REPORT_ROOT="autobahn/reports"
 TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
-RUNS="${AUTOBAHN_RUNS:-plain tls}"
+RUNS="${AUTOBAHN_RUNS:-plain tls client}"
 PARALLEL="${AUTOBAHN_PARALLEL:-1}"
 
 log() { echo "autobahn: $*" >&2; }
@@ -92,6 +96,12 @@ install_testsuite
 if [[ -z "${AUTOBAHN_SERVER_CMD:-}" ]]; then
     log "cargo build --release"
     cargo build --release
+fi
+if [[ " $RUNS " == *" client "* ]]; then
+    log "cargo build --release --example autobahn_client"
+    cargo build --release --example autobahn_client
+fi
+if [[ -z "${AUTOBAHN_SERVER_CMD:-}" ]]; then
     SERVER_CMD='exec target/release/wsedge echo --listen 127.0.0.1:{port}'
 else
     SERVER_CMD="exec $AUTOBAHN_SERVER_CMD"
@@ -112,24 +122,37 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# A run's report directory: server/ for plain (as before), server-NAME/ for the others.
-outdir_of() { if [[ $1 == plain ]]; then echo "$REPORT_ROOT/server"; else echo "$REPORT_ROOT/server-$1"; fi; }
+# A run's report directory: server/ for plain, clients/ for client, server-NAME/ for the others.
+outdir_of() {
+    case $1 in
+        plain) echo "$REPORT_ROOT/server" ;;
+        client) echo "$REPORT_ROOT/clients" ;;
+        *) echo "$REPORT_ROOT/server-$1" ;;
+    esac
+}
 
 # ------------------------------------------------------------------- spec ----
-# Writes NAME-fuzzingclient.json for a server at SCHEME://127.0.0.1:PORT.
+# The wstest mode a run uses: fuzzingserver for the client run, fuzzingclient otherwise.
+mode_of() { if [[ $1 == client ]]; then echo fuzzingserver; else echo fuzzingclient; fi; }
+
+# Writes NAME-MODE.json: for fuzzingclient, a server at SCHEME://127.0.0.1:PORT to test;
+# for fuzzingserver, the address wstest listens on.
 write_spec() {
-    local name=$1 scheme=$2 port=$3 outdir suffix=""
+    local name=$1 scheme=$2 port=$3 outdir suffix="" mode
     outdir="$(outdir_of "$name")"
-    [[ $name == plain ]] || suffix="-$name"
+    mode="$(mode_of "$name")"
+    [[ $name == plain || $name == client ]] || suffix="-$name"
     rm -rf "$outdir"
     mkdir -p "$outdir"
-    AB_PORT="$port" AB_SCHEME="$scheme" AB_OUTDIR="./$outdir" AB_AGENT_SUFFIX="$suffix" \
-    AB_GEN="$REPORT_ROOT/$name-fuzzingclient.json" AB_CASES="${AUTOBAHN_CASES:-}" python3 - <<'EOF'
+    AB_PORT="$port" AB_SCHEME="$scheme" AB_OUTDIR="./$outdir" AB_AGENT_SUFFIX="$suffix" AB_MODE="$mode" \
+    AB_GEN="$REPORT_ROOT/$name-$mode.json" AB_CASES="${AUTOBAHN_CASES:-}" python3 - <<'EOF'
 import json, os
-with open("autobahn/fuzzingclient.json") as f:
+with open("autobahn/%s.json" % os.environ["AB_MODE"]) as f:
     spec = json.load(f)
 spec["outdir"] = os.environ["AB_OUTDIR"]
-for server in spec["servers"]:
+if "url" in spec:
+    spec["url"] = spec["url"].replace("PORT", os.environ["AB_PORT"])
+for server in spec.get("servers", []):
     url = server["url"].replace("PORT", os.environ["AB_PORT"])
     server["url"] = url.replace("ws://", os.environ["AB_SCHEME"] + "://", 1)
     server["agent"] += os.environ["AB_AGENT_SUFFIX"]
@@ -144,13 +167,13 @@ EOF
 # Number of cases a spec selects, computed by the testsuite's own case matcher, so that a
 # run cut short (e.g. the server stopped accepting) is detected.
 expected_cases() {
-    env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" python2.7 - "$1" <<'EOF'
+    env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" python2.7 - "$1" "$2" <<'EOF'
 import json, sys
 from autobahntestsuite.case import Cases, CaseCategories, CaseSubCategories, CaseBasename
 from autobahntestsuite.caseset import CaseSet
 spec = json.load(open(sys.argv[1]))
-cs = CaseSet("fuzzingclient", CaseBasename, Cases, CaseCategories, CaseSubCategories)
-print(len(cs.parseSpecCases(spec)) * len(spec["servers"]))
+cs = CaseSet(sys.argv[2], CaseBasename, Cases, CaseCategories, CaseSubCategories)
+print(len(cs.parseSpecCases(spec)) * len(spec.get("servers", [None])))
 EOF
 }
 
@@ -180,6 +203,10 @@ run_suite() {
     local name=$1 scheme=ws port cmd pid rc=0 died=0 expected t0=$SECONDS
     local server_log="$REPORT_ROOT/$name-server.log" wstest_log="$REPORT_ROOT/$name-wstest.log"
     local spec="$REPORT_ROOT/$name-fuzzingclient.json"
+    if [[ $name == client ]]; then
+        run_client_suite
+        return
+    fi
     port="$(free_port)"
     cmd="${SERVER_CMD//\{port\}/$port}"
     if [[ $name == tls ]]; then
@@ -187,7 +214,7 @@ run_suite() {
         cmd="$cmd --tls-cert $TLS_DIR/cert.pem --tls-key $TLS_DIR/key.pem"
     fi
     write_spec "$name" "$scheme" "$port"
-    expected="$(expected_cases "$spec")"
+    expected="$(expected_cases "$spec" fuzzingclient)"
     log "$name: $scheme://127.0.0.1:$port, $expected cases; server: ${cmd#exec } (log: $server_log)"
     setsid bash -c "$cmd" >"$server_log" 2>&1 </dev/null &
     pid=$!
@@ -222,6 +249,48 @@ run_suite() {
         [[ $rc -eq 124 ]] && log "$name: wstest timed out after $TIMEOUT s"
     fi
     echo "$rc $died $expected $((SECONDS - t0))" > "$REPORT_ROOT/$name.status"
+}
+
+# The client run: wstest -m fuzzingserver on a free port (its PID where cleanup finds
+# servers), and wsedge's client running every case against it, then asking for the report.
+# Its status line has the client's exit code and whether wstest died before the end.
+run_client_suite() {
+    local name=client port pid rc=0 died=0 expected t0=$SECONDS
+    local client_log="$REPORT_ROOT/client-server.log" wstest_log="$REPORT_ROOT/client-wstest.log"
+    local spec="$REPORT_ROOT/client-fuzzingserver.json"
+    port="$(free_port)"
+    write_spec client ws "$port"
+    expected="$(expected_cases "$spec" fuzzingserver)"
+    log "client: wstest -m fuzzingserver on ws://127.0.0.1:$port, $expected cases (log: $wstest_log)"
+    # wstest writes its report relative to the working directory: the spec's ./autobahn/...
+    setsid env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" "$PREFIX/bin/wstest" -m fuzzingserver -s "$spec" \
+        >"$wstest_log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" > "$REPORT_ROOT/client.server-pid"
+    local deadline=$((SECONDS + 30))
+    until python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null || [[ $SECONDS -ge $deadline ]]; then
+            tail -n 20 "$wstest_log" >&2 || true
+            log "client: wstest -m fuzzingserver did not listen on 127.0.0.1:$port"
+            echo "1 1 $expected 0" > "$REPORT_ROOT/client.status"
+            return
+        fi
+        sleep 0.2
+    done
+    log "client: running target/release/examples/autobahn_client (log: $client_log)"
+    timeout --kill-after=10 "$TIMEOUT" target/release/examples/autobahn_client "ws://127.0.0.1:$port" \
+        >"$client_log" 2>&1 </dev/null || rc=$?
+    log "client: finished in $((SECONDS - t0)) s (exit $rc, log: $client_log)"
+    if ! kill -0 "$pid" 2>/dev/null; then
+        died=1
+        log "client: wstest died during the run; last lines of $wstest_log:"
+        tail -n 20 "$wstest_log" >&2 || true
+    fi
+    if [[ $rc -ne 0 ]]; then
+        tail -n 30 "$client_log" >&2 || true
+        [[ $rc -eq 124 ]] && log "client: timed out after $TIMEOUT s"
+    fi
+    echo "$rc $died $expected $((SECONDS - t0))" > "$REPORT_ROOT/client.status"
 }
 
 rm -f "$REPORT_ROOT"/*.status
@@ -286,7 +355,7 @@ elif total != expected:
     print("autobahn: FAIL: the report has %d cases, the spec selects %d" % (total, expected))
     ok = False
 if server_died:
-    print("autobahn: FAIL: the server died during the run")
+    print("autobahn: FAIL: the %s died during the run" % ("wstest server" if name == "client" else "server"))
     ok = False
 print("autobahn: %s: %s (report: %s)" % (name, "PASS" if ok else "FAIL",
                                      os.path.join(os.path.dirname(index), "index.html")))
@@ -303,7 +372,8 @@ for name in $RUNS; do
         continue
     fi
     read -r rc died expected seconds < "$status_file"
-    log "$name: wstest exit $rc after $seconds s"
+    if [[ $name == client ]]; then what="wsedge's client"; else what=wstest; fi
+    log "$name: $what exit $rc after $seconds s"
     [[ $rc -eq 0 ]] || failed=1
     check_report "$name" "$(outdir_of "$name")/index.json" "$expected" "$died" || failed=1
 done

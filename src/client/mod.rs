@@ -9,6 +9,7 @@
 mod stream;
 mod url;
 
+pub mod rooms;
 pub mod tls;
 
 use std::io::{self, Read, Write};
@@ -119,6 +120,12 @@ impl Client {
     /// out before returning.
     pub fn send(&mut self, kind: MessageKind, payload: Bytes) -> io::Result<()> {
         self.codec.send_message(kind, payload);
+        self.flush()
+    }
+
+    /// Sends a ping (the server answers with a pong, which [`Client::recv`] returns).
+    pub fn ping(&mut self) -> io::Result<()> {
+        self.codec.send_ping(Bytes::new());
         self.flush()
     }
 

@@ -1,0 +1,552 @@
+//! The room protocol's client side as a state machine, with no IO and no clock: what
+//! [`RoomClient`](super::RoomClient) keeps across connections. Fed the frames a connection
+//! receives ([`Session::on_text`]) and told when a connection starts and ends, it says what
+//! to send ([`Session::poll_transmit`]) and what the program should hear
+//! ([`Session::poll_event`]).
+//!
+//! It keeps the contract of docs/protocol.md, "Recovery after a reconnect": per room the
+//! epoch and the last offset delivered; rejoins with `since`; `missed` is delivered before
+//! any live message (live pushes that arrive while a room is syncing wait); a room that was
+//! not recovered is reloaded with `history` and reported as a [`RoomEvent::Reset`]; every
+//! offset reaches the program once, in order. Publishes carry an idempotency key and are
+//! sent again after a drop until a reply settles them, so none is lost or published twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::{json, Value};
+
+/// What a room asks for when it is joined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// Ask for `join`/`leave` pushes about the other members.
+    pub presence: bool,
+    /// On the first join, the room's last `history` messages, delivered as a
+    /// [`RoomEvent::Reset`] (0: none, the room starts at its current offset).
+    pub history: usize,
+}
+
+/// Why a room's state was replaced by a `history` reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The first join, with [`JoinOptions::history`] asked for.
+    Join,
+    /// A rejoin that was not recovered (`recovered: false`): a gap, or a new epoch.
+    NotRecovered,
+    /// The server's `reset` push: it lost continuity.
+    Reset,
+}
+
+/// What the program hears from a [`RoomClient`](super::RoomClient). Fields carry the
+/// protocol's names (docs/protocol.md); each variant says what they mean.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum RoomEvent {
+    /// A connection is up and the server welcomed it.
+    Connected { client: String, user: Option<String> },
+    /// The connection ended; another is tried in `retry_in` (`None`: the client stopped,
+    /// see [`RoomEvent::Stopped`]).
+    Disconnected { reason: String, retry_in: Option<std::time::Duration> },
+    /// The client gave up for good: nothing more will happen.
+    Stopped { reason: String },
+    /// A (re)join's reply. `recovered` is the server's word; whether a reload follows is
+    /// told by a [`RoomEvent::Reset`].
+    Joined { room: String, epoch: String, offset: u64, members: u64, recovered: bool, first: bool },
+    /// The server refused to join `room`; the room is dropped.
+    JoinRefused { room: String, code: u16, message: String },
+    /// The room's state is replaced: `messages` (oldest first) are what the room keeps up
+    /// to `offset` in `epoch`. `previous_epoch` is the epoch held before (`None` on the
+    /// first join); when it equals `epoch`, messages at or below the offset held before
+    /// were delivered already.
+    Reset {
+        room: String,
+        reason: ResetReason,
+        epoch: String,
+        offset: u64,
+        previous_epoch: Option<String>,
+        previous_offset: u64,
+        messages: Vec<Value>,
+    },
+    /// A message push (or one from `missed`): each offset once, in order. `offset` is
+    /// `None` for ephemeral messages, which are live only.
+    Message { room: String, offset: Option<u64>, message: Value },
+    /// A `join` or `leave` push about another member (rooms joined with presence).
+    Presence { room: String, push: Value },
+    /// A publish of ours got its offset (`duplicate`: it had been published before a drop,
+    /// and this is the original offset).
+    Published { seq: u64, room: String, offset: Option<u64>, duplicate: bool },
+    /// A publish of ours was refused; it will not be sent again.
+    PublishRefused { seq: u64, room: String, code: u16, message: String },
+    /// The server accepted our token (after connecting, or a refresh).
+    Authenticated { user: Option<String> },
+    /// The server refused our token: the connection is of no use with it.
+    AuthRefused { code: u16, message: String },
+    /// An error reply to no request of ours that is still waiting.
+    Error { code: u16, message: String },
+}
+
+/// The publish queue is full: [`Session::publish`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too many publishes waiting for a reply")
+    }
+}
+
+impl std::error::Error for QueueFull {}
+
+/// One room's position and the live pushes held while it syncs.
+#[derive(Debug)]
+struct Room {
+    options: JoinOptions,
+    /// `None` until the first join's reply.
+    epoch: Option<String>,
+    /// The last offset delivered.
+    offset: u64,
+    /// A join (or its reload) is on its way on this connection: live pushes wait.
+    syncing: bool,
+    held: Vec<Value>,
+}
+
+/// A publish not settled by a reply yet.
+#[derive(Debug)]
+struct Publish {
+    seq: u64,
+    room: String,
+    data: Value,
+    key: String,
+    /// Sent on the current connection (else it goes when the room is joined).
+    sent: bool,
+}
+
+/// What a request id is waiting for.
+#[derive(Debug)]
+enum Pending {
+    Auth,
+    Join { room: String, first: bool },
+    History { room: String, reason: ResetReason },
+    Publish { seq: u64 },
+    Leave,
+}
+
+/// Knobs of the session (set through [`RoomClient`](super::RoomClient)'s options).
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Most publishes waiting for a reply (queued offline, or sent).
+    pub max_queued_publishes: usize,
+    /// Messages asked for when a room is reloaded after a gap.
+    pub history_limit: usize,
+    /// Most live pushes held for one room while it syncs; beyond, the room is reloaded.
+    pub max_held: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> SessionLimits {
+        SessionLimits { max_queued_publishes: 1000, history_limit: 100, max_held: 10_000 }
+    }
+}
+
+/// The client side of the room protocol across connections. See the module header.
+#[derive(Debug)]
+pub struct Session {
+    limits: SessionLimits,
+    rooms: BTreeMap<String, Room>,
+    publishes: VecDeque<Publish>,
+    pending: HashMap<u64, Pending>,
+    transmit: VecDeque<String>,
+    events: VecDeque<RoomEvent>,
+    next_id: u64,
+    next_seq: u64,
+    /// Makes publish keys unique to this session (keys are per room on the server).
+    key_prefix: String,
+    connected: bool,
+    /// Why the current connection can no longer keep the contract (the IO side drops it and
+    /// reconnects, and the rejoin with `since` recovers).
+    broken: Option<String>,
+    /// The server refused this connection's token.
+    token_refused: bool,
+}
+
+impl Session {
+    /// A session with no rooms; `key_prefix` should be random (e.g. 12 random characters).
+    pub fn new(limits: SessionLimits, key_prefix: String) -> Session {
+        Session {
+            limits,
+            rooms: BTreeMap::new(),
+            publishes: VecDeque::new(),
+            pending: HashMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            next_seq: 1,
+            key_prefix,
+            connected: false,
+            broken: None,
+            token_refused: false,
+        }
+    }
+
+    /// The next frame to send on the current connection.
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the program.
+    pub fn poll_event(&mut self) -> Option<RoomEvent> {
+        self.events.pop_front()
+    }
+
+    /// Why the connection should be dropped and made again, once (see [`Session::on_text`]).
+    pub fn take_broken(&mut self) -> Option<String> {
+        self.broken.take()
+    }
+
+    /// Whether the server refused the current connection's token (then [`Session::take_broken`]
+    /// says so too): the next connection needs another.
+    pub fn token_refused(&self) -> bool {
+        self.token_refused
+    }
+
+    /// Reports an event from the IO side (connections, backoff).
+    pub fn report(&mut self, event: RoomEvent) {
+        self.events.push_back(event);
+    }
+
+    /// The room's epoch and last delivered offset (`None`: not joined yet, or unknown).
+    pub fn position(&self, room: &str) -> Option<(&str, u64)> {
+        let r = self.rooms.get(room)?;
+        Some((r.epoch.as_deref()?, r.offset))
+    }
+
+    /// Publishes waiting for a reply.
+    pub fn queued_publishes(&self) -> usize {
+        self.publishes.len()
+    }
+
+    fn request(&mut self, op: &str, mut fields: Value, pending: Pending) {
+        let id = self.next_id;
+        self.next_id += 1;
+        fields["id"] = json!(id);
+        fields["op"] = json!(op);
+        self.pending.insert(id, pending);
+        self.transmit.push_back(fields.to_string());
+    }
+
+    /// A connection is open (upgraded, not yet welcomed): authenticate with `token`, rejoin
+    /// every room (with `since` where a position is known), and send again every publish
+    /// not settled.
+    pub fn connected(&mut self, token: Option<&str>) {
+        self.connected = true;
+        self.pending.clear();
+        self.transmit.clear();
+        if let Some(token) = token {
+            self.request("auth", json!({ "token": token }), Pending::Auth);
+        }
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.send_join(&name);
+        }
+    }
+
+    /// The connection ended: replies still awaited will never come.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        self.broken = None;
+        self.token_refused = false;
+        self.pending.clear();
+        self.transmit.clear();
+        for room in self.rooms.values_mut() {
+            room.syncing = false;
+            room.held.clear();
+        }
+        for p in &mut self.publishes {
+            p.sent = false;
+        }
+    }
+
+    /// Sends a new token on the open connection (a refresh before the current one expires).
+    pub fn refresh_token(&mut self, token: &str) {
+        if self.connected {
+            self.request("auth", json!({ "token": token }), Pending::Auth);
+        }
+    }
+
+    /// Joins `room` (again: replaces its options). Sent at once when connected, else on
+    /// connecting.
+    pub fn join(&mut self, room: &str, options: JoinOptions) {
+        let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| Room {
+            options,
+            epoch: None,
+            offset: 0,
+            syncing: false,
+            held: Vec::new(),
+        });
+        entry.options = options;
+        if self.connected && !entry.syncing {
+            self.send_join(room);
+        }
+    }
+
+    /// Leaves `room`: its publishes not settled are dropped (reported refused).
+    pub fn leave(&mut self, room: &str) {
+        if self.rooms.remove(room).is_none() {
+            return;
+        }
+        self.drop_publishes(room, 0, "left the room");
+        if self.connected {
+            self.request("leave", json!({ "room": room }), Pending::Leave);
+        }
+    }
+
+    /// Queues a publish of `data` to `room` and returns its sequence number, which the
+    /// [`RoomEvent::Published`] (or `PublishRefused`) settling it names. Sent at once when
+    /// the room is joined on a live connection, else after the (re)join.
+    pub fn publish(&mut self, room: &str, data: Value) -> Result<u64, QueueFull> {
+        if self.publishes.len() >= self.limits.max_queued_publishes {
+            return Err(QueueFull);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let key = format!("{}-{seq}", self.key_prefix);
+        self.publishes.push_back(Publish { seq, room: room.to_owned(), data, key, sent: false });
+        if self.connected && self.rooms.get(room).is_some_and(|r| r.epoch.is_some() && !r.syncing) {
+            self.send_publishes(room);
+        }
+        Ok(seq)
+    }
+
+    fn send_join(&mut self, name: &str) {
+        let Some(room) = self.rooms.get_mut(name) else { return };
+        room.syncing = true;
+        room.held.clear();
+        let mut fields = json!({ "room": name });
+        if room.options.presence {
+            fields["presence"] = json!(true);
+        }
+        let first = room.epoch.is_none();
+        if let Some(epoch) = &room.epoch {
+            fields["since"] = json!({ "epoch": epoch, "offset": room.offset });
+        }
+        self.request("join", fields, Pending::Join { room: name.to_owned(), first });
+    }
+
+    /// Sends the room's publishes not sent on this connection, oldest first.
+    fn send_publishes(&mut self, room: &str) {
+        let mut frames = Vec::new();
+        for p in self.publishes.iter_mut().filter(|p| p.room == room && !p.sent) {
+            p.sent = true;
+            frames.push((p.seq, json!({ "room": room, "data": p.data, "key": p.key })));
+        }
+        for (seq, fields) in frames {
+            self.request("publish", fields, Pending::Publish { seq });
+        }
+    }
+
+    fn drop_publishes(&mut self, room: &str, code: u16, message: &str) {
+        let events = &mut self.events;
+        self.publishes.retain(|p| {
+            if p.room != room {
+                return true;
+            }
+            events.push_back(RoomEvent::PublishRefused {
+                seq: p.seq,
+                room: p.room.clone(),
+                code,
+                message: message.to_owned(),
+            });
+            false
+        });
+    }
+
+    /// One text frame from the server. Frames that are not the protocol's JSON are
+    /// ignored (they cannot come from a wsedge server).
+    pub fn on_text(&mut self, text: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+        if let Some(id) = v.get("id").filter(|id| !id.is_null()) {
+            let pending = id.as_u64().and_then(|id| self.pending.remove(&id));
+            self.on_reply(pending, v);
+            return;
+        }
+        if v.get("error").is_some() {
+            return self.on_reply(None, v);
+        }
+        let room = v["room"].as_str().unwrap_or_default().to_owned();
+        match v["op"].as_str() {
+            Some("welcome") => self.events.push_back(RoomEvent::Connected {
+                client: v["client"].as_str().unwrap_or_default().to_owned(),
+                user: v["user"].as_str().map(str::to_owned),
+            }),
+            Some("message") => {
+                let Some(r) = self.rooms.get_mut(&room) else { return };
+                if r.syncing {
+                    if r.held.len() < self.limits.max_held {
+                        r.held.push(v);
+                    } else if self.broken.is_none() {
+                        // Holding more would be unbounded; dropping one would be a gap. A new
+                        // connection's rejoin with `since` gets them from the room's history.
+                        self.broken =
+                            Some(format!("more than {} messages held while {room} syncs", self.limits.max_held));
+                    }
+                    return;
+                }
+                self.deliver(&room, v);
+            }
+            Some("join" | "leave") if self.rooms.contains_key(&room) => {
+                self.events.push_back(RoomEvent::Presence { room, push: v });
+            }
+            Some("reset") => {
+                if self.rooms.get(&room).is_some_and(|r| !r.syncing && r.epoch.is_some()) {
+                    self.reload(&room, ResetReason::Reset);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Delivers a message once: ephemeral ones as they come, others above the room's offset.
+    fn deliver(&mut self, room: &str, message: Value) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let offset = message["offset"].as_u64();
+        if let Some(offset) = offset {
+            if offset <= r.offset {
+                return; // delivered already
+            }
+            r.offset = offset;
+        }
+        self.events.push_back(RoomEvent::Message { room: room.to_owned(), offset, message });
+    }
+
+    fn reload(&mut self, room: &str, reason: ResetReason) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        r.syncing = true;
+        let limit = if reason == ResetReason::Join { r.options.history } else { self.limits.history_limit };
+        self.request(
+            "history",
+            json!({ "room": room, "limit": limit }),
+            Pending::History { room: room.to_owned(), reason },
+        );
+    }
+
+    /// The room is in step: held pushes go out (those above its offset), then its publishes.
+    fn synced(&mut self, room: &str) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        r.syncing = false;
+        for message in std::mem::take(&mut r.held) {
+            self.deliver(room, message);
+        }
+        self.send_publishes(room);
+    }
+
+    fn on_reply(&mut self, pending: Option<Pending>, v: Value) {
+        if let Some(error) = v.get("error") {
+            let code = error["code"].as_u64().and_then(|c| u16::try_from(c).ok()).unwrap_or(0);
+            let message = error["message"].as_str().unwrap_or_default().to_owned();
+            return self.on_error(pending, code, message);
+        }
+        let ok = &v["ok"];
+        match pending {
+            Some(Pending::Auth) => {
+                self.events.push_back(RoomEvent::Authenticated { user: ok["user"].as_str().map(str::to_owned) })
+            }
+            Some(Pending::Join { room, first }) => self.on_joined(&room, first, ok),
+            Some(Pending::History { room, reason }) => self.on_history(&room, reason, ok),
+            Some(Pending::Publish { seq }) => {
+                let Some(at) = self.publishes.iter().position(|p| p.seq == seq) else { return };
+                let p = self.publishes.remove(at).expect("found above");
+                self.events.push_back(RoomEvent::Published {
+                    seq,
+                    room: p.room,
+                    offset: ok["offset"].as_u64(),
+                    duplicate: ok["duplicate"].as_bool().unwrap_or(false),
+                });
+            }
+            Some(Pending::Leave) | None => {}
+        }
+    }
+
+    fn on_joined(&mut self, name: &str, first: bool, ok: &Value) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return; // left while the join was on its way
+        };
+        let epoch = ok["epoch"].as_str().unwrap_or_default().to_owned();
+        let offset = ok["offset"].as_u64().unwrap_or(0);
+        let recovered = ok["recovered"].as_bool().unwrap_or(false);
+        self.events.push_back(RoomEvent::Joined {
+            room: name.to_owned(),
+            epoch: epoch.clone(),
+            offset,
+            members: ok["members"].as_u64().unwrap_or(0),
+            recovered,
+            first,
+        });
+        if !first && recovered && room.epoch.as_deref() == Some(epoch.as_str()) {
+            for message in ok["missed"].as_array().cloned().unwrap_or_default() {
+                self.deliver(name, message);
+            }
+            return self.synced(name);
+        }
+        if first && room.options.history == 0 {
+            room.epoch = Some(epoch);
+            room.offset = offset;
+            return self.synced(name);
+        }
+        self.reload(name, if first { ResetReason::Join } else { ResetReason::NotRecovered });
+    }
+
+    fn on_history(&mut self, name: &str, reason: ResetReason, ok: &Value) {
+        let Some(room) = self.rooms.get_mut(name) else { return };
+        let epoch = ok["epoch"].as_str().unwrap_or_default().to_owned();
+        let offset = ok["offset"].as_u64().unwrap_or(0);
+        let previous_epoch = room.epoch.replace(epoch.clone());
+        let previous_offset = std::mem::replace(&mut room.offset, offset);
+        let messages = ok["messages"].as_array().cloned().unwrap_or_default();
+        self.events.push_back(RoomEvent::Reset {
+            room: name.to_owned(),
+            reason,
+            epoch,
+            offset,
+            previous_epoch,
+            previous_offset,
+            messages,
+        });
+        self.synced(name);
+    }
+
+    fn on_error(&mut self, pending: Option<Pending>, code: u16, message: String) {
+        match pending {
+            Some(Pending::Auth) => {
+                // 429 (too many `auth` requests) says nothing about the token itself.
+                if code != crate::wire::code::TOO_MANY_REQUESTS {
+                    self.token_refused = true;
+                    self.broken.get_or_insert_with(|| format!("the server refused the token: {code} {message}"));
+                }
+                self.events.push_back(RoomEvent::AuthRefused { code, message });
+            }
+            Some(Pending::Join { room, .. }) => {
+                if self.rooms.remove(&room).is_some() {
+                    self.drop_publishes(&room, code, "the room could not be joined");
+                    self.events.push_back(RoomEvent::JoinRefused { room, code, message });
+                }
+            }
+            Some(Pending::History { room, .. }) => {
+                // The room's state is unknown until a reload succeeds: live pushes keep
+                // waiting, and the next connection's rejoin tries again (a 429 or a 503
+                // passes).
+                if self.broken.is_none() {
+                    self.broken = Some(format!("reloading {room} failed: {code} {message}"));
+                }
+                self.events.push_back(RoomEvent::Error { code, message });
+            }
+            Some(Pending::Publish { seq }) => {
+                let Some(at) = self.publishes.iter().position(|p| p.seq == seq) else { return };
+                let p = self.publishes.remove(at).expect("found above");
+                self.events.push_back(RoomEvent::PublishRefused { seq, room: p.room, code, message });
+            }
+            Some(Pending::Leave) | None => self.events.push_back(RoomEvent::Error { code, message }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
