@@ -341,7 +341,7 @@ impl RoomClient {
                         } else {
                             format!("closed by the server ({code}: {reason})")
                         };
-                        return self.lost(why, false);
+                        self.lost(why, false);
                     }
                     _ => {}
                 }

@@ -395,10 +395,8 @@ impl Session {
             Some("join" | "leave") if self.rooms.contains_key(&room) => {
                 self.events.push_back(RoomEvent::Presence { room, push: v });
             }
-            Some("reset") => {
-                if self.rooms.get(&room).is_some_and(|r| !r.syncing && r.epoch.is_some()) {
-                    self.reload(&room, ResetReason::Reset);
-                }
+            Some("reset") if self.rooms.get(&room).is_some_and(|r| !r.syncing && r.epoch.is_some()) => {
+                self.reload(&room, ResetReason::Reset);
             }
             _ => {}
         }
