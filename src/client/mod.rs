@@ -44,13 +44,6 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
-/// Random bytes from the OS-seeded hasher (std offers no RNG; this is enough for the
-/// handshake's nonce, which only has to differ between connections).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
-}
-
 /// A TCP connection to `url`'s host, trying each address it resolves to for up to
 /// [`IO_TIMEOUT`]; with that timeout set on reads and writes.
 fn connect_tcp(url: &WsUrl) -> io::Result<TcpStream> {
@@ -90,9 +83,10 @@ impl Client {
             Some(config) => Stream::tls(tcp, config, &url.host)?,
             None => Stream::Plain(tcp),
         };
+        // The handshake's nonce (RFC 6455 §4.1: randomly selected), from the OS.
         let mut key = [0u8; 16];
-        key[..8].copy_from_slice(&random_u64().to_le_bytes());
-        key[8..].copy_from_slice(&random_u64().to_le_bytes());
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)
+            .map_err(|e| io::Error::other(format!("no entropy from the OS: {e}")))?;
         let (mut request, key) = client_request(&url.authority, &url.path, key, protocols);
         // Offer permessage-deflate: insert the header before the blank line.
         request.truncate(request.len() - 2);

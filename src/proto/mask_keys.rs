@@ -66,6 +66,88 @@ mod tests {
         assert!(distinct.len() > 100_000 - 10, "{} distinct keys of 100,000", distinct.len());
     }
 
+    /// The rank over GF(2) of `rows` (each a bit vector of up to 128 bits).
+    fn gf2_rank(mut rows: Vec<u128>) -> u32 {
+        let mut rank = 0;
+        for bit in (0..128).rev() {
+            let mask = 1u128 << bit;
+            let Some(pivot) = rows.iter().position(|r| r & mask != 0) else { continue };
+            let p = rows.swap_remove(pivot);
+            for r in &mut rows {
+                if *r & mask != 0 {
+                    *r ^= p;
+                }
+            }
+            rank += 1;
+        }
+        rank
+    }
+
+    fn xorshift64(mut x: u64) -> u64 {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x
+    }
+
+    /// xorshift64*'s multiplier (the generator the client used before MaskKeys).
+    const M: u64 = 0x2545_F491_4F6C_DD1D;
+
+    /// How many key pairs, read as one 64-bit xorshift64* output, follow from the pair
+    /// before: undo the multiply (M is odd, so invertible mod 2^64), step, redo it.
+    fn xorshift_star_steps(keys: &[u32]) -> usize {
+        let m_inv = (0..6).fold(M, |y, _| y.wrapping_mul(2u64.wrapping_sub(M.wrapping_mul(y)))); // Newton
+        let outputs: Vec<u64> = keys.chunks(2).map(|c| (u64::from(c[0]) << 32) | u64::from(c[1])).collect();
+        outputs.windows(2).filter(|w| xorshift64(w[0].wrapping_mul(m_inv)).wrapping_mul(M) == w[1]).count()
+    }
+
+    #[test]
+    fn the_relations_tested_for_are_found_in_weak_generators() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let star: Vec<u32> = (0..100)
+            .flat_map(|_| {
+                x = xorshift64(x);
+                let out = x.wrapping_mul(M);
+                [(out >> 32) as u32, out as u32]
+            })
+            .collect();
+        assert_eq!(xorshift_star_steps(&star), 99);
+
+        // Keys from plain xorshift64 (linear over GF(2), 64 bits of state): three
+        // consecutive keys (96 bits) lie in a space of at most 64 dimensions.
+        let keys: Vec<u32> = (0..300)
+            .map(|_| {
+                x = xorshift64(x);
+                (x >> 32) as u32
+            })
+            .collect();
+        let rows = keys.windows(3).map(|w| (u128::from(w[0]) << 64) | (u128::from(w[1]) << 32) | u128::from(w[2]));
+        assert!(gf2_rank(rows.collect()) <= 64);
+    }
+
+    /// Issue 17: keys must not be predictable from the keys seen before, on the same
+    /// connection or another. A generator with a small linear state (xorshift, an LFSR)
+    /// gives itself away by the GF(2) rank of consecutive keys; xorshift64* with its output
+    /// used whole (two keys) by the step from one output to the next.
+    #[test]
+    fn keys_show_no_linear_or_xorshift_relation_within_or_across_connections() {
+        for _ in 0..16 {
+            let (mut a, mut b) = (MaskKeys::from_os().unwrap(), MaskKeys::from_os().unwrap());
+            let a_keys: Vec<u32> = (0..400).map(|_| u32::from_ne_bytes(a.next_key())).collect();
+            let b_keys: Vec<u32> = (0..400).map(|_| u32::from_ne_bytes(b.next_key())).collect();
+            for keys in [&a_keys, &b_keys] {
+                let rows =
+                    keys.windows(3).map(|w| (u128::from(w[0]) << 64) | (u128::from(w[1]) << 32) | u128::from(w[2]));
+                assert_eq!(gf2_rank(rows.collect()), 96, "consecutive keys are linearly related");
+                assert_eq!(xorshift_star_steps(keys), 0, "a key pair follows from the one before by xorshift64*");
+            }
+            // Across connections: one's keys interleaved with the other's are no more related.
+            let rows = a_keys.iter().zip(&b_keys).zip(a_keys.iter().skip(1));
+            let rows = rows.map(|((&a0, &b0), &a1)| (u128::from(a0) << 64) | (u128::from(b0) << 32) | u128::from(a1));
+            assert_eq!(gf2_rank(rows.collect()), 96, "keys of two connections are linearly related");
+        }
+    }
+
     #[test]
     fn a_fixed_seed_repeats_for_tests() {
         let (mut a, mut b) = (MaskKeys::from_seed(7), MaskKeys::from_seed(7));
