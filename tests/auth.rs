@@ -384,3 +384,49 @@ fn relay_upgrades_check_the_token_and_the_room() {
         other => panic!("a publish without permission: {other:?}"),
     }
 }
+
+/// Issue 18: a token's `info` claim (profile data for the app) travels with its user:
+/// in the welcome (on the upgrade and after `auth`), presence entries and events, and every
+/// message's `from`; on every engine (the Redis engine stores it in presence entries).
+#[test]
+fn the_info_claim_shows_wherever_the_user_does() {
+    let server = server_with(hs256_config(), |_| {});
+    let info = json!({"name": "Ann Lee", "avatar": "/a/ann.png"});
+    let mut with_info = claims("ann", 60, Value::Null);
+    with_info["info"] = info.clone();
+    let ws = upgrade(&server, PATH, Some((&hs256(&with_info), Via::Bearer))).expect("upgrade");
+    let mut ann = RoomClient::without_welcome(ws);
+    let welcome = ann.next();
+    assert_eq!((welcome["user"].clone(), welcome["info"].clone()), (json!("ann"), info.clone()), "{welcome}");
+
+    let (mut bob, _) = connect(&server, Some((&hs256(&claims("bob", 60, Value::Null)), Via::Query)));
+    bob.ok(json!({"op": "join", "room": "r", "presence": true}));
+    ann.join("r");
+    let event = bob.next();
+    assert_eq!((event["op"].clone(), event["member"]["info"].clone()), (json!("join"), info.clone()), "{event}");
+    let members = bob.ok(json!({"op": "presence", "room": "r"}))["members"].clone();
+    let entry = members.as_array().unwrap().iter().find(|m| m["user"] == "ann").cloned().expect("ann is listed");
+    assert_eq!(entry["info"], info, "{members}");
+    let bob_entry = members.as_array().unwrap().iter().find(|m| m["user"] == "bob").cloned().unwrap();
+    assert!(bob_entry.get("info").is_none(), "no info claim, no info field: {bob_entry}");
+    ann.publish("r", json!("hi"));
+    assert_eq!(bob.next_message()["from"]["info"], info);
+
+    // After `auth` on a server that requires it: in the welcome that follows the reply.
+    let server = server_with(requiring_auth(), |_| {});
+    let mut late = RoomClient::without_welcome(upgrade(&server, PATH, None).expect("upgrade"));
+    late.ok(json!({"op": "auth", "token": hs256(&with_info)}));
+    let welcome = late.next();
+    assert_eq!(welcome["info"], info, "{welcome}");
+
+    // An info that is not an object, or over 1 KiB, makes the token invalid, saying why.
+    let mut big = claims("ann", 60, Value::Null);
+    big["info"] = json!({"bio": "x".repeat(1100)});
+    let mut refused = RoomClient::without_welcome(upgrade(&server, PATH, None).expect("upgrade"));
+    let reply = refused.request(json!({"op": "auth", "token": hs256(&big)}));
+    assert_eq!(reply["error"]["code"], 401, "{reply}");
+    assert_eq!(reply["error"]["message"], "invalid token: info must be a JSON object of at most 1024 bytes");
+    let mut not_object = claims("ann", 60, Value::Null);
+    not_object["info"] = json!("Ann");
+    assert_eq!(upgrade(&server, PATH, Some((&hs256(&not_object), Via::Bearer))).err(), Some(401));
+}

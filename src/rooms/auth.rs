@@ -15,6 +15,10 @@ use serde::Deserialize;
 /// Longest `sub` accepted (it is copied into every message a user publishes).
 pub const MAX_USER_BYTES: usize = 256;
 
+/// Longest `info` claim accepted, as compact JSON (it is copied into every message a user
+/// publishes and every presence entry).
+pub const MAX_INFO_BYTES: usize = 1024;
+
 /// True when `room` matches `pattern` (for fuzz targets and tests: see [`matches`]).
 #[cfg(any(test, feature = "fuzzing"))]
 pub fn pattern_matches(pattern: &str, room: &str) -> bool {
@@ -104,6 +108,10 @@ struct Claims {
     // must not hand out every room.
     #[serde(default, deserialize_with = "present")]
     rooms: Option<RoomsClaim>,
+    // Any JSON here, null included; `verify` requires an object (a clearer reason than
+    // "malformed").
+    #[serde(default, deserialize_with = "present")]
+    info: Option<serde_json::Value>,
 }
 
 /// An optional field that, when present, must hold a `T` (null included in "not a `T`").
@@ -157,6 +165,8 @@ pub enum AuthError {
     MissingClaim,
     /// `sub` empty or over [`MAX_USER_BYTES`].
     BadSubject,
+    /// `info` not a JSON object, or over [`MAX_INFO_BYTES`] as compact JSON.
+    BadInfo,
     /// A token is required and none came (the relay, which has no `auth` op).
     MissingToken,
 }
@@ -173,6 +183,7 @@ impl fmt::Display for AuthError {
             AuthError::WrongIssuer => "invalid token: wrong issuer",
             AuthError::MissingClaim => "invalid token: a required claim is missing",
             AuthError::BadSubject => "invalid token: sub must be 1-256 bytes",
+            AuthError::BadInfo => "invalid token: info must be a JSON object of at most 1024 bytes",
             AuthError::MissingToken => "a token is required (Authorization: Bearer, or ?token=)",
         })
     }
@@ -291,6 +302,9 @@ impl AuthConfig {
 pub struct Grant {
     /// `sub`: the connection's `user`.
     pub user: Arc<str>,
+    /// The `info` claim as compact JSON (an object): shown with the user wherever its
+    /// identity is (welcome, presence, a message's `from`).
+    pub info: Option<Arc<str>>,
     /// `exp` plus the leeway: the session ends after this second.
     pub valid_until: u64,
     /// What it may do (its `rooms` claim; everything without one).
@@ -362,6 +376,17 @@ impl TokenVerifier {
         if sub.is_empty() || sub.len() > MAX_USER_BYTES {
             return Err(AuthError::BadSubject);
         }
+        let info = match claims.info {
+            None => None,
+            Some(info) if info.is_object() => {
+                let text = info.to_string();
+                if text.len() > MAX_INFO_BYTES {
+                    return Err(AuthError::BadInfo);
+                }
+                Some(Arc::from(text))
+            }
+            Some(_) => return Err(AuthError::BadInfo),
+        };
         let permissions = match claims.rooms {
             None => self.everything.clone(),
             Some(rooms) => Arc::new(Permissions {
@@ -370,7 +395,7 @@ impl TokenVerifier {
                 presence: RoomPatterns::new(&rooms.presence),
             }),
         };
-        Ok(Grant { user: sub.into(), valid_until: exp.saturating_add(self.leeway), permissions })
+        Ok(Grant { user: sub.into(), info, valid_until: exp.saturating_add(self.leeway), permissions })
     }
 }
 
@@ -474,6 +499,22 @@ mod tests {
         let list = RoomPatterns::new(&["a", "b:*"]);
         assert!(list.allows("a") && list.allows("b:x") && !list.allows("c"));
         assert!(!RoomPatterns::default().allows("a"), "no patterns: nothing");
+    }
+
+    #[test]
+    fn the_info_claim_is_an_object_of_at_most_1_kib_kept_compact() {
+        let v = verifier(|_| {});
+        let with = |info: serde_json::Value| v.verify(&sign(json!({"sub": "ann", "exp": NOW + 9, "info": info})), NOW);
+        let grant = with(json!({"name": "Ann", "avatar": "/a.png"})).unwrap();
+        assert_eq!(grant.info.as_deref(), Some(r#"{"avatar":"/a.png","name":"Ann"}"#));
+        assert_eq!(v.verify(&sign(json!({"sub": "ann", "exp": NOW + 9})), NOW).unwrap().info, None);
+        let fits = "x".repeat(MAX_INFO_BYTES - r#"{"n":""}"#.len());
+        assert!(with(json!({ "n": fits })).is_ok(), "exactly 1024 bytes");
+        // null too: a backend writing null for "no info" gets told, not silently ignored.
+        for bad in [json!({ "n": format!("{fits}x") }), json!("Ann"), json!(["Ann"]), json!(7), json!(null)] {
+            assert_eq!(with(bad.clone()).map(|_| ()), Err(AuthError::BadInfo), "info: {bad}");
+        }
+        assert!(AuthError::BadInfo.to_string().contains("info must be a JSON object of at most 1024 bytes"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::engine::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Pu
 use super::error::{close_reason, RoomError};
 use super::local::LocalRooms;
 use super::protocol::{self, ObjectWriter, Request, RequestId};
-use super::sessions::Sessions;
+use super::sessions::{Session, Sessions};
 use super::RoomsConfig;
 use crate::proto::{CloseCode, MessageKind};
 use crate::server::{ConnId, Outbox, TokenBucket};
@@ -88,11 +88,12 @@ impl Members {
     }
 
     /// A new connection: welcomed now, unless its session waits for `auth`.
-    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, user: Option<&str>, pending: bool) {
+    pub fn open(&mut self, out: &mut Outbox, conn: ConnId, session: &Session) {
         self.next_client += 1;
         let id: Arc<str> = format!("{}-{}", self.node, protocol::base36(self.next_client)).into();
-        if !pending {
-            out.send(conn, MessageKind::Text, Bytes::from(protocol::welcome(&id, user)));
+        if !session.is_pending() {
+            let welcome = protocol::welcome(&id, session.user.as_deref(), session.info.as_deref());
+            out.send(conn, MessageKind::Text, Bytes::from(welcome));
         }
         let now = out.now().mono;
         let client = Client {
@@ -163,7 +164,8 @@ impl Members {
         if let Err(e) = session.permits(&request) {
             return self.answer(out, conn, id, Err(e));
         }
-        let identity = || Identity { client: client.id.clone(), user: session.user.clone() };
+        let identity =
+            || Identity { client: client.id.clone(), user: session.user.clone(), info: session.info.clone() };
         match request {
             Request::Ping => engine.sync(now, ReplyTo::Member { conn, id: owned_id() }),
             Request::Auth { .. } => {}
@@ -213,7 +215,7 @@ impl Members {
             client.rooms.iter().map(|r| &**r).chain(client.joining.iter().map(String::as_str)).collect();
         let result = sessions.authenticate(conn, token, &rooms, out.now());
         let welcome = match &result {
-            Ok(done) if done.first => Some(protocol::welcome(&client.id, Some(&done.user))),
+            Ok(done) if done.first => Some(protocol::welcome(&client.id, Some(&done.user), done.info.as_deref())),
             _ => None,
         };
         let reply = result.map(|done| ObjectWriter::new().str("user", &done.user).finish());
@@ -392,7 +394,7 @@ mod tests {
 
         fn open(&mut self, conn: ConnId) {
             let session = self.sessions.open(conn, Admission::Anonymous, self.out.now());
-            self.members.open(&mut self.out, conn, session.user.as_deref(), false);
+            self.members.open(&mut self.out, conn, session);
             self.out.take();
         }
 

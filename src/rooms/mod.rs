@@ -164,7 +164,7 @@ impl Handler for Rooms {
             Endpoint::Relay(room) => self.relay.open(out, conn, room, admission, &mut self.sessions),
             Endpoint::Protocol | Endpoint::None => {
                 let session = self.sessions.open(conn, admission, out.now());
-                self.members.open(out, conn, session.user.as_deref(), session.is_pending());
+                self.members.open(out, conn, session);
             }
         }
         self.pump(out);

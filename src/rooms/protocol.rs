@@ -236,23 +236,40 @@ pub struct Member<'a> {
     pub client: Option<&'a str>,
     /// Its user (`None`: anonymous, or the backend API).
     pub user: Option<&'a str>,
+    /// Its token's `info` claim, compact JSON (an object the auth layer checked).
+    pub info: Option<&'a str>,
 }
 
-/// Appends `{"client":…,"user":…}`.
+impl Member<'_> {
+    /// The backend API, which publishes as nobody: `{"client":null,"user":null}`.
+    pub const BACKEND: Member<'static> = Member { client: None, user: None, info: None };
+}
+
+/// Appends `{"client":…,"user":…}`, with `"info":{…}` when the token had one.
 pub fn push_member(out: &mut String, m: Member<'_>) {
     out.push_str("{\"client\":");
     push_opt_str(out, m.client);
     out.push_str(",\"user\":");
     push_opt_str(out, m.user);
+    push_info(out, m.info);
     out.push('}');
 }
 
-/// `{"op":"welcome","client":…,"user":…}`
-pub fn welcome(client: &str, user: Option<&str>) -> String {
+/// Appends `,"info":{…}` when there is one (verbatim: compact JSON from the token).
+fn push_info(out: &mut String, info: Option<&str>) {
+    if let Some(info) = info {
+        out.push_str(",\"info\":");
+        out.push_str(info);
+    }
+}
+
+/// `{"op":"welcome","client":…,"user":…[,"info":…]}`
+pub fn welcome(client: &str, user: Option<&str>, info: Option<&str>) -> String {
     let mut out = String::from("{\"op\":\"welcome\",\"client\":");
     push_str(&mut out, client);
     out.push_str(",\"user\":");
     push_opt_str(&mut out, user);
+    push_info(&mut out, info);
     out.push('}');
     out
 }
@@ -450,7 +467,7 @@ mod tests {
 
     #[test]
     fn writers_produce_valid_json() {
-        let from = Member { client: Some("c\"1"), user: None };
+        let from = Member { client: Some("c\"1"), user: None, info: None };
         let msg = message("r", Some(4), from, r#"{"t":"hi"}"#);
         let v: serde_json::Value = serde_json::from_str(&msg).unwrap();
         assert_eq!(v["offset"], 4);
@@ -468,6 +485,17 @@ mod tests {
             .finish();
         assert_eq!(body, r#"{"room":"r","offset":3,"recovered":true,"missed":[1,{}]}"#);
         let _: serde_json::Value = serde_json::from_str(&presence_event("join", "r", from)).unwrap();
-        let _: serde_json::Value = serde_json::from_str(&welcome("c1", Some("u"))).unwrap();
+        let _: serde_json::Value = serde_json::from_str(&welcome("c1", Some("u"), None)).unwrap();
+    }
+
+    #[test]
+    fn info_is_shown_with_the_user_only_when_the_token_had_one() {
+        let mut out = String::new();
+        push_member(&mut out, Member { client: Some("c1"), user: Some("ann"), info: Some(r#"{"name":"Ann"}"#) });
+        assert_eq!(out, r#"{"client":"c1","user":"ann","info":{"name":"Ann"}}"#);
+        out.clear();
+        push_member(&mut out, Member { client: Some("c1"), user: Some("ann"), info: None });
+        assert_eq!(out, r#"{"client":"c1","user":"ann"}"#, "unchanged without info");
+        assert_eq!(welcome("c1", Some("ann"), Some("{}")), r#"{"op":"welcome","client":"c1","user":"ann","info":{}}"#);
     }
 }

@@ -36,6 +36,9 @@ pub enum Admission {
 pub struct Session {
     /// The token's `sub`; `None`: anonymous.
     pub user: Option<Arc<str>>,
+    /// The `info` claim of the token that named the user (compact JSON). A refresh keeps
+    /// it: room engines hold a copy of the identity, which cannot change under them.
+    pub info: Option<Arc<str>>,
     /// What it may do.
     pub permissions: Arc<Permissions>,
     /// The last second its token is valid (`exp` + leeway); `None`: anonymous.
@@ -81,6 +84,8 @@ impl Session {
 pub struct Authenticated {
     /// The session's user now.
     pub user: Arc<str>,
+    /// Its `info` (see [`Session::info`]).
+    pub info: Option<Arc<str>>,
     /// The connection was waiting for it: it gets its welcome now.
     pub first: bool,
 }
@@ -136,10 +141,12 @@ impl Sessions {
 
     /// Starts the session of a new connection.
     pub fn open(&mut self, conn: ConnId, admission: Admission, now: Now) -> &Session {
-        let (user, permissions, valid_until, auth_deadline) = match admission {
-            Admission::Anonymous => (None, self.anon.clone(), None, None),
-            Admission::Pending => (None, self.anon.clone(), None, Some(now.mono + self.auth_timeout)),
-            Admission::Authenticated(grant) => (Some(grant.user), grant.permissions, Some(grant.valid_until), None),
+        let (user, info, permissions, valid_until, auth_deadline) = match admission {
+            Admission::Anonymous => (None, None, self.anon.clone(), None, None),
+            Admission::Pending => (None, None, self.anon.clone(), None, Some(now.mono + self.auth_timeout)),
+            Admission::Authenticated(grant) => {
+                (Some(grant.user), grant.info, grant.permissions, Some(grant.valid_until), None)
+            }
         };
         if let Some(deadline) = auth_deadline {
             self.auth_deadlines.insert((deadline, conn));
@@ -148,7 +155,7 @@ impl Sessions {
             self.expiries.insert((until, conn));
         }
         let auths = TokenBucket::full(f64::from(self.auth_per_minute), now.mono);
-        self.sessions.entry(conn).or_insert(Session { user, permissions, valid_until, auth_deadline, auths })
+        self.sessions.entry(conn).or_insert(Session { user, info, permissions, valid_until, auth_deadline, auths })
     }
 
     /// The session of `conn`.
@@ -202,8 +209,11 @@ impl Sessions {
         }
         self.expiries.insert((grant.valid_until, conn));
         session.permissions = grant.permissions;
+        if session.user.is_none() {
+            session.info = grant.info;
+        }
         session.user = Some(grant.user.clone());
-        Ok(Authenticated { user: grant.user, first: waiting.is_some() })
+        Ok(Authenticated { user: grant.user, info: session.info.clone(), first: waiting.is_some() })
     }
 
     /// Closes connections whose token expired, and those that did not authenticate in
@@ -316,7 +326,7 @@ mod tests {
         let admission = grant(&sessions, "gina", T0 + 2);
         sessions.open(conn, admission, start);
         let refreshed = sessions.authenticate(conn, &token("gina", T0 + 60), &["r"], at(start, 1));
-        assert_eq!(refreshed, Ok(Authenticated { user: "gina".into(), first: false }));
+        assert_eq!(refreshed, Ok(Authenticated { user: "gina".into(), info: None, first: false }));
         let other = sessions.authenticate(conn, &token("mallory", T0 + 60), &["r"], at(start, 1));
         assert_eq!(other, Err(RoomError::AnotherUser));
         assert_eq!(closed_at(&mut sessions, at(start, 3)), [], "past the first token's exp: still open");
@@ -332,7 +342,7 @@ mod tests {
         assert!(sessions.open(late, Admission::Pending, start).is_pending());
         sessions.open(prompt, Admission::Pending, start);
         let done = sessions.authenticate(prompt, &token("pat", T0 + 60), &[], at(start, 9));
-        assert_eq!(done, Ok(Authenticated { user: "pat".into(), first: true }));
+        assert_eq!(done, Ok(Authenticated { user: "pat".into(), info: None, first: true }));
         assert_eq!(closed_at(&mut sessions, start.after(Duration::from_millis(9_999))), []);
         assert_eq!(closed_at(&mut sessions, at(start, 10)), [(late, "authentication required".to_owned())]);
     }

@@ -31,7 +31,9 @@ impl<H: Handler> Server<H> {
     }
 
     fn flush_conn(&mut self, index: usize, now: Instant) -> Outcome {
-        let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
+        let Some(conn) = self.conns.get_mut(index).filter(|conn| conn.dirty) else {
+            return Outcome::Keep; // flushed already (see `flush_sender_first`)
+        };
         conn.dirty = false;
         let (status, written) = conn.flush(&mut self.write_buffers);
         self.metrics.bytes_out += written as u64;

@@ -207,7 +207,7 @@ impl MemoryEngine {
             return Ok(Answer::Published { room: room_name, offset: Some(offset), duplicate: true });
         }
         let offset = (!ephemeral).then(|| room.next_offset());
-        let from_member = from.as_ref().map_or(Member { client: None, user: None }, |(_, who)| who.member());
+        let from_member = from.as_ref().map_or(Member::BACKEND, |(_, who)| who.member());
         // One allocation per publish: the same bytes are kept in history and broadcast.
         let json = Bytes::from(protocol::message(&room_name, offset, from_member, data));
         if let Some(offset) = offset {
@@ -418,7 +418,7 @@ mod tests {
 
     /// `conn` joins `room` (with `since`); the join as answered.
     fn join(engine: &mut MemoryEngine, now: Now, conn: ConnId, room: &str, since: Option<(&str, u64)>) -> JoinedRoom {
-        let identity = Identity { client: format!("c{}", conn.parts().0).into(), user: None };
+        let identity = Identity { client: format!("c{}", conn.parts().0).into(), user: None, info: None };
         let since = since.map(|(epoch, offset)| Since { epoch: epoch.into(), offset });
         let id = Some(RawValue::from_string("1".into()).unwrap());
         engine.join(now, Join { conn, identity, room: room.into(), presence: false, since, id });

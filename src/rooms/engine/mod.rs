@@ -71,12 +71,14 @@ pub struct Identity {
     pub client: Arc<str>,
     /// `None`: anonymous.
     pub user: Option<Arc<str>>,
+    /// The token's `info` claim (a JSON object, compact), shown with the user.
+    pub info: Option<Arc<str>>,
 }
 
 impl Identity {
-    /// As the wire writes it (`{"client","user"}`).
+    /// As the wire writes it (`{"client","user"[,"info"]}`).
     pub fn member(&self) -> Member<'_> {
-        Member { client: Some(&self.client), user: self.user.as_deref() }
+        Member { client: Some(&self.client), user: self.user.as_deref(), info: self.info.as_deref() }
     }
 }
 

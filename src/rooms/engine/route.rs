@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn shares_count_members_and_watchers_per_worker() {
         let mut roster = Roster::new(3);
-        let who = Identity { client: "c".into(), user: None };
+        let who = Identity { client: "c".into(), user: None, info: None };
         let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
         assert!(roster.insert(on(0, 1), Membership { presence: true, identity: who.clone() }));
         assert!(roster.insert(on(2, 1), Membership { presence: false, identity: who.clone() }));

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use super::gather::{Gatherings, Question};
 use super::room::Membership;
 use super::route::{Msg, Router, Shared};
-use super::{Answer, Engine, Event, Identity, Join, Leave, Output, OwnedId, Publish, ReplyTo};
+use super::{Answer, Engine, Event, Join, Leave, Output, OwnedId, Publish, ReplyTo};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::protocol;
@@ -419,7 +419,7 @@ impl RedisEngine {
         let mut head = String::from("{\"op\":\"message\",\"room\":");
         protocol::push_str(&mut head, &room);
         let mut tail = String::from(",\"from\":");
-        let member = from.as_ref().map_or(protocol::Member { client: None, user: None }, |(_, who)| who.member());
+        let member = from.as_ref().map_or(protocol::Member::BACKEND, |(_, who)| who.member());
         protocol::push_member(&mut tail, member);
         tail.push_str(",\"data\":");
         tail.push_str(data);
@@ -587,13 +587,7 @@ impl RedisEngine {
                 self.settle(&room);
             }
             Pending::Presence { conn, id, room } => {
-                let members = value.and_then(store::parse_members).map(|members| {
-                    let members = members
-                        .into_iter()
-                        .map(|(client, user)| Identity { client: client.into(), user: user.map(Arc::from) })
-                        .collect();
-                    Answer::Presence { room, members }
-                });
+                let members = value.and_then(store::parse_members).map(|members| Answer::Presence { room, members });
                 self.router.answer(ReplyTo::Member { conn, id }, members.ok_or(unavailable));
             }
             Pending::History { conn, id, room } => {

@@ -514,7 +514,7 @@ mod tests {
     }
 
     fn member(n: u32) -> Answered {
-        let identity = Identity { client: format!("c{n}").into(), user: None };
+        let identity = Identity { client: format!("c{n}").into(), user: None, info: None };
         Answered {
             conn: ConnId::for_worker(0, n, 0),
             id: None,

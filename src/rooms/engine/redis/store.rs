@@ -24,7 +24,11 @@
 //! them, pipelined. Replies written by another program in another shape are refused
 //! (`None`) or, for single stream entries, skipped with a log line; never trusted.
 
+use std::sync::Arc;
+
 use redis::{Cmd, Script, Value};
+
+use super::super::Identity;
 
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,19 +538,26 @@ fn snapshot(epoch: Value, offset: Value, entries: Value, ttl_ms: u64, now_ms: u6
     Some(Snapshot { epoch, offset: number(offset)?, entries, members: None })
 }
 
-/// The reply of [`Scripts::presence`]: each member's `(client, user)`; entries in
-/// another shape are skipped.
-pub fn parse_members(reply: Value) -> Option<Vec<(String, Option<String>)>> {
+/// The reply of [`Scripts::presence`]: each member's identity (as `push_member` wrote it);
+/// entries in another shape are skipped.
+pub fn parse_members(reply: Value) -> Option<Vec<Identity>> {
     #[derive(serde::Deserialize)]
     struct Member {
         client: String,
         user: Option<String>,
+        #[serde(default)]
+        info: Option<Box<serde_json::value::RawValue>>,
     }
     let Value::Array(items) = reply else { return None };
     let members = items
         .into_iter()
         .filter_map(|item| match serde_json::from_str::<Member>(&text(item)?) {
-            Ok(m) => Some((m.client, m.user)),
+            Ok(m) => Some(Identity {
+                client: m.client.into(),
+                user: m.user.map(Arc::from),
+                // Only objects: an entry another program wrote is never trusted further.
+                info: m.info.filter(|i| i.get().starts_with('{')).map(|i| Arc::from(i.get())),
+            }),
             Err(_) => {
                 log::warn!("skipping a malformed presence entry");
                 None

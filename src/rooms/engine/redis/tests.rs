@@ -108,7 +108,7 @@ fn publishes_get_offsets_one_by_one_and_the_stream_keeps_the_last_few() {
     assert_eq!(kept.epoch.as_deref(), Some("e1"));
     assert_eq!(kept.offset, 5);
     let expected = |n: u64| {
-        let member = crate::rooms::protocol::Member { client: None, user: None };
+        let member = crate::rooms::protocol::Member::BACKEND;
         (n, crate::rooms::protocol::message("r", Some(n), member, &n.to_string()))
     };
     let pushes = |s: &store::Snapshot| s.entries.iter().map(|e| (e.offset, e.push.clone())).collect::<Vec<_>>();
