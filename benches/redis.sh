@@ -205,7 +205,7 @@ run() {
     # The bench logs "N of M connections open after S s" once every join is answered; its
     # warmup starts right after.
     for _ in $(seq $((SETUP_TIMEOUT * 50))); do
-        if grep -q 'connections open after' "$base.bench.log"; then
+        if grep -q ' open after ' "$base.bench.log"; then
             opened=1
             break
         fi

@@ -1,8 +1,11 @@
 //! `wsedge chat`, the real binary, against a TLS room server with token authentication:
 //! it trusts `--ca`, authenticates with `--token` (or `WSEDGE_TOKEN`) and publishes what
-//! is typed as the token's user; a refused token, a `ws://` URL on a TLS port and a
-//! `wss://` URL without trust each end it with a message saying why. And the library
-//! client it runs on (`wsedge::client::Client`): its read timeout over TLS.
+//! is typed as the token's user; a refused token, a `ws://` URL on a TLS port, a `wss://`
+//! URL without trust, a CA certificate served as the server's own and a server requiring a
+//! token chat does not have each end it with a message saying why. On joining it prints
+//! the room's last messages; it reconnects by itself after a cut link (printing what it
+//! missed, once each) and after a server restart (saying the room's history restarted).
+//! And the library client it runs on (`wsedge::client::Client`): its read timeout over TLS.
 //!
 //! Every wait is bounded: the chat's output is read with a deadline and the process is
 //! killed if it outlives one.
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
+use support::process::{self, Running};
+use support::proxy::Proxy;
 use support::rooms::{RoomClient, PATH};
 use support::tls::{fixture, server_tls};
 use support::{TestServer, IO_TIMEOUT, ROOM_WORKERS};
@@ -25,6 +30,7 @@ use wsedge::client::Client;
 use wsedge::proto::Event;
 use wsedge::rooms::auth::AuthConfig;
 use wsedge::rooms::RoomsConfig;
+use wsedge::server::TlsConfig;
 use wsedge::wire::SUBPROTOCOL;
 
 const SECRET: &[u8] = b"an HS256 secret for the chat tests only";
@@ -54,9 +60,29 @@ fn token_for_rooms(sub: &str, exp_from_now: i64, rooms: serde_json::Value) -> St
 
 /// The test CA as a file for `--ca`, named for the test.
 fn ca_file(test: &str) -> PathBuf {
+    pem_file(test, &fixture().ca_pem())
+}
+
+/// `pem` in a temporary file named for the test.
+fn pem_file(test: &str, pem: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("wsedge-chat-{}-{test}.pem", std::process::id()));
-    std::fs::write(&path, fixture().ca_pem()).unwrap();
+    std::fs::write(&path, pem).unwrap();
     path
+}
+
+/// The next message push `observer` did not publish itself (its own come back to it too).
+fn next_from_others(observer: &mut RoomClient) -> Value {
+    loop {
+        let message = observer.next_message();
+        if message["from"]["client"] != observer.id.as_str() {
+            return message;
+        }
+    }
+}
+
+/// A plaintext room server, anonymous clients welcome.
+fn plain_server() -> TestServer {
+    TestServer::rooms(RoomsConfig::default())
 }
 
 /// A running `wsedge chat`: its stdin, and its stdout and stderr lines as they come.
@@ -124,6 +150,11 @@ impl Chat {
                 Err(_) => panic!("no line with {text:?} within {IO_TIMEOUT:?}; chat printed {:#?}", self.seen),
             }
         }
+    }
+
+    /// How many lines seen so far end with `text`.
+    fn count_ending(&self, text: &str) -> usize {
+        self.seen.iter().filter(|line| line.ends_with(text)).count()
     }
 
     /// Types `line` and Enter.
@@ -274,6 +305,133 @@ fn a_wss_url_trusts_the_system_roots_and_an_unknown_ca_is_named() {
     assert!(chat.seen.iter().any(|line| line.contains("invalid peer certificate")), "{:#?}", chat.seen);
     assert!(!chat.exit_status().success());
     let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn chat_prints_the_rooms_last_messages_on_joining() {
+    let server = plain_server();
+    let mut observer = RoomClient::connect(&server);
+    observer.join("h");
+    for text in ["one", "two", "three"] {
+        observer.publish("h", json!({ "text": text }));
+    }
+    let url = server.url_at(PATH);
+    let mut chat = Chat::start(&["--url", &url, "--room", "h", "--history", "2"], &[]);
+    chat.expect_line("* joined h (2 members)");
+    let sender = &observer.id;
+    chat.expect_line(&format!("[h #2] {sender}: two"));
+    chat.expect_line(&format!("[h #3] {sender}: three"));
+    // Its own line comes after everything printed before it: then "one" was not.
+    chat.type_line("four");
+    chat.expect_line("[h #4] ");
+    assert_eq!(chat.count_ending(": one"), 0, "only the last 2: {:#?}", chat.seen);
+    assert_eq!(next_from_others(&mut observer)["data"], json!({"text": "four"}));
+
+    // --history 0: nothing of the past.
+    let mut chat = Chat::start(&["--url", &url, "--room", "h", "--history", "0"], &[]);
+    chat.expect_line("* joined h");
+    chat.type_line("five");
+    chat.expect_line("[h #5] ");
+    assert!(!chat.seen.iter().any(|l| l.contains(": four")), "no history: {:#?}", chat.seen);
+}
+
+#[test]
+fn chat_prints_what_it_missed_while_the_link_was_cut_once_each() {
+    let server = plain_server();
+    let proxy = Proxy::start(server.addr());
+    let url = format!("ws://{}{PATH}", proxy.addr());
+    let mut observer = RoomClient::connect(&server);
+    observer.join("r");
+    let mut chat = Chat::start(&["--url", &url, "--room", "r"], &[]);
+    chat.expect_line("* joined r (2 members)");
+    observer.publish("r", json!({"text": "m1"}));
+    chat.expect_line(": m1");
+
+    // No way back until both are published: chat can only get them by recovering.
+    proxy.refuse(true);
+    proxy.cut_all();
+    let lost = chat.expect_line("stderr: chat: connection lost");
+    assert!(lost.contains("; reconnecting in "), "{lost}");
+    observer.publish("r", json!({"text": "m2"}));
+    observer.publish("r", json!({"text": "m3"}));
+    proxy.refuse(false);
+    chat.expect_line("stderr: chat: reconnected");
+    chat.expect_line(": m2");
+    chat.expect_line(": m3");
+    observer.publish("r", json!({"text": "m4"}));
+    chat.expect_line(": m4");
+    for text in ["m1", "m2", "m3", "m4"] {
+        assert_eq!(chat.count_ending(&format!(": {text}")), 1, "{text} once: {:#?}", chat.seen);
+    }
+    assert!(!chat.seen.iter().any(|l| l.contains("history gap")), "recovered: {:#?}", chat.seen);
+    chat.end_input();
+    assert!(chat.exit_status().success(), "chat printed {:#?}", chat.seen);
+}
+
+#[test]
+fn chat_reconnects_after_the_server_restarts_and_says_the_history_restarted() {
+    let mut server = Running::serve(&[]);
+    let addr = server.addr.clone();
+    let url = server.url(PATH);
+    let mut observer = RoomClient::connect_url(&url);
+    observer.join("r");
+    observer.publish("r", json!({"text": "before the restart"}));
+    let mut chat = Chat::start(&["--url", &url, "--room", "r"], &[]);
+    chat.expect_line("before the restart");
+    chat.expect_line("* joined r");
+
+    server.kill();
+    chat.expect_line("stderr: chat: connection lost");
+    let mut command = process::wsedge();
+    command.args(["serve", "--listen", &addr]);
+    let _server = Running::start(command);
+    chat.expect_line("stderr: chat: reconnected");
+    // In memory, the rooms began again with the new process: a new epoch.
+    let gap = chat.expect_line("* history gap in r");
+    assert!(gap.contains("history restarted"), "{gap}");
+    let mut observer = RoomClient::connect_url(&url);
+    observer.join("r");
+    observer.publish("r", json!({"text": "after the restart"}));
+    chat.expect_line("after the restart");
+    chat.type_line("still here");
+    assert_eq!(next_from_others(&mut observer)["data"], json!({"text": "still here"}));
+    chat.end_input();
+    assert!(chat.exit_status().success(), "chat printed {:#?}", chat.seen);
+}
+
+#[test]
+fn a_server_requiring_a_token_gets_chat_to_say_how_to_pass_one() {
+    let mut auth = AuthConfig::default().with_hs256_secret(SECRET).unwrap();
+    auth.require_auth = true;
+    let server = TestServer::rooms(RoomsConfig { auth: Some(auth), ..RoomsConfig::default() });
+    let url = server.url_at(PATH);
+    // Stdin stays open: the refusal alone ends chat, before the server's handshake timeout
+    // would close the connection (the reply to the join says it, at once).
+    let mut chat = Chat::start(&["--url", &url, "--room", "r"], &[]);
+    chat.expect_line("! error 401: authenticate first");
+    let line = chat.expect_line("stderr: chat: the server requires authentication");
+    assert!(line.contains("--token") && line.contains("WSEDGE_TOKEN"), "{line}");
+    assert!(!chat.exit_status().success());
+}
+
+#[test]
+fn a_ca_certificate_served_as_the_servers_own_is_refused_saying_how_to_make_a_server_one() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let tls = TlsConfig::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let config = wsedge::server::Config { workers: 1, tls: Some(tls), ..support::config() };
+    let server = TestServer::rooms_with(config, RoomsConfig::default());
+    let ca = pem_file("ca-as-server", &cert.pem());
+    let mut chat = Chat::start(&["--url", &server.url_at(PATH), "--ca", ca.to_str().unwrap()], &[]);
+    let line = chat.expect_line("stderr: chat: ");
+    assert!(line.contains("is a CA certificate"), "{line}");
+    assert!(line.contains("-addext basicConstraints=critical,CA:FALSE"), "{line}");
+    assert!(line.contains("subjectAltName=IP:127.0.0.1") && line.contains("--ca"), "{line}");
+    // The first connection's misconfiguration ends chat: no retrying for ever.
+    assert!(!chat.exit_status().success());
+    let _ = std::fs::remove_file(ca);
 }
 
 /// `Client::recv` over TLS: a timeout with nothing to read is `Ok(None)`, again and

@@ -129,9 +129,9 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
 
     let setup_start = Instant::now();
     info!(
-        "{}: opening {} connections to {} ({} thread(s), {} in setup at once each)",
+        "{}: opening {} to {} ({} thread(s), {} in setup at once each)",
         plan.scenario_name(),
-        plan.connections,
+        connections(plan.connections),
         plan.urls.join(", "),
         plan.threads,
         plan.connect_batch
@@ -143,7 +143,8 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
         thread::sleep(Duration::from_millis(2));
     }
     let opened = shared.opened.load(Ordering::SeqCst);
-    info!("{opened} of {} connections open after {:.2} s", plan.connections, setup_start.elapsed().as_secs_f64());
+    let of = connections(plan.connections);
+    info!("{opened} of {of} open after {:.2} s", setup_start.elapsed().as_secs_f64());
     let server_connected = sample_server();
 
     // Nothing to measure without connections (or from the wrong server): end at once.
@@ -183,6 +184,15 @@ pub fn run(plan: Plan) -> Result<Report, BenchError> {
         _ => 0.0,
     };
     Ok(build_report(&plan, stats, [warmup, duration], client_cpu, server_report))
+}
+
+/// "1 connection", "2 connections".
+fn connections(n: usize) -> String {
+    if n == 1 {
+        "1 connection".to_owned()
+    } else {
+        format!("{n} connections")
+    }
 }
 
 /// Sleeps until `t`, or until a thread found the server is of the wrong kind.

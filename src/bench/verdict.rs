@@ -122,8 +122,8 @@ pub enum RunFailure {
         errors: u64,
         /// What the run did count as done.
         done: u64,
-        /// What `done` counts.
-        what: &'static str,
+        /// What `done` counts: one, and more than one.
+        what: [&'static str; 2],
     },
 }
 
@@ -134,8 +134,8 @@ impl RunFailure {
             return Some(RunFailure::NoConnection);
         }
         let (done, what) = match report.scenario {
-            "idle" => (report.connections_open_at_end, "connections open at the end"),
-            _ => (report.deliveries, "deliveries in the measured window"),
+            "idle" => (report.connections_open_at_end, ["connection open at the end", "connections open at the end"]),
+            _ => (report.deliveries, ["delivery in the measured window", "deliveries in the measured window"]),
         };
         if report.errors > 0 && report.errors >= done {
             return Some(RunFailure::ErrorsDominate { errors: report.errors, done, what });
@@ -154,10 +154,12 @@ impl fmt::Display for RunFailure {
             RunFailure::NothingDelivered => {
                 f.write_str("no message was delivered in the measured window: there is nothing to report")
             }
-            RunFailure::ErrorsDominate { errors, done, what } => write!(
+            RunFailure::ErrorsDominate { errors, done, what: [one, many] } => write!(
                 f,
-                "{errors} errors against {done} {what}: the errors dominate, so these numbers \
-                 measure failures, not the server (the kinds are listed under `errors`)"
+                "{errors} {} against {done} {}: the errors dominate, so these numbers \
+                 measure failures, not the server (the kinds are listed under `errors`)",
+                if *errors == 1 { "error" } else { "errors" },
+                if *done == 1 { one } else { many },
             ),
         }
     }

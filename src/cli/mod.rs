@@ -59,8 +59,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         auth: AuthArgs,
     },
-    /// A terminal chat client for the room server: joins a room, publishes each line you
-    /// type, prints what others say.
+    /// A terminal chat client for the room server: joins a room (printing its last
+    /// messages), publishes each line you type, prints what others say; reconnects by itself.
     Chat(ChatArgs),
     /// Load generator: drives a server with echo, fan-out or idle connections and reports
     /// messages/s, latency percentiles and (with --server-pid) the server's CPU per message.

@@ -29,13 +29,16 @@ impl Stream {
         let mut tls = StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+                let rustls_error = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
                 let why = if super::is_timeout(&e) {
                     let waited = tls.sock.read_timeout().ok().flatten().map(|t| format!(" within {t:?}"));
                     format!("no answer{}", waited.unwrap_or_default())
                 } else if e.kind() == io::ErrorKind::UnexpectedEof {
                     "the server closed the connection (is it a ws:// server?)".to_owned()
-                } else if let Some(rustls::Error::InvalidMessage(_)) = e.get_ref().and_then(|e| e.downcast_ref()) {
+                } else if let Some(rustls::Error::InvalidMessage(_)) = rustls_error {
                     format!("the server does not speak TLS, use a ws:// URL ({e})")
+                } else if let Some(advice) = rustls_error.and_then(|r| super::tls::certificate_advice(r, host)) {
+                    format!("{e}: {advice}")
                 } else {
                     e.to_string()
                 };

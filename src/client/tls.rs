@@ -5,6 +5,7 @@
 //! No IO but reading those files: the sessions live with their sockets (`super::Stream`,
 //! `bench/conn.rs`).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// Whom a `wss://` client trusts: the flags of `wsedge chat` and `wsedge bench`.
 #[derive(Args, Debug, Clone, Default)]
@@ -86,6 +87,29 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// What to do about a server certificate rustls refused, where its error alone leaves a
+/// newcomer stuck: a CA certificate served as the server's own (webpki's
+/// `CaUsedAsEndEntity`; `openssl req -x509` makes one with its default config) gets the
+/// command for an end-entity certificate. `host` is the URL's host. `None`: nothing to add.
+pub fn certificate_advice(error: &rustls::Error, host: &str) -> Option<String> {
+    let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = error else {
+        return None;
+    };
+    // rustls passes webpki's reasons it has no variant for as `Other`.
+    if other.0.downcast_ref::<webpki::Error>() != Some(&webpki::Error::CaUsedAsEndEntity) {
+        return None;
+    }
+    let host = host.trim_matches(['[', ']']);
+    let san = if host.parse::<IpAddr>().is_ok() { format!("IP:{host}") } else { format!("DNS:{host}") };
+    Some(format!(
+        "the server's certificate is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as \
+         a server's own. Serve an end-entity certificate instead, e.g. `openssl req -x509 -newkey ec -pkeyopt \
+         ec_paramgen_curve:prime256v1 -nodes -days 365 -subj /CN={host} -addext \
+         basicConstraints=critical,CA:FALSE -addext subjectAltName={san} -keyout key.pem -out cert.pem` (then \
+         --ca cert.pem here); or sign a certificate for {host} with this CA, serve that, and pass the CA with --ca"
+    ))
+}
+
 /// `--insecure`: accepts any server certificate.
 #[derive(Debug)]
 struct AnyCertificate(Arc<CryptoProvider>);
@@ -122,5 +146,32 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webpki_refusal(error: webpki::Error) -> rustls::Error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(error))))
+    }
+
+    #[test]
+    fn a_ca_certificate_as_the_servers_own_gets_the_command_for_an_end_entity_one() {
+        let advice = certificate_advice(&webpki_refusal(webpki::Error::CaUsedAsEndEntity), "127.0.0.1").unwrap();
+        assert!(advice.contains("-addext basicConstraints=critical,CA:FALSE"), "{advice}");
+        assert!(advice.contains("subjectAltName=IP:127.0.0.1") && advice.contains("--ca"), "{advice}");
+        let advice = certificate_advice(&webpki_refusal(webpki::Error::CaUsedAsEndEntity), "chat.example").unwrap();
+        assert!(advice.contains("subjectAltName=DNS:chat.example"), "{advice}");
+        let advice = certificate_advice(&webpki_refusal(webpki::Error::CaUsedAsEndEntity), "[::1]").unwrap();
+        assert!(advice.contains("subjectAltName=IP:::1"), "{advice}");
+    }
+
+    #[test]
+    fn other_refusals_get_no_advice() {
+        assert_eq!(certificate_advice(&webpki_refusal(webpki::Error::EndEntityUsedAsCa), "h"), None);
+        let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(certificate_advice(&unknown, "h"), None);
     }
 }

@@ -268,7 +268,7 @@ impl<H: Handler> Server<H> {
         self.flush_dirty(now);
         match self.shutdown_deadline {
             Some(deadline) if self.conns.is_empty() || now >= deadline => {
-                info!("shutdown complete ({} connections dropped at the deadline)", self.conns.len());
+                info!("shutdown complete (connections dropped at the deadline: {})", self.conns.len());
                 Flow::Exit
             }
             _ => Flow::Continue,
@@ -308,7 +308,7 @@ impl<H: Handler> Server<H> {
             self.reload_tls();
         }
         if !received.is_empty() && self.shutdown_deadline.is_some() {
-            info!("second signal: exiting without waiting for {} connections", self.conns.len());
+            info!("second signal: exiting without waiting for the connections still open ({})", self.conns.len());
             self.shared.raise(&self.shared.abort);
             return Flow::Exit;
         }
@@ -444,7 +444,7 @@ impl<H: Handler> Server<H> {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        info!("shutting down: closing {} connections with 1001", self.open_count);
+        info!("shutting down: closing the open connections with 1001 ({})", self.open_count);
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
         // Every connection is closing before the handler's goodbyes (on_close) are applied:

@@ -1,6 +1,7 @@
 //! A TCP proxy the test controls: it forwards every connection to `upstream` and can cut
 //! them all at once (both directions shut down, wherever the bytes are), as a network
-//! blip or a restarted load balancer would.
+//! blip or a restarted load balancer would, and refuse new ones for a while (accepted and
+//! closed at once), as a load balancer with no backend would.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,7 @@ pub struct Proxy {
     addr: SocketAddr,
     live: Arc<Mutex<Vec<TcpStream>>>,
     stopped: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     /// Connections cut so far.
     pub cuts: Arc<AtomicU64>,
 }
@@ -24,13 +26,17 @@ impl Proxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stopped = Arc::new(AtomicBool::new(false));
-        let (live2, stopped2) = (live.clone(), stopped.clone());
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (live2, stopped2, refusing2) = (live.clone(), stopped.clone(), refusing.clone());
         thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(client) = client else { continue };
+                if refusing2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed before a byte is forwarded
+                }
                 let Ok(server) = TcpStream::connect(upstream) else { continue };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let pairs = [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())];
@@ -44,12 +50,17 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, live, stopped, cuts: Arc::default() }
+        Proxy { addr, live, stopped, refusing, cuts: Arc::default() }
     }
 
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// From now on, closes new connections at once (`false`: forwards them again).
+    pub fn refuse(&self, refuse: bool) {
+        self.refusing.store(refuse, Ordering::SeqCst);
     }
 
     /// Cuts every connection open now.

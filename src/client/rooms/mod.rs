@@ -105,6 +105,8 @@ pub struct RoomClient {
     retry_at: Instant,
     /// The last token was refused: reconnecting needs a new one.
     token_refused: bool,
+    /// Why the last connection attempt failed (`None` after one that succeeded).
+    connect_error: Option<std::io::ErrorKind>,
     stopped: bool,
     rng: rand::rngs::StdRng,
 }
@@ -138,6 +140,7 @@ impl RoomClient {
             attempt: 0,
             retry_at: Instant::now(),
             token_refused: false,
+            connect_error: None,
             stopped: false,
             rng,
         };
@@ -211,6 +214,15 @@ impl RoomClient {
         self.link.is_some()
     }
 
+    /// The kind of error the last connection attempt failed with (`None` before any, and
+    /// after one that succeeded); its text is in the [`RoomEvent::Disconnected`] reporting
+    /// it. `InvalidData` means the server answered, but not with an upgrade this client
+    /// takes (a refused TLS certificate, an HTTP status other than 101, TLS on a `ws://`
+    /// URL): a misconfiguration that retrying will not mend.
+    pub fn last_connect_error(&self) -> Option<std::io::ErrorKind> {
+        self.connect_error
+    }
+
     /// Runs the client for up to `timeout`: connects when due, sends, receives. Returns the
     /// next event, or `None` when the time passed with none.
     pub fn next_event(&mut self, timeout: Duration) -> Option<RoomEvent> {
@@ -256,7 +268,9 @@ impl RoomClient {
             return self.stop("the token was refused and the token source gave none".to_owned());
         }
         self.token_refused = false;
-        match Client::connect(&self.url, &[SUBPROTOCOL], self.tls.clone()) {
+        let connected = Client::connect(&self.url, &[SUBPROTOCOL], self.tls.clone());
+        self.connect_error = connected.as_ref().err().map(std::io::Error::kind);
+        match connected {
             Ok(client) => {
                 let now = Instant::now();
                 let refresh_at = match (&self.token_source, token.as_deref().and_then(token_expiry)) {
