@@ -99,10 +99,15 @@ impl fmt::Display for WrongKind {
             ),
             WrongKind::NoFanOut { url, own_copies } => write!(
                 f,
-                "{url} does not fan out: each of the {own_copies} messages received came back only \
+                "{url} does not fan out: {} received came back only \
                  to the connection that published it, none reached another member (an echo \
                  server? `bench fanout` needs a room: `wsedge serve` at /relay/ROOM or at /ws with \
-                 --rooms-protocol, or `wsedge relay`)"
+                 --rooms-protocol, or `wsedge relay`)",
+                if *own_copies == 1 {
+                    "the 1 message".to_owned()
+                } else {
+                    format!("each of the {own_copies} messages")
+                }
             ),
         }
     }

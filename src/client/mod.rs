@@ -1,8 +1,9 @@
 //! A small blocking WebSocket client on `std::net`, driving the same codec as the server
-//! (client role), over TCP (`ws://`) or rustls (`wss://`, ALPN `http/1.1`). Used by
-//! `wsedge chat`; handy in examples and tests.
+//! (client role), over TCP (`ws://`) or rustls (`wss://`, ALPN `http/1.1`). Handy in
+//! examples and tests, and the transport of [`rooms::RoomClient`] (which `wsedge chat` uses).
 //!
-//! Not a production client: one connection, blocking IO, no reconnects. Every wait is
+//! [`Client`] is one connection, blocking IO, no reconnects: for a program that must stay
+//! connected to a room server, use [`rooms::RoomClient`]. Every wait is
 //! bounded: connecting, the TLS and HTTP handshakes and each write by [`IO_TIMEOUT`], each
 //! read by the timeout given to [`Client::recv`].
 
