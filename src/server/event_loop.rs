@@ -410,18 +410,6 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Moves a sender with output to the front of this turn's flush (the list is popped from
-    /// its end): its reply, or its own copy of a fan-out (its ack), goes out before the other
-    /// members' copies, so it can send its next message while those are written. Measured:
-    /// a publisher flushed last left the server idle between rounds. The entry left behind
-    /// is skipped (the connection is clean by then).
-    pub(super) fn flush_sender_first(&mut self, index: usize) {
-        let dirty = self.conns.get(index).is_some_and(|conn| conn.dirty);
-        if dirty && self.dirty.last() != Some(&index) {
-            self.dirty.push(index);
-        }
-    }
-
     /// Queues a final HTTP response; the caller finishes the connection.
     pub(super) fn queue_final(&mut self, index: usize, response: Bytes) -> Outcome {
         match self.conns.get_mut(index) {

@@ -130,7 +130,6 @@ impl<H: Handler> Server<H> {
                     if deliver {
                         self.handler.on_message(&mut self.outbox, id, kind, data);
                         self.apply_outbox(now);
-                        self.flush_sender_first(index);
                     }
                 }
                 Ok(Some(Event::Close(frame))) => {

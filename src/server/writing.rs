@@ -11,7 +11,9 @@ use super::Handler;
 
 impl<H: Handler> Server<H> {
     /// Flushes every dirty connection. Connections removed here tell the handler, whose
-    /// answers (goodbyes to others) are applied and flushed in the same turn.
+    /// answers (goodbyes to others) are applied and flushed in the same turn. The list is
+    /// popped from its end. Measured and dropped: flushing a fan-out's publisher first (or
+    /// the list in order) gained 0.6-2 % deliveries/s on fanout-10k and doubled its p99.
     pub(super) fn flush_dirty(&mut self, now: Instant) {
         loop {
             while let Some(index) = self.dirty.pop() {
@@ -31,9 +33,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn flush_conn(&mut self, index: usize, now: Instant) -> Outcome {
-        let Some(conn) = self.conns.get_mut(index).filter(|conn| conn.dirty) else {
-            return Outcome::Keep; // flushed already (see `flush_sender_first`)
-        };
+        let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.dirty = false;
         let (status, written) = conn.flush(&mut self.write_buffers);
         self.metrics.bytes_out += written as u64;
