@@ -197,6 +197,53 @@ fn rooms_lists_every_room_with_members_and_offset() {
     }
 }
 
+/// Issue 18: the backend reads presence and history of any room, without being a member,
+/// in the shapes a member's `presence` and `history` replies have.
+#[test]
+fn the_backend_reads_presence_and_history_of_any_room() {
+    let server = server();
+    let mut a = RoomClient::connect(&server);
+    a.join("chat:1");
+    for n in 1..=3 {
+        a.publish("chat:1", json!({ "n": n }));
+    }
+    a.barrier();
+    let get = |target: &str| server.http("GET", target, &[AUTH], b"");
+
+    let reply = get("/api/presence?room=chat%3A1");
+    assert_eq!(reply.head.status, 200, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["room"], "chat:1");
+    assert_eq!(body["members"], json!([{"client": a.id, "user": null}]));
+    // A room that does not exist has nobody in it.
+    assert_eq!(get("/api/presence?room=empty").json(), json!({"room": "empty", "members": []}));
+
+    let body = get("/api/history?room=chat:1&limit=2").json();
+    assert_eq!(body["offset"], 3, "{body}");
+    assert!(body["epoch"].is_string(), "{body}");
+    let offsets: Vec<u64> = body["messages"].as_array().unwrap().iter().map(offset_of).collect();
+    assert_eq!(offsets, [2, 3], "the last 2, oldest first");
+    assert_eq!(body["messages"][1]["data"], json!({"n": 3}));
+    assert_eq!(get("/api/history?room=chat:1").json()["messages"].as_array().unwrap().len(), 3);
+
+    assert_json_error(&get("/api/history?room=nowhere"), 404);
+    assert_eq!(get("/api/history?room=nowhere").json()["error"]["message"], "no such room");
+    for bad in [
+        "/api/history",
+        "/api/presence?room=",
+        "/api/history?room=a%zz",
+        "/api/history?room=r&limit=x",
+        "/api/presence?room=r&limit=1",
+    ] {
+        assert_json_error(&get(bad), 400);
+    }
+    assert_json_error(&server.http("GET", "/api/presence?room=chat:1", &[], b""), 401);
+    assert_eq!(server.http("POST", "/api/history?room=r", &[AUTH], b"").head.status, 405);
+    // A member still needs to be one.
+    let mut b = RoomClient::connect(&server);
+    assert_eq!(b.error(json!({"op": "history", "room": "chat:1"})), 404);
+}
+
 #[test]
 fn wrong_methods_and_unknown_endpoints() {
     let server = server();

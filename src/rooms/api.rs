@@ -1,9 +1,11 @@
 //! The plain-HTTP surface of the room server: the backend API (`POST /api/publish`,
-//! `GET /api/rooms`, bearer-key protected), `GET /healthz`, `GET /metrics`, and the demo
-//! chat's embedded files (`GET /`, `/client.js`: the `demo` submodule).
+//! `GET /api/rooms`, `GET /api/presence`, `GET /api/history`, bearer-key protected),
+//! `GET /healthz`, `GET /metrics`, and the demo chat's embedded files (`GET /`,
+//! `/client.js`: the `demo` submodule).
 //!
 //! It uses the engine's public calls only: `POST /api/publish` is the engine's `publish`,
-//! the same call as a client's; `GET /api/rooms` and the room gauges of `/metrics` are
+//! the same call as a client's, and so are `presence` and `history` (asked as the backend,
+//! which needs no membership); `GET /api/rooms` and the room gauges of `/metrics` are
 //! its `list_rooms`. Those answers come later, as engine events for this worker
 //! ([`Api::on_answer`]); the API keeps what each deferred request waits with.
 
@@ -31,6 +33,8 @@ enum Waiting {
     Publish,
     /// `GET /api/rooms`.
     ListRooms,
+    /// `GET /api/presence` or `GET /api/history`: answered as a member's request is.
+    Read,
     /// `GET /metrics`, with the transport counters rendered when the request came.
     Metrics(String),
 }
@@ -87,7 +91,10 @@ impl Api {
                         engine.list_rooms(out.now(), ReplyTo::Http(conn));
                         return None;
                     }
-                    (_, "/api/publish" | "/api/rooms") => {
+                    ("GET", "/api/presence" | "/api/history") => {
+                        return self.read(out, conn, p == "/api/history", &request.path, engine);
+                    }
+                    (_, "/api/publish" | "/api/rooms" | "/api/presence" | "/api/history") => {
                         ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p))
                     }
                     _ => ApiRefusal::NoEndpoint.response(),
@@ -132,6 +139,42 @@ impl Api {
         }
     }
 
+    /// `GET /api/presence?room=R` or `GET /api/history?room=R&limit=N` (`history`): the
+    /// engine answers as it answers a member, without the membership check.
+    fn read(
+        &mut self,
+        out: &mut Outbox,
+        http: ConnId,
+        history: bool,
+        target: &str,
+        engine: &mut dyn Engine,
+    ) -> Option<HttpResponse> {
+        let room = match http::query_param(target, "room") {
+            Some(Ok(room)) => room,
+            Some(Err(())) => return Some(error_response(&RoomError::WrongType("room"))),
+            None => return Some(error_response(&RoomError::MissingField("room"))),
+        };
+        if let Err(e) = protocol::validate_room_name(&room) {
+            return Some(error_response(&e));
+        }
+        let limit = match http::query_param(target, "limit") {
+            None => None,
+            Some(Ok(limit)) if history => match limit.parse::<u64>() {
+                Ok(limit) => Some(limit),
+                Err(_) => return Some(error_response(&RoomError::WrongType("limit"))),
+            },
+            Some(_) => return Some(error_response(&RoomError::WrongType("limit"))),
+        };
+        self.waiting.insert(http, Waiting::Read);
+        let to = ReplyTo::Http(http);
+        if history {
+            engine.history(out.now(), to, room, limit);
+        } else {
+            engine.presence(out.now(), to, room);
+        }
+        None
+    }
+
     /// The engine's answer to a deferred request on `http` (`relay_rooms`: the relay rooms
     /// in the server, for `/metrics`).
     pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
@@ -142,6 +185,9 @@ impl Api {
                 HttpResponse::json(200, super::members::published_body(&room, Some(offset.unwrap_or(0)), duplicate))
             }
             (Waiting::ListRooms, Ok(Answer::Rooms(all))) => list_rooms(all),
+            (Waiting::Read, Ok(answer @ (Answer::Presence { .. } | Answer::History { .. }))) => {
+                HttpResponse::json(200, super::members::answer_body(answer))
+            }
             (Waiting::Metrics(mut text), Ok(Answer::Rooms(all))) => {
                 render_room_metrics(&all, relay_rooms, &mut text);
                 HttpResponse { content_type: "text/plain; version=0.0.4", ..HttpResponse::text(200, &text) }

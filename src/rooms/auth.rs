@@ -422,32 +422,7 @@ pub fn upgrade_token(path: &str, authorization: Option<&str>) -> Result<Option<S
             return Ok(Some(token.trim().to_owned()));
         }
     }
-    let Some((_, query)) = path.split_once('?') else { return Ok(None) };
-    let query = query.split('#').next().unwrap_or_default();
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("token=") {
-            return percent_decode(value).map(Some).ok_or(AuthError::Malformed);
-        }
-    }
-    Ok(None)
-}
-
-/// RFC 3986 §2.1 percent-decoding (and `+` as a space, as forms send it).
-fn percent_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'%' => {
-                let hi = (bytes.next()? as char).to_digit(16)?;
-                let lo = (bytes.next()? as char).to_digit(16)?;
-                (hi * 16 + lo) as u8
-            }
-            b'+' => b' ',
-            b => b,
-        });
-    }
-    String::from_utf8(out).ok()
+    crate::server::http::query_param(path, "token").transpose().map_err(|()| AuthError::Malformed)
 }
 
 /// Checks that patterns given on the command line are patterns (startup errors).

@@ -69,6 +69,8 @@ pub enum RoomError {
     // ---- 404 ----
     /// `publish`, `presence`, `history` or `leave` in a room the connection is not in.
     NotMember,
+    /// The backend's `GET /api/history` of a room that does not exist (no epoch).
+    NoSuchRoom,
 
     // ---- 413 ----
     /// A publish's `data` over `max_message_bytes`.
@@ -112,7 +114,7 @@ impl RoomError {
             JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
                 code::FORBIDDEN
             }
-            NotMember => code::NOT_FOUND,
+            NotMember | NoSuchRoom => code::NOT_FOUND,
             TooLarge { .. } => code::TOO_LARGE,
             PublishRate | AuthRate => code::TOO_MANY_REQUESTS,
             TooManyRooms | RoomFull | TooManyRoomsForConnection { .. } | RoomUnavailable | BackplaneUnavailable => {
@@ -156,6 +158,7 @@ impl fmt::Display for RoomError {
             AuthAfterJoin => f.write_str("authenticate before joining rooms"),
             TokenNarrows => f.write_str("the token does not allow rooms you are in: leave them first"),
             NotMember => f.write_str("not a member of that room"),
+            NoSuchRoom => f.write_str("no such room"),
             TooLarge { max } => write!(f, "data over {max} bytes"),
             PublishRate => f.write_str("publish rate limit exceeded"),
             AuthRate => f.write_str("auth rate limit exceeded"),

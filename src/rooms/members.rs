@@ -195,8 +195,10 @@ impl Members {
                 let key = key.map(String::into_boxed_str);
                 engine.publish(now, Publish { reply, from, room, data, echo, ephemeral, key });
             }
-            Request::Presence { room } => engine.presence(now, conn, owned_id(), room),
-            Request::History { room, limit } => engine.history(now, conn, owned_id(), room, limit),
+            Request::Presence { room } => engine.presence(now, ReplyTo::Member { conn, id: owned_id() }, room),
+            Request::History { room, limit } => {
+                engine.history(now, ReplyTo::Member { conn, id: owned_id() }, room, limit)
+            }
         }
     }
 
@@ -320,8 +322,9 @@ fn joined_body(room: &str, joined: JoinedRoom) -> String {
         .finish()
 }
 
-/// The reply body of any other answer.
-fn answer_body(answer: Answer) -> String {
+/// The reply body of any other answer (the API's `GET /api/presence` and
+/// `GET /api/history` answer with it too).
+pub fn answer_body(answer: Answer) -> String {
     match answer {
         Answer::Published { room, offset, duplicate } => published_body(&room, offset, duplicate),
         Answer::Presence { room, members } => {

@@ -115,3 +115,49 @@ pub fn upgrade_required() -> HttpResponse {
 pub(crate) fn over_capacity() -> HttpResponse {
     HttpResponse::text(503, "too many connections\n")
 }
+
+/// The value of query parameter `name` in a request target (`/path?a=1&b=x%20y`),
+/// percent-decoded (RFC 3986 §2.1, and `+` as a space, as forms send it). `None`: absent;
+/// `Some(Err(()))`: present but not valid percent-encoded UTF-8. The first one wins.
+pub fn query_param(target: &str, name: &str) -> Option<Result<String, ()>> {
+    let (_, query) = target.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix(name)?.strip_prefix('=')?;
+        Some(percent_decode(value).ok_or(()))
+    })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'%' => {
+                let hi = (bytes.next()? as char).to_digit(16)?;
+                let lo = (bytes.next()? as char).to_digit(16)?;
+                (hi * 16 + lo) as u8
+            }
+            b'+' => b' ',
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::query_param;
+
+    #[test]
+    fn query_parameters_are_found_by_name_and_percent_decoded() {
+        let target = "/api/history?roomy=no&room=chat%3Alobby&limit=5#frag";
+        assert_eq!(query_param(target, "room"), Some(Ok("chat:lobby".to_owned())));
+        assert_eq!(query_param(target, "limit"), Some(Ok("5".to_owned())));
+        assert_eq!(query_param(target, "frag"), None);
+        assert_eq!(query_param("/p?a=x+y", "a"), Some(Ok("x y".to_owned())));
+        assert_eq!(query_param("/p?a=%zz", "a"), Some(Err(())));
+        assert_eq!(query_param("/p?a=%ff", "a"), Some(Err(())), "not UTF-8");
+        assert_eq!(query_param("/p", "a"), None);
+    }
+}

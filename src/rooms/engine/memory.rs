@@ -21,9 +21,7 @@ use bytes::Bytes;
 use super::gather::{Gatherings, Question};
 use super::room::{Kept, Membership, Room};
 use super::route::{Msg, Router};
-use super::{
-    Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary,
-};
+use super::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Output, Publish, ReplyTo, RoomsSummary};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
@@ -87,22 +85,24 @@ impl MemoryEngine {
                 let (reply, result) = self.owner_publish(now, publish);
                 self.answer(reply, result);
             }
-            Msg::Presence { conn, id, room } => {
-                let result = self.readable_room(conn, &room).map(|r| Answer::Presence {
-                    members: r.members().values().map(|m| m.identity.clone()).collect(),
-                    room,
-                });
-                self.answer(ReplyTo::Member { conn, id }, result);
+            Msg::Presence { to, room } => {
+                let result = match self.readable_room(&to, &room) {
+                    Ok(r) => Ok(r.members().values().map(|m| m.identity.clone()).collect()),
+                    // The backend asks of any room: one that does not exist has nobody in it.
+                    Err(RoomError::NoSuchRoom) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                };
+                self.answer(to, result.map(|members| Answer::Presence { members, room }));
             }
-            Msg::History { conn, id, room, limit } => {
+            Msg::History { to, room, limit } => {
                 let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
-                let result = self.readable_room(conn, &room).map(|r| Answer::History {
+                let result = self.readable_room(&to, &room).map(|r| Answer::History {
                     epoch: r.epoch.clone(),
                     offset: r.offset,
                     messages: r.history(limit).cloned().collect(),
                     room,
                 });
-                self.answer(ReplyTo::Member { conn, id }, result);
+                self.answer(to, result);
             }
             Msg::Gather { token, reply_to, summary } => {
                 let part = summary.then(|| self.owned_summary());
@@ -155,12 +155,17 @@ impl MemoryEngine {
 
     /// A room `conn` may read (presence, history): 404 unless it is a member (or
     /// membership is not required and the room exists).
-    fn readable_room(&self, conn: ConnId, name: &str) -> Result<&Room, RoomError> {
-        let room = self.rooms.get(name).ok_or(RoomError::NotMember)?;
-        if self.config.require_membership && !room.is_member(conn) {
-            return Err(RoomError::NotMember);
+    fn readable_room(&self, to: &ReplyTo, name: &str) -> Result<&Room, RoomError> {
+        match to {
+            ReplyTo::Member { conn, .. } => {
+                let room = self.rooms.get(name).ok_or(RoomError::NotMember)?;
+                if self.config.require_membership && !room.is_member(*conn) {
+                    return Err(RoomError::NotMember);
+                }
+                Ok(room)
+            }
+            ReplyTo::Http(_) => self.rooms.get(name).ok_or(RoomError::NoSuchRoom),
         }
-        Ok(room)
     }
 
     /// Orders a publish: validated, given the room's next offset, serialized once, kept,
@@ -316,14 +321,14 @@ impl Engine for MemoryEngine {
         self.send(now, owner, Msg::Publish(publish));
     }
 
-    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String) {
+    fn presence(&mut self, now: Now, to: ReplyTo, room: String) {
         let owner = self.router.owner(&room);
-        self.send(now, owner, Msg::Presence { conn, id, room });
+        self.send(now, owner, Msg::Presence { to, room });
     }
 
-    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>) {
+    fn history(&mut self, now: Now, to: ReplyTo, room: String, limit: Option<u64>) {
         let owner = self.router.owner(&room);
-        self.send(now, owner, Msg::History { conn, id, room, limit });
+        self.send(now, owner, Msg::History { to, room, limit });
     }
 
     fn sync(&mut self, now: Now, to: ReplyTo) {
@@ -434,7 +439,7 @@ mod tests {
     /// The offsets of `room`'s history, as `conn` reads it.
     fn history(engine: &mut MemoryEngine, now: Now, conn: ConnId, room: &str) -> Vec<u64> {
         let id = Some(RawValue::from_string("2".into()).unwrap());
-        engine.history(now, conn, id, room.into(), None);
+        engine.history(now, ReplyTo::Member { conn, id }, room.into(), None);
         match events(engine).pop() {
             Some(Event::Answer { result: Ok(Answer::History { messages, .. }), .. }) => offsets(&messages),
             other => panic!("{other:?}"),

@@ -313,11 +313,14 @@ pub trait Engine: fmt::Debug + Send {
     /// (all but the publisher without `echo`) as [`Event::Deliver`]. A member's publish
     /// needs membership (404, with `require_membership`); the backend's creates the room.
     fn publish(&mut self, now: Now, publish: Publish);
-    /// Answered with [`Answer::Presence`] (404 unless a member, with `require_membership`).
-    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String);
+    /// Answered with [`Answer::Presence`]. A member's request needs membership (404, with
+    /// `require_membership`); the backend's (`GET /api/presence`) reads any room (a room
+    /// that does not exist has no members).
+    fn presence(&mut self, now: Now, to: ReplyTo, room: String);
     /// Answered with [`Answer::History`] (`limit`: the last so many; `None`: the
-    /// protocol's default; 404 unless a member, with `require_membership`).
-    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>);
+    /// protocol's default). A member's request needs membership (404, with
+    /// `require_membership`); the backend's reads any room that exists (else 404).
+    fn history(&mut self, now: Now, to: ReplyTo, room: String, limit: Option<u64>);
     /// Answered with [`Answer::Synced`] once everything asked of the engine before it
     /// from this worker is done.
     fn sync(&mut self, now: Now, to: ReplyTo);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::room::Membership;
-use super::{Answer, Event, Join, Leave, Output, OwnedId, Publish, ReplyTo, RoomsSummary};
+use super::{Answer, Event, Join, Leave, Output, Publish, ReplyTo, RoomsSummary};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
@@ -30,21 +30,17 @@ pub enum Msg {
     Leave(Leave),
     /// A `publish` (or the backend's).
     Publish(Publish),
-    /// A `presence` request.
+    /// A `presence` request (a member's, or the backend's).
     Presence {
-        /// The asking connection.
-        conn: ConnId,
-        /// The request's `id`.
-        id: OwnedId,
+        /// Who asks.
+        to: ReplyTo,
         /// The room.
         room: String,
     },
-    /// A `history` request.
+    /// A `history` request (a member's, or the backend's).
     History {
-        /// The asking connection.
-        conn: ConnId,
-        /// The request's `id`.
-        id: OwnedId,
+        /// Who asks.
+        to: ReplyTo,
         /// The room.
         room: String,
         /// How many.

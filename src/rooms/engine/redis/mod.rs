@@ -33,7 +33,7 @@ use bytes::Bytes;
 use super::gather::{Gatherings, Question};
 use super::room::Membership;
 use super::route::{Msg, Router, Shared};
-use super::{Answer, Engine, Event, Join, Leave, Output, OwnedId, Publish, ReplyTo};
+use super::{Answer, Engine, Event, Join, Leave, Output, Publish, ReplyTo};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::protocol;
@@ -69,7 +69,8 @@ fn requester(msg: &Msg) -> Option<ConnId> {
         Msg::Join(join) => Some(join.conn),
         Msg::Leave(leave) if !leave.gone => Some(leave.conn),
         Msg::Publish(publish) => publish.from.as_ref().map(|(conn, _)| *conn),
-        Msg::Presence { conn, .. } | Msg::History { conn, .. } => Some(*conn),
+        Msg::Presence { to: ReplyTo::Member { conn, .. }, .. }
+        | Msg::History { to: ReplyTo::Member { conn, .. }, .. } => Some(*conn),
         _ => None,
     }
 }
@@ -92,13 +93,11 @@ enum Pending {
         room: Arc<str>,
     },
     Presence {
-        conn: ConnId,
-        id: OwnedId,
+        to: ReplyTo,
         room: String,
     },
     History {
-        conn: ConnId,
-        id: OwnedId,
+        to: ReplyTo,
         room: String,
     },
     Ack {
@@ -241,23 +240,23 @@ impl RedisEngine {
             Msg::Join(join) => self.owner_join(join),
             Msg::Leave(leave) => self.owner_leave(leave),
             Msg::Publish(publish) => self.owner_publish(publish),
-            Msg::Presence { conn, id, room } => {
-                if let Err(e) = self.readable(conn, &room) {
-                    return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
+            Msg::Presence { to, room } => {
+                if let Err(e) = self.readable(&to, &room) {
+                    return self.router.answer(to, Err(e));
                 }
                 let cmd = self.scripts.presence(&RoomKeys::new(&room), self.now_ms());
                 let shard = self.backplane.shard_of(&room);
-                self.request(shard, Op::Command(cmd), Pending::Presence { conn, id, room });
+                self.request(shard, Op::Command(cmd), Pending::Presence { to, room });
             }
-            Msg::History { conn, id, room, limit } => {
-                if let Err(e) = self.readable(conn, &room) {
-                    return self.router.answer(ReplyTo::Member { conn, id }, Err(e));
+            Msg::History { to, room, limit } => {
+                if let Err(e) = self.readable(&to, &room) {
+                    return self.router.answer(to, Err(e));
                 }
                 let limit = usize::try_from(limit.unwrap_or(protocol::DEFAULT_HISTORY_LIMIT)).unwrap_or(usize::MAX);
                 let last = Some(limit.min(self.config.history_size));
                 let cmd = self.scripts.read(&RoomKeys::new(&room), None, 0, last, self.now_ms());
                 let shard = self.backplane.shard_of(&room);
-                self.request(shard, Op::Command(cmd), Pending::History { conn, id, room });
+                self.request(shard, Op::Command(cmd), Pending::History { to, room });
             }
             Msg::Gather { token, reply_to, .. } => {
                 // A barrier: acknowledged once every shard answered what came before it.
@@ -279,9 +278,11 @@ impl RedisEngine {
         }
     }
 
-    /// `presence` and `history` need membership here (with `require_membership`).
-    fn readable(&self, conn: ConnId, room: &str) -> Result<(), RoomError> {
-        let member = self.rooms.get(room).is_some_and(|o| o.room.roster().contains(conn));
+    /// A member's `presence` and `history` need membership here (with
+    /// `require_membership`); the backend's read any room.
+    fn readable(&self, to: &ReplyTo, room: &str) -> Result<(), RoomError> {
+        let ReplyTo::Member { conn, .. } = to else { return Ok(()) };
+        let member = self.rooms.get(room).is_some_and(|o| o.room.roster().contains(*conn));
         if self.config.require_membership && !member {
             return Err(RoomError::NotMember);
         }
@@ -586,11 +587,11 @@ impl RedisEngine {
                 }
                 self.settle(&room);
             }
-            Pending::Presence { conn, id, room } => {
+            Pending::Presence { to, room } => {
                 let members = value.and_then(store::parse_members).map(|members| Answer::Presence { room, members });
-                self.router.answer(ReplyTo::Member { conn, id }, members.ok_or(unavailable));
+                self.router.answer(to, members.ok_or(unavailable));
             }
-            Pending::History { conn, id, room } => {
+            Pending::History { to, room } => {
                 let result = match value.and_then(|v| store::parse_snapshot(v, ttl, now_ms)) {
                     Some(store::Snapshot { epoch: Some(epoch), offset, entries, .. }) => Ok(Answer::History {
                         room,
@@ -598,10 +599,12 @@ impl RedisEngine {
                         offset,
                         messages: entries.into_iter().map(|e| Bytes::from(e.push)).collect(),
                     }),
-                    Some(_) => Err(RoomError::NotMember), // no such room
+                    // No such room.
+                    Some(_) if matches!(to, ReplyTo::Http(_)) => Err(RoomError::NoSuchRoom),
+                    Some(_) => Err(RoomError::NotMember),
                     None => Err(unavailable),
                 };
-                self.router.answer(ReplyTo::Member { conn, id }, result);
+                self.router.answer(to, result);
             }
             Pending::Ack { ack } => {
                 if let Some(a) = self.acks.get_mut(&ack) {
@@ -769,12 +772,12 @@ impl Engine for RedisEngine {
         self.route(now, Msg::Publish(publish));
     }
 
-    fn presence(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String) {
-        self.route(now, Msg::Presence { conn, id, room });
+    fn presence(&mut self, now: Now, to: ReplyTo, room: String) {
+        self.route(now, Msg::Presence { to, room });
     }
 
-    fn history(&mut self, now: Now, conn: ConnId, id: OwnedId, room: String, limit: Option<u64>) {
-        self.route(now, Msg::History { conn, id, room, limit });
+    fn history(&mut self, now: Now, to: ReplyTo, room: String, limit: Option<u64>) {
+        self.route(now, Msg::History { to, room, limit });
     }
 
     fn sync(&mut self, now: Now, to: ReplyTo) {
