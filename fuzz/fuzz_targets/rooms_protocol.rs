@@ -382,11 +382,24 @@ impl Req {
 
 // ---- tokens and permissions ----
 
+/// Token variants: user and `rooms` claim by `variant % 12`; odd dozens carry an `info`.
+const VARIANTS: u8 = 2 * USERS.len() as u8 * TOKEN_ROOMS.len() as u8;
+
+/// The `info` claim of a variant: every other dozen has one (the first dozen, as older
+/// seeds signed them, has none).
+fn info_of(variant: u8) -> Option<Value> {
+    let dozen = USERS.len() as u8 * TOKEN_ROOMS.len() as u8;
+    ((variant / dozen) % 2 == 1).then(|| json!({"name": USERS[usize::from(variant) % USERS.len()], "n": variant % dozen}))
+}
+
 fn claims(variant: u8, exp: u64) -> Value {
     let user = USERS[usize::from(variant) % USERS.len()];
     let mut claims = json!({"sub": user, "exp": exp});
     if let Some([join, publish, presence]) = TOKEN_ROOMS[usize::from(variant) % TOKEN_ROOMS.len()] {
         claims["rooms"] = json!({"join": join, "publish": publish, "presence": presence});
+    }
+    if let Some(info) = info_of(variant) {
+        claims["info"] = info;
     }
     claims
 }
@@ -404,7 +417,7 @@ fn known_token(token: &str) -> Option<(&'static str, u8)> {
     validation.validate_exp = false;
     let key = jsonwebtoken::DecodingKey::from_secret(JWT_SECRET);
     let claims_seen = jsonwebtoken::decode::<Value>(token, &key, &validation).ok()?.claims;
-    (0..TOKEN_ROOMS.len() as u8 * USERS.len() as u8)
+    (0..VARIANTS)
         .find(|v| claims(*v, VALID_EXP) == claims_seen)
         .map(|v| (USERS[usize::from(v) % USERS.len()], v))
 }
@@ -451,6 +464,8 @@ impl Perms {
 #[derive(Debug, Clone)]
 struct Session {
     user: Option<&'static str>,
+    /// The `info` claim of the token that named the user (a refresh keeps it).
+    info: Option<Value>,
     perms: Perms,
     /// Waiting for `auth` (no welcome yet) until this time.
     deadline: Option<Instant>,
@@ -653,6 +668,8 @@ impl Harness {
                     assert_eq!(to, expected, "message push receivers for {room}");
                     let from_client = from.map(|c| self.model.open[&c].as_str());
                     assert_eq!(v["from"]["client"].as_str(), from_client, "push sender");
+                    let from_info = from.and_then(|c| self.model.sessions[&c].info.as_ref());
+                    assert_eq!(v["from"].get("info"), from_info, "push sender's info");
                 }
                 Some("join" | "leave") => {
                     let subject = v["member"]["client"].as_str().expect("presence event without client");
@@ -717,13 +734,19 @@ impl Harness {
         let session = match valid {
             Some(_) => Session {
                 user: Some(USERS[usize::from(variant) % USERS.len()]),
+                info: info_of(variant),
                 perms: Perms::of_variant(variant),
                 deadline: None,
             },
             None if self.model.require_auth => {
-                Session { user: None, perms: self.model.anon.clone(), deadline: Some(self.now + AUTH_TIMEOUT) }
+                Session {
+                    user: None,
+                    info: None,
+                    perms: self.model.anon.clone(),
+                    deadline: Some(self.now + AUTH_TIMEOUT),
+                }
             }
-            None => Session { user: None, perms: self.model.anon.clone(), deadline: None },
+            None => Session { user: None, info: None, perms: self.model.anon.clone(), deadline: None },
         };
         let mut out = self.outbox();
         self.rooms.on_open(&mut out, conn, &request, admission);
@@ -736,7 +759,7 @@ impl Harness {
                 panic!("on_open queued {commands:?}");
             };
             assert_eq!(*to, conn);
-            self.welcomed(welcome, session.user)
+            self.welcomed(welcome, session.user, session.info.as_ref())
         };
         self.model.open.insert(conn, id);
         self.model.members.insert(conn, BTreeMap::new());
@@ -744,10 +767,11 @@ impl Harness {
     }
 
     /// Checks a welcome; returns the client id it gives.
-    fn welcomed(&self, welcome: &Bytes, user: Option<&str>) -> String {
+    fn welcomed(&self, welcome: &Bytes, user: Option<&str>, info: Option<&Value>) -> String {
         let v = json_of(welcome).expect("welcome");
         assert_eq!(v["op"], "welcome");
         assert_eq!(v["user"].as_str(), user, "welcome user");
+        assert_eq!(v.get("info"), info, "welcome info");
         let id = v["client"].as_str().expect("welcome without client id").to_owned();
         assert!(!self.model.open.values().any(|other| *other == id), "client id {id} given twice");
         id
@@ -888,12 +912,17 @@ impl Harness {
                         }
                         let waiting = session.deadline.is_some();
                         assert_eq!(welcome.is_some(), waiting, "a welcome iff it was waiting for auth");
+                        // The first token naming the user gives the info; a refresh keeps it.
+                        let info = match session.user {
+                            Some(_) => session.info.clone(),
+                            None => info_of(variant),
+                        };
                         if let Some(welcome) = welcome {
-                            let id = self.welcomed(welcome, Some(user));
+                            let id = self.welcomed(welcome, Some(user), info.as_ref());
                             self.model.open.insert(conn, id);
                         }
                         let s = self.model.sessions.get_mut(&conn).expect("session");
-                        *s = Session { user: Some(user), perms: Perms::of_variant(variant), deadline: None };
+                        *s = Session { user: Some(user), info, perms: Perms::of_variant(variant), deadline: None };
                     }
                 }
             }
