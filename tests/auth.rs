@@ -430,3 +430,33 @@ fn the_info_claim_shows_wherever_the_user_does() {
     not_object["info"] = json!("Ann");
     assert_eq!(upgrade(&server, PATH, Some((&hs256(&not_object), Via::Bearer))).err(), Some(401));
 }
+
+/// Issue 18: `max_conns_per_user` counts a user's connections across the workers: beyond
+/// it, HTTP 429 on the upgrade and error 429 to an `auth` naming that user; a connection
+/// that closes frees its place; other users are not affected.
+#[test]
+fn a_user_beyond_max_conns_per_user_gets_429() {
+    let server = server_with(hs256_config(), |rooms| rooms.max_conns_per_user = 3);
+    let ann = hs256(&claims("ann", 60, Value::Null));
+    let mut open: Vec<RoomClient> = (0..3).map(|_| connect(&server, Some((&ann, Via::Bearer))).0).collect();
+    assert_eq!(upgrade(&server, PATH, Some((&ann, Via::Query))).err(), Some(429), "a fourth connection of ann");
+    let (_bob, user) = connect(&server, Some((&hs256(&claims("bob", 60, Value::Null)), Via::Bearer)));
+    assert_eq!(user, "bob");
+    // An anonymous connection naming ann with `auth`.
+    let (mut anon, _) = connect(&server, None);
+    let reply = anon.request(json!({"op": "auth", "token": ann}));
+    assert_eq!(reply["error"]["code"], 429, "{reply}");
+    assert_eq!(reply["error"]["message"], "too many connections for this user");
+    // A refresh on one of ann's connections is not a new connection.
+    assert_eq!(open[0].request(json!({"op": "auth", "token": ann}))["ok"]["user"], "ann");
+    // Closing one frees its place (once the server has seen the close).
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match upgrade(&server, PATH, Some((&ann, Via::Bearer))) {
+            Ok(_) => break,
+            Err(429) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(status) => panic!("the freed place never came back: {status}"),
+        }
+    }
+}

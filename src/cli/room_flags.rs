@@ -41,6 +41,10 @@ pub(crate) struct RoomArgs {
     /// Members per room (beyond -> error 503).
     #[arg(long, default_value_t = defaults().max_members_per_room)]
     max_members_per_room: usize,
+    /// Connections one user (a token's `sub`) may have open on this node (beyond -> HTTP
+    /// 429 on the upgrade, error 429 to `auth`; 0: no limit).
+    #[arg(long, value_name = "N", default_value_t = defaults().max_conns_per_user)]
+    max_conns_per_user: usize,
     /// Rooms in the server (beyond -> error 503).
     #[arg(long, default_value_t = defaults().max_rooms)]
     max_rooms: usize,
@@ -87,6 +91,7 @@ impl RoomArgs {
             max_message_bytes: self.max_room_message,
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_members_per_room: self.max_members_per_room,
+            max_conns_per_user: self.max_conns_per_user,
             max_rooms: self.max_rooms,
             publish_rate: self.publish_rate,
             publish_burst: self.publish_burst,

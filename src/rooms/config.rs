@@ -60,6 +60,9 @@ pub struct RoomsConfig {
     /// `auth` requests per minute per connection, also the burst (-> error 429): each one
     /// costs a signature check on the worker's thread, so a client may not loop on them.
     pub auth_per_minute: u32,
+    /// Connections one user (a token's `sub`) may have open on this node, across its
+    /// workers (0: no limit). Beyond: HTTP 429 on the upgrade, error 429 to `auth`.
+    pub max_conns_per_user: usize,
     /// Serve the demo chat at `/` and the JS client module at `/client.js`, both embedded
     /// in the binary (default true: a fresh install shows something in a browser; off: 404).
     /// Only with a room protocol `path`: the demo speaks it.
@@ -88,6 +91,7 @@ impl Default for RoomsConfig {
             anon_rooms: RoomPatterns::everything(),
             auth_timeout: Duration::from_secs(10),
             auth_per_minute: 10,
+            max_conns_per_user: 0,
             presence_ttl: Duration::from_secs(30),
             demo: true,
         }

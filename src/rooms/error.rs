@@ -84,6 +84,8 @@ pub enum RoomError {
     PublishRate,
     /// Over `auth_per_minute`.
     AuthRate,
+    /// An `auth` naming a user who has `max_conns_per_user` connections already.
+    TooManyUserConnections,
 
     // ---- 503: full ----
     /// `max_rooms` reached across the server.
@@ -116,7 +118,7 @@ impl RoomError {
             }
             NotMember | NoSuchRoom => code::NOT_FOUND,
             TooLarge { .. } => code::TOO_LARGE,
-            PublishRate | AuthRate => code::TOO_MANY_REQUESTS,
+            PublishRate | AuthRate | TooManyUserConnections => code::TOO_MANY_REQUESTS,
             TooManyRooms | RoomFull | TooManyRoomsForConnection { .. } | RoomUnavailable | BackplaneUnavailable => {
                 code::UNAVAILABLE
             }
@@ -162,6 +164,7 @@ impl fmt::Display for RoomError {
             TooLarge { max } => write!(f, "data over {max} bytes"),
             PublishRate => f.write_str("publish rate limit exceeded"),
             AuthRate => f.write_str("auth rate limit exceeded"),
+            TooManyUserConnections => f.write_str(close_reason::TOO_MANY_USER_CONNECTIONS),
             TooManyRooms => f.write_str("server full: too many rooms"),
             RoomFull => f.write_str("room full"),
             TooManyRoomsForConnection { max } => write!(f, "too many rooms for one connection (max {max})"),
@@ -177,6 +180,8 @@ impl std::error::Error for RoomError {}
 pub mod close_reason {
     /// The token's `exp` (plus leeway) passed.
     pub const TOKEN_EXPIRED: &str = "token expired";
+    /// The user has `max_conns_per_user` connections (HTTP 429 and error 429 say it too).
+    pub const TOO_MANY_USER_CONNECTIONS: &str = "too many connections for this user";
     /// `require_auth`: no valid `auth` within `auth_timeout`.
     pub const AUTH_REQUIRED: &str = "authentication required";
     /// More than `abuse_limit` refusals within `abuse_window`.
@@ -203,6 +208,8 @@ pub enum UpgradeRefusal {
     RelayFull,
     /// `max_rooms` relay rooms exist (503).
     TooManyRelayRooms,
+    /// The token's user has `max_conns_per_user` connections already (429).
+    TooManyUserConnections,
 }
 
 impl UpgradeRefusal {
@@ -224,6 +231,7 @@ impl UpgradeRefusal {
             UpgradeRefusal::Token(_) => 401,
             UpgradeRefusal::RelayDenied => 403,
             UpgradeRefusal::RelayFull | UpgradeRefusal::TooManyRelayRooms => 503,
+            UpgradeRefusal::TooManyUserConnections => 429,
         }
     }
 }
@@ -236,6 +244,7 @@ impl fmt::Display for UpgradeRefusal {
             UpgradeRefusal::RelayDenied => RoomError::JoinDenied.fmt(f),
             UpgradeRefusal::RelayFull => f.write_str(close_reason::RELAY_FULL),
             UpgradeRefusal::TooManyRelayRooms => RoomError::TooManyRooms.fmt(f),
+            UpgradeRefusal::TooManyUserConnections => f.write_str(close_reason::TOO_MANY_USER_CONNECTIONS),
         }
     }
 }

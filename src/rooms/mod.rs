@@ -24,6 +24,7 @@ pub mod protocol;
 mod protocol;
 pub mod relay;
 pub mod sessions;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ impl Rooms {
     fn build(config: RoomsConfig, backplane: Option<Backplane>) -> impl FnMut(Mesh<RoomMsg>) -> Rooms {
         let config = Arc::new(config);
         let (engine, relay) = (engine::route::Shared::default(), relay::Shared::default());
+        let users = Arc::new(users::UserConnections::new(config.max_conns_per_user));
         move |mesh| {
             let (me, workers) = (mesh.me(), mesh.workers());
             // One random prefix per worker: its client ids (`q3zdpn-1`) and epochs
@@ -98,7 +100,7 @@ impl Rooms {
             };
             Rooms {
                 members: Members::new(config.clone(), node),
-                sessions: Sessions::new(&config),
+                sessions: Sessions::new(&config).sharing_users(users.clone()),
                 relay: Relay::new(
                     config.clone(),
                     me,
@@ -142,7 +144,12 @@ impl Handler for Rooms {
 
     fn accept(&mut self, request: &UpgradeRequest, now: Now) -> Result<Admission, HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
-        let admit = |sessions: &Sessions| sessions.admit(request, now).map_err(UpgradeRefusal::Token);
+        let admit = |sessions: &Sessions| match sessions.admit(request, now) {
+            Ok(Admission::Authenticated(grant)) if !sessions.user_has_room(&grant.user) => {
+                Err(UpgradeRefusal::TooManyUserConnections)
+            }
+            admitted => admitted.map_err(UpgradeRefusal::Token),
+        };
         match self.relay.endpoint(path) {
             Endpoint::Protocol => admit(&self.sessions),
             Endpoint::None => Err(UpgradeRefusal::NoEndpoint),
@@ -164,8 +171,16 @@ impl Handler for Rooms {
             Endpoint::Relay(room) => self.relay.open(out, conn, room, admission, &mut self.sessions),
             Endpoint::Protocol | Endpoint::None => {
                 let session = self.sessions.open(conn, admission, out.now());
-                self.members.open(out, conn, session);
+                if !session.over_user_limit() {
+                    self.members.open(out, conn, session);
+                }
             }
+        }
+        if self.sessions.get(conn).is_some_and(|s| s.over_user_limit()) {
+            // Another worker opened this user's last allowed connection after our upgrade
+            // check: the limit holds exactly.
+            let reason = error::close_reason::TOO_MANY_USER_CONNECTIONS;
+            out.close(conn, crate::proto::CloseCode::POLICY_VIOLATION, reason);
         }
         self.pump(out);
     }

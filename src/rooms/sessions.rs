@@ -15,6 +15,7 @@ use log::debug;
 use super::auth::{self, AuthError, Grant, Permissions, TokenVerifier};
 use super::error::{close_reason, RoomError};
 use super::protocol::Request;
+use super::users::UserConnections;
 use super::RoomsConfig;
 use crate::proto::handshake::UpgradeRequest;
 use crate::proto::CloseCode;
@@ -48,9 +49,17 @@ pub struct Session {
     auth_deadline: Option<Instant>,
     /// `auth` requests (`auth_per_minute`).
     auths: TokenBucket,
+    /// Its user is counted in `max_conns_per_user` (and is uncounted when it closes).
+    counted: bool,
 }
 
 impl Session {
+    /// A connection with a token whose user was at `max_conns_per_user` when it opened
+    /// (another worker took the last place after the upgrade's check): to be closed.
+    pub fn over_user_limit(&self) -> bool {
+        self.user.is_some() && !self.counted
+    }
+
     /// Waiting for a valid `auth` before anything else.
     pub fn is_pending(&self) -> bool {
         self.auth_deadline.is_some()
@@ -104,12 +113,16 @@ pub struct Sessions {
     expiries: BTreeSet<(u64, ConnId)>,
     /// (deadline, connection) of connections that have yet to send a valid `auth`.
     auth_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Connections per user, shared with the other workers (`max_conns_per_user`).
+    users: Arc<UserConnections>,
 }
 
 impl Sessions {
-    /// No sessions yet, under `config`'s authentication settings.
+    /// No sessions yet, under `config`'s authentication settings (users counted by this
+    /// worker alone until [`Sessions::sharing_users`]).
     pub fn new(config: &RoomsConfig) -> Self {
         Sessions {
+            users: Arc::new(UserConnections::new(config.max_conns_per_user)),
             verifier: config.auth.as_ref().map(TokenVerifier::new),
             require_auth: config.auth.as_ref().is_some_and(|a| a.require_auth),
             anon: Arc::new(Permissions::same_for_all(config.anon_rooms.clone())),
@@ -119,6 +132,17 @@ impl Sessions {
             expiries: BTreeSet::new(),
             auth_deadlines: BTreeSet::new(),
         }
+    }
+
+    /// Counts users' connections in `users`, which every worker of the process shares.
+    pub fn sharing_users(mut self, users: Arc<UserConnections>) -> Self {
+        self.users = users;
+        self
+    }
+
+    /// Whether `user` may open one more connection (`max_conns_per_user`).
+    pub fn user_has_room(&self, user: &str) -> bool {
+        self.users.has_room(user)
     }
 
     /// Verifies the token an upgrade carries, if any, at `now`.
@@ -155,7 +179,9 @@ impl Sessions {
             self.expiries.insert((until, conn));
         }
         let auths = TokenBucket::full(f64::from(self.auth_per_minute), now.mono);
-        self.sessions.entry(conn).or_insert(Session { user, info, permissions, valid_until, auth_deadline, auths })
+        let counted = user.as_ref().is_some_and(|user| self.users.add(user));
+        let session = Session { user, info, permissions, valid_until, auth_deadline, auths, counted };
+        self.sessions.entry(conn).or_insert(session)
     }
 
     /// The session of `conn`.
@@ -166,6 +192,9 @@ impl Sessions {
     /// Ends the session of a closed connection.
     pub fn close(&mut self, conn: ConnId) {
         let Some(session) = self.sessions.remove(&conn) else { return };
+        if let (true, Some(user)) = (session.counted, &session.user) {
+            self.users.remove(user);
+        }
         if let Some(until) = session.valid_until {
             self.expiries.remove(&(until, conn));
         }
@@ -199,6 +228,13 @@ impl Sessions {
             // rooms keep delivering (and showing presence) whatever the new claim says.
             Some(_) if !covers(&grant.permissions, &session.permissions, rooms) => return Err(RoomError::TokenNarrows),
             _ => {}
+        }
+        // The first token naming the connection's user: one more connection of theirs.
+        if session.user.is_none() {
+            if !self.users.add(&grant.user) {
+                return Err(RoomError::TooManyUserConnections);
+            }
+            session.counted = true;
         }
         let waiting = session.auth_deadline.take();
         if let Some(deadline) = waiting {
@@ -317,6 +353,25 @@ mod tests {
         assert_eq!(closed_at(&mut sessions, at(start, 100)), [], "valid through its exp second");
         assert_eq!(closed_at(&mut sessions, at(start, 101)), [(conn, "token expired".to_owned())]);
         assert_eq!(closed_at(&mut sessions, at(start, 102)), [], "closed once");
+    }
+
+    #[test]
+    fn a_connection_over_the_users_limit_is_marked_and_not_counted() {
+        let start = start();
+        let users = Arc::new(UserConnections::new(1));
+        // Two workers' sessions share the count, as `Rooms::build` wires them.
+        let mut one = sessions(false).sharing_users(users.clone());
+        let mut two = sessions(false).sharing_users(users.clone());
+        let (a, b) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
+        let admission = grant(&one, "ann", T0 + 60);
+        assert!(!one.open(a, admission, start).over_user_limit());
+        // Both upgrades passed the check before either opened: the second one loses.
+        let admission = grant(&two, "ann", T0 + 60);
+        assert!(two.open(b, admission, start).over_user_limit());
+        two.close(b);
+        assert_eq!(users.count("ann"), 1, "closing the refused one frees nothing");
+        one.close(a);
+        assert_eq!(users.count("ann"), 0);
     }
 
     #[test]
