@@ -200,7 +200,7 @@ trap 'exit 130' INT TERM
 # One run: its own server on a free port, its own wstest and report. Leaves NAME.status:
 # "WSTEST_EXIT SERVER_DIED EXPECTED_CASES SECONDS".
 run_suite() {
-    local name=$1 scheme=ws port cmd pid rc=0 died=0 expected t0=$SECONDS
+    local name=$1 scheme=ws port cmd pid rc=0 expected t0=$SECONDS
     local server_log="$REPORT_ROOT/$name-server.log" wstest_log="$REPORT_ROOT/$name-wstest.log"
     local spec="$REPORT_ROOT/$name-fuzzingclient.json"
     if [[ $name == client ]]; then
@@ -238,15 +238,23 @@ run_suite() {
     # PYTHONPATH is set for this process only: exported, it would break Python 3.
     timeout --kill-after=10 "$TIMEOUT" env PYENV_VERSION=2.7.18 PYTHONPATH="$SITE" \
         "$PREFIX/bin/wstest" -m fuzzingclient -s "$spec" >"$wstest_log" 2>&1 || rc=$?
-    log "$name: wstest finished in $((SECONDS - t0)) s (exit $rc, log: $wstest_log)"
+    record_status "$name" "$rc" "$pid" server "$server_log" "$wstest_log" "$expected" "$t0"
+}
+
+# The end of a run: RC is the exit of what drove the cases (wstest, or for the client run
+# wsedge's client); the background process PID (PEER: the server, or wstest) must still
+# be alive. Prints the logs that explain a failure; writes NAME.status.
+record_status() {
+    local name=$1 rc=$2 pid=$3 peer=$4 peer_log=$5 log_file=$6 expected=$7 t0=$8 died=0
+    log "$name: finished in $((SECONDS - t0)) s (exit $rc, log: $log_file)"
     if ! kill -0 "$pid" 2>/dev/null; then
         died=1
-        log "$name: server died during the run; last lines of $server_log:"
-        tail -n 20 "$server_log" >&2 || true
+        log "$name: the $peer died during the run; last lines of $peer_log:"
+        tail -n 20 "$peer_log" >&2 || true
     fi
     if [[ $rc -ne 0 ]]; then
-        tail -n 30 "$wstest_log" >&2 || true
-        [[ $rc -eq 124 ]] && log "$name: wstest timed out after $TIMEOUT s"
+        tail -n 30 "$log_file" >&2 || true
+        [[ $rc -eq 124 ]] && log "$name: timed out after $TIMEOUT s"
     fi
     echo "$rc $died $expected $((SECONDS - t0))" > "$REPORT_ROOT/$name.status"
 }
@@ -255,7 +263,7 @@ run_suite() {
 # servers), and wsedge's client running every case against it, then asking for the report.
 # Its status line has the client's exit code and whether wstest died before the end.
 run_client_suite() {
-    local name=client port pid rc=0 died=0 expected t0=$SECONDS
+    local name=client port pid rc=0 expected t0=$SECONDS
     local client_log="$REPORT_ROOT/client-server.log" wstest_log="$REPORT_ROOT/client-wstest.log"
     local spec="$REPORT_ROOT/client-fuzzingserver.json"
     port="$(free_port)"
@@ -280,17 +288,7 @@ run_client_suite() {
     log "client: running target/release/examples/autobahn_client (log: $client_log)"
     timeout --kill-after=10 "$TIMEOUT" target/release/examples/autobahn_client "ws://127.0.0.1:$port" \
         >"$client_log" 2>&1 </dev/null || rc=$?
-    log "client: finished in $((SECONDS - t0)) s (exit $rc, log: $client_log)"
-    if ! kill -0 "$pid" 2>/dev/null; then
-        died=1
-        log "client: wstest died during the run; last lines of $wstest_log:"
-        tail -n 20 "$wstest_log" >&2 || true
-    fi
-    if [[ $rc -ne 0 ]]; then
-        tail -n 30 "$client_log" >&2 || true
-        [[ $rc -eq 124 ]] && log "client: timed out after $TIMEOUT s"
-    fi
-    echo "$rc $died $expected $((SECONDS - t0))" > "$REPORT_ROOT/client.status"
+    record_status client "$rc" "$pid" "wstest server" "$wstest_log" "$client_log" "$expected" "$t0"
 }
 
 rm -f "$REPORT_ROOT"/*.status
