@@ -117,9 +117,22 @@ struct Link {
     since: Instant,
     last_heard: Instant,
     pinged: bool,
-    /// When to send the token refresh (`None`: no expiry known, or no source to ask).
+    /// When to send the token refresh (`None`: no expiry known, no source to ask, or one
+    /// is on its way).
     refresh_at: Option<Instant>,
+    /// A refresh is on its way, with its token's `exp` (if any): the next refresh is
+    /// scheduled from its reply.
+    refreshing: Option<Option<u64>>,
+    /// Publishes paused by the server (429 or 503) resume then.
+    resume_publishes_at: Option<Instant>,
 }
+
+/// After a refresh the server refused for now (429), or one whose token did not move `exp`
+/// on, the next is tried this much later at the soonest.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// After a 429 or 503 to a publish, publishing waits this long.
+const PUBLISH_PAUSE: Duration = Duration::from_secs(1);
 
 impl RoomClient {
     /// A client for the room server at `url` (`ws://` or `wss://`). Nothing is connected
@@ -229,6 +242,7 @@ impl RoomClient {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(event) = self.session.poll_event() {
+                self.watch_refresh(&event);
                 return Some(event);
             }
             let now = Instant::now();
@@ -277,7 +291,15 @@ impl RoomClient {
                     (Some(_), Some(exp)) => Some(self.refresh_instant(exp, now)),
                     _ => None,
                 };
-                self.link = Some(Link { client, since: now, last_heard: now, pinged: false, refresh_at });
+                self.link = Some(Link {
+                    client,
+                    since: now,
+                    last_heard: now,
+                    pinged: false,
+                    refresh_at,
+                    refreshing: None,
+                    resume_publishes_at: None,
+                });
                 self.session.connected(token.as_deref());
             }
             Err(e) => self.lost(format!("cannot connect: {e}"), false),
@@ -289,7 +311,24 @@ impl RoomClient {
     fn refresh_instant(&self, exp: u64, now: Instant) -> Instant {
         let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let left = Duration::from_secs(exp).saturating_sub(unix_now);
-        now + left.saturating_sub(self.options.refresh_before.min(left / 2))
+        let wait = left.saturating_sub(self.options.refresh_before.min(left / 2));
+        // An `exp` centuries away would overflow `Instant`: a day is as good as never here.
+        now.checked_add(wait).unwrap_or(now + Duration::from_secs(86_400))
+    }
+
+    /// Follows the replies to refreshes: the next one is scheduled from the token the server
+    /// took (never sooner than [`REFRESH_RETRY`]), or tried again after a 429.
+    fn watch_refresh(&mut self, event: &RoomEvent) {
+        let now = Instant::now();
+        let next = match (event, self.link.as_ref().and_then(|l| l.refreshing)) {
+            (RoomEvent::Authenticated { .. }, Some(Some(exp))) => self.refresh_instant(exp, now),
+            (RoomEvent::AuthRefused { code: 429, .. }, Some(_)) => now + REFRESH_RETRY,
+            _ => return,
+        };
+        if let Some(link) = self.link.as_mut() {
+            link.refreshing = None;
+            link.refresh_at = Some(next.max(now + REFRESH_RETRY));
+        }
     }
 
     /// One read (and the writes before it) on the open connection.
@@ -298,13 +337,21 @@ impl RoomClient {
         if link.refresh_at.is_some_and(|at| now >= at) {
             link.refresh_at = None;
             if let Some(token) = self.token_source.as_mut().and_then(|source| source()) {
-                if let Some(exp) = token_expiry(&token) {
-                    let next = self.refresh_instant(exp, now);
-                    if let Some(link) = self.link.as_mut() {
-                        link.refresh_at = Some(next);
-                    }
+                if let Some(link) = self.link.as_mut() {
+                    link.refreshing = Some(token_expiry(&token));
                 }
                 self.session.refresh_token(&token);
+            }
+        }
+        let Some(link) = self.link.as_mut() else { return };
+        if self.session.publishes_paused() {
+            match link.resume_publishes_at {
+                None => link.resume_publishes_at = Some(now + PUBLISH_PAUSE),
+                Some(at) if now >= at => {
+                    link.resume_publishes_at = None;
+                    self.session.resume_publishes();
+                }
+                Some(_) => {}
             }
         }
         if let Some(why) = self.session.take_broken() {

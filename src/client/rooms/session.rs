@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
+use crate::wire::code;
+
 /// What a room asks for when it is joined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JoinOptions {
@@ -107,6 +109,9 @@ struct Room {
     /// A join (or its reload) is on its way on this connection: live pushes wait.
     syncing: bool,
     held: Vec<Value>,
+    /// Which `join` of this name it is: a reply to an earlier one (left and joined again
+    /// meanwhile) is not this room's.
+    generation: u64,
 }
 
 /// A publish not settled by a reply yet.
@@ -120,13 +125,26 @@ struct Publish {
     sent: bool,
 }
 
-/// What a request id is waiting for.
+/// What a request id is waiting for (rooms by name and generation).
 #[derive(Debug)]
 enum Pending {
-    Auth,
-    Join { room: String, first: bool },
-    History { room: String, reason: ResetReason },
-    Publish { seq: u64 },
+    /// `refresh`: on a connection already authenticated (a 429 then leaves it as it is).
+    Auth {
+        refresh: bool,
+    },
+    Join {
+        room: String,
+        generation: u64,
+        first: bool,
+    },
+    History {
+        room: String,
+        generation: u64,
+        reason: ResetReason,
+    },
+    Publish {
+        seq: u64,
+    },
     Leave,
 }
 
@@ -137,13 +155,17 @@ pub struct SessionLimits {
     pub max_queued_publishes: usize,
     /// Messages asked for when a room is reloaded after a gap.
     pub history_limit: usize,
-    /// Most live pushes held for one room while it syncs; beyond, the room is reloaded.
+    /// Most live pushes held for one room while it syncs; beyond, the connection is made
+    /// again (and the rejoin recovers them).
     pub max_held: usize,
+    /// Most publishes sent and not answered yet: a queue built up offline goes out at this
+    /// pace, within the server's burst (`--publish-burst`, 200 by default).
+    pub max_in_flight: usize,
 }
 
 impl Default for SessionLimits {
     fn default() -> SessionLimits {
-        SessionLimits { max_queued_publishes: 1000, history_limit: 100, max_held: 10_000 }
+        SessionLimits { max_queued_publishes: 1000, history_limit: 100, max_held: 10_000, max_in_flight: 64 }
     }
 }
 
@@ -166,6 +188,13 @@ pub struct Session {
     broken: Option<String>,
     /// The server refused this connection's token.
     token_refused: bool,
+    /// Publishes sent on this connection and not answered yet.
+    in_flight: usize,
+    /// The server said to slow down (429 or 503 to a publish): nothing more is sent until
+    /// [`Session::resume_publishes`].
+    publishes_paused: bool,
+    /// Rooms joined so far (the next one's generation).
+    joins: u64,
 }
 
 impl Session {
@@ -184,6 +213,9 @@ impl Session {
             connected: false,
             broken: None,
             token_refused: false,
+            in_flight: 0,
+            publishes_paused: false,
+            joins: 0,
         }
     }
 
@@ -206,6 +238,18 @@ impl Session {
     /// says so too): the next connection needs another.
     pub fn token_refused(&self) -> bool {
         self.token_refused
+    }
+
+    /// Whether publishes were paused by a 429 or 503 since the last call: the IO side calls
+    /// [`Session::resume_publishes`] after a wait.
+    pub fn publishes_paused(&self) -> bool {
+        self.publishes_paused
+    }
+
+    /// Sends the publishes held back by a pause (and any waiting for room in the window).
+    pub fn resume_publishes(&mut self) {
+        self.publishes_paused = false;
+        self.send_ready_publishes();
     }
 
     /// Reports an event from the IO side (connections, backoff).
@@ -241,7 +285,7 @@ impl Session {
         self.pending.clear();
         self.transmit.clear();
         if let Some(token) = token {
-            self.request("auth", json!({ "token": token }), Pending::Auth);
+            self.request("auth", json!({ "token": token }), Pending::Auth { refresh: false });
         }
         let names: Vec<String> = self.rooms.keys().cloned().collect();
         for name in names {
@@ -260,6 +304,20 @@ impl Session {
             room.syncing = false;
             room.held.clear();
         }
+        self.in_flight = 0;
+        self.publishes_paused = false;
+        // Sent in a room left since: whether they were published is unknown, and they will
+        // not be sent again (the room is not rejoined).
+        let rooms = &self.rooms;
+        let events = &mut self.events;
+        self.publishes.retain(|p| {
+            if rooms.contains_key(&p.room) {
+                return true;
+            }
+            let message = "unknown: the connection closed before the reply, after leaving the room".to_owned();
+            events.push_back(RoomEvent::PublishRefused { seq: p.seq, room: p.room.clone(), code: 0, message });
+            false
+        });
         for p in &mut self.publishes {
             p.sent = false;
         }
@@ -268,19 +326,17 @@ impl Session {
     /// Sends a new token on the open connection (a refresh before the current one expires).
     pub fn refresh_token(&mut self, token: &str) {
         if self.connected {
-            self.request("auth", json!({ "token": token }), Pending::Auth);
+            self.request("auth", json!({ "token": token }), Pending::Auth { refresh: true });
         }
     }
 
     /// Joins `room` (again: replaces its options). Sent at once when connected, else on
     /// connecting.
     pub fn join(&mut self, room: &str, options: JoinOptions) {
-        let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| Room {
-            options,
-            epoch: None,
-            offset: 0,
-            syncing: false,
-            held: Vec::new(),
+        let joins = &mut self.joins;
+        let entry = self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            *joins += 1;
+            Room { options, epoch: None, offset: 0, syncing: false, held: Vec::new(), generation: *joins }
         });
         entry.options = options;
         if self.connected && !entry.syncing {
@@ -293,7 +349,8 @@ impl Session {
         if self.rooms.remove(room).is_none() {
             return;
         }
-        self.drop_publishes(room, 0, "left the room");
+        // Those sent are answered (the server takes them before the leave).
+        self.drop_publishes(room, 0, "left the room", false);
         if self.connected {
             self.request("leave", json!({ "room": room }), Pending::Leave);
         }
@@ -310,9 +367,7 @@ impl Session {
         self.next_seq += 1;
         let key = format!("{}-{seq}", self.key_prefix);
         self.publishes.push_back(Publish { seq, room: room.to_owned(), data, key, sent: false });
-        if self.connected && self.rooms.get(room).is_some_and(|r| r.epoch.is_some() && !r.syncing) {
-            self.send_publishes(room);
-        }
+        self.send_ready_publishes();
         Ok(seq)
     }
 
@@ -328,25 +383,38 @@ impl Session {
         if let Some(epoch) = &room.epoch {
             fields["since"] = json!({ "epoch": epoch, "offset": room.offset });
         }
-        self.request("join", fields, Pending::Join { room: name.to_owned(), first });
+        let generation = room.generation;
+        self.request("join", fields, Pending::Join { room: name.to_owned(), generation, first });
     }
 
-    /// Sends the room's publishes not sent on this connection, oldest first.
-    fn send_publishes(&mut self, room: &str) {
-        let mut frames = Vec::new();
-        for p in self.publishes.iter_mut().filter(|p| p.room == room && !p.sent) {
-            p.sent = true;
-            frames.push((p.seq, json!({ "room": room, "data": p.data, "key": p.key })));
+    /// Sends the publishes not sent on this connection whose room is joined and in step,
+    /// oldest first, while the window has room (and no 429 paused them).
+    fn send_ready_publishes(&mut self) {
+        if !self.connected || self.publishes_paused {
+            return;
         }
+        let mut frames = Vec::new();
+        for p in self.publishes.iter_mut().filter(|p| !p.sent) {
+            if self.in_flight + frames.len() >= self.limits.max_in_flight {
+                break;
+            }
+            if self.rooms.get(&p.room).is_some_and(|r| r.epoch.is_some() && !r.syncing) {
+                p.sent = true;
+                frames.push((p.seq, json!({ "room": p.room, "data": p.data, "key": p.key })));
+            }
+        }
+        self.in_flight += frames.len();
         for (seq, fields) in frames {
             self.request("publish", fields, Pending::Publish { seq });
         }
     }
 
-    fn drop_publishes(&mut self, room: &str, code: u16, message: &str) {
+    /// Drops the room's publishes (`sent_too`: also those sent and not answered), reporting
+    /// each refused.
+    fn drop_publishes(&mut self, room: &str, code: u16, message: &str, sent_too: bool) {
         let events = &mut self.events;
         self.publishes.retain(|p| {
-            if p.room != room {
+            if p.room != room || (p.sent && !sent_too) {
                 return true;
             }
             events.push_back(RoomEvent::PublishRefused {
@@ -362,7 +430,7 @@ impl Session {
     /// One text frame from the server. Frames that are not the protocol's JSON are
     /// ignored (they cannot come from a wsedge server).
     pub fn on_text(&mut self, text: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+        let Some(v) = parse_frame(text) else { return };
         if let Some(id) = v.get("id").filter(|id| !id.is_null()) {
             let pending = id.as_u64().and_then(|id| self.pending.remove(&id));
             self.on_reply(pending, v);
@@ -403,12 +471,19 @@ impl Session {
     }
 
     /// Delivers a message once: ephemeral ones as they come, others above the room's offset.
+    /// Offsets follow each other (docs/protocol.md): one that skips means a message was
+    /// missed, and the connection is made again so that the rejoin's `since` recovers it.
     fn deliver(&mut self, room: &str, message: Value) {
         let Some(r) = self.rooms.get_mut(room) else { return };
         let offset = message["offset"].as_u64();
         if let Some(offset) = offset {
             if offset <= r.offset {
                 return; // delivered already
+            }
+            if offset > r.offset + 1 {
+                let why = format!("a gap in {room}: offset {offset} after {}", r.offset);
+                self.broken.get_or_insert(why);
+                return;
             }
             r.offset = offset;
         }
@@ -419,11 +494,8 @@ impl Session {
         let Some(r) = self.rooms.get_mut(room) else { return };
         r.syncing = true;
         let limit = if reason == ResetReason::Join { r.options.history } else { self.limits.history_limit };
-        self.request(
-            "history",
-            json!({ "room": room, "limit": limit }),
-            Pending::History { room: room.to_owned(), reason },
-        );
+        let pending = Pending::History { room: room.to_owned(), generation: r.generation, reason };
+        self.request("history", json!({ "room": room, "limit": limit }), pending);
     }
 
     /// The room is in step: held pushes go out (those above its offset), then its publishes.
@@ -433,7 +505,7 @@ impl Session {
         for message in std::mem::take(&mut r.held) {
             self.deliver(room, message);
         }
-        self.send_publishes(room);
+        self.send_ready_publishes();
     }
 
     fn on_reply(&mut self, pending: Option<Pending>, v: Value) {
@@ -444,28 +516,31 @@ impl Session {
         }
         let ok = &v["ok"];
         match pending {
-            Some(Pending::Auth) => {
+            Some(Pending::Auth { .. }) => {
                 self.events.push_back(RoomEvent::Authenticated { user: ok["user"].as_str().map(str::to_owned) })
             }
-            Some(Pending::Join { room, first }) => self.on_joined(&room, first, ok),
-            Some(Pending::History { room, reason }) => self.on_history(&room, reason, ok),
+            Some(Pending::Join { room, generation, first }) => self.on_joined(&room, generation, first, ok),
+            Some(Pending::History { room, generation, reason }) => self.on_history(&room, generation, reason, ok),
             Some(Pending::Publish { seq }) => {
-                let Some(at) = self.publishes.iter().position(|p| p.seq == seq) else { return };
-                let p = self.publishes.remove(at).expect("found above");
-                self.events.push_back(RoomEvent::Published {
-                    seq,
-                    room: p.room,
-                    offset: ok["offset"].as_u64(),
-                    duplicate: ok["duplicate"].as_bool().unwrap_or(false),
-                });
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(at) = self.publishes.iter().position(|p| p.seq == seq) {
+                    let p = self.publishes.remove(at).expect("found above");
+                    self.events.push_back(RoomEvent::Published {
+                        seq,
+                        room: p.room,
+                        offset: ok["offset"].as_u64(),
+                        duplicate: ok["duplicate"].as_bool().unwrap_or(false),
+                    });
+                }
+                self.send_ready_publishes();
             }
             Some(Pending::Leave) | None => {}
         }
     }
 
-    fn on_joined(&mut self, name: &str, first: bool, ok: &Value) {
-        let Some(room) = self.rooms.get_mut(name) else {
-            return; // left while the join was on its way
+    fn on_joined(&mut self, name: &str, generation: u64, first: bool, ok: &Value) {
+        let Some(room) = room_of(&mut self.rooms, name, generation) else {
+            return; // left (and maybe joined again) while the join was on its way
         };
         let epoch = ok["epoch"].as_str().unwrap_or_default().to_owned();
         let offset = ok["offset"].as_u64().unwrap_or(0);
@@ -492,8 +567,8 @@ impl Session {
         self.reload(name, if first { ResetReason::Join } else { ResetReason::NotRecovered });
     }
 
-    fn on_history(&mut self, name: &str, reason: ResetReason, ok: &Value) {
-        let Some(room) = self.rooms.get_mut(name) else { return };
+    fn on_history(&mut self, name: &str, generation: u64, reason: ResetReason, ok: &Value) {
+        let Some(room) = room_of(&mut self.rooms, name, generation) else { return };
         let epoch = ok["epoch"].as_str().unwrap_or_default().to_owned();
         let offset = ok["offset"].as_u64().unwrap_or(0);
         let previous_epoch = room.epoch.replace(epoch.clone());
@@ -513,18 +588,36 @@ impl Session {
 
     fn on_error(&mut self, pending: Option<Pending>, code: u16, message: String) {
         match pending {
-            Some(Pending::Auth) => {
-                // 429 (too many `auth` requests) says nothing about the token itself.
-                if code != crate::wire::code::TOO_MANY_REQUESTS {
+            Some(Pending::Auth { refresh }) => {
+                // 429 (too many `auth` requests, or too many connections for the user) says
+                // nothing against the token: a refresh is tried again later by the IO side;
+                // a first `auth` needs a new connection, after the backoff.
+                if code == code::TOO_MANY_REQUESTS {
+                    if !refresh {
+                        self.broken.get_or_insert_with(|| format!("authentication refused for now: {code} {message}"));
+                    }
+                } else {
                     self.token_refused = true;
                     self.broken.get_or_insert_with(|| format!("the server refused the token: {code} {message}"));
                 }
                 self.events.push_back(RoomEvent::AuthRefused { code, message });
             }
-            Some(Pending::Join { room, .. }) => {
-                if self.rooms.remove(&room).is_some() {
-                    self.drop_publishes(&room, code, "the room could not be joined");
+            Some(Pending::Join { room, generation, .. }) => {
+                // Not this room any more; or the connection is being made again anyway (its
+                // `auth` was refused, so the joins behind it got 401): rejoined next time.
+                if room_of(&mut self.rooms, &room, generation).is_none() || self.broken.is_some() {
+                    return;
+                }
+                // Refusals that stand (bad request, no token where one is required,
+                // forbidden); the rest (429, 503 while the store is down, a full room) may
+                // pass: the room is joined again on the next connection, after the backoff.
+                if matches!(code, code::BAD_REQUEST | code::UNAUTHORIZED | code::FORBIDDEN | code::NOT_FOUND) {
+                    self.rooms.remove(&room);
+                    self.drop_publishes(&room, code, "the room could not be joined", true);
                     self.events.push_back(RoomEvent::JoinRefused { room, code, message });
+                } else {
+                    self.broken.get_or_insert_with(|| format!("joining {room} failed: {code} {message}"));
+                    self.events.push_back(RoomEvent::Error { code, message });
                 }
             }
             Some(Pending::History { room, .. }) => {
@@ -537,13 +630,68 @@ impl Session {
                 self.events.push_back(RoomEvent::Error { code, message });
             }
             Some(Pending::Publish { seq }) => {
+                self.in_flight = self.in_flight.saturating_sub(1);
                 let Some(at) = self.publishes.iter().position(|p| p.seq == seq) else { return };
+                if matches!(code, code::TOO_MANY_REQUESTS | code::UNAVAILABLE) {
+                    // Slow down, not refused: it goes again after the IO side's wait.
+                    self.publishes[at].sent = false;
+                    self.publishes_paused = true;
+                    return;
+                }
                 let p = self.publishes.remove(at).expect("found above");
                 self.events.push_back(RoomEvent::PublishRefused { seq, room: p.room, code, message });
+                self.send_ready_publishes();
             }
             Some(Pending::Leave) | None => self.events.push_back(RoomEvent::Error { code, message }),
         }
     }
+}
+
+/// The room `name` as of the request that named `generation` (not one joined again since).
+fn room_of<'a>(rooms: &'a mut BTreeMap<String, Room>, name: &str, generation: u64) -> Option<&'a mut Room> {
+    rooms.get_mut(name).filter(|r| r.generation == generation)
+}
+
+/// A frame as JSON. A wsedge server relays `data` as the publisher wrote it, which may
+/// hold an escaped lone surrogate (`"\\ud800"`, as JavaScript's `JSON.stringify` writes
+/// one) that `serde_json` refuses: such escapes become U+FFFD rather than the frame (and
+/// its offset) being lost. `None`: not JSON at all (no wsedge server sends that).
+fn parse_frame(text: &str) -> Option<Value> {
+    serde_json::from_str(text).ok().or_else(|| serde_json::from_str(&replace_lone_surrogates(text)).ok())
+}
+
+/// `text` with every `\\uXXXX` escape of an unpaired UTF-16 surrogate replaced by `\\ufffd`.
+/// Never panics, whatever `text` is (it comes from the network).
+fn replace_lone_surrogates(text: &str) -> String {
+    let surrogate = |hex: Option<&str>| {
+        let hex = hex?.strip_prefix("\\u")?;
+        u16::from_str_radix(hex, 16).ok().filter(|u| (0xD800..0xE000).contains(u))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match surrogate(rest.get(..6)) {
+            Some(0xD800..=0xDBFF) if surrogate(rest.get(6..12)).is_some_and(|low| low >= 0xDC00) => {
+                out.push_str(&rest[..12]); // a valid pair
+                rest = &rest[12..];
+            }
+            Some(_) => {
+                out.push_str("\\ufffd");
+                rest = &rest[6..];
+            }
+            None => {
+                // Any other escape, copied with the character it escapes (so that an escaped
+                // backslash before a `u` stays one).
+                let len = rest[1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
+                out.push_str(&rest[..len]);
+                rest = &rest[len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

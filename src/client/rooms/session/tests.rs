@@ -3,7 +3,10 @@
 use super::*;
 
 fn session() -> Session {
-    Session::new(SessionLimits { max_queued_publishes: 3, history_limit: 100, max_held: 4 }, "k".to_owned())
+    Session::new(
+        SessionLimits { max_queued_publishes: 3, history_limit: 100, max_held: 4, max_in_flight: 2 },
+        "k".to_owned(),
+    )
 }
 
 /// Everything the session wants to send now, parsed.
@@ -170,7 +173,18 @@ fn a_refused_token_breaks_the_connection_but_a_rate_limit_does_not() {
     let mut s = session();
     s.connected(Some("tok"));
     let auth = sent(&mut s).remove(0);
-    push(&mut s, json!({"id": auth["id"], "error": {"code": 429, "message": "slow down"}}));
+    // A first `auth` answered 429 (too many connections for the user): try again later,
+    // with the same token.
+    push(&mut s, json!({"id": auth["id"], "error": {"code": 429, "message": "too many connections for this user"}}));
+    assert!(s.take_broken().is_some() && !s.token_refused());
+    s.disconnected();
+    s.connected(Some("tok"));
+    let auth = sent(&mut s).remove(0);
+    reply(&mut s, &auth["id"], json!({"user": "ann"}));
+    // A refresh answered 429 leaves the connection as it is.
+    s.refresh_token("tok1");
+    let auth = sent(&mut s).remove(0);
+    push(&mut s, json!({"id": auth["id"], "error": {"code": 429, "message": "auth rate limit exceeded"}}));
     assert!(s.take_broken().is_none() && !s.token_refused());
     s.refresh_token("tok2");
     let auth = sent(&mut s).remove(0);
@@ -212,4 +226,115 @@ fn a_refused_join_drops_the_room_and_its_publishes() {
     s.disconnected();
     s.connected(None);
     assert!(sent(&mut s).is_empty(), "no rejoin of a refused room");
+}
+
+#[test]
+fn a_lone_surrogate_in_data_is_replaced_not_lost() {
+    let mut s = joined_at_10();
+    // As JavaScript's JSON.stringify writes a lone surrogate; the server relays it as is.
+    s.on_text(r#"{"op":"message","room":"r","offset":11,"from":{"client":"x","user":null},"data":"a\ud800b"}"#);
+    let evs = events(&mut s);
+    assert_eq!(offsets(&evs), [11]);
+    let RoomEvent::Message { message, .. } = &evs[0] else { panic!("{evs:?}") };
+    assert_eq!(message["data"], "a\u{fffd}b");
+    assert_eq!(
+        replace_lone_surrogates(r#""\ud83d\ude00 \\ud800 \udc00 é\u00e9""#),
+        r#""\ud83d\ude00 \\ud800 \ufffd é\u00e9""#
+    );
+    for odd in ["\\", "\\u", "\\ud8", "é\\é", "\\\u{e9}", "\\ud800\\u", "\\ud800\\udc0"] {
+        let _ = replace_lone_surrogates(odd); // no panic, whatever comes
+    }
+}
+
+#[test]
+fn an_offset_that_skips_breaks_the_connection_so_that_since_recovers_it() {
+    let mut s = joined_at_10();
+    push(&mut s, message(12));
+    assert!(offsets(&events(&mut s)).is_empty(), "12 is not delivered before 11");
+    assert!(s.take_broken().is_some_and(|why| why.contains("gap")));
+    s.disconnected();
+    s.connected(None);
+    assert_eq!(sent(&mut s)[0]["since"]["offset"], 10);
+}
+
+#[test]
+fn a_join_that_may_pass_later_is_retried_and_one_that_stands_drops_the_room() {
+    let mut s = joined_at_10();
+    s.disconnected();
+    s.connected(None);
+    let join = sent(&mut s).remove(0);
+    push(&mut s, json!({"id": join["id"], "error": {"code": 503, "message": "backplane unavailable"}}));
+    assert!(s.take_broken().is_some(), "503: made again after the backoff");
+    assert_eq!(s.position("r"), Some(("e1", 10)), "the room stays");
+    s.disconnected();
+    s.connected(None);
+    let join = sent(&mut s).remove(0);
+    push(&mut s, json!({"id": join["id"], "error": {"code": 403, "message": "not allowed to join this room"}}));
+    assert_eq!(s.position("r"), None, "403 stands: the room is dropped");
+}
+
+#[test]
+fn publishes_go_out_within_the_window_and_wait_after_a_429() {
+    let mut s = joined_at_10();
+    let seqs: Vec<u64> = (0..3).map(|n| s.publish("r", json!(n)).unwrap()).collect();
+    let out = sent(&mut s);
+    assert_eq!(out.len(), 2, "a window of 2");
+    push(&mut s, json!({"id": out[0]["id"], "error": {"code": 429, "message": "publish rate limit exceeded"}}));
+    assert!(s.publishes_paused());
+    reply(&mut s, &out[1]["id"], json!({"room": "r", "offset": 11}));
+    assert!(sent(&mut s).is_empty(), "nothing goes while paused");
+    assert!(!events(&mut s).iter().any(|e| matches!(e, RoomEvent::PublishRefused { .. })), "a 429 refuses nothing");
+    s.resume_publishes();
+    let again = sent(&mut s);
+    assert_eq!(again.len(), 2);
+    assert_eq!(
+        (again[0]["key"].as_str(), again[1]["data"].as_i64()),
+        (Some(format!("k-{}", seqs[0]).as_str()), Some(2))
+    );
+}
+
+#[test]
+fn leaving_keeps_the_publishes_already_sent_until_their_reply() {
+    let mut s = joined_at_10();
+    let seq = s.publish("r", json!("x")).unwrap();
+    let publish = sent(&mut s).remove(0);
+    s.leave("r");
+    assert!(!events(&mut s).iter().any(|e| matches!(e, RoomEvent::PublishRefused { .. })));
+    reply(&mut s, &publish["id"], json!({"room": "r", "offset": 11}));
+    assert!(events(&mut s).contains(&RoomEvent::Published {
+        seq,
+        room: "r".into(),
+        offset: Some(11),
+        duplicate: false
+    }));
+}
+
+#[test]
+fn a_reply_to_an_earlier_join_of_a_room_left_and_joined_again_is_ignored() {
+    let mut s = session();
+    s.connected(None);
+    s.join("r", JoinOptions::default());
+    let old = sent(&mut s).remove(0);
+    s.leave("r");
+    s.join("r", JoinOptions::default());
+    let out = sent(&mut s);
+    let new = out.iter().find(|f| f["op"] == "join").unwrap().clone();
+    reply(&mut s, &old["id"], joined("e1", 5, false, vec![]));
+    assert_eq!(s.position("r"), None, "the old join's reply is not this room's");
+    reply(&mut s, &new["id"], joined("e1", 6, false, vec![]));
+    assert_eq!(s.position("r"), Some(("e1", 6)));
+}
+
+#[test]
+fn joins_behind_a_refused_auth_are_not_dropped() {
+    let mut s = session();
+    s.join("r", JoinOptions::default());
+    s.connected(Some("tok"));
+    let out = sent(&mut s);
+    push(&mut s, json!({"id": out[0]["id"], "error": {"code": 429, "message": "too many connections for this user"}}));
+    push(&mut s, json!({"id": out[1]["id"], "error": {"code": 401, "message": "authenticate first"}}));
+    assert!(s.take_broken().is_some());
+    s.disconnected();
+    s.connected(Some("tok"));
+    assert_eq!(sent(&mut s)[1]["op"], "join", "the room is joined again");
 }
