@@ -122,6 +122,14 @@ impl TestServer {
             wsedge::rooms::engine::redis::Backplane::connect(&[store.url()], workers).expect("the node reaches Redis");
         let mut server = TestServer::start_workers(config, Rooms::for_workers_on_redis(rooms, backplane));
         server.redis = Some(store);
+        // Its links to Redis come up on threads of their own, and until they do the engine
+        // answers 503 (as it should): the tests want a server that is ready, as `/healthz`
+        // says when it is.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.http("GET", "/healthz", &[], b"").head.status != 200 {
+            assert!(Instant::now() < deadline, "the Redis engine never became healthy");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         server
     }
 
