@@ -42,13 +42,12 @@ fn main() -> Result<(), String> {
             next_publish += Duration::from_secs(1);
         }
         match client.next_event(Duration::from_millis(200)) {
-            Some(RoomEvent::Reset { reason, messages, previous_epoch, previous_offset, epoch, .. }) => {
+            Some(reset @ RoomEvent::Reset { reason, .. }) => {
                 if reason != ResetReason::Join {
-                    eprintln!("(history gap: {reason:?}; reloading {} messages)", messages.len());
+                    eprintln!("(history gap: {reason:?}; reloading the room)");
                 }
-                // Messages of the same epoch at or below the offset held were shown already.
-                let same_epoch = previous_epoch.as_deref() == Some(epoch.as_str());
-                for m in messages.iter().filter(|m| !same_epoch || m["offset"].as_u64() > Some(previous_offset)) {
+                // Those of the same epoch at or below the offset held were shown already.
+                for m in reset.unseen_messages() {
                     println!("#{} {}", m["offset"], m["data"]);
                 }
             }

@@ -256,11 +256,10 @@ impl Chat {
             RoomEvent::Reset { room, reason, epoch, previous_epoch, previous_offset, messages, .. } => {
                 let mut lines = Vec::new();
                 let same_epoch = previous_epoch.as_deref() == Some(epoch.as_str());
-                let after = |m: &&Value| !same_epoch || m["offset"].as_u64().is_none_or(|o| o > *previous_offset);
                 if *reason != ResetReason::Join {
                     lines.push(Line::Out(gap_line(room, *reason, same_epoch, *previous_offset, messages)));
                 }
-                lines.extend(messages.iter().filter(after).filter_map(describe).map(Line::Out));
+                lines.extend(event.unseen_messages().iter().filter_map(describe).map(Line::Out));
                 Reaction::go_on(lines)
             }
             RoomEvent::Message { message, .. } => {

@@ -140,15 +140,19 @@ impl RoomClient {
     pub fn new(url: &str) -> Result<RoomClient, String> {
         // Checked now so that a typo fails here, not on every reconnect.
         WsUrl::parse(url).map_err(|e| format!("{}: {e}", url.split('?').next().unwrap_or_default()))?;
-        let rng = rand::rngs::StdRng::try_from_rng(&mut rand::rngs::SysRng)
+        let mut rng = rand::rngs::StdRng::try_from_rng(&mut rand::rngs::SysRng)
             .map_err(|e| format!("no entropy from the OS: {e}"))?;
-        let mut client = RoomClient {
+        // Publish keys are per room on the server: random, they cannot collide with another
+        // client's.
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let key_prefix = (0..12).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
+        Ok(RoomClient {
             url: url.to_owned(),
             tls: None,
             options: Options::default(),
             token: None,
             token_source: None,
-            session: Session::new(SessionLimits::default(), String::new()),
+            session: Session::new(SessionLimits::default(), key_prefix),
             link: None,
             attempt: 0,
             retry_at: Instant::now(),
@@ -156,14 +160,7 @@ impl RoomClient {
             connect_error: None,
             stopped: false,
             rng,
-        };
-        client.session = Session::new(SessionLimits::default(), client.key_prefix());
-        Ok(client)
-    }
-
-    fn key_prefix(&mut self) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..12).map(|_| char::from(ALPHABET[self.rng.random_range(0..ALPHABET.len())])).collect()
+        })
     }
 
     /// The TLS configuration for `wss://` (see [`tls::client_config`](super::tls::client_config)).
@@ -174,8 +171,7 @@ impl RoomClient {
 
     /// Reconnect and bounds knobs (before the first [`RoomClient::next_event`]).
     pub fn with_options(mut self, options: Options) -> RoomClient {
-        let prefix = self.key_prefix();
-        self.session = Session::new(options.limits.clone(), prefix);
+        self.session.set_limits(options.limits.clone());
         self.options = options;
         self
     }

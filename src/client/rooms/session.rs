@@ -86,6 +86,21 @@ pub enum RoomEvent {
     Error { code: u16, message: String },
 }
 
+impl RoomEvent {
+    /// For a [`RoomEvent::Reset`], its messages not delivered before: those above the offset
+    /// held when the epoch goes on, all of them when it changed (empty for other events).
+    /// `messages` stays the room's whole state, for a program that replaces its own.
+    pub fn unseen_messages(&self) -> &[Value] {
+        let RoomEvent::Reset { epoch, previous_epoch, previous_offset, messages, .. } = self else { return &[] };
+        if previous_epoch.as_deref() != Some(epoch.as_str()) {
+            return messages;
+        }
+        // Oldest first: the unseen ones are a tail.
+        let seen = messages.iter().take_while(|m| m["offset"].as_u64().is_some_and(|o| o <= *previous_offset));
+        &messages[seen.count()..]
+    }
+}
+
 /// The publish queue is full: [`Session::publish`] refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
@@ -261,6 +276,11 @@ impl Session {
     pub fn position(&self, room: &str) -> Option<(&str, u64)> {
         let r = self.rooms.get(room)?;
         Some((r.epoch.as_deref()?, r.offset))
+    }
+
+    /// Replaces the bounds (before the first connection).
+    pub fn set_limits(&mut self, limits: SessionLimits) {
+        self.limits = limits;
     }
 
     /// Publishes waiting for a reply.

@@ -14,6 +14,13 @@ fn sent(s: &mut Session) -> Vec<Value> {
     std::iter::from_fn(|| s.poll_transmit()).map(|t| serde_json::from_str(&t).unwrap()).collect()
 }
 
+/// A drop and a new connection (with `token`): what the session sends on it.
+fn reconnect(s: &mut Session, token: Option<&str>) -> Vec<Value> {
+    s.disconnected();
+    s.connected(token);
+    sent(s)
+}
+
 fn events(s: &mut Session) -> Vec<RoomEvent> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
@@ -69,9 +76,7 @@ fn live_messages_are_delivered_once_each_in_order() {
 fn a_rejoin_sends_since_and_delivers_missed_before_the_live_messages_held_meanwhile() {
     let mut s = joined_at_10();
     push(&mut s, message(11));
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     assert_eq!(join["since"], json!({"epoch": "e1", "offset": 11}));
     // Live pushes that beat the join's reply wait for it.
     push(&mut s, message(14));
@@ -87,9 +92,7 @@ fn a_rejoin_sends_since_and_delivers_missed_before_the_live_messages_held_meanwh
 #[test]
 fn a_rejoin_not_recovered_reloads_history_and_reports_a_reset() {
     let mut s = joined_at_10();
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     reply(&mut s, &join["id"], joined("e2", 3, false, vec![]));
     let history = sent(&mut s).remove(0);
     assert_eq!((history["op"].as_str(), history["limit"].as_u64()), (Some("history"), Some(100)));
@@ -146,9 +149,7 @@ fn publishes_wait_for_the_join_and_go_again_with_their_key_after_a_drop() {
     let publish = sent(&mut s).remove(0);
     assert_eq!((publish["data"].as_str(), publish["key"].as_str()), (Some("offline"), Some("k-1")));
     // The reply is lost in a drop: the same key goes again after the rejoin.
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     reply(&mut s, &join["id"], joined("e1", 1, true, vec![message(1)]));
     let again = sent(&mut s).remove(0);
     assert_eq!(again["key"], "k-1");
@@ -177,9 +178,7 @@ fn a_refused_token_breaks_the_connection_but_a_rate_limit_does_not() {
     // with the same token.
     push(&mut s, json!({"id": auth["id"], "error": {"code": 429, "message": "too many connections for this user"}}));
     assert!(s.take_broken().is_some() && !s.token_refused());
-    s.disconnected();
-    s.connected(Some("tok"));
-    let auth = sent(&mut s).remove(0);
+    let auth = reconnect(&mut s, Some("tok")).remove(0);
     reply(&mut s, &auth["id"], json!({"user": "ann"}));
     // A refresh answered 429 leaves the connection as it is.
     s.refresh_token("tok1");
@@ -196,17 +195,13 @@ fn a_refused_token_breaks_the_connection_but_a_rate_limit_does_not() {
 #[test]
 fn too_many_pushes_held_while_syncing_break_the_connection_instead_of_dropping_one() {
     let mut s = joined_at_10();
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     for o in 11..=15 {
         push(&mut s, message(o));
     }
     assert!(s.take_broken().is_some(), "the fifth held push is over the bound of 4");
     // The next connection recovers them all from `since`.
-    s.disconnected();
-    s.connected(None);
-    let rejoin = sent(&mut s).remove(0);
+    let rejoin = reconnect(&mut s, None).remove(0);
     assert_ne!(rejoin["id"], join["id"]);
     assert_eq!(rejoin["since"]["offset"], 10);
 }
@@ -223,9 +218,7 @@ fn a_refused_join_drops_the_room_and_its_publishes() {
     assert!(evs.iter().any(|e| matches!(e, RoomEvent::PublishRefused { seq: s2, code: 403, .. } if *s2 == seq)));
     assert!(evs.iter().any(|e| matches!(e, RoomEvent::JoinRefused { code: 403, .. })));
     assert_eq!(s.position("r"), None);
-    s.disconnected();
-    s.connected(None);
-    assert!(sent(&mut s).is_empty(), "no rejoin of a refused room");
+    assert!(reconnect(&mut s, None).is_empty(), "no rejoin of a refused room");
 }
 
 #[test]
@@ -252,23 +245,17 @@ fn an_offset_that_skips_breaks_the_connection_so_that_since_recovers_it() {
     push(&mut s, message(12));
     assert!(offsets(&events(&mut s)).is_empty(), "12 is not delivered before 11");
     assert!(s.take_broken().is_some_and(|why| why.contains("gap")));
-    s.disconnected();
-    s.connected(None);
-    assert_eq!(sent(&mut s)[0]["since"]["offset"], 10);
+    assert_eq!(reconnect(&mut s, None)[0]["since"]["offset"], 10);
 }
 
 #[test]
 fn a_join_that_may_pass_later_is_retried_and_one_that_stands_drops_the_room() {
     let mut s = joined_at_10();
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     push(&mut s, json!({"id": join["id"], "error": {"code": 503, "message": "backplane unavailable"}}));
     assert!(s.take_broken().is_some(), "503: made again after the backoff");
     assert_eq!(s.position("r"), Some(("e1", 10)), "the room stays");
-    s.disconnected();
-    s.connected(None);
-    let join = sent(&mut s).remove(0);
+    let join = reconnect(&mut s, None).remove(0);
     push(&mut s, json!({"id": join["id"], "error": {"code": 403, "message": "not allowed to join this room"}}));
     assert_eq!(s.position("r"), None, "403 stands: the room is dropped");
 }
@@ -334,7 +321,21 @@ fn joins_behind_a_refused_auth_are_not_dropped() {
     push(&mut s, json!({"id": out[0]["id"], "error": {"code": 429, "message": "too many connections for this user"}}));
     push(&mut s, json!({"id": out[1]["id"], "error": {"code": 401, "message": "authenticate first"}}));
     assert!(s.take_broken().is_some());
-    s.disconnected();
-    s.connected(Some("tok"));
-    assert_eq!(sent(&mut s)[1]["op"], "join", "the room is joined again");
+    assert_eq!(reconnect(&mut s, Some("tok"))[1]["op"], "join", "the room is joined again");
+}
+
+#[test]
+fn a_reset_names_the_messages_not_delivered_before() {
+    let reset = |previous_epoch: &str| RoomEvent::Reset {
+        room: "r".into(),
+        reason: ResetReason::NotRecovered,
+        epoch: "e1".into(),
+        offset: 7,
+        previous_epoch: Some(previous_epoch.into()),
+        previous_offset: 5,
+        messages: (4..=7).map(message).collect(),
+    };
+    assert_eq!(reset("e1").unseen_messages(), [message(6), message(7)], "same epoch: after the offset held");
+    assert_eq!(reset("e0").unseen_messages().len(), 4, "a new epoch: all of them");
+    assert!(RoomEvent::Stopped { reason: String::new() }.unseen_messages().is_empty());
 }
