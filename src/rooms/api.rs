@@ -17,9 +17,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
+use super::auth::MAX_USER_BYTES;
 use super::engine::{Answer, Engine, Publish, ReplyTo, RoomsSummary};
 use super::error::{ApiRefusal, RoomError};
-use super::protocol::{self, ObjectWriter};
+use super::protocol::{self, ObjectWriter, Presence};
+use super::reach::{Action, Reach};
 use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
@@ -33,10 +35,14 @@ enum Waiting {
     Publish,
     /// `GET /api/rooms`.
     ListRooms,
-    /// `GET /api/presence` or `GET /api/history`: answered as a member's request is.
-    Read,
+    /// `GET /api/presence` or `GET /api/history`: answered as a member's request is, a
+    /// presence list shown by connection or (`?by=users`) by user.
+    Read(Presence),
     /// `GET /metrics`, with the transport counters rendered when the request came.
     Metrics(String),
+    /// `POST /api/publish` to a user, or `POST /api/disconnect`: every worker acting on
+    /// the user's connections.
+    Reach(Arc<str>),
 }
 
 /// The backend API of one worker.
@@ -54,7 +60,9 @@ impl Api {
         Api { config, waiting: HashMap::new() }
     }
 
-    /// Answers a plain HTTP request now, or returns `None` when the answer comes later.
+    /// Answers a plain HTTP request now, or returns `None` when the answer comes later
+    /// (from the engine, or from every worker's `reach`).
+    #[allow(clippy::too_many_arguments)] // the request, and each part that may answer it
     pub fn serve(
         &mut self,
         out: &mut Outbox,
@@ -63,6 +71,7 @@ impl Api {
         body: &[u8],
         metrics: &Metrics,
         engine: &mut dyn Engine,
+        reach: &mut Reach,
     ) -> Option<HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
         Some(match (request.method.as_str(), path) {
@@ -85,7 +94,8 @@ impl Api {
                     return Some(ApiRefusal::WrongKey.response());
                 }
                 match (request.method.as_str(), p) {
-                    ("POST", "/api/publish") => return self.publish(out, conn, body, engine),
+                    ("POST", "/api/publish") => return self.publish(out, conn, body, engine, reach),
+                    ("POST", "/api/disconnect") => return self.disconnect(conn, body, reach),
                     ("GET", "/api/rooms") => {
                         self.waiting.insert(conn, Waiting::ListRooms);
                         engine.list_rooms(out.now(), ReplyTo::Http(conn));
@@ -94,7 +104,7 @@ impl Api {
                     ("GET", "/api/presence" | "/api/history") => {
                         return self.read(out, conn, p == "/api/history", &request.path, engine);
                     }
-                    (_, "/api/publish" | "/api/rooms" | "/api/presence" | "/api/history") => {
+                    (_, "/api/publish" | "/api/disconnect" | "/api/rooms" | "/api/presence" | "/api/history") => {
                         ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p))
                     }
                     _ => ApiRefusal::NoEndpoint.response(),
@@ -112,16 +122,22 @@ impl Api {
         on.then(|| demo::response(path)).flatten()
     }
 
-    /// Validates a backend publish and hands it to the engine, which answers.
+    /// Validates a backend publish and hands it to the engine (to a room) or to every
+    /// worker (to a user), which answer.
     fn publish(
         &mut self,
         out: &mut Outbox,
         http: ConnId,
         body: &[u8],
         engine: &mut dyn Engine,
+        reach: &mut Reach,
     ) -> Option<HttpResponse> {
-        match parse_publish(body) {
-            Ok((room, data, key)) => {
+        let (target, data, key) = match parse_publish(body) {
+            Ok(publish) => publish,
+            Err(e) => return Some(error_response(&e)),
+        };
+        match target {
+            Target::Room(room) => {
                 self.waiting.insert(http, Waiting::Publish);
                 let publish = Publish {
                     reply: ReplyTo::Http(http),
@@ -133,10 +149,37 @@ impl Api {
                     key: key.map(String::into_boxed_str),
                 };
                 engine.publish(out.now(), publish);
-                None
             }
-            Err(e) => Some(error_response(&e)),
+            Target::User(user) => {
+                // Not kept anywhere (no offset, no history): a live notification.
+                if data.len() > self.config.max_message_bytes {
+                    return Some(error_response(&RoomError::TooLarge { max: self.config.max_message_bytes }));
+                }
+                let push = Bytes::from(protocol::user_message(&user, &data));
+                self.waiting.insert(http, Waiting::Reach(user.clone()));
+                reach.start(http, user, Action::Send(push));
+            }
         }
+        None
+    }
+
+    /// `POST /api/disconnect {"user"}`: closes every connection of the user (4001).
+    fn disconnect(&mut self, http: ConnId, body: &[u8], reach: &mut Reach) -> Option<HttpResponse> {
+        let user = match parse_body(body).and_then(|fields| user_field(&fields)) {
+            Ok(Some(user)) => user,
+            Ok(None) => return Some(error_response(&RoomError::MissingField("user"))),
+            Err(e) => return Some(error_response(&e)),
+        };
+        self.waiting.insert(http, Waiting::Reach(user.clone()));
+        reach.start(http, user, Action::Disconnect);
+        None
+    }
+
+    /// Every worker acted for the call waiting on `http`: `connections` reached.
+    pub fn on_reached(&mut self, out: &mut Outbox, http: ConnId, connections: u64) {
+        let Some(Waiting::Reach(user)) = self.waiting.remove(&http) else { return };
+        let body = ObjectWriter::new().str("user", &user).num("connections", connections).finish();
+        out.respond(http, HttpResponse::json(200, body));
     }
 
     /// `GET /api/presence?room=R` or `GET /api/history?room=R&limit=N` (`history`): the
@@ -165,7 +208,14 @@ impl Api {
             },
             Some(_) => return Some(error_response(&RoomError::WrongType("limit"))),
         };
-        self.waiting.insert(http, Waiting::Read);
+        // `by=users`: presence by user, as a member that joined with `"presence":"users"`.
+        let by = match http::query_param(target, "by") {
+            None => Presence::Connections,
+            Some(Ok(by)) if !history && by == "connections" => Presence::Connections,
+            Some(Ok(by)) if !history && by == "users" => Presence::Users,
+            Some(_) => return Some(error_response(&RoomError::WrongType("by"))),
+        };
+        self.waiting.insert(http, Waiting::Read(by));
         let to = ReplyTo::Http(http);
         if history {
             engine.history(out.now(), to, room, limit);
@@ -185,8 +235,8 @@ impl Api {
                 HttpResponse::json(200, super::members::published_body(&room, Some(offset.unwrap_or(0)), duplicate))
             }
             (Waiting::ListRooms, Ok(Answer::Rooms(all))) => list_rooms(all),
-            (Waiting::Read, Ok(answer @ (Answer::Presence { .. } | Answer::History { .. }))) => {
-                HttpResponse::json(200, super::members::answer_body(answer))
+            (Waiting::Read(by), Ok(answer @ (Answer::Presence { .. } | Answer::History { .. }))) => {
+                HttpResponse::json(200, super::members::answer_body(answer, by))
             }
             (Waiting::Metrics(mut text), Ok(Answer::Rooms(all))) => {
                 render_room_metrics(&all, relay_rooms, &mut text);
@@ -206,21 +256,51 @@ fn error_response(e: &RoomError) -> HttpResponse {
     HttpResponse::json_error(e.code(), &e.to_string())
 }
 
-/// `{"room","data","key"?}`: the room (valid), the raw JSON text of `data`, and the
-/// idempotency key (as a client's publish has it).
-fn parse_publish(body: &[u8]) -> Result<(String, String, Option<String>), RoomError> {
-    let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
-    let fields = serde_json::from_str::<HashMap<String, &RawValue>>(text).map_err(|_| RoomError::BodyNotObject)?;
-    let Some(Ok(room)) = fields.get("room").map(|r| serde_json::from_str::<String>(r.get())) else {
-        return Err(RoomError::BodyRoomField);
+/// Where a backend publish goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A room (a valid name).
+    Room(String),
+    /// Every connection of a user.
+    User(Arc<str>),
+}
+
+/// `{"room"|"user","data","key"?}`: where it goes, the raw JSON text of `data`, and the
+/// idempotency key (as a client's publish has it; rooms only).
+fn parse_publish(body: &[u8]) -> Result<(Target, String, Option<String>), RoomError> {
+    let fields = parse_body(body)?;
+    let target = match (fields.get("room"), user_field(&fields)?) {
+        (Some(_), Some(_)) => return Err(RoomError::BodyTwoTargets),
+        (None, Some(user)) => Target::User(user),
+        (room, None) => {
+            let Some(Ok(room)) = room.map(|r| serde_json::from_str::<String>(r.get())) else {
+                return Err(RoomError::BodyRoomField);
+            };
+            protocol::validate_room_name(&room)?;
+            Target::Room(room)
+        }
     };
-    protocol::validate_room_name(&room)?;
     let data = fields.get("data").ok_or(RoomError::MissingField("data"))?;
-    Ok((room, data.get().to_owned(), protocol::publish_key(&fields)?))
+    Ok((target, data.get().to_owned(), protocol::publish_key(&fields)?))
+}
+
+/// A body's JSON object, its values as raw JSON.
+fn parse_body(body: &[u8]) -> Result<HashMap<String, &RawValue>, RoomError> {
+    let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
+    serde_json::from_str::<HashMap<String, &RawValue>>(text).map_err(|_| RoomError::BodyNotObject)
+}
+
+/// A body's `user`: absent, or a string of 1-256 bytes (a token's `sub`).
+fn user_field(fields: &HashMap<String, &RawValue>) -> Result<Option<Arc<str>>, RoomError> {
+    let Some(raw) = fields.get("user") else { return Ok(None) };
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(user) if !user.is_empty() && user.len() <= MAX_USER_BYTES => Ok(Some(user.into())),
+        _ => Err(RoomError::BodyUserField),
+    }
 }
 
 fn allowed(path: &str) -> &'static str {
-    if path == "/api/publish" {
+    if path == "/api/publish" || path == "/api/disconnect" {
         "POST"
     } else {
         "GET"
@@ -279,5 +359,18 @@ mod tests {
         assert!(!authorized(Some("Bearer s3crets"), "s3cret"));
         assert!(!authorized(Some("Basic s3cret"), "s3cret"));
         assert!(!authorized(None, "s3cret"));
+    }
+
+    #[test]
+    fn a_backend_publish_goes_to_a_room_or_a_user() {
+        let parse = |body: &str| parse_publish(body.as_bytes()).map(|(target, data, _)| (target, data));
+        assert_eq!(parse(r#"{"room":"r","data":1}"#), Ok((Target::Room("r".into()), "1".into())));
+        assert_eq!(parse(r#"{"user":"ann","data":{"a":1}}"#), Ok((Target::User("ann".into()), r#"{"a":1}"#.into())));
+        assert_eq!(parse(r#"{"room":"r","user":"ann","data":1}"#), Err(RoomError::BodyTwoTargets));
+        assert_eq!(parse(r#"{"data":1}"#), Err(RoomError::BodyRoomField));
+        assert_eq!(parse(r#"{"user":"","data":1}"#), Err(RoomError::BodyUserField));
+        assert_eq!(parse(r#"{"user":7,"data":1}"#), Err(RoomError::BodyUserField));
+        assert_eq!(parse(&format!(r#"{{"user":"{}","data":1}}"#, "u".repeat(257))), Err(RoomError::BodyUserField));
+        assert_eq!(parse(r#"{"user":"ann"}"#), Err(RoomError::MissingField("data")));
     }
 }

@@ -43,6 +43,10 @@ pub enum RoomError {
     BodyRoomField,
     /// A publish's `key` is not 1-64 bytes.
     BadKey,
+    /// A backend publish that names both a `room` and a `user`.
+    BodyTwoTargets,
+    /// A backend API body whose `user` is not a string of 1-256 bytes.
+    BodyUserField,
 
     // ---- 401: who the client is ----
     /// `require_auth`: a request before a valid `auth`.
@@ -109,9 +113,8 @@ impl RoomError {
         use RoomError::*;
         match self {
             MalformedJson | BadId | MissingField(_) | WrongType(_) | UnknownOp(_) | BadRoomName | BinaryFrame
-            | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField | BadKey => {
-                code::BAD_REQUEST
-            }
+            | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField | BadKey
+            | BodyTwoTargets | BodyUserField => code::BAD_REQUEST,
             AuthenticateFirst | Token(_) => code::UNAUTHORIZED,
             JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
                 code::FORBIDDEN
@@ -150,6 +153,8 @@ impl fmt::Display for RoomError {
             BodyNotObject => f.write_str("body must be a JSON object {\"room\",\"data\"}"),
             BodyRoomField => f.write_str("missing or ill-typed field: room"),
             BadKey => f.write_str("key must be 1-64 bytes"),
+            BodyTwoTargets => f.write_str("name a room or a user, not both"),
+            BodyUserField => f.write_str("user must be a string of 1-256 bytes"),
             AuthenticateFirst => f.write_str("authenticate first: {\"op\":\"auth\",\"token\":...}"),
             Token(e) => e.fmt(f),
             JoinDenied => f.write_str("not allowed to join this room"),
@@ -176,6 +181,10 @@ impl fmt::Display for RoomError {
 
 impl std::error::Error for RoomError {}
 
+/// The close code of `POST /api/disconnect` (the application range: clients should not
+/// reconnect on their own after it).
+pub const DISCONNECTED: crate::proto::CloseCode = crate::proto::CloseCode(4001);
+
 /// Close reasons (with code 1008 unless noted): what the client reads in the close frame.
 pub mod close_reason {
     /// The token's `exp` (plus leeway) passed.
@@ -192,6 +201,8 @@ pub mod close_reason {
     pub const RELAY_PUBLISH_DENIED: &str = "not allowed to publish in this room";
     /// The relay room filled up before this member was counted (code 1013).
     pub const RELAY_FULL: &str = "relay room full";
+    /// `POST /api/disconnect` closed the user's connections (code [`super::DISCONNECTED`]).
+    pub const DISCONNECTED: &str = "disconnected by the server";
 }
 
 /// Why an upgrade was refused by the room layer, with its HTTP status: the 101 never

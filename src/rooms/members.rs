@@ -8,6 +8,7 @@
 //! engine orders the rooms is not known here.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use log::debug;
 use super::engine::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Publish, ReplyTo};
 use super::error::{close_reason, RoomError};
 use super::local::LocalRooms;
-use super::protocol::{self, ObjectWriter, Request, RequestId};
+use super::protocol::{self, ObjectWriter, Presence, Request, RequestId};
 use super::sessions::{Session, Sessions};
 use super::RoomsConfig;
 use crate::proto::{CloseCode, MessageKind};
@@ -104,6 +105,11 @@ impl Members {
             strikes: Strikes::new(now),
         };
         self.clients.insert(conn, client);
+    }
+
+    /// Whether `conn` is one of this worker's room-protocol connections.
+    pub fn is_client(&self, conn: ConnId) -> bool {
+        self.clients.contains_key(&conn)
     }
 
     /// A closed connection leaves every room (those still being joined too: the engine
@@ -261,7 +267,12 @@ impl Members {
                 self.answer(out, conn, id.as_deref(), Ok(ObjectWriter::new().str("room", &room).finish()));
             }
             Event::Answer { to: ReplyTo::Member { conn, id }, result } => {
-                let body = result.map(answer_body);
+                // A presence list shows what the asker watches in that room.
+                let by = match &result {
+                    Ok(Answer::Presence { room, .. }) => self.local.presence_of(room, conn).unwrap_or_default(),
+                    _ => Presence::Off,
+                };
+                let body = result.map(|answer| answer_body(answer, by));
                 self.answer(out, conn, id.as_deref(), body);
             }
             // The API's answers go to the API (the wiring routes them).
@@ -323,19 +334,22 @@ fn joined_body(room: &str, joined: JoinedRoom) -> String {
 }
 
 /// The reply body of any other answer (the API's `GET /api/presence` and
-/// `GET /api/history` answer with it too).
-pub fn answer_body(answer: Answer) -> String {
+/// `GET /api/history` answer with it too); a presence list shown `by` user or connection.
+pub fn answer_body(answer: Answer, by: Presence) -> String {
     match answer {
         Answer::Published { room, offset, duplicate } => published_body(&room, offset, duplicate),
         Answer::Presence { room, members } => {
-            let members: Vec<String> = members
-                .iter()
-                .map(|m| {
-                    let mut s = String::new();
-                    protocol::push_member(&mut s, m.member());
-                    s
-                })
-                .collect();
+            let members = match by {
+                Presence::Users => members_by_user(&members),
+                Presence::Off | Presence::Connections => members
+                    .iter()
+                    .map(|m| {
+                        let mut s = String::new();
+                        protocol::push_member(&mut s, m.member());
+                        s
+                    })
+                    .collect(),
+            };
             ObjectWriter::new().str("room", &room).raw_array("members", members.iter().map(String::as_str)).finish()
         }
         Answer::History { room, epoch, offset, messages } => ObjectWriter::new()
@@ -348,6 +362,36 @@ pub fn answer_body(answer: Answer) -> String {
         // Asked by the API only.
         Answer::Rooms(_) => "{}".to_owned(),
     }
+}
+
+/// A presence list by user: each user once (as `protocol::push_user` shows it, with the
+/// `info` of one of its connections) with `"connections"`, its number of connections
+/// there; each anonymous connection as a user of its own. In order of first appearance.
+fn members_by_user(members: &[Identity]) -> Vec<String> {
+    let mut users: Vec<(&Identity, u64)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for m in members {
+        match m.user.as_deref() {
+            Some(user) => match index.get(user) {
+                Some(&i) => users[i].1 += 1,
+                None => {
+                    index.insert(user, users.len());
+                    users.push((m, 1));
+                }
+            },
+            None => users.push((m, 1)),
+        }
+    }
+    users
+        .into_iter()
+        .map(|(m, connections)| {
+            let mut s = String::new();
+            protocol::push_user(&mut s, m.member());
+            s.pop(); // the closing brace: one more field
+            let _ = write!(s, ",\"connections\":{connections}}}");
+            s
+        })
+        .collect()
 }
 
 /// A kept push as text (written by `protocol::message`, so always UTF-8).
@@ -440,6 +484,35 @@ mod tests {
             let later = self.out.now().after(by);
             self.out.set_now(later);
         }
+    }
+
+    #[test]
+    fn presence_by_user_lists_each_user_once_with_its_connections() {
+        let who = |client: &str, user: Option<&str>, info: Option<&str>| Identity {
+            client: client.into(),
+            user: user.map(Into::into),
+            info: info.map(Into::into),
+        };
+        let members = [
+            who("c1", Some("ann"), Some(r#"{"name":"Ann"}"#)),
+            who("c2", None, None),
+            who("c3", Some("bob"), None),
+            who("c4", Some("ann"), Some(r#"{"name":"Ann"}"#)),
+            who("c5", None, None),
+            who("c6", Some("ann"), Some(r#"{"name":"Ann"}"#)),
+        ];
+        let answer = || Answer::Presence { room: "r".into(), members: members.to_vec() };
+        assert_eq!(
+            answer_body(answer(), Presence::Users),
+            concat!(
+                r#"{"room":"r","members":[{"user":"ann","info":{"name":"Ann"},"connections":3},"#,
+                r#"{"client":"c2","user":null,"connections":1},{"user":"bob","connections":1},"#,
+                r#"{"client":"c5","user":null,"connections":1}]}"#
+            )
+        );
+        let by_connection: serde_json::Value = serde_json::from_str(&answer_body(answer(), Presence::Off)).unwrap();
+        assert_eq!(by_connection["members"].as_array().unwrap().len(), 6);
+        assert_eq!(by_connection["members"][3], serde_json::json!({"client":"c4","user":"ann","info":{"name":"Ann"}}));
     }
 
     #[test]

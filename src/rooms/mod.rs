@@ -3,7 +3,8 @@
 //! the parts, each owning its state: `engine/` (what orders a room, behind the
 //! [`engine::Engine`] seam), `members.rs` (this worker's connections, their requests and
 //! replies), `sessions.rs` (who each is: tokens, expiry), `api.rs` (`/api/*`, `/metrics`),
-//! `relay.rs` (raw relay rooms); `protocol.rs` (the JSON wire format), `error.rs` (every
+//! `relay.rs` (raw relay rooms), `reach.rs` (messages to a user and disconnects, across
+//! workers); `protocol.rs` (the JSON wire format), `error.rs` (every
 //! refusal), `config.rs` (every limit), `local.rs` (delivery lists), `auth.rs` (JWT).
 //!
 //! Every publish, a client's or the API's, is one engine call. What the engine and the
@@ -22,6 +23,7 @@ pub mod members;
 pub mod protocol;
 #[cfg(not(any(test, feature = "fuzzing")))]
 mod protocol;
+pub mod reach;
 pub mod relay;
 pub mod sessions;
 pub mod users;
@@ -34,6 +36,7 @@ use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
 use engine::redis::{Backplane, RedisEngine};
 use engine::{memory::MemoryEngine, Engine, EngineMsg, Event, Output, ReplyTo};
+use reach::Reach;
 use relay::{Endpoint, Relay};
 
 pub use crate::wire::SUBPROTOCOL;
@@ -47,6 +50,8 @@ pub enum RoomMsg {
     Engine(EngineMsg),
     /// For the relay there.
     Relay(relay::Msg),
+    /// Reaching a user's connections there.
+    Reach(reach::Msg),
 }
 
 /// The room layer of one worker.
@@ -57,6 +62,7 @@ pub struct Rooms {
     members: Members,
     sessions: Sessions,
     relay: Relay,
+    reach: Reach,
     api: Api,
 }
 
@@ -109,6 +115,7 @@ impl Rooms {
                     backplane.as_ref().map(|b| (b.clone(), b.attach_relay(me, mesh.doorbell()))),
                 ),
                 api: Api::new(config.clone()),
+                reach: Reach::new(me, workers),
                 engine,
                 mesh,
             }
@@ -135,6 +142,36 @@ impl Rooms {
         self.relay.pump_link(out);
         while let Some((to, msg)) = self.relay.poll() {
             self.mesh.post(to, RoomMsg::Relay(msg));
+        }
+        while let Some(output) = self.reach.poll() {
+            match output {
+                reach::Output::Send(to, msg) if to == self.mesh.me() => self.on_reach(out, msg),
+                reach::Output::Send(to, msg) => self.mesh.post(to, RoomMsg::Reach(msg)),
+                reach::Output::Done { http, connections } => self.api.on_reached(out, http, connections),
+            }
+        }
+    }
+
+    /// A worker's request to act on this worker's connections of a user, or its answer.
+    fn on_reach(&mut self, out: &mut Outbox, msg: reach::Msg) {
+        match msg {
+            reach::Msg::Reach { token, origin, user, action } => {
+                let conns = self.sessions.connections_of(&user);
+                let reached = match action {
+                    // Relay connections do not speak the room protocol: only its clients.
+                    reach::Action::Send(push) => conns
+                        .iter()
+                        .filter(|&&conn| self.members.is_client(conn))
+                        .map(|&conn| out.send(conn, MessageKind::Text, push.clone()))
+                        .count(),
+                    reach::Action::Disconnect => conns
+                        .iter()
+                        .map(|&conn| out.close(conn, error::DISCONNECTED, error::close_reason::DISCONNECTED))
+                        .count(),
+                };
+                self.reach.acted(origin, token, reached as u64);
+            }
+            reach::Msg::Reached { token, connections } => self.reach.reached(token, connections),
         }
     }
 }
@@ -209,7 +246,7 @@ impl Handler for Rooms {
         body: &[u8],
         metrics: &Metrics,
     ) -> Option<HttpResponse> {
-        let response = self.api.serve(out, conn, request, body, metrics, &mut *self.engine);
+        let response = self.api.serve(out, conn, request, body, metrics, &mut *self.engine, &mut self.reach);
         self.pump(out);
         response
     }
@@ -226,6 +263,7 @@ impl Handler for Rooms {
             match msg {
                 RoomMsg::Engine(msg) => self.engine.receive(out.now(), msg),
                 RoomMsg::Relay(msg) => self.relay.receive(out, msg),
+                RoomMsg::Reach(msg) => self.on_reach(out, msg),
             }
             self.pump(out);
         }

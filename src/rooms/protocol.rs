@@ -28,8 +28,8 @@ pub enum Request<'a> {
     Join {
         /// The room.
         room: String,
-        /// Receive others' join and leave events.
-        presence: bool,
+        /// Which join and leave events of others it receives.
+        presence: Presence,
         /// Recover what was missed since then.
         since: Option<Since>,
     },
@@ -74,6 +74,45 @@ pub enum Request<'a> {
     },
 }
 
+/// Which presence a member watches in a room (`join`'s `presence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Presence {
+    /// No join or leave events (`false`, the default).
+    #[default]
+    Off,
+    /// An event per connection (`true` or `"connections"`).
+    Connections,
+    /// An event per user (`"users"`): `join` for a user's first connection in the room,
+    /// `leave` for its last; an anonymous connection is a user of its own. Its `presence`
+    /// reply lists users, each with its number of connections.
+    Users,
+}
+
+impl Presence {
+    /// Whether it receives any presence events.
+    pub fn watches(self) -> bool {
+        self != Presence::Off
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Presence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Flag(bool),
+            Named(String),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Flag(false) => Ok(Presence::Off),
+            Wire::Flag(true) => Ok(Presence::Connections),
+            Wire::Named(name) if name == "connections" => Ok(Presence::Connections),
+            Wire::Named(name) if name == "users" => Ok(Presence::Users),
+            Wire::Named(_) => Err(serde::de::Error::custom("expected true, false, \"connections\" or \"users\"")),
+        }
+    }
+}
+
 /// A request's `id` as raw JSON (a number or a string), echoed verbatim in the reply.
 pub type RequestId<'a> = Option<&'a RawValue>;
 
@@ -100,7 +139,7 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
     match op.as_str() {
         "join" => Ok(Request::Join {
             room: room(fields)?,
-            presence: optional(fields, "presence")?.unwrap_or(false),
+            presence: optional(fields, "presence")?.unwrap_or_default(),
             since: since(fields)?,
         }),
         "leave" => Ok(Request::Leave { room: room(fields)? }),
@@ -255,6 +294,21 @@ pub fn push_member(out: &mut String, m: Member<'_>) {
     out.push('}');
 }
 
+/// Appends a member as presence by user shows it: a user as `{"user":…[,"info":…]}` (one
+/// entry for all its connections), an anonymous connection as `{"client":…,"user":null}`
+/// (a user of its own).
+pub fn push_user(out: &mut String, m: Member<'_>) {
+    match m.user {
+        Some(user) => {
+            out.push_str("{\"user\":");
+            push_str(out, user);
+            push_info(out, m.info);
+            out.push('}');
+        }
+        None => push_member(out, m),
+    }
+}
+
 /// Appends `,"info":{…}` when there is one (verbatim: compact JSON from the token).
 fn push_info(out: &mut String, info: Option<&str>) {
     if let Some(info) = info {
@@ -291,14 +345,30 @@ pub fn message(room: &str, offset: Option<u64>, from: Member<'_>, data: &str) ->
     out
 }
 
-/// A presence event: `{"op":"join"|"leave","room","member"}`.
-pub fn presence_event(op: &str, room: &str, member: Member<'_>) -> String {
+/// A message to a user from the backend: `{"op":"message","user","data"}` (no room, no
+/// offset: it is not kept). `data` is the backend's raw JSON.
+pub fn user_message(user: &str, data: &str) -> String {
+    let mut out = String::with_capacity(40 + user.len() + data.len());
+    out.push_str("{\"op\":\"message\",\"user\":");
+    push_str(&mut out, user);
+    out.push_str(",\"data\":");
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// A presence event: `{"op":"join"|"leave","room","member"}`, the member as `presence`
+/// shows it: a connection ([`push_member`]) or a user ([`push_user`]).
+pub fn presence_event(op: &str, room: &str, member: Member<'_>, by: Presence) -> String {
     let mut out = String::from("{\"op\":");
     push_str(&mut out, op);
     out.push_str(",\"room\":");
     push_str(&mut out, room);
     out.push_str(",\"member\":");
-    push_member(&mut out, member);
+    match by {
+        Presence::Users => push_user(&mut out, member),
+        Presence::Off | Presence::Connections => push_member(&mut out, member),
+    }
     out.push('}');
     out
 }
@@ -410,7 +480,7 @@ mod tests {
             req,
             Ok(Request::Join {
                 room: "lobby".into(),
-                presence: true,
+                presence: Presence::Connections,
                 since: Some(Since { epoch: "e1".into(), offset: 3 })
             })
         );
@@ -444,6 +514,7 @@ mod tests {
             (r#"{"id":1,"op":"join","room":5}"#, Some("1")),
             (r#"{"id":1,"op":"join","room":"bad room"}"#, Some("1")),
             (r#"{"id":1,"op":"join","room":"r","presence":"yes"}"#, Some("1")),
+            (r#"{"id":1,"op":"join","room":"r","presence":1}"#, Some("1")),
             (r#"{"id":1,"op":"join","room":"r","since":{"epoch":"e"}}"#, Some("1")),
             (r#"{"id":1,"op":"publish","room":"r"}"#, Some("1")),
             (r#"{"id":1,"op":"auth"}"#, Some("1")),
@@ -484,8 +555,46 @@ mod tests {
             .raw_array("missed", ["1", "{}"])
             .finish();
         assert_eq!(body, r#"{"room":"r","offset":3,"recovered":true,"missed":[1,{}]}"#);
-        let _: serde_json::Value = serde_json::from_str(&presence_event("join", "r", from)).unwrap();
+        let _: serde_json::Value =
+            serde_json::from_str(&presence_event("join", "r", from, Presence::Connections)).unwrap();
         let _: serde_json::Value = serde_json::from_str(&welcome("c1", Some("u"), None)).unwrap();
+    }
+
+    #[test]
+    fn presence_is_a_flag_or_a_grouping() {
+        for (value, expected) in [
+            ("false", Presence::Off),
+            ("null", Presence::Off),
+            ("true", Presence::Connections),
+            ("\"connections\"", Presence::Connections),
+            ("\"users\"", Presence::Users),
+        ] {
+            let text = format!(r#"{{"op":"join","room":"r","presence":{value}}}"#);
+            let (_, req) = parse(&text);
+            assert_eq!(req, Ok(Request::Join { room: "r".into(), presence: expected, since: None }), "{value}");
+        }
+        assert_eq!(
+            parse(r#"{"op":"join","room":"r"}"#).1.map(|r| matches!(r, Request::Join { presence: Presence::Off, .. })),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn a_user_is_shown_once_for_all_its_connections_and_an_anonymous_one_by_its_client() {
+        let ann = Member { client: Some("c1"), user: Some("ann"), info: Some(r#"{"name":"Ann"}"#) };
+        assert_eq!(
+            presence_event("join", "r", ann, Presence::Users),
+            r#"{"op":"join","room":"r","member":{"user":"ann","info":{"name":"Ann"}}}"#
+        );
+        let anon = Member { client: Some("c2"), user: None, info: None };
+        assert_eq!(
+            presence_event("leave", "r", anon, Presence::Users),
+            r#"{"op":"leave","room":"r","member":{"client":"c2","user":null}}"#
+        );
+        assert_eq!(
+            presence_event("join", "r", ann, Presence::Connections),
+            r#"{"op":"join","room":"r","member":{"client":"c1","user":"ann","info":{"name":"Ann"}}}"#
+        );
     }
 
     #[test]

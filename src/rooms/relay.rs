@@ -213,7 +213,7 @@ impl Relay {
             sessions.open(conn, admission, out.now());
         }
         let room: Arc<str> = room.into();
-        self.local.insert(&room, conn, false);
+        self.local.insert(&room, conn, super::protocol::Presence::Off);
         self.member_of.insert(conn, RelayMember { room: room.clone(), may_publish });
         let owner = self.owner(&room);
         self.send(out, owner, Msg::Join { conn, room });

@@ -73,7 +73,7 @@ impl Session {
             Request::Join { room, presence, .. } => {
                 if !p.may_join(room) {
                     Some(RoomError::JoinDenied)
-                } else if *presence && !p.may_presence(room) {
+                } else if presence.watches() && !p.may_presence(room) {
                     Some(RoomError::PresenceDenied)
                 } else {
                     None
@@ -115,6 +115,8 @@ pub struct Sessions {
     auth_deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections per user, shared with the other workers (`max_conns_per_user`).
     users: Arc<UserConnections>,
+    /// This worker's connections of each user (for messages to a user and disconnects).
+    by_user: HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 impl Sessions {
@@ -131,7 +133,13 @@ impl Sessions {
             sessions: HashMap::new(),
             expiries: BTreeSet::new(),
             auth_deadlines: BTreeSet::new(),
+            by_user: HashMap::new(),
         }
+    }
+
+    /// This worker's connections of `user` (room protocol and relay alike).
+    pub fn connections_of(&self, user: &str) -> &[ConnId] {
+        self.by_user.get(user).map_or(&[], Vec::as_slice)
     }
 
     /// Counts users' connections in `users`, which every worker of the process shares.
@@ -180,6 +188,9 @@ impl Sessions {
         }
         let auths = TokenBucket::full(f64::from(self.auth_per_minute), now.mono);
         let counted = user.as_ref().is_some_and(|user| self.users.add(user));
+        if let Some(user) = &user {
+            self.by_user.entry(user.clone()).or_default().push(conn);
+        }
         let session = Session { user, info, permissions, valid_until, auth_deadline, auths, counted };
         self.sessions.entry(conn).or_insert(session)
     }
@@ -194,6 +205,14 @@ impl Sessions {
         let Some(session) = self.sessions.remove(&conn) else { return };
         if let (true, Some(user)) = (session.counted, &session.user) {
             self.users.remove(user);
+        }
+        if let Some(user) = &session.user {
+            if let Some(conns) = self.by_user.get_mut(user) {
+                conns.retain(|&c| c != conn);
+                if conns.is_empty() {
+                    self.by_user.remove(user);
+                }
+            }
         }
         if let Some(until) = session.valid_until {
             self.expiries.remove(&(until, conn));
@@ -247,6 +266,7 @@ impl Sessions {
         session.permissions = grant.permissions;
         if session.user.is_none() {
             session.info = grant.info;
+            self.by_user.entry(grant.user.clone()).or_default().push(conn);
         }
         session.user = Some(grant.user.clone());
         Ok(Authenticated { user: grant.user, info: session.info.clone(), first: waiting.is_some() })

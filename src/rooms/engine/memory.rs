@@ -25,7 +25,7 @@ use super::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Output, Pu
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
-use crate::rooms::protocol::{self, Member};
+use crate::rooms::protocol::{self, Member, Presence};
 use crate::rooms::RoomsConfig;
 use crate::server::{ConnId, Now};
 
@@ -48,6 +48,22 @@ pub struct MemoryEngine {
 }
 
 pub use super::route::Shared;
+
+/// Tells a room's watchers that `who` (`conn`) joined or left (`op`): those watching
+/// connections, and those watching users when it was also the user's first or last
+/// connection in the room (`user_changed`). Never `conn` itself.
+fn tell_watchers(router: &mut Router, room: &Room, op: &str, who: &Identity, conn: ConnId, user_changed: bool) {
+    let kinds: &[Presence] =
+        if user_changed { &[Presence::Connections, Presence::Users] } else { &[Presence::Connections] };
+    for &by in kinds {
+        let audience = Audience::watching(by);
+        let mask = room.worker_mask(audience);
+        if mask != 0 {
+            let event = Bytes::from(protocol::presence_event(op, &room.name, who.member(), by));
+            router.deliver(mask, &room.name, audience, Some(conn), &event);
+        }
+    }
+}
 
 impl MemoryEngine {
     /// The engine of worker `me` of `workers`, with what all of them share; its epochs
@@ -223,7 +239,7 @@ impl MemoryEngine {
                 self.history_bytes -= freed;
             }
         }
-        let (name, mask) = (room.name.clone(), room.worker_mask(false));
+        let (name, mask) = (room.name.clone(), room.worker_mask(Audience::Members));
         let except = if echo { None } else { from.map(|(conn, _)| conn) };
         self.router.deliver(mask, &name, Audience::Members, except, &json);
         Ok(Answer::Published { room: room_name, offset, duplicate: false })
@@ -238,9 +254,10 @@ impl MemoryEngine {
             if !room.is_member(conn) && room.members().len() >= max_members {
                 return Err(RoomError::RoomFull);
             }
-            let event = protocol::presence_event("join", &name, identity.member());
-            let watchers = room.worker_mask(true); // before the joiner counts as one
-            let new = room.insert_member(conn, Membership { presence, identity });
+            let arrival = room.insert_member(conn, Membership { presence, identity: identity.clone() });
+            if arrival.new {
+                tell_watchers(&mut self.router, room, "join", &identity, conn, arrival.first_of_user);
+            }
             let (recovered, missed) = match &since {
                 Some(since) => {
                     let r = room.recover(&since.epoch, since.offset);
@@ -255,43 +272,32 @@ impl MemoryEngine {
                 recovered,
                 missed,
             };
-            Ok((room.name.clone(), joined, new.then_some(event), watchers))
+            Ok((room.name.clone(), joined))
         });
-        match result {
-            Ok((room, joined, event, watchers)) => {
-                if let Some(event) = event {
-                    self.router.deliver(watchers, &room, Audience::Watchers, Some(conn), &Bytes::from(event));
-                }
-                self.router.emit(conn.worker(), Event::Joined { conn, id, room, presence, result: Ok(joined) });
-            }
-            Err(e) => {
-                let event = Event::Joined { conn, id, room: name.into(), presence, result: Err(e) };
-                self.router.emit(conn.worker(), event);
-            }
-        }
+        let (room, result) = match result {
+            Ok((room, joined)) => (room, Ok(joined)),
+            Err(e) => (name.into(), Err(e)),
+        };
+        self.router.emit(conn.worker(), Event::Joined { conn, id, room, presence, result });
     }
 
     /// Removes a member from an owned room, telling presence watchers and (unless the
     /// connection is gone) its worker.
     fn owner_leave(&mut self, now: Now, leave: Leave) {
         let Leave { conn, room: name, id, gone } = leave;
-        let removed = self.rooms.get_mut(name.as_str()).and_then(|room| {
-            let membership = room.remove_member(conn, now.mono)?;
-            Some((room.name.clone(), membership, room.worker_mask(true)))
+        let left = self.rooms.get_mut(name.as_str()).and_then(|room| {
+            let (membership, last_of_user) = room.remove_member(conn, now.mono)?;
+            tell_watchers(&mut self.router, room, "leave", &membership.identity, conn, last_of_user);
+            Some(room.name.clone())
         });
-        let Some((room, membership, watchers)) = removed else {
-            if !gone {
-                self.router.emit(
-                    conn.worker(),
-                    Event::Answer { to: ReplyTo::Member { conn, id }, result: Err(RoomError::NotMember) },
-                );
-            }
-            return;
-        };
-        let event = Bytes::from(protocol::presence_event("leave", &name, membership.identity.member()));
-        self.router.deliver(watchers, &room, Audience::Watchers, Some(conn), &event);
-        if !gone {
-            self.router.emit(conn.worker(), Event::Left { conn, id, room });
+        match left {
+            Some(room) if !gone => self.router.emit(conn.worker(), Event::Left { conn, id, room }),
+            Some(_) => {}
+            None if !gone => self.router.emit(
+                conn.worker(),
+                Event::Answer { to: ReplyTo::Member { conn, id }, result: Err(RoomError::NotMember) },
+            ),
+            None => {}
         }
     }
 
@@ -426,7 +432,7 @@ mod tests {
         let identity = Identity { client: format!("c{}", conn.parts().0).into(), user: None, info: None };
         let since = since.map(|(epoch, offset)| Since { epoch: epoch.into(), offset });
         let id = Some(RawValue::from_string("1".into()).unwrap());
-        engine.join(now, Join { conn, identity, room: room.into(), presence: false, since, id });
+        engine.join(now, Join { conn, identity, room: room.into(), presence: Presence::Off, since, id });
         events(engine)
             .into_iter()
             .find_map(|e| match e {

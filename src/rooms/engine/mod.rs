@@ -57,7 +57,7 @@ use serde_json::value::RawValue;
 
 use super::error::RoomError;
 use super::local::Audience;
-use super::protocol::{Member, Since};
+use super::protocol::{Member, Presence, Since};
 use crate::server::{ConnId, Now};
 
 /// A request's `id`, owned (it travels to the engine and back with the answer).
@@ -115,8 +115,8 @@ pub struct Join {
     pub identity: Identity,
     /// The room (a valid name).
     pub room: String,
-    /// Whether it receives others' join and leave events.
-    pub presence: bool,
+    /// Which join and leave events of others it receives.
+    pub presence: Presence,
     /// Where its last session left off, to recover from.
     pub since: Option<Since>,
     /// The request's `id`.
@@ -240,8 +240,8 @@ pub enum Event {
         id: OwnedId,
         /// The room.
         room: Arc<str>,
-        /// Whether it asked for presence events.
-        presence: bool,
+        /// Which presence events it asked for.
+        presence: Presence,
         /// The join, or why not.
         result: Result<JoinedRoom, RoomError>,
     },

@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::route::Roster;
+use super::route::{Arrival, Roster};
 use super::Identity;
+use crate::rooms::local::Audience;
+use crate::rooms::protocol::Presence;
 use crate::server::ConnId;
 
 /// A member of a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    /// Receives join/leave events of others.
-    pub presence: bool,
+    /// Which join/leave events of others it receives.
+    pub presence: Presence,
     pub identity: Identity,
 }
 
@@ -82,14 +84,15 @@ impl Room {
         self.roster.contains(conn)
     }
 
-    /// Adds (or updates) a member; returns whether it is new.
-    pub fn insert_member(&mut self, conn: ConnId, membership: Membership) -> bool {
+    /// Adds (or updates) a member.
+    pub fn insert_member(&mut self, conn: ConnId, membership: Membership) -> Arrival {
         self.emptied_at = None;
         self.roster.insert(conn, membership)
     }
 
-    /// Removes a member; when it was the last, the room starts its way out (`emptied_at`).
-    pub fn remove_member(&mut self, conn: ConnId, now: Instant) -> Option<Membership> {
+    /// Removes a member (with whether it was its user's last connection here); when it was
+    /// the last member, the room starts its way out (`emptied_at`).
+    pub fn remove_member(&mut self, conn: ConnId, now: Instant) -> Option<(Membership, bool)> {
         let old = self.roster.remove(conn)?;
         if self.roster.is_empty() {
             self.emptied_at = Some(now);
@@ -97,9 +100,9 @@ impl Room {
         Some(old)
     }
 
-    /// Bit `w` set: worker `w` has members (with `watchers`: presence watchers) here.
-    pub fn worker_mask(&self, watchers: bool) -> u64 {
-        self.roster.worker_mask(watchers)
+    /// Bit `w` set: worker `w` has members of `audience` here.
+    pub fn worker_mask(&self, audience: Audience) -> u64 {
+        self.roster.worker_mask(audience)
     }
 
     /// Assigns the next offset.

@@ -18,6 +18,7 @@ use super::{Answer, Event, Join, Leave, Output, Publish, ReplyTo, RoomsSummary};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::local::Audience;
+use crate::rooms::protocol::Presence;
 use crate::server::{ConnId, MAX_WORKERS};
 
 /// What an engine on one worker sends the engine on another (the mesh carries it).
@@ -171,25 +172,48 @@ impl Router {
     }
 }
 
-/// Members of a room per worker: where the owner sends deliveries.
+/// Members of a room on one worker, per [`Audience`]: where the owner sends deliveries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct WorkerShare {
-    members: u32,
-    watchers: u32,
+    counts: [u32; Audience::COUNT],
+}
+
+impl WorkerShare {
+    fn add(&mut self, presence: Presence, by: i32) {
+        for (audience, count) in AUDIENCES.iter().zip(&mut self.counts) {
+            if audience.includes(presence) {
+                *count = count.saturating_add_signed(by);
+            }
+        }
+    }
+}
+
+const AUDIENCES: [Audience; Audience::COUNT] = [Audience::Members, Audience::Watchers, Audience::UserWatchers];
+
+/// What adding a member changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// It was not a member before (a second `join` only updates its presence).
+    pub new: bool,
+    /// It is its user's first connection here (always, for an anonymous one): presence by
+    /// user sees the user join.
+    pub first_of_user: bool,
 }
 
 /// A room's members (on every worker of this node), as its owner keeps them.
 #[derive(Debug, Default)]
 pub struct Roster {
     members: HashMap<ConnId, Membership>,
-    /// Per worker index: how many members (and presence watchers) live there.
+    /// Per worker index: how many members (and presence watchers of each kind) live there.
     shares: Vec<WorkerShare>,
+    /// A named user's connections here (anonymous ones are each a user of their own).
+    users: HashMap<Arc<str>, u32>,
 }
 
 impl Roster {
     /// An empty roster for `workers` workers.
     pub fn new(workers: usize) -> Self {
-        Roster { members: HashMap::new(), shares: vec![WorkerShare::default(); workers.max(1)] }
+        Roster { members: HashMap::new(), shares: vec![WorkerShare::default(); workers.max(1)], users: HashMap::new() }
     }
 
     /// Every member.
@@ -212,33 +236,54 @@ impl Roster {
         self.members.is_empty()
     }
 
-    /// Adds (or updates) a member; returns whether it is new.
-    pub fn insert(&mut self, conn: ConnId, membership: Membership) -> bool {
+    /// Adds (or updates) a member.
+    pub fn insert(&mut self, conn: ConnId, membership: Membership) -> Arrival {
         let presence = membership.presence;
+        let user = membership.identity.user.clone();
         let old = self.members.insert(conn, membership);
         if let Some(share) = self.shares.get_mut(conn.worker()) {
-            if old.is_none() {
-                share.members += 1;
+            if let Some(old) = &old {
+                share.add(old.presence, -1);
             }
-            share.watchers = share.watchers + u32::from(presence) - old.as_ref().map_or(0, |m| u32::from(m.presence));
+            share.add(presence, 1);
         }
-        old.is_none()
+        let new = old.is_none();
+        let first_of_user = new
+            && user.is_none_or(|user| {
+                let count = self.users.entry(user).or_default();
+                *count += 1;
+                *count == 1
+            });
+        Arrival { new, first_of_user }
     }
 
-    /// Removes a member.
-    pub fn remove(&mut self, conn: ConnId) -> Option<Membership> {
+    /// Removes a member; with whether it was its user's last connection here (always, for
+    /// an anonymous one).
+    pub fn remove(&mut self, conn: ConnId) -> Option<(Membership, bool)> {
         let old = self.members.remove(&conn)?;
         if let Some(share) = self.shares.get_mut(conn.worker()) {
-            share.members -= 1;
-            share.watchers -= u32::from(old.presence);
+            share.add(old.presence, -1);
         }
-        Some(old)
+        let last_of_user = match &old.identity.user {
+            None => true,
+            Some(user) => match self.users.get_mut(user) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    self.users.remove(user);
+                    true
+                }
+            },
+        };
+        Some((old, last_of_user))
     }
 
-    /// Bit `w` set: worker `w` has members (with `watchers`: presence watchers) here.
-    pub fn worker_mask(&self, watchers: bool) -> u64 {
-        let has = |s: &WorkerShare| if watchers { s.watchers > 0 } else { s.members > 0 };
-        self.shares.iter().enumerate().filter(|(_, s)| has(s)).fold(0, |mask, (w, _)| mask | 1 << w)
+    /// Bit `w` set: worker `w` has members of `audience` here.
+    pub fn worker_mask(&self, audience: Audience) -> u64 {
+        let i = audience.index();
+        self.shares.iter().enumerate().filter(|(_, s)| s.counts[i] > 0).fold(0, |mask, (w, _)| mask | 1 << w)
     }
 }
 
@@ -252,16 +297,43 @@ mod tests {
         let mut roster = Roster::new(3);
         let who = Identity { client: "c".into(), user: None, info: None };
         let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
-        assert!(roster.insert(on(0, 1), Membership { presence: true, identity: who.clone() }));
-        assert!(roster.insert(on(2, 1), Membership { presence: false, identity: who.clone() }));
-        assert!(!roster.insert(on(2, 1), Membership { presence: true, identity: who.clone() }));
-        assert_eq!(roster.worker_mask(false), 0b101);
-        assert_eq!(roster.worker_mask(true), 0b101, "the member on 2 now watches too");
+        let member = |presence| Membership { presence, identity: who.clone() };
+        assert!(roster.insert(on(0, 1), member(Presence::Connections)).new);
+        assert!(roster.insert(on(2, 1), member(Presence::Off)).new);
+        assert!(!roster.insert(on(2, 1), member(Presence::Connections)).new);
+        assert_eq!(roster.worker_mask(Audience::Members), 0b101);
+        assert_eq!(roster.worker_mask(Audience::Watchers), 0b101, "the member on 2 now watches too");
+        assert_eq!(roster.worker_mask(Audience::UserWatchers), 0);
+        roster.insert(on(2, 1), member(Presence::Users));
+        assert_eq!(
+            (roster.worker_mask(Audience::Watchers), roster.worker_mask(Audience::UserWatchers)),
+            (0b001, 0b100)
+        );
         assert!(roster.remove(on(0, 1)).is_some());
-        assert_eq!(roster.worker_mask(true), 0b100);
+        assert_eq!(roster.worker_mask(Audience::Watchers), 0);
         assert!(roster.remove(on(0, 1)).is_none());
         roster.remove(on(2, 1));
-        assert_eq!(roster.worker_mask(false), 0);
+        assert_eq!(roster.worker_mask(Audience::Members), 0);
         assert!(roster.is_empty());
+    }
+
+    #[test]
+    fn a_user_arrives_with_its_first_connection_and_goes_with_its_last() {
+        let mut roster = Roster::new(2);
+        let on = |w: u16, i: u32| ConnId::for_worker(w, i, 0);
+        let ann = |client: &str| Membership {
+            presence: Presence::Off,
+            identity: Identity { client: client.into(), user: Some("ann".into()), info: None },
+        };
+        let anon =
+            Membership { presence: Presence::Off, identity: Identity { client: "x".into(), user: None, info: None } };
+        assert_eq!(roster.insert(on(0, 1), ann("a1")), Arrival { new: true, first_of_user: true });
+        assert_eq!(roster.insert(on(1, 1), ann("a2")), Arrival { new: true, first_of_user: false });
+        assert_eq!(roster.insert(on(1, 1), ann("a2")), Arrival { new: false, first_of_user: false }, "a second join");
+        assert_eq!(roster.insert(on(0, 2), anon.clone()), Arrival { new: true, first_of_user: true });
+        assert_eq!(roster.remove(on(0, 1)).map(|(_, last)| last), Some(false));
+        assert_eq!(roster.remove(on(0, 2)).map(|(_, last)| last), Some(true), "an anonymous one is its own user");
+        assert_eq!(roster.remove(on(1, 1)).map(|(_, last)| last), Some(true));
+        assert!(roster.insert(on(1, 1), ann("a3")).first_of_user, "back again: a new arrival");
     }
 }

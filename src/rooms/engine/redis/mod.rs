@@ -36,7 +36,7 @@ use super::route::{Msg, Router, Shared};
 use super::{Answer, Engine, Event, Join, Leave, Output, Publish, ReplyTo};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
-use crate::rooms::protocol;
+use crate::rooms::protocol::{self, Presence};
 use crate::rooms::RoomsConfig;
 use crate::server::{ConnId, Doorbell, Now};
 pub use link::{Backplane, Inbound, Inbox, LinkStats, Part, ROUND_TRIP_BOUNDS};
@@ -336,7 +336,7 @@ impl RedisEngine {
         let Join { conn, identity, room, presence, since, id } = join;
         let mut member_json = String::new();
         protocol::push_member(&mut member_json, identity.member());
-        let event = protocol::presence_event("join", &room, identity.member());
+        let event = protocol::presence_event("join", &room, identity.member(), Presence::Connections);
         let args = JoinArgs {
             client: &identity.client,
             member_json: &member_json,

@@ -31,7 +31,7 @@ use super::super::route::{Roster, Router};
 use super::super::{Event, JoinedRoom, OwnedId};
 use super::store::{Kind, Snapshot};
 use crate::rooms::local::Audience;
-use crate::rooms::protocol::Since;
+use crate::rooms::protocol::{Presence, Since};
 use crate::server::ConnId;
 
 /// Messages delivered here that a join answered late can still take as `missed`.
@@ -75,8 +75,8 @@ pub struct Answered {
     pub conn: ConnId,
     /// The request's `id`.
     pub id: OwnedId,
-    /// Whether it watches presence.
-    pub presence: bool,
+    /// Which presence it watches.
+    pub presence: Presence,
     /// Where its last session left off.
     pub since: Option<Since>,
     /// Who it is.
@@ -279,7 +279,7 @@ impl FollowedRoom {
 
     /// Removes a member here; `None` if it was not one.
     pub fn remove(&mut self, conn: ConnId) -> Option<Membership> {
-        let membership = self.roster.remove(conn)?;
+        let (membership, _) = self.roster.remove(conn)?;
         self.clients.remove(&membership.identity.client);
         Some(membership)
     }
@@ -295,13 +295,18 @@ impl FollowedRoom {
         let except = msg.except.and_then(|c| self.conn_of(c));
         let offset = match msg.kind {
             Kind::Presence => {
-                let mask = self.roster.worker_mask(true);
+                let mask = self.roster.worker_mask(Audience::Watchers);
                 router.deliver(mask, &self.name, Audience::Watchers, except, &msg.push);
                 return msg.except.is_some_and(|client| self.on_marker(router, client, &msg.push));
             }
+            Kind::UserPresence => {
+                let mask = self.roster.worker_mask(Audience::UserWatchers);
+                router.deliver(mask, &self.name, Audience::UserWatchers, except, &msg.push);
+                return false;
+            }
             Kind::Marker => return msg.except.is_some_and(|client| self.on_marker(router, client, &msg.push)),
             Kind::Message(0) => {
-                let mask = self.roster.worker_mask(false);
+                let mask = self.roster.worker_mask(Audience::Members);
                 router.deliver(mask, &self.name, Audience::Members, except, &msg.push);
                 return false;
             }
@@ -361,7 +366,7 @@ impl FollowedRoom {
     /// Delivers message `offset` (the next one) to the members here.
     fn deliver(&mut self, router: &mut Router, offset: u64, except: Option<&str>, push: Bytes) {
         let except = except.and_then(|c| self.conn_of(c));
-        let mask = self.roster.worker_mask(false);
+        let mask = self.roster.worker_mask(Audience::Members);
         router.deliver(mask, &self.name, Audience::Members, except, &push);
         if let Some(position) = &mut self.position {
             position.delivered = offset;
@@ -396,7 +401,7 @@ impl FollowedRoom {
         }
         log::warn!("room {}: continuity lost, reset to epoch {epoch} offset {offset}", self.name);
         self.resets += 1;
-        let mask = self.roster.worker_mask(false);
+        let mask = self.roster.worker_mask(Audience::Members);
         for worker in 0..router.workers() {
             if mask & (1 << worker) != 0 {
                 let event = Event::Reset { room: self.name.clone(), epoch: epoch.clone(), offset };
@@ -450,7 +455,7 @@ impl FollowedRoom {
             .map(|e| (e.offset, Bytes::from(e.push)))
             .collect();
         let membership = answered.membership.clone();
-        if self.roster.insert(answered.conn, membership.clone()) {
+        if self.roster.insert(answered.conn, membership.clone()).new {
             self.clients.insert(membership.identity.client.clone(), answered.conn);
         }
         let mut need_read = false;
@@ -518,9 +523,9 @@ mod tests {
         Answered {
             conn: ConnId::for_worker(0, n, 0),
             id: None,
-            presence: false,
+            presence: Presence::Off,
             since: None,
-            membership: Membership { presence: false, identity },
+            membership: Membership { presence: Presence::Off, identity },
             members: None,
         }
     }

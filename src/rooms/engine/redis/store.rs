@@ -7,12 +7,15 @@
 //!   receive it) and, for a publish with `echo: false`, `x` (the publisher's client id);
 //! - `wsedge:{R}:presence`, a sorted set: client id -> when its entry expires (Unix ms),
 //!   refreshed by the client's node; `wsedge:{R}:who`: client id -> `{"client","user"}`;
+//!   `wsedge:{R}:users`: user -> its connections present (for presence by user);
 //! - `wsedge:rooms`, one per Redis: every room -> when its keys expire (Unix ms), which
 //!   bounds the rooms (`max_rooms`, per Redis) and lists them for `GET /api/rooms`;
 //! - the pub/sub channel `wsedge:{R}`, carrying `<epoch> <offset> <except> <push>`: offset
 //!   `0` for an ephemeral message, `p` for a presence event, `m` for a bare marker (then
-//!   the epoch is `-`); `except` is the client id not to deliver to, or `-` (for `p` and
-//!   `m`: the member whose join or leave it marks in the room's order).
+//!   the epoch is `-`), `u` for a presence event by user (a user's first connection in or
+//!   last out, published just before that connection's `p`); `except` is the client id not
+//!   to deliver to, or `-` (for `p` and `m`: the member whose join or leave it marks in the
+//!   room's order).
 //!
 //! One script per publish assigns the offset, appends to the stream, trims it to the
 //! history size and age, refreshes the keys' TTL and publishes: atomically, so every node
@@ -41,6 +44,8 @@ pub struct RoomKeys {
     pub presence: String,
     /// Who each present client is.
     pub who: String,
+    /// Each user's connections present.
+    pub users: String,
     /// The idempotency keys of kept messages -> their offsets.
     pub keys: String,
     /// The pub/sub channel.
@@ -63,6 +68,7 @@ impl RoomKeys {
             stream: format!("wsedge:{{{room}}}:stream"),
             presence: format!("wsedge:{{{room}}}:presence"),
             who: format!("wsedge:{{{room}}}:who"),
+            users: format!("wsedge:{{{room}}}:users"),
             keys: format!("wsedge:{{{room}}}:keys"),
             channel: format!("wsedge:{{{room}}}"),
         }
@@ -173,6 +179,27 @@ local function room_epoch(meta, rooms, new_epoch, now, max)
   redis.call('HSET', meta, 'epoch', new_epoch, 'offset', 0)
   return new_epoch
 end
+-- A member's user, and the member as presence by user shows it. `member` is what the
+-- engine wrote (protocol::push_member): {"client":"<id>","user":<user>[,"info":{...}]},
+-- so without its client it is {"user":<user>[,"info":{...}]} (protocol::push_user). An
+-- anonymous connection is a user of its own: nil, and the member as it is.
+local function user_of(client, member)
+  local ok, decoded = pcall(cjson.decode, member)
+  if not ok or type(decoded) ~= 'table' or type(decoded.user) ~= 'string' then return nil, member end
+  return decoded.user, '{' .. string.sub(member, 14 + #client)
+end
+-- Counts a member of `room` (JSON) in (by = 1) or out (by = -1) of its user's connections
+-- (the hash `users`), and publishes the user's join or leave (op) on `channel` when it was
+-- the first in or the last out.
+local function count_user(users, client, member, by, op, room, channel)
+  local user, shown = user_of(client, member)
+  if user then
+    local now = redis.call('HINCRBY', users, user, by)
+    if now <= 0 then redis.call('HDEL', users, user) end
+    if (by > 0 and now ~= 1) or (by < 0 and now > 0) then return end
+  end
+  redis.call('PUBLISH', channel, '- u ' .. client .. ' {"op":"' .. op .. '","room":' .. room .. ',"member":' .. shown .. '}')
+end
 "#;
 
 const PUBLISH: &str = r#"
@@ -231,9 +258,9 @@ return {epoch, offset}
 "#;
 
 const JOIN: &str = r#"
--- KEYS: meta, stream, presence, who, rooms. ARGV: new epoch, client, member json, entry
--- expiry ms, max members, ttl ms, since epoch, since offset, channel, join event, now ms,
--- presence keys ttl ms, max rooms, room.
+-- KEYS: meta, stream, presence, who, rooms, users. ARGV: new epoch, client, member json,
+-- entry expiry ms, max members, ttl ms, since epoch, since offset, channel, join event,
+-- now ms, presence keys ttl ms, max rooms, room.
 local epoch = room_epoch(KEYS[1], KEYS[5], ARGV[1], ARGV[11], tonumber(ARGV[13]))
 if not epoch then return {'rooms-full'} end
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
@@ -251,8 +278,10 @@ redis.call('PEXPIRE', KEYS[4], ARGV[12])
 if known then
   redis.call('PUBLISH', ARGV[9], '- m ' .. ARGV[2] .. ' {"op":"join"}')
 else
+  count_user(KEYS[6], ARGV[2], ARGV[3], 1, 'join', '"' .. ARGV[14] .. '"', ARGV[9])
   redis.call('PUBLISH', ARGV[9], '- p ' .. ARGV[2] .. ' ' .. ARGV[10])
 end
+redis.call('PEXPIRE', KEYS[6], ARGV[12])
 local entries = {}
 if ARGV[7] == epoch and tonumber(ARGV[8]) < offset then
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[8] .. '-0', '+')
@@ -280,11 +309,12 @@ return {epoch, offset, entries}
 "#;
 
 const LEAVE: &str = r#"
--- KEYS: presence, who. ARGV: client, channel, room (as JSON).
+-- KEYS: presence, who, users. ARGV: client, channel, room (as JSON).
 -- The leave's marker in the room's order: its leave event, or a bare marker.
 local member = redis.call('HGET', KEYS[2], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and member then
   redis.call('HDEL', KEYS[2], ARGV[1])
+  count_user(KEYS[3], ARGV[1], member, -1, 'leave', ARGV[3], ARGV[2])
   redis.call('PUBLISH', ARGV[2], '- p ' .. ARGV[1] .. ' {"op":"leave","room":' .. ARGV[3] .. ',"member":' .. member .. '}')
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -294,9 +324,9 @@ return 1
 "#;
 
 const REFRESH: &str = r#"
--- KEYS: meta, stream, presence, who, rooms. ARGV: entry expiry ms, ttl ms, presence keys
--- ttl ms, now ms, channel, room (as JSON), room, then client id and member json of each
--- member here.
+-- KEYS: meta, stream, presence, who, rooms, users. ARGV: entry expiry ms, ttl ms,
+-- presence keys ttl ms, now ms, channel, room (as JSON), room, then client id and member
+-- json of each member here.
 -- Keeps this node's members present (one that was swept meanwhile comes back with a
 -- join event), keeps the room's keys alive, and sweeps the entries of dead nodes.
 local room = ARGV[6]
@@ -306,6 +336,7 @@ end
 for i = 8, #ARGV, 2 do
   if redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
+    count_user(KEYS[6], ARGV[i], ARGV[i + 1], 1, 'join', room, ARGV[5])
     redis.call('PUBLISH', ARGV[5], '- p ' .. ARGV[i] .. ' {"op":"join","room":' .. room .. ',"member":' .. ARGV[i + 1] .. '}')
   end
 end
@@ -313,12 +344,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[6], ARGV[3])
 local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
 for _, client in ipairs(gone) do
   local member = redis.call('HGET', KEYS[4], client)
   redis.call('ZREM', KEYS[3], client)
   redis.call('HDEL', KEYS[4], client)
   if member then
+    count_user(KEYS[6], client, member, -1, 'leave', room, ARGV[5])
     redis.call('PUBLISH', ARGV[5], '- p - {"op":"leave","room":' .. room .. ',"member":' .. member .. '}')
   end
 end
@@ -427,7 +460,7 @@ impl Scripts {
     /// Adds a member (reply: [`parse_joined`]), publishing its join event.
     pub fn join(&self, keys: &RoomKeys, new_epoch: &str, join: JoinArgs<'_>, retention: Retention, now_ms: u64) -> Cmd {
         let (since_epoch, since_offset) = join.since.unwrap_or(("", u64::MAX));
-        let mut cmd = evalsha(&self.join, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS]);
+        let mut cmd = evalsha(&self.join, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS, &keys.users]);
         cmd.arg(new_epoch)
             .arg(join.client)
             .arg(join.member_json)
@@ -457,7 +490,7 @@ impl Scripts {
 
     /// Removes a member, publishing its leave event.
     pub fn leave(&self, keys: &RoomKeys, room: &str, client: &str) -> Cmd {
-        let mut cmd = evalsha(&self.leave, &[&keys.presence, &keys.who]);
+        let mut cmd = evalsha(&self.leave, &[&keys.presence, &keys.who, &keys.users]);
         cmd.arg(client).arg(&keys.channel).arg(json_str(room));
         cmd
     }
@@ -472,7 +505,8 @@ impl Scripts {
         retention: Retention,
         now_ms: u64,
     ) -> Cmd {
-        let mut cmd = evalsha(&self.refresh, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS]);
+        let mut cmd =
+            evalsha(&self.refresh, &[&keys.meta, &keys.stream, &keys.presence, &keys.who, ROOMS, &keys.users]);
         cmd.arg(now_ms + retention.presence_ms)
             .arg(retention.ttl_ms.max(1))
             .arg(retention.presence_keys_ms())
@@ -630,6 +664,8 @@ pub enum Kind {
     Presence,
     /// Only a marker: where a join or leave of `except` took effect in the room's order.
     Marker,
+    /// A presence event by user, for those watching users (not a marker).
+    UserPresence,
 }
 
 /// A message as it arrives on a room's channel: `<epoch> <offset|p> <except|-> <push>`.
@@ -653,6 +689,7 @@ pub fn parse_channel_message(payload: &[u8]) -> Option<ChannelMessage<'_>> {
     let kind = match kind {
         "p" => Kind::Presence,
         "m" => Kind::Marker,
+        "u" => Kind::UserPresence,
         digits if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
             Kind::Message(digits.parse().ok()?)
         }
