@@ -9,10 +9,14 @@
 //! carries its `id` (and exactly one when it has an id or fails); a message push reaches
 //! exactly the room's members (minus the publisher without echo) and its offset is the
 //! room's previous one plus 1 (ephemeral pushes have none); presence events reach exactly
-//! the presence watchers, never the subject; join, history and presence replies agree
+//! the presence watchers, never the subject (by connection; by user, `"presence":"users"`,
+//! only for a user's first connection in and last out, never to that user); join, history
+//! and presence replies agree (by user: one entry per user, the connections adding up)
 //! with the model (member counts, contiguous history ending at the room's offset,
 //! recovery); `GET /api/rooms` after a tick lists the model's rooms with their offsets;
-//! an epoch is never reused for a recreated room. And no panics.
+//! an epoch is never reused for a recreated room; `POST /api/publish` to a user and
+//! `POST /api/disconnect` reach exactly that user's open connections (a message, or a
+//! 4001 close, each) and count them. And no panics.
 //!
 //! Authentication (flag bit 1; HS256 with a fixed secret): opens may carry a token (valid,
 //! for one of a few users and `rooms` claims, or invalid -> 401, no open); with
@@ -35,7 +39,7 @@ use serde_json::{json, Map, Value};
 use wsedge::proto::handshake::{PlainRequest, UpgradeRequest};
 use wsedge::proto::MessageKind;
 use wsedge::rooms::auth::{AuthConfig, RoomPatterns};
-use wsedge::rooms::protocol::{self, Request};
+use wsedge::rooms::protocol::{self, Presence, Request};
 use wsedge::rooms::{Rooms, RoomsConfig};
 use wsedge::server::{Command, ConnId, Handler, HttpResponse, Metrics, Now, Outbox};
 use wsedge_fuzz::input::Reader;
@@ -153,6 +157,10 @@ enum Flag {
     Bool(bool),
     Null,
     Wrong(String),
+    /// `"users"` (presence by user; the wrong type for the other flags).
+    Users,
+    /// `"connections"`.
+    Connections,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -193,7 +201,7 @@ enum PathRef {
 #[derive(Debug, Arbitrary)]
 enum Body {
     Raw(Vec<u8>),
-    Publish { room: Option<RoomRef>, data: Option<Data>, extra: bool },
+    Publish { room: Option<RoomRef>, data: Option<Data>, extra: bool, user: Option<u8> },
 }
 
 /// The input, read front to back (lengths are little-endian u16 in front of what they
@@ -213,7 +221,8 @@ enum Body {
 ///            6 tick
 ///            7 http: method byte, path byte (< 128: a known path, else len + path),
 ///              auth byte (0 none, 1 right key, 2 wrong key, 3 Basic), body byte
-///              (even: len + raw body; odd: len + bytes decoded as a publish body)
+///              (even: len + raw body; odd: len + bytes decoded as a publish body,
+///              to a room or a user)
 /// ```
 struct Input {
     flags: u8,
@@ -295,6 +304,8 @@ fn flag(f: &Flag) -> Value {
         Flag::Bool(b) => json!(b),
         Flag::Null => Value::Null,
         Flag::Wrong(s) => json!(s),
+        Flag::Users => json!("users"),
+        Flag::Connections => json!("connections"),
     }
 }
 
@@ -451,7 +462,7 @@ impl Perms {
     /// Whether the request is denied (403).
     fn denies(&self, request: &Request<'_>) -> bool {
         match request {
-            Request::Join { room, presence, .. } => !self.allows(0, room) || (*presence && !self.allows(2, room)),
+            Request::Join { room, presence, .. } => !self.allows(0, room) || (presence.watches() && !self.allows(2, room)),
             Request::Publish { room, .. } => !self.allows(1, room),
             Request::Presence { room } => !self.allows(2, room),
             Request::History { room, .. } => !self.allows(0, room),
@@ -478,8 +489,8 @@ struct Model {
     /// Open connections by slot, with their client id from the welcome.
     open: BTreeMap<ConnId, String>,
     generation: [u32; SLOTS as usize],
-    /// conn -> room -> presence flag.
-    members: HashMap<ConnId, BTreeMap<String, bool>>,
+    /// conn -> room -> the presence it watches there.
+    members: HashMap<ConnId, BTreeMap<String, Presence>>,
     /// Rooms known to exist (joined, or published into), with their last offset.
     offsets: BTreeMap<String, u64>,
     /// The current epoch of each room, once seen.
@@ -502,8 +513,17 @@ impl Model {
         self.members.iter().filter(|(_, rooms)| rooms.contains_key(room)).map(|(c, _)| *c).collect()
     }
 
-    fn watchers(&self, room: &str) -> BTreeSet<ConnId> {
-        self.members.iter().filter(|(_, rooms)| rooms.get(room) == Some(&true)).map(|(c, _)| *c).collect()
+    /// The members of `room` that watch presence `by` connection or user.
+    fn watchers(&self, room: &str, by: Presence) -> BTreeSet<ConnId> {
+        self.members.iter().filter(|(_, rooms)| rooms.get(room) == Some(&by)).map(|(c, _)| *c).collect()
+    }
+
+    /// The users in `room` as presence by user counts them: each named user once, each
+    /// anonymous connection as one of its own.
+    fn room_users(&self, room: &str) -> usize {
+        let members = self.room_members(room);
+        let named: BTreeSet<&str> = members.iter().filter_map(|c| self.sessions[c].user).collect();
+        named.len() + members.iter().filter(|c| self.sessions[c].user.is_none()).count()
     }
 
     /// An epoch seen in a reply for `room`: the same while the room lives, new otherwise.
@@ -635,9 +655,11 @@ impl Harness {
                     json_of(payload);
                 }
                 Command::Respond(..) => panic!("a deferred HTTP response outside an HTTP request"),
-                Command::Close(to, code, _) => {
+                Command::Close(to, code, reason) => {
                     assert!(self.model.open.contains_key(to), "close of a connection that is not open");
-                    assert_eq!(code.0, 1008, "the room layer closes only for abuse");
+                    // Abuse, limits and tokens: 1008; the API's disconnect: 4001.
+                    let disconnect = (code.0, reason.as_str()) == (4001, "disconnected by the server");
+                    assert!(code.0 == 1008 || disconnect, "close {code:?} {reason:?}");
                 }
             }
         }
@@ -672,17 +694,51 @@ impl Harness {
                     assert_eq!(v["from"].get("info"), from_info, "push sender's info");
                 }
                 Some("join" | "leave") => {
-                    let subject = v["member"]["client"].as_str().expect("presence event without client");
-                    let subject = self
-                        .model
-                        .open
-                        .iter()
-                        .find(|(_, id)| id.as_str() == subject)
-                        .map(|(c, _)| *c)
-                        .expect("presence event about an unknown client");
-                    let mut expected = self.model.watchers(&room);
-                    expected.remove(&subject);
-                    assert_eq!(to, expected, "presence receivers for {room}");
+                    // By connection: about a client, to those watching connections but it.
+                    // By user (no client): to those watching users, none of that user's
+                    // connections (the first in or the last out: none other is in the
+                    // room). An anonymous connection looks the same either way.
+                    let member = &v["member"];
+                    let subject = member["client"].as_str().map(|subject| {
+                        self.model
+                            .open
+                            .iter()
+                            .find(|(_, id)| id.as_str() == subject)
+                            .map(|(c, _)| *c)
+                            .expect("presence event about an unknown client")
+                    });
+                    let by_connection = self.model.watchers(&room, Presence::Connections);
+                    let by_user = self.model.watchers(&room, Presence::Users);
+                    match (subject, member["user"].as_str()) {
+                        (Some(subject), named) => {
+                            let mut expected = by_connection;
+                            expected.remove(&subject);
+                            if named.is_none() && to != expected {
+                                let mut expected = by_user;
+                                expected.remove(&subject);
+                                assert_eq!(to, expected, "anonymous presence receivers for {room}");
+                            } else {
+                                assert_eq!(to, expected, "presence receivers for {room}");
+                            }
+                            if let Some(user) = named {
+                                assert_eq!(self.model.sessions[&subject].user, Some(user), "presence event's user");
+                            }
+                        }
+                        (None, Some(user)) => {
+                            let expected: BTreeSet<ConnId> =
+                                by_user.into_iter().filter(|c| self.model.sessions[c].user != Some(user)).collect();
+                            assert_eq!(to, expected, "presence-by-user receivers for {room}");
+                            let infos: Vec<Option<&Value>> = self
+                                .model
+                                .sessions
+                                .values()
+                                .filter(|s| s.user == Some(user))
+                                .map(|s| s.info.as_ref())
+                                .collect();
+                            assert!(infos.contains(&member.get("info")), "a user's info: {member}");
+                        }
+                        (None, None) => panic!("a presence event about nobody: {v}"),
+                    }
                 }
                 other => panic!("unexpected broadcast op {other:?}"),
             }
@@ -991,7 +1047,15 @@ impl Harness {
                 Request::Presence { room } => {
                     if let Some(body) = &ok_body {
                         let members = body["members"].as_array().expect("presence members");
-                        assert_eq!(members.len(), self.model.room_members(room).len(), "presence of {room}");
+                        let by = self.model.members.get(&conn).and_then(|rooms| rooms.get(room)).copied();
+                        let connections = self.model.room_members(room).len();
+                        if by == Some(Presence::Users) {
+                            assert_eq!(members.len(), self.model.room_users(room), "users in {room}");
+                            let counted: u64 = members.iter().map(|m| m["connections"].as_u64().expect("connections")).sum();
+                            assert_eq!(counted, connections as u64, "connections of the users in {room}");
+                        } else {
+                            assert_eq!(members.len(), connections, "presence of {room}");
+                        }
                     }
                 }
                 Request::History { room, limit } => {
@@ -1016,8 +1080,17 @@ impl Harness {
 
     fn http(&mut self, h: &Http) {
         const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "HEAD"];
-        const PATHS: [&str; 8] =
-            ["/api/publish", "/api/rooms", "/api", "/api/other", "/healthz", "/metrics", "/ws", "/api/publish?x=1"];
+        const PATHS: [&str; 9] = [
+            "/api/publish",
+            "/api/rooms",
+            "/api",
+            "/api/other",
+            "/healthz",
+            "/metrics",
+            "/ws",
+            "/api/publish?x=1",
+            "/api/disconnect",
+        ];
         let method = METHODS[usize::from(h.method) % METHODS.len()];
         let path = match &h.path {
             PathRef::Known(i) => PATHS[usize::from(*i) % PATHS.len()].to_owned(),
@@ -1031,10 +1104,15 @@ impl Harness {
         };
         let body = match &h.body {
             Body::Raw(b) => b.clone(),
-            Body::Publish { room, data, extra } => {
+            Body::Publish { room, data, extra, user } => {
                 let mut m = Map::new();
                 if let Some(r) = room {
                     m.insert("room".into(), room_name(r));
+                }
+                if let Some(u) = user {
+                    // One of the tokens' users (or one nobody is).
+                    let name = USERS.get(usize::from(*u) % (USERS.len() + 1)).copied().unwrap_or("zed");
+                    m.insert("user".into(), json!(name));
                 }
                 if let Some(d) = data {
                     m.insert("data".into(), data_value(d));
@@ -1047,10 +1125,11 @@ impl Harness {
         };
         // Read the way the API reads it (raw fields), not as a `Value`, which refuses some
         // JSON the API takes (numbers beyond f64).
-        let publish_room = std::str::from_utf8(&body)
-            .ok()
-            .and_then(|t| serde_json::from_str::<HashMap<String, &RawValue>>(t).ok())
-            .and_then(|f| f.get("room").and_then(|r| serde_json::from_str::<String>(r.get()).ok()));
+        let fields = std::str::from_utf8(&body).ok().and_then(|t| serde_json::from_str::<HashMap<String, &RawValue>>(t).ok());
+        let field = |name: &str| {
+            fields.as_ref().and_then(|f| f.get(name).and_then(|r| serde_json::from_str::<String>(r.get()).ok()))
+        };
+        let (publish_room, target_user) = (field("room"), field("user"));
         let request = PlainRequest {
             method: method.to_owned(),
             path: path.clone(),
@@ -1069,8 +1148,40 @@ impl Harness {
             json_of(&response.body);
         }
         let is_publish = method == "POST" && path.split('?').next() == Some("/api/publish");
+        let is_disconnect = method == "POST" && path.split('?').next() == Some("/api/disconnect");
         let authorized = authorization.as_deref() == Some(&format!("Bearer {API_KEY}"));
         let mut publish = None;
+        if (is_publish || is_disconnect) && response.status == 200 && target_user.is_some() {
+            // To a user: every open connection of that user (a message each, or a 4001
+            // close each), nobody else, and the reply counts them.
+            assert!(authorized, "a user reached without the key");
+            let user = target_user.expect("checked");
+            let of_user: BTreeSet<ConnId> =
+                self.model.sessions.iter().filter(|(_, s)| s.user == Some(user.as_str())).map(|(c, _)| *c).collect();
+            let v = json_of(&response.body).expect("a user API response");
+            assert_eq!(v["user"], user.as_str());
+            assert_eq!(v["connections"].as_u64(), Some(of_user.len() as u64), "connections of {user} reached");
+            let reached: BTreeSet<ConnId> = commands
+                .iter()
+                .map(|c| match c {
+                    Command::Message(to, MessageKind::Text, push) if is_publish => {
+                        let push = json_of(push).expect("a user message");
+                        assert_eq!((&push["op"], &push["user"]), (&json!("message"), &json!(user)), "{push}");
+                        assert!(push.get("room").is_none() && push.get("offset").is_none(), "{push}");
+                        *to
+                    }
+                    Command::Close(to, code, reason) if is_disconnect => {
+                        assert_eq!((code.0, reason.as_str()), (4001, "disconnected by the server"));
+                        *to
+                    }
+                    other => panic!("reaching {user} queued {other:?}"),
+                })
+                .collect();
+            assert_eq!(reached, of_user, "who {user}'s message or disconnect reached");
+            assert_eq!(reached.len(), commands.len(), "one command per connection");
+            self.apply_closes(&commands);
+            return;
+        }
         if is_publish && response.status == 200 {
             assert!(authorized, "publish without the key succeeded");
             let room = publish_room.expect("API publish succeeded without a room");
