@@ -258,3 +258,37 @@ fn disconnect_closes_every_connection_of_that_user_with_4001() {
     assert_eq!(no_key.head.status, 401);
     again.expect_nothing();
 }
+
+/// The Rust client (`wsedge::client::rooms`) hands a message to its user over as its own
+/// event, and stops for good on 4001: it does not undo the backend's disconnect.
+#[test]
+fn the_rust_client_takes_user_messages_and_stays_out_after_a_disconnect() {
+    use std::time::{Duration, Instant};
+    use wsedge::client::rooms::{JoinOptions, RoomClient as Client, RoomEvent};
+
+    let server = server();
+    let mut client = Client::new(&server.url_at(PATH)).unwrap().with_token(&token("ann", None));
+    client.join("r", JoinOptions::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = false;
+    let mut got = None;
+    let stopped = loop {
+        assert!(Instant::now() < deadline, "never stopped (user message: {got:?})");
+        match client.next_event(Duration::from_millis(50)) {
+            Some(RoomEvent::Joined { .. }) if !sent => {
+                sent = true;
+                let reply = api(&server, "/api/publish", &json!({"user": "ann", "data": {"n": 1}}));
+                assert_eq!(reply.json()["connections"], 1);
+            }
+            Some(RoomEvent::UserMessage { user, data }) => {
+                got = Some((user, data));
+                assert_eq!(api(&server, "/api/disconnect", &json!({"user": "ann"})).json()["connections"], 1);
+            }
+            Some(RoomEvent::Stopped { reason }) => break reason,
+            _ => {}
+        }
+    };
+    assert_eq!(got, Some(("ann".to_owned(), json!({"n": 1}))));
+    assert!(stopped.contains("4001") && stopped.contains("disconnected by the server"), "{stopped}");
+    assert_eq!(client.next_event(Duration::from_millis(300)), None, "no reconnect after 4001");
+}

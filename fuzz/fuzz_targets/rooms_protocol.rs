@@ -9,9 +9,9 @@
 //! carries its `id` (and exactly one when it has an id or fails); a message push reaches
 //! exactly the room's members (minus the publisher without echo) and its offset is the
 //! room's previous one plus 1 (ephemeral pushes have none); presence events reach exactly
-//! the presence watchers, never the subject (by connection; by user, `"presence":"users"`,
-//! only for a user's first connection in and last out, never to that user); join, history
-//! and presence replies agree (by user: one entry per user, the connections adding up)
+//! the presence watchers of their kind, never the subject (by user, `"presence":"users"`:
+//! never a connection of that user); join, history and presence replies agree (by user:
+//! one entry per user, the connections adding up)
 //! with the model (member counts, contiguous history ending at the room's offset,
 //! recovery); `GET /api/rooms` after a tick lists the model's rooms with their offsets;
 //! an epoch is never reused for a recreated room; `POST /api/publish` to a user and

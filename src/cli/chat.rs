@@ -266,6 +266,7 @@ impl Chat {
                 Reaction::go_on(describe(message).into_iter().map(Line::Out).collect())
             }
             RoomEvent::Presence { push, .. } => Reaction::go_on(describe(push).into_iter().map(Line::Out).collect()),
+            RoomEvent::UserMessage { data, .. } => Reaction::go_on(out(format!("* to you: {data}"))),
             // Our own message comes back as a push, which is what is printed.
             RoomEvent::Published { .. } => Reaction::go_on(Vec::new()),
             RoomEvent::PublishRefused { code, message, .. } | RoomEvent::Error { code, message } => {

@@ -398,6 +398,13 @@ impl RoomClient {
                         } else {
                             format!("closed by the server ({code}: {reason})")
                         };
+                        // 4001: the backend disconnected this user (`POST /api/disconnect`);
+                        // coming back on our own would undo what it asked for.
+                        if code == 4001 {
+                            self.link = None;
+                            self.session.disconnected();
+                            return self.stop(why);
+                        }
                         self.lost(why, false);
                     }
                     _ => {}

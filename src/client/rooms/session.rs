@@ -73,6 +73,9 @@ pub enum RoomEvent {
     Message { room: String, offset: Option<u64>, message: Value },
     /// A `join` or `leave` push about another member (rooms joined with presence).
     Presence { room: String, push: Value },
+    /// A message from the backend to our user (`{"op":"message","user","data"}`): live
+    /// only, no room, no offset.
+    UserMessage { user: String, data: Value },
     /// A publish of ours got its offset (`duplicate`: it had been published before a drop,
     /// and this is the original offset).
     Published { seq: u64, room: String, offset: Option<u64>, duplicate: bool },
@@ -465,6 +468,13 @@ impl Session {
                 client: v["client"].as_str().unwrap_or_default().to_owned(),
                 user: v["user"].as_str().map(str::to_owned),
             }),
+            // From the backend to our user (`POST /api/publish` with `user`): no room.
+            Some("message") if v.get("room").is_none() => {
+                if let Some(user) = v["user"].as_str() {
+                    let user = user.to_owned();
+                    self.events.push_back(RoomEvent::UserMessage { user, data: v["data"].clone() });
+                }
+            }
             Some("message") => {
                 let Some(r) = self.rooms.get_mut(&room) else { return };
                 if r.syncing {

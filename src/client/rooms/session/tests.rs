@@ -339,3 +339,17 @@ fn a_reset_names_the_messages_not_delivered_before() {
     assert_eq!(reset("e0").unseen_messages().len(), 4, "a new epoch: all of them");
     assert!(RoomEvent::Stopped { reason: String::new() }.unseen_messages().is_empty());
 }
+
+#[test]
+fn a_message_to_our_user_is_its_own_event_and_leaves_the_rooms_alone() {
+    let mut s = joined_at_10();
+    events(&mut s);
+    push(&mut s, json!({"op": "message", "user": "ann", "data": {"text": "your order shipped"}}));
+    push(&mut s, message(11));
+    let got = events(&mut s);
+    assert!(
+        matches!(&got[0], RoomEvent::UserMessage { user, data } if user == "ann" && data["text"] == "your order shipped"),
+        "{got:?}"
+    );
+    assert_eq!(offsets(&got), [11], "the room's offsets go on");
+}
