@@ -267,7 +267,7 @@ fn the_rust_client_takes_user_messages_and_stays_out_after_a_disconnect() {
     use wsedge::client::rooms::{JoinOptions, RoomClient as Client, RoomEvent};
 
     let server = server();
-    let mut client = Client::new(&server.url_at(PATH)).unwrap().with_token(&token("ann", None));
+    let mut client = Client::new(&server.url_at(PATH)).unwrap().with_token(token("ann", None));
     client.join("r", JoinOptions::default());
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = false;
