@@ -38,6 +38,7 @@ fn check_channel(payload: &[u8]) {
     let kind = match msg.kind {
         Kind::Presence => "p".to_owned(),
         Kind::Marker => "m".to_owned(),
+        Kind::UserPresence => "u".to_owned(),
         Kind::Message(offset) => offset.to_string(),
     };
     let printed = format!("{} {kind} {} {}", msg.epoch, msg.except.unwrap_or("-"), msg.push);

@@ -178,4 +178,6 @@ fn malformed_stream_entries_and_channel_messages_are_skipped() {
     }
     assert!(store::parse_channel_message(b"e1 0 - {}").is_some());
     assert!(store::parse_channel_message(b"- p c1 {}").is_some());
+    let by_user = store::parse_channel_message(br#"- u c1 {"op":"join"}"#).map(|m| (m.kind, m.except));
+    assert_eq!(by_user, Some((store::Kind::UserPresence, Some("c1"))), "a presence event by user is not a marker");
 }
