@@ -443,3 +443,92 @@ fn an_unreachable_redis_at_startup_is_a_clear_error_and_exit_code_1() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
 }
+
+/// Issue 18 across nodes: one user's connections on three nodes are one person in
+/// presence by user, a message to that user from any node's API reaches every one of them
+/// (in the API's order, counted), and a disconnect from any node closes them all with 4001.
+#[test]
+fn a_user_is_one_person_and_reached_on_every_node() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use tungstenite::client::IntoClientRequest;
+    use wsedge::rooms::auth::AuthConfig;
+
+    let Some(redis) = RedisServer::start() else { return };
+    const SECRET: &[u8] = b"an HS256 secret for the user tests on Redis";
+    let rooms = || RoomsConfig {
+        auth: Some(AuthConfig::default().with_hs256_secret(SECRET).unwrap()),
+        api_key: Some("k".to_owned()),
+        ..RoomsConfig::default()
+    };
+    let nodes: Vec<TestServer> = (0..3).map(|_| node_with(&redis, 2, rooms())).collect();
+    let connect = |server: &TestServer, sub: &str| {
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+        let claims = json!({"sub": sub, "exp": exp, "info": {"name": sub.to_uppercase()}});
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        let mut request = server.url_at("/ws").into_client_request().unwrap();
+        request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        RoomClient::connect_with(server, request)
+    };
+    let api = |server: &TestServer, path: &str, body: Value| {
+        let reply = server.http("POST", path, &["Authorization: Bearer k"], body.to_string().as_bytes());
+        assert_eq!(reply.head.status, 200, "{}", reply.text());
+        reply.json()
+    };
+
+    let mut watcher = connect(&nodes[1], "walt");
+    watcher.ok(json!({"op": "join", "room": "r", "presence": "users"}));
+    let mut ann: Vec<RoomClient> = [0, 1, 2, 2].iter().map(|&n| connect(&nodes[n], "ann")).collect();
+    for conn in &mut ann {
+        conn.join("r");
+    }
+    let mut bob = connect(&nodes[0], "bob");
+    let ann_member = json!({"user": "ann", "info": {"name": "ANN"}});
+    assert_eq!(watcher.next(), json!({"op": "join", "room": "r", "member": ann_member}));
+    let list = watcher.ok(json!({"op": "presence", "room": "r"}));
+    let entry = list["members"].as_array().unwrap().iter().find(|m| m["user"] == "ann").cloned();
+    assert_eq!(entry, Some(json!({"user": "ann", "info": {"name": "ANN"}, "connections": 4})), "{list}");
+    watcher.expect_nothing();
+
+    for n in 1..=10 {
+        let from = &nodes[n % 3];
+        assert_eq!(
+            api(from, "/api/publish", json!({"user": "ann", "data": n})),
+            json!({"user": "ann", "connections": 4})
+        );
+    }
+    for conn in &mut ann {
+        for n in 1..=10 {
+            assert_eq!(conn.next(), json!({"op": "message", "user": "ann", "data": n}), "in the API's order");
+        }
+    }
+    bob.expect_nothing();
+    watcher.expect_nothing();
+
+    assert_eq!(api(&nodes[2], "/api/disconnect", json!({"user": "ann"})), json!({"user": "ann", "connections": 4}));
+    for conn in &mut ann {
+        let (_, frame) = conn.read_until_close();
+        assert_eq!(frame.map(|f| u16::from(f.code)), Some(4001));
+    }
+    assert_eq!(watcher.next(), json!({"op": "leave", "room": "r", "member": ann_member}), "one leave for four");
+    assert_eq!(api(&nodes[0], "/api/disconnect", json!({"user": "ann"}))["connections"], 0);
+    bob.expect_nothing();
+}
+
+/// A node that gets a user request and never answers (here a bare subscriber) does not
+/// hold the API call forever: after `REMOTE_TIMEOUT` it is answered with what came, and
+/// says it is not complete.
+#[test]
+fn a_node_that_never_answers_a_user_request_makes_the_reply_incomplete_not_stuck() {
+    let Some(redis) = RedisServer::start() else { return };
+    let rooms = RoomsConfig { api_key: Some("k".to_owned()), ..RoomsConfig::default() };
+    let server = node_with(&redis, 2, rooms);
+    let mut silent = redis.connection().expect("a Redis connection");
+    let mut pubsub = silent.as_pubsub();
+    pubsub.subscribe("wsedge:users").unwrap();
+    let started = Instant::now();
+    let reply = server.http("POST", "/api/publish", &["Authorization: Bearer k"], br#"{"user":"ann","data":1}"#);
+    assert_eq!(reply.json(), json!({"user": "ann", "connections": 0, "complete": false}));
+    let waited = started.elapsed();
+    assert!(waited >= wsedge::rooms::reach::REMOTE_TIMEOUT, "answered after {waited:?}");
+    drop(pubsub);
+}

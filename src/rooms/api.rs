@@ -21,7 +21,7 @@ use super::auth::MAX_USER_BYTES;
 use super::engine::{Answer, Engine, Publish, ReplyTo, RoomsSummary};
 use super::error::{ApiRefusal, RoomError};
 use super::protocol::{self, ObjectWriter, Presence};
-use super::reach::{Action, Reach};
+use super::reach::{Action, Reach, Reached};
 use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
@@ -95,7 +95,7 @@ impl Api {
                 }
                 match (request.method.as_str(), p) {
                     ("POST", "/api/publish") => return self.publish(out, conn, body, engine, reach),
-                    ("POST", "/api/disconnect") => return self.disconnect(conn, body, reach),
+                    ("POST", "/api/disconnect") => return self.disconnect(out, conn, body, reach),
                     ("GET", "/api/rooms") => {
                         self.waiting.insert(conn, Waiting::ListRooms);
                         engine.list_rooms(out.now(), ReplyTo::Http(conn));
@@ -157,29 +157,36 @@ impl Api {
                 }
                 let push = Bytes::from(protocol::user_message(&user, &data));
                 self.waiting.insert(http, Waiting::Reach(user.clone()));
-                reach.start(http, user, Action::Send(push));
+                reach.start(out.now().mono, http, user, Action::Send(push));
             }
         }
         None
     }
 
     /// `POST /api/disconnect {"user"}`: closes every connection of the user (4001).
-    fn disconnect(&mut self, http: ConnId, body: &[u8], reach: &mut Reach) -> Option<HttpResponse> {
+    fn disconnect(&mut self, out: &mut Outbox, http: ConnId, body: &[u8], reach: &mut Reach) -> Option<HttpResponse> {
         let user = match parse_body(body).and_then(|fields| user_field(&fields)) {
             Ok(Some(user)) => user,
             Ok(None) => return Some(error_response(&RoomError::MissingField("user"))),
             Err(e) => return Some(error_response(&e)),
         };
         self.waiting.insert(http, Waiting::Reach(user.clone()));
-        reach.start(http, user, Action::Disconnect);
+        reach.start(out.now().mono, http, user, Action::Disconnect);
         None
     }
 
-    /// Every worker acted for the call waiting on `http`: `connections` reached.
-    pub fn on_reached(&mut self, out: &mut Outbox, http: ConnId, connections: u64) {
+    /// Every worker (every node) acted for the call waiting on `http`, or could not.
+    pub fn on_reached(&mut self, out: &mut Outbox, http: ConnId, result: Result<Reached, RoomError>) {
         let Some(Waiting::Reach(user)) = self.waiting.remove(&http) else { return };
-        let body = ObjectWriter::new().str("user", &user).num("connections", connections).finish();
-        out.respond(http, HttpResponse::json(200, body));
+        let response = match result {
+            Ok(Reached { connections, complete }) => {
+                let body = ObjectWriter::new().str("user", &user).num("connections", connections);
+                // A node that did not answer in time may have reached more: say so.
+                HttpResponse::json(200, if complete { body } else { body.bool("complete", false) }.finish())
+            }
+            Err(e) => error_response(&e),
+        };
+        out.respond(http, response);
     }
 
     /// `GET /api/presence?room=R` or `GET /api/history?room=R&limit=N` (`history`): the

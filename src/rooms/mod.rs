@@ -105,7 +105,7 @@ impl Rooms {
                 )),
             };
             Rooms {
-                members: Members::new(config.clone(), node),
+                members: Members::new(config.clone(), node.clone()),
                 sessions: Sessions::new(&config).sharing_users(users.clone()),
                 relay: Relay::new(
                     config.clone(),
@@ -115,7 +115,10 @@ impl Rooms {
                     backplane.as_ref().map(|b| (b.clone(), b.attach_relay(me, mesh.doorbell()))),
                 ),
                 api: Api::new(config.clone()),
-                reach: Reach::new(me, workers),
+                reach: match &backplane {
+                    None => Reach::new(me, workers),
+                    Some(b) => Reach::on_redis(me, workers, &node, b.clone(), mesh.doorbell()),
+                },
                 engine,
                 mesh,
             }
@@ -143,11 +146,12 @@ impl Rooms {
         while let Some((to, msg)) = self.relay.poll() {
             self.mesh.post(to, RoomMsg::Relay(msg));
         }
+        self.reach.pump_link();
         while let Some(output) = self.reach.poll() {
             match output {
                 reach::Output::Send(to, msg) if to == self.mesh.me() => self.on_reach(out, msg),
                 reach::Output::Send(to, msg) => self.mesh.post(to, RoomMsg::Reach(msg)),
-                reach::Output::Done { http, connections } => self.api.on_reached(out, http, connections),
+                reach::Output::Done { http, result } => self.api.on_reached(out, http, result),
             }
         }
     }
@@ -254,6 +258,7 @@ impl Handler for Rooms {
     fn on_tick(&mut self, out: &mut Outbox) {
         self.sessions.enforce(out);
         self.engine.tick(out.now());
+        self.reach.tick(out.now().mono);
         self.pump(out);
     }
 

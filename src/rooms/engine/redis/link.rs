@@ -90,10 +90,11 @@ pub enum Inbound {
     Up(usize),
 }
 
-/// A request to a shard's command thread.
+/// A request to a shard's command thread; its reply goes to `part` of `worker`.
 #[derive(Debug)]
 struct Request {
     worker: usize,
+    part: Part,
     token: u64,
     op: Op,
 }
@@ -111,6 +112,8 @@ pub enum Part {
     Engine,
     /// The raw relay (a relay room's channel).
     Relay,
+    /// Reaching users across nodes (`rooms/reach.rs`): its channels are named in full.
+    Users,
 }
 
 /// Where a subscribed channel's messages go.
@@ -229,9 +232,10 @@ impl Port {
 
 struct Inner {
     shards: Vec<Shard>,
-    /// Per worker: its engine's inbox, and its relay's.
+    /// Per worker: its engine's inbox, its relay's, and its part reaching users.
     ports: Vec<OnceLock<Port>>,
     relay_ports: Vec<OnceLock<Port>>,
+    users_ports: Vec<OnceLock<Port>>,
     stats: LinkStats,
 }
 
@@ -241,9 +245,14 @@ impl Inner {
     }
 
     fn port_of(&self, route: &Route) -> Option<&Port> {
-        match route.part {
-            Part::Engine => self.port(route.worker),
-            Part::Relay => self.relay_ports.get(route.worker)?.get(),
+        self.port_for(route.part, route.worker)
+    }
+
+    fn port_for(&self, part: Part, worker: usize) -> Option<&Port> {
+        match part {
+            Part::Engine => self.port(worker),
+            Part::Relay => self.relay_ports.get(worker)?.get(),
+            Part::Users => self.users_ports.get(worker)?.get(),
         }
     }
 
@@ -315,7 +324,8 @@ impl Backplane {
         }
         let ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
         let relay_ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
-        let inner = Arc::new(Inner { shards, ports, relay_ports, stats: LinkStats::default() });
+        let users_ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
+        let inner = Arc::new(Inner { shards, ports, relay_ports, users_ports, stats: LinkStats::default() });
         for (shard, (client, command_rx, subscription_rx)) in receivers.into_iter().enumerate() {
             let (a, b) = (inner.clone(), inner.clone());
             let client2 = client.clone();
@@ -347,6 +357,11 @@ impl Backplane {
     /// Worker `worker`'s relay inbox (messages of relay rooms it owns). Once per worker.
     pub fn attach_relay(&self, worker: usize, doorbell: Doorbell) -> Inbox {
         Backplane::open_port(&self.inner.relay_ports, worker, doorbell)
+    }
+
+    /// Worker `worker`'s inbox for reaching users across nodes. Once per worker.
+    pub fn attach_users(&self, worker: usize, doorbell: Doorbell) -> Inbox {
+        Backplane::open_port(&self.inner.users_ports, worker, doorbell)
     }
 
     fn open_port(ports: &[OnceLock<Port>], worker: usize, doorbell: Doorbell) -> Inbox {
@@ -397,11 +412,16 @@ impl Backplane {
     /// Sends `op` to `shard`'s command thread; the reply comes to `worker` as
     /// [`Inbound::Reply`] with `token`.
     pub fn request(&self, shard: usize, worker: usize, token: u64, op: Op) {
+        self.request_for(Part::Engine, shard, worker, token, op);
+    }
+
+    /// As [`Backplane::request`], the reply going to `part` of `worker`.
+    pub fn request_for(&self, part: Part, shard: usize, worker: usize, token: u64, op: Op) {
         let Some(s) = self.inner.shards.get(shard) else { return };
         self.inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        if s.commands.send(Request { worker, token, op }).is_err() {
+        if let Err(mpsc::SendError(req)) = s.commands.send(Request { worker, part, token, op }) {
             self.inner.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Some(port) = self.inner.port(worker) {
+            if let Some(port) = self.inner.port_for(req.part, req.worker) {
                 port.send(Inbound::Reply { token, result: Err(Down) });
             }
         }
@@ -426,9 +446,14 @@ impl Backplane {
 
     /// Publishes `payload` on relay room `room`'s channel, expecting no reply.
     pub fn publish_relay(&self, room: &str, payload: Vec<u8>) {
+        self.publish(&channel_of(room, Part::Relay), payload);
+    }
+
+    /// Publishes `payload` on `channel` (on its shard), expecting no reply.
+    pub fn publish(&self, channel: &str, payload: Vec<u8>) {
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel_of(room, Part::Relay)).arg(payload);
-        self.request(self.shard_of(room), usize::MAX, 0, Op::Command(cmd));
+        cmd.arg(channel).arg(payload);
+        self.request(self.shard_of(channel), usize::MAX, 0, Op::Command(cmd));
     }
 }
 
@@ -437,6 +462,7 @@ fn channel_of(room: &str, part: Part) -> String {
     match part {
         Part::Engine => store::RoomKeys::new(room).channel,
         Part::Relay => format!("wsedge:relay:{{{room}}}"),
+        Part::Users => room.to_owned(),
     }
 }
 
@@ -461,7 +487,7 @@ fn run_commands(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receiv
     let mut was_down = false;
     let answer = |req: Request, result: Result<Reply, Down>| {
         inner.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if let Some(port) = inner.port(req.worker) {
+        if let Some(port) = inner.port_for(req.part, req.worker) {
             port.send(Inbound::Reply { token: req.token, result });
         }
     };

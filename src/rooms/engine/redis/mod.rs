@@ -39,8 +39,7 @@ use crate::rooms::error::RoomError;
 use crate::rooms::protocol::{self, Presence};
 use crate::rooms::RoomsConfig;
 use crate::server::{ConnId, Doorbell, Now};
-pub use link::{Backplane, Inbound, Inbox, LinkStats, Part, ROUND_TRIP_BOUNDS};
-use link::{Op, Reply};
+pub use link::{Backplane, Inbound, Inbox, LinkStats, Op, Part, Reply, ROUND_TRIP_BOUNDS};
 use room::{Answered, FollowedRoom, Incoming};
 use store::{JoinArgs, Outgoing, Push, Retention, RoomKeys, Scripts};
 
