@@ -5,16 +5,39 @@
 /** Any JSON value: what `data` may be. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** A connection: its id (a new one per connection) and its token's `sub` (null: anonymous). */
+/** A token's `info` claim: the user's profile for the app (a JSON object of at most 1 KiB). */
+export type UserInfo = { [key: string]: Json };
+
+/**
+ * A connection: its id (a new one per connection), its token's `sub` (null: anonymous) and
+ * `info` (absent when the token has none).
+ */
 export interface Member {
   client: string;
   user: string | null;
+  info?: UserInfo;
 }
+
+/**
+ * One user in presence by user (`presence: "users"`): a signed-in user (no `client`), or an
+ * anonymous connection, a user of its own. `connections`: that user's connections in the
+ * room, in the `presence` reply (members() counts a user added by a `join` event as 1).
+ */
+export type UserMember =
+  | { user: string; info?: UserInfo; connections?: number; client?: undefined }
+  | { client: string; user: null; connections?: number; info?: undefined };
+
+/** What `join` asks for: presence per connection (true, "connections"), per user, or none. */
+export type Presence = boolean | "connections" | "users";
+
+/** The member a room with presence `P` lists: per user with "users", else per connection. */
+export type PresenceMember<P extends Presence = Presence> = P extends "users" ? UserMember : Member;
 
 /** Who published a message: a connection, or `{client: null, user: null}` for the backend API. */
 export interface From {
   client: string | null;
   user: string | null;
+  info?: UserInfo;
 }
 
 /** A position in a room's history: what `join` resumes from. */
@@ -30,7 +53,7 @@ export interface JoinRequest {
   op: "join";
   id?: RequestId | null;
   room: string;
-  presence?: boolean;
+  presence?: Presence;
   since?: Since;
 }
 export interface LeaveRequest {
@@ -93,7 +116,8 @@ export interface PublishReply {
 }
 export interface PresenceReply {
   room: string;
-  members: Member[];
+  /** Per user (with `connections`) when you joined with `"presence": "users"`. */
+  members: Member[] | UserMember[];
 }
 export interface HistoryReply {
   room: string;
@@ -126,6 +150,7 @@ export interface WelcomePush {
   op: "welcome";
   client: string;
   user: string | null;
+  info?: UserInfo;
 }
 export interface MessagePush<T = Json> {
   op: "message";
@@ -135,10 +160,20 @@ export interface MessagePush<T = Json> {
   from: From;
   data: T;
 }
-export interface PresencePush {
+/** A message to a user from the backend (`POST /api/publish {"user"}`): no room, live only. */
+export interface UserMessagePush<T = Json> {
+  op: "message";
+  user: string;
+  data: T;
+  room?: undefined;
+  offset?: undefined;
+  from?: undefined;
+}
+/** By user (`"presence": "users"`): for a user's first connection in and its last out. */
+export interface PresencePush<M extends Member | UserMember = Member | UserMember> {
   op: "join" | "leave";
   room: string;
-  member: Member;
+  member: M;
 }
 /** Continuity lost (engines that can lose it send this): reload the room. */
 export interface ResetPush {
@@ -148,7 +183,7 @@ export interface ResetPush {
   offset: number;
 }
 /** Every frame a server sends. */
-export type ServerFrame = WelcomePush | MessagePush | PresencePush | ResetPush | OkReply | ErrorReply;
+export type ServerFrame = WelcomePush | MessagePush | UserMessagePush | PresencePush | ResetPush | OkReply | ErrorReply;
 
 // ---- the client -------------------------------------------------------------------------
 
@@ -163,7 +198,7 @@ export interface StateDetail {
   code?: number | null;
   /** Why: the close reason, "no reply to ping", or, when stopped, what to do about it. */
   reason?: string;
-  /** ms until the next attempt; null: stopped (close(), or authentication with no new token). */
+  /** ms until the next attempt; null: stopped (close(), authentication with no new token, or code 4001: kicked). */
   retryIn?: number | null;
 }
 
@@ -175,7 +210,7 @@ export type ClientErrorCode =
   | "rate" // typing() over publishRate
   | "left" // the room was left (or the server refused the join)
   | "closed" // client.close()
-  | "stopped" // the client stopped (authentication) or was closed
+  | "stopped" // the client stopped (authentication, kicked) or was closed
   | "auth" // getToken failed
   | "connect" // the WebSocket constructor threw
   | "protocol"; // a frame that is not JSON
@@ -241,9 +276,9 @@ export interface ClientOptions {
   random?: () => number;
 }
 
-export interface JoinOptions {
-  /** Receive join/leave events and keep members() (default false). */
-  presence?: boolean;
+export interface JoinOptions<P extends Presence = Presence> {
+  /** Receive join/leave events and keep members(): per connection (true), per user ("users"); default false. */
+  presence?: P;
   /** Fetch the last N messages on the first join and hand them over as a "reset" (default 0). */
   history?: number;
 }
@@ -292,14 +327,14 @@ export interface RoomMessage<T = Json> extends MessagePush<T> {
   offset: number;
 }
 
-export interface RoomEvents<T = Json> {
+export interface RoomEvents<T = Json, P extends Presence = boolean | "connections"> {
   /** Each offset exactly once, in order (across reconnects). */
   message: (m: RoomMessage<T>) => void;
   /** Ephemeral messages other than typing. */
   ephemeral: (m: MessagePush<T>) => void;
-  presence: (e: PresencePush) => void;
-  /** The member list after every (re)join (presence: true). */
-  members: (members: Member[]) => void;
+  presence: (e: PresencePush<PresenceMember<P>>) => void;
+  /** The member list after every (re)join and fetchMembers() (presence on). */
+  members: (members: PresenceMember<P>[]) => void;
   reset: (r: ResetEvent) => void;
   joined: (j: JoinedEvent) => void;
   typing: (e: TypingEvent) => void;
@@ -310,7 +345,11 @@ export interface RoomEvents<T = Json> {
 
 export interface ClientEvents {
   state: (state: ConnectionState, detail: StateDetail) => void;
-  welcome: (w: { client: string; user: string | null }) => void;
+  welcome: (w: { client: string; user: string | null; info: UserInfo | null }) => void;
+  /** A message to this user from the backend, on every connection of the user (not a room's). */
+  message: (m: UserMessagePush) => void;
+  /** The server closed this user's connections (`POST /api/disconnect`, code 4001): stopped, no reconnect. */
+  kicked: (e: { code: number; reason: string }) => void;
   joined: (room: string) => void;
   /** The token was refreshed with `auth`. */
   refresh: (r: { exp: number | null }) => void;
@@ -318,9 +357,9 @@ export interface ClientEvents {
   error: (e: WsedgeError) => void;
 }
 
-export class Room<T = Json> {
+export class Room<T = Json, P extends Presence = boolean | "connections"> {
   readonly name: string;
-  readonly presence: boolean;
+  readonly presence: P | false;
   /** The epoch `offset` belongs to (null before the first join). */
   readonly epoch: string | null;
   /** The last offset delivered to "message" handlers. */
@@ -329,10 +368,10 @@ export class Room<T = Json> {
   readonly joined: boolean;
   readonly left: boolean;
   /** Returns a function that removes the handler. */
-  on<E extends keyof RoomEvents<T>>(event: E, fn: RoomEvents<T>[E]): () => void;
-  once<E extends keyof RoomEvents<T>>(event: E, fn: RoomEvents<T>[E]): () => void;
-  /** Members as last known (presence: true), you included. */
-  members(): Member[];
+  on<E extends keyof RoomEvents<T, P>>(event: E, fn: RoomEvents<T, P>[E]): () => void;
+  once<E extends keyof RoomEvents<T, P>>(event: E, fn: RoomEvents<T, P>[E]): () => void;
+  /** Members as last known (presence on), you included: per connection, or per user ("users"). */
+  members(): PresenceMember<P>[];
   /** Peers typing now. */
   typers(): From[];
   /** Resolves on the server's reply; waits in the queue while offline. */
@@ -340,8 +379,8 @@ export class Room<T = Json> {
   /** An ephemeral {typing: true}, throttled; false when throttled or not joined. */
   typing(): boolean;
   history(options?: { limit?: number }): Promise<HistoryReply>;
-  /** The member list from the server (presence: true not needed). */
-  fetchMembers(): Promise<Member[]>;
+  /** The member list from the server (presence not needed); members() takes it when presence is on. */
+  fetchMembers(): Promise<PresenceMember<P>[]>;
   leave(): Promise<void>;
 }
 
@@ -353,6 +392,8 @@ export class WsedgeClient {
   readonly clientId: string | null;
   /** The token's `sub`, or null. */
   readonly user: string | null;
+  /** The token's `info` claim, or null. */
+  readonly info: UserInfo | null;
   readonly stats: {
     /** Connections that reached "connected". */
     connects: number;
@@ -368,8 +409,8 @@ export class WsedgeClient {
   on<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
   once<E extends keyof ClientEvents>(event: E, fn: ClientEvents[E]): () => void;
   /** Joins now (or once connected) and after every reconnect; the same Room for the same name. */
-  join<T = Json>(room: string, options?: JoinOptions): Room<T>;
-  rooms(): Room[];
+  join<T = Json, P extends Presence = boolean | "connections">(room: string, options?: JoinOptions<P>): Room<T, P>;
+  rooms(): Room<Json, Presence>[];
   /** Resolves when connected; rejects if the client stops. */
   ready(): Promise<void>;
   /** Starts again after close() or a stop. */

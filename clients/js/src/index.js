@@ -46,19 +46,47 @@ export function backoffDelay(attempt, min = DEFAULTS.minReconnectDelay, max = DE
   return random() * ceiling;
 }
 
-/** The `exp` claim (seconds since the epoch) of a JWT, read without verifying; null if none. */
-export function tokenExpiry(token) {
+/** A JWT's claims, read without verifying (the server verifies); null if unreadable. */
+function tokenClaims(token) {
   try {
     const part = String(token).split(".")[1];
     const b64 = part.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((part.length + 3) % 4);
     const text = decodeURIComponent(
       Array.from(atob(b64), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
     );
-    const exp = JSON.parse(text).exp;
-    return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
+    const claims = JSON.parse(text);
+    return claims && typeof claims === "object" ? claims : null;
   } catch {
     return null;
   }
+}
+
+/** The `exp` claim (seconds since the epoch) of a JWT, read without verifying; null if none. */
+export function tokenExpiry(token) {
+  const exp = tokenClaims(token)?.exp;
+  return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
+}
+
+/** The `info` claim of a token the server accepted (it refuses any but an object). */
+function tokenInfo(token) {
+  const info = tokenClaims(token)?.info;
+  return info && typeof info === "object" && !Array.isArray(info) ? info : null;
+}
+
+/** The close code of `POST /api/disconnect` (docs/protocol.md): do not reconnect. */
+const DISCONNECTED_BY_SERVER = 4001;
+
+/** What a join's `presence` option asks for: false, "connections" (true) or "users". */
+function presenceMode(presence) {
+  return presence === "users" ? "users" : presence ? "connections" : false;
+}
+
+/** How a member is keyed in `members()`: by connection, or by user ("users" presence). */
+function memberKey(presence, member) {
+  if (presenceMode(presence) !== "users") return member.client;
+  // An anonymous connection is a user of its own; the prefixes keep a user named like a
+  // client id apart from it.
+  return member.user != null ? `u:${member.user}` : `c:${member.client}`;
 }
 
 /** A random idempotency key: 22 characters of base64url (128 bits). */
@@ -113,7 +141,7 @@ export class Room extends Emitter {
     super();
     this._client = client;
     this.name = name;
-    this.presence = !!options.presence;
+    this.presence = options.presence || false; // false, true, "connections" or "users"
     this._historyOnJoin = options.history ?? 0;
     this.epoch = null; // the epoch `offset` belongs to
     this.offset = 0; // the last offset delivered to "message" handlers
@@ -122,12 +150,16 @@ export class Room extends Emitter {
     this._syncing = false;
     this._buffer = []; // live pushes that came while syncing
     this._inflight = []; // publishes sent, reply not seen (a drop leaves them unconfirmed)
-    this._members = new Map(); // client id -> {client, user}
+    this._members = new Map(); // memberKey -> {client, user, info} (or a user's entry)
     this._typers = new Map(); // client id -> {member, timer}
     this._lastTyping = -Infinity;
   }
 
-  /** The room's members (presence: true), you included, as last known. */
+  /**
+   * The room's members (presence: true), you included, as last known: one per connection,
+   * or with presence: "users" one per user `{user, info, connections}` (an anonymous
+   * connection: `{client, user: null, connections}`).
+   */
   members() {
     return [...this._members.values()];
   }
@@ -160,9 +192,14 @@ export class Room extends Emitter {
     return this._client._roomRequest(this, "history", limit === undefined ? {} : { limit });
   }
 
-  /** Asks the server for the member list (works without presence: true). */
+  /**
+   * Asks the server for the member list (works without presence: true). With presence on,
+   * members() takes it too: the way to fresh `connections` counts with presence: "users".
+   */
   async fetchMembers() {
-    return (await this._client._roomRequest(this, "presence", {})).members;
+    const { members } = await this._client._roomRequest(this, "presence", {});
+    if (this.presence && !this.left) this._setMembers(members);
+    return members;
   }
 
   /** Leaves the room: queued publishes reject, no more events. */
@@ -171,8 +208,19 @@ export class Room extends Emitter {
   }
 
   _setMembers(list) {
-    this._members = new Map(list.map((m) => [m.client, m]));
+    this._members = new Map(list.map((m) => [memberKey(this.presence, m), m]));
     this._emit("members", this.members());
+  }
+
+  /** A `join`/`leave` push: by user, one for a user's first connection in and last out. */
+  _presenceEvent(msg) {
+    if (msg.member) {
+      const key = memberKey(this.presence, msg.member);
+      if (msg.op === "leave") this._members.delete(key);
+      else if (presenceMode(this.presence) === "users") this._members.set(key, { ...msg.member, connections: 1 });
+      else this._members.set(key, msg.member);
+    }
+    this._emit("presence", msg);
   }
 
   _typing(msg) {
@@ -195,8 +243,10 @@ export class Room extends Emitter {
 
 /**
  * A connection to a wsedge server that stays up: see README.md.
- * Events: "state" (state, {code, reason, retryIn}), "welcome" ({client, user}),
- * "error" (WsedgeError no promise was waiting for).
+ * Events: "state" (state, {code, reason, retryIn}), "welcome" ({client, user, info}),
+ * "message" ({op, user, data}: to this user from the backend, in no room), "kicked"
+ * ({code, reason}: the server closed the user's connections; stopped), "error"
+ * (WsedgeError no promise was waiting for).
  */
 export class WsedgeClient extends Emitter {
   constructor(url, options = {}) {
@@ -211,6 +261,7 @@ export class WsedgeClient extends Emitter {
     this.state = "disconnected";
     this.clientId = null; // this connection's id (a reconnect gets a new one)
     this.user = null; // the token's `sub`, or null
+    this.info = null; // the token's `info` claim (the user's profile for the app), or null
     this.token = options.token ?? null;
     /** Counters for dashboards and tests. */
     this.stats = { connects: 0, resets: 0, settledByMessage: 0, resent: 0, retried429: 0 };
@@ -277,14 +328,18 @@ export class WsedgeClient extends Emitter {
 
   /**
    * Joins `name` now (or once connected) and after every reconnect.
-   * options: {presence: true} for join/leave events and members(); {history: N} to get
-   * the last N messages as a "reset" on the first join.
+   * options: {presence: true} for join/leave events and members() per connection,
+   * {presence: "users"} per user; {history: N} to get the last N messages as a "reset" on
+   * the first join.
    */
   join(name, options = {}) {
     const existing = this._rooms.get(name);
     if (existing) {
-      if (options.presence && !existing.presence) {
-        existing.presence = true;
+      // Presence is turned on or switched between modes, never off: another part of the
+      // app may be showing it.
+      if (options.presence && presenceMode(options.presence) !== presenceMode(existing.presence)) {
+        existing.presence = options.presence;
+        existing._members.clear(); // keyed for the other mode; the rejoin lists them again
         if (existing.joined) this._sync(existing);
       }
       return existing;
@@ -359,6 +414,9 @@ export class WsedgeClient extends Emitter {
           (ok) => {
             if (ws !== this._ws) return;
             this.user = ok.user;
+            // The reply has no `info`: after an anonymous welcome it is the token's (a
+            // welcome after the reply carries the server's).
+            if (this._welcomed) this.info = tokenInfo(token);
             this._authed = true;
             this._maybeReady();
           },
@@ -371,7 +429,7 @@ export class WsedgeClient extends Emitter {
               return this._maybeReady();
             }
             this._authFailed(e.message, token);
-            this._drop(4001, "authentication failed");
+            this._drop(4004, "authentication failed"); // 4001 is the server's: DISCONNECTED_BY_SERVER
           },
         );
       }
@@ -387,7 +445,7 @@ export class WsedgeClient extends Emitter {
       }
       if (msg && typeof msg === "object") this._onFrame(msg);
     };
-    ws.onclose = (event) => ws === this._ws && this._onClose(event.code, event.reason || "");
+    ws.onclose = (event) => ws === this._ws && this._onClose(event.code, event.reason || "", { byServer: true });
     ws.onerror = () => {}; // a close event follows
   }
 
@@ -406,7 +464,7 @@ export class WsedgeClient extends Emitter {
     for (const room of this._rooms.values()) this._sync(room);
   }
 
-  _onClose(code, reason) {
+  _onClose(code, reason, { byServer = false } = {}) {
     const ws = this._ws;
     this._ws = null;
     if (ws) ws.onopen = ws.onmessage = ws.onclose = null;
@@ -428,6 +486,12 @@ export class WsedgeClient extends Emitter {
     // new token, not the same one again.
     if (code === 1008 && /token|auth/i.test(reason)) this._authFailed(`${code} ${reason}`, this._sentToken);
     if (this._stopped) return;
+    if (byServer && code === DISCONNECTED_BY_SERVER) {
+      // The backend closed every connection of this user (POST /api/disconnect): a logout,
+      // a ban. Reconnecting on our own would undo it; the app decides (connect()).
+      this._stop(reason || "disconnected by the server", null, { code });
+      return this._emit("kicked", { code, reason });
+    }
     this._retry({ code, reason });
   }
 
@@ -626,10 +690,17 @@ export class WsedgeClient extends Emitter {
     }
     if (msg.op === "welcome") {
       this.clientId = msg.client;
-      this.user = msg.user; // an `auth` reply after this one (anonymous welcome first) sets it
+      // An `auth` reply after this one (anonymous welcome first) sets them.
+      this.user = msg.user;
+      this.info = msg.info ?? null;
       this._welcomed = true;
-      this._emit("welcome", { client: msg.client, user: msg.user });
+      this._emit("welcome", { client: msg.client, user: msg.user, info: this.info });
       return this._maybeReady();
+    }
+    if (msg.op === "message" && msg.room === undefined && msg.user !== undefined) {
+      // A message to this user from the backend (POST /api/publish {"user"}): on every
+      // connection of the user, in no room, live only.
+      return this._emit("message", msg);
     }
     const room = this._rooms.get(msg.room);
     if (!room) return;
@@ -639,12 +710,7 @@ export class WsedgeClient extends Emitter {
         return this._deliver(room, msg);
       case "join":
       case "leave":
-        if (msg.member) {
-          if (msg.op === "join") room._members.set(msg.member.client, msg.member);
-          else room._members.delete(msg.member.client);
-        }
-        room._emit("presence", msg);
-        return;
+        return room._presenceEvent(msg);
       case "reset":
         // The engine lost continuity (future engines): reload like recovered: false. While a
         // join is on its way its reply already tells (a new epoch: not recovered).
@@ -714,7 +780,9 @@ export class WsedgeClient extends Emitter {
     room._syncing = true;
     room._buffer = [];
     room.joined = false;
-    const fields = { room: room.name, presence: room.presence };
+    // `true` rather than "connections": servers before presence by user know only booleans.
+    const mode = presenceMode(room.presence);
+    const fields = { room: room.name, presence: mode === "users" ? "users" : !!mode };
     const first = room.epoch === null;
     if (!first) fields.since = { epoch: room.epoch, offset: room.offset };
     let ok;

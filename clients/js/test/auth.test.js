@@ -27,11 +27,14 @@ const watch = (c) => {
 };
 
 test("a token goes in the auth message: the server knows the user", async () => {
-  const c = client({ token: signToken(SECRET, { sub: "alice" }) });
-  const welcome = await nextEvent(c, "welcome");
+  const info = { name: "Alice A." };
+  const c = client({ token: signToken(SECRET, { sub: "alice", info }) });
+  const welcome = await nextEvent(c, "welcome"); // after the auth reply (--require-auth)
   assert.equal(welcome.user, "alice");
+  assert.deepEqual(welcome.info, info);
   await c.ready();
   assert.equal(c.user, "alice");
+  assert.deepEqual(c.info, info);
   const room = c.join("auth-room");
   const msg = nextEvent(room, "message");
   await room.publish("hello");

@@ -31,6 +31,24 @@ room.on("presence", (e) => console.log(e.op === "join" ? "+" : "-", e.member.cli
 room.on("reset", (r) => r.messages.map((m: MessagePush) => m.offset));
 room.on("typing", ({ typers }) => typers.length);
 room.on("members", (list) => list.map((m) => m.user));
+const connectionIds: string[] = room.members().map((m) => m.client);
+
+// Presence by user: one entry per user, with its connections and the token's info.
+const byUser = client.join("team", { presence: "users" });
+byUser.on("presence", (e) => console.log(e.op, e.member.user ?? e.member.client, e.member.info?.name));
+for (const m of byUser.members()) {
+  const who: string = m.user ?? m.client;
+  const tabs: number | undefined = m.connections;
+  console.log(who, tabs);
+}
+const typedByUser = client.join<Chat, "users">("team-chat", { presence: "users" });
+typedByUser.on("members", (list) => list.map((m) => m.connections));
+client.on("welcome", ({ user, info }) => console.log(user, info?.name, client.info));
+client.on("message", (m) => {
+  const to: string = m.user;
+  console.log(to, m.data);
+});
+client.on("kicked", ({ code, reason }) => console.log(code, reason));
 
 async function use(): Promise<void> {
   const { offset } = await room.publish({ text: "hi" });
@@ -59,11 +77,12 @@ function handle(frame: ServerFrame): void {
       console.log(frame.client, frame.user);
       break;
     case "message":
-      console.log(frame.offset ?? "ephemeral", frame.data);
+      if (frame.room === undefined) console.log("to", frame.user, frame.data);
+      else console.log(frame.room, frame.offset ?? "ephemeral", frame.from.info, frame.data);
       break;
     case "join":
     case "leave":
-      console.log(frame.member.client);
+      console.log(frame.member.client, frame.member.user, frame.member.info);
       break;
     case "reset":
       console.log(frame.epoch, frame.offset);
@@ -74,6 +93,7 @@ handle(JSON.parse("{}") as ServerFrame);
 const requests: ClientFrame[] = [
   { op: "auth", id: 1, token: "t" },
   { op: "join", id: 2, room: "r", presence: true, since: { epoch: "e", offset: 3 } },
+  { op: "join", room: "r", presence: "users" },
   { op: "publish", id: 3, room: "r", data: { a: [1, null] }, echo: false, ephemeral: true, key: "k" },
   { op: "history", room: "r", limit: 5 },
   { op: "presence", room: "r" },
