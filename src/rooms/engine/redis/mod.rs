@@ -356,6 +356,7 @@ impl RedisEngine {
 
     fn owner_leave(&mut self, leave: Leave) {
         let Leave { conn, room, id, gone } = leave;
+        let now_ms = self.now_ms();
         let Some(owned) = self.rooms.get_mut(room.as_str()) else {
             if !gone {
                 self.router.answer(ReplyTo::Member { conn, id }, Err(RoomError::NotMember));
@@ -366,7 +367,7 @@ impl RedisEngine {
         match owned.room.remove(conn) {
             Some(membership) => {
                 let client = membership.identity.client.clone();
-                let cmd = self.scripts.leave(&RoomKeys::new(&name), &name, &client);
+                let cmd = self.scripts.leave(&RoomKeys::new(&name), &name, &client, now_ms);
                 let shard = owned.room.shard;
                 if !gone && self.backplane.is_up(shard) {
                     // Answered when the leave's marker passes: after every event before it.
@@ -630,7 +631,7 @@ impl RedisEngine {
         let error = match value.and_then(|v| store::parse_joined(v, ttl, now_ms)) {
             Some(store::Joined::Ok(_)) if owned.cancelled.remove(&conn) => {
                 // Closed while joining: out of presence again.
-                let cmd = self.scripts.leave(&RoomKeys::new(&room), &room, &client);
+                let cmd = self.scripts.leave(&RoomKeys::new(&room), &room, &client, now_ms);
                 let shard = owned.room.shard;
                 let need_read = owned.room.forget_join(&mut self.router, conn, &client);
                 self.request(shard, Op::Command(cmd), Pending::Nothing);

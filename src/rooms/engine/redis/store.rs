@@ -189,16 +189,40 @@ local function user_of(client, member)
   return decoded.user, '{' .. string.sub(member, 14 + #client)
 end
 -- Counts a member of `room` (JSON) in (by = 1) or out (by = -1) of its user's connections
--- (the hash `users`), and publishes the user's join or leave (op) on `channel` when it was
--- the first in or the last out.
-local function count_user(users, client, member, by, op, room, channel)
+-- (the hash `users`, over the hash `who` of present members), and publishes the user's
+-- join or leave (op) on `channel` when it was the first in or the last out. A count that
+-- would go below zero (its field was lost: evicted, or written by an older wsedge) is
+-- counted again from `who`: a leave is told only when nobody of that user is left.
+local function count_user(users, who, client, member, by, op, room, channel)
   local user, shown = user_of(client, member)
   if user then
     local now = redis.call('HINCRBY', users, user, by)
-    if now <= 0 then redis.call('HDEL', users, user) end
+    if now < 0 then
+      now = 0
+      for _, other in ipairs(redis.call('HVALS', who)) do
+        local other_user = user_of('', other)
+        if other_user == user then now = now + 1 end
+      end
+    end
+    if now <= 0 then redis.call('HDEL', users, user) else redis.call('HSET', users, user, now) end
     if (by > 0 and now ~= 1) or (by < 0 and now > 0) then return end
   end
   redis.call('PUBLISH', channel, '- u ' .. client .. ' {"op":"' .. op .. '","room":' .. room .. ',"member":' .. shown .. '}')
+end
+-- Removes the members whose entries expired (their node stopped refreshing them: it died)
+-- with leave events, so that presence and the users' counts only ever hold live members.
+local function sweep(presence, who, users, now, room, channel)
+  local gone = redis.call('ZRANGEBYSCORE', presence, '-inf', now)
+  for _, client in ipairs(gone) do
+    local member = redis.call('HGET', who, client)
+    redis.call('ZREM', presence, client)
+    redis.call('HDEL', who, client)
+    if member then
+      count_user(users, who, client, member, -1, 'leave', room, channel)
+      redis.call('PUBLISH', channel, '- p - {"op":"leave","room":' .. room .. ',"member":' .. member .. '}')
+    end
+  end
+  return #gone
 end
 "#;
 
@@ -263,6 +287,7 @@ const JOIN: &str = r#"
 -- now ms, presence keys ttl ms, max rooms, room.
 local epoch = room_epoch(KEYS[1], KEYS[5], ARGV[1], ARGV[11], tonumber(ARGV[13]))
 if not epoch then return {'rooms-full'} end
+sweep(KEYS[3], KEYS[4], KEYS[6], ARGV[11], '"' .. ARGV[14] .. '"', ARGV[9])
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) or 0
 local known = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if not known and redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[11], '+inf') >= tonumber(ARGV[5]) then
@@ -278,7 +303,7 @@ redis.call('PEXPIRE', KEYS[4], ARGV[12])
 if known then
   redis.call('PUBLISH', ARGV[9], '- m ' .. ARGV[2] .. ' {"op":"join"}')
 else
-  count_user(KEYS[6], ARGV[2], ARGV[3], 1, 'join', '"' .. ARGV[14] .. '"', ARGV[9])
+  count_user(KEYS[6], KEYS[4], ARGV[2], ARGV[3], 1, 'join', '"' .. ARGV[14] .. '"', ARGV[9])
   redis.call('PUBLISH', ARGV[9], '- p ' .. ARGV[2] .. ' ' .. ARGV[10])
 end
 redis.call('PEXPIRE', KEYS[6], ARGV[12])
@@ -309,12 +334,13 @@ return {epoch, offset, entries}
 "#;
 
 const LEAVE: &str = r#"
--- KEYS: presence, who, users. ARGV: client, channel, room (as JSON).
+-- KEYS: presence, who, users. ARGV: client, channel, room (as JSON), now ms.
 -- The leave's marker in the room's order: its leave event, or a bare marker.
+sweep(KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[3], ARGV[2])
 local member = redis.call('HGET', KEYS[2], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 and member then
   redis.call('HDEL', KEYS[2], ARGV[1])
-  count_user(KEYS[3], ARGV[1], member, -1, 'leave', ARGV[3], ARGV[2])
+  count_user(KEYS[3], KEYS[2], ARGV[1], member, -1, 'leave', ARGV[3], ARGV[2])
   redis.call('PUBLISH', ARGV[2], '- p ' .. ARGV[1] .. ' {"op":"leave","room":' .. ARGV[3] .. ',"member":' .. member .. '}')
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -336,7 +362,7 @@ end
 for i = 8, #ARGV, 2 do
   if redis.call('ZADD', KEYS[3], ARGV[1], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
-    count_user(KEYS[6], ARGV[i], ARGV[i + 1], 1, 'join', room, ARGV[5])
+    count_user(KEYS[6], KEYS[4], ARGV[i], ARGV[i + 1], 1, 'join', room, ARGV[5])
     redis.call('PUBLISH', ARGV[5], '- p ' .. ARGV[i] .. ' {"op":"join","room":' .. room .. ',"member":' .. ARGV[i + 1] .. '}')
   end
 end
@@ -345,17 +371,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
 redis.call('PEXPIRE', KEYS[6], ARGV[3])
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
-for _, client in ipairs(gone) do
-  local member = redis.call('HGET', KEYS[4], client)
-  redis.call('ZREM', KEYS[3], client)
-  redis.call('HDEL', KEYS[4], client)
-  if member then
-    count_user(KEYS[6], client, member, -1, 'leave', room, ARGV[5])
-    redis.call('PUBLISH', ARGV[5], '- p - {"op":"leave","room":' .. room .. ',"member":' .. member .. '}')
-  end
-end
-return #gone
+return sweep(KEYS[3], KEYS[4], KEYS[6], ARGV[4], room, ARGV[5])
 "#;
 
 const PRESENCE: &str = r#"
@@ -488,10 +504,11 @@ impl Scripts {
         cmd
     }
 
-    /// Removes a member, publishing its leave event.
-    pub fn leave(&self, keys: &RoomKeys, room: &str, client: &str) -> Cmd {
+    /// Removes a member, publishing its leave event (entries expired by `now_ms` are swept
+    /// first, as [`Scripts::refresh`] sweeps them).
+    pub fn leave(&self, keys: &RoomKeys, room: &str, client: &str, now_ms: u64) -> Cmd {
         let mut cmd = evalsha(&self.leave, &[&keys.presence, &keys.who, &keys.users]);
-        cmd.arg(client).arg(&keys.channel).arg(json_str(room));
+        cmd.arg(client).arg(&keys.channel).arg(json_str(room)).arg(now_ms);
         cmd
     }
 

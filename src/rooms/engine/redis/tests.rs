@@ -181,3 +181,58 @@ fn malformed_stream_entries_and_channel_messages_are_skipped() {
     let by_user = store::parse_channel_message(br#"- u c1 {"op":"join"}"#).map(|m| (m.kind, m.except));
     assert_eq!(by_user, Some((store::Kind::UserPresence, Some("c1"))), "a presence event by user is not a marker");
 }
+
+/// Presence by user counts only live members: a member whose entry expired (its node
+/// died) is swept, with its user's leave, before a join counts the user again; and a count
+/// that was lost (evicted, or never written by an older wsedge) is counted again from the
+/// members present instead of telling a leave while the user is still there.
+#[test]
+fn user_counts_follow_the_live_members_even_after_a_loss() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let keys = RoomKeys::new("u");
+    let mut events = redis::Client::open(redis.url.as_str()).unwrap().get_connection().unwrap();
+    events.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut events = events.as_pubsub();
+    events.subscribe(&keys.channel).unwrap();
+    let scripts = Scripts::default();
+    let member = |client: &str, user: &str| format!(r#"{{"client":"{client}","user":"{user}"}}"#);
+    let join = |con: &mut redis::Connection, client: &str, user: &str, now_ms: u64| {
+        let m = member(client, user);
+        let args = store::JoinArgs { client, member_json: &m, event: "{}", since: None, max_members: 100 };
+        scripts.join(&keys, "e1", args, RETAIN, now_ms).query::<Value>(con).expect("join");
+    };
+    // The presence events by user the channel carried since the last look, in order (a
+    // marker published on the channel ends the look).
+    let mut by_user = |con: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("PUBLISH").arg(&keys.channel).arg("end").query::<()>(con).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let payload: String = events.get_message().expect("a channel message").get_payload().unwrap();
+            match payload.strip_prefix("- u ") {
+                _ if payload == "end" => return got,
+                Some(rest) => got.push(rest.split_once(' ').unwrap().1.to_owned()),
+                None => {}
+            }
+        }
+    };
+    let (ann_joins, ann_leaves) = (
+        r#"{"op":"join","room":"u","member":{"user":"ann"}}"#,
+        r#"{"op":"leave","room":"u","member":{"user":"ann"}}"#,
+    );
+    let t0 = 1_800_000_000_000;
+    join(&mut con, "a1", "ann", t0);
+    assert_eq!(by_user(&mut con), [ann_joins]);
+    // a1's node died: its entry expires. ann's next connection sweeps it first, so ann
+    // leaves and comes again, rather than being counted twice and never seen.
+    join(&mut con, "a2", "ann", t0 + RETAIN.presence_ms + 1);
+    assert_eq!(by_user(&mut con), [ann_leaves, ann_joins]);
+    let later = t0 + RETAIN.presence_ms + 2;
+    join(&mut con, "a3", "ann", later);
+    assert_eq!(by_user(&mut con), [] as [&str; 0], "ann's second connection");
+    redis::cmd("DEL").arg(&keys.users).query::<()>(&mut con).unwrap(); // the counts are lost
+    scripts.leave(&keys, "u", "a2", later).query::<Value>(&mut con).unwrap();
+    assert_eq!(by_user(&mut con), [] as [&str; 0], "ann is still there");
+    scripts.leave(&keys, "u", "a3", later).query::<Value>(&mut con).unwrap();
+    assert_eq!(by_user(&mut con), [ann_leaves], "the last of ann's connections went");
+}
