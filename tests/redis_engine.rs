@@ -172,7 +172,7 @@ fn a_flushed_redis_is_a_reset_and_recovery_across_it_is_partial() {
 #[test]
 fn redis_down_refuses_with_503_and_the_node_heals_by_itself() {
     let Some(mut redis) = RedisServer::start() else { return };
-    let server = node(&redis);
+    let server = node_with(&redis, 2, RoomsConfig { api_key: Some("k".to_owned()), ..RoomsConfig::default() });
     let mut member = RoomClient::connect(&server);
     member.join("r");
     wait_health(&server, 200);
@@ -181,6 +181,16 @@ fn redis_down_refuses_with_503_and_the_node_heals_by_itself() {
     let reply = member.request(json!({"op": "publish", "room": "r", "data": 1}));
     assert_eq!(reply["error"]["code"], 503, "{reply}");
     assert_eq!(reply["error"]["message"], "backplane unavailable");
+    // Nor can the backend reach a user (or say it did) while Redis is away.
+    for (path, body) in
+        [("/api/publish", &br#"{"user":"ann","data":1}"#[..]), ("/api/disconnect", br#"{"user":"ann"}"#)]
+    {
+        let reply = server.http("POST", path, &["Authorization: Bearer k"], body);
+        assert_eq!(
+            (reply.head.status, reply.json()["error"]["message"].clone()),
+            (503, json!("backplane unavailable"))
+        );
+    }
     let reply = member.request(json!({"op": "join", "room": "other"}));
     assert_eq!(reply["error"]["code"], 503, "{reply}");
     redis.restart();
@@ -531,4 +541,14 @@ fn a_node_that_never_answers_a_user_request_makes_the_reply_incomplete_not_stuck
     let waited = started.elapsed();
     assert!(waited >= wsedge::rooms::reach::REMOTE_TIMEOUT, "answered after {waited:?}");
     drop(pubsub);
+}
+
+/// Shards are servers: two databases of one Redis would hear every channel twice (pub/sub
+/// ignores the database), so a node refuses to start on them.
+#[test]
+fn two_databases_of_one_redis_are_not_two_shards() {
+    let Some(redis) = RedisServer::start() else { return };
+    let urls = [format!("{}0", redis.url()), format!("{}1", redis.url())];
+    let error = wsedge::rooms::engine::redis::Backplane::connect(&urls, 1).expect_err("refused");
+    assert!(error.contains("named twice"), "{error}");
 }

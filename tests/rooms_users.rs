@@ -204,6 +204,11 @@ fn a_message_to_a_user_reaches_every_connection_of_that_user_in_order_and_nobody
         (json!({"user": "", "data": 1}), 400, "user must be a string of 1-256 bytes"),
         (json!({"user": ["ann"], "data": 1}), 400, "user must be a string of 1-256 bytes"),
         (json!({"user": "ann"}), 400, "missing field: data"),
+        (
+            json!({"user": "ann", "data": 1, "key": "k1"}),
+            400,
+            "key works with room only: messages to a user are not kept",
+        ),
         (json!({"user": "ann", "data": "x".repeat(1000)}), 413, "data over 1000 bytes"),
     ] {
         let reply = api(&server, "/api/publish", &body);
@@ -291,4 +296,32 @@ fn the_rust_client_takes_user_messages_and_stays_out_after_a_disconnect() {
     assert_eq!(got, Some(("ann".to_owned(), json!({"n": 1}))));
     assert!(stopped.contains("4001") && stopped.contains("disconnected by the server"), "{stopped}");
     assert_eq!(client.next_event(Duration::from_millis(300)), None, "no reconnect after 4001");
+}
+
+/// A raw relay connection speaks no JSON: a message to its user skips it (and does not
+/// count it), but a disconnect closes it with 4001 like the others.
+#[test]
+fn relay_connections_are_disconnected_but_not_sent_json() {
+    let server = server();
+    let ann_token = token("ann", None);
+    let mut protocol = connect_as(&server, &ann_token);
+    let mut request = server.url_at("/relay/game").into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {ann_token}")).unwrap());
+    let (mut relay, _) = tungstenite::client(request, server.stream()).expect("the relay upgrade");
+
+    let reply = api(&server, "/api/publish", &json!({"user": "ann", "data": "hi"}));
+    assert_eq!(reply.json()["connections"], 1, "the relay connection is not counted");
+    assert_eq!(protocol.next(), json!({"op": "message", "user": "ann", "data": "hi"}));
+
+    assert_eq!(api(&server, "/api/disconnect", &json!({"user": "ann"})).json()["connections"], 2);
+    let frame = loop {
+        match relay.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.expect("a close frame"),
+            Ok(other) => panic!("the relay connection got {other:?}"),
+            Err(e) => panic!("reading the relay connection: {e}"),
+        }
+    };
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4001, "disconnected by the server"));
+    let (_, frame) = protocol.read_until_close();
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(4001));
 }

@@ -276,8 +276,12 @@ enum Target {
 /// idempotency key (as a client's publish has it; rooms only).
 fn parse_publish(body: &[u8]) -> Result<(Target, String, Option<String>), RoomError> {
     let fields = parse_body(body)?;
-    let target = match (fields.get("room"), user_field(&fields)?) {
+    let room = fields.get("room").filter(|r| r.get() != "null");
+    let key = protocol::publish_key(&fields)?;
+    let target = match (room, user_field(&fields)?) {
         (Some(_), Some(_)) => return Err(RoomError::BodyTwoTargets),
+        // A message to a user is not kept: a key could not make a retry safe.
+        (None, Some(_)) if key.is_some() => return Err(RoomError::BodyUserKey),
         (None, Some(user)) => Target::User(user),
         (room, None) => {
             let Some(Ok(room)) = room.map(|r| serde_json::from_str::<String>(r.get())) else {
@@ -288,7 +292,7 @@ fn parse_publish(body: &[u8]) -> Result<(Target, String, Option<String>), RoomEr
         }
     };
     let data = fields.get("data").ok_or(RoomError::MissingField("data"))?;
-    Ok((target, data.get().to_owned(), protocol::publish_key(&fields)?))
+    Ok((target, data.get().to_owned(), key))
 }
 
 /// A body's JSON object, its values as raw JSON.
@@ -379,5 +383,7 @@ mod tests {
         assert_eq!(parse(r#"{"user":7,"data":1}"#), Err(RoomError::BodyUserField));
         assert_eq!(parse(&format!(r#"{{"user":"{}","data":1}}"#, "u".repeat(257))), Err(RoomError::BodyUserField));
         assert_eq!(parse(r#"{"user":"ann"}"#), Err(RoomError::MissingField("data")));
+        assert_eq!(parse(r#"{"room":null,"user":"ann","data":1}"#), Ok((Target::User("ann".into()), "1".into())));
+        assert_eq!(parse(r#"{"user":"ann","data":1,"key":"k1"}"#), Err(RoomError::BodyUserKey));
     }
 }

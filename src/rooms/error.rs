@@ -47,6 +47,9 @@ pub enum RoomError {
     BodyTwoTargets,
     /// A backend API body whose `user` is not a string of 1-256 bytes.
     BodyUserField,
+    /// A backend publish to a user with an idempotency `key` (messages to users are not
+    /// kept, so a key could not make a retry safe).
+    BodyUserKey,
 
     // ---- 401: who the client is ----
     /// `require_auth`: a request before a valid `auth`.
@@ -114,7 +117,7 @@ impl RoomError {
         match self {
             MalformedJson | BadId | MissingField(_) | WrongType(_) | UnknownOp(_) | BadRoomName | BinaryFrame
             | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField | BadKey
-            | BodyTwoTargets | BodyUserField => code::BAD_REQUEST,
+            | BodyTwoTargets | BodyUserField | BodyUserKey => code::BAD_REQUEST,
             AuthenticateFirst | Token(_) => code::UNAUTHORIZED,
             JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
                 code::FORBIDDEN
@@ -155,6 +158,7 @@ impl fmt::Display for RoomError {
             BadKey => f.write_str("key must be 1-64 bytes"),
             BodyTwoTargets => f.write_str("name a room or a user, not both"),
             BodyUserField => f.write_str("user must be a string of 1-256 bytes"),
+            BodyUserKey => f.write_str("key works with room only: messages to a user are not kept"),
             AuthenticateFirst => f.write_str("authenticate first: {\"op\":\"auth\",\"token\":...}"),
             Token(e) => e.fmt(f),
             JoinDenied => f.write_str("not allowed to join this room"),

@@ -117,6 +117,9 @@ struct Remote {
     answered: u64,
     connections: u64,
     since: Instant,
+    /// This node's channel connection was up when the request went out (else this node
+    /// itself may not get it: the count would not be complete).
+    listening: bool,
 }
 
 /// The Redis side of a worker's part (nodes on Redis).
@@ -183,7 +186,8 @@ impl Reach {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(USERS_CHANNEL).arg(encode_request(&link.channel, token, &user, &action));
         let shard = link.backplane.shard_of(&user);
-        link.remote.insert(token, Remote { http, nodes: None, answered: 0, connections: 0, since: now });
+        let listening = link.backplane.is_up(shard);
+        link.remote.insert(token, Remote { http, nodes: None, answered: 0, connections: 0, since: now, listening });
         link.backplane.request_for(Part::Users, shard, me, token, Op::Command(cmd));
     }
 
@@ -283,7 +287,7 @@ impl Reach {
             .collect();
         for token in done {
             let Some(r) = link.remote.remove(&token) else { continue };
-            let complete = r.nodes.is_some_and(|n| r.answered >= n);
+            let complete = r.listening && r.nodes.is_some_and(|n| r.answered >= n);
             if !complete {
                 warn!("a user request had {} of {:?} nodes' answers after {REMOTE_TIMEOUT:?}", r.answered, r.nodes);
             }

@@ -15,6 +15,7 @@ use super::access::{self, Refusal};
 use super::conn::{Conn, Phase};
 use super::event_loop::{Outcome, Server, SIGNALS};
 use super::metrics::HandshakeFailure;
+use super::policy;
 use super::{http, ConnId, Handler, HttpResponse};
 use crate::proto::deflate;
 use crate::proto::handshake::{parse_request, PlainRequest, Request, UpgradeRequest};
@@ -159,7 +160,15 @@ impl<H: Handler> Server<H> {
         let response = self.handler.on_http(&mut self.outbox, id, req, body, &metrics);
         let outcome = match response {
             Some(response) => self.respond(id, response, now),
-            None => Outcome::Keep,
+            None => {
+                // The handler answers later (from a store, or from other nodes): the wait
+                // is the handler's, not the client's, so it gets a deadline of its own.
+                self.set_deadline(
+                    index,
+                    Some(now + policy::DEFERRED_RESPONSE_TIMEOUT.max(self.config.handshake_timeout)),
+                );
+                Outcome::Keep
+            }
         };
         self.apply_outbox(now);
         outcome

@@ -210,3 +210,60 @@ fn stalled_tls_is_dropped_at_the_handshake_timeout() {
     h.server.metrics.render(&mut metrics);
     assert!(metrics.contains("wsedge_handshake_failures_total{reason=\"timeout\"} 2"), "{metrics}");
 }
+
+/// A handler that answers every plain request 20 s later (as a backend call waiting on
+/// other nodes would, only slower).
+#[derive(Default)]
+struct Deferring {
+    waiting: Vec<(super::ConnId, std::time::Instant)>,
+}
+
+impl super::Handler for Deferring {
+    type Admission = ();
+
+    fn accept(&mut self, _: &crate::proto::handshake::UpgradeRequest, _: Now) -> Result<(), super::HttpResponse> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: bytes::Bytes) {}
+
+    fn on_http(
+        &mut self,
+        out: &mut super::Outbox,
+        conn: super::ConnId,
+        _: &crate::proto::handshake::PlainRequest,
+        _: &[u8],
+        _: &super::Metrics,
+    ) -> Option<super::HttpResponse> {
+        self.waiting.push((conn, out.now().mono + Duration::from_secs(20)));
+        None
+    }
+
+    fn on_tick(&mut self, out: &mut super::Outbox) {
+        let now = out.now().mono;
+        for (conn, _) in self.waiting.iter().filter(|(_, at)| *at <= now) {
+            out.respond(*conn, super::HttpResponse::text(200, "late\n"));
+        }
+        self.waiting.retain(|(_, at)| *at > now);
+    }
+}
+
+#[test]
+fn a_deferred_answer_outlives_the_handshake_timeout_of_a_kept_alive_connection() {
+    let mut server = Server::bind(config(), Deferring::default()).unwrap();
+    let start = Now::read();
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    server.drive(start, SETTLE);
+    // Idle on a kept-alive connection for most of the handshake timeout, then ask.
+    server.drive(start.after(Duration::from_secs(8)), SETTLE);
+    stream.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_secs(9)), SETTLE);
+    for secs in [12, 20, 28] {
+        server.drive(start.after(Duration::from_secs(secs)), SETTLE);
+        assert_eq!(read_now(&mut stream), Some(Vec::new()), "still waiting at {secs} s, not dropped");
+    }
+    server.drive(start.after(Duration::from_secs(30)), SETTLE);
+    let answer = read_now(&mut stream).expect("the connection is open");
+    assert!(String::from_utf8_lossy(&answer).ends_with("late\n"), "{:?}", String::from_utf8_lossy(&answer));
+}

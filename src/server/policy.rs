@@ -112,6 +112,11 @@ pub fn expiry(phase: Phase) -> Expiry {
 
 /// The deadline a connection gets on entering `phase` at `now` (`None`: none in that
 /// phase). Open connections get the keepalive check, when keepalive is on.
+/// How long a plain HTTP request the handler answers later (`on_http` returned `None`) may
+/// wait for its answer (at least the handshake timeout): the backend API's calls that wait
+/// on other nodes answer within 5 s.
+pub const DEFERRED_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn deadline_on_entering(phase: Phase, now: Instant, config: &Config) -> Option<Instant> {
     match phase {
         Phase::Handshake => Some(now + config.handshake_timeout),

@@ -313,6 +313,11 @@ impl Backplane {
                 let info = client.get_connection_info();
                 format!("{}", info.addr())
             };
+            // Pub/sub ignores the database number: two databases of one server would hear
+            // every channel twice.
+            if shards.iter().any(|s: &Shard| s.name == name) {
+                return Err(format!("Redis {name} is named twice: give each shard a server of its own"));
+            }
             let mut con =
                 client.get_connection_with_timeout(CONNECT_TIMEOUT).map_err(|e| format!("Redis {name}: {e}"))?;
             redis::cmd("PING").query::<String>(&mut con).map_err(|e| format!("Redis {name}: {e}"))?;

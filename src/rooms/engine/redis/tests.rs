@@ -216,10 +216,8 @@ fn user_counts_follow_the_live_members_even_after_a_loss() {
             }
         }
     };
-    let (ann_joins, ann_leaves) = (
-        r#"{"op":"join","room":"u","member":{"user":"ann"}}"#,
-        r#"{"op":"leave","room":"u","member":{"user":"ann"}}"#,
-    );
+    let (ann_joins, ann_leaves) =
+        (r#"{"op":"join","room":"u","member":{"user":"ann"}}"#, r#"{"op":"leave","room":"u","member":{"user":"ann"}}"#);
     let t0 = 1_800_000_000_000;
     join(&mut con, "a1", "ann", t0);
     assert_eq!(by_user(&mut con), [ann_joins]);
