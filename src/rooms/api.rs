@@ -75,7 +75,7 @@ impl Api {
     ) -> Option<HttpResponse> {
         let path = request.path.split('?').next().unwrap_or_default();
         Some(match (request.method.as_str(), path) {
-            ("GET", "/healthz") if engine.healthy() => HttpResponse::text(200, "ok\n"),
+            ("GET", "/healthz") if engine.healthy() && reach.ready() => HttpResponse::text(200, "ok\n"),
             // A load balancer takes this node out while its store is unreachable.
             ("GET", "/healthz") => HttpResponse::text(503, "degraded\n"),
             ("GET", "/metrics") => {

@@ -88,6 +88,8 @@ impl Rooms {
         let config = Arc::new(config);
         let (engine, relay) = (engine::route::Shared::default(), relay::Shared::default());
         let users = Arc::new(users::UserConnections::new(config.max_conns_per_user));
+        // One per node, made by the first worker built (the workers are known from its mesh).
+        let reach_ready = Arc::new(std::sync::OnceLock::new());
         move |mesh| {
             let (me, workers) = (mesh.me(), mesh.workers());
             // One random prefix per worker: its client ids (`q3zdpn-1`) and epochs
@@ -117,7 +119,10 @@ impl Rooms {
                 api: Api::new(config.clone()),
                 reach: match &backplane {
                     None => Reach::new(me, workers),
-                    Some(b) => Reach::on_redis(me, workers, &node, b.clone(), mesh.doorbell()),
+                    Some(b) => {
+                        let ready = reach_ready.get_or_init(|| reach::Readiness::new(workers, b.shards())).clone();
+                        Reach::on_redis(me, workers, &node, b.clone(), mesh.doorbell(), ready)
+                    }
                 },
                 engine,
                 mesh,

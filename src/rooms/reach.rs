@@ -20,6 +20,7 @@
 //! Redis link's threads carry what goes to Redis.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,29 @@ struct Remote {
     listening: bool,
 }
 
+/// Whether a node on Redis hears user requests and its workers hear the counts: every
+/// worker's channel, and `wsedge:users` at worker 0, subscribed on every shard. Until
+/// then the node would miss requests (it is not counted by `PUBLISH`) or counts, so it
+/// refuses them (503) and `/healthz` says `degraded`. Shared by the node's workers.
+#[derive(Debug)]
+pub struct Readiness {
+    /// Subscriptions confirmed (each channel counted once per shard).
+    confirmed: AtomicUsize,
+    /// Subscriptions there are: shards × (workers + 1).
+    expected: usize,
+}
+
+impl Readiness {
+    /// For a node of `workers` workers on `shards` Redis servers.
+    pub fn new(workers: usize, shards: usize) -> Arc<Readiness> {
+        Arc::new(Readiness { confirmed: AtomicUsize::new(0), expected: shards * (workers.max(1) + 1) })
+    }
+
+    fn ready(&self) -> bool {
+        self.confirmed.load(Ordering::Relaxed) >= self.expected
+    }
+}
+
 /// The Redis side of a worker's part (nodes on Redis).
 #[derive(Debug)]
 struct Link {
@@ -130,6 +154,10 @@ struct Link {
     /// This worker's own channel, where nodes send their counts.
     channel: Arc<str>,
     remote: HashMap<u64, Remote>,
+    readiness: Arc<Readiness>,
+    /// Confirmations seen per channel of this worker (a reconnect confirms again: counted
+    /// up to the number of shards).
+    confirmed: HashMap<Arc<str>, usize>,
 }
 
 /// One worker's part in reaching users.
@@ -158,7 +186,14 @@ impl Reach {
 
     /// Worker `me` of `workers` of a node on Redis: `id` is unique to this worker (its
     /// channel's name); `doorbell` wakes it when Redis has news.
-    pub fn on_redis(me: usize, workers: usize, id: &str, backplane: Backplane, doorbell: Doorbell) -> Self {
+    pub fn on_redis(
+        me: usize,
+        workers: usize,
+        id: &str,
+        backplane: Backplane,
+        doorbell: Doorbell,
+        readiness: Arc<Readiness>,
+    ) -> Self {
         let inbox = backplane.attach_users(me, doorbell);
         let channel: Arc<str> = format!("wsedge:reach:{id}").into();
         for shard in 0..backplane.shards() {
@@ -167,7 +202,7 @@ impl Reach {
                 backplane.subscribe(shard, me, USERS_CHANNEL.into(), Part::Users);
             }
         }
-        let link = Link { backplane, inbox, channel, remote: HashMap::new() };
+        let link = Link { backplane, inbox, channel, remote: HashMap::new(), readiness, confirmed: HashMap::new() };
         Reach { link: Some(link), ..Reach::new(me, workers) }
     }
 
@@ -183,6 +218,10 @@ impl Reach {
         let (me, Some(link)) = (self.me, &mut self.link) else {
             return self.gather(Requester::Api(http), user, action);
         };
+        if !link.readiness.ready() {
+            let result = Err(RoomError::BackplaneUnavailable);
+            return self.output.push_back(Output::Done { http, result });
+        }
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(USERS_CHANNEL).arg(encode_request(&link.channel, token, &user, &action));
         let shard = link.backplane.shard_of(&user);
@@ -265,7 +304,14 @@ impl Reach {
                         remote.connections += connections;
                     }
                 }
-                Inbound::Subscribed(_) | Inbound::Down(_) | Inbound::Up(_) => {}
+                Inbound::Subscribed(channel) => {
+                    let seen = link.confirmed.entry(channel).or_default();
+                    if *seen < link.backplane.shards() {
+                        *seen += 1;
+                        link.readiness.confirmed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Inbound::Down(_) | Inbound::Up(_) => {}
             }
         }
         self.finish_remote(None);
@@ -294,6 +340,11 @@ impl Reach {
             let result = Ok(Reached { connections: r.connections, complete });
             self.output.push_back(Output::Done { http: r.http, result });
         }
+    }
+
+    /// Whether this node hears user requests and counts (always, without Redis).
+    pub fn ready(&self) -> bool {
+        self.link.as_ref().is_none_or(|link| link.readiness.ready())
     }
 
     /// Time passed: API calls waiting too long for other nodes are answered.

@@ -102,7 +102,14 @@ pub fn node_with(redis: &RedisServer, workers: usize, rooms: RoomsConfig) -> Tes
 pub fn node_at(url: &str, workers: usize, rooms: RoomsConfig) -> TestServer {
     let backplane = Backplane::connect(&[url.to_owned()], workers).expect("the node reaches Redis");
     let config = Config { workers, subprotocols: vec![SUBPROTOCOL.to_owned()], ..super::config() };
-    TestServer::start_workers(config, Rooms::for_workers_on_redis(rooms, backplane))
+    let server = TestServer::start_workers(config, Rooms::for_workers_on_redis(rooms, backplane));
+    // Ready as `/healthz` says: links up, channels subscribed (a node behind a proxy that
+    // refuses is left to its test).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.http("GET", "/healthz", &[], b"").head.status != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    server
 }
 
 /// A node with default settings and two workers.
