@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -44,7 +44,7 @@ impl Traffic {
             payload: BytesMut::with_capacity(template.bytes.len() * 2),
             template,
             schedule: None,
-            stats: Stats::new(),
+            stats: Stats::with_intervals(plan.throughput_intervals()),
             rng: seed(),
             plan,
             shared,
@@ -52,7 +52,13 @@ impl Traffic {
     }
 
     fn measuring(&self, now: Instant) -> bool {
-        self.schedule.is_some_and(|s| now >= s.measure_from && now < s.end)
+        self.measured_for(now).is_some()
+    }
+
+    /// How far into the measured window `now` is (`None` outside it).
+    fn measured_for(&self, now: Instant) -> Option<Duration> {
+        let s = self.schedule?;
+        (now >= s.measure_from && now < s.end).then(|| now - s.measure_from)
     }
 
     fn sending(&self, now: Instant) -> bool {
@@ -146,7 +152,7 @@ impl Traffic {
         if payload.len() != self.plan.size {
             self.stats.error(&format!("message of {} bytes, expected {}", payload.len(), self.plan.size));
         }
-        if self.measuring(now) {
+        if let Some(since_window_start) = self.measured_for(now) {
             // Stamps hold 48 bits of nanoseconds. With several client threads a message
             // may be stamped by another thread after this thread took `now` (a negative
             // latency of a few microseconds, at most a loop turn): count it as 0.
@@ -155,6 +161,7 @@ impl Traffic {
             self.stats.received += 1;
             self.stats.received_bytes += payload.len() as u64;
             self.stats.latency.saturating_record(latency);
+            self.stats.count_in_interval(since_window_start, self.plan.throughput_interval);
         }
         let sent_before = conn.sent;
         match conn.part {
