@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::PercentilePoint;
+use super::report::{PercentilePoint, DISTRIBUTION_DECADES};
 
 /// The chart's size in SVG units (the page scales it to its width).
 const WIDTH: f64 = 760.0;
@@ -87,9 +87,10 @@ pub fn percentile_chart(runs: &[(&str, &[PercentilePoint])]) -> String {
                 .collect(),
         })
         .collect();
-    let decades = MARKED_PERCENTILES.len() as f64 - 1.0;
-    let x_ticks = (0..=decades as u32).map(|d| (f64::from(d), percentile_label(f64::from(d)))).collect();
-    let x = Axis { scale: Scale::Linear { min: 0.0, max: decades }, ticks: x_ticks, title: "percentile" };
+    // 0 %, 90 %, 99 %, ... as far as the distribution goes.
+    let x_ticks = (0..=DISTRIBUTION_DECADES).map(|d| (f64::from(d), percentile_label(f64::from(d)))).collect();
+    let x_max = f64::from(DISTRIBUTION_DECADES);
+    let x = Axis { scale: Scale::Linear { min: 0.0, max: x_max }, ticks: x_ticks, title: "percentile" };
     let latencies = series.iter().flat_map(|s| s.points.iter().map(|&(_, y)| y));
     let (min, max) = log_range(latencies);
     let y = Axis { scale: Scale::Log { min, max }, ticks: log_ticks(min, max), title: "latency" };

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Latencies are recorded in nanoseconds from 1 ns to 60 s with 3 significant digits.
 const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
 /// The latency distribution is reported up to 1/(1-p) = 10^5, that is p99.999 ...
-const DISTRIBUTION_DECADES: u32 = 5;
+pub(super) const DISTRIBUTION_DECADES: u32 = 5;
 /// ... at 10 points per decade of 1/(1-p), evenly spaced on the page's logarithmic axis.
 const DISTRIBUTION_POINTS_PER_DECADE: u32 = 10;
 

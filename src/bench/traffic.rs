@@ -73,6 +73,7 @@ impl Traffic {
             template,
             schedule: None,
             stats: Stats::with_intervals(plan.throughput_intervals()),
+            // Nothing is counted before `begin` sets the window's start.
             interval: IntervalCursor::new(Instant::now(), plan.throughput_interval),
             rng: seed(),
             plan,
