@@ -12,14 +12,16 @@
 # `wsedge` with --workers 1; uws_peer is one thread; `wsedge-mt` is wsedge with its default
 # workers, one per core), waits for its "listening on" line, runs `wsedge bench ... --server-pid PID
 # --json` under a timeout, stops the server, and keeps the JSON under
-# target/compare/<timestamp>/. At the end it prints one table per scenario: throughput
-# (messages/s for echo, deliveries/s for broadcast and fan-out), p99 latency, the server's CPU
+# target/compare/<timestamp>/. At the end it prints one table per scenario and writes one
+# page, report.html beside the JSON (`wsedge bench-report`: per scenario, every server's
+# latency by percentile and throughput over time overlaid), and prints its path. The table:
+# throughput (messages/s for echo, deliveries/s for broadcast and fan-out), p99 latency, the server's CPU
 # seconds per million messages (deliveries for broadcast/fan-out), RSS growth per connection
 # for idle, and the ratios wsedge/peer (throughput) and peer/wsedge (CPU per message, memory):
 # a ratio above 1 means wsedge is better. The wsedge-mt row's ratios compare it with wsedge on
 # one worker instead (above 1: the default workers do better than one). A run that fails is shown as "failed" and the script
 # goes on. Exit status: 0 all runs succeeded; 1 a wsedge run failed, a build failed or the
-# table could not be made; 3 only peer runs failed, or uWebSockets did not build (CI warns
+# table or the page could not be made; 3 only peer runs failed, or uWebSockets did not build (CI warns
 # about those, it does not fail). Without gcc, g++ or zlib1g-dev (or its sources) uWebSockets
 # is skipped with a warning: its rows, and idle-scale's, say "skipped"; the exit status is
 # not affected.
@@ -470,8 +472,37 @@ for sc in scenarios:
 EOF
 TABLE_RC=${PIPESTATUS[0]}
 echo "(raw JSON, server and bench logs: ${OUT#"$ROOT"/})"
+
+# ---- page ----------------------------------------------------------------------------------
+# One HTML page (`wsedge bench-report`): per scenario, the servers' numbers, latency by
+# percentile and throughput over time overlaid. Runs that failed or were skipped are left out;
+# with ROUNDS, each round is a line of its own (wsedge.r1, wsedge.r2, ...).
+ROUND_SUFFIXES=("")
+[ "$ROUNDS" -eq 1 ] || mapfile -t ROUND_SUFFIXES < <(seq -f '.r%g' "$ROUNDS")
+REPORTS=()
+for sc in $SCENARIOS; do
+    for server in $SERVERS; do
+        for suffix in "${ROUND_SUFFIXES[@]}"; do
+            base=$OUT/$sc.$server$suffix
+            if [ -s "$base.json" ] && [ ! -e "$base.failed" ]; then REPORTS+=("$base.json"); fi
+        done
+    done
+done
+PAGE=$OUT/report.html PAGE_RC=0
+if [ ${#REPORTS[@]} -gt 0 ]; then
+    "$WSEDGE" bench-report --title "wsedge vs peers (${QUICK:+--quick, }$STAMP)" --out "$PAGE" "${REPORTS[@]}" \
+        >/dev/null 2>"$OUT/report.log" || PAGE_RC=$?
+    if [ "$PAGE_RC" -eq 0 ]; then
+        echo "(report page: ${PAGE#"$ROOT"/})"
+    else
+        echo "compare.sh: wsedge bench-report failed (exit $PAGE_RC): $(tail -1 "$OUT/report.log")" >&2
+    fi
+fi
 if [ "$TABLE_RC" -ne 0 ]; then
     echo "compare.sh: the table script failed (exit $TABLE_RC)" >&2
+    exit 1
+fi
+if [ "$PAGE_RC" -ne 0 ]; then
     exit 1
 fi
 if [ "$WSEDGE_FAILED" -ne 0 ]; then

@@ -1,8 +1,8 @@
 //! The `wsedge` binary. Commands: `serve` (the default: the room server, `wsedge.v1` on
 //! /ws and the backend API on /api), `echo` (every message back to its sender), `relay`
 //! (the raw relay: the URL path is the room), `chat` (a terminal client of the room
-//! server), `bench` (the load generator) and `config` (`--print-defaults`: a config file
-//! to start from).
+//! server), `bench` (the load generator), `bench-report` (one page from saved bench
+//! reports) and `config` (`--print-defaults`: a config file to start from).
 //!
 //! The command line, its mapping onto each layer's config and `chat` live in `cli/`; this
 //! file only runs the parsed command.
@@ -115,6 +115,7 @@ fn main() -> ExitCode {
             serve_rooms(config, rooms_config, rooms.redis_urls())
         }
         Command::Bench(args) => wsedge::bench::main(args),
+        Command::BenchReport(args) => wsedge::bench::report_page_main(args),
         Command::Config { command, .. } => {
             let mut cli = cli::server_commands();
             cli.build();

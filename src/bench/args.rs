@@ -3,6 +3,7 @@
 //! nothing here opens a connection.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Subcommand};
 
@@ -154,4 +155,24 @@ pub struct CommonArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as a web page: one self-contained HTML file with the settings,
+    /// throughput over time and latency by percentile (p50 ... p99.999).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+}
+
+/// `wsedge bench-report`'s flags: one page from saved `wsedge bench --json` reports.
+#[derive(Args, Debug, Clone)]
+pub struct ReportPageArgs {
+    /// The page to write.
+    #[arg(long, value_name = "FILE.html")]
+    pub out: PathBuf,
+    /// The page's heading.
+    #[arg(long, default_value = "wsedge bench")]
+    pub title: String,
+    /// Reports of `wsedge bench --json`, each named GROUP.LABEL.json (as benches/compare.sh
+    /// names them: SCENARIO.SERVER.json): the runs of a group are overlaid in its charts,
+    /// each line named LABEL. A file that cannot be read is listed on the page, not drawn.
+    #[arg(required = true, value_name = "REPORT.json")]
+    pub reports: Vec<PathBuf>,
 }

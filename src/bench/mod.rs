@@ -18,9 +18,16 @@
 //! that counts failures rather than the server ([`RunFailure`]) exits 1. Each message
 //! carries its send time in its first bytes (`payload.rs`), so no per-message state is
 //! kept. It only ever connects as a client: nothing of the server or its room layer is used.
+//!
+//! `--report FILE.html` also writes the report as a self-contained page (`page.rs`, its SVG
+//! charts `chart.rs`): settings, throughput over time (counted per interval of the window)
+//! and latency by percentile. `wsedge bench-report` ([`report_page_main`]) draws one page
+//! from several saved `--json` reports, their runs overlaid per group (benches/compare.sh).
 
 mod args;
+mod chart;
 mod conn;
+mod page;
 mod payload;
 mod plan;
 mod process;
@@ -29,7 +36,9 @@ mod traffic;
 mod verdict;
 mod worker;
 
+use std::fs;
 use std::io;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -38,10 +47,11 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-pub use args::{BenchArgs, CommonArgs, EchoArgs, FanoutArgs, IdleArgs, ScenarioArgs};
-pub use plan::{BenchError, Plan, Scenario, Target};
+pub use args::{BenchArgs, CommonArgs, EchoArgs, FanoutArgs, IdleArgs, ReportPageArgs, ScenarioArgs};
+pub use page::{comparison_page, run_page, PageEntry, RunRecord, ServerCost};
+pub use plan::{BenchError, Output, Plan, Scenario, Target};
 use process::{ProcessProbe, ProcessSample};
-pub use report::{Latency, Report, ServerReport, Stats};
+pub use report::{distribution_percentiles, Latency, PercentilePoint, Report, ServerReport, Stats, Throughput};
 pub use verdict::{RunFailure, WrongKind};
 use worker::Worker;
 
@@ -50,7 +60,7 @@ use worker::Worker;
 /// or the report measures failures rather than the server ([`RunFailure`]); 2 for options
 /// that make no run.
 pub fn main(args: BenchArgs) -> ExitCode {
-    let (plan, json) = match Plan::from_args(&args) {
+    let (plan, output) = match Plan::from_args(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -64,7 +74,7 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if json {
+    if output.json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
             Err(e) => eprintln!("bench: cannot write the report as JSON: {e}"),
@@ -72,11 +82,61 @@ pub fn main(args: BenchArgs) -> ExitCode {
     } else {
         print!("{}", report.to_text());
     }
+    if let Some(path) = &output.page {
+        let page = RunRecord::from_report(&report).map(|run| run_page(&run));
+        match page.map_err(io::Error::other).and_then(|page| fs::write(path, page)) {
+            Ok(()) => info!("report page written to {}", path.display()),
+            Err(e) => {
+                eprintln!("bench: cannot write the report page {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(failure) = RunFailure::of(&report) {
         eprintln!("bench: {failure}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Runs `wsedge bench-report`: one page from saved JSON reports, their runs overlaid per
+/// group. A report that cannot be read is named on the page and on stderr; exit code 1 when
+/// none could be read or the page cannot be written.
+pub fn report_page_main(args: ReportPageArgs) -> ExitCode {
+    let mut entries = Vec::new();
+    let mut notes = Vec::new();
+    for path in &args.reports {
+        match read_run(path) {
+            Ok(run) => {
+                let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+                entries.push(PageEntry::named_by_file(&stem, run));
+            }
+            Err(why) => {
+                eprintln!("bench-report: {why}");
+                notes.push(why);
+            }
+        }
+    }
+    if entries.is_empty() {
+        eprintln!("bench-report: no report could be read");
+        return ExitCode::FAILURE;
+    }
+    match fs::write(&args.out, comparison_page(&args.title, &entries, &notes)) {
+        Ok(()) => {
+            println!("{}", args.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-report: cannot write {}: {e}", args.out.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One saved report, or a sentence saying why it cannot be shown.
+fn read_run(path: &Path) -> Result<RunRecord, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not a bench report: {e}", path.display()))
 }
 
 /// When traffic starts, when measuring starts (after the warmup) and when it all ends.
@@ -261,6 +321,11 @@ fn build_report(
         pings_answered: stats.pings,
         client_cpu_seconds,
         server,
+        latency_distribution_us: Latency::distribution(&stats.latency),
+        throughput: match plan.scenario {
+            Scenario::Idle => None,
+            _ => Throughput::from_counts(&stats.received_per_interval, plan.throughput_interval, window),
+        },
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,11 @@ impl fmt::Display for BenchError {
 }
 
 impl std::error::Error for BenchError {}
+
+/// Throughput is counted per interval of this length ...
+const THROUGHPUT_INTERVAL: Duration = Duration::from_millis(100);
+/// ... or longer, so that a long window has at most this many intervals.
+const MAX_THROUGHPUT_INTERVALS: u32 = 600;
 
 pub(super) fn invalid(why: impl Into<String>) -> BenchError {
     BenchError::Invalid(why.into())
@@ -109,6 +115,15 @@ impl Target {
     }
 }
 
+/// Where the report goes besides the terminal's text.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Print the report as JSON instead of text.
+    pub json: bool,
+    /// Also write the report's page here (`--report`).
+    pub page: Option<PathBuf>,
+}
+
 /// Everything a run needs, checked and resolved; shared read-only by the threads.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -143,6 +158,8 @@ pub struct Plan {
     pub warmup: Duration,
     /// Measured traffic.
     pub duration: Duration,
+    /// Deliveries are counted per interval of this length for the throughput over time.
+    pub throughput_interval: Duration,
     /// The server process to sample (CPU, memory) at the window's edges.
     pub server_pid: Option<u32>,
     /// The zero of message timestamps (process-local).
@@ -152,8 +169,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks the options; returns the plan and whether to print JSON.
-    pub fn from_args(args: &BenchArgs) -> Result<(Plan, bool), BenchError> {
+    /// Checks the options; returns the plan and where its report goes.
+    pub fn from_args(args: &BenchArgs) -> Result<(Plan, Output), BenchError> {
         let mut settings = BTreeMap::new();
         let (scenario, urls, room, connections, size, binary, common) = match &args.scenario {
             ScenarioArgs::Echo(a) => {
@@ -229,6 +246,7 @@ impl Plan {
             ok.then(|| Duration::from_secs_f64(value))
                 .ok_or_else(|| invalid(format!("--{name} must be a number of seconds")))
         };
+        let duration = seconds("duration", common.duration, false)?;
         let targets = urls.iter().map(|url| Target::parse(url)).collect::<Result<Vec<_>, _>>()?;
         let tls = if targets.iter().any(|t| t.tls_name.is_some()) {
             Some(common.trust.client_config().map_err(invalid)?)
@@ -250,12 +268,13 @@ impl Plan {
             deflate: common.deflate,
             bind_ips: common.bind_ips.clone(),
             warmup: seconds("warmup", common.warmup, true)?,
-            duration: seconds("duration", common.duration, false)?,
+            duration,
+            throughput_interval: THROUGHPUT_INTERVAL.max(duration / MAX_THROUGHPUT_INTERVALS),
             server_pid: common.server_pid,
             epoch: Instant::now(),
             settings,
         };
-        Ok((plan, common.json))
+        Ok((plan, Output { json: common.json, page: common.report.clone() }))
     }
 
     pub(super) fn scenario_name(&self) -> &'static str {
@@ -309,6 +328,12 @@ impl Plan {
     /// `now` as a message timestamp: nanoseconds since the bench's epoch.
     pub(super) fn nanos(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How many throughput intervals the window has (the last one may be shorter).
+    pub(super) fn throughput_intervals(&self) -> usize {
+        let (window, interval) = (self.duration.as_nanos(), self.throughput_interval.as_nanos().max(1));
+        usize::try_from(window.div_ceil(interval)).unwrap_or(usize::MAX)
     }
 
     /// The subprotocols offered: `wsedge.v1` for the room protocol, none otherwise.

@@ -1,14 +1,20 @@
 //! What a run counted ([`Stats`], one per thread, merged) and what it reports ([`Report`]:
-//! JSON for scripts, a few aligned lines for people). No IO: printing is the caller's.
+//! JSON for scripts, a few aligned lines for people; the HTML page is `page.rs`'s, drawn
+//! from the same JSON). No IO: printing is the caller's.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latencies are recorded in nanoseconds from 1 ns to 60 s with 3 significant digits.
 const LATENCY_MAX_NANOS: u64 = 60_000_000_000;
+/// The latency distribution is reported up to 1/(1-p) = 10^5, that is p99.999 ...
+pub(super) const DISTRIBUTION_DECADES: u32 = 5;
+/// ... at 10 points per decade of 1/(1-p), evenly spaced on the page's logarithmic axis.
+const DISTRIBUTION_POINTS_PER_DECADE: u32 = 10;
 
 /// One thread's counts. Messages count only inside the measured window; connection
 /// outcomes count over the whole run.
@@ -40,6 +46,10 @@ pub struct Stats {
     pub received_others: u64,
     /// Send-to-receive time of each received message, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// `received`, per interval of the window (`Plan::throughput_interval` long, the last
+    /// one possibly shorter). Sized before the run ([`Stats::with_intervals`]): counting
+    /// into it never allocates; a message past its end is not counted here.
+    pub received_per_interval: Vec<u64>,
 }
 
 impl Stats {
@@ -60,6 +70,19 @@ impl Stats {
             received_others: 0,
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_NANOS, 3)
                 .expect("constant bounds: low >= 1, high >= 2 * low, 3 significant digits"),
+            received_per_interval: Vec::new(),
+        }
+    }
+
+    /// All counts zero, with room for `intervals` throughput counts.
+    pub fn with_intervals(intervals: usize) -> Stats {
+        Stats { received_per_interval: vec![0; intervals], ..Stats::new() }
+    }
+
+    /// Counts one timed message received in interval `index` of the window.
+    pub fn count_in_interval(&mut self, index: usize) {
+        if let Some(count) = self.received_per_interval.get_mut(index) {
+            *count += 1;
         }
     }
 
@@ -95,6 +118,12 @@ impl Stats {
         self.received_others += other.received_others;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        if self.received_per_interval.len() < other.received_per_interval.len() {
+            self.received_per_interval.resize(other.received_per_interval.len(), 0);
+        }
+        for (sum, n) in self.received_per_interval.iter_mut().zip(other.received_per_interval) {
+            *sum += n;
+        }
     }
 }
 
@@ -105,7 +134,7 @@ impl Default for Stats {
 }
 
 /// Latency percentiles, in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Messages timed.
     pub samples: u64,
@@ -136,6 +165,76 @@ impl Latency {
             p99_9: us(h.value_at_quantile(0.999)),
             max: us(h.max()),
         })
+    }
+
+    /// The latency at each of [`distribution_percentiles`], in microseconds: the curve the
+    /// report page draws. Empty when nothing was timed.
+    pub fn distribution(h: &Histogram<u64>) -> Vec<PercentilePoint> {
+        if h.is_empty() {
+            return Vec::new();
+        }
+        distribution_percentiles()
+            .map(|percentile| PercentilePoint {
+                percentile,
+                us: h.value_at_quantile(percentile / 100.0) as f64 / 1000.0,
+            })
+            .collect()
+    }
+}
+
+/// The percentiles the distribution is reported at: p0 (the fastest message), then evenly
+/// spaced in log10(1/(1-p)) up to p99.999 (HdrHistogram's percentile axis), with p50
+/// added. Rounded to 4 decimals, so p99.9 reads 99.9 in the JSON.
+pub fn distribution_percentiles() -> impl Iterator<Item = f64> {
+    let steps = DISTRIBUTION_DECADES * DISTRIBUTION_POINTS_PER_DECADE;
+    let spaced = (0..=steps).map(|step| {
+        let decades = f64::from(step) / f64::from(DISTRIBUTION_POINTS_PER_DECADE);
+        (100.0 * (1.0 - 10f64.powf(-decades)) * 1e4).round() / 1e4
+    });
+    // p50 sits between the steps at 0.3 decades (49.88) and 0.4 (60.19).
+    let mut percentiles: Vec<f64> = spaced.chain([50.0]).collect();
+    percentiles.sort_by(f64::total_cmp);
+    percentiles.into_iter()
+}
+
+/// One point of the latency distribution: `percentile` % of the messages took at most `us`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PercentilePoint {
+    /// 0 to 100 (99.9 is p99.9).
+    pub percentile: f64,
+    /// Microseconds.
+    pub us: f64,
+}
+
+/// Deliveries per second through the measured window, interval by interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// The length of each interval (the last one may be shorter: the window's rest).
+    pub interval_secs: f64,
+    /// Timed messages received per second in each interval (echo: round trips; fan-out:
+    /// deliveries), in order from the start of the window.
+    pub deliveries_per_sec: Vec<f64>,
+}
+
+impl Throughput {
+    /// Rates from the counts of intervals `interval` long in a window `window` long; `None`
+    /// without intervals.
+    pub fn from_counts(counts: &[u64], interval: Duration, window: Duration) -> Option<Throughput> {
+        if counts.is_empty() || interval.is_zero() {
+            return None;
+        }
+        let mut start = Duration::ZERO;
+        let rates = counts.iter().map(|&count| {
+            // Widths in whole nanoseconds: a 0.25 s window's last interval is 0.05 s exactly.
+            let width = window.saturating_sub(start).min(interval);
+            start += interval;
+            if width.is_zero() {
+                0.0
+            } else {
+                count as f64 / width.as_secs_f64()
+            }
+        });
+        Some(Throughput { interval_secs: interval.as_secs_f64(), deliveries_per_sec: rates.collect() })
     }
 }
 
@@ -224,6 +323,10 @@ pub struct Report {
     pub client_cpu_seconds: f64,
     /// The server's cost (with `--server-pid`).
     pub server: Option<ServerReport>,
+    /// The latency at percentiles from p0 to p99.999, for charts (empty: nothing timed).
+    pub latency_distribution_us: Vec<PercentilePoint>,
+    /// Deliveries per second over the window, for charts (`None` for `idle`).
+    pub throughput: Option<Throughput>,
 }
 
 impl Report {
@@ -409,6 +512,8 @@ pub(super) fn sample_report(scenario: &'static str) -> Report {
             rss_growth_bytes: 0,
             rss_growth_per_connection_bytes: Some(0.0),
         }),
+        latency_distribution_us: Vec::new(),
+        throughput: None,
     }
 }
 
@@ -459,6 +564,47 @@ mod tests {
         let l = Latency::from_histogram(&a.latency).unwrap();
         assert_eq!(l.samples, 2);
         assert!((l.max - 3.0).abs() < 0.01, "{l:?}");
+    }
+
+    #[test]
+    fn distribution_reaches_p99_999_evenly_on_the_log_axis() {
+        let percentiles: Vec<f64> = distribution_percentiles().collect();
+        assert_eq!(percentiles.first(), Some(&0.0));
+        assert_eq!(percentiles.last(), Some(&99.999));
+        for p in [50.0, 90.0, 99.0, 99.9, 99.99] {
+            assert!(percentiles.contains(&p), "{p} in {percentiles:?}");
+        }
+        assert!(percentiles.windows(2).all(|w| w[0] < w[1]), "{percentiles:?}");
+
+        let mut h = Stats::new().latency;
+        for nanos in 1..=100_000u64 {
+            h.record(nanos * 1000).unwrap(); // 1 µs to 100 ms, evenly
+        }
+        let points = Latency::distribution(&h);
+        assert_eq!(points.len(), percentiles.len());
+        let at = |p: f64| points.iter().find(|pt| pt.percentile == p).map(|pt| pt.us).unwrap();
+        assert!((at(50.0) - 50_000.0).abs() < 100.0, "{points:?}");
+        assert!((at(99.0) - 99_000.0).abs() < 100.0, "{points:?}");
+        assert!(points.windows(2).all(|w| w[0].us <= w[1].us), "{points:?}");
+        assert!(Latency::distribution(&Stats::new().latency).is_empty());
+    }
+
+    #[test]
+    fn throughput_counts_become_rates_per_interval() {
+        let mut stats = Stats::with_intervals(3);
+        let tenth = Duration::from_millis(100);
+        for index in [0, 0, 0, 1, 2, 2, 3] {
+            stats.count_in_interval(index);
+        }
+        assert_eq!(stats.received_per_interval, [3, 1, 2], "past the end is not counted");
+        let mut other = Stats::with_intervals(3);
+        other.received_per_interval[1] = 4;
+        stats.merge(other);
+        assert_eq!(stats.received_per_interval, [3, 5, 2]);
+        // A 0.25 s window: the last interval is 50 ms.
+        let t = Throughput::from_counts(&stats.received_per_interval, tenth, tenth * 5 / 2).unwrap();
+        assert_eq!(t.deliveries_per_sec, [30.0, 50.0, 40.0]);
+        assert!(Throughput::from_counts(&[], tenth, tenth).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -31,6 +31,34 @@ pub(super) struct Traffic {
     payload: BytesMut,
     /// xorshift64 state for handshake nonces (masking keys come from `MaskKeys`).
     rng: u64,
+    /// Which throughput interval of the window a message received now counts in.
+    interval: IntervalCursor,
+}
+
+/// The throughput interval "now" falls in, found by moving forward from the last one: a
+/// thread's clock only goes forward, so this costs a comparison per message, where
+/// dividing the time since the window's start would cost a (128-bit) division.
+#[derive(Debug, Clone, Copy)]
+struct IntervalCursor {
+    index: usize,
+    ends: Instant,
+    length: Duration,
+}
+
+impl IntervalCursor {
+    /// Intervals `length` long from `start` (a zero length counts everything in the first).
+    fn new(start: Instant, length: Duration) -> IntervalCursor {
+        IntervalCursor { index: 0, ends: start + length, length }
+    }
+
+    /// The index of the interval `now` is in (`now` no earlier than at the last call).
+    fn index_at(&mut self, now: Instant) -> usize {
+        while now >= self.ends && !self.length.is_zero() {
+            self.index += 1;
+            self.ends += self.length;
+        }
+        self.index
+    }
 }
 
 impl Traffic {
@@ -44,11 +72,19 @@ impl Traffic {
             payload: BytesMut::with_capacity(template.bytes.len() * 2),
             template,
             schedule: None,
-            stats: Stats::new(),
+            stats: Stats::with_intervals(plan.throughput_intervals()),
+            // Nothing is counted before `begin` sets the window's start.
+            interval: IntervalCursor::new(Instant::now(), plan.throughput_interval),
             rng: seed(),
             plan,
             shared,
         }
+    }
+
+    /// The run's schedule is known: traffic may start, intervals are counted from its window.
+    pub(super) fn begin(&mut self, schedule: Schedule) {
+        self.schedule = Some(schedule);
+        self.interval = IntervalCursor::new(schedule.measure_from, self.plan.throughput_interval);
     }
 
     fn measuring(&self, now: Instant) -> bool {
@@ -155,6 +191,7 @@ impl Traffic {
             self.stats.received += 1;
             self.stats.received_bytes += payload.len() as u64;
             self.stats.latency.saturating_record(latency);
+            self.stats.count_in_interval(self.interval.index_at(now));
         }
         let sent_before = conn.sent;
         match conn.part {
@@ -212,7 +249,20 @@ fn seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use bytes::BytesMut;
+
+    use super::IntervalCursor;
+
+    #[test]
+    fn interval_cursor_follows_the_clock_forward() {
+        let start = Instant::now();
+        let mut cursor = IntervalCursor::new(start, Duration::from_millis(100));
+        let at = |ms| start + Duration::from_millis(ms);
+        let indices: Vec<usize> = [0, 99, 100, 101, 350, 350, 1000].map(|ms| cursor.index_at(at(ms))).into();
+        assert_eq!(indices, [0, 0, 1, 1, 3, 3, 10]);
+    }
 
     /// What `Traffic::send` and the read buffers rely on for "no allocation per message":
     /// once the `Bytes` split off a buffer is dropped, the next append reuses the memory.

@@ -148,7 +148,7 @@ impl Worker {
         }
         if self.stage == Stage::Waiting {
             if let Some(schedule) = self.traffic.shared.schedule.get().copied() {
-                self.traffic.schedule = Some(schedule);
+                self.traffic.begin(schedule);
                 self.start_traffic(now);
                 self.stage = Stage::Running;
             }

@@ -65,6 +65,9 @@ pub(crate) enum Command {
     /// Load generator: drives a server with echo, fan-out or idle connections and reports
     /// messages/s, latency percentiles and (with --server-pid) the server's CPU per message.
     Bench(wsedge::bench::BenchArgs),
+    /// One web page from saved `wsedge bench --json` reports: per group of runs, their
+    /// numbers, latency by percentile and throughput over time overlaid (benches/compare.sh).
+    BenchReport(wsedge::bench::ReportPageArgs),
     /// About the config file: `wsedge config --print-defaults` prints a complete one.
     Config {
         /// Print every setting of the server command with its help, its environment

@@ -13,12 +13,15 @@ import { WsedgeClient } from "../src/index.js";
 const here = dirname(fileURLToPath(import.meta.url));
 export const WSEDGE_BIN = process.env.WSEDGE_BIN || resolve(here, "../../../target/release/wsedge");
 
-/** Starts `wsedge serve` on `port` (0: any free one); resolves once it listens. */
-export async function startServer(args = [], { port = 0 } = {}) {
+/**
+ * Starts `wsedge serve` (or `command`: `echo`, `relay`) on `port` (0: any free one);
+ * resolves once it listens.
+ */
+export async function startServer(args = [], { port = 0, command = "serve" } = {}) {
   if (!existsSync(WSEDGE_BIN)) {
     throw new Error(`wsedge binary not found at ${WSEDGE_BIN}: run \`cargo build --release --bin wsedge\` in the repository root, or set WSEDGE_BIN`);
   }
-  const proc = spawn(WSEDGE_BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--workers", "1", ...args], {
+  const proc = spawn(WSEDGE_BIN, [command, "--listen", `127.0.0.1:${port}`, "--workers", "1", ...args], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, RUST_LOG: "info" },
   });
