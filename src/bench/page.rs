@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::chart::{escape, latency_label, percentile_chart, throughput_chart};
-use super::report::{Latency, PercentilePoint, Report, Throughput};
+use super::report::{thousands, Latency, PercentilePoint, Report, Throughput};
 
 /// No script, no request of any kind: only the inline style. Even text that escaped our
 /// escaping could not run or load anything.
@@ -341,19 +341,6 @@ fn settings_line<'a>(settings: impl Iterator<Item = (&'a String, &'a Value)>) ->
         other => format!("{key}={other}"),
     });
     values.collect::<Vec<_>>().join(" ")
-}
-
-/// `1234567.8` as `1,234,568`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

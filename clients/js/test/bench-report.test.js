@@ -9,31 +9,18 @@
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { startServer, WSEDGE_BIN } from "./harness.js";
+import { findBrowser, startServer, WSEDGE_BIN } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const OUT = resolve(here, "../../../target/bench-report");
-const CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
-// WSEDGE_CHROMIUM, when set, is the only one tried.
-const CHROMIUM = (process.env.WSEDGE_CHROMIUM ? [process.env.WSEDGE_CHROMIUM] : CANDIDATES).find(existsSync);
-const REQUIRED = process.env.WSEDGE_REQUIRE_BROWSER === "1";
-const MISSING = `no Chromium at ${process.env.WSEDGE_CHROMIUM || CANDIDATES.join(", ")} (apt-get install chromium, or set WSEDGE_CHROMIUM)`;
 const run = promisify(execFile);
 
-let playwright = null;
-try {
-  playwright = await import("playwright-core");
-} catch {
-  // Reported below, like a missing browser.
-}
-const missing = !CHROMIUM ? MISSING : !playwright ? "playwright-core is not installed (npm ci)" : null;
-// Locally a missing browser is a skip with the reason; in CI it fails the run.
-const skip = missing && !REQUIRED ? `skipped: ${missing}` : false;
+const { CHROMIUM, playwright, missing, skip } = await findBrowser();
 
 let echo;
 let browser;

@@ -8,30 +8,17 @@
 // (CI), where that is a failure.
 
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { startServer, waitFor } from "./harness.js";
+import { findBrowser, startServer, waitFor } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SHOTS = resolve(here, "../../../target/demo");
-const CANDIDATES = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
-// WSEDGE_CHROMIUM, when set, is the only one tried.
-const CHROMIUM = (process.env.WSEDGE_CHROMIUM ? [process.env.WSEDGE_CHROMIUM] : CANDIDATES).find(existsSync);
-const REQUIRED = process.env.WSEDGE_REQUIRE_BROWSER === "1";
-const MISSING = `no Chromium at ${process.env.WSEDGE_CHROMIUM || CANDIDATES.join(", ")} (apt-get install chromium, or set WSEDGE_CHROMIUM)`;
 const ROOM = "browser-demo";
 
-let playwright = null;
-try {
-  playwright = await import("playwright-core");
-} catch {
-  // Reported below, like a missing browser.
-}
-const missing = !CHROMIUM ? MISSING : !playwright ? "playwright-core is not installed (npm ci)" : null;
-// Locally a missing browser is a skip with the reason; in CI it fails the run.
-const skip = missing && !REQUIRED ? `skipped: ${missing}` : false;
+const { CHROMIUM, playwright, missing, skip } = await findBrowser();
 
 let server;
 let browser;

@@ -228,3 +228,27 @@ export async function startProxy(port) {
     },
   };
 }
+
+/**
+ * Headless Chromium for the browser tests: Debian's (or WSEDGE_CHROMIUM, then the only one
+ * tried) driven by playwright-core. `missing` says why there is none; `skip` is that reason
+ * for `test(..., { skip })` locally, and false under WSEDGE_REQUIRE_BROWSER=1 (CI), where a
+ * missing browser must fail the run instead.
+ */
+export async function findBrowser() {
+  const candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+  const CHROMIUM = (process.env.WSEDGE_CHROMIUM ? [process.env.WSEDGE_CHROMIUM] : candidates).find(existsSync);
+  let playwright = null;
+  try {
+    playwright = await import("playwright-core");
+  } catch {
+    // Reported as `missing`, like a missing browser.
+  }
+  const missing = !CHROMIUM
+    ? `no Chromium at ${process.env.WSEDGE_CHROMIUM || candidates.join(", ")} (apt-get install chromium, or set WSEDGE_CHROMIUM)`
+    : !playwright
+      ? "playwright-core is not installed (npm ci)"
+      : null;
+  const skip = missing && process.env.WSEDGE_REQUIRE_BROWSER !== "1" ? `skipped: ${missing}` : false;
+  return { CHROMIUM, playwright, missing, skip };
+}
