@@ -237,6 +237,9 @@ fn disconnect_closes_every_connection_of_that_user_with_4001() {
 
     let reply = api(&server, "/api/disconnect", &json!({"user": "ann"}));
     assert_eq!((reply.head.status, reply.json()), (200, json!({"user": "ann", "connections": 3})));
+    // Being closed, they are no longer ann's: not counted again, not sent her messages.
+    assert_eq!(api(&server, "/api/disconnect", &json!({"user": "ann"})).json()["connections"], 0);
+    assert_eq!(api(&server, "/api/publish", &json!({"user": "ann", "data": 1})).json()["connections"], 0);
     for conn in &mut ann {
         let (_, frame) = conn.read_until_close();
         let frame = frame.expect("a close frame");

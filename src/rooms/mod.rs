@@ -165,17 +165,20 @@ impl Rooms {
     fn on_reach(&mut self, out: &mut Outbox, msg: reach::Msg) {
         match msg {
             reach::Msg::Reach { token, origin, user, action } => {
-                let conns = self.sessions.connections_of(&user);
                 let reached = match action {
                     // Relay connections do not speak the room protocol: only its clients.
-                    reach::Action::Send(push) => conns
+                    reach::Action::Send(push) => self
+                        .sessions
+                        .connections_of(&user)
                         .iter()
                         .filter(|&&conn| self.members.is_client(conn))
                         .map(|&conn| out.send(conn, MessageKind::Text, push.clone()))
                         .count(),
-                    reach::Action::Disconnect => conns
-                        .iter()
-                        .map(|&conn| out.close(conn, error::DISCONNECTED, error::close_reason::DISCONNECTED))
+                    reach::Action::Disconnect => self
+                        .sessions
+                        .disconnect_user(&user)
+                        .into_iter()
+                        .map(|conn| out.close(conn, error::DISCONNECTED, error::close_reason::DISCONNECTED))
                         .count(),
                 };
                 self.reach.acted(origin, token, reached as u64);

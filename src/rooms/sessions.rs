@@ -142,6 +142,13 @@ impl Sessions {
         self.by_user.get(user).map_or(&[], Vec::as_slice)
     }
 
+    /// This worker's connections of `user`, which are being closed (`POST /api/disconnect`):
+    /// from now on nothing reaches them as that user's, and a second disconnect does not
+    /// count them again.
+    pub fn disconnect_user(&mut self, user: &str) -> Vec<ConnId> {
+        self.by_user.remove(user).unwrap_or_default()
+    }
+
     /// Counts users' connections in `users`, which every worker of the process shares.
     pub fn sharing_users(mut self, users: Arc<UserConnections>) -> Self {
         self.users = users;
@@ -188,7 +195,8 @@ impl Sessions {
         }
         let auths = TokenBucket::full(f64::from(self.auth_per_minute), now.mono);
         let counted = user.as_ref().is_some_and(|user| self.users.add(user));
-        if let Some(user) = &user {
+        // One over `max_conns_per_user` is closed at once: nothing reaches it meanwhile.
+        if let (Some(user), true) = (&user, counted) {
             self.by_user.entry(user.clone()).or_default().push(conn);
         }
         let session = Session { user, info, permissions, valid_until, auth_deadline, auths, counted };
@@ -207,6 +215,7 @@ impl Sessions {
             self.users.remove(user);
         }
         if let Some(user) = &session.user {
+            // (Gone already when the connection was disconnected as its user's.)
             if let Some(conns) = self.by_user.get_mut(user) {
                 conns.retain(|&c| c != conn);
                 if conns.is_empty() {
