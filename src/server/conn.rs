@@ -28,6 +28,10 @@ pub enum Phase {
     Handshake,
     /// WebSocket open.
     Open,
+    /// An HTTP response streams (server-sent events): the handler's sends go out as
+    /// chunks; input is read only to notice the client leaving. No deadline: the handler's
+    /// heartbeats keep proxies from timing it out.
+    Streaming,
     /// We sent a close and wait for the peer's (deadline: close linger).
     CloseSent,
     /// Nothing more to say: flush the queue, then shut down our side.

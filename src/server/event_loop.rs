@@ -442,6 +442,7 @@ impl<H: Handler> Server<H> {
             match (phase, ConnId::new(self.worker, index, generation)) {
                 (Phase::Handshake, _) => self.settle(index, Outcome::Remove, now),
                 (Phase::Open, Some(id)) => self.start_close(id, CloseCode::GOING_AWAY, "server shutting down", now),
+                (Phase::Streaming, Some(id)) => self.end_stream(id, now),
                 _ => {}
             }
         }

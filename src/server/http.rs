@@ -17,8 +17,12 @@ pub struct HttpResponse {
     /// Further headers, sent in order after `Content-Type`, `Content-Length` and
     /// `Connection`.
     pub headers: Vec<(&'static str, String)>,
-    /// The body (its length is the `Content-Length`).
+    /// The body (its length is the `Content-Length`; of a stream, its first chunk).
     pub body: Vec<u8>,
+    /// A stream (`text/event-stream`): chunked, never ending by itself. The connection
+    /// then carries the handler's `Outbox::send`s as chunks until either side closes it
+    /// (see [`HttpResponse::event_stream`]).
+    pub stream: bool,
 }
 
 impl HttpResponse {
@@ -29,12 +33,19 @@ impl HttpResponse {
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
             body: body.as_bytes().to_vec(),
+            stream: false,
         }
     }
 
     /// An `application/json` response; `body` is JSON already.
     pub fn json(status: u16, body: String) -> Self {
-        HttpResponse { status, content_type: "application/json", headers: Vec::new(), body: body.into_bytes() }
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body.into_bytes(),
+            stream: false,
+        }
     }
 
     /// A JSON error body: `{"error":{"code","message"}}`.
@@ -43,21 +54,41 @@ impl HttpResponse {
         HttpResponse::json(status, format!("{{\"error\":{{\"code\":{status},\"message\":{message}}}}}"))
     }
 
+    /// A stream of server-sent events (`200 text/event-stream`, chunked, not cached nor
+    /// buffered by proxies). The connection leaves the HTTP phase: what the handler sends
+    /// it (`Outbox::send`, any kind) goes out as chunks, as it is; `Outbox::close` ends the
+    /// stream; input is ignored; the client closing it is its `on_close`; more than
+    /// `max_outbound_bytes` waiting for it (a client that does not read) drops it.
+    pub fn event_stream() -> Self {
+        HttpResponse {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: vec![("Cache-Control", "no-cache".to_owned()), ("X-Accel-Buffering", "no".to_owned())],
+            body: Vec::new(),
+            stream: true,
+        }
+    }
+
     /// The response with one more header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
-    /// The response bytes; `keep_alive` false adds `Connection: close`.
+    /// The response bytes; `keep_alive` false adds `Connection: close`. A stream's head
+    /// says `Transfer-Encoding: chunked`, and its body is the first chunk.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
             self.status,
             reason_phrase(self.status),
-            self.content_type,
-            self.body.len()
+            self.content_type
         );
+        if self.stream {
+            out.push_str("Transfer-Encoding: chunked\r\n");
+        } else {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
         if !keep_alive {
             out.push_str("Connection: close\r\n");
         }
@@ -66,10 +97,29 @@ impl HttpResponse {
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if self.stream {
+            bytes.extend_from_slice(&chunk(&self.body));
+        } else {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }
+
+/// `data` as one chunk of a chunked body (RFC 9112 §7.1); nothing for empty data, which
+/// would be the last chunk.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The end of a chunked body: the last chunk, no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The reason phrase sent after `status` (RFC 9110 §15).
 fn reason_phrase(status: u16) -> &'static str {

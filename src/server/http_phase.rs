@@ -179,6 +179,9 @@ impl<H: Handler> Server<H> {
     pub(super) fn respond(&mut self, id: ConnId, response: HttpResponse, now: Instant) -> Outcome {
         let Some(conn) = self.live_conn(id, Phase::Handshake) else { return Outcome::Keep };
         let Some(keep_alive) = conn.awaiting_response.take() else { return Outcome::Keep };
+        if response.stream {
+            return self.start_stream(id, &response, now);
+        }
         conn.queue(Bytes::from(response.encode(keep_alive)));
         if !keep_alive {
             return Outcome::Finish;
@@ -189,6 +192,33 @@ impl<H: Handler> Server<H> {
         if pipelined {
             self.resume_http.push(id.index());
         }
+        Outcome::Keep
+    }
+
+    /// Turns a connection in its HTTP phase into a stream (`HttpResponse::event_stream`):
+    /// counted as an open connection (503 beyond `max_connections`, as an upgrade), no
+    /// deadline, the handler told of its end (`on_close`). Requests pipelined behind the
+    /// one that asked for it are dropped: the response never ends.
+    fn start_stream(&mut self, id: ConnId, response: &HttpResponse, now: Instant) -> Outcome {
+        let index = id.index();
+        if self.shared.open.load(Ordering::Relaxed) >= self.config.max_connections {
+            debug!("refusing a stream on {index}: at max_connections");
+            self.metrics.count_handshake_failure(HandshakeFailure::OverCapacity);
+            return self.queue_final(index, Bytes::from(http::over_capacity().encode(false)));
+        }
+        let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
+        conn.queue(Bytes::from(response.encode(true)));
+        conn.discard_input();
+        conn.phase = Phase::Streaming;
+        conn.opened = true;
+        conn.counted = true;
+        self.shared.open.fetch_add(1, Ordering::Relaxed);
+        self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
+        self.open_count += 1;
+        self.metrics.connections = self.open_count as u64;
+        self.metrics.connections_total += 1;
+        self.mark_dirty(index);
+        self.enter_deadline(index, now);
         Outcome::Keep
     }
 

@@ -267,3 +267,139 @@ fn a_deferred_answer_outlives_the_handshake_timeout_of_a_kept_alive_connection()
     let answer = read_now(&mut stream).expect("the connection is open");
     assert!(String::from_utf8_lossy(&answer).ends_with("late\n"), "{:?}", String::from_utf8_lossy(&answer));
 }
+
+/// A handler that streams: `GET /stream` gets an event stream with one event at once and
+/// one per tick; `GET /end` ends every stream. It records the streams it was told closed.
+#[derive(Default)]
+struct Streamer {
+    streams: Vec<super::ConnId>,
+    closed: std::sync::Arc<std::sync::Mutex<Vec<super::ConnId>>>,
+    ticks: u32,
+    /// Events of 16 KiB each (to fill a client that does not read).
+    big: bool,
+}
+
+impl super::Handler for Streamer {
+    type Admission = ();
+
+    fn accept(&mut self, _: &crate::proto::handshake::UpgradeRequest, _: Now) -> Result<(), super::HttpResponse> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: bytes::Bytes) {}
+
+    fn on_close(&mut self, _: &mut super::Outbox, conn: super::ConnId) {
+        self.streams.retain(|&c| c != conn);
+        self.closed.lock().unwrap().push(conn);
+    }
+
+    fn on_http(
+        &mut self,
+        out: &mut super::Outbox,
+        conn: super::ConnId,
+        request: &crate::proto::handshake::PlainRequest,
+        _: &[u8],
+        _: &super::Metrics,
+    ) -> Option<super::HttpResponse> {
+        match request.path.as_str() {
+            "/stream" => {
+                self.streams.push(conn);
+                out.send(conn, crate::proto::MessageKind::Text, bytes::Bytes::from_static(b"data: hello\n\n"));
+                Some(super::HttpResponse::event_stream())
+            }
+            "/end" => {
+                for &stream in &self.streams {
+                    out.close(stream, crate::proto::CloseCode::NORMAL, "");
+                }
+                Some(super::HttpResponse::text(200, "ended\n"))
+            }
+            _ => Some(super::HttpResponse::text(404, "no\n")),
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut super::Outbox) {
+        self.ticks += 1;
+        let padding = if self.big { "x".repeat(16 * 1024) } else { String::new() };
+        let event = bytes::Bytes::from(format!("data: tick {}{padding}\n\n", self.ticks));
+        for &stream in &self.streams {
+            out.send(stream, crate::proto::MessageKind::Text, event.clone());
+        }
+    }
+}
+
+/// Reads what is there now, as text (waiting a little for it to arrive).
+fn read_text(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        match read_now(stream) {
+            Some(bytes) if bytes.is_empty() && !got.is_empty() => break,
+            Some(bytes) => got.extend(bytes),
+            None => break,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_stream_outlives_every_deadline_sends_chunks_and_ends_with_the_last_one() {
+    let mut server = Server::bind(config(), Streamer::default()).unwrap();
+    let start = Now::read();
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    server.drive(start, SETTLE);
+    stream.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_millis(10)), SETTLE);
+    let head = read_text(&mut stream);
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("Content-Length"), "{head}");
+    assert!(head.ends_with("\r\n\r\nd\r\ndata: hello\n\n\r\n"), "the first event as the first chunk: {head:?}");
+    // Past the handshake timeout and the keepalive interval: a stream has no deadline.
+    let mut ticks = String::new();
+    for secs in [5, 11, 40, 70] {
+        server.drive(start.after(Duration::from_secs(secs)), SETTLE);
+        ticks += &read_text(&mut stream);
+    }
+    assert!(ticks.contains("data: tick 1\n\n\r\n") && ticks.contains("data: tick 4\n\n\r\n"), "{ticks:?}");
+    // The handler ends it: the last chunk, then our FIN.
+    let mut other = TcpStream::connect(server.local_addr()).unwrap();
+    other.set_nonblocking(true).unwrap();
+    server.drive(start.after(Duration::from_secs(71)), SETTLE);
+    other.write_all(b"GET /end HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_secs(72)), SETTLE);
+    server.drive(start.after(Duration::from_secs(72)), SETTLE);
+    let end = read_text(&mut stream);
+    assert!(end.ends_with("0\r\n\r\n"), "{end:?}");
+    assert!(ended(&mut stream), "our FIN after the last chunk");
+}
+
+#[test]
+fn a_client_leaving_its_stream_is_its_close_and_a_stream_that_is_not_read_is_dropped() {
+    let handler = Streamer { big: true, ..Streamer::default() };
+    let closed = handler.closed.clone();
+    let mut server = Server::bind(Config { max_outbound_bytes: 64 * 1024, ..config() }, handler).unwrap();
+    let start = Now::read();
+    let connect = |server: &mut Server<Streamer>| {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        server.drive(start, SETTLE);
+        s.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        server.drive(start, SETTLE);
+        s
+    };
+    let leaving = connect(&mut server);
+    drop(leaving);
+    server.drive(start.after(Duration::from_millis(50)), SETTLE);
+    assert_eq!(closed.lock().unwrap().len(), 1, "on_close for the client that left");
+    // A client that never reads: its socket buffers fill, then its queue passes the cap.
+    let _idle = connect(&mut server);
+    let mut secs = 1;
+    while closed.lock().unwrap().len() < 2 {
+        assert!(secs < 10_000, "a stream that is never read was never dropped");
+        server.drive(start.after(Duration::from_secs(secs)), Duration::ZERO);
+        secs += 1;
+    }
+}

@@ -22,20 +22,29 @@ impl<H: Handler> Server<H> {
     pub(super) fn apply_outbox(&mut self, now: Instant) {
         while let Some(command) = self.outbox.commands.pop_front() {
             match command {
-                Command::Message(id, kind, payload) => self.send(id, kind, payload),
+                Command::Message(id, kind, payload) => self.send(id, kind, payload, now),
                 Command::Broadcast { to, except, kind, payload } => self.broadcast(&to, except, kind, &payload, now),
                 Command::Respond(id, response) => {
                     let outcome = self.respond(id, *response, now);
                     self.settle(id.index(), outcome, now);
                 }
-                Command::Close(id, code, reason) => self.start_close(id, code, &reason, now),
+                Command::Close(id, code, reason) => {
+                    if self.live_conn(id, Phase::Streaming).is_some() {
+                        self.end_stream(id, now);
+                    } else {
+                        self.start_close(id, code, &reason, now);
+                    }
+                }
             }
         }
     }
 
     /// One message to one open connection, framed by its own codec: corked when it can be
     /// (see `write_buffers.rs`), else queued.
-    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes) {
+    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes, now: Instant) {
+        if self.live_conn(id, Phase::Streaming).is_some() {
+            return self.send_chunk(id, &payload, now);
+        }
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return };
         let Some(codec) = conn.codec.as_mut() else { return };
         let header = codec.plain_frame_header(kind, payload.len());
@@ -103,6 +112,34 @@ impl<H: Handler> Server<H> {
             return false;
         }
         true
+    }
+
+    /// A stream's next chunk: the handler's bytes as they are. A client whose queue would
+    /// pass `max_outbound_bytes` with it, even after the queue was offered to its socket,
+    /// does not read: it is dropped (a stream has no close frame to say why).
+    fn send_chunk(&mut self, id: ConnId, payload: &[u8], now: Instant) {
+        let cap = self.config.max_outbound_bytes;
+        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
+        if conn.queued_bytes() + payload.len() > cap {
+            // A socket error here is handled by the end-of-turn flush.
+            let (_, written) = conn.flush(&mut self.write_buffers);
+            self.metrics.bytes_out += written as u64;
+            if conn.queued_bytes() + payload.len() > cap {
+                debug!("stream {} is a slow consumer ({} bytes queued)", id.index(), conn.queued_bytes());
+                self.metrics.slow_consumer_closes += 1;
+                return self.settle(id.index(), super::event_loop::Outcome::Remove, now);
+            }
+        }
+        conn.queue(Bytes::from(super::http::chunk(payload)));
+        self.metrics.messages_out += 1;
+        mark_dirty(&mut self.dirty, conn, id.index());
+    }
+
+    /// Ends a stream: the last chunk, then the connection finishes (FIN once it is out).
+    pub(super) fn end_stream(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
+        conn.queue(Bytes::from_static(super::http::LAST_CHUNK));
+        self.settle(id.index(), super::event_loop::Outcome::Finish, now);
     }
 
     /// Sends a close frame and waits (up to the linger time) for the peer's.

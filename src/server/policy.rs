@@ -25,7 +25,7 @@ pub fn read_budget(phase: Phase, buffered: usize, config: &Config) -> usize {
             let most = config.max_head_bytes.saturating_add(config.max_body_bytes).saturating_add(1);
             most.saturating_sub(buffered).max(1)
         }
-        Phase::Open | Phase::CloseSent | Phase::Finishing | Phase::Draining => READ_BUDGET,
+        Phase::Open | Phase::CloseSent | Phase::Streaming | Phase::Finishing | Phase::Draining => READ_BUDGET,
     }
 }
 
@@ -106,7 +106,8 @@ pub fn expiry(phase: Phase) -> Expiry {
         Phase::Open => Expiry::Keepalive,
         Phase::Handshake => Expiry::HandshakeTimeout,
         Phase::CloseSent => Expiry::CloseUnanswered,
-        Phase::Finishing | Phase::Draining => Expiry::Linger,
+        // (A stream has no deadline of its own: its handler decides when it ends.)
+        Phase::Streaming | Phase::Finishing | Phase::Draining => Expiry::Linger,
     }
 }
 
@@ -121,6 +122,7 @@ pub fn deadline_on_entering(phase: Phase, now: Instant, config: &Config) -> Opti
     match phase {
         Phase::Handshake => Some(now + config.handshake_timeout),
         Phase::Open => (!config.ping_interval.is_zero()).then(|| now + config.ping_interval),
+        Phase::Streaming => None,
         Phase::CloseSent | Phase::Finishing | Phase::Draining => Some(now + config.close_linger),
     }
 }

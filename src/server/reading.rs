@@ -45,7 +45,8 @@ impl<H: Handler> Server<H> {
                 }
                 self.process_frames(index, now)
             }
-            Phase::Finishing | Phase::Draining => {
+            // A stream's client has nothing to say: its input is read to notice it leave.
+            Phase::Streaming | Phase::Finishing | Phase::Draining => {
                 conn.discard_input();
                 Outcome::Keep
             }
@@ -83,7 +84,8 @@ impl<H: Handler> Server<H> {
         conn.peer_eof = true;
         match conn.phase {
             // Peer's FIN after we finished: done. While we still flush: dropped once flushed.
-            Phase::Draining => Outcome::Remove,
+            // A stream's client going away is how a stream ends, most of the time.
+            Phase::Draining | Phase::Streaming => Outcome::Remove,
             Phase::Finishing => Outcome::Keep,
             // Gone without a close handshake (abrupt close, reset, half-open).
             Phase::Handshake | Phase::Open | Phase::CloseSent => {
