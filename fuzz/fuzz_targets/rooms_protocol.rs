@@ -1136,6 +1136,7 @@ impl Harness {
             content_length: body.len(),
             authorization: authorization.clone(),
             keep_alive: true,
+            ..PlainRequest::default()
         };
         let (response, commands) = self.serve_http(&request, &body);
         self.check_commands(&commands);
@@ -1236,6 +1237,7 @@ impl Harness {
             content_length: 0,
             authorization: Some(format!("Bearer {API_KEY}")),
             keep_alive: true,
+            ..PlainRequest::default()
         };
         let (response, _) = self.serve_http(&request, &[]);
         assert_eq!(response.status, 200);

@@ -117,7 +117,7 @@ pub struct UpgradeRequest {
 }
 
 /// A request that is not a WebSocket upgrade.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlainRequest {
     /// The HTTP method, as sent (`GET`, `POST`, ...).
     pub method: String,
@@ -129,6 +129,14 @@ pub struct PlainRequest {
     pub authorization: Option<String>,
     /// HTTP/1.1 without `Connection: close` (or HTTP/1.0 with `keep-alive`).
     pub keep_alive: bool,
+    /// The `Origin` header (a browser's page asking), if any.
+    pub origin: Option<String>,
+    /// `Last-Event-ID`: where a reconnecting `EventSource` left off, if any.
+    pub last_event_id: Option<String>,
+    /// `X-Forwarded-For`, if any (read only from trusted proxies).
+    pub x_forwarded_for: Option<String>,
+    /// `Forwarded` (RFC 7239), if any (read only from trusted proxies).
+    pub forwarded: Option<String>,
 }
 
 /// A parsed request head: the port serves WebSocket upgrades and plain HTTP alike.
@@ -172,8 +180,18 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             Some(1) => !headers.has_token("connection", "close"),
             _ => headers.has_token("connection", "keep-alive"),
         };
-        let authorization = headers.get("authorization").map(|a| a.trim().to_owned());
-        let plain = PlainRequest { method: method.to_owned(), path, content_length, authorization, keep_alive };
+        let header = |name: &str| headers.get(name).map(|v| v.trim().to_owned());
+        let plain = PlainRequest {
+            method: method.to_owned(),
+            path,
+            content_length,
+            authorization: header("authorization"),
+            keep_alive,
+            origin: header("origin"),
+            last_event_id: header("last-event-id"),
+            x_forwarded_for: header("x-forwarded-for"),
+            forwarded: header("forwarded"),
+        };
         return Ok(Some((Request::Plain(plain), head_len)));
     }
     if method != "GET" {

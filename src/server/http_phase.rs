@@ -159,6 +159,7 @@ impl<H: Handler> Server<H> {
         };
         let response = self.handler.on_http(&mut self.outbox, id, req, body, &metrics);
         let outcome = match response {
+            Some(response) if response.stream => self.open_stream(id, req, response, now),
             Some(response) => self.respond(id, response, now),
             None => {
                 // The handler answers later (from a store, or from other nodes): the wait
@@ -180,7 +181,10 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.live_conn(id, Phase::Handshake) else { return Outcome::Keep };
         let Some(keep_alive) = conn.awaiting_response.take() else { return Outcome::Keep };
         if response.stream {
-            return self.start_stream(id, &response, now);
+            // Streams are admitted with their request (`open_stream`), which is gone now.
+            warn!("a handler deferred a stream response: answering 500 instead");
+            return self
+                .queue_final(id.index(), Bytes::from(HttpResponse::text(500, "internal error\n").encode(false)));
         }
         conn.queue(Bytes::from(response.encode(keep_alive)));
         if !keep_alive {
@@ -195,18 +199,39 @@ impl<H: Handler> Server<H> {
         Outcome::Keep
     }
 
-    /// Turns a connection in its HTTP phase into a stream (`HttpResponse::event_stream`):
-    /// counted as an open connection (503 beyond `max_connections`, as an upgrade), no
-    /// deadline, the handler told of its end (`on_close`). Requests pipelined behind the
-    /// one that asked for it are dropped: the response never ends.
-    fn start_stream(&mut self, id: ConnId, response: &HttpResponse, now: Instant) -> Outcome {
+    /// Turns a connection in its HTTP phase into a stream (`HttpResponse::event_stream`),
+    /// admitted as an upgrade is: the origin (403; an allowed one gets its CORS header), the
+    /// client IP's rate and connection count (429), `max_connections` (503). Then it counts
+    /// as an open connection, has no deadline, and the handler hears of its end
+    /// (`on_close`). Requests pipelined behind it are dropped: the response never ends.
+    fn open_stream(&mut self, id: ConnId, req: &PlainRequest, mut response: HttpResponse, now: Instant) -> Outcome {
         let index = id.index();
-        if self.shared.open.load(Ordering::Relaxed) >= self.config.max_connections {
-            debug!("refusing a stream on {index}: at max_connections");
-            self.metrics.count_handshake_failure(HandshakeFailure::OverCapacity);
-            return self.queue_final(index, Bytes::from(http::over_capacity().encode(false)));
+        let refused = |refusal: Refusal| (HandshakeFailure::from(refusal), refusal.response());
+        let admitted = match self.shared.open.load(Ordering::Relaxed) >= self.config.max_connections {
+            true => Err((HandshakeFailure::OverCapacity, http::over_capacity())),
+            false => self.admit_plain(index, req, now).map_err(refused),
+        };
+        let ip_slot = match admitted {
+            Ok(slot) => slot,
+            Err((failure, refusal)) => {
+                debug!("stream on {index} refused: {}", failure.label());
+                self.metrics.count_handshake_failure(failure);
+                // The handler took it for a stream: it hears it is gone.
+                let outcome = self.queue_final(index, Bytes::from(refusal.encode(false)));
+                if let Some(conn) = self.conns.get_mut(index) {
+                    conn.awaiting_response = None;
+                    conn.opened = true;
+                }
+                return outcome;
+            }
+        };
+        if let Some(origin) = &req.origin {
+            response =
+                response.with_header("Access-Control-Allow-Origin", origin.clone()).with_header("Vary", "Origin");
         }
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
+        conn.awaiting_response = None;
+        conn.ip_slot = ip_slot.map(Box::new);
         conn.queue(Bytes::from(response.encode(true)));
         conn.discard_input();
         conn.phase = Phase::Streaming;
@@ -290,14 +315,31 @@ impl<H: Handler> Server<H> {
     /// client IP's handshake rate and connection count (429). The returned slot holds the
     /// connection's place in its IP's count.
     fn admit(&self, index: usize, req: &UpgradeRequest, now: Instant) -> Result<Option<access::IpSlot>, Refusal> {
+        let forwarding = (req.x_forwarded_for.as_deref(), req.forwarded.as_deref());
+        self.admit_with(index, req.origin.as_deref(), forwarding, now)
+    }
+
+    /// [`Server::admit`] for a plain request that opens a stream.
+    fn admit_plain(&self, index: usize, req: &PlainRequest, now: Instant) -> Result<Option<access::IpSlot>, Refusal> {
+        let forwarding = (req.x_forwarded_for.as_deref(), req.forwarded.as_deref());
+        self.admit_with(index, req.origin.as_deref(), forwarding, now)
+    }
+
+    fn admit_with(
+        &self,
+        index: usize,
+        origin: Option<&str>,
+        (x_forwarded_for, forwarded): (Option<&str>, Option<&str>),
+        now: Instant,
+    ) -> Result<Option<access::IpSlot>, Refusal> {
         let rules = &self.config.access;
-        rules.check_origin(req.origin.as_deref())?;
+        rules.check_origin(origin)?;
         let limits = &self.shared.ip_limits;
         if !limits.enabled() {
             return Ok(None);
         }
         let Some(conn) = self.conns.get(index) else { return Ok(None) };
-        let client = rules.client_ip(conn.peer, req.x_forwarded_for.as_deref(), req.forwarded.as_deref());
+        let client = rules.client_ip(conn.peer, x_forwarded_for, forwarded);
         limits.admit(client, now)
     }
 }

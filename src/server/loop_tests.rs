@@ -403,3 +403,30 @@ fn a_client_leaving_its_stream_is_its_close_and_a_stream_that_is_not_read_is_dro
         secs += 1;
     }
 }
+
+#[test]
+fn a_stream_is_admitted_as_an_upgrade_is_its_origin_checked_and_echoed_for_cors() {
+    let mut config = config();
+    config.access.allowed_origins = vec!["https://good.example".parse().unwrap()];
+    let handler = Streamer::default();
+    let closed = handler.closed.clone();
+    let mut server = Server::bind(config, handler).unwrap();
+    let start = Now::read();
+    let mut ask = |origin: &str| {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        server.drive(start, SETTLE);
+        s.write_all(format!("GET /stream HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\r\n").as_bytes()).unwrap();
+        server.drive(start, SETTLE);
+        server.drive(start, SETTLE);
+        let text = read_text(&mut s);
+        (s, text)
+    };
+    let (_kept, good) = ask("https://good.example");
+    assert!(good.starts_with("HTTP/1.1 200 OK\r\n"), "{good}");
+    assert!(good.contains("\r\nAccess-Control-Allow-Origin: https://good.example\r\nVary: Origin\r\n"), "{good}");
+    let (_, evil) = ask("https://evil.example");
+    assert!(evil.starts_with("HTTP/1.1 403 "), "{evil}");
+    assert!(!evil.contains("data: hello"), "no event for a refused stream: {evil}");
+    assert_eq!(closed.lock().unwrap().len(), 1, "the handler hears the refused stream is gone");
+}
