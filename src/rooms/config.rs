@@ -67,6 +67,9 @@ pub struct RoomsConfig {
     /// in the binary (default true: a fresh install shows something in a browser; off: 404).
     /// Only with a room protocol `path`: the demo speaks it.
     pub demo: bool,
+    /// How often an event stream (`GET /sse`) with nothing to say gets a comment line, so
+    /// that proxies and browsers keep it open.
+    pub sse_heartbeat: Duration,
 }
 
 impl Default for RoomsConfig {
@@ -94,6 +97,7 @@ impl Default for RoomsConfig {
             max_conns_per_user: 0,
             presence_ttl: Duration::from_secs(30),
             demo: true,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }

@@ -6,6 +6,11 @@
 //! ([`Members::on_event`]): answers become replies, `Joined`/`Left` keep the delivery lists
 //! (`local.rs`) in step, deliveries go to the event loop as one broadcast each. Which
 //! engine orders the rooms is not known here.
+//!
+//! An event stream (`GET /sse`, `sse.rs`) is a member too, with no requests: it joins its
+//! rooms when it opens (with `since` from its `Last-Event-ID`), and what a socket would get
+//! as frames it gets as events, written for it alone (each event's `id` says where it is
+//! in every room it follows).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -18,8 +23,9 @@ use log::debug;
 use super::engine::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Publish, ReplyTo};
 use super::error::{close_reason, RoomError};
 use super::local::LocalRooms;
-use super::protocol::{self, ObjectWriter, Presence, Request, RequestId};
+use super::protocol::{self, ObjectWriter, Presence, Request, RequestId, Since};
 use super::sessions::{Session, Sessions};
+use super::sse;
 use super::RoomsConfig;
 use crate::proto::{CloseCode, MessageKind};
 use crate::server::{ConnId, Outbox, TokenBucket};
@@ -62,6 +68,19 @@ struct Client {
     /// Publishes (`RoomsConfig::publish_rate`).
     publishes: TokenBucket,
     strikes: Strikes,
+    /// An event stream's own state (`None`: a WebSocket).
+    stream: Option<Box<EventStream>>,
+}
+
+/// What an event stream follows, and where it is.
+#[derive(Debug, Default)]
+struct EventStream {
+    /// Each room joined: its epoch and the last offset sent.
+    positions: sse::Positions,
+    /// The presence events it gets.
+    presence: Presence,
+    /// Rooms joined with `since` (from `Last-Event-ID`) whose answer has not come.
+    resuming: Vec<String>,
 }
 
 impl Client {
@@ -80,31 +99,92 @@ pub struct Members {
     next_client: u64,
     clients: HashMap<ConnId, Client>,
     local: LocalRooms,
+    /// The event streams among each room's members here (they get events, not frames).
+    streams_in: HashMap<Arc<str>, Vec<ConnId>>,
+    /// When the streams last had a heartbeat.
+    last_heartbeat: Option<Instant>,
 }
 
 impl Members {
     /// No connections yet; client ids start with `node` (random per worker and process).
     pub fn new(config: Arc<RoomsConfig>, node: String) -> Self {
-        Members { config, node, next_client: 0, clients: HashMap::new(), local: LocalRooms::default() }
+        Members {
+            config,
+            node,
+            next_client: 0,
+            clients: HashMap::new(),
+            local: LocalRooms::default(),
+            streams_in: HashMap::new(),
+            last_heartbeat: None,
+        }
     }
 
     /// A new connection: welcomed now, unless its session waits for `auth`.
     pub fn open(&mut self, out: &mut Outbox, conn: ConnId, session: &Session) {
-        self.next_client += 1;
-        let id: Arc<str> = format!("{}-{}", self.node, protocol::base36(self.next_client)).into();
+        let id = self.new_client_id();
         if !session.is_pending() {
             let welcome = protocol::welcome(&id, session.user.as_deref(), session.info.as_deref());
             out.send(conn, MessageKind::Text, Bytes::from(welcome));
         }
-        let now = out.now().mono;
-        let client = Client {
+        let client = self.new_client(id, out.now().mono, None);
+        self.clients.insert(conn, client);
+    }
+
+    fn new_client_id(&mut self) -> Arc<str> {
+        self.next_client += 1;
+        format!("{}-{}", self.node, protocol::base36(self.next_client)).into()
+    }
+
+    fn new_client(&self, id: Arc<str>, now: Instant, stream: Option<Box<EventStream>>) -> Client {
+        Client {
             id,
             rooms: Vec::new(),
             joining: Vec::new(),
             publishes: TokenBucket::full(self.config.publish_burst, now),
             strikes: Strikes::new(now),
-        };
+            stream,
+        }
+    }
+
+    /// A new event stream (`GET /sse`, its session checked and allowed every room): its
+    /// `welcome` event, and a join of each room (`since` where its `Last-Event-ID` left off).
+    pub fn open_stream(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        session: &Session,
+        request: sse::StreamRequest,
+        mut since: std::collections::BTreeMap<String, Since>,
+        engine: &mut dyn Engine,
+    ) {
+        let id = self.new_client_id();
+        let welcome = protocol::welcome(&id, session.user.as_deref(), session.info.as_deref());
+        out.send(conn, MessageKind::Text, Bytes::from(sse::event("welcome", None, &welcome)));
+        let identity = Identity { client: id.clone(), user: session.user.clone(), info: session.info.clone() };
+        let resuming = request.rooms.iter().filter(|r| since.contains_key(*r)).cloned().collect();
+        let stream = EventStream { presence: request.presence, resuming, ..EventStream::default() };
+        let mut client = self.new_client(id, out.now().mono, Some(Box::new(stream)));
+        client.joining = request.rooms.clone();
         self.clients.insert(conn, client);
+        for room in request.rooms {
+            let since = since.remove(&room);
+            let join = Join { conn, identity: identity.clone(), room, presence: request.presence, since, id: None };
+            engine.join(out.now(), join);
+        }
+    }
+
+    /// Sends every event stream a comment line once `sse_heartbeat` has passed since the
+    /// last one.
+    pub fn heartbeat(&mut self, out: &mut Outbox) {
+        let now = out.now().mono;
+        let last = *self.last_heartbeat.get_or_insert(now);
+        if now.saturating_duration_since(last) < self.config.sse_heartbeat {
+            return;
+        }
+        self.last_heartbeat = Some(now);
+        for (&conn, _) in self.clients.iter().filter(|(_, c)| c.stream.is_some()) {
+            out.send(conn, MessageKind::Text, Bytes::from_static(sse::HEARTBEAT));
+        }
     }
 
     /// Whether `conn` is one of this worker's room-protocol connections.
@@ -119,6 +199,12 @@ impl Members {
         let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
         for room in names {
             self.local.remove(&room, conn);
+            if let Some(streams) = self.streams_in.get_mut(room.as_str()) {
+                streams.retain(|&c| c != conn);
+                if streams.is_empty() {
+                    self.streams_in.remove(room.as_str());
+                }
+            }
             engine.leave(out.now(), Leave { conn, room, id: None, gone: true });
         }
     }
@@ -133,6 +219,9 @@ impl Members {
         sessions: &mut Sessions,
         engine: &mut dyn Engine,
     ) {
+        if self.clients.get(&conn).is_some_and(|c| c.stream.is_some()) {
+            return; // an event stream sends nothing (the loop reads none of it)
+        }
         if kind == MessageKind::Binary {
             return self.answer(out, conn, None, Err(RoomError::BinaryFrame));
         }
@@ -238,15 +327,20 @@ impl Members {
         match event {
             Event::Deliver { room, audience, except, payload } => {
                 let Some(to) = self.local.audience(&room, audience) else { return };
-                // Nobody here but the excluded member: nothing to send.
+                // Nobody here but the excluded member: nothing to send. (Event streams in
+                // the list are left out by the loop: they get theirs below.)
                 if to.iter().any(|&c| Some(c) != except) {
-                    out.broadcast(to, except, MessageKind::Text, payload);
+                    out.broadcast(to, except, MessageKind::Text, payload.clone());
                 }
+                self.deliver_to_streams(out, &room, audience, except, &payload);
             }
             Event::Joined { conn, id, room, presence, result } => {
                 let Some(client) = self.clients.get_mut(&conn) else {
                     return; // closed meanwhile: the engine gets (or got) its `Leave`
                 };
+                if client.stream.is_some() {
+                    return self.stream_joined(out, conn, room, result);
+                }
                 if let Some(i) = client.joining.iter().position(|r| **r == *room) {
                     client.joining.swap_remove(i);
                 }
@@ -280,7 +374,117 @@ impl Members {
             Event::Reset { room, epoch, offset } => {
                 let Some(to) = self.local.audience(&room, super::local::Audience::Members) else { return };
                 out.broadcast(to, None, MessageKind::Text, Bytes::from(protocol::reset(&room, &epoch, offset)));
+                for conn in self.streams_in.get(&room).cloned().unwrap_or_default() {
+                    self.stream_reset(out, conn, &room, &epoch, offset);
+                }
             }
+        }
+    }
+
+    /// A join of an event stream's room was answered: the messages it missed (from its
+    /// `Last-Event-ID`) as events, a `reset` when continuity is lost, else a `joined` event
+    /// whose `id` places the stream in the room; a refusal is an `error` event.
+    fn stream_joined(&mut self, out: &mut Outbox, conn: ConnId, room: Arc<str>, result: Result<JoinedRoom, RoomError>) {
+        let Some(client) = self.clients.get_mut(&conn) else { return };
+        if let Some(i) = client.joining.iter().position(|r| **r == *room) {
+            client.joining.swap_remove(i);
+        }
+        let Some(stream) = client.stream.as_mut() else { return };
+        let joined = match result {
+            Ok(joined) => joined,
+            Err(e) => {
+                let body = ObjectWriter::new()
+                    .str("room", &room)
+                    .num("code", u64::from(e.code()))
+                    .str("message", &e.to_string());
+                out.send(conn, MessageKind::Text, Bytes::from(sse::event("error", None, &body.finish())));
+                return;
+            }
+        };
+        if !client.rooms.contains(&room) {
+            client.rooms.push(room.clone());
+        }
+        let resumed = match stream.resuming.iter().position(|r| **r == *room) {
+            Some(i) => {
+                stream.resuming.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        stream.positions.insert(room.clone(), (joined.epoch.clone(), 0));
+        // Resuming without every message since (another epoch, or aged out): no partial
+        // replay, a `reset` (the client reloads, as a socket's client does).
+        let lost = resumed && !joined.recovered;
+        let missed = if lost { &[][..] } else { &joined.missed[..] };
+        for push in missed {
+            let offset = offset_of(push);
+            if let (Some(offset), Some(position)) = (offset, stream.positions.get_mut(&room)) {
+                position.1 = offset;
+            }
+            let id = sse::event_id(&stream.positions);
+            out.send(conn, MessageKind::Text, Bytes::from(sse::event("message", Some(&id), text(push))));
+        }
+        if let Some(position) = stream.positions.get_mut(&room) {
+            position.1 = joined.offset;
+        }
+        let id = sse::event_id(&stream.positions);
+        let (name, body) = if !lost {
+            let body = ObjectWriter::new()
+                .str("room", &room)
+                .str("epoch", &joined.epoch)
+                .num("offset", joined.offset)
+                .num("members", joined.members as u64)
+                .bool("recovered", joined.recovered)
+                .finish();
+            ("joined", body)
+        } else {
+            ("reset", protocol::reset(&room, &joined.epoch, joined.offset))
+        };
+        out.send(conn, MessageKind::Text, Bytes::from(sse::event(name, Some(&id), &body)));
+        let presence = stream.presence;
+        self.local.insert(&room, conn, presence);
+        let streams = self.streams_in.entry(room).or_default();
+        if !streams.contains(&conn) {
+            streams.push(conn);
+        }
+    }
+
+    /// Continuity of `room` was lost: the stream takes the room's position now.
+    fn stream_reset(&mut self, out: &mut Outbox, conn: ConnId, room: &Arc<str>, epoch: &Arc<str>, offset: u64) {
+        let Some(stream) = self.clients.get_mut(&conn).and_then(|c| c.stream.as_mut()) else { return };
+        stream.positions.insert(room.clone(), (epoch.clone(), offset));
+        let id = sse::event_id(&stream.positions);
+        let event = sse::event("reset", Some(&id), &protocol::reset(room, epoch, offset));
+        out.send(conn, MessageKind::Text, Bytes::from(event));
+    }
+
+    /// A delivery to `room`, as events for the event streams among its members here.
+    fn deliver_to_streams(
+        &mut self,
+        out: &mut Outbox,
+        room: &Arc<str>,
+        audience: super::local::Audience,
+        except: Option<ConnId>,
+        payload: &Bytes,
+    ) {
+        let Some(streams) = self.streams_in.get(room) else { return };
+        let push = text(payload);
+        // Which push it is: a message (with its offset, or ephemeral) or a presence event.
+        let op = op_of(push);
+        let offset = if op == "message" { offset_of(payload) } else { None };
+        for &conn in streams {
+            let Some(stream) = self.clients.get_mut(&conn).and_then(|c| c.stream.as_mut()) else { continue };
+            if Some(conn) == except || !audience.includes(stream.presence) {
+                continue;
+            }
+            let id = match (offset, stream.positions.get_mut(room)) {
+                (Some(offset), Some(position)) => {
+                    position.1 = offset;
+                    Some(sse::event_id(&stream.positions))
+                }
+                _ => None,
+            };
+            out.send(conn, MessageKind::Text, Bytes::from(sse::event(op, id.as_deref(), push)));
         }
     }
 
@@ -392,6 +596,25 @@ fn members_by_user(members: &[Identity]) -> Vec<String> {
             s
         })
         .collect()
+}
+
+/// A push's offset (`None`: ephemeral, or not a message).
+fn offset_of(push: &Bytes) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Offset {
+        offset: Option<u64>,
+    }
+    serde_json::from_slice::<Offset>(push).ok()?.offset
+}
+
+/// A push's `op` (`"event"` for one that has none, which the engines never write).
+fn op_of(push: &str) -> &'static str {
+    ["message", "join", "leave", "reset"]
+        .into_iter()
+        .find(|op| {
+            push.strip_prefix(r#"{"op":""#).and_then(|rest| rest.strip_prefix(op)).is_some_and(|r| r.starts_with('"'))
+        })
+        .unwrap_or("event")
 }
 
 /// A kept push as text (written by `protocol::message`, so always UTF-8).

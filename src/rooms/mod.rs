@@ -26,11 +26,12 @@ mod protocol;
 pub mod reach;
 pub mod relay;
 pub mod sessions;
+pub mod sse;
 pub mod users;
 
 use std::sync::Arc;
 
-use self::{api::Api, auth::AuthError, error::UpgradeRefusal, members::Members, sessions::Sessions};
+use self::{api::Api, auth::AuthError, error::RoomError, error::UpgradeRefusal, members::Members, sessions::Sessions};
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::MessageKind;
 use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
@@ -64,6 +65,8 @@ pub struct Rooms {
     relay: Relay,
     reach: Reach,
     api: Api,
+    /// Event streams (`GET /sse`) are served: the room protocol has a path here.
+    streams: bool,
 }
 
 impl Rooms {
@@ -117,6 +120,7 @@ impl Rooms {
                     backplane.as_ref().map(|b| (b.clone(), b.attach_relay(me, mesh.doorbell()))),
                 ),
                 api: Api::new(config.clone()),
+                streams: !config.path.is_empty(),
                 reach: match &backplane {
                     None => Reach::new(me, workers),
                     Some(b) => {
@@ -159,6 +163,52 @@ impl Rooms {
                 reach::Output::Done { http, result } => self.api.on_reached(out, http, result),
             }
         }
+    }
+
+    /// `GET /sse`: an event stream of the rooms its query names, checked as a socket's
+    /// upgrade and joins are (its token, the user's connection limit, each room's
+    /// permissions), resuming from its `Last-Event-ID`. Refusals are the API's JSON errors,
+    /// with the codes of the room protocol.
+    fn open_stream(&mut self, out: &mut Outbox, conn: ConnId, request: &PlainRequest) -> HttpResponse {
+        let refuse = |e: RoomError| HttpResponse::json_error(e.code(), &e.to_string());
+        if request.method != "GET" {
+            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET");
+        }
+        let wanted = match sse::parse_query(&request.path) {
+            Ok(wanted) => wanted,
+            Err(e) => return refuse(e),
+        };
+        let since = match sse::parse_last_event_id(request.last_event_id.as_deref().unwrap_or_default()) {
+            Ok(since) => since,
+            Err(reason) => return HttpResponse::json_error(400, reason),
+        };
+        let admission = match self.sessions.admit_token(&request.path, request.authorization.as_deref(), out.now()) {
+            // No `auth` message on a stream: a required token comes with the request.
+            Ok(Admission::Pending) => return refuse(RoomError::Token(AuthError::MissingToken)),
+            Ok(admission) => admission,
+            Err(e) => return refuse(RoomError::Token(e)),
+        };
+        if let Admission::Authenticated(grant) = &admission {
+            if !self.sessions.user_has_room(&grant.user) {
+                return refuse(RoomError::TooManyUserConnections);
+            }
+        }
+        let permissions = self.sessions.permissions(&admission);
+        for room in &wanted.rooms {
+            if !permissions.may_join(room) {
+                return refuse(RoomError::JoinDenied);
+            }
+            if wanted.presence.watches() && !permissions.may_presence(room) {
+                return refuse(RoomError::PresenceDenied);
+            }
+        }
+        let session = self.sessions.open(conn, admission, out.now());
+        if session.over_user_limit() {
+            self.sessions.close(conn);
+            return refuse(RoomError::TooManyUserConnections);
+        }
+        self.members.open_stream(out, conn, session, wanted, since, &mut *self.engine);
+        HttpResponse::event_stream()
     }
 
     /// A worker's request to act on this worker's connections of a user, or its answer.
@@ -258,13 +308,19 @@ impl Handler for Rooms {
         body: &[u8],
         metrics: &Metrics,
     ) -> Option<HttpResponse> {
-        let response = self.api.serve(out, conn, request, body, metrics, &mut *self.engine, &mut self.reach);
+        let path = request.path.split('?').next().unwrap_or_default();
+        let response = if self.streams && path == "/sse" {
+            Some(self.open_stream(out, conn, request))
+        } else {
+            self.api.serve(out, conn, request, body, metrics, &mut *self.engine, &mut self.reach)
+        };
         self.pump(out);
         response
     }
 
     fn on_tick(&mut self, out: &mut Outbox) {
         self.sessions.enforce(out);
+        self.members.heartbeat(out);
         self.engine.tick(out.now());
         self.reach.tick(out.now().mono);
         self.pump(out);

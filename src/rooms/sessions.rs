@@ -162,8 +162,14 @@ impl Sessions {
 
     /// Verifies the token an upgrade carries, if any, at `now`.
     pub fn admit(&self, request: &UpgradeRequest, now: Now) -> Result<Admission, AuthError> {
+        self.admit_token(&request.path, request.authorization.as_deref(), now)
+    }
+
+    /// Verifies the token a request carries (`?token=` in `target`, or `Authorization:
+    /// Bearer`), if any, at `now`.
+    pub fn admit_token(&self, target: &str, authorization: Option<&str>, now: Now) -> Result<Admission, AuthError> {
         let Some(verifier) = &self.verifier else { return Ok(Admission::Anonymous) };
-        match auth::upgrade_token(&request.path, request.authorization.as_deref())? {
+        match auth::upgrade_token(target, authorization)? {
             Some(token) => verifier.verify(&token, now.unix_secs()).map(Admission::Authenticated),
             None if self.require_auth => Ok(Admission::Pending),
             None => Ok(Admission::Anonymous),

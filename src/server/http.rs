@@ -178,7 +178,9 @@ pub fn query_param(target: &str, name: &str) -> Option<Result<String, ()>> {
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// A query value percent-decoded (`+` as a space); `None` when it is not UTF-8 or has a
+/// broken escape.
+pub fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {

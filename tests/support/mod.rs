@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod rooms;
+pub mod sse;
 pub mod tls;
 
 use std::io::{self, Read, Write};

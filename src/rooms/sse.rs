@@ -1,0 +1,194 @@
+//! Server-Sent Events (`GET /sse`): the room protocol for a plain `EventSource`. What a
+//! stream asks for (its query), where it left off (`Last-Event-ID`), and how pushes are
+//! written as events. No state, no IO: the member side (`members.rs`) keeps each stream's
+//! rooms and positions and sends what these functions write.
+//!
+//! An event's `id` says where the stream is in every room it follows: `room~epoch~offset`
+//! for each, joined by `,` (opaque to clients; `~` and `,` appear in neither room names nor
+//! epochs). A reconnecting `EventSource` sends the last one back as `Last-Event-ID`, and each
+//! room is joined again with `since`, exactly as a WebSocket client's rejoin.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::error::RoomError;
+use super::protocol::{self, Presence, Since};
+
+/// The most rooms one stream may follow (as `max_rooms_per_connection` for a socket).
+pub const MAX_QUERY_ROOMS: usize = 64;
+/// The longest `Last-Event-ID` read (64 rooms of the longest names and epochs fit).
+pub const MAX_LAST_EVENT_ID: usize = 16 * 1024;
+
+/// What `GET /sse?room=R[&room=R2...][&presence=1|users]` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The rooms, in the order asked, each once.
+    pub rooms: Vec<String>,
+    /// Presence events: none, per connection (`presence=1`) or per user (`presence=users`).
+    pub presence: Presence,
+}
+
+/// Parses the query of `GET /sse` (the request target).
+pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
+    let query = target.split_once('?').map_or("", |(_, q)| q).split('#').next().unwrap_or_default();
+    let mut rooms: Vec<String> = Vec::new();
+    let mut presence = Presence::Off;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::server::http::percent_decode(value).ok_or(RoomError::WrongType("room"))?;
+        match name {
+            "room" => {
+                protocol::validate_room_name(&value)?;
+                if !rooms.contains(&value) {
+                    rooms.push(value);
+                }
+            }
+            "presence" => {
+                presence = match value.as_str() {
+                    "" | "0" | "false" => Presence::Off,
+                    "1" | "true" | "connections" => Presence::Connections,
+                    "users" => Presence::Users,
+                    _ => return Err(RoomError::WrongType("presence")),
+                }
+            }
+            _ => {} // `token`, and what a client adds to defeat caches
+        }
+    }
+    if rooms.is_empty() {
+        return Err(RoomError::MissingField("room"));
+    }
+    if rooms.len() > MAX_QUERY_ROOMS {
+        return Err(RoomError::TooManyRoomsForConnection { max: MAX_QUERY_ROOMS });
+    }
+    Ok(StreamRequest { rooms, presence })
+}
+
+/// Where a stream is in each of its rooms: room -> (epoch, last offset delivered).
+pub type Positions = BTreeMap<Arc<str>, (Arc<str>, u64)>;
+
+/// The `id` of the stream's events at `positions` (rooms joined and not yet placed have
+/// no position yet and are left out).
+pub fn event_id(positions: &Positions) -> String {
+    let mut out = String::new();
+    for (room, (epoch, offset)) in positions {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{room}~{epoch}~{offset}");
+    }
+    out
+}
+
+/// Why a `Last-Event-ID` was refused (400, with this reason).
+pub const BAD_LAST_EVENT_ID: &str = "malformed Last-Event-ID";
+
+/// Parses a `Last-Event-ID` this server wrote: room -> where to resume (`since`). Empty:
+/// nothing to resume. Anything else is refused, never guessed at.
+pub fn parse_last_event_id(id: &str) -> Result<BTreeMap<String, Since>, &'static str> {
+    let mut out = BTreeMap::new();
+    if id.is_empty() {
+        return Ok(out);
+    }
+    if id.len() > MAX_LAST_EVENT_ID {
+        return Err(BAD_LAST_EVENT_ID);
+    }
+    for part in id.split(',') {
+        let mut fields = part.split('~');
+        let (Some(room), Some(epoch), Some(offset), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(BAD_LAST_EVENT_ID);
+        };
+        let valid_epoch =
+            !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+        let offset: u64 = match offset.parse() {
+            Ok(offset) if valid_epoch && protocol::validate_room_name(room).is_ok() => offset,
+            _ => return Err(BAD_LAST_EVENT_ID),
+        };
+        if out.insert(room.to_owned(), Since { epoch: epoch.to_owned(), offset }).is_some() {
+            return Err(BAD_LAST_EVENT_ID);
+        }
+    }
+    Ok(out)
+}
+
+/// One event: `event: <name>`, `id: <id>` when given, and `data` as `data:` lines (JSON
+/// written by a client may hold line breaks between its tokens: each line is its own
+/// `data:` line, which the browser joins again with `\n`, still the same JSON).
+pub fn event(name: &str, id: Option<&str>, data: &str) -> String {
+    let mut out = String::with_capacity(data.len() + name.len() + id.map_or(0, str::len) + 24);
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    let _ = writeln!(out, "event: {name}");
+    for line in data.split(['\n', '\r']).filter(|line| !line.is_empty()) {
+        let _ = writeln!(out, "data: {line}");
+    }
+    out.push('\n');
+    out
+}
+
+/// The heartbeat: a comment line, which `EventSource` ignores and proxies see as traffic.
+pub const HEARTBEAT: &[u8] = b": keepalive\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_names_rooms_once_each_and_the_presence_wanted() {
+        let req = parse_query("/sse?room=chat%3Alobby&room=news&room=news&presence=users&token=x&_=17").unwrap();
+        assert_eq!(req, StreamRequest { rooms: vec!["chat:lobby".into(), "news".into()], presence: Presence::Users });
+        assert_eq!(parse_query("/sse?room=a&presence=1").unwrap().presence, Presence::Connections);
+        assert_eq!(parse_query("/sse?room=a").unwrap().presence, Presence::Off);
+        assert_eq!(parse_query("/sse"), Err(RoomError::MissingField("room")));
+        assert_eq!(parse_query("/sse?room=a%20b"), Err(RoomError::BadRoomName));
+        assert_eq!(parse_query("/sse?room=a&presence=maybe"), Err(RoomError::WrongType("presence")));
+        assert_eq!(parse_query("/sse?room=%zz"), Err(RoomError::WrongType("room")));
+        let many: String = (0..=MAX_QUERY_ROOMS).map(|i| format!("room=r{i}&")).collect();
+        assert!(matches!(parse_query(&format!("/sse?{many}")), Err(RoomError::TooManyRoomsForConnection { .. })));
+    }
+
+    #[test]
+    fn an_event_id_reads_back_as_where_each_room_resumes() {
+        let mut positions = Positions::new();
+        positions.insert("news".into(), ("k2v9.7".into(), 12));
+        positions.insert("chat:lobby".into(), ("q3.1".into(), 0));
+        let id = event_id(&positions);
+        assert_eq!(id, "chat:lobby~q3.1~0,news~k2v9.7~12");
+        let since = parse_last_event_id(&id).unwrap();
+        assert_eq!(since["news"], Since { epoch: "k2v9.7".into(), offset: 12 });
+        assert_eq!(since["chat:lobby"], Since { epoch: "q3.1".into(), offset: 0 });
+        assert_eq!(parse_last_event_id(""), Ok(BTreeMap::new()));
+    }
+
+    #[test]
+    fn a_malformed_last_event_id_is_refused_not_guessed_at() {
+        for bad in [
+            "news",
+            "news~e1",
+            "news~e1~x",
+            "news~e1~-1",
+            "news~e1~1~2",
+            "ne ws~e1~1",
+            "news~e 1~1",
+            "news~~1",
+            "news~e1~1,",
+            "news~e1~1,news~e1~2",
+            &"a".repeat(MAX_LAST_EVENT_ID + 1),
+        ] {
+            assert_eq!(parse_last_event_id(bad), Err(BAD_LAST_EVENT_ID), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn events_keep_their_data_on_data_lines_whatever_line_breaks_it_holds() {
+        assert_eq!(event("message", Some("r~e~3"), r#"{"a":1}"#), "id: r~e~3\nevent: message\ndata: {\"a\":1}\n\n");
+        let text = event("message", None, "{\"a\":\r\n1,\r\"b\":\n2}");
+        assert_eq!(text, "event: message\ndata: {\"a\":\ndata: 1,\ndata: \"b\":\ndata: 2}\n\n");
+        let rejoined: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+        let value: serde_json::Value = serde_json::from_str(&rejoined.join("\n")).unwrap();
+        assert_eq!(value, serde_json::json!({"a": 1, "b": 2}));
+    }
+}

@@ -1,0 +1,221 @@
+//! Server-Sent Events (issue 19): `GET /sse` with a raw HTTP client. A stream gets its
+//! `welcome`, a `joined` event per room whose `id` places it, then every message as a
+//! `message` event carrying the same JSON a socket gets and an `id` with every room's
+//! epoch and offset; `Last-Event-ID` resumes each room exactly where it left off (missed
+//! messages first, each once, in order), or says `reset` when that is lost; heartbeats;
+//! refusals with the room protocol's codes; a stream that is not read is dropped.
+//!
+//! Runs on every engine: `.ci/run` runs the `rooms_*` tests again on Redis.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use support::rooms::RoomClient;
+use support::sse::{self, Item, SseStream};
+use support::{TestServer, ROOM_WORKERS};
+use wsedge::rooms::auth::AuthConfig;
+use wsedge::rooms::RoomsConfig;
+
+const AUTH: &str = "Authorization: Bearer k";
+const SECRET: &[u8] = b"an HS256 secret for the SSE tests only";
+
+fn rooms() -> RoomsConfig {
+    RoomsConfig { api_key: Some("k".to_owned()), ..RoomsConfig::default() }
+}
+
+fn server() -> TestServer {
+    TestServer::rooms(rooms())
+}
+
+fn publish(server: &TestServer, room: &str, data: Value) -> u64 {
+    let body = json!({"room": room, "data": data}).to_string();
+    let reply = server.http("POST", "/api/publish", &[AUTH], body.as_bytes());
+    assert_eq!(reply.head.status, 200, "{}", reply.text());
+    reply.json()["offset"].as_u64().unwrap()
+}
+
+fn open(server: &TestServer, target: &str, headers: &[&str]) -> SseStream {
+    sse::open(server, target, headers).unwrap_or_else(|(head, body)| panic!("refused: {} {body}", head.status))
+}
+
+/// The `welcome`, then one `joined` per room: the last `joined` event's id.
+fn opened(stream: &mut SseStream, rooms: usize) -> String {
+    let welcome = stream.next_event();
+    assert_eq!((welcome.event.as_str(), welcome.json()["op"].clone()), ("welcome", json!("welcome")));
+    assert!(welcome.id.is_none());
+    let mut id = String::new();
+    for _ in 0..rooms {
+        let joined = stream.next_event();
+        assert_eq!(joined.event, "joined", "{joined:?}");
+        id = joined.id.expect("a joined event places the stream");
+    }
+    id
+}
+
+#[test]
+fn a_stream_gets_every_message_with_an_id_that_says_where_it_is() {
+    let server = server();
+    let mut stream = open(&server, "/sse?room=news", &[]);
+    let id = opened(&mut stream, 1);
+    let (room, epoch, offset) = {
+        let parts: Vec<&str> = id.split('~').collect();
+        (parts[0].to_owned(), parts[1].to_owned(), parts[2].to_owned())
+    };
+    assert_eq!((room.as_str(), offset.as_str()), ("news", "0"));
+    // A socket member sees the same pushes, byte for byte.
+    let mut member = RoomClient::connect(&server);
+    member.join("news");
+    for n in 1..=5 {
+        assert_eq!(publish(&server, "news", json!({"n": n})), n);
+    }
+    for n in 1..=5 {
+        let event = stream.next_event();
+        assert_eq!(event.event, "message");
+        assert_eq!(event.id, Some(format!("news~{epoch}~{n}")));
+        assert_eq!(event.json(), member.next_message(), "the same JSON as a socket's push");
+    }
+    // Data written across lines by a client stays one JSON value.
+    member.send_text("{\"op\":\"publish\",\"room\":\"news\",\"data\":{\n\"text\":\n\"two lines\"}}");
+    let event = stream.next_event();
+    assert_eq!(event.json()["data"], json!({"text": "two lines"}));
+}
+
+#[test]
+fn last_event_id_resumes_every_room_where_it_left_off_each_message_once() {
+    let server = server();
+    let mut stream = open(&server, "/sse?room=a&room=b", &[]);
+    opened(&mut stream, 2);
+    publish(&server, "a", json!("a1"));
+    publish(&server, "b", json!("b1"));
+    publish(&server, "a", json!("a2"));
+    let mut last = None;
+    for _ in 0..3 {
+        last = stream.next_event().id;
+    }
+    drop(stream);
+    // While it is away.
+    for data in ["a3", "a4"] {
+        publish(&server, "a", json!(data));
+    }
+    publish(&server, "b", json!("b2"));
+    let last = last.unwrap();
+    let header = format!("Last-Event-ID: {last}");
+    let mut stream = open(&server, "/sse?room=a&room=b", &[&header]);
+    assert_eq!(stream.next_event().event, "welcome");
+    let mut got: Vec<String> = Vec::new();
+    let mut joined = 0;
+    while joined < 2 {
+        let event = stream.next_event();
+        match event.event.as_str() {
+            "message" => got.push(event.json()["data"].as_str().unwrap().to_owned()),
+            "joined" => {
+                joined += 1;
+                assert_eq!(event.json()["recovered"], true, "{event:?}");
+            }
+            other => panic!("unexpected {other}: {event:?}"),
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["a3", "a4", "b2"], "the missed ones, once each");
+    publish(&server, "b", json!("b3"));
+    assert_eq!(stream.next_event().json()["data"], "b3");
+}
+
+#[test]
+fn a_lost_position_is_a_reset_and_a_malformed_one_is_refused() {
+    let server = server();
+    let mut stream = open(&server, "/sse?room=r", &["Last-Event-ID: r~another.epoch~3"]);
+    assert_eq!(stream.next_event().event, "welcome");
+    let reset = stream.next_event();
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    assert_eq!(reset.json()["op"], "reset");
+    assert!(reset.id.is_some_and(|id| id.starts_with("r~") && id.ends_with("~0")));
+    for (bad, target) in [("Last-Event-ID: r~e1", "/sse?room=r"), ("Last-Event-ID: r~e1~x", "/sse?room=r")] {
+        let (head, body) = sse::open(&server, target, &[bad]).err().expect("refused");
+        assert_eq!(
+            (head.status, body.as_str()),
+            (400, r#"{"error":{"code":400,"message":"malformed Last-Event-ID"}}"#)
+        );
+    }
+    for (target, status, message) in [
+        ("/sse", 400, "missing field: room"),
+        ("/sse?room=a%20b", 400, "room must be 1-128 bytes of [A-Za-z0-9_.:-]"),
+        ("/sse?room=r&presence=maybe", 400, "field presence has the wrong type"),
+    ] {
+        let (head, body) = sse::open(&server, target, &[]).err().expect("refused");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((head.status, body["error"]["message"].clone()), (status, json!(message)), "{target}");
+    }
+}
+
+#[test]
+fn heartbeats_keep_a_quiet_stream_open_and_presence_comes_when_asked() {
+    let server = TestServer::rooms(RoomsConfig { sse_heartbeat: Duration::from_millis(200), ..rooms() });
+    let mut watching = open(&server, "/sse?room=r&presence=1", &[]);
+    opened(&mut watching, 1);
+    let mut quiet = open(&server, "/sse?room=r", &[]);
+    let quiet_client = quiet.next_event().json()["client"].clone();
+    assert_eq!(quiet.next_event().event, "joined");
+    let mut member = RoomClient::connect(&server);
+    member.join("r");
+    // A stream is a member as a socket is: both are seen joining.
+    for client in [quiet_client, json!(member.id)] {
+        let join = watching.next_event();
+        assert_eq!((join.event.as_str(), join.json()["member"]["client"].clone()), ("join", client));
+    }
+    // Nothing for the stream that did not ask; both get heartbeats meanwhile.
+    let mut heartbeats = 0;
+    while heartbeats < 2 {
+        match quiet.next_item() {
+            Some(Item::Comment(_)) => heartbeats += 1,
+            other => panic!("the quiet stream got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn tokens_and_permissions_hold_as_on_a_socket() {
+    let mut auth = AuthConfig::default().with_hs256_secret(SECRET).unwrap();
+    auth.require_auth = true;
+    let rooms = RoomsConfig { auth: Some(auth), max_conns_per_user: 1, ..rooms() };
+    let server = TestServer::rooms(rooms);
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    let claims = json!({"sub": "ann", "exp": exp, "rooms": {"join": ["news"], "publish": [], "presence": []}});
+    let token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+    let refused = |target: &str| {
+        let (head, body) = sse::open(&server, target, &[]).err().expect("refused");
+        (head.status, serde_json::from_str::<Value>(&body).unwrap()["error"]["message"].clone())
+    };
+    assert_eq!(refused("/sse?room=news"), (401, json!("a token is required (Authorization: Bearer, or ?token=)")));
+    assert_eq!(refused("/sse?room=news&token=nope").0, 401);
+    assert_eq!(refused(&format!("/sse?room=other&token={token}")), (403, json!("not allowed to join this room")));
+    assert_eq!(refused(&format!("/sse?room=news&presence=1&token={token}")).0, 403);
+    let mut stream = open(&server, &format!("/sse?room=news&token={token}"), &[]);
+    let welcome = stream.next_event();
+    assert_eq!(welcome.json()["user"], "ann");
+    let bearer = format!("Authorization: Bearer {token}");
+    let (head, _) = sse::open(&server, "/sse?room=news", &[&bearer]).err().expect("ann's one connection is open");
+    assert_eq!(head.status, 429);
+}
+
+#[test]
+fn a_stream_that_is_not_read_is_dropped_not_buffered_without_end() {
+    let config = wsedge::server::Config { workers: ROOM_WORKERS, max_outbound_bytes: 256 * 1024, ..support::config() };
+    let server = TestServer::rooms_with(config, rooms());
+    let mut stream = open(&server, "/sse?room=r", &[]);
+    opened(&mut stream, 1);
+    let big = "x".repeat(60_000);
+    // Far more than the socket buffers and the cap hold, never read meanwhile.
+    for _ in 0..400 {
+        publish(&server, "r", json!(big));
+    }
+    let mut received = 0;
+    while stream.next_item_or_end().is_some() {
+        received += 1;
+        assert!(received <= 400, "every event arrived: the stream was never dropped");
+    }
+}

@@ -1,0 +1,180 @@
+//! A raw event-stream client for the SSE tests: an HTTP/1.1 `GET`, its response head, then
+//! the chunked body read chunk by chunk and parsed into events as a browser's
+//! `EventSource` does (`event:`, `id:`, `data:` lines; comment lines kept apart, so a test
+//! can see the heartbeats).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+
+use super::tls::ClientStream;
+use super::{read_head, ResponseHead, TestServer};
+
+/// One event as `EventSource` would dispatch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `event:` (`message` when absent).
+    pub event: String,
+    /// `id:` of this event, if it had one.
+    pub id: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+impl Event {
+    /// The data as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {:?}", self.data))
+    }
+}
+
+/// What the stream sent, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Event(Event),
+    /// A comment line (`: ...`), the heartbeat.
+    Comment(String),
+}
+
+/// An open event stream.
+pub struct SseStream {
+    reader: BufReader<ClientStream>,
+    /// The response head.
+    pub head: ResponseHead,
+    /// Decoded body bytes not yet parsed into items.
+    body: Vec<u8>,
+    items: VecDeque<Item>,
+    ended: bool,
+}
+
+/// Opens `target` on `server` with extra header lines: the stream, or the refusal's head
+/// and body.
+pub fn open(server: &TestServer, target: &str, headers: &[&str]) -> Result<SseStream, (ResponseHead, String)> {
+    let mut stream = server.stream();
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send the request");
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader);
+    if head.status != 200 {
+        let len: usize = head.header("Content-Length").map_or(0, |v| v.parse().unwrap());
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).expect("the refusal's body");
+        return Err((head, String::from_utf8_lossy(&body).into_owned()));
+    }
+    assert_eq!(head.header("Content-Type"), Some("text/event-stream"), "{head:?}");
+    assert_eq!(head.header("Transfer-Encoding"), Some("chunked"), "{head:?}");
+    Ok(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false })
+}
+
+impl SseStream {
+    /// The next event, skipping comments. Panics when the stream ends first.
+    pub fn next_event(&mut self) -> Event {
+        loop {
+            match self.next_item() {
+                Some(Item::Event(event)) => return event,
+                Some(Item::Comment(_)) => continue,
+                None => panic!("the stream ended while an event was expected"),
+            }
+        }
+    }
+
+    /// The next event or comment; `None` once the stream ended (the last chunk).
+    pub fn next_item(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            self.read_chunk();
+        }
+    }
+
+    /// The next event or comment; `None` once the stream ended, however it ended (the
+    /// last chunk, or the connection closed or reset).
+    pub fn next_item_or_end(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            let mut size = String::new();
+            match self.reader.read_line(&mut size) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let Ok(size) = usize::from_str_radix(size.trim_end(), 16) else { return None };
+            let mut chunk = vec![0; size + 2];
+            if size == 0 || self.reader.read_exact(&mut chunk).is_err() {
+                return None;
+            }
+            self.body.extend_from_slice(&chunk[..size]);
+            self.parse();
+        }
+    }
+
+    /// Whether the server ended the stream (its last chunk) before sending more items.
+    pub fn ends(&mut self) -> bool {
+        loop {
+            if !self.items.is_empty() {
+                return false;
+            }
+            if self.ended {
+                return true;
+            }
+            self.read_chunk();
+        }
+    }
+
+    fn read_chunk(&mut self) {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).expect("a chunk size") == 0 {
+            self.ended = true;
+            return;
+        }
+        let size = usize::from_str_radix(size.trim_end(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+        let mut chunk = vec![0; size + 2];
+        self.reader.read_exact(&mut chunk).expect("a chunk");
+        assert_eq!(&chunk[size..], b"\r\n", "a chunk ends with CRLF");
+        if size == 0 {
+            self.ended = true;
+            return;
+        }
+        self.body.extend_from_slice(&chunk[..size]);
+        self.parse();
+    }
+
+    /// Whole items (up to a blank line) from the body.
+    fn parse(&mut self) {
+        while let Some(end) = self.body.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.body.drain(..end + 2).collect();
+            let text = String::from_utf8(block).expect("events are UTF-8");
+            let mut event = Event { event: "message".into(), id: None, data: String::new() };
+            let mut data_lines = Vec::new();
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                if let Some(comment) = line.strip_prefix(':') {
+                    self.items.push_back(Item::Comment(comment.trim().to_owned()));
+                } else if let Some(name) = line.strip_prefix("event: ") {
+                    event.event = name.to_owned();
+                } else if let Some(id) = line.strip_prefix("id: ") {
+                    event.id = Some(id.to_owned());
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    data_lines.push(data.to_owned());
+                } else {
+                    panic!("a line of no known field: {line:?}");
+                }
+            }
+            if !data_lines.is_empty() {
+                event.data = data_lines.join("\n");
+                self.items.push_back(Item::Event(event));
+            }
+        }
+    }
+}
