@@ -69,6 +69,11 @@ pub(crate) struct RoomArgs {
     #[arg(long, default_value_t = defaults().presence_ttl.as_secs())]
     #[arg(value_parser = clap::value_parser!(u64).range(4..=super::MAX_SECONDS))]
     presence_ttl: u64,
+    /// Seconds between the comment lines an event stream (`GET /sse`) with nothing to say
+    /// gets, so that proxies keep it open.
+    #[arg(long, default_value_t = defaults().sse_heartbeat.as_secs())]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=super::MAX_SECONDS))]
+    sse_heartbeat: u64,
     /// Let connections publish to, and read presence and history of, rooms they have not
     /// joined (by default these need membership: error 404).
     #[arg(long)]
@@ -98,6 +103,7 @@ impl RoomArgs {
             abuse_limit: self.abuse_limit,
             require_membership: !self.no_membership_required,
             presence_ttl: Duration::from_secs(self.presence_ttl),
+            sse_heartbeat: Duration::from_secs(self.sse_heartbeat),
             demo: !self.no_demo,
             ..RoomsConfig::default()
         }
