@@ -219,3 +219,74 @@ fn a_stream_that_is_not_read_is_dropped_not_buffered_without_end() {
         assert!(received <= 400, "every event arrived: the stream was never dropped");
     }
 }
+
+/// Nothing lost, nothing twice: a stream through a proxy that cuts it at random points
+/// while messages flow reconnects with its `Last-Event-ID` each time (as `EventSource`
+/// does), and every offset arrives exactly once, in order.
+#[test]
+fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_order() {
+    use support::proxy::Proxy;
+    const TOTAL: u64 = 800;
+    // History covers every message: however long a reconnect takes on a loaded machine,
+    // nothing ages out (that would be a `reset`, tested above).
+    let server = TestServer::rooms(RoomsConfig { history_size: TOTAL as usize, ..rooms() });
+    let proxy = Proxy::start(server.addr());
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let mut rng = seed;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    let mut last_id: Option<String> = None;
+    let mut got: Vec<u64> = Vec::new();
+    let mut connects = 0;
+    std::thread::scope(|scope| {
+        let mut publisher = None;
+        while (got.len() as u64) < TOTAL {
+            let header = last_id.as_ref().map(|id| format!("Last-Event-ID: {id}"));
+            let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+            connects += 1;
+            assert!(connects < 2_000, "too many reconnects: {got:?}");
+            let Some(mut stream) = sse::open_at(proxy.addr(), "/sse?room=r", &headers) else { continue };
+            while let Some(item) = stream.next_item_or_end() {
+                let Item::Event(event) = item else { continue };
+                match event.event.as_str() {
+                    "message" => {
+                        let offset = event.json()["offset"].as_u64().unwrap();
+                        assert_eq!(offset, got.len() as u64 + 1, "in order, once: after {:?}", got.last());
+                        got.push(offset);
+                    }
+                    "joined" => assert!(last_id.is_none() || event.json()["recovered"] == true, "{event:?}"),
+                    "welcome" => {}
+                    other => panic!("unexpected {other}: {event:?}"),
+                }
+                if event.id.is_some() {
+                    last_id = event.id;
+                }
+                // Once placed in the room, messages start to flow, and the cuts with them.
+                if publisher.is_none() && last_id.is_some() {
+                    let server = &server;
+                    publisher = Some(scope.spawn(move || {
+                        for n in 1..=TOTAL {
+                            publish(server, "r", json!(n));
+                        }
+                    }));
+                }
+                if got.len() as u64 == TOTAL {
+                    break;
+                }
+                if next(40) == 0 {
+                    proxy.cut_all();
+                }
+            }
+        }
+    });
+    assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>());
+    println!(
+        "{TOTAL} offsets once each across {} cuts, {connects} connections",
+        proxy.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

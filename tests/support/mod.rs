@@ -230,13 +230,21 @@ impl ResponseHead {
 
 /// Reads a response head one byte at a time, so bytes after it stay in the socket.
 pub fn read_head(stream: &mut impl Read) -> ResponseHead {
+    try_read_head(stream).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_head`], with the connection ending (or failing) before the head is whole as an
+/// error rather than a panic (a test cutting connections expects it).
+pub fn try_read_head(stream: &mut impl Read) -> Result<ResponseHead, String> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            Ok(_) => panic!("EOF inside the response head: {:?}", String::from_utf8_lossy(&head)),
-            Err(e) => panic!("reading the response head: {e} (so far {:?})", String::from_utf8_lossy(&head)),
+            Ok(_) => return Err(format!("EOF inside the response head: {:?}", String::from_utf8_lossy(&head))),
+            Err(e) => {
+                return Err(format!("reading the response head: {e} (so far {:?})", String::from_utf8_lossy(&head)))
+            }
         }
         assert!(head.len() < 16 * 1024, "response head too long");
     }
@@ -255,7 +263,7 @@ pub fn read_head(stream: &mut impl Read) -> ResponseHead {
             (name.trim().to_owned(), value.trim().to_owned())
         })
         .collect();
-    ResponseHead { status, headers }
+    Ok(ResponseHead { status, headers })
 }
 
 /// A frame header as a client sends it: `b0` is FIN|RSV|opcode as on the wire, `len`

@@ -49,14 +49,34 @@ pub struct SseStream {
 /// Opens `target` on `server` with extra header lines: the stream, or the refusal's head
 /// and body.
 pub fn open(server: &TestServer, target: &str, headers: &[&str]) -> Result<SseStream, (ResponseHead, String)> {
-    let mut stream = server.stream();
+    open_on(server.stream(), target, headers)
+}
+
+/// A stream through `addr` (a proxy that may cut it anywhere in front of a plain server):
+/// `None` when the connection ends before the stream starts.
+pub fn open_at(addr: std::net::SocketAddr, target: &str, headers: &[&str]) -> Option<SseStream> {
+    let tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(super::IO_TIMEOUT)).ok()?;
+    let mut stream = ClientStream::Plain(tcp);
+    stream.write_all(request(target, headers).as_bytes()).ok()?;
+    let mut reader = BufReader::new(stream);
+    let head = super::try_read_head(&mut reader).ok()?;
+    assert_eq!(head.status, 200, "{head:?}");
+    Some(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false })
+}
+
+fn request(target: &str, headers: &[&str]) -> String {
     let mut request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
     for header in headers {
         request.push_str(header);
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send the request");
+    request
+}
+
+fn open_on(mut stream: ClientStream, target: &str, headers: &[&str]) -> Result<SseStream, (ResponseHead, String)> {
+    stream.write_all(request(target, headers).as_bytes()).expect("send the request");
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader);
     if head.status != 200 {
