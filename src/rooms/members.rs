@@ -101,6 +101,8 @@ pub struct Members {
     local: LocalRooms,
     /// The event streams among each room's members here (they get events, not frames).
     streams_in: HashMap<Arc<str>, Vec<ConnId>>,
+    /// Every event stream here (for the heartbeats).
+    streams: std::collections::HashSet<ConnId>,
     /// When the streams last had a heartbeat.
     last_heartbeat: Option<Instant>,
 }
@@ -115,6 +117,7 @@ impl Members {
             clients: HashMap::new(),
             local: LocalRooms::default(),
             streams_in: HashMap::new(),
+            streams: std::collections::HashSet::new(),
             last_heartbeat: None,
         }
     }
@@ -166,6 +169,7 @@ impl Members {
         let mut client = self.new_client(id, out.now().mono, Some(Box::new(stream)));
         client.joining = request.rooms.clone();
         self.clients.insert(conn, client);
+        self.streams.insert(conn);
         for room in request.rooms {
             let since = since.remove(&room);
             let join = Join { conn, identity: identity.clone(), room, presence: request.presence, since, id: None };
@@ -182,7 +186,7 @@ impl Members {
             return;
         }
         self.last_heartbeat = Some(now);
-        for (&conn, _) in self.clients.iter().filter(|(_, c)| c.stream.is_some()) {
+        for &conn in &self.streams {
             out.send(conn, MessageKind::Text, Bytes::from_static(sse::HEARTBEAT));
         }
     }
@@ -196,6 +200,7 @@ impl Members {
     /// handles the join before this leave).
     pub fn close(&mut self, out: &mut Outbox, conn: ConnId, engine: &mut dyn Engine) {
         let Some(client) = self.clients.remove(&conn) else { return };
+        self.streams.remove(&conn);
         let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
         for room in names {
             self.local.remove(&room, conn);
