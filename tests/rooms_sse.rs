@@ -82,6 +82,20 @@ fn a_stream_gets_every_message_with_an_id_that_says_where_it_is() {
     member.send_text("{\"op\":\"publish\",\"room\":\"news\",\"data\":{\n\"text\":\n\"two lines\"}}");
     let event = stream.next_event();
     assert_eq!(event.json()["data"], json!({"text": "two lines"}));
+    // Streams have gauges of their own (and are not counted as WebSocket connections).
+    let metrics = |server: &TestServer| server.http("GET", "/metrics", &[], b"").text().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !metrics(&server).contains("\nwsedge_sse_streams 1\n") {
+        assert!(std::time::Instant::now() < deadline, "{}", metrics(&server));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = metrics(&server);
+    assert!(text.contains("\nwsedge_sse_streams_total 1\n") && text.contains("\nwsedge_connections 1\n"), "{text}");
+    drop(stream);
+    while !metrics(&server).contains("\nwsedge_sse_streams 0\n") {
+        assert!(std::time::Instant::now() < deadline, "{}", metrics(&server));
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -216,7 +230,7 @@ fn a_stream_that_is_not_read_is_dropped_not_buffered_without_end() {
     let mut received = 0;
     while stream.next_item_or_end().is_some() {
         received += 1;
-        assert!(received <= 400, "every event arrived: the stream was never dropped");
+        assert!(received < 400, "every event arrived: the stream was never dropped");
     }
 }
 
@@ -289,4 +303,32 @@ fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_orde
         "{TOTAL} offsets once each across {} cuts, {connects} connections",
         proxy.cuts.load(std::sync::atomic::Ordering::Relaxed)
     );
+}
+
+/// A stream is one of its user's connections: a message to the user reaches it as an
+/// event, and a disconnect tells it so (`close`, 4001) before its last chunk.
+#[test]
+fn a_stream_is_reached_as_its_users_and_told_when_disconnected() {
+    let rooms = RoomsConfig { auth: Some(AuthConfig::default().with_hs256_secret(SECRET).unwrap()), ..rooms() };
+    let server = TestServer::rooms(rooms);
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token =
+        encode(&Header::new(Algorithm::HS256), &json!({"sub": "ann", "exp": exp}), &EncodingKey::from_secret(SECRET))
+            .unwrap();
+    let mut stream = open(&server, &format!("/sse?room=r&token={token}"), &[]);
+    opened(&mut stream, 1);
+    let api = |path: &str, body: Value| server.http("POST", path, &[AUTH], body.to_string().as_bytes()).json();
+    assert_eq!(api("/api/publish", json!({"user": "ann", "data": "hi"}))["connections"], 1);
+    let event = stream.next_event();
+    assert_eq!(
+        (event.event.as_str(), event.id.clone(), event.json()),
+        ("message", None, json!({"op": "message", "user": "ann", "data": "hi"}))
+    );
+    assert_eq!(api("/api/disconnect", json!({"user": "ann"}))["connections"], 1);
+    let close = stream.next_event();
+    assert_eq!(
+        (close.event.as_str(), close.json()),
+        ("close", json!({"code": 4001, "reason": "disconnected by the server"}))
+    );
+    assert!(stream.ends(), "then the last chunk");
 }

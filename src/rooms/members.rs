@@ -164,8 +164,16 @@ impl Members {
         let welcome = protocol::welcome(&id, session.user.as_deref(), session.info.as_deref());
         out.send(conn, MessageKind::Text, Bytes::from(sse::event("welcome", None, &welcome)));
         let identity = Identity { client: id.clone(), user: session.user.clone(), info: session.info.clone() };
-        let resuming = request.rooms.iter().filter(|r| since.contains_key(*r)).cloned().collect();
-        let stream = EventStream { presence: request.presence, resuming, ..EventStream::default() };
+        let resuming: Vec<String> = request.rooms.iter().filter(|r| since.contains_key(*r)).cloned().collect();
+        // A resumed room keeps its place in every id until its join is answered: a drop
+        // meanwhile resumes it from the same place again (else it would rejoin from now).
+        let positions = resuming
+            .iter()
+            .filter_map(|room| {
+                since.get(room).map(|s| (Arc::from(room.as_str()), (Arc::from(s.epoch.as_str()), s.offset)))
+            })
+            .collect();
+        let stream = EventStream { presence: request.presence, resuming, positions };
         let mut client = self.new_client(id, out.now().mono, Some(Box::new(stream)));
         client.joining = request.rooms.clone();
         self.clients.insert(conn, client);
@@ -191,9 +199,37 @@ impl Members {
         }
     }
 
-    /// Whether `conn` is one of this worker's room-protocol connections.
+    /// Whether `conn` is one of this worker's room-protocol connections (sockets and
+    /// event streams).
     pub fn is_client(&self, conn: ConnId) -> bool {
         self.clients.contains_key(&conn)
+    }
+
+    /// The most rooms one connection (or event stream) may be in.
+    pub fn max_rooms(&self) -> usize {
+        self.config.max_rooms_per_connection
+    }
+
+    /// Sends `push` (a message to the connection's user) as a frame, or as an event to an
+    /// event stream.
+    pub fn send_push(&self, out: &mut Outbox, conn: ConnId, push: &Bytes) {
+        match self.clients.get(&conn) {
+            Some(client) if client.stream.is_some() => {
+                out.send(conn, MessageKind::Text, Bytes::from(sse::event("message", None, text(push))))
+            }
+            Some(_) => out.send(conn, MessageKind::Text, push.clone()),
+            None => {}
+        }
+    }
+
+    /// Before the server closes `conn` with `code` and `reason`: an event stream, which has
+    /// no close frame, gets a `close` event saying so (a page should then `close()` its
+    /// `EventSource`, which would otherwise reconnect by itself).
+    pub fn closing(&self, out: &mut Outbox, conn: ConnId, code: CloseCode, reason: &str) {
+        if self.clients.get(&conn).is_some_and(|c| c.stream.is_some()) {
+            let body = ObjectWriter::new().num("code", u64::from(code.0)).str("reason", reason).finish();
+            out.send(conn, MessageKind::Text, Bytes::from(sse::event("close", None, &body)));
+        }
     }
 
     /// A closed connection leaves every room (those still being joined too: the engine
@@ -712,6 +748,41 @@ mod tests {
             let later = self.out.now().after(by);
             self.out.set_now(later);
         }
+    }
+
+    #[test]
+    fn a_resuming_stream_keeps_every_rooms_place_until_its_join_is_answered() {
+        let mut w = Worker::new(RoomsConfig::default());
+        let conn = ConnId::from_parts(1, 0);
+        let session = w.sessions.open(conn, Admission::Anonymous, w.out.now());
+        let request = sse::StreamRequest { rooms: vec!["a".into(), "b".into()], presence: Presence::Off };
+        let since = [("a", "ea", 5), ("b", "eb", 7)]
+            .map(|(room, epoch, offset)| (room.to_owned(), Since { epoch: epoch.into(), offset }))
+            .into_iter()
+            .collect();
+        w.members.open_stream(&mut w.out, conn, session, request, since, &mut w.engine);
+        // Only room a's join is answered (b's is on its way, on another worker or store).
+        while let Some(output) = w.engine.poll() {
+            match output {
+                Output::Event(event @ Event::Joined { .. }) if matches!(&event, Event::Joined { room, .. } if &**room == "a") => {
+                    w.members.on_event(&mut w.out, event)
+                }
+                _ => {}
+            }
+        }
+        let events: Vec<String> = w
+            .out
+            .take()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Message(to, _, payload) if to == conn => Some(String::from_utf8(payload.to_vec()).unwrap()),
+                _ => None,
+            })
+            .collect();
+        // Room a started over (a new epoch: `reset`); its id still holds b's place.
+        let reset = events.iter().find(|e| e.contains("event: reset")).expect("a reset event");
+        let id = reset.lines().find_map(|l| l.strip_prefix("id: ")).expect("an id");
+        assert!(id.starts_with("a~") && id.ends_with(",b~eb~7"), "{id}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod sessions;
 pub mod sse;
 pub mod users;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use self::{api::Api, auth::AuthError, error::RoomError, error::UpgradeRefusal, members::Members, sessions::Sessions};
@@ -67,6 +68,8 @@ pub struct Rooms {
     api: Api,
     /// Event streams (`GET /sse`) are served: the room protocol has a path here.
     streams: bool,
+    /// Streams answered and waiting for the server's admission: what each asked for.
+    admitting: HashMap<ConnId, (sse::StreamRequest, BTreeMap<String, protocol::Since>)>,
 }
 
 impl Rooms {
@@ -121,6 +124,7 @@ impl Rooms {
                 ),
                 api: Api::new(config.clone()),
                 streams: !config.path.is_empty(),
+                admitting: HashMap::new(),
                 reach: match &backplane {
                     None => Reach::new(me, workers),
                     Some(b) => {
@@ -202,12 +206,16 @@ impl Rooms {
                 return refuse(RoomError::PresenceDenied);
             }
         }
+        if wanted.rooms.len() > self.members.max_rooms() {
+            return refuse(RoomError::TooManyRoomsForConnection { max: self.members.max_rooms() });
+        }
         let session = self.sessions.open(conn, admission, out.now());
         if session.over_user_limit() {
             self.sessions.close(conn);
             return refuse(RoomError::TooManyUserConnections);
         }
-        self.members.open_stream(out, conn, session, wanted, since, &mut *self.engine);
+        // Joined once the server admits it (`on_stream`): a stream it refuses costs no joins.
+        self.admitting.insert(conn, (wanted, since));
         HttpResponse::event_stream()
     }
 
@@ -222,13 +230,17 @@ impl Rooms {
                         .connections_of(&user)
                         .iter()
                         .filter(|&&conn| self.members.is_client(conn))
-                        .map(|&conn| out.send(conn, MessageKind::Text, push.clone()))
+                        .map(|&conn| self.members.send_push(out, conn, &push))
                         .count(),
                     reach::Action::Disconnect => self
                         .sessions
                         .disconnect_user(&user)
                         .into_iter()
-                        .map(|conn| out.close(conn, error::DISCONNECTED, error::close_reason::DISCONNECTED))
+                        .map(|conn| {
+                            let (code, reason) = (error::DISCONNECTED, error::close_reason::DISCONNECTED);
+                            self.members.closing(out, conn, code, reason);
+                            out.close(conn, code, reason);
+                        })
                         .count(),
                 };
                 self.reach.acted(origin, token, reached as u64);
@@ -293,7 +305,16 @@ impl Handler for Rooms {
         self.pump(out);
     }
 
+    fn on_stream(&mut self, out: &mut Outbox, conn: ConnId) {
+        let (Some((wanted, since)), Some(session)) = (self.admitting.remove(&conn), self.sessions.get(conn)) else {
+            return;
+        };
+        self.members.open_stream(out, conn, session, wanted, since, &mut *self.engine);
+        self.pump(out);
+    }
+
     fn on_close(&mut self, out: &mut Outbox, conn: ConnId) {
+        self.admitting.remove(&conn);
         self.relay.close(out, conn);
         self.sessions.close(conn);
         self.members.close(out, conn, &mut *self.engine);

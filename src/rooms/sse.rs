@@ -15,8 +15,9 @@ use std::sync::Arc;
 use super::error::RoomError;
 use super::protocol::{self, Presence, Since};
 
-/// The most rooms one stream may follow (as `max_rooms_per_connection` for a socket).
-pub const MAX_QUERY_ROOMS: usize = 64;
+/// The most rooms a query is read for (a bound on parsing; `max_rooms_per_connection`
+/// is the limit that applies, as for a socket).
+pub const MAX_QUERY_ROOMS: usize = 1024;
 /// The longest `Last-Event-ID` read (64 rooms of the longest names and epochs fit).
 pub const MAX_LAST_EVENT_ID: usize = 16 * 1024;
 

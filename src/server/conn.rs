@@ -77,8 +77,10 @@ pub struct Conn {
     pub codec: Option<Connection>,
     /// The handler saw `on_open` and not yet `on_close`.
     pub opened: bool,
-    /// Counted against `max_connections` as an open WebSocket.
+    /// Counted against `max_connections` as an open WebSocket (or event stream).
     pub counted: bool,
+    /// An event stream (a streaming HTTP response), not a WebSocket.
+    pub stream: bool,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
     /// When the peer was last heard from, and whether it was pinged since.
@@ -127,6 +129,7 @@ impl Conn {
             codec: None,
             opened: false,
             counted: false,
+            stream: false,
             peer_eof: false,
             liveness: Liveness::new(now),
             dirty: false,

@@ -367,7 +367,10 @@ impl<H: Handler> Server<H> {
     fn remove(&mut self, index: usize) {
         self.leave_open(index);
         let Some(mut conn) = self.conns.try_remove(index) else { return };
-        if conn.counted {
+        if conn.counted && conn.stream {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.streams -= 1;
+        } else if conn.counted {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             self.open_count -= 1;
             self.metrics.connections = self.open_count as u64;

@@ -237,13 +237,14 @@ impl<H: Handler> Server<H> {
         conn.phase = Phase::Streaming;
         conn.opened = true;
         conn.counted = true;
+        conn.stream = true;
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
-        self.open_count += 1;
-        self.metrics.connections = self.open_count as u64;
-        self.metrics.connections_total += 1;
+        self.metrics.streams += 1;
+        self.metrics.streams_total += 1;
         self.mark_dirty(index);
         self.enter_deadline(index, now);
+        self.handler.on_stream(&mut self.outbox, id);
         Outcome::Keep
     }
 

@@ -167,6 +167,10 @@ pub struct Metrics {
     pub connections: u64,
     /// WebSocket connections accepted since start.
     pub connections_total: u64,
+    /// Event streams (streaming HTTP responses, `GET /sse`) open now.
+    pub streams: u64,
+    /// Event streams opened since start.
+    pub streams_total: u64,
     /// Complete messages received from clients.
     pub messages_in: u64,
     /// Messages queued to clients (a broadcast counts once per receiver).
@@ -220,6 +224,8 @@ impl Metrics {
     pub fn add(&mut self, other: &Metrics) {
         self.connections += other.connections;
         self.connections_total += other.connections_total;
+        self.streams += other.streams;
+        self.streams_total += other.streams_total;
         self.messages_in += other.messages_in;
         self.messages_out += other.messages_out;
         self.bytes_in += other.bytes_in;
@@ -243,6 +249,8 @@ impl Metrics {
         };
         gauge("wsedge_connections", "WebSocket connections open now.", "gauge", self.connections);
         gauge("wsedge_connections_total", "WebSocket connections accepted.", "counter", self.connections_total);
+        gauge("wsedge_sse_streams", "Event streams (GET /sse) open now.", "gauge", self.streams);
+        gauge("wsedge_sse_streams_total", "Event streams (GET /sse) opened.", "counter", self.streams_total);
         gauge("wsedge_messages_in_total", "Messages received from clients.", "counter", self.messages_in);
         gauge("wsedge_messages_out_total", "Messages queued to clients.", "counter", self.messages_out);
         gauge("wsedge_bytes_in_total", "Bytes read from sockets.", "counter", self.bytes_in);

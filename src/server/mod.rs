@@ -317,8 +317,17 @@ pub trait Handler {
     /// A complete message arrived (text is valid UTF-8).
     fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes);
 
+    /// A stream `on_http` answered with (`HttpResponse::event_stream`) passed the
+    /// transport's admission (origin, per-IP limits, `max_connections`) and is open: what
+    /// is sent to it from here on goes out as chunks. A stream refused there never gets
+    /// this, only its `on_close`.
+    fn on_stream(&mut self, out: &mut Outbox, conn: ConnId) {
+        let _ = (out, conn);
+    }
+
     /// The connection is gone, for any reason (close handshake, error, EOF, timeout).
-    /// Called exactly once for every connection `on_open` saw.
+    /// Called exactly once for every connection `on_open` saw, and for every stream
+    /// `on_http` answered with, admitted or not.
     fn on_close(&mut self, out: &mut Outbox, conn: ConnId) {
         let _ = (out, conn);
     }

@@ -114,17 +114,19 @@ impl<H: Handler> Server<H> {
         true
     }
 
-    /// A stream's next chunk: the handler's bytes as they are. A client whose queue would
-    /// pass `max_outbound_bytes` with it, even after the queue was offered to its socket,
-    /// does not read: it is dropped (a stream has no close frame to say why).
+    /// A stream's next chunk: the handler's bytes as they are. The slow-consumer rule of
+    /// the fan-out (`policy::fanout`): past `max_outbound_bytes` the queue is offered to the
+    /// socket first, and a client that took nothing (or is past twice the cap) does not
+    /// read: it is dropped (a stream has no close frame to say why; it resumes from its
+    /// `Last-Event-ID`).
     fn send_chunk(&mut self, id: ConnId, payload: &[u8], now: Instant) {
         let cap = self.config.max_outbound_bytes;
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
-        if conn.queued_bytes() + payload.len() > cap {
+        if policy::fanout(conn.queued_bytes(), payload.len(), cap, None) != Fanout::Queue {
             // A socket error here is handled by the end-of-turn flush.
             let (_, written) = conn.flush(&mut self.write_buffers);
             self.metrics.bytes_out += written as u64;
-            if conn.queued_bytes() + payload.len() > cap {
+            if policy::fanout(conn.queued_bytes(), payload.len(), cap, Some(written)) == Fanout::SlowConsumer {
                 debug!("stream {} is a slow consumer ({} bytes queued)", id.index(), conn.queued_bytes());
                 self.metrics.slow_consumer_closes += 1;
                 return self.settle(id.index(), super::event_loop::Outcome::Remove, now);

@@ -127,7 +127,11 @@ impl SseStream {
             }
             let mut size = String::new();
             match self.reader.read_line(&mut size) {
-                Ok(0) | Err(_) => return None,
+                Ok(0) => return None,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    panic!("the stream stayed silent for the read timeout: neither ended nor went on")
+                }
+                Err(_) => return None,
                 Ok(_) => {}
             }
             let Ok(size) = usize::from_str_radix(size.trim_end(), 16) else { return None };
