@@ -206,7 +206,7 @@ impl Members {
     }
 
     /// The most rooms one connection (or event stream) may be in.
-    pub fn max_rooms(&self) -> usize {
+    pub fn max_rooms_per_connection(&self) -> usize {
         self.config.max_rooms_per_connection
     }
 

@@ -206,8 +206,8 @@ impl Rooms {
                 return refuse(RoomError::PresenceDenied);
             }
         }
-        if wanted.rooms.len() > self.members.max_rooms() {
-            return refuse(RoomError::TooManyRoomsForConnection { max: self.members.max_rooms() });
+        if wanted.rooms.len() > self.members.max_rooms_per_connection() {
+            return refuse(RoomError::TooManyRoomsForConnection { max: self.members.max_rooms_per_connection() });
         }
         let session = self.sessions.open(conn, admission, out.now());
         if session.over_user_limit() {
