@@ -265,8 +265,10 @@ fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_orde
             connects += 1;
             assert!(connects < 2_000, "too many reconnects: {got:?}");
             let Some(mut stream) = sse::open_at(proxy.addr(), "/sse?room=r", &headers) else { continue };
+            let mut seen: Vec<String> = Vec::new();
             while let Some(item) = stream.next_item_or_end() {
                 let Item::Event(event) = item else { continue };
+                seen.push(format!("{} {:?}", event.event, event.id));
                 match event.event.as_str() {
                     "message" => {
                         let offset = event.json()["offset"].as_u64().unwrap();
@@ -296,6 +298,11 @@ fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_orde
                     proxy.cut_all();
                 }
             }
+            assert!(
+                !stream.silent,
+                "a stream went silent at {} of {TOTAL} (sent {headers:?}; got {seen:?})",
+                got.len()
+            );
         }
     });
     assert_eq!(got, (1..=TOTAL).collect::<Vec<_>>());

@@ -304,7 +304,7 @@ impl Reach {
                         remote.connections += connections;
                     }
                 }
-                Inbound::Subscribed(channel) => {
+                Inbound::Subscribed { room: channel, .. } => {
                     let seen = link.confirmed.entry(channel).or_default();
                     if *seen < link.backplane.shards() {
                         *seen += 1;

@@ -118,7 +118,7 @@ pub struct Relay {
     link: Option<(Backplane, Inbox)>,
     /// Owned rooms whose channel is not subscribed yet: their members' messages wait, so
     /// that this node receives its own messages too.
-    subscribing: HashMap<Arc<str>, Vec<Vec<u8>>>,
+    subscribing: HashMap<Arc<str>, (u64, Vec<Vec<u8>>)>,
 }
 
 impl Relay {
@@ -268,9 +268,12 @@ impl Relay {
     /// What came on the relay channels of rooms this worker owns (the Redis engine).
     pub fn pump_link(&mut self, out: &mut Outbox) {
         while let Some(item) = self.link.as_ref().and_then(|(_, inbox)| inbox.next()) {
-            if let (Inbound::Subscribed(room), Some((backplane, _))) = (&item, &self.link) {
-                for payload in self.subscribing.remove(room).unwrap_or_default() {
-                    backplane.publish_relay(room, payload);
+            if let (Inbound::Subscribed { room, token }, Some((backplane, _))) = (&item, &self.link) {
+                // Only the latest subscription of the room says its channel is live.
+                if self.subscribing.get(room).is_some_and(|(latest, _)| latest == token) {
+                    for payload in self.subscribing.remove(room).map(|(_, queued)| queued).unwrap_or_default() {
+                        backplane.publish_relay(room, payload);
+                    }
                 }
                 continue;
             }
@@ -296,8 +299,8 @@ impl Relay {
                     && (members > 0 || self.shared.rooms.take(self.config.max_rooms));
                 if admitted {
                     if let Some((backplane, _)) = self.link.as_ref().filter(|_| members == 0) {
-                        backplane.subscribe(backplane.shard_of(&room), self.me, room.clone(), Part::Relay);
-                        self.subscribing.insert(room.clone(), Vec::new());
+                        let token = backplane.subscribe(backplane.shard_of(&room), self.me, room.clone(), Part::Relay);
+                        self.subscribing.insert(room.clone(), (token, Vec::new()));
                     }
                     let shares = self.owned.entry(room).or_insert_with(|| vec![0; self.workers]);
                     if let Some(n) = shares.get_mut(conn.worker()) {
@@ -329,7 +332,7 @@ impl Relay {
                         payload.push(if kind == MessageKind::Text { b't' } else { b'b' });
                         payload.extend_from_slice(&data);
                         match self.subscribing.get_mut(&room) {
-                            Some(waiting) if waiting.len() < MAX_WAITING => waiting.push(payload),
+                            Some((_, waiting)) if waiting.len() < MAX_WAITING => waiting.push(payload),
                             Some(_) => log::warn!("relay room {room}: dropping a message, its channel is not ready"),
                             None => backplane.publish_relay(&room, payload),
                         }

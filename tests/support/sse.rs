@@ -44,6 +44,8 @@ pub struct SseStream {
     body: Vec<u8>,
     items: VecDeque<Item>,
     ended: bool,
+    /// The last read timed out: the stream neither ended nor went on (`next_item_or_end`).
+    pub silent: bool,
 }
 
 /// Opens `target` on `server` with extra header lines: the stream, or the refusal's head
@@ -62,7 +64,7 @@ pub fn open_at(addr: std::net::SocketAddr, target: &str, headers: &[&str]) -> Op
     let mut reader = BufReader::new(stream);
     let head = super::try_read_head(&mut reader).ok()?;
     assert_eq!(head.status, 200, "{head:?}");
-    Some(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false })
+    Some(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false, silent: false })
 }
 
 fn request(target: &str, headers: &[&str]) -> String {
@@ -87,7 +89,7 @@ fn open_on(mut stream: ClientStream, target: &str, headers: &[&str]) -> Result<S
     }
     assert_eq!(head.header("Content-Type"), Some("text/event-stream"), "{head:?}");
     assert_eq!(head.header("Transfer-Encoding"), Some("chunked"), "{head:?}");
-    Ok(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false })
+    Ok(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false, silent: false })
 }
 
 impl SseStream {
@@ -129,7 +131,8 @@ impl SseStream {
             match self.reader.read_line(&mut size) {
                 Ok(0) => return None,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    panic!("the stream stayed silent for the read timeout: neither ended nor went on")
+                    self.silent = true;
+                    return None;
                 }
                 Err(_) => return None,
                 Ok(_) => {}

@@ -82,8 +82,15 @@ pub enum Inbound {
         /// The message, as published.
         payload: Bytes,
     },
-    /// The channel of `room` is subscribed: messages published from now on will come.
-    Subscribed(Arc<str>),
+    /// The channel of `room` is subscribed (by the subscription `token` that
+    /// [`Backplane::subscribe`] returned): messages published from now on will come. A
+    /// token other than the latest one asked for that room is a subscription since undone.
+    Subscribed {
+        /// The room.
+        room: Arc<str>,
+        /// Which subscription.
+        token: u64,
+    },
     /// The link to shard `.0` is down.
     Down(usize),
     /// The link to shard `.0` is back, every channel subscribed again.
@@ -101,7 +108,7 @@ struct Request {
 
 #[derive(Debug)]
 enum Subscription {
-    Subscribe { channel: String, room: Arc<str>, worker: usize, part: Part },
+    Subscribe { channel: String, room: Arc<str>, worker: usize, part: Part, token: u64 },
     Unsubscribe { channel: String },
 }
 
@@ -122,6 +129,7 @@ struct Route {
     room: Arc<str>,
     worker: usize,
     part: Part,
+    token: u64,
 }
 
 /// Counters of the link, for `/metrics`.
@@ -237,6 +245,8 @@ struct Inner {
     relay_ports: Vec<OnceLock<Port>>,
     users_ports: Vec<OnceLock<Port>>,
     stats: LinkStats,
+    /// The last subscription token handed out.
+    subscriptions: AtomicU64,
 }
 
 impl Inner {
@@ -330,7 +340,14 @@ impl Backplane {
         let ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
         let relay_ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
         let users_ports = (0..workers.max(1)).map(|_| OnceLock::new()).collect();
-        let inner = Arc::new(Inner { shards, ports, relay_ports, users_ports, stats: LinkStats::default() });
+        let inner = Arc::new(Inner {
+            shards,
+            ports,
+            relay_ports,
+            users_ports,
+            stats: LinkStats::default(),
+            subscriptions: AtomicU64::new(0),
+        });
         for (shard, (client, command_rx, subscription_rx)) in receivers.into_iter().enumerate() {
             let (a, b) = (inner.clone(), inner.clone());
             let client2 = client.clone();
@@ -433,12 +450,16 @@ impl Backplane {
     }
 
     /// Subscribes `room`'s channel (a relay room's, for `Part::Relay`) for its owner
-    /// `worker` (answered with [`Inbound::Subscribed`]).
-    pub fn subscribe(&self, shard: usize, worker: usize, room: Arc<str>, part: Part) {
+    /// `worker`; answered with [`Inbound::Subscribed`] carrying the token returned here (a
+    /// room unsubscribed and subscribed again in quick succession hears of both: only the
+    /// latest token says the channel is live now).
+    pub fn subscribe(&self, shard: usize, worker: usize, room: Arc<str>, part: Part) -> u64 {
+        let token = self.inner.subscriptions.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(s) = self.inner.shards.get(shard) {
             let channel = channel_of(&room, part);
-            let _ = s.subscriptions.send(Subscription::Subscribe { channel, room, worker, part });
+            let _ = s.subscriptions.send(Subscription::Subscribe { channel, room, worker, part, token });
         }
+        token
     }
 
     /// Unsubscribes `room`'s channel (nobody is in it here any more).
@@ -688,7 +709,7 @@ fn run_channel(inner: &Inner, shard: usize, client: &redis::Client, rx: &Receive
         // worker hears the link is up (their rooms read what they missed).
         for route in channels.values() {
             if let Some(port) = inner.port_of(route) {
-                port.send(Inbound::Subscribed(route.room.clone()));
+                port.send(Inbound::Subscribed { room: route.room.clone(), token: route.token });
             }
         }
         inner.tell_all(|| Inbound::Up(shard));
@@ -726,13 +747,13 @@ fn apply(
 ) -> redis::RedisResult<()> {
     while let Ok(sub) = rx.try_recv() {
         match sub {
-            Subscription::Subscribe { channel, room, worker, part } => {
+            Subscription::Subscribe { channel, room, worker, part, token } => {
                 // Kept first: if the subscribe fails, the reconnect makes and confirms it.
-                let route = Route { room: room.clone(), worker, part };
+                let route = Route { room: room.clone(), worker, part, token };
                 channels.insert(channel.clone(), route.clone());
                 pubsub.subscribe(&channel)?;
                 if let Some(port) = inner.port_of(&route) {
-                    port.send(Inbound::Subscribed(room));
+                    port.send(Inbound::Subscribed { room, token });
                 }
             }
             Subscription::Unsubscribe { channel } => {
@@ -746,8 +767,8 @@ fn apply(
 
 fn apply_offline(channels: &mut HashMap<String, Route>, sub: Subscription) {
     match sub {
-        Subscription::Subscribe { channel, room, worker, part } => {
-            channels.insert(channel, Route { room, worker, part });
+        Subscription::Subscribe { channel, room, worker, part, token } => {
+            channels.insert(channel, Route { room, worker, part, token });
         }
         Subscription::Unsubscribe { channel } => {
             channels.remove(&channel);

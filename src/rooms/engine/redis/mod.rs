@@ -47,6 +47,9 @@ use store::{JoinArgs, Outgoing, Push, Retention, RoomKeys, Scripts};
 #[derive(Debug)]
 struct Owned {
     room: FollowedRoom,
+    /// The token of this room's subscription ([`Backplane::subscribe`]): only its
+    /// confirmation counts.
+    subscription: u64,
     /// The channel is subscribed (joins wait for it: a join's reply must not come before
     /// the messages after it can).
     subscribed: bool,
@@ -309,8 +312,10 @@ impl RedisEngine {
             }
             let name: Arc<str> = join.room.as_str().into();
             let room = FollowedRoom::new(name.clone(), shard, self.router.workers());
+            let subscription = self.backplane.subscribe(shard, self.router.me(), name.clone(), Part::Engine);
             let owned = Owned {
                 room,
+                subscription,
                 subscribed: false,
                 queued: Vec::new(),
                 joining: 0,
@@ -318,8 +323,7 @@ impl RedisEngine {
                 pending_joins: HashSet::new(),
                 deferred: Vec::new(),
             };
-            self.rooms.insert(name.clone(), owned);
-            self.backplane.subscribe(shard, self.router.me(), name, Part::Engine);
+            self.rooms.insert(name, owned);
         }
         if let Some(owned) = self.rooms.get_mut(join.room.as_str()) {
             owned.pending_joins.insert(join.conn);
@@ -479,9 +483,12 @@ impl RedisEngine {
                 }
             }
             Inbound::Channel { room, payload } => self.on_channel(room, payload),
-            Inbound::Subscribed(room) => {
+            Inbound::Subscribed { room, token } => {
                 let Some(owned) = self.rooms.get_mut(&room) else { return };
-                if owned.subscribed {
+                // A confirmation of an earlier subscription, undone since (the room was
+                // dropped and followed again): the channel may not be live yet. A join
+                // sent now could publish its marker before it is, and wait for it forever.
+                if owned.subscribed || owned.subscription != token {
                     return;
                 }
                 owned.subscribed = true;
