@@ -299,7 +299,7 @@ fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_orde
                 }
             }
             assert!(
-                !stream.silent,
+                !stream.silent(),
                 "a stream went silent at {} of {TOTAL} (sent {headers:?}; got {seen:?})",
                 got.len()
             );

@@ -260,9 +260,6 @@ impl Members {
         sessions: &mut Sessions,
         engine: &mut dyn Engine,
     ) {
-        if self.clients.get(&conn).is_some_and(|c| c.stream.is_some()) {
-            return; // an event stream sends nothing (the loop reads none of it)
-        }
         if kind == MessageKind::Binary {
             return self.answer(out, conn, None, Err(RoomError::BinaryFrame));
         }
@@ -368,12 +365,12 @@ impl Members {
         match event {
             Event::Deliver { room, audience, except, payload } => {
                 let Some(to) = self.local.audience(&room, audience) else { return };
-                // Nobody here but the excluded member: nothing to send. (Event streams in
-                // the list are left out by the loop: they get theirs below.)
-                if to.iter().any(|&c| Some(c) != except) {
-                    out.broadcast(to, except, MessageKind::Text, payload.clone());
-                }
+                // Event streams in the list are left out by the loop: they get theirs here.
                 self.deliver_to_streams(out, &room, audience, except, &payload);
+                // Nobody here but the excluded member: nothing to send.
+                if to.iter().any(|&c| Some(c) != except) {
+                    out.broadcast(to, except, MessageKind::Text, payload);
+                }
             }
             Event::Joined { conn, id, room, presence, result } => {
                 let Some(client) = self.clients.get_mut(&conn) else {
@@ -513,6 +510,8 @@ impl Members {
         // Which push it is: a message (with its offset, or ephemeral) or a presence event.
         let op = op_of(push);
         let offset = if op == "message" { offset_of(payload) } else { None };
+        // An event without an id (presence, ephemeral) is the same for every stream: once.
+        let mut shared: Option<Bytes> = None;
         for &conn in streams {
             let Some(stream) = self.clients.get_mut(&conn).and_then(|c| c.stream.as_mut()) else { continue };
             if Some(conn) == except || !audience.includes(stream.presence) {
@@ -525,7 +524,11 @@ impl Members {
                 }
                 _ => None,
             };
-            out.send(conn, MessageKind::Text, Bytes::from(sse::event(op, id.as_deref(), push)));
+            let event = match id {
+                Some(id) => Bytes::from(sse::event(op, Some(&id), push)),
+                None => shared.get_or_insert_with(|| Bytes::from(sse::event(op, None, push))).clone(),
+            };
+            out.send(conn, MessageKind::Text, event);
         }
     }
 

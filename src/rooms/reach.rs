@@ -214,10 +214,11 @@ impl Reach {
     /// An API call on `http`: `action` for every connection of `user` on every worker (and
     /// every node, on Redis).
     pub fn start(&mut self, now: Instant, http: ConnId, user: Arc<str>, action: Action) {
-        let token = self.token();
-        let (me, Some(link)) = (self.me, &mut self.link) else {
+        if self.link.is_none() {
             return self.gather(Requester::Api(http), user, action);
-        };
+        }
+        let token = self.token();
+        let (me, Some(link)) = (self.me, &mut self.link) else { return };
         if !link.readiness.ready() {
             let result = Err(RoomError::BackplaneUnavailable);
             return self.output.push_back(Output::Done { http, result });

@@ -37,16 +37,17 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
     let mut presence = Presence::Off;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = crate::server::http::percent_decode(value).ok_or(RoomError::WrongType("room"))?;
+        let decoded = crate::server::http::percent_decode(value);
         match name {
             "room" => {
+                let value = decoded.ok_or(RoomError::WrongType("room"))?;
                 protocol::validate_room_name(&value)?;
                 if !rooms.contains(&value) {
                     rooms.push(value);
                 }
             }
             "presence" => {
-                presence = match value.as_str() {
+                presence = match decoded.as_deref().unwrap_or("?") {
                     "" | "0" | "false" => Presence::Off,
                     "1" | "true" | "connections" => Presence::Connections,
                     "users" => Presence::Users,
@@ -147,6 +148,7 @@ mod tests {
         assert_eq!(parse_query("/sse?room=a%20b"), Err(RoomError::BadRoomName));
         assert_eq!(parse_query("/sse?room=a&presence=maybe"), Err(RoomError::WrongType("presence")));
         assert_eq!(parse_query("/sse?room=%zz"), Err(RoomError::WrongType("room")));
+        assert_eq!(parse_query("/sse?room=a&presence=%zz"), Err(RoomError::WrongType("presence")));
         let many: String = (0..=MAX_QUERY_ROOMS).map(|i| format!("room=r{i}&")).collect();
         assert!(matches!(parse_query(&format!("/sse?{many}")), Err(RoomError::TooManyRoomsForConnection { .. })));
     }

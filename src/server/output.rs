@@ -42,10 +42,10 @@ impl<H: Handler> Server<H> {
     /// One message to one open connection, framed by its own codec: corked when it can be
     /// (see `write_buffers.rs`), else queued.
     fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes, now: Instant) {
-        if self.live_conn(id, Phase::Streaming).is_some() {
+        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else {
+            // Not an open socket: a stream's chunk, or nobody (one lookup for sockets).
             return self.send_chunk(id, &payload, now);
-        }
-        let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else { return };
+        };
         let Some(codec) = conn.codec.as_mut() else { return };
         let header = codec.plain_frame_header(kind, payload.len());
         if !header.is_some_and(|header| conn.cork(&mut self.write_buffers, &header, &payload)) {

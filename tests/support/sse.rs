@@ -43,9 +43,8 @@ pub struct SseStream {
     /// Decoded body bytes not yet parsed into items.
     body: Vec<u8>,
     items: VecDeque<Item>,
-    ended: bool,
-    /// The last read timed out: the stream neither ended nor went on (`next_item_or_end`).
-    pub silent: bool,
+    /// How it ended, once it did.
+    end: Option<End>,
 }
 
 /// Opens `target` on `server` with extra header lines: the stream, or the refusal's head
@@ -64,7 +63,7 @@ pub fn open_at(addr: std::net::SocketAddr, target: &str, headers: &[&str]) -> Op
     let mut reader = BufReader::new(stream);
     let head = super::try_read_head(&mut reader).ok()?;
     assert_eq!(head.status, 200, "{head:?}");
-    Some(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false, silent: false })
+    Some(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), end: None })
 }
 
 fn request(target: &str, headers: &[&str]) -> String {
@@ -89,7 +88,18 @@ fn open_on(mut stream: ClientStream, target: &str, headers: &[&str]) -> Result<S
     }
     assert_eq!(head.header("Content-Type"), Some("text/event-stream"), "{head:?}");
     assert_eq!(head.header("Transfer-Encoding"), Some("chunked"), "{head:?}");
-    Ok(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), ended: false, silent: false })
+    Ok(SseStream { reader, head, body: Vec::new(), items: VecDeque::new(), end: None })
+}
+
+/// How a stream stopped giving items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The server's last chunk: it ended the stream.
+    LastChunk,
+    /// The connection closed, reset, or broke off mid-chunk (a proxy's cut, say).
+    Closed,
+    /// Nothing came for the read timeout: neither an end nor more items.
+    Silent,
 }
 
 impl SseStream {
@@ -104,78 +114,73 @@ impl SseStream {
         }
     }
 
-    /// The next event or comment; `None` once the stream ended (the last chunk).
+    /// The next event or comment; `None` once the server ended the stream (its last
+    /// chunk). Any other end is a failure.
     pub fn next_item(&mut self) -> Option<Item> {
-        loop {
-            if let Some(item) = self.items.pop_front() {
-                return Some(item);
-            }
-            if self.ended {
-                return None;
-            }
-            self.read_chunk();
+        match self.next_or_end() {
+            Ok(item) => Some(item),
+            Err(End::LastChunk) => None,
+            Err(end) => panic!("the stream stopped without its last chunk: {end:?}"),
         }
     }
 
-    /// The next event or comment; `None` once the stream ended, however it ended (the
-    /// last chunk, or the connection closed or reset).
+    /// The next event or comment; `None` once the stream ended, however it ended
+    /// ([`SseStream::silent`] tells a timeout apart).
     pub fn next_item_or_end(&mut self) -> Option<Item> {
-        loop {
-            if let Some(item) = self.items.pop_front() {
-                return Some(item);
-            }
-            if self.ended {
-                return None;
-            }
-            let mut size = String::new();
-            match self.reader.read_line(&mut size) {
-                Ok(0) => return None,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    self.silent = true;
-                    return None;
-                }
-                Err(_) => return None,
-                Ok(_) => {}
-            }
-            let Ok(size) = usize::from_str_radix(size.trim_end(), 16) else { return None };
-            let mut chunk = vec![0; size + 2];
-            if size == 0 || self.reader.read_exact(&mut chunk).is_err() {
-                return None;
-            }
-            self.body.extend_from_slice(&chunk[..size]);
-            self.parse();
-        }
+        self.next_or_end().ok()
     }
 
     /// Whether the server ended the stream (its last chunk) before sending more items.
     pub fn ends(&mut self) -> bool {
-        loop {
-            if !self.items.is_empty() {
-                return false;
+        match self.next_or_end() {
+            Ok(item) => {
+                self.items.push_front(item);
+                false
             }
-            if self.ended {
-                return true;
-            }
-            self.read_chunk();
+            Err(End::LastChunk) => true,
+            Err(end) => panic!("the stream stopped without its last chunk: {end:?}"),
         }
     }
 
-    fn read_chunk(&mut self) {
-        let mut size = String::new();
-        if self.reader.read_line(&mut size).expect("a chunk size") == 0 {
-            self.ended = true;
-            return;
+    /// Whether the stream stopped because nothing came for the read timeout.
+    pub fn silent(&self) -> bool {
+        self.end == Some(End::Silent)
+    }
+
+    /// The next item, or how the stream ended.
+    fn next_or_end(&mut self) -> Result<Item, End> {
+        loop {
+            if let Some(item) = self.items.pop_front() {
+                return Ok(item);
+            }
+            if let Some(end) = self.end {
+                return Err(end);
+            }
+            self.end = self.read_chunk().err();
         }
-        let size = usize::from_str_radix(size.trim_end(), 16).unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+    }
+
+    /// Reads one chunk into the body and parses what is whole.
+    fn read_chunk(&mut self) -> Result<(), End> {
+        let mut size = String::new();
+        match self.reader.read_line(&mut size) {
+            Ok(0) => return Err(End::Closed),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(End::Silent)
+            }
+            Err(_) => return Err(End::Closed),
+            Ok(_) => {}
+        }
+        let size = usize::from_str_radix(size.trim_end(), 16).map_err(|_| End::Closed)?;
         let mut chunk = vec![0; size + 2];
-        self.reader.read_exact(&mut chunk).expect("a chunk");
+        self.reader.read_exact(&mut chunk).map_err(|_| End::Closed)?;
         assert_eq!(&chunk[size..], b"\r\n", "a chunk ends with CRLF");
         if size == 0 {
-            self.ended = true;
-            return;
+            return Err(End::LastChunk);
         }
         self.body.extend_from_slice(&chunk[..size]);
         self.parse();
+        Ok(())
     }
 
     /// Whole items (up to a blank line) from the body.
