@@ -137,6 +137,10 @@ pub struct PlainRequest {
     pub x_forwarded_for: Option<String>,
     /// `Forwarded` (RFC 7239), if any (read only from trusted proxies).
     pub forwarded: Option<String>,
+    /// Not parsed: the server sets it before its handler sees the request. True when
+    /// `origin` passes the server's origin rules (`--allowed-origin`, `--require-origin`),
+    /// which a handler applies to requests a browser page makes across origins.
+    pub origin_allowed: bool,
 }
 
 /// A parsed request head: the port serves WebSocket upgrades and plain HTTP alike.
@@ -191,6 +195,7 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             last_event_id: header("last-event-id"),
             x_forwarded_for: header("x-forwarded-for"),
             forwarded: header("forwarded"),
+            origin_allowed: false,
         };
         return Ok(Some((Request::Plain(plain), head_len)));
     }

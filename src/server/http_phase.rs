@@ -116,7 +116,8 @@ impl<H: Handler> Server<H> {
                 }
             };
             match request {
-                (Request::Plain(req), head_len) => {
+                (Request::Plain(mut req), head_len) => {
+                    req.origin_allowed = self.config.access.check_origin(req.origin.as_deref()).is_ok();
                     if req.content_length > self.config.max_body_bytes {
                         let response = HttpResponse::text(413, "request body too large\n");
                         return self.queue_final(index, Bytes::from(response.encode(false)));
