@@ -486,6 +486,11 @@ impl Members {
                     .num("code", u64::from(e.code()))
                     .str("message", &e.to_string());
                 out.send(conn, MessageKind::Text, Bytes::from(sse::event("error", None, &body.finish())));
+                if client.rooms.is_empty() && client.joining.is_empty() {
+                    // In no room at all: ended, and the browser tries again after its
+                    // retry delay (a full room or an unreachable store may be back by then).
+                    out.close(conn, CloseCode::NORMAL, "no room joined");
+                }
                 return;
             }
         };
