@@ -66,14 +66,71 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
     Ok(StreamRequest { rooms, presence })
 }
 
-/// Where a stream is in each of its rooms: room -> (epoch, last offset delivered).
-pub type Positions = BTreeMap<Arc<str>, (Arc<str>, u64)>;
+/// Where a stream is in each of its rooms: room -> (epoch, last offset delivered), in room
+/// order. A sorted `Vec`: a stream follows a few rooms (at most 64), and a `BTreeMap`'s
+/// first node alone would cost an idle stream hundreds of bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Positions(Vec<(Arc<str>, Position)>);
+
+/// A room's epoch, and the last offset a stream got in it.
+pub type Position = (Arc<str>, u64);
+
+impl Positions {
+    /// No rooms.
+    pub fn new() -> Self {
+        Positions::default()
+    }
+
+    /// No rooms, with room for `rooms` without growing.
+    pub fn with_capacity(rooms: usize) -> Self {
+        Positions(Vec::with_capacity(rooms))
+    }
+
+    /// Sets `room`'s position.
+    pub fn insert(&mut self, room: Arc<str>, position: Position) {
+        match self.0.binary_search_by(|(r, _)| r.cmp(&room)) {
+            Ok(i) => self.0[i].1 = position,
+            Err(i) => self.0.insert(i, (room, position)),
+        }
+    }
+
+    /// `room`'s position, to change it.
+    pub fn get_mut(&mut self, room: &str) -> Option<&mut Position> {
+        let i = self.0.binary_search_by(|(r, _)| (**r).cmp(room)).ok()?;
+        self.0.get_mut(i).map(|(_, position)| position)
+    }
+
+    /// Rooms placed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No room placed yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each room and its position, in room order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Position)> {
+        self.0.iter().map(|(room, position)| (room, position))
+    }
+}
+
+impl FromIterator<(Arc<str>, Position)> for Positions {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Position)>>(iter: I) -> Self {
+        let mut positions = Positions::new();
+        for (room, position) in iter {
+            positions.insert(room, position);
+        }
+        positions
+    }
+}
 
 /// The `id` of the stream's events at `positions` (rooms joined and not yet placed have
 /// no position yet and are left out).
 pub fn event_id(positions: &Positions) -> String {
     let mut out = String::new();
-    for (room, (epoch, offset)) in positions {
+    for (room, (epoch, offset)) in positions.iter() {
         if !out.is_empty() {
             out.push(',');
         }
