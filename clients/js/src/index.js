@@ -377,6 +377,7 @@ class EventStreamSocket {
     this._presence = presence;
     this._answers.clear();
     this._stream = null;
+    this._welcomed = false; // this stream's welcome came (with a `stream`, or from a server without POST /publish)
     this._closeEvent = null;
     if (!rooms.length) {
       // GET /sse needs a room: with none, be connected and open a stream at the first join.
@@ -446,6 +447,7 @@ class EventStreamSocket {
     switch (event) {
       case "welcome":
         this._stream = msg.stream ?? null;
+        this._welcomed = true;
         this._push(msg);
         for (const w of this._welcomeWaiters.splice(0)) w();
         return;
@@ -497,6 +499,9 @@ class EventStreamSocket {
     for (const k of ["key", "echo", "ephemeral"]) if (req[k] !== undefined) body[k] = req[k];
     for (let failures = 0; ; ) {
       if (this.readyState === 3) return; // the client rejects it as "disconnected"
+      if (!this._stream && this._welcomed && this._rooms.length) {
+        return this._reply(req.id, { error: { code: 501, message: "publish: this server takes no publishes over Server-Sent Events (no POST /publish)" } });
+      }
       if (!this._stream) {
         await new Promise((resolve) => this._welcomeWaiters.push(resolve));
         continue;
@@ -523,6 +528,7 @@ class EventStreamSocket {
         // stream still read here is one the server no longer knows: open a new one.
         if (this._stream === body.stream) {
           this._stream = null;
+          this._welcomed = false;
           this._restreamSoon();
         }
         continue;
