@@ -222,7 +222,7 @@ test("SSE only: joining and leaving reopens the stream where the client is, noth
 });
 
 test("upgrades refused: the default client falls back to SSE, chats, and returns to WebSocket on the next full reconnect", { timeout: 30000 }, async () => {
-  const p = await proxy({ refuseUpgrades: true });
+  const p = await proxy();
   const c = pool.make(p.url);
   const room = c.join("sse-fallback");
   const rec = record(room);
@@ -230,24 +230,34 @@ test("upgrades refused: the default client falls back to SSE, chats, and returns
   const peerRoom = peer.join("sse-fallback");
   const peerRec = record(peerRoom);
   await waitFor(() => room.joined && peerRoom.joined, "both joined");
-  assert.equal(c.transport, "sse");
-  assert.ok(p.upgradesRefused >= 2, `the WebSocket was tried first (${p.upgradesRefused} upgrades refused)`);
+  assert.equal(c.transport, "websocket");
+  await peerRoom.publish("on a socket");
+  await waitFor(() => rec.offsets.length === 1, "the first message");
+
+  // A proxy starts refusing upgrades and the socket is cut: two refusals, then a stream,
+  // which resumes the room where the socket left it.
+  p.refuseUpgrades(true);
+  p.cutAll();
+  await peerRoom.publish("during the switch");
+  await waitFor(() => c.transport === "sse" && room.joined, "on SSE");
+  assert.equal(p.upgradesRefused, 2, "fallbackAfter: 2 refused upgrades, then SSE");
 
   await room.publish("from the fallback");
   await peerRoom.publish("from a socket");
-  await waitFor(() => rec.offsets.length === 2 && peerRec.offsets.length === 2, "both messages on both sides");
-  assert.deepEqual(rec.data, ["from the fallback", "from a socket"]);
-  assert.deepEqual(peerRec.data, ["from the fallback", "from a socket"]);
+  await waitFor(() => rec.offsets.length === 4 && peerRec.offsets.length === 4, "every message on both sides");
+  assert.deepEqual(rec.data, ["on a socket", "during the switch", "from the fallback", "from a socket"]);
+  assert.deepEqual(peerRec.data, rec.data);
 
   // Upgrades pass again; the stream is cut: the next full reconnect is a WebSocket, which
   // resumes the room where the stream left it.
   p.refuseUpgrades(false);
-  await peerRoom.publish("while switching");
   p.cutAll();
+  await peerRoom.publish("while switching back");
   await waitFor(() => c.transport === "websocket" && room.joined, "back on a WebSocket");
   await peerRoom.publish("on the socket again");
-  await waitFor(() => rec.offsets.length === 4, "every message");
-  assert.deepEqual(rec.offsets, [1, 2, 3, 4]);
+  await waitFor(() => rec.offsets.length === 6, "every message");
+  assert.deepEqual(rec.offsets, range(1, 6), "every offset once, in order, across both switches");
+  assert.equal(rec.resets, 0);
 });
 
 test('transports: ["websocket"] never falls back', { timeout: 10000 }, async () => {
