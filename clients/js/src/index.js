@@ -379,11 +379,9 @@ class EventStreamSocket {
     this._stream = null;
     this._welcomed = false; // this stream's welcome came (with a `stream`, or from a server without POST /publish)
     this._closeEvent = null;
-    if (!rooms.length) {
-      // GET /sse needs a room: with none, be connected and open a stream at the first join.
-      if (this.readyState === 0) this._opened({ op: "welcome", client: null, user: null });
-      return;
-    }
+    // GET /sse needs a room: the last one left, the connection ends (the client opens
+    // none without a room, and tries WebSocket meanwhile if it may).
+    if (!rooms.length) return this._ended(abort, 1000, "no room to stream");
     const headers = { accept: "text/event-stream" };
     if (lastEventId) headers["last-event-id"] = lastEventId;
     let res;
@@ -427,12 +425,6 @@ class EventStreamSocket {
     if (abort !== this._abort) return;
     const close = this._closeEvent; // the server said why before it ended the stream
     this._ended(abort, close?.code ?? 1006, close?.reason ?? "the event stream ended");
-  }
-
-  _opened(welcome) {
-    this.readyState = 1;
-    this.onopen?.({});
-    this._push(welcome);
   }
 
   _event({ event, data }) {
@@ -676,6 +668,10 @@ export class WsedgeClient extends Emitter {
     const room = new Room(this, name, options);
     this._rooms.set(name, room);
     if (this.state === "connected") this._sync(room);
+    if (this._awaitingRoom) {
+      this._awaitingRoom = false;
+      this._connect();
+    }
     return room;
   }
 
@@ -723,6 +719,11 @@ export class WsedgeClient extends Emitter {
       return this._stop(`authentication failed (${this._authFailure}): the token was refused and there is no getToken to fetch a new one`);
     }
     const sse = this._useEventStream();
+    if (sse && !this._rooms.size) {
+      // A stream needs a room: wait for the first join (join() connects), "connecting".
+      this._awaitingRoom = true;
+      return;
+    }
     let ws;
     try {
       ws = sse ? new EventStreamSocket(this, token) : new this.WebSocket(this.url, PROTOCOL);
@@ -785,7 +786,8 @@ export class WsedgeClient extends Emitter {
     const transports = this.options.transports;
     if (!transports.includes("sse")) return false;
     if (!transports.includes("websocket")) return true;
-    return this._wsFailures >= this.options.fallbackAfter;
+    // With no room there is nothing to stream: keep trying WebSocket.
+    return this._wsFailures >= this.options.fallbackAfter && this._rooms.size > 0;
   }
 
   /**
@@ -888,6 +890,7 @@ export class WsedgeClient extends Emitter {
 
   _stop(reason, error, detail = {}) {
     this._stopped = true;
+    this._awaitingRoom = false;
     this._stopReason = reason;
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     if (error) this._listen(false); // close(): for good
@@ -1058,8 +1061,7 @@ export class WsedgeClient extends Emitter {
       this.user = msg.user;
       this.info = msg.info ?? null;
       this._welcomed = true;
-      // A stream with no room yet has no client id: connected, nothing to announce.
-      if (msg.client !== null) this._emit("welcome", { client: msg.client, user: msg.user, info: this.info });
+      this._emit("welcome", { client: msg.client, user: msg.user, info: this.info });
       return this._maybeReady();
     }
     if (msg.op === "message" && msg.room === undefined && msg.user !== undefined) {

@@ -80,6 +80,8 @@ test("the event-stream parser: CRLF, CR or LF, split anywhere, comments, data on
 
 test("SSE only: joins, receives what others publish, presence, and the stream's client id", async () => {
   const c = sseClient(server.url);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(c.state, "connecting", "a stream needs a room: none is opened before the first join");
   const room = c.join("sse-basic", { presence: true });
   const rec = record(room);
   await waitFor(() => room.joined, "joined over SSE");
