@@ -43,6 +43,9 @@ enum Waiting {
     /// `POST /api/publish` to a user, or `POST /api/disconnect`: every worker acting on
     /// the user's connections.
     Reach(Arc<str>),
+    /// `POST /publish` (an event stream's publish), from a page of this origin (`None`:
+    /// no CORS headers).
+    StreamPublish(Option<String>),
 }
 
 /// The backend API of one worker.
@@ -58,6 +61,12 @@ impl Api {
     /// The API under `config` (its path and key).
     pub fn new(config: Arc<RoomsConfig>) -> Self {
         Api { config, waiting: HashMap::new() }
+    }
+
+    /// `conn` waits for the answer to an event stream's publish (`POST /publish`), asked
+    /// from a page of `origin` when it is allowed.
+    pub fn await_stream_publish(&mut self, conn: ConnId, origin: Option<&str>) {
+        self.waiting.insert(conn, Waiting::StreamPublish(origin.map(str::to_owned)));
     }
 
     /// Answers a plain HTTP request now, or returns `None` when the answer comes later
@@ -237,6 +246,19 @@ impl Api {
     pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
         let Some(waiting) = self.waiting.remove(&http) else { return };
         let response = match (waiting, result) {
+            (Waiting::StreamPublish(origin), result) => {
+                let response = match result {
+                    Ok(Answer::Published { room, offset, duplicate }) => {
+                        HttpResponse::json(200, super::members::published_body(&room, offset, duplicate))
+                    }
+                    Ok(other) => {
+                        log::warn!("the engine answered a stream's publish with {other:?}");
+                        HttpResponse::json_error(500, "internal error")
+                    }
+                    Err(e) => error_response(&e),
+                };
+                with_cors(response, origin.as_deref())
+            }
             (_, Err(e)) => error_response(&e),
             (Waiting::Publish, Ok(Answer::Published { room, offset, duplicate })) => {
                 HttpResponse::json(200, super::members::published_body(&room, Some(offset.unwrap_or(0)), duplicate))
@@ -256,6 +278,25 @@ impl Api {
         };
         out.respond(http, response);
     }
+}
+
+/// `response` with the CORS headers of a request from `origin` (an origin the server's
+/// rules allow; `None`: none needed).
+pub fn with_cors(response: HttpResponse, origin: Option<&str>) -> HttpResponse {
+    match origin {
+        Some(origin) => {
+            response.with_header("Access-Control-Allow-Origin", origin.to_owned()).with_header("Vary", "Origin")
+        }
+        None => response,
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods`.
+pub fn preflight(methods: &str) -> HttpResponse {
+    HttpResponse::text(204, "")
+        .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
+        .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization".to_owned())
+        .with_header("Access-Control-Max-Age", "600".to_owned())
 }
 
 /// A refusal as the API's JSON error, with the wire code as the HTTP status.
