@@ -1312,7 +1312,10 @@ export class WsedgeClient extends Emitter {
     if (item.ephemeral) fields.ephemeral = true;
     // The idempotency key: the server answers a repeat with the first offset (`duplicate`).
     if (item.key !== undefined && this.options.sendKeys) fields.key = item.key;
-    item.sentAs = this.clientId;
+    // Over a stream the POST goes out later (one at a time), maybe as the next stream's
+    // member after a 410: which connection sends it is not known here, so no matching by
+    // message; the key settles a lost reply (every server with POST /publish has keys).
+    item.sentAs = this.transport === "sse" ? undefined : this.clientId;
     item.offset = undefined;
     if (!item.ephemeral) room._inflight.push(item); // ephemeral ones are never recovered
     this._send(this._ws, "publish", fields).then(

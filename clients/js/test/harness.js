@@ -92,7 +92,7 @@ export async function waitFor(cond, what = "condition", timeout = 20000) {
   for (;;) {
     const v = await cond();
     if (v) return v;
-    if (Date.now() - t0 > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (Date.now() - t0 > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === "function" ? what() : what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -113,7 +113,7 @@ test("SSE only: publishes as the stream's member, echo on and off, a repeated ke
 
   const first = await room.publish({ text: "hello" });
   assert.deepEqual(first, { room: "sse-publish", offset: 1 });
-  await waitFor(() => rec.offsets.length === 1, "the own copy (echo)");
+  await waitFor(() => rec.offsets.length === 1 && seen.offsets.length === 1, "the own copy (echo), and the watcher's");
   const fromMsg = await new Promise((res) => {
     const off = watcher.rooms()[0].on("message", (m) => (off(), res(m)));
     room.publish({ text: "quiet" }, { echo: false });
@@ -180,7 +180,7 @@ test("SSE only: the client's own publishes through cuts: each once, every offset
   const replies = await Promise.all(range(1, N).map((n) => room.publish({ n })));
   cutting = false;
   await cutter;
-  await waitFor(() => seen.offsets.length >= N && rec.offsets.length >= N, "every message on both sides", 20000);
+  await waitFor(() => seen.offsets.length >= N && rec.offsets.length >= N, () => `every message on both sides (watcher ${seen.offsets.length}, publisher ${rec.offsets.length}, ${c.state})`, 20000);
   assert.deepEqual(seen.offsets, range(1, N), "the watcher: every offset once, in order");
   assert.deepEqual(seen.data.map((d) => d.n), range(1, N), "each publish once, in order");
   assert.deepEqual(rec.offsets, range(1, N), "the publisher's own copies: every offset once, in order");
