@@ -351,7 +351,8 @@ class EventStreamSocket {
         this._reply(req.id, { ok: {} });
         return this._restreamSoon();
       case "publish":
-        this._posts = this._posts.then(() => this._publish(req));
+        // A failure here must not stop the chain: the request then times out.
+        this._posts = this._posts.then(() => this._publish(req)).catch(() => {});
         return;
       case "ping":
         return void this._pings.push(req.id);
