@@ -3,13 +3,18 @@
 // backend publishes, receives every offset exactly once, in order (the browser's own
 // reconnect with Last-Event-ID); (b) the demo wsedge serves at `/`, loaded through a
 // proxy that refuses WebSocket upgrades, chats through the JS client's fallback to SSE.
-// Without a Chromium both skip, unless WSEDGE_REQUIRE_BROWSER=1 (CI).
+// A screenshot of the demo on SSE goes to target/demo/sse-fallback.png. Without a Chromium
+// both skip, unless WSEDGE_REQUIRE_BROWSER=1 (CI).
 
 import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { findBrowser, startProxy, startServer, waitFor } from "./harness.js";
 
 const API_KEY = "sse-browser-test-api-key";
+const SHOTS = resolve(dirname(fileURLToPath(import.meta.url)), "../../../target/demo");
 const { CHROMIUM, playwright, missing, skip } = await findBrowser();
 
 let server;
@@ -119,6 +124,8 @@ test("the demo, with WebSocket upgrades refused by a proxy, chats through the cl
   await waitFor(() => logHas(grace, "hello grace, over SSE"), "ada's message on grace's page");
   await say(grace, "hi ada, no WebSocket here");
   await waitFor(() => logHas(ada, "hi ada, no WebSocket here"), "grace's message on ada's page");
+  mkdirSync(SHOTS, { recursive: true });
+  await ada.page.screenshot({ path: resolve(SHOTS, "sse-fallback.png") });
   for (const pg of [ada, grace]) {
     await waitFor(async () => (await logHas(pg, "hello grace, over SSE")) && (await logHas(pg, "hi ada, no WebSocket here")), `both messages on ${pg.name}'s page`);
     assert.deepEqual(pg.errors, [], `no uncaught errors on ${pg.name}'s page`);
