@@ -1,8 +1,9 @@
 // The fallback to Server-Sent Events (issue 19): the client over `GET /sse` + `POST
 // /publish` joins, receives and publishes with the same API; a stream cut over and over
 // by a proxy delivers every offset once, in order; joining and leaving reopens the stream
-// where the client is; a proxy that refuses WebSocket upgrades makes the default client
-// fall back by itself, and it goes back to WebSocket on the next full reconnect.
+// where the client is; a restarted server gives a `reset`; a proxy that refuses WebSocket
+// upgrades makes the default client fall back by itself, and it goes back to WebSocket on
+// the next full reconnect.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -283,4 +284,35 @@ test("SSE: a token in the query, and a disconnect by the backend stops the clien
   assert.equal((await kicked).code, 4001);
   assert.equal(c.state, "disconnected");
   await assert.rejects(c.ready(), (e) => e.code === "stopped");
+});
+
+test("SSE only: a restarted server (new epoch): the resumed stream says reset, with no messages, and delivery goes on", { timeout: 30000 }, async () => {
+  let own = await startServer(["--api-key", API_KEY]);
+  const port = own.port;
+  try {
+    const c = sseClient(own.url, { minReconnectDelay: 5, maxReconnectDelay: 50 });
+    const room = c.join("sse-restart");
+    const rec = record(room);
+    const resets = [];
+    room.on("reset", (r) => resets.push(r));
+    await waitFor(() => room.joined, "joined");
+    const publish = (data) =>
+      fetch(`${own.http}/api/publish`, { method: "POST", headers: { Authorization: `Bearer ${API_KEY}` }, body: JSON.stringify({ room: "sse-restart", data }) });
+    await publish("before");
+    await waitFor(() => rec.offsets.length === 1, "the first message");
+    const epoch = room.epoch;
+    await own.kill();
+    own = await startServer(["--api-key", API_KEY], { port });
+    await waitFor(() => resets.length === 1 && room.joined, "a reset after the restart");
+    assert.equal(resets[0].reason, "not recovered");
+    assert.equal(resets[0].previousEpoch, epoch);
+    assert.notEqual(room.epoch, epoch, "the new epoch");
+    assert.deepEqual(resets[0].messages, [], "no history over a stream");
+    await publish("after");
+    await waitFor(() => rec.offsets.length === 2, "a message after the reset");
+    assert.deepEqual(rec.data, ["before", "after"]);
+    assert.equal(c.transport, "sse");
+  } finally {
+    await own.kill();
+  }
 });
