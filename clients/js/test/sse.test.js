@@ -316,3 +316,20 @@ test("SSE only: a restarted server (new epoch): the resumed stream says reset, w
     await own.kill();
   }
 });
+
+test("SSE only: over the server's publish rate (429) publishes pause and go again, each once", { timeout: 30000 }, async () => {
+  const own = await startServer(["--publish-rate", "10", "--publish-burst", "5"]);
+  try {
+    const c = sseClient(own.url, { publishRate: 0 }); // no client-side pacing: meet the server's limit
+    const room = c.join("sse-429");
+    const rec = record(room);
+    await waitFor(() => room.joined, "joined");
+    const replies = await Promise.all(range(1, 12).map((n) => room.publish({ n })));
+    assert.ok(c.stats.retried429 > 0, "some were refused with 429 and sent again");
+    assert.deepEqual(replies.map((r) => r.offset).sort((a, b) => a - b), range(1, 12), "each published once");
+    await waitFor(() => rec.offsets.length === 12, "every message");
+    assert.deepEqual(rec.data.map((d) => d.n).sort((a, b) => a - b), range(1, 12));
+  } finally {
+    await own.kill();
+  }
+});
