@@ -283,6 +283,8 @@ export interface ClientOptions {
   transports?: Transport[];
   /** WebSocket attempts in a row that fail before their welcome (a refused upgrade is one) before SSE (default 2). */
   fallbackAfter?: number;
+  /** On SSE, try a WebSocket this often (ms); when its upgrade succeeds, reconnect over WebSocket (default 60000; 0: never). */
+  probeInterval?: number;
   /** The stream's URL (default: `sse` next to the WebSocket URL, ws://h/ws -> http://h/sse). */
   sseUrl?: string;
   /** Where publishes go over SSE (default: `publish` next to the WebSocket URL). */

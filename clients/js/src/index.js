@@ -33,6 +33,10 @@ const DEFAULTS = {
   // network), the second in a row is a pattern worth working around.
   transports: ["websocket", "sse"],
   fallbackAfter: 2,
+  // On SSE, a WebSocket is tried this often (ms; 0: never); when its upgrade succeeds, the
+  // client reconnects over WebSocket. Without it, clients that fell back during an outage
+  // (a refused connection looks like a refused upgrade) would stay on SSE until a drop.
+  probeInterval: 60000,
   random: Math.random, // the backoff's jitter source (tests pin it)
 };
 
@@ -820,6 +824,7 @@ export class WsedgeClient extends Emitter {
     this._setState("connected");
     this._scheduleRefresh();
     this._scheduleIdle();
+    this._scheduleProbe();
     for (const w of this._waiting.splice(0)) w.go();
     for (const room of this._rooms.values()) this._sync(room);
   }
@@ -833,6 +838,7 @@ export class WsedgeClient extends Emitter {
     this._clearTimer("pong");
     this._clearTimer("refresh");
     this._clearTimer("flush");
+    this._endProbe();
     const wasConnected = this.state === "connected";
     if (wasConnected && Date.now() - this._connectedAt >= this.options.stableAfter) this._attempt = 0;
     // Back to WebSocket on the next full reconnect after a stream, with one try: it failed
@@ -892,6 +898,7 @@ export class WsedgeClient extends Emitter {
   _stop(reason, error, detail = {}) {
     this._stopped = true;
     this._awaitingRoom = false;
+    this._endProbe();
     this._stopReason = reason;
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     if (error) this._listen(false); // close(): for good
@@ -924,6 +931,48 @@ export class WsedgeClient extends Emitter {
   _clearTimer(name) {
     clearTimeout(this._timers[name]);
     delete this._timers[name];
+  }
+
+  /**
+   * On SSE: a WebSocket opened every probeInterval and closed at once; an upgrade that
+   * succeeds ends the stream, and the reconnect (WebSocket first) resumes every room.
+   */
+  _scheduleProbe() {
+    if (this.transport !== "sse" || !this.options.probeInterval || !this.options.transports.includes("websocket")) return;
+    this._setTimer("probe", this.options.probeInterval, () => {
+      if (this.transport !== "sse" || this.state !== "connected") return;
+      let probe;
+      try {
+        probe = new this.WebSocket(this.url, PROTOCOL);
+      } catch {
+        return this._scheduleProbe();
+      }
+      this._probe = probe;
+      const done = (upgraded) => {
+        if (this._probe !== probe) return;
+        this._endProbe();
+        if (upgraded) this._drop(1000, "WebSocket works again");
+        else this._scheduleProbe();
+      };
+      probe.onopen = () => done(true);
+      probe.onclose = () => done(false);
+      probe.onerror = () => {}; // a close event follows
+      this._setTimer("probeTimeout", this.options.connectTimeout, () => done(false));
+    });
+  }
+
+  _endProbe() {
+    this._clearTimer("probe");
+    this._clearTimer("probeTimeout");
+    const probe = this._probe;
+    if (!probe) return;
+    this._probe = null;
+    probe.onopen = probe.onclose = probe.onmessage = null;
+    try {
+      probe.close(1000, "probe");
+    } catch {
+      // already closing
+    }
   }
 
   /** Dead-link detection: a link silent for idleTimeout gets a ping; no reply, reconnect. */

@@ -333,3 +333,28 @@ test("SSE only: over the server's publish rate (429) publishes pause and go agai
     await own.kill();
   }
 });
+
+test("on SSE, a WebSocket probe that gets through takes the client back to WebSocket without a cut", { timeout: 30000 }, async () => {
+  const p = await proxy({ refuseUpgrades: true });
+  const c = pool.make(p.url, { probeInterval: 150 });
+  const room = c.join("sse-probe");
+  const rec = record(room);
+  await waitFor(() => c.transport === "sse" && room.joined, "on SSE");
+  let n = 0;
+  let flowing = true;
+  const flow = (async () => {
+    while (flowing) {
+      await api("/api/publish", { room: "sse-probe", data: { n: ++n } });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  await waitFor(() => p.upgradesRefused >= 4, "probes refused meanwhile");
+  assert.equal(c.transport, "sse", "a refused probe changes nothing");
+  p.refuseUpgrades(false);
+  await waitFor(() => c.transport === "websocket" && room.joined, "back on a WebSocket");
+  assert.equal(p.cuts, 0, "no cut: the probe did it");
+  flowing = false;
+  await flow;
+  await waitFor(() => rec.offsets.length === n, `all ${n} messages`);
+  assert.deepEqual(rec.offsets, range(1, n), "every offset once, in order, across the switch");
+});

@@ -103,7 +103,7 @@ const requests: ClientFrame[] = [
 console.log(requests.length);
 
 // The fallback to Server-Sent Events.
-const fallback = new WsedgeClient("wss://example.com/ws", { transports: ["websocket", "sse"], fallbackAfter: 2, fetch: globalThis.fetch });
+const fallback = new WsedgeClient("wss://example.com/ws", { transports: ["websocket", "sse"], fallbackAfter: 2, probeInterval: 60000, fetch: globalThis.fetch });
 const sseOnly = new WsedgeClient("wss://example.com/ws", { transports: ["sse"], sseUrl: "https://example.com/sse", publishUrl: "https://example.com/publish" });
 const now: Transport | null = fallback.transport;
 console.log(now, sseOnly.transport === "sse");
