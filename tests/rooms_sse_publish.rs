@@ -189,6 +189,18 @@ fn browsers_get_the_origin_rules_and_cors() {
     assert_eq!(preflight.head.status, 204);
     assert_eq!(preflight.head.header("Access-Control-Allow-Origin"), Some("https://app.example.com"));
     assert_eq!(preflight.head.header("Access-Control-Allow-Methods"), Some("POST, OPTIONS"));
+    // A page reading its stream with `fetch` sends `Last-Event-ID` itself: asked first.
+    let preflight = server.http(
+        "OPTIONS",
+        "/sse?room=chat",
+        &["Origin: https://app.example.com", "Access-Control-Request-Headers: last-event-id"],
+        b"",
+    );
+    assert_eq!(preflight.head.status, 204);
+    assert_eq!(preflight.head.header("Access-Control-Allow-Origin"), Some("https://app.example.com"));
+    assert_eq!(preflight.head.header("Access-Control-Allow-Headers"), Some("Last-Event-ID, Authorization"));
+    let refused = server.http("OPTIONS", "/sse?room=chat", &["Origin: https://evil.example.com"], b"");
+    assert_eq!(refused.head.status, 403);
 }
 
 /// Publishes through a proxy that cuts connections at random points (before the request,

@@ -291,11 +291,12 @@ pub fn with_cors(response: HttpResponse, origin: Option<&str>) -> HttpResponse {
     }
 }
 
-/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods`.
-pub fn preflight(methods: &str) -> HttpResponse {
+/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods` with
+/// `headers` a page may set.
+pub fn preflight(methods: &str, headers: &str) -> HttpResponse {
     HttpResponse::text(204, "")
         .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
-        .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization".to_owned())
+        .with_header("Access-Control-Allow-Headers", headers.to_owned())
         .with_header("Access-Control-Max-Age", "600".to_owned())
 }
 

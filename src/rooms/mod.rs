@@ -189,8 +189,17 @@ impl Rooms {
     /// with the codes of the room protocol.
     fn open_stream(&mut self, out: &mut Outbox, conn: ConnId, request: &PlainRequest) -> HttpResponse {
         let refuse = |e: RoomError| HttpResponse::json_error(e.code(), &e.to_string());
+        if request.method == "OPTIONS" {
+            // A page of another origin reading the stream with `fetch` sends `Last-Event-ID`
+            // itself (and maybe `Authorization`): its browser asks first.
+            if !request.origin_allowed {
+                return refuse(RoomError::OriginDenied);
+            }
+            let cors = request.origin.as_deref();
+            return api::with_cors(api::preflight("GET", "Last-Event-ID, Authorization"), cors);
+        }
         if request.method != "GET" {
-            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET");
+            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET, OPTIONS");
         }
         let wanted = match sse::parse_query(&request.path) {
             Ok(wanted) => wanted,
@@ -252,7 +261,7 @@ impl Rooms {
         }
         match request.method.as_str() {
             "POST" => {}
-            "OPTIONS" => return Some(api::with_cors(api::preflight("POST"), cors)),
+            "OPTIONS" => return Some(api::with_cors(api::preflight("POST", "Content-Type, Authorization"), cors)),
             _ => {
                 let response =
                     HttpResponse::json_error(405, "method not allowed").with_header("Allow", "POST, OPTIONS");
