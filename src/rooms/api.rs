@@ -43,9 +43,14 @@ enum Waiting {
     /// `POST /api/publish` to a user, or `POST /api/disconnect`: every worker acting on
     /// the user's connections.
     Reach(Arc<str>),
-    /// `POST /publish` (an event stream's publish), from a page of this origin (`None`:
-    /// no CORS headers).
-    StreamPublish(Option<String>),
+    /// An event stream's request (`POST /publish`, `GET /presence`, `GET /history`), from a
+    /// page of `origin` (`None`: no CORS headers), a presence list shown `by`.
+    Stream {
+        /// The page's origin, when allowed.
+        origin: Option<String>,
+        /// How a presence list is shown.
+        by: Presence,
+    },
 }
 
 /// The backend API of one worker.
@@ -63,10 +68,10 @@ impl Api {
         Api { config, waiting: HashMap::new() }
     }
 
-    /// `conn` waits for the answer to an event stream's publish (`POST /publish`), asked
-    /// from a page of `origin` when it is allowed.
-    pub fn await_stream_publish(&mut self, conn: ConnId, origin: Option<&str>) {
-        self.waiting.insert(conn, Waiting::StreamPublish(origin.map(str::to_owned)));
+    /// `conn` waits for the answer to an event stream's request, asked from a page of
+    /// `origin` when it is allowed; a presence list is shown `by`.
+    pub fn await_stream_request(&mut self, conn: ConnId, origin: Option<&str>, by: Presence) {
+        self.waiting.insert(conn, Waiting::Stream { origin: origin.map(str::to_owned), by });
     }
 
     /// Answers a plain HTTP request now, or returns `None` when the answer comes later
@@ -246,13 +251,13 @@ impl Api {
     pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
         let Some(waiting) = self.waiting.remove(&http) else { return };
         let response = match (waiting, result) {
-            (Waiting::StreamPublish(origin), result) => {
+            (Waiting::Stream { origin, by }, result) => {
                 let response = match result {
-                    Ok(Answer::Published { room, offset, duplicate }) => {
-                        HttpResponse::json(200, super::members::published_body(&room, offset, duplicate))
+                    Ok(answer @ (Answer::Published { .. } | Answer::Presence { .. } | Answer::History { .. })) => {
+                        HttpResponse::json(200, super::members::answer_body(answer, by))
                     }
                     Ok(other) => {
-                        log::warn!("the engine answered a stream's publish with {other:?}");
+                        log::warn!("the engine answered a stream's request with {other:?}");
                         HttpResponse::json_error(500, "internal error")
                     }
                     Err(e) => error_response(&e),

@@ -356,11 +356,12 @@ impl Members {
         }
     }
 
-    /// `POST /publish`: a publish by the event stream its body names (by the token of its
-    /// `welcome`), checked as that stream's own publish would be; `http` waits for the
+    /// An event stream's request over HTTP (`POST /publish`, `GET /presence`, `GET
+    /// /history`; see `protocol::parse_stream_request`), the stream named by the token of
+    /// its `welcome`: checked as that stream's own request would be; `http` waits for the
     /// engine's answer (on this worker or another). A refusal is returned, and counts
     /// toward the stream's strikes.
-    pub fn publish_from_stream(
+    pub fn request_from_stream(
         &mut self,
         out: &mut Outbox,
         body: &Bytes,
@@ -369,7 +370,7 @@ impl Members {
         engine: &mut dyn Engine,
     ) -> Result<(), RoomError> {
         let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
-        let (token, request) = protocol::parse_stream_publish(text)?;
+        let (token, request) = protocol::parse_stream_request(text)?;
         let secret = token.split_once('.').and_then(|(_, hex)| (hex.len() == 32).then_some(hex));
         let secret = secret.and_then(|hex| u128::from_str_radix(hex, 16).ok()).ok_or(RoomError::NoSuchStream)?;
         let conn = *self.stream_tokens.get(&secret).ok_or(RoomError::NoSuchStream)?;
@@ -377,8 +378,27 @@ impl Members {
             return Err(RoomError::NoSuchStream);
         };
         let now = out.now();
-        let result = session.permits(&request).and_then(|()| {
-            publish_as(&self.config, (conn, client, session), body, request, ReplyTo::Http(http), now, engine)
+        // The engine takes an HTTP reader for the backend, who needs no membership: the
+        // stream's membership is checked here.
+        let member = match &request {
+            Request::Presence { room } | Request::History { room, .. } => {
+                client.rooms.iter().any(|r| **r == **room) || !self.config.require_membership
+            }
+            _ => true,
+        };
+        let result = session.permits(&request).and_then(|()| match request {
+            Request::Presence { room } if member => {
+                engine.presence(now, ReplyTo::Http(http), room);
+                Ok(())
+            }
+            Request::History { room, limit } if member => {
+                engine.history(now, ReplyTo::Http(http), room, limit);
+                Ok(())
+            }
+            Request::Presence { .. } | Request::History { .. } => Err(RoomError::NotMember),
+            publish => {
+                publish_as(&self.config, (conn, client, session), body, publish, ReplyTo::Http(http), now, engine)
+            }
         });
         if let Err(e) = &result {
             if e.is_strike() {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::error::RoomError;
 use super::protocol::{self, Presence, Since};
+use crate::server::http;
 
 /// The most rooms a query is read for (a bound on parsing; `max_rooms_per_connection`
 /// is the limit that applies, as for a socket).
@@ -64,6 +65,37 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
         return Err(RoomError::TooManyRoomsForConnection { max: MAX_QUERY_ROOMS });
     }
     Ok(StreamRequest { rooms, presence })
+}
+
+/// `GET /presence` or `GET /history` (at `path`) of an event stream, its `target`'s query
+/// (`stream`, `room`, and `by=users` or `limit=N`) as the body of a stream's request
+/// (`protocol::parse_stream_request`), and how a presence list is shown.
+pub fn read_request(path: &str, target: &str) -> Result<(bytes::Bytes, Presence), RoomError> {
+    let param = |name: &'static str| match http::query_param(target, name) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(())) => Err(RoomError::WrongType(name)),
+    };
+    let history = path == "/history";
+    let mut body = serde_json::json!({
+        "op": if history { "history" } else { "presence" },
+        "stream": param("stream")?.ok_or(RoomError::MissingField("stream"))?,
+        "room": param("room")?.ok_or(RoomError::MissingField("room"))?,
+    });
+    let by = match param("by")?.as_deref() {
+        None | Some("connections") if !history => Presence::Connections,
+        Some("users") if !history => Presence::Users,
+        None if history => Presence::Connections,
+        _ => return Err(RoomError::WrongType("by")),
+    };
+    match param("limit")? {
+        Some(limit) if history => {
+            body["limit"] = limit.parse::<u64>().map_err(|_| RoomError::WrongType("limit"))?.into()
+        }
+        Some(_) => return Err(RoomError::WrongType("limit")),
+        None => {}
+    }
+    Ok((bytes::Bytes::from(body.to_string()), by))
 }
 
 /// Where a stream is in each of its rooms: room -> (epoch, last offset delivered), in room
