@@ -317,8 +317,8 @@ export class EventStreamParser {
  * for the room; a room the stream does not follow yet, or a `leave`, opens the stream again
  * with the new room set (`restream`), resuming every room where the client is; a `publish`
  * is a `POST /publish` as the stream's member; a `ping` is answered by the next bytes on
- * the stream (the server's keepalive comes every 15 s). `history`, `presence` and `auth`
- * have no equivalent: 501.
+ * the stream (the server's keepalive comes every 15 s); `history` and `presence` are
+ * `GET /history` and `GET /presence` as the stream's member. `auth` has no equivalent: 501.
  *
  * Why `fetch` and not `EventSource`: the client writes `Last-Event-ID` itself, from its own
  * position in every room, on the first request too (an `EventSource` sends one only on its
@@ -360,6 +360,9 @@ class EventStreamSocket {
         return;
       case "ping":
         return void this._pings.push(req.id);
+      case "history":
+      case "presence":
+        return void this._read(req).catch(() => {}); // a failure: the request times out
       default:
         return this._reply(req.id, { error: { code: 501, message: `${req.op}: not available over Server-Sent Events` } });
     }
@@ -532,6 +535,39 @@ class EventStreamSocket {
       }
       if (res.ok) return this._reply(req.id, { ok: reply ?? {} });
       return this._reply(req.id, { error: reply?.error ?? { code: res.status, message: `POST /publish: HTTP ${res.status}` } });
+    }
+  }
+
+  /** `history` or `presence` of one of the stream's rooms, asked as the stream's member. */
+  async _read(req) {
+    for (;;) {
+      if (this.readyState === 3) return;
+      if (!this._stream) {
+        if (this._welcomed && this._rooms.length) {
+          return this._reply(req.id, { error: { code: 501, message: `${req.op}: this server has no GET /${req.op} for streams` } });
+        }
+        await new Promise((resolve) => this._welcomeWaiters.push(resolve));
+        continue;
+      }
+      const stream = this._stream;
+      const url = new URL(req.op, this._client._publishUrl);
+      url.searchParams.set("stream", stream);
+      url.searchParams.set("room", req.room);
+      if (req.op === "history" && req.limit !== undefined) url.searchParams.set("limit", String(req.limit));
+      if (req.op === "presence" && this._presence === "users") url.searchParams.set("by", "users");
+      const res = await this._fetch(url.href, { cache: "no-store" });
+      const reply = await res.json().catch(() => null);
+      if (res.status === 410) {
+        // The stream ended: ask again as the next one.
+        if (this._stream === stream) {
+          this._stream = null;
+          this._welcomed = false;
+          this._restreamSoon();
+        }
+        continue;
+      }
+      if (res.ok) return this._reply(req.id, { ok: reply ?? {} });
+      return this._reply(req.id, { error: reply?.error ?? { code: res.status, message: `GET /${req.op}: HTTP ${res.status}` } });
     }
   }
 

@@ -100,8 +100,11 @@ test("SSE only: joins, receives what others publish, presence, and the stream's 
   assert.deepEqual(rec.offsets, [1, 2, 3, 4]);
   assert.deepEqual(rec.data, [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
 
-  // Over a stream there is no `history` request: it says so instead of hanging.
-  await assert.rejects(room.history(), (e) => e.code === 501);
+  // history and presence: GET /history and GET /presence as the stream's member.
+  const history = await room.history({ limit: 2 });
+  assert.deepEqual(history.messages.map((m) => m.offset), [3, 4]);
+  const members = await room.fetchMembers();
+  assert.deepEqual(members.map((m) => m.client).sort(), [c.clientId, other.clientId].sort());
 });
 
 test("SSE only: publishes as the stream's member, echo on and off, a repeated key answers the first offset", async () => {
