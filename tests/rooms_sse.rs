@@ -245,15 +245,7 @@ fn cut_at_random_points_a_resuming_stream_gets_every_offset_exactly_once_in_orde
     // nothing ages out (that would be a `reset`, tested above).
     let server = TestServer::rooms(RoomsConfig { history_size: TOTAL as usize, ..rooms() });
     let proxy = Proxy::start(server.addr());
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
-    println!("seed {seed}");
-    let mut rng = seed;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut next = support::seeded_rng();
     let mut last_id: Option<String> = None;
     let mut got: Vec<u64> = Vec::new();
     let mut connects = 0;

@@ -256,15 +256,7 @@ fn cut_at_random_points_resent_publishes_land_exactly_once_in_order() {
     let (_events, welcome) = stream(&server, "/sse?room=r", 1);
     let mut member = RoomClient::connect(&server);
     member.join("r");
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
-    println!("seed {seed}");
-    let mut rng = seed;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut next = support::seeded_rng();
     let (mut attempts, mut duplicates) = (0, 0);
     for n in 1..=TOTAL {
         let body = json!({"stream": welcome["stream"], "room": "r", "data": n, "key": format!("m{n}")}).to_string();

@@ -435,3 +435,18 @@ impl TestServer {
         read_response(&mut stream)
     }
 }
+
+/// A random source for a test that cuts at random points: xorshift from the clock, its seed
+/// printed (a failure's log says which run it was). `next(bound)` is in `0..bound`.
+pub fn seeded_rng() -> impl FnMut(u64) -> u64 {
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.subsec_nanos()) as u64 | 1;
+    println!("seed {seed}");
+    let mut rng = seed;
+    move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    }
+}
