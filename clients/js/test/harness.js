@@ -1,6 +1,7 @@
 // Test harness: a real `wsedge serve` per test file, a TCP proxy that cuts connections,
 // HS256 tokens, and waiting for conditions (never fixed sleeps).
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -274,4 +275,15 @@ export async function findBrowser() {
       : null;
   const skip = missing && process.env.WSEDGE_REQUIRE_BROWSER !== "1" ? `skipped: ${missing}` : false;
   return { CHROMIUM, playwright, missing, skip };
+}
+
+/** A backend API call (POST /api/publish, /api/disconnect) on `server` with `apiKey`: the reply's JSON (a 200 is asserted). */
+export async function backendCall(server, apiKey, path, body) {
+  const res = await fetch(`${server.http}${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${apiKey}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
+  return res.json();
 }

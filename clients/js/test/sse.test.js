@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { EventStreamParser } from "../src/index.js";
-import { clientPool, nextEvent, signToken, startProxy, startServer, waitFor } from "./harness.js";
+import { backendCall, clientPool, nextEvent, signToken, startProxy, startServer, waitFor } from "./harness.js";
 
 const SECRET = "wsedge-js-client-sse-test-secret-32b!!";
 const API_KEY = "sse-test-api-key";
@@ -36,15 +36,7 @@ async function proxy(options) {
 }
 
 /** A backend API call (POST /api/publish, /api/disconnect): the reply's JSON. */
-async function api(path, body) {
-  const res = await fetch(`${server.http}${path}`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${API_KEY}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
-  return res.json();
-}
+const api = (path, body) => backendCall(server, API_KEY, path, body);
 
 const sseClient = (url, options) => pool.make(url, { transports: ["sse"], ...options });
 

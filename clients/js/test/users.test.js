@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { clientPool, nextEvent, signToken, startProxy, startServer, waitFor } from "./harness.js";
+import { backendCall, clientPool, nextEvent, signToken, startProxy, startServer, waitFor } from "./harness.js";
 
 const SECRET = "wsedge-js-client-users-test-secret-32b!";
 const API_KEY = "users-test-api-key";
@@ -24,15 +24,7 @@ after(async () => {
 });
 
 /** A backend API call (POST /api/publish, /api/disconnect): the reply's JSON. */
-async function api(path, body) {
-  const res = await fetch(`${server.http}${path}`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${API_KEY}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
-  return res.json();
-}
+const api = (path, body) => backendCall(server, API_KEY, path, body);
 
 /** Three connections (three tabs) of `sub`, connected. Each test has its own users. */
 async function tabsOf(sub) {
