@@ -91,6 +91,10 @@ fn a_stream_gets_every_message_with_an_id_that_says_where_it_is() {
     }
     let text = metrics(&server);
     assert!(text.contains("\nwsedge_sse_streams_total 1\n") && text.contains("\nwsedge_connections 1\n"), "{text}");
+    assert!(
+        text.contains("\nwsedge_clients{transport=\"websocket\"} 1\nwsedge_clients{transport=\"sse\"} 1\n"),
+        "{text}"
+    );
     drop(stream);
     while !metrics(&server).contains("\nwsedge_sse_streams 0\n") {
         assert!(std::time::Instant::now() < deadline, "{}", metrics(&server));

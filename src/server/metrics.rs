@@ -274,6 +274,12 @@ impl Metrics {
             self.slow_consumer_closes,
         );
         gauge("wsedge_http_requests_total", "Plain HTTP requests answered.", "counter", self.http_requests);
+        // Every client by transport in one family, for one query over both (the gauges above
+        // stay as they were for dashboards that use them).
+        let _ =
+            writeln!(out, "# HELP wsedge_clients Clients connected now, by transport.\n# TYPE wsedge_clients gauge");
+        let _ = writeln!(out, "wsedge_clients{{transport=\"websocket\"}} {}", self.connections);
+        let _ = writeln!(out, "wsedge_clients{{transport=\"sse\"}} {}", self.streams);
         let _ = writeln!(out, "# HELP wsedge_closes_total Close handshakes by status code and initiator.");
         let _ = writeln!(out, "# TYPE wsedge_closes_total counter");
         for ((code, initiator), n) in &self.closes {
@@ -305,6 +311,13 @@ mod tests {
         assert!(out.contains("\nwsedge_connections 3\n"));
         assert!(out.contains("wsedge_closes_total{code=\"1000\",initiator=\"client\"} 2\n"));
         assert!(out.contains("wsedge_handshake_failures_total{reason=\"bad_key\"} 1\n"));
+        let streams = Metrics { connections: 3, streams: 2, ..Metrics::default() };
+        let mut out = String::new();
+        streams.render(&mut out);
+        assert!(
+            out.contains("wsedge_clients{transport=\"websocket\"} 3\nwsedge_clients{transport=\"sse\"} 2\n"),
+            "{out}"
+        );
     }
 
     #[test]
