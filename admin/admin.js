@@ -282,12 +282,13 @@ function draw(name, points, format) {
     $("charts").append(figure);
   }
   const max = Math.max(1, ...points);
-  const x0 = HISTORY_POINTS - points.length;
-  const coords = points.map((v, i) => `${x0 + i},${(58 - (v / max) * 54).toFixed(1)}`);
+  // What there is fills the width (up to five minutes), newest on the right.
+  const x = (i) => (((HISTORY_POINTS - 1) * i) / Math.max(1, points.length - 1)).toFixed(1);
+  const coords = points.map((v, i) => `${x(i)},${(58 - (v / max) * 54).toFixed(1)}`);
   const [area, line] = figure.querySelector("svg").children;
   line.setAttribute("points", coords.join(" "));
-  area.setAttribute("points", `${x0},60 ${coords.join(" ")} ${HISTORY_POINTS - 1},60`);
-  figure.querySelector("figcaption").textContent = `${name}: ${format(points[points.length - 1])} (max ${format(max)}, last ${Math.round(points.length / 60) || "<1"} min)`;
+  area.setAttribute("points", `${x(0)},60 ${coords.join(" ")} ${HISTORY_POINTS - 1},60`);
+  figure.querySelector("figcaption").textContent = `${name}: ${format(points[points.length - 1])} (max ${format(max)}, last ${points.length < 120 ? `${points.length} s` : `${Math.round(points.length / 60)} min`})`;
 }
 
 // ---- actions: the backend API, with the key ----

@@ -125,7 +125,8 @@ fn each_tick_sends_a_snapshot_of_every_worker_and_the_busiest_rooms() {
 
 #[test]
 fn the_stream_works_behind_an_origin_allow_list() {
-    let access = AccessConfig { allowed_origins: vec!["https://ops.example.com".parse().unwrap()], ..Default::default() };
+    let access =
+        AccessConfig { allowed_origins: vec!["https://ops.example.com".parse().unwrap()], ..Default::default() };
     let server = TestServer::rooms_with(Config { workers: 1, access, ..config() }, keyed());
     // A same-origin `fetch` GET sends no Origin; a cross-origin one the allowed origin.
     let mut plain = stream(&server, &[AUTH]);

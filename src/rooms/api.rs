@@ -117,9 +117,7 @@ impl Api {
                         _,
                         "/api/publish" | "/api/disconnect" | "/api/rooms" | "/api/presence" | "/api/history"
                         | "/api/admin/stream",
-                    ) => {
-                        ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p))
-                    }
+                    ) => ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p)),
                     _ => ApiRefusal::NoEndpoint.response(),
                 }
             }

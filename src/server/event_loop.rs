@@ -191,7 +191,8 @@ impl<H: Handler> Server<H> {
             let before_poll = Instant::now();
             // A worker's load: the time from a turn's start to the next wait (no extra clock read).
             if let Some(began) = turn_began.take() {
-                let micros = u64::try_from(before_poll.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
+                let micros =
+                    u64::try_from(before_poll.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
                 self.metrics.busy_micros = self.metrics.busy_micros.saturating_add(micros);
             }
             let timeout = self.poll_timeout(before_poll);

@@ -364,7 +364,11 @@ const ASSETS: [Asset; 3] = [
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../../admin/admin.js"),
     },
-    Asset { path: "/admin.css", content_type: "text/css; charset=utf-8", body: include_str!("../../../admin/admin.css") },
+    Asset {
+        path: "/admin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../../admin/admin.css"),
+    },
 ];
 
 /// Its own script and style, `fetch` to its own origin, nothing else: no inline script or
