@@ -91,6 +91,12 @@ fn each_tick_sends_a_snapshot_of_every_worker_and_the_busiest_rooms() {
         assert!(first["transport"][field].is_u64(), "{field} in {}", first["transport"]);
     }
     assert_eq!(first["transport"]["streams"], 1, "the admin stream itself");
+    if std::env::var("WSEDGE_TEST_ENGINE").as_deref() == Ok("redis") {
+        assert_eq!(first["store"]["up"], true, "the Redis link: {}", first["store"]);
+        assert!(first["store"]["round_trips"].is_u64());
+    } else {
+        assert!(first["store"].is_null(), "rooms in memory: no store");
+    }
     assert!(first["rooms"]["history_bytes"].is_u64());
 
     // Traffic: a member in "busy", three messages there; a quiet room with two members.

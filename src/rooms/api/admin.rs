@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -27,6 +28,10 @@ pub const TOP_ROOMS: usize = 8;
 /// snapshot per tick, and an operator needs a few.
 pub const MAX_STREAMS: usize = 16;
 
+/// A room list not answered in this long is asked for again (it should always come; a
+/// lost one must not stop the view).
+const OVERDUE: Duration = Duration::from_secs(5);
+
 /// The admin streams of one worker.
 #[derive(Debug, Default)]
 pub struct Admin {
@@ -36,8 +41,9 @@ pub struct Admin {
     opening: Vec<ConnId>,
     /// Open: each gets every snapshot.
     streams: Vec<ConnId>,
-    /// A snapshot waits for the engine's room list (the next tick does not ask again).
-    asking: bool,
+    /// Since when a snapshot waits for the engine's room list (the next tick does not ask
+    /// again, unless the answer is overdue).
+    asking: Option<Instant>,
     /// Each room's offset at the last snapshot, and when that was.
     last: Option<(Now, HashMap<Arc<str>, u64>)>,
 }
@@ -97,10 +103,10 @@ impl Admin {
     /// asked for (`None`: no stream, or the last list has not come yet).
     pub fn tick(&mut self, now: Now, workers: &[Metrics], store: Option<StoreLink>) -> Option<(ConnId, Pending)> {
         let asker = *self.streams.first()?;
-        if self.asking {
+        if self.asking.is_some_and(|since| now.mono.saturating_duration_since(since) < OVERDUE) {
             return None;
         }
-        self.asking = true;
+        self.asking = Some(now.mono);
         let mut total = Metrics::default();
         for worker in workers {
             total.add(worker);
@@ -117,7 +123,7 @@ impl Admin {
     /// The engine's room list came (or `None`: it could not): the snapshot goes to every
     /// admin stream.
     pub fn finish(&mut self, out: &mut Outbox, pending: Pending, rooms: Option<RoomsSummary>, relay_rooms: usize) {
-        self.asking = false;
+        self.asking = None;
         if self.streams.is_empty() {
             return;
         }
@@ -402,7 +408,6 @@ pub fn page_bytes() -> usize {
 mod tests {
     use super::*;
     use crate::server::metrics::{CloseInitiator, HandshakeFailure};
-    use std::time::Duration;
 
     fn at(secs: u64) -> Now {
         let start = Now::read();
@@ -452,6 +457,7 @@ mod tests {
         let (asker, pending) = admin.tick(at(0), &[w0.clone(), w1.clone()], None).unwrap();
         assert_eq!(asker, a);
         assert!(admin.tick(at(0), &[w0.clone(), w1.clone()], None).is_none(), "one room list asked at a time");
+        assert!(admin.tick(at(6), &[], None).is_some(), "unless the answer is overdue");
         admin.finish(&mut out, pending, Some(summary(&[("quiet", 9, 4), ("busy", 1, 10)])), 0);
         let first = events(&mut out);
         assert_eq!(first.len(), 1);
