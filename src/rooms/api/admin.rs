@@ -409,9 +409,10 @@ mod tests {
     use super::*;
     use crate::server::metrics::{CloseInitiator, HandshakeFailure};
 
+    /// `secs` after one start, the same for every call of a test run.
     fn at(secs: u64) -> Now {
-        let start = Now::read();
-        start.after(Duration::from_secs(secs))
+        static START: std::sync::OnceLock<Now> = std::sync::OnceLock::new();
+        START.get_or_init(Now::read).after(Duration::from_secs(secs))
     }
 
     fn summary(rooms: &[(&str, usize, u64)]) -> RoomsSummary {
