@@ -18,6 +18,9 @@ pub mod code {
     pub const FORBIDDEN: u16 = 403;
     /// Not a member of that room.
     pub const NOT_FOUND: u16 = 404;
+    /// `POST /publish` names an event stream this node does not hold (ended, or on
+    /// another node): send again with the same key once the stream is back.
+    pub const GONE: u16 = 410;
     /// The message is over the server's size limit.
     pub const TOO_LARGE: u16 = 413;
     /// Rate limited.

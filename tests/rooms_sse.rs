@@ -339,3 +339,25 @@ fn a_stream_is_reached_as_its_users_and_told_when_disconnected() {
     );
     assert!(stream.ends(), "then the last chunk");
 }
+
+/// A room that cannot be joined (here: full) is an `error` event with the room protocol's
+/// code; a stream left in no room at all ends, and its browser tries again later.
+#[test]
+fn a_stream_whose_every_join_failed_ends_after_saying_why() {
+    let server = TestServer::rooms(RoomsConfig { max_members_per_room: 1, ..rooms() });
+    let mut member = RoomClient::connect(&server);
+    member.join("full");
+    let mut stream = open(&server, "/sse?room=full&room=open", &[]);
+    assert_eq!(stream.next_event().event, "welcome");
+    let mut events: Vec<(String, Value)> =
+        (0..2).map(|_| stream.next_event()).map(|e| (e.event.clone(), e.json())).collect();
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(events[0], ("error".to_owned(), json!({"room": "full", "code": 503, "message": "room full"})));
+    assert_eq!(events[1].0, "joined", "the other room is joined: the stream stays");
+    publish(&server, "open", json!("still here"));
+    assert_eq!(stream.next_event().json()["data"], "still here");
+    let mut alone = open(&server, "/sse?room=full", &[]);
+    assert_eq!(alone.next_event().event, "welcome");
+    assert_eq!(alone.next_event().json()["code"], 503);
+    assert!(alone.ends(), "in no room: the stream ends");
+}

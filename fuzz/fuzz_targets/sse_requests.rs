@@ -1,13 +1,15 @@
-//! What an event stream's request carries (`rooms::sse`): the query of `GET /sse` and the
-//! `Last-Event-ID` a reconnecting `EventSource` sends back, both written by whoever opens
-//! the stream.
+//! What an event stream's requests carry (`rooms::sse`, `rooms::protocol`): the query of
+//! `GET /sse`, the `Last-Event-ID` a reconnecting `EventSource` sends back, and the body of
+//! its `POST /publish`, all written by whoever opens the stream.
 //!
 //! Input: the first byte picks which; the rest is the text (lossy UTF-8, as headers and
 //! targets reach the parser as text).
 //!
 //! Checks: nothing panics; an accepted query names 1-64 valid rooms, each once; an accepted
 //! `Last-Event-ID` prints back (as the server writes ids) to one that parses to the same
-//! positions; every event written from any text keeps its data whole on `data:` lines.
+//! positions; every event written from any text keeps its data whole on `data:` lines; an
+//! accepted publish body names a stream token of at most 64 bytes and is a publish whose
+//! `data` is valid JSON and whose room and key are valid.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -20,10 +22,11 @@ use wsedge::rooms::sse;
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else { return };
     let text = String::from_utf8_lossy(rest);
-    match selector % 3 {
+    match selector % 4 {
         0 => check_query(&text),
         1 => check_last_event_id(&text),
-        _ => check_event(&text),
+        2 => check_event(&text),
+        _ => check_publish_body(&text),
     }
 });
 
@@ -58,4 +61,14 @@ fn check_event(data: &str) {
     // between tokens are whitespace JSON does not need).
     let expected: Vec<&str> = data.split(['\n', '\r']).filter(|l| !l.is_empty()).collect();
     assert_eq!(data_lines, expected);
+}
+
+fn check_publish_body(body: &str) {
+    let Ok((stream, request)) = protocol::parse_stream_publish(body) else { return };
+    assert!(stream.len() <= protocol::MAX_STREAM_TOKEN_BYTES);
+    let protocol::Request::Publish { room, data, key, .. } = request else { panic!("not a publish: {request:?}") };
+    assert!(protocol::validate_room_name(&room).is_ok(), "{room:?}");
+    // JSON as written (a lone surrogate escape included: relayed as the client wrote it).
+    assert!(serde_json::from_str::<&serde_json::value::RawValue>(data).is_ok(), "{data:?}");
+    assert!(key.is_none_or(|k| !k.is_empty() && k.len() <= protocol::MAX_KEY_BYTES));
 }

@@ -129,6 +129,8 @@ pub struct PlainRequest {
     pub authorization: Option<String>,
     /// HTTP/1.1 without `Connection: close` (or HTTP/1.0 with `keep-alive`).
     pub keep_alive: bool,
+    /// HTTP/1.0, which has no chunked bodies: a stream's body ends when the connection does.
+    pub http_1_0: bool,
     /// The `Origin` header (a browser's page asking), if any.
     pub origin: Option<String>,
     /// `Last-Event-ID`: where a reconnecting `EventSource` left off, if any.
@@ -137,6 +139,10 @@ pub struct PlainRequest {
     pub x_forwarded_for: Option<String>,
     /// `Forwarded` (RFC 7239), if any (read only from trusted proxies).
     pub forwarded: Option<String>,
+    /// Not parsed: the server sets it before its handler sees the request. True when
+    /// `origin` passes the server's origin rules (`--allowed-origin`, `--require-origin`),
+    /// which a handler applies to requests a browser page makes across origins.
+    pub origin_allowed: bool,
 }
 
 /// A parsed request head: the port serves WebSocket upgrades and plain HTTP alike.
@@ -187,10 +193,12 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             content_length,
             authorization: header("authorization"),
             keep_alive,
+            http_1_0: req.version == Some(0),
             origin: header("origin"),
             last_event_id: header("last-event-id"),
             x_forwarded_for: header("x-forwarded-for"),
             forwarded: header("forwarded"),
+            origin_allowed: false,
         };
         return Ok(Some((Request::Plain(plain), head_len)));
     }

@@ -45,6 +45,9 @@ enum Waiting {
     /// `POST /api/publish` to a user, or `POST /api/disconnect`: every worker acting on
     /// the user's connections.
     Reach(Arc<str>),
+    /// `POST /publish` (an event stream's publish), from a page of this origin (`None`:
+    /// no CORS headers).
+    StreamPublish(Option<String>),
     /// An admin snapshot, waiting for the room list (on the stream that asked: never
     /// answered as a request).
     Admin(Box<admin::Pending>),
@@ -66,6 +69,12 @@ impl Api {
     pub fn new(config: Arc<RoomsConfig>) -> Self {
         let admin = admin::Admin::new(config.auth.is_some());
         Api { config, waiting: HashMap::new(), admin }
+    }
+
+    /// `conn` waits for the answer to an event stream's publish (`POST /publish`), asked
+    /// from a page of `origin` when it is allowed.
+    pub fn await_stream_publish(&mut self, conn: ConnId, origin: Option<&str>) {
+        self.waiting.insert(conn, Waiting::StreamPublish(origin.map(str::to_owned)));
     }
 
     /// Answers a plain HTTP request now, or returns `None` when the answer comes later
@@ -289,6 +298,19 @@ impl Api {
             other => other,
         };
         let response = match waiting {
+            (Waiting::StreamPublish(origin), result) => {
+                let response = match result {
+                    Ok(Answer::Published { room, offset, duplicate }) => {
+                        HttpResponse::json(200, super::members::published_body(&room, offset, duplicate))
+                    }
+                    Ok(other) => {
+                        log::warn!("the engine answered a stream's publish with {other:?}");
+                        HttpResponse::json_error(500, "internal error")
+                    }
+                    Err(e) => error_response(&e),
+                };
+                with_cors(response, origin.as_deref())
+            }
             (_, Err(e)) => error_response(&e),
             (Waiting::Publish, Ok(Answer::Published { room, offset, duplicate })) => {
                 HttpResponse::json(200, super::members::published_body(&room, Some(offset.unwrap_or(0)), duplicate))
@@ -308,6 +330,25 @@ impl Api {
         };
         out.respond(http, response);
     }
+}
+
+/// `response` with the CORS headers of a request from `origin` (an origin the server's
+/// rules allow; `None`: none needed).
+pub fn with_cors(response: HttpResponse, origin: Option<&str>) -> HttpResponse {
+    match origin {
+        Some(origin) => {
+            response.with_header("Access-Control-Allow-Origin", origin.to_owned()).with_header("Vary", "Origin")
+        }
+        None => response,
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods`.
+pub fn preflight(methods: &str) -> HttpResponse {
+    HttpResponse::text(204, "")
+        .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
+        .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization".to_owned())
+        .with_header("Access-Control-Max-Age", "600".to_owned())
 }
 
 /// A refusal as the API's JSON error, with the wire code as the HTTP status.

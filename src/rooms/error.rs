@@ -108,6 +108,15 @@ pub enum RoomError {
     RoomUnavailable,
     /// The engine's store (Redis) is unreachable: nothing is accepted that could be lost.
     BackplaneUnavailable,
+
+    // ---- 410 ----
+    /// `POST /publish` names a stream this node does not hold (it ended, or it is on
+    /// another node): publish again, with the same key, once the stream is back.
+    NoSuchStream,
+
+    // ---- 403, from the server's access rules ----
+    /// A browser request (`POST /publish`) from an origin `--allowed-origin` does not allow.
+    OriginDenied,
 }
 
 impl RoomError {
@@ -119,9 +128,9 @@ impl RoomError {
             | AuthNotConfigured | DataNotUtf8 | BodyNotUtf8 | BodyNotObject | BodyRoomField | BadKey
             | BodyTwoTargets | BodyUserField | BodyUserKey => code::BAD_REQUEST,
             AuthenticateFirst | Token(_) => code::UNAUTHORIZED,
-            JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows => {
-                code::FORBIDDEN
-            }
+            JoinDenied | PresenceDenied | PublishDenied | ReadDenied | AnotherUser | AuthAfterJoin | TokenNarrows
+            | OriginDenied => code::FORBIDDEN,
+            NoSuchStream => code::GONE,
             NotMember | NoSuchRoom => code::NOT_FOUND,
             TooLarge { .. } => code::TOO_LARGE,
             PublishRate | AuthRate | TooManyUserConnections => code::TOO_MANY_REQUESTS,
@@ -135,7 +144,7 @@ impl RoomError {
     /// should not have (400, 401, 403, 413, 429). Not being a member (404) or a full room
     /// (503) can happen to a well-behaved client racing others.
     pub fn is_strike(&self) -> bool {
-        !matches!(self.code(), code::NOT_FOUND | code::UNAVAILABLE)
+        !matches!(self.code(), code::NOT_FOUND | code::GONE | code::UNAVAILABLE)
     }
 }
 
@@ -179,6 +188,8 @@ impl fmt::Display for RoomError {
             TooManyRoomsForConnection { max } => write!(f, "too many rooms for one connection (max {max})"),
             RoomUnavailable => f.write_str("room unavailable"),
             BackplaneUnavailable => f.write_str("backplane unavailable"),
+            NoSuchStream => f.write_str("no such stream"),
+            OriginDenied => f.write_str("origin not allowed"),
         }
     }
 }

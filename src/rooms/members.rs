@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::debug;
+use rand::rngs::{StdRng, SysRng};
+use rand::{RngExt, SeedableRng};
 
 use super::engine::{Answer, Engine, Event, Identity, Join, JoinedRoom, Leave, Publish, ReplyTo};
 use super::error::{close_reason, RoomError};
@@ -81,6 +83,8 @@ struct EventStream {
     presence: Presence,
     /// Rooms joined with `since` (from `Last-Event-ID`) whose answer has not come.
     resuming: Vec<String>,
+    /// What its `POST /publish` requests name it by (in its `welcome`).
+    token: Box<str>,
 }
 
 impl Client {
@@ -105,6 +109,10 @@ pub struct Members {
     streams: std::collections::HashSet<ConnId>,
     /// When the streams last had a heartbeat.
     last_heartbeat: Option<Instant>,
+    /// Each event stream here by its token (`POST /publish` names it).
+    stream_tokens: HashMap<Box<str>, ConnId>,
+    /// The stream tokens' secret part.
+    rng: StdRng,
 }
 
 impl Members {
@@ -119,7 +127,21 @@ impl Members {
             streams_in: HashMap::new(),
             streams: std::collections::HashSet::new(),
             last_heartbeat: None,
+            stream_tokens: HashMap::new(),
+            // A CSPRNG seeded by the OS; should the OS have none, from the clock and the
+            // process (the tokens are then only as good as that, as the client ids are).
+            rng: StdRng::try_from_rng(&mut SysRng).unwrap_or_else(|_| {
+                let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
+                StdRng::seed_from_u64(seed)
+            }),
         }
+    }
+
+    /// A new stream token: the worker (where `POST /publish` finds the stream), then 128
+    /// random bits (only the stream's reader can know them).
+    fn new_stream_token(&mut self, conn: ConnId) -> Box<str> {
+        let secret: u128 = self.rng.random();
+        format!("{}.{secret:032x}", conn.worker()).into_boxed_str()
     }
 
     /// A new connection: welcomed now, unless its session waits for `auth`.
@@ -161,8 +183,10 @@ impl Members {
         engine: &mut dyn Engine,
     ) {
         let id = self.new_client_id();
-        let welcome = protocol::welcome(&id, session.user.as_deref(), session.info.as_deref());
+        let token = self.new_stream_token(conn);
+        let welcome = protocol::stream_welcome(&id, session.user.as_deref(), session.info.as_deref(), &token);
         out.send(conn, MessageKind::Text, Bytes::from(sse::event("welcome", None, &welcome)));
+        self.stream_tokens.insert(token.clone(), conn);
         let identity = Identity { client: id.clone(), user: session.user.clone(), info: session.info.clone() };
         let resuming: Vec<String> = request.rooms.iter().filter(|r| since.contains_key(*r)).cloned().collect();
         // A resumed room keeps its place in every id until its join is answered: a drop
@@ -173,7 +197,7 @@ impl Members {
                 since.get(room).map(|s| (Arc::from(room.as_str()), (Arc::from(s.epoch.as_str()), s.offset)))
             })
             .collect();
-        let stream = EventStream { presence: request.presence, resuming, positions };
+        let stream = EventStream { presence: request.presence, resuming, positions, token };
         let mut client = self.new_client(id, out.now().mono, Some(Box::new(stream)));
         client.joining = request.rooms.clone();
         self.clients.insert(conn, client);
@@ -237,6 +261,9 @@ impl Members {
     pub fn close(&mut self, out: &mut Outbox, conn: ConnId, engine: &mut dyn Engine) {
         let Some(client) = self.clients.remove(&conn) else { return };
         self.streams.remove(&conn);
+        if let Some(stream) = &client.stream {
+            self.stream_tokens.remove(&stream.token);
+        }
         let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
         for room in names {
             self.local.remove(&room, conn);
@@ -315,24 +342,47 @@ impl Members {
                 engine.join(now, Join { conn, identity, room, presence, since, id: owned_id() });
             }
             Request::Leave { room } => engine.leave(now, Leave { conn, room, id: owned_id(), gone: false }),
-            Request::Publish { room, data, echo, ephemeral, key } => {
-                if client.publishes.take(self.config.publish_rate, self.config.publish_burst, now.mono).is_err() {
-                    return self.answer(out, conn, id, Err(RoomError::PublishRate));
-                }
-                if data.len() > self.config.max_message_bytes {
-                    return self.answer(out, conn, id, Err(RoomError::TooLarge { max: self.config.max_message_bytes }));
-                }
-                let from = Some((conn, identity()));
-                let data = slice_of(frame, data);
+            publish @ Request::Publish { .. } => {
                 let reply = ReplyTo::Member { conn, id: owned_id() };
-                let key = key.map(String::into_boxed_str);
-                engine.publish(now, Publish { reply, from, room, data, echo, ephemeral, key });
+                if let Err(e) = publish_as(&self.config, (conn, client, session), frame, publish, reply, now, engine) {
+                    self.answer(out, conn, id, Err(e));
+                }
             }
             Request::Presence { room } => engine.presence(now, ReplyTo::Member { conn, id: owned_id() }, room),
             Request::History { room, limit } => {
                 engine.history(now, ReplyTo::Member { conn, id: owned_id() }, room, limit)
             }
         }
+    }
+
+    /// `POST /publish`: a publish by the event stream its body names (by the token of its
+    /// `welcome`), checked as that stream's own publish would be; `http` waits for the
+    /// engine's answer (on this worker or another). A refusal is returned, and counts
+    /// toward the stream's strikes.
+    pub fn publish_from_stream(
+        &mut self,
+        out: &mut Outbox,
+        body: &Bytes,
+        http: ConnId,
+        sessions: &Sessions,
+        engine: &mut dyn Engine,
+    ) -> Result<(), RoomError> {
+        let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
+        let (token, request) = protocol::parse_stream_publish(text)?;
+        let conn = *self.stream_tokens.get(token.as_str()).ok_or(RoomError::NoSuchStream)?;
+        let (Some(client), Some(session)) = (self.clients.get_mut(&conn), sessions.get(conn)) else {
+            return Err(RoomError::NoSuchStream);
+        };
+        let now = out.now();
+        let result = session.permits(&request).and_then(|()| {
+            publish_as(&self.config, (conn, client, session), body, request, ReplyTo::Http(http), now, engine)
+        });
+        if let Err(e) = &result {
+            if e.is_strike() {
+                self.strike(out, conn);
+            }
+        }
+        result
     }
 
     /// The `auth` request (see `Sessions::authenticate`); a connection that was waiting
@@ -436,6 +486,11 @@ impl Members {
                     .num("code", u64::from(e.code()))
                     .str("message", &e.to_string());
                 out.send(conn, MessageKind::Text, Bytes::from(sse::event("error", None, &body.finish())));
+                if client.rooms.is_empty() && client.joining.is_empty() {
+                    // In no room at all: ended, and the browser tries again after its
+                    // retry delay (a full room or an unreachable store may be back by then).
+                    out.close(conn, CloseCode::NORMAL, "no room joined");
+                }
                 return;
             }
         };
@@ -553,9 +608,36 @@ impl Members {
         let Some(client) = self.clients.get_mut(&conn) else { return };
         if client.strikes.strike(now, self.config.abuse_window, self.config.abuse_limit) {
             debug!("closing {conn:?}: {} rejected requests", client.strikes.count);
+            self.closing(out, conn, CloseCode::POLICY_VIOLATION, close_reason::ABUSE);
             out.close(conn, CloseCode::POLICY_VIOLATION, close_reason::ABUSE);
         }
     }
+}
+
+/// A member's publish (`request`, a `Request::Publish` parsed from `frame`) handed to the
+/// engine once it passes the member's own limits (its rate, the message size); `reply`
+/// is who hears the offset. The session's permissions were checked already.
+fn publish_as(
+    config: &RoomsConfig,
+    (conn, client, session): (ConnId, &mut Client, &Session),
+    frame: &Bytes,
+    request: Request<'_>,
+    reply: ReplyTo,
+    now: crate::server::Now,
+    engine: &mut dyn Engine,
+) -> Result<(), RoomError> {
+    let Request::Publish { room, data, echo, ephemeral, key } = request else { return Ok(()) };
+    if client.publishes.take(config.publish_rate, config.publish_burst, now.mono).is_err() {
+        return Err(RoomError::PublishRate);
+    }
+    if data.len() > config.max_message_bytes {
+        return Err(RoomError::TooLarge { max: config.max_message_bytes });
+    }
+    let identity = Identity { client: client.id.clone(), user: session.user.clone(), info: session.info.clone() };
+    let data = slice_of(frame, data);
+    let key = key.map(String::into_boxed_str);
+    engine.publish(now, Publish { reply, from: Some((conn, identity)), room, data, echo, ephemeral, key });
+    Ok(())
 }
 
 /// The reply body of a publish (the API's too): `{"room","offset"}`, and

@@ -54,6 +54,20 @@ pub enum RoomMsg {
     Relay(relay::Msg),
     /// Reaching a user's connections there.
     Reach(reach::Msg),
+    /// `POST /publish` for an event stream there (by its token, in `body`); `http` waits.
+    StreamPublish {
+        /// The HTTP connection waiting for the answer.
+        http: ConnId,
+        /// The request's body.
+        body: bytes::Bytes,
+    },
+    /// The stream's worker refused a `POST /publish` before the engine saw it.
+    StreamPublishRefused {
+        /// The HTTP connection waiting for the answer.
+        http: ConnId,
+        /// Why.
+        error: RoomError,
+    },
 }
 
 /// The room layer of one worker.
@@ -219,6 +233,53 @@ impl Rooms {
         HttpResponse::event_stream()
     }
 
+    /// `POST /publish`: a publish by an event stream (the token of its `welcome` names it,
+    /// and the worker that holds it), answered as its own publish would be, with the reply's
+    /// `ok` body or the error with its code as the HTTP status. It is a browser's request:
+    /// the origin rules apply, and an allowed origin gets CORS headers (a preflight
+    /// `OPTIONS` too, though a `text/plain` body needs none).
+    fn publish_from_stream(
+        &mut self,
+        out: &mut Outbox,
+        conn: ConnId,
+        request: &PlainRequest,
+        body: &[u8],
+    ) -> Option<HttpResponse> {
+        let cors = request.origin.as_deref().filter(|_| request.origin_allowed);
+        let refuse = |e: RoomError| Some(api::with_cors(HttpResponse::json_error(e.code(), &e.to_string()), cors));
+        if !request.origin_allowed {
+            return refuse(RoomError::OriginDenied);
+        }
+        match request.method.as_str() {
+            "POST" => {}
+            "OPTIONS" => return Some(api::with_cors(api::preflight("POST"), cors)),
+            _ => {
+                let response =
+                    HttpResponse::json_error(405, "method not allowed").with_header("Allow", "POST, OPTIONS");
+                return Some(api::with_cors(response, cors));
+            }
+        }
+        // Which worker holds the stream: the token's first part (checked again there).
+        let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8);
+        let worker = match text.and_then(protocol::parse_stream_publish) {
+            Ok((token, _)) => token.split_once('.').and_then(|(w, _)| w.parse::<usize>().ok()),
+            Err(e) => return refuse(e),
+        };
+        let Some(worker) = worker.filter(|&w| w < self.mesh.workers()) else {
+            return refuse(RoomError::NoSuchStream);
+        };
+        self.api.await_stream_publish(conn, cors);
+        let body = bytes::Bytes::copy_from_slice(body);
+        if worker == self.mesh.me() {
+            if let Err(e) = self.members.publish_from_stream(out, &body, conn, &self.sessions, &mut *self.engine) {
+                self.api.on_answer(out, conn, Err(e), self.relay.room_count());
+            }
+        } else {
+            self.mesh.post(worker, RoomMsg::StreamPublish { http: conn, body });
+        }
+        None
+    }
+
     /// A worker's request to act on this worker's connections of a user, or its answer.
     fn on_reach(&mut self, out: &mut Outbox, msg: reach::Msg) {
         match msg {
@@ -336,6 +397,8 @@ impl Handler for Rooms {
         let path = request.path.split('?').next().unwrap_or_default();
         let response = if self.streams && path == "/sse" {
             Some(self.open_stream(out, conn, request))
+        } else if self.streams && path == "/publish" {
+            self.publish_from_stream(out, conn, request, body)
         } else {
             self.api.serve(out, conn, request, body, metrics, &mut *self.engine, &mut self.reach)
         };
@@ -367,6 +430,15 @@ impl Handler for Rooms {
                 RoomMsg::Engine(msg) => self.engine.receive(out.now(), msg),
                 RoomMsg::Relay(msg) => self.relay.receive(out, msg),
                 RoomMsg::Reach(msg) => self.on_reach(out, msg),
+                RoomMsg::StreamPublish { http, body } => {
+                    let result = self.members.publish_from_stream(out, &body, http, &self.sessions, &mut *self.engine);
+                    if let Err(error) = result {
+                        self.mesh.post(http.worker(), RoomMsg::StreamPublishRefused { http, error });
+                    }
+                }
+                RoomMsg::StreamPublishRefused { http, error } => {
+                    self.api.on_answer(out, http, Err(error), self.relay.room_count())
+                }
             }
             self.pump(out);
         }

@@ -143,19 +143,42 @@ fn parse_fields<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a
             since: since(fields)?,
         }),
         "leave" => Ok(Request::Leave { room: room(fields)? }),
-        "publish" => Ok(Request::Publish {
-            room: room(fields)?,
-            data: fields.get("data").map(|raw| raw.get()).ok_or(RoomError::MissingField("data"))?,
-            echo: optional(fields, "echo")?.unwrap_or(true),
-            ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
-            key: publish_key(fields)?,
-        }),
+        "publish" => publish(fields),
         "presence" => Ok(Request::Presence { room: room(fields)? }),
         "history" => Ok(Request::History { room: room(fields)?, limit: optional(fields, "limit")? }),
         "ping" => Ok(Request::Ping),
         "auth" => Ok(Request::Auth { token: required(fields, "token")? }),
         other => Err(RoomError::UnknownOp(truncate(other, 32).to_owned())),
     }
+}
+
+fn publish<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a>, RoomError> {
+    Ok(Request::Publish {
+        room: room(fields)?,
+        data: fields.get("data").map(|raw| raw.get()).ok_or(RoomError::MissingField("data"))?,
+        echo: optional(fields, "echo")?.unwrap_or(true),
+        ephemeral: optional(fields, "ephemeral")?.unwrap_or(false),
+        key: publish_key(fields)?,
+    })
+}
+
+/// The longest stream token (`POST /publish`'s `stream`) worth looking up.
+pub const MAX_STREAM_TOKEN_BYTES: usize = 64;
+
+/// The body of `POST /publish` (an event stream's publish): the `publish` request's
+/// fields plus `stream`, the token its `welcome` event gave; `op` may be left out.
+/// Returns the token and the request (`Request::Publish`).
+pub fn parse_stream_publish(text: &str) -> Result<(String, Request<'_>), RoomError> {
+    let fields: HashMap<String, &RawValue> = serde_json::from_str(text).map_err(|_| RoomError::MalformedJson)?;
+    match optional::<String>(&fields, "op")?.as_deref() {
+        None | Some("publish") => {}
+        Some(other) => return Err(RoomError::UnknownOp(truncate(other, 32).to_owned())),
+    }
+    let stream: String = required(&fields, "stream")?;
+    if stream.len() > MAX_STREAM_TOKEN_BYTES {
+        return Err(RoomError::NoSuchStream);
+    }
+    Ok((stream, publish(&fields)?))
 }
 
 /// The longest idempotency key.
@@ -324,6 +347,17 @@ pub fn welcome(client: &str, user: Option<&str>, info: Option<&str>) -> String {
     out.push_str(",\"user\":");
     push_opt_str(&mut out, user);
     push_info(&mut out, info);
+    out.push('}');
+    out
+}
+
+/// An event stream's `welcome`: as a socket's, plus `"stream"`, the token its
+/// `POST /publish` names it by.
+pub fn stream_welcome(client: &str, user: Option<&str>, info: Option<&str>, stream: &str) -> String {
+    let mut out = welcome(client, user, info);
+    out.pop(); // the closing brace
+    out.push_str(",\"stream\":");
+    push_str(&mut out, stream);
     out.push('}');
     out
 }

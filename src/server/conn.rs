@@ -81,6 +81,9 @@ pub struct Conn {
     pub counted: bool,
     /// An event stream (a streaming HTTP response), not a WebSocket.
     pub stream: bool,
+    /// The stream's body is chunked (HTTP/1.1); else (HTTP/1.0) it is the bytes as they
+    /// are, ended by closing the connection.
+    pub chunked: bool,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
     /// When the peer was last heard from, and whether it was pinged since.
@@ -130,6 +133,7 @@ impl Conn {
             opened: false,
             counted: false,
             stream: false,
+            chunked: false,
             peer_eof: false,
             liveness: Liveness::new(now),
             dirty: false,

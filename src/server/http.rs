@@ -78,15 +78,26 @@ impl HttpResponse {
     /// The response bytes; `keep_alive` false adds `Connection: close`. A stream's head
     /// says `Transfer-Encoding: chunked`, and its body is the first chunk.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
+        self.encode_framed(keep_alive, true)
+    }
+
+    /// A stream's head and first bytes for an HTTP/1.0 client, which knows no chunks: no
+    /// `Transfer-Encoding`, `Connection: close`, and the body ends when the connection
+    /// does.
+    pub fn encode_close_delimited(&self) -> Vec<u8> {
+        self.encode_framed(false, false)
+    }
+
+    fn encode_framed(&self, keep_alive: bool, chunked: bool) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n",
             self.status,
             reason_phrase(self.status),
             self.content_type
         );
-        if self.stream {
+        if self.stream && chunked {
             out.push_str("Transfer-Encoding: chunked\r\n");
-        } else {
+        } else if !self.stream {
             out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
         if !keep_alive {
@@ -97,7 +108,7 @@ impl HttpResponse {
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
-        if self.stream {
+        if self.stream && chunked {
             bytes.extend_from_slice(&chunk(&self.body));
         } else {
             bytes.extend_from_slice(&self.body);

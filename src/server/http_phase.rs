@@ -116,7 +116,8 @@ impl<H: Handler> Server<H> {
                 }
             };
             match request {
-                (Request::Plain(req), head_len) => {
+                (Request::Plain(mut req), head_len) => {
+                    req.origin_allowed = self.config.access.check_origin(req.origin.as_deref()).is_ok();
                     if req.content_length > self.config.max_body_bytes {
                         let response = HttpResponse::text(413, "request body too large\n");
                         return self.queue_final(index, Bytes::from(response.encode(false)));
@@ -232,9 +233,11 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.awaiting_response = None;
         conn.ip_slot = ip_slot.map(Box::new);
-        conn.queue(Bytes::from(response.encode(true)));
+        let chunked = !req.http_1_0;
+        conn.queue(Bytes::from(if chunked { response.encode(true) } else { response.encode_close_delimited() }));
         conn.discard_input();
         conn.phase = Phase::Streaming;
+        conn.chunked = chunked;
         conn.opened = true;
         conn.counted = true;
         conn.stream = true;

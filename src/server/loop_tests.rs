@@ -377,6 +377,32 @@ fn a_stream_outlives_every_deadline_sends_chunks_and_ends_with_the_last_one() {
 }
 
 #[test]
+fn an_http_1_0_stream_is_close_delimited_not_chunked() {
+    let mut server = Server::bind(config(), Streamer::default()).unwrap();
+    let start = Now::read();
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    server.drive(start, SETTLE);
+    stream.write_all(b"GET /stream HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_millis(10)), SETTLE);
+    let head = read_text(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"), "{head}");
+    assert!(!head.contains("Transfer-Encoding") && !head.contains("Content-Length"), "{head}");
+    assert!(head.ends_with("\r\n\r\ndata: hello\n\n"), "the event as it is: {head:?}");
+    server.drive(start.after(Duration::from_secs(5)), SETTLE);
+    assert_eq!(read_text(&mut stream), "data: tick 1\n\n");
+    let mut other = TcpStream::connect(server.local_addr()).unwrap();
+    other.set_nonblocking(true).unwrap();
+    server.drive(start.after(Duration::from_secs(6)), SETTLE);
+    other.write_all(b"GET /end HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_secs(7)), SETTLE);
+    server.drive(start.after(Duration::from_secs(7)), SETTLE);
+    let rest = read_text(&mut stream);
+    assert!(!rest.contains('\r'), "no chunk framing, no last chunk: the end is our FIN: {rest:?}");
+    assert!(ended(&mut stream));
+}
+
+#[test]
 fn a_client_leaving_its_stream_is_its_close_and_a_stream_that_is_not_read_is_dropped() {
     let handler = Streamer { big: true, ..Streamer::default() };
     let closed = handler.closed.clone();

@@ -132,7 +132,8 @@ impl<H: Handler> Server<H> {
                 return self.settle(id.index(), super::event_loop::Outcome::Remove, now);
             }
         }
-        conn.queue(Bytes::from(super::http::chunk(payload)));
+        let bytes = if conn.chunked { super::http::chunk(payload) } else { payload.to_vec() };
+        conn.queue(Bytes::from(bytes));
         self.metrics.messages_out += 1;
         mark_dirty(&mut self.dirty, conn, id.index());
     }
@@ -140,7 +141,9 @@ impl<H: Handler> Server<H> {
     /// Ends a stream: the last chunk, then the connection finishes (FIN once it is out).
     pub(super) fn end_stream(&mut self, id: ConnId, now: Instant) {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
-        conn.queue(Bytes::from_static(super::http::LAST_CHUNK));
+        if conn.chunked {
+            conn.queue(Bytes::from_static(super::http::LAST_CHUNK));
+        }
         self.settle(id.index(), super::event_loop::Outcome::Finish, now);
     }
 

@@ -17,6 +17,7 @@ pub struct Proxy {
     refusing: Arc<AtomicBool>,
     /// Connections cut so far.
     pub cuts: Arc<AtomicU64>,
+    forwarded: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -27,7 +28,9 @@ impl Proxy {
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stopped = Arc::new(AtomicBool::new(false));
         let refusing = Arc::new(AtomicBool::new(false));
-        let (live2, stopped2, refusing2) = (live.clone(), stopped.clone(), refusing.clone());
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let (live2, stopped2, refusing2, forwarded2) =
+            (live.clone(), stopped.clone(), refusing.clone(), forwarded.clone());
         thread::spawn(move || {
             for client in listener.incoming() {
                 if stopped2.load(Ordering::SeqCst) {
@@ -43,6 +46,7 @@ impl Proxy {
                 if let Ok(mut list) = live2.lock() {
                     list.extend([client, server]);
                 }
+                forwarded2.fetch_add(1, Ordering::SeqCst);
                 for (from, to) in pairs {
                     if let (Ok(from), Ok(to)) = (from, to) {
                         thread::spawn(move || pump(from, to));
@@ -50,7 +54,7 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, live, stopped, refusing, cuts: Arc::default() }
+        Proxy { addr, live, stopped, refusing, cuts: Arc::default(), forwarded }
     }
 
     /// Where clients connect.
@@ -61,6 +65,20 @@ impl Proxy {
     /// From now on, closes new connections at once (`false`: forwards them again).
     pub fn refuse(&self, refuse: bool) {
         self.refusing.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Connections forwarded so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to a second) until more than `before` connections were forwarded: one
+    /// just made may not be yet, and a cut before then would miss it.
+    pub fn wait_for_forwarded(&self, before: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while self.forwarded() <= before && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Cuts every connection open now.
