@@ -110,6 +110,23 @@ fn fanout_over_the_room_protocol_holds_its_rate() {
 }
 
 #[test]
+fn event_streams_subscribe_and_hold_as_sockets_do() {
+    let rooms = RoomsConfig { publish_rate: 1e9, publish_burst: 1e9, ..RoomsConfig::default() };
+    let server = TestServer::rooms(rooms);
+    let url = server.url_at("/ws");
+    // Every subscriber reads `GET /sse`: every delivery to it is timed.
+    let report = bench(&["fanout", "--rooms-protocol", "--sse", "--url", &url, "--subscribers", "10", "--rate", "200"]);
+    assert_eq!(report["settings"]["transport"], "sse", "{report:#}");
+    assert_clean(&report, 11);
+    assert_traffic(&report);
+    let (messages, deliveries) = (report["messages"].as_f64().unwrap(), report["deliveries"].as_f64().unwrap());
+    assert!(deliveries > messages * 8.0, "each publish reaches the 10 streams and the publisher: {report:#}");
+    let report = bench(&["idle", "--sse", "--url", &url, "--connections", "30"]);
+    assert_clean(&report, 30);
+    assert!(report["server"]["rss_growth_per_connection_bytes"].is_number(), "{report:#}");
+}
+
+#[test]
 fn idle_connections_stay_up_and_answer_pings() {
     // Pings every 400 ms, and a connection silent for 800 ms is dropped: only answered
     // pings keep these connections (the bench runs 1.2 s).

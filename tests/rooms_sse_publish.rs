@@ -85,6 +85,46 @@ fn a_stream_publishes_as_its_member_with_the_sockets_answers() {
     assert_eq!(events.next_event().json()["offset"], 3);
 }
 
+/// What a socket asks with `presence` and `history`, a stream asks with `GET /presence`
+/// and `GET /history`: the same answers, for its own rooms.
+#[test]
+fn a_stream_reads_presence_and_history_of_its_rooms() {
+    let server = TestServer::rooms(rooms());
+    let (_events, welcome) = stream(&server, "/sse?room=chat&presence=1", 1);
+    let token = welcome["stream"].as_str().unwrap().to_owned();
+    let mut member = RoomClient::connect(&server);
+    member.join("chat");
+    for n in 1..=3 {
+        assert_eq!(publish(&server, &welcome, json!({"room": "chat", "data": n})).0, 200);
+    }
+    let get = |target: String| {
+        let reply = server.http("GET", &target, &[], b"");
+        (reply.head.status, reply.json())
+    };
+    let (status, history) = get(format!("/history?stream={token}&room=chat&limit=2"));
+    assert_eq!(status, 200, "{history}");
+    let offsets: Vec<u64> =
+        history["messages"].as_array().unwrap().iter().map(|m| m["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [2, 3], "the last two, as a socket's history request gets: {history}");
+    let (status, presence) = get(format!("/presence?stream={token}&room=chat"));
+    assert_eq!(status, 200, "{presence}");
+    let mut clients: Vec<String> =
+        presence["members"].as_array().unwrap().iter().map(|m| m["client"].as_str().unwrap().to_owned()).collect();
+    clients.sort();
+    let mut expected = vec![welcome["client"].as_str().unwrap().to_owned(), member.id.clone()];
+    expected.sort();
+    assert_eq!(clients, expected, "{presence}");
+    let (status, by_user) = get(format!("/presence?stream={token}&room=chat&by=users"));
+    assert_eq!((status, by_user["members"].as_array().map(Vec::len)), (200, Some(2)), "two anonymous users: {by_user}");
+    // Its own rooms only; and what a socket would be refused.
+    assert_eq!(get(format!("/history?stream={token}&room=other")).0, 404);
+    assert_eq!(get(format!("/presence?stream={token}&room=other")).0, 404);
+    assert_eq!(get(format!("/history?stream={token}&room=chat&limit=x")).0, 400);
+    assert_eq!(get("/history?room=chat".to_owned()).1["error"]["message"], "missing field: stream");
+    assert_eq!(get("/presence?stream=0.00&room=chat".to_owned()).0, 410);
+    assert_eq!(server.http("POST", "/history", &[], b"{}").head.status, 405);
+}
+
 #[test]
 fn refusals_carry_the_room_protocols_codes_and_reasons() {
     let server =
@@ -189,6 +229,18 @@ fn browsers_get_the_origin_rules_and_cors() {
     assert_eq!(preflight.head.status, 204);
     assert_eq!(preflight.head.header("Access-Control-Allow-Origin"), Some("https://app.example.com"));
     assert_eq!(preflight.head.header("Access-Control-Allow-Methods"), Some("POST, OPTIONS"));
+    // A page reading its stream with `fetch` sends `Last-Event-ID` itself: asked first.
+    let preflight = server.http(
+        "OPTIONS",
+        "/sse?room=chat",
+        &["Origin: https://app.example.com", "Access-Control-Request-Headers: last-event-id"],
+        b"",
+    );
+    assert_eq!(preflight.head.status, 204);
+    assert_eq!(preflight.head.header("Access-Control-Allow-Origin"), Some("https://app.example.com"));
+    assert_eq!(preflight.head.header("Access-Control-Allow-Headers"), Some("Last-Event-ID, Authorization"));
+    let refused = server.http("OPTIONS", "/sse?room=chat", &["Origin: https://evil.example.com"], b"");
+    assert_eq!(refused.head.status, 403);
 }
 
 /// Publishes through a proxy that cuts connections at random points (before the request,

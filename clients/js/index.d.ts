@@ -151,6 +151,8 @@ export interface WelcomePush {
   client: string;
   user: string | null;
   info?: UserInfo;
+  /** Over `GET /sse` only: what `POST /publish` is made as (opaque). */
+  stream?: string;
 }
 export interface MessagePush<T = Json> {
   op: "message";
@@ -233,6 +235,9 @@ export interface WebSocketLike {
 }
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** How the client connects: a WebSocket, or Server-Sent Events (`GET /sse` + `POST /publish`). */
+export type Transport = "websocket" | "sse";
+
 export interface ClientOptions {
   /** A JWT sent with the `auth` message on every connect. */
   token?: string;
@@ -270,6 +275,22 @@ export interface ClientOptions {
   publishBurst?: number;
   /** Send each publish's idempotency key (default true). */
   sendKeys?: boolean;
+  /**
+   * Transports in order (default ["websocket", "sse"]): SSE after `fallbackAfter` WebSocket
+   * attempts in a row failed, back to WebSocket on the next full reconnect. ["websocket"]:
+   * no fallback; ["sse"]: SSE only (no WebSocket constructor needed).
+   */
+  transports?: Transport[];
+  /** WebSocket attempts in a row that fail before their welcome (a refused upgrade is one) before SSE (default 2). */
+  fallbackAfter?: number;
+  /** On SSE, try a WebSocket this often (ms); when its upgrade succeeds, reconnect over WebSocket (default 60000; 0: never). */
+  probeInterval?: number;
+  /** The stream's URL (default: `sse` next to the WebSocket URL, ws://h/ws -> http://h/sse). */
+  sseUrl?: string;
+  /** Where publishes go over SSE (default: `publish` next to the WebSocket URL). */
+  publishUrl?: string;
+  /** The fetch SSE uses (default: globalThis.fetch). */
+  fetch?: typeof globalThis.fetch;
   /** Connect in the constructor (default true); false: call connect(). */
   autoConnect?: boolean;
   /** The jitter source, [0, 1) (default Math.random). */
@@ -388,6 +409,8 @@ export class WsedgeClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly state: ConnectionState;
+  /** The current connection's transport (null: none). */
+  readonly transport: Transport | null;
   /** This connection's id (null when not connected). */
   readonly clientId: string | null;
   /** The token's `sub`, or null. */
@@ -419,6 +442,18 @@ export class WsedgeClient {
   ping(): Promise<number>;
   /** For good: pending and queued requests reject. */
   close(): void;
+}
+
+/** One event of a `text/event-stream` (`event` defaults to "message"; `id` null when none). */
+export interface StreamEvent {
+  event: string;
+  data: string;
+  id: string | null;
+}
+/** A push parser of `text/event-stream`: feed text as it comes, events at each blank line. */
+export class EventStreamParser {
+  constructor(onEvent: (event: StreamEvent) => void);
+  feed(text: string): void;
 }
 
 /** Full jitter: uniform in [0, min(max, min * 2^attempt)]. */

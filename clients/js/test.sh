@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CI entry for the JS client: builds `wsedge` (release; the compare step needs it anyway),
 # installs the devDependencies from package-lock.json, runs `node --test` against the real
-# server (the demo and the bench report page in headless Chromium included) and prints a
-# tally. `bash clients/js/test.sh` from any directory. WSEDGE_REQUIRE_BROWSER=1 (set by .ci/run) installs
+# server (the demo, the demo over the SSE fallback, a plain EventSource and the bench report
+# page in headless Chromium included) and prints a tally. `bash clients/js/test.sh` from any directory. WSEDGE_REQUIRE_BROWSER=1 (set by .ci/run) installs
 # Debian's chromium when missing and makes a missing browser a failure instead of a skip.
 set -euo pipefail
 

@@ -8,8 +8,9 @@
 //! Checks: nothing panics; an accepted query names 1-64 valid rooms, each once; an accepted
 //! `Last-Event-ID` prints back (as the server writes ids) to one that parses to the same
 //! positions; every event written from any text keeps its data whole on `data:` lines; an
-//! accepted publish body names a stream token of at most 64 bytes and is a publish whose
-//! `data` is valid JSON and whose room and key are valid.
+//! accepted stream request names a stream token of at most 64 bytes and is a publish whose
+//! `data` is valid JSON and whose room and key are valid, or a presence or history read
+//! of a valid room.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -64,9 +65,13 @@ fn check_event(data: &str) {
 }
 
 fn check_publish_body(body: &str) {
-    let Ok((stream, request)) = protocol::parse_stream_publish(body) else { return };
+    let Ok((stream, request)) = protocol::parse_stream_request(body) else { return };
     assert!(stream.len() <= protocol::MAX_STREAM_TOKEN_BYTES);
-    let protocol::Request::Publish { room, data, key, .. } = request else { panic!("not a publish: {request:?}") };
+    let (room, data, key) = match request {
+        protocol::Request::Publish { room, data, key, .. } => (room, data, key),
+        protocol::Request::Presence { room } | protocol::Request::History { room, .. } => (room, "null", None),
+        other => panic!("not a stream's request: {other:?}"),
+    };
     assert!(protocol::validate_room_name(&room).is_ok(), "{room:?}");
     // JSON as written (a lone surrogate escape included: relayed as the client wrote it).
     assert!(serde_json::from_str::<&serde_json::value::RawValue>(data).is_ok(), "{data:?}");

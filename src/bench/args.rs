@@ -99,6 +99,10 @@ pub struct FanoutArgs {
     /// round (its next once it has received as many messages as there are members).
     #[arg(long)]
     pub all_publish: bool,
+    /// The subscribers read Server-Sent Events (`GET /sse?room=ROOM` on the same server)
+    /// instead of a WebSocket; the publishers stay on WebSocket. Needs --rooms-protocol.
+    #[arg(long, requires = "rooms_protocol", conflicts_with = "all_publish")]
+    pub sse: bool,
     /// Options every scenario takes.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -115,6 +119,10 @@ pub struct IdleArgs {
     /// Connections to open and hold.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// Hold event streams (`GET /sse?room=idle` on the URL's server, `wsedge serve`)
+    /// instead of WebSockets: each counts once it has joined.
+    #[arg(long)]
+    pub sse: bool,
     /// Options every scenario takes.
     #[command(flatten)]
     pub common: CommonArgs,

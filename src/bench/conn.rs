@@ -105,6 +105,8 @@ pub struct Conn {
     pub acked: u64,
     /// The TLS session of a `wss://` connection.
     pub tls: Option<Box<ClientConnection>>,
+    /// An event stream's reader (`--sse`), instead of the codec.
+    pub sse: Option<Box<super::sse::Reader>>,
 }
 
 impl Conn {
@@ -124,6 +126,7 @@ impl Conn {
             sent: 0,
             acked: 0,
             tls: None,
+            sse: None,
         }
     }
 

@@ -32,6 +32,7 @@ mod payload;
 mod plan;
 mod process;
 mod report;
+mod sse;
 mod traffic;
 mod verdict;
 mod worker;

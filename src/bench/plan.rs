@@ -136,6 +136,9 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// The room joined with the room protocol (`None`: raw messages).
     pub room: Option<String>,
+    /// `--sse`: the request target of the event stream subscribers (or idle connections)
+    /// open instead of a WebSocket.
+    pub sse: Option<String>,
     /// Text or binary messages.
     pub kind: MessageKind,
     /// Payload bytes per message.
@@ -172,6 +175,7 @@ impl Plan {
     /// Checks the options; returns the plan and where its report goes.
     pub fn from_args(args: &BenchArgs) -> Result<(Plan, Output), BenchError> {
         let mut settings = BTreeMap::new();
+        let mut sse = None;
         let (scenario, urls, room, connections, size, binary, common) = match &args.scenario {
             ScenarioArgs::Echo(a) => {
                 if a.depth == 0 {
@@ -213,14 +217,25 @@ impl Plan {
                         settings.insert("window", json!(a.window));
                     }
                 }
+                if a.sse {
+                    sse = Some(format!("/sse?room={}", a.room));
+                }
                 let scenario =
                     Scenario::Fanout { publishers, rate: a.rate, window: a.window, all_publish: a.all_publish };
                 (scenario, urls, room, a.subscribers + publishers, a.size, a.binary, &a.common)
             }
-            ScenarioArgs::Idle(a) => (Scenario::Idle, vec![a.url.clone()], None, a.connections, 0, false, &a.common),
+            ScenarioArgs::Idle(a) => {
+                if a.sse {
+                    sse = Some("/sse?room=idle".to_owned());
+                }
+                (Scenario::Idle, vec![a.url.clone()], None, a.connections, 0, false, &a.common)
+            }
         };
         if connections == 0 {
             return Err(invalid("no connections to open"));
+        }
+        if sse.is_some() {
+            settings.insert("transport", json!("sse"));
         }
         // Connection numbers travel in 24 bits of each payload.
         if connections >= 1 << 24 {
@@ -259,6 +274,7 @@ impl Plan {
             tls,
             urls,
             room,
+            sse,
             kind: if binary { MessageKind::Binary } else { MessageKind::Text },
             size,
             connections,
@@ -295,6 +311,12 @@ impl Plan {
             Scenario::Fanout { publishers, .. } if (id as usize) < publishers => Part::Publisher,
             Scenario::Fanout { .. } => Part::Subscriber,
         }
+    }
+
+    /// The event stream connection `part` opens instead of a WebSocket (`--sse`: the
+    /// subscribers and idle connections), as a request target.
+    pub(super) fn sse_target(&self, part: Part) -> Option<&str> {
+        self.sse.as_deref().filter(|_| matches!(part, Part::Subscriber | Part::Idle))
     }
 
     /// Where connection `id` connects: publishers to the first target, the other

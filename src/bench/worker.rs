@@ -20,6 +20,7 @@ use mio::{Events, Poll, Token};
 
 use super::conn::{Conn, Part, Phase, ReadStatus};
 use super::report::Stats;
+use super::sse;
 use super::traffic::Traffic;
 use super::verdict::WrongKind;
 use super::{Plan, Scenario, Shared};
@@ -254,6 +255,14 @@ impl Worker {
         let conn = &mut self.conns[index];
         match conn.finish_connect() {
             Ok(false) => {}
+            Ok(true) if self.traffic.plan.sse_target(conn.part).is_some() => {
+                let plan = &self.traffic.plan;
+                let target = plan.sse_target(conn.part).unwrap_or_default();
+                conn.queue(&sse::request(&plan.target(conn.id).host, target));
+                conn.sse = Some(Box::default());
+                conn.phase = Phase::Joining; // until the stream's `joined` event
+                self.mark_dirty(index);
+            }
             Ok(true) => {
                 let key = self.traffic.next_key();
                 let plan = &self.traffic.plan;
@@ -376,6 +385,7 @@ impl Worker {
         }
         let conn = &mut self.conns[index];
         match conn.phase {
+            _ if conn.sse.is_some() => return self.read_events(index, status, now),
             Phase::Handshaking => self.finish_handshake(index, now),
             _ => self.decode(index, now),
         }
@@ -430,6 +440,36 @@ impl Worker {
                     return self.lost(index, &format!("protocol error from the server: {e}"));
                 }
             }
+        }
+    }
+
+    /// An event stream's input: its `joined` event opens it (an `error` event is a refused
+    /// join), then every `message` event is counted as a socket's message is.
+    fn read_events(&mut self, index: usize, status: ReadStatus, now: Instant) {
+        let (conn, traffic) = (&mut self.conns[index], &mut self.traffic);
+        let Some(mut reader) = conn.sse.take() else { return };
+        let mut buf = mem::take(&mut conn.read_buf);
+        let (mut open, mut joined, mut refused) = (conn.phase == Phase::Open, false, None);
+        let result = reader.read(&mut buf, |event, data| match event {
+            "message" if open => {
+                traffic.on_message(conn, data, now);
+            }
+            "joined" if !open => (open, joined) = (true, true),
+            "error" if !open => refused = Some(String::from_utf8_lossy(data).into_owned()),
+            _ => {}
+        });
+        conn.read_buf = buf;
+        conn.sse = Some(reader);
+        if joined {
+            self.opened(index);
+        }
+        match (refused, result, status) {
+            (Some(why), _, _) => self.fail_setup(index, &format!("join refused: {why}")),
+            (_, Err(e), _) => self.lost(index, &e),
+            (_, _, ReadStatus::Drained) => {}
+            (_, _, ReadStatus::Budget) => self.unread.push(index),
+            (_, _, ReadStatus::Eof) => self.lost(index, "server closed the event stream's connection"),
+            (_, _, ReadStatus::Failed(e)) => self.lost(index, &format!("read: {e}")),
         }
     }
 
@@ -533,6 +573,13 @@ impl Worker {
             }
             self.traffic.stats.open_at_end += 1;
             self.traffic.shared.live.fetch_sub(1, Ordering::SeqCst);
+            if conn.sse.is_some() {
+                // An event stream has no close handshake: the client just leaves.
+                conn.phase = Phase::Closing;
+                self.traffic.stats.closed_cleanly += 1;
+                self.finish(index);
+                continue;
+            }
             if let Some(codec) = conn.codec.as_mut() {
                 codec.close(CloseCode::NORMAL, "bench done");
             }

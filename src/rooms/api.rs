@@ -45,9 +45,14 @@ enum Waiting {
     /// `POST /api/publish` to a user, or `POST /api/disconnect`: every worker acting on
     /// the user's connections.
     Reach(Arc<str>),
-    /// `POST /publish` (an event stream's publish), from a page of this origin (`None`:
-    /// no CORS headers).
-    StreamPublish(Option<String>),
+    /// An event stream's request (`POST /publish`, `GET /presence`, `GET /history`), from a
+    /// page of `origin` (`None`: no CORS headers), a presence list shown `by`.
+    Stream {
+        /// The page's origin, when allowed.
+        origin: Option<String>,
+        /// How a presence list is shown.
+        by: Presence,
+    },
     /// An admin snapshot, waiting for the room list (on the stream that asked: never
     /// answered as a request).
     Admin(Box<admin::Pending>),
@@ -71,10 +76,10 @@ impl Api {
         Api { config, waiting: HashMap::new(), admin }
     }
 
-    /// `conn` waits for the answer to an event stream's publish (`POST /publish`), asked
-    /// from a page of `origin` when it is allowed.
-    pub fn await_stream_publish(&mut self, conn: ConnId, origin: Option<&str>) {
-        self.waiting.insert(conn, Waiting::StreamPublish(origin.map(str::to_owned)));
+    /// `conn` waits for the answer to an event stream's request, asked from a page of
+    /// `origin` when it is allowed; a presence list is shown `by`.
+    pub fn await_stream_request(&mut self, conn: ConnId, origin: Option<&str>, by: Presence) {
+        self.waiting.insert(conn, Waiting::Stream { origin: origin.map(str::to_owned), by });
     }
 
     /// Answers a plain HTTP request now, or returns `None` when the answer comes later
@@ -285,26 +290,25 @@ impl Api {
     /// in the server, for `/metrics`).
     pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
         let Some(waiting) = self.waiting.remove(&http) else { return };
-        let waiting = match (waiting, result) {
-            // The stream is not a request: the snapshot goes out as an event, never a response.
+        // The admin stream is not a request: its snapshot goes out as an event, never a response.
+        let (waiting, result) = match (waiting, result) {
             (Waiting::Admin(pending), result) => {
                 let rooms = match result {
                     Ok(Answer::Rooms(all)) => Some(all),
                     _ => None,
                 };
-                self.admin.finish(out, *pending, rooms, relay_rooms);
-                return;
+                return self.admin.finish(out, *pending, rooms, relay_rooms);
             }
             other => other,
         };
-        let response = match waiting {
-            (Waiting::StreamPublish(origin), result) => {
+        let response = match (waiting, result) {
+            (Waiting::Stream { origin, by }, result) => {
                 let response = match result {
-                    Ok(Answer::Published { room, offset, duplicate }) => {
-                        HttpResponse::json(200, super::members::published_body(&room, offset, duplicate))
+                    Ok(answer @ (Answer::Published { .. } | Answer::Presence { .. } | Answer::History { .. })) => {
+                        HttpResponse::json(200, super::members::answer_body(answer, by))
                     }
                     Ok(other) => {
-                        log::warn!("the engine answered a stream's publish with {other:?}");
+                        log::warn!("the engine answered a stream's request with {other:?}");
                         HttpResponse::json_error(500, "internal error")
                     }
                     Err(e) => error_response(&e),
@@ -343,11 +347,12 @@ pub fn with_cors(response: HttpResponse, origin: Option<&str>) -> HttpResponse {
     }
 }
 
-/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods`.
-pub fn preflight(methods: &str) -> HttpResponse {
+/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods` with
+/// `headers` a page may set.
+pub fn preflight(methods: &str, headers: &str) -> HttpResponse {
     HttpResponse::text(204, "")
         .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
-        .with_header("Access-Control-Allow-Headers", "Content-Type, Authorization".to_owned())
+        .with_header("Access-Control-Allow-Headers", headers.to_owned())
         .with_header("Access-Control-Max-Age", "600".to_owned())
 }
 

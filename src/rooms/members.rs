@@ -83,8 +83,8 @@ struct EventStream {
     presence: Presence,
     /// Rooms joined with `since` (from `Last-Event-ID`) whose answer has not come.
     resuming: Vec<String>,
-    /// What its `POST /publish` requests name it by (in its `welcome`).
-    token: Box<str>,
+    /// The secret of the token its `POST /publish` requests name it by (in its `welcome`).
+    secret: u128,
 }
 
 impl Client {
@@ -109,8 +109,8 @@ pub struct Members {
     streams: std::collections::HashSet<ConnId>,
     /// When the streams last had a heartbeat.
     last_heartbeat: Option<Instant>,
-    /// Each event stream here by its token (`POST /publish` names it).
-    stream_tokens: HashMap<Box<str>, ConnId>,
+    /// Each event stream here by its token's secret (`POST /publish` names it).
+    stream_tokens: HashMap<u128, ConnId>,
     /// The stream tokens' secret part.
     rng: StdRng,
 }
@@ -138,10 +138,10 @@ impl Members {
     }
 
     /// A new stream token: the worker (where `POST /publish` finds the stream), then 128
-    /// random bits (only the stream's reader can know them).
-    fn new_stream_token(&mut self, conn: ConnId) -> Box<str> {
+    /// random bits in hex (only the stream's reader can know them); and those bits.
+    fn new_stream_token(&mut self, conn: ConnId) -> (String, u128) {
         let secret: u128 = self.rng.random();
-        format!("{}.{secret:032x}", conn.worker()).into_boxed_str()
+        (format!("{}.{secret:032x}", conn.worker()), secret)
     }
 
     /// A new connection: welcomed now, unless its session waits for `auth`.
@@ -183,21 +183,22 @@ impl Members {
         engine: &mut dyn Engine,
     ) {
         let id = self.new_client_id();
-        let token = self.new_stream_token(conn);
+        let (token, secret) = self.new_stream_token(conn);
         let welcome = protocol::stream_welcome(&id, session.user.as_deref(), session.info.as_deref(), &token);
         out.send(conn, MessageKind::Text, Bytes::from(sse::event("welcome", None, &welcome)));
-        self.stream_tokens.insert(token.clone(), conn);
+        self.stream_tokens.insert(secret, conn);
         let identity = Identity { client: id.clone(), user: session.user.clone(), info: session.info.clone() };
         let resuming: Vec<String> = request.rooms.iter().filter(|r| since.contains_key(*r)).cloned().collect();
         // A resumed room keeps its place in every id until its join is answered: a drop
         // meanwhile resumes it from the same place again (else it would rejoin from now).
-        let positions = resuming
-            .iter()
-            .filter_map(|room| {
-                since.get(room).map(|s| (Arc::from(room.as_str()), (Arc::from(s.epoch.as_str()), s.offset)))
-            })
-            .collect();
-        let stream = EventStream { presence: request.presence, resuming, positions, token };
+        // Room for every room it joins: its place is kept without growing.
+        let mut positions = sse::Positions::with_capacity(request.rooms.len());
+        for room in &resuming {
+            if let Some(s) = since.get(room) {
+                positions.insert(Arc::from(room.as_str()), (Arc::from(s.epoch.as_str()), s.offset));
+            }
+        }
+        let stream = EventStream { presence: request.presence, resuming, positions, secret };
         let mut client = self.new_client(id, out.now().mono, Some(Box::new(stream)));
         client.joining = request.rooms.clone();
         self.clients.insert(conn, client);
@@ -262,7 +263,7 @@ impl Members {
         let Some(client) = self.clients.remove(&conn) else { return };
         self.streams.remove(&conn);
         if let Some(stream) = &client.stream {
-            self.stream_tokens.remove(&stream.token);
+            self.stream_tokens.remove(&stream.secret);
         }
         let names = client.rooms.iter().map(|r| r.to_string()).chain(client.joining);
         for room in names {
@@ -355,11 +356,12 @@ impl Members {
         }
     }
 
-    /// `POST /publish`: a publish by the event stream its body names (by the token of its
-    /// `welcome`), checked as that stream's own publish would be; `http` waits for the
+    /// An event stream's request over HTTP (`POST /publish`, `GET /presence`, `GET
+    /// /history`; see `protocol::parse_stream_request`), the stream named by the token of
+    /// its `welcome`: checked as that stream's own request would be; `http` waits for the
     /// engine's answer (on this worker or another). A refusal is returned, and counts
     /// toward the stream's strikes.
-    pub fn publish_from_stream(
+    pub fn request_from_stream(
         &mut self,
         out: &mut Outbox,
         body: &Bytes,
@@ -368,14 +370,35 @@ impl Members {
         engine: &mut dyn Engine,
     ) -> Result<(), RoomError> {
         let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8)?;
-        let (token, request) = protocol::parse_stream_publish(text)?;
-        let conn = *self.stream_tokens.get(token.as_str()).ok_or(RoomError::NoSuchStream)?;
+        let (token, request) = protocol::parse_stream_request(text)?;
+        let secret = token.split_once('.').and_then(|(_, hex)| (hex.len() == 32).then_some(hex));
+        let secret = secret.and_then(|hex| u128::from_str_radix(hex, 16).ok()).ok_or(RoomError::NoSuchStream)?;
+        let conn = *self.stream_tokens.get(&secret).ok_or(RoomError::NoSuchStream)?;
         let (Some(client), Some(session)) = (self.clients.get_mut(&conn), sessions.get(conn)) else {
             return Err(RoomError::NoSuchStream);
         };
         let now = out.now();
-        let result = session.permits(&request).and_then(|()| {
-            publish_as(&self.config, (conn, client, session), body, request, ReplyTo::Http(http), now, engine)
+        // The engine takes an HTTP reader for the backend, who needs no membership: the
+        // stream's membership is checked here.
+        let member = match &request {
+            Request::Presence { room } | Request::History { room, .. } => {
+                client.rooms.iter().any(|r| **r == **room) || !self.config.require_membership
+            }
+            _ => true,
+        };
+        let result = session.permits(&request).and_then(|()| match request {
+            Request::Presence { room } if member => {
+                engine.presence(now, ReplyTo::Http(http), room);
+                Ok(())
+            }
+            Request::History { room, limit } if member => {
+                engine.history(now, ReplyTo::Http(http), room, limit);
+                Ok(())
+            }
+            Request::Presence { .. } | Request::History { .. } => Err(RoomError::NotMember),
+            publish => {
+                publish_as(&self.config, (conn, client, session), body, publish, ReplyTo::Http(http), now, engine)
+            }
         });
         if let Err(e) = &result {
             if e.is_strike() {
@@ -567,21 +590,34 @@ impl Members {
         let offset = if op == "message" { offset_of(payload) } else { None };
         // An event without an id (presence, ephemeral) is the same for every stream: once.
         let mut shared: Option<Bytes> = None;
+        // So is the message event of every stream in this room alone (of one epoch): its id
+        // names only this room. The server then frames it once for all of them too.
+        let mut alone: Option<(Arc<str>, Bytes)> = None;
         for &conn in streams {
             let Some(stream) = self.clients.get_mut(&conn).and_then(|c| c.stream.as_mut()) else { continue };
             if Some(conn) == except || !audience.includes(stream.presence) {
                 continue;
             }
-            let id = match (offset, stream.positions.get_mut(room)) {
+            let epoch = match (offset, stream.positions.get_mut(room)) {
                 (Some(offset), Some(position)) => {
                     position.1 = offset;
-                    Some(sse::event_id(&stream.positions))
+                    Some(position.0.clone())
                 }
                 _ => None,
             };
-            let event = match id {
-                Some(id) => Bytes::from(sse::event(op, Some(&id), push)),
+            let with_id =
+                |positions: &sse::Positions| Bytes::from(sse::event(op, Some(&sse::event_id(positions)), push));
+            let event = match epoch {
                 None => shared.get_or_insert_with(|| Bytes::from(sse::event(op, None, push))).clone(),
+                Some(epoch) if stream.positions.len() == 1 => match &alone {
+                    Some((of, event)) if *of == epoch => event.clone(),
+                    _ => {
+                        let event = with_id(&stream.positions);
+                        alone = Some((epoch, event.clone()));
+                        event
+                    }
+                },
+                Some(_) => with_id(&stream.positions),
             };
             out.send(conn, MessageKind::Text, event);
         }

@@ -54,15 +54,16 @@ pub enum RoomMsg {
     Relay(relay::Msg),
     /// Reaching a user's connections there.
     Reach(reach::Msg),
-    /// `POST /publish` for an event stream there (by its token, in `body`); `http` waits.
-    StreamPublish {
+    /// An event stream's request over HTTP, for the worker holding the stream (named by
+    /// its token, in `body`); `http` waits.
+    StreamRequest {
         /// The HTTP connection waiting for the answer.
         http: ConnId,
         /// The request's body.
         body: bytes::Bytes,
     },
-    /// The stream's worker refused a `POST /publish` before the engine saw it.
-    StreamPublishRefused {
+    /// The stream's worker refused its request before the engine saw it.
+    StreamRefused {
         /// The HTTP connection waiting for the answer.
         http: ConnId,
         /// Why.
@@ -189,8 +190,17 @@ impl Rooms {
     /// with the codes of the room protocol.
     fn open_stream(&mut self, out: &mut Outbox, conn: ConnId, request: &PlainRequest) -> HttpResponse {
         let refuse = |e: RoomError| HttpResponse::json_error(e.code(), &e.to_string());
+        if request.method == "OPTIONS" {
+            // A page of another origin reading the stream with `fetch` sends `Last-Event-ID`
+            // itself (and maybe `Authorization`): its browser asks first.
+            if !request.origin_allowed {
+                return refuse(RoomError::OriginDenied);
+            }
+            let cors = request.origin.as_deref();
+            return api::with_cors(api::preflight("GET", "Last-Event-ID, Authorization"), cors);
+        }
         if request.method != "GET" {
-            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET");
+            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET, OPTIONS");
         }
         let wanted = match sse::parse_query(&request.path) {
             Ok(wanted) => wanted,
@@ -233,12 +243,14 @@ impl Rooms {
         HttpResponse::event_stream()
     }
 
-    /// `POST /publish`: a publish by an event stream (the token of its `welcome` names it,
-    /// and the worker that holds it), answered as its own publish would be, with the reply's
-    /// `ok` body or the error with its code as the HTTP status. It is a browser's request:
-    /// the origin rules apply, and an allowed origin gets CORS headers (a preflight
-    /// `OPTIONS` too, though a `text/plain` body needs none).
-    fn publish_from_stream(
+    /// An event stream's requests over HTTP, answered as its own would be on a socket:
+    /// `POST /publish` (a publish; body: the `publish` request's fields and `stream`),
+    /// `GET /presence?stream=T&room=R[&by=users]` and `GET /history?stream=T&room=R[&limit=N]`.
+    /// The token of the stream's `welcome` names it, and the worker that holds it, which
+    /// checks the request as the stream's. The answer is the reply's `ok` body, or the error
+    /// with its code as the HTTP status. These are a browser's requests: the origin rules
+    /// apply, and an allowed origin gets CORS headers (and its preflight an answer).
+    fn stream_request(
         &mut self,
         out: &mut Outbox,
         conn: ConnId,
@@ -250,32 +262,37 @@ impl Rooms {
         if !request.origin_allowed {
             return refuse(RoomError::OriginDenied);
         }
-        match request.method.as_str() {
-            "POST" => {}
-            "OPTIONS" => return Some(api::with_cors(api::preflight("POST"), cors)),
-            _ => {
-                let response =
-                    HttpResponse::json_error(405, "method not allowed").with_header("Allow", "POST, OPTIONS");
+        let path = request.path.split('?').next().unwrap_or_default();
+        let method = if path == "/publish" { "POST" } else { "GET" };
+        let (body, by) = match request.method.as_str() {
+            "OPTIONS" => return Some(api::with_cors(api::preflight(method, "Content-Type, Authorization"), cors)),
+            m if m != method => {
+                let response = HttpResponse::json_error(405, "method not allowed")
+                    .with_header("Allow", format!("{method}, OPTIONS"));
                 return Some(api::with_cors(response, cors));
             }
-        }
+            "POST" => (bytes::Bytes::copy_from_slice(body), protocol::Presence::Connections),
+            _ => match sse::read_request(path, &request.path) {
+                Ok(read) => read,
+                Err(e) => return refuse(e),
+            },
+        };
         // Which worker holds the stream: the token's first part (checked again there).
-        let text = std::str::from_utf8(body).map_err(|_| RoomError::BodyNotUtf8);
-        let worker = match text.and_then(protocol::parse_stream_publish) {
+        let text = std::str::from_utf8(&body).map_err(|_| RoomError::BodyNotUtf8);
+        let worker = match text.and_then(protocol::parse_stream_request) {
             Ok((token, _)) => token.split_once('.').and_then(|(w, _)| w.parse::<usize>().ok()),
             Err(e) => return refuse(e),
         };
         let Some(worker) = worker.filter(|&w| w < self.mesh.workers()) else {
             return refuse(RoomError::NoSuchStream);
         };
-        self.api.await_stream_publish(conn, cors);
-        let body = bytes::Bytes::copy_from_slice(body);
+        self.api.await_stream_request(conn, cors, by);
         if worker == self.mesh.me() {
-            if let Err(e) = self.members.publish_from_stream(out, &body, conn, &self.sessions, &mut *self.engine) {
+            if let Err(e) = self.members.request_from_stream(out, &body, conn, &self.sessions, &mut *self.engine) {
                 self.api.on_answer(out, conn, Err(e), self.relay.room_count());
             }
         } else {
-            self.mesh.post(worker, RoomMsg::StreamPublish { http: conn, body });
+            self.mesh.post(worker, RoomMsg::StreamRequest { http: conn, body });
         }
         None
     }
@@ -397,8 +414,8 @@ impl Handler for Rooms {
         let path = request.path.split('?').next().unwrap_or_default();
         let response = if self.streams && path == "/sse" {
             Some(self.open_stream(out, conn, request))
-        } else if self.streams && path == "/publish" {
-            self.publish_from_stream(out, conn, request, body)
+        } else if self.streams && matches!(path, "/publish" | "/presence" | "/history") {
+            self.stream_request(out, conn, request, body)
         } else {
             self.api.serve(out, conn, request, body, metrics, &mut *self.engine, &mut self.reach)
         };
@@ -430,13 +447,13 @@ impl Handler for Rooms {
                 RoomMsg::Engine(msg) => self.engine.receive(out.now(), msg),
                 RoomMsg::Relay(msg) => self.relay.receive(out, msg),
                 RoomMsg::Reach(msg) => self.on_reach(out, msg),
-                RoomMsg::StreamPublish { http, body } => {
-                    let result = self.members.publish_from_stream(out, &body, http, &self.sessions, &mut *self.engine);
+                RoomMsg::StreamRequest { http, body } => {
+                    let result = self.members.request_from_stream(out, &body, http, &self.sessions, &mut *self.engine);
                     if let Err(error) = result {
-                        self.mesh.post(http.worker(), RoomMsg::StreamPublishRefused { http, error });
+                        self.mesh.post(http.worker(), RoomMsg::StreamRefused { http, error });
                     }
                 }
-                RoomMsg::StreamPublishRefused { http, error } => {
+                RoomMsg::StreamRefused { http, error } => {
                     self.api.on_answer(out, http, Err(error), self.relay.room_count())
                 }
             }

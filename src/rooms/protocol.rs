@@ -165,20 +165,23 @@ fn publish<'a>(fields: &HashMap<String, &'a RawValue>) -> Result<Request<'a>, Ro
 /// The longest stream token (`POST /publish`'s `stream`) worth looking up.
 pub const MAX_STREAM_TOKEN_BYTES: usize = 64;
 
-/// The body of `POST /publish` (an event stream's publish): the `publish` request's
-/// fields plus `stream`, the token its `welcome` event gave; `op` may be left out.
-/// Returns the token and the request (`Request::Publish`).
-pub fn parse_stream_publish(text: &str) -> Result<(String, Request<'_>), RoomError> {
+/// An event stream's request over HTTP: the body of `POST /publish` (the `publish`
+/// request's fields, `op` left out or `"publish"`), or what `GET /presence` and
+/// `GET /history` carry (`"op":"presence"` or `"history"` and their fields); each with
+/// `stream`, the token the stream's `welcome` event gave. Returns the token and the
+/// request.
+pub fn parse_stream_request(text: &str) -> Result<(String, Request<'_>), RoomError> {
     let fields: HashMap<String, &RawValue> = serde_json::from_str(text).map_err(|_| RoomError::MalformedJson)?;
-    match optional::<String>(&fields, "op")?.as_deref() {
-        None | Some("publish") => {}
+    let request = match optional::<String>(&fields, "op")?.as_deref() {
+        None | Some("publish") => publish(&fields)?,
+        Some("presence" | "history") => parse_fields(&fields)?,
         Some(other) => return Err(RoomError::UnknownOp(truncate(other, 32).to_owned())),
-    }
+    };
     let stream: String = required(&fields, "stream")?;
     if stream.len() > MAX_STREAM_TOKEN_BYTES {
         return Err(RoomError::NoSuchStream);
     }
-    Ok((stream, publish(&fields)?))
+    Ok((stream, request))
 }
 
 /// The longest idempotency key.

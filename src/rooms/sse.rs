@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::error::RoomError;
 use super::protocol::{self, Presence, Since};
+use crate::server::http;
 
 /// The most rooms a query is read for (a bound on parsing; `max_rooms_per_connection`
 /// is the limit that applies, as for a socket).
@@ -66,14 +67,102 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
     Ok(StreamRequest { rooms, presence })
 }
 
-/// Where a stream is in each of its rooms: room -> (epoch, last offset delivered).
-pub type Positions = BTreeMap<Arc<str>, (Arc<str>, u64)>;
+/// `GET /presence` or `GET /history` (at `path`) of an event stream, its `target`'s query
+/// (`stream`, `room`, and `by=users` or `limit=N`) as the body of a stream's request
+/// (`protocol::parse_stream_request`), and how a presence list is shown.
+pub fn read_request(path: &str, target: &str) -> Result<(bytes::Bytes, Presence), RoomError> {
+    let param = |name: &'static str| match http::query_param(target, name) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(())) => Err(RoomError::WrongType(name)),
+    };
+    let history = path == "/history";
+    let mut body = serde_json::json!({
+        "op": if history { "history" } else { "presence" },
+        "stream": param("stream")?.ok_or(RoomError::MissingField("stream"))?,
+        "room": param("room")?.ok_or(RoomError::MissingField("room"))?,
+    });
+    let by = match param("by")?.as_deref() {
+        None | Some("connections") if !history => Presence::Connections,
+        Some("users") if !history => Presence::Users,
+        None if history => Presence::Connections,
+        _ => return Err(RoomError::WrongType("by")),
+    };
+    match param("limit")? {
+        Some(limit) if history => {
+            body["limit"] = limit.parse::<u64>().map_err(|_| RoomError::WrongType("limit"))?.into()
+        }
+        Some(_) => return Err(RoomError::WrongType("limit")),
+        None => {}
+    }
+    Ok((bytes::Bytes::from(body.to_string()), by))
+}
+
+/// Where a stream is in each of its rooms: room -> (epoch, last offset delivered), in room
+/// order. A sorted `Vec`: a stream follows a few rooms (at most 64), and a `BTreeMap`'s
+/// first node alone would cost an idle stream hundreds of bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Positions(Vec<(Arc<str>, Position)>);
+
+/// A room's epoch, and the last offset a stream got in it.
+pub type Position = (Arc<str>, u64);
+
+impl Positions {
+    /// No rooms.
+    pub fn new() -> Self {
+        Positions::default()
+    }
+
+    /// No rooms, with room for `rooms` without growing.
+    pub fn with_capacity(rooms: usize) -> Self {
+        Positions(Vec::with_capacity(rooms))
+    }
+
+    /// Sets `room`'s position.
+    pub fn insert(&mut self, room: Arc<str>, position: Position) {
+        match self.0.binary_search_by(|(r, _)| r.cmp(&room)) {
+            Ok(i) => self.0[i].1 = position,
+            Err(i) => self.0.insert(i, (room, position)),
+        }
+    }
+
+    /// `room`'s position, to change it.
+    pub fn get_mut(&mut self, room: &str) -> Option<&mut Position> {
+        let i = self.0.binary_search_by(|(r, _)| (**r).cmp(room)).ok()?;
+        self.0.get_mut(i).map(|(_, position)| position)
+    }
+
+    /// Rooms placed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No room placed yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each room and its position, in room order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Position)> {
+        self.0.iter().map(|(room, position)| (room, position))
+    }
+}
+
+impl FromIterator<(Arc<str>, Position)> for Positions {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Position)>>(iter: I) -> Self {
+        let mut positions = Positions::new();
+        for (room, position) in iter {
+            positions.insert(room, position);
+        }
+        positions
+    }
+}
 
 /// The `id` of the stream's events at `positions` (rooms joined and not yet placed have
 /// no position yet and are left out).
 pub fn event_id(positions: &Positions) -> String {
     let mut out = String::new();
-    for (room, (epoch, offset)) in positions {
+    for (room, (epoch, offset)) in positions.iter() {
         if !out.is_empty() {
             out.push(',');
         }

@@ -53,6 +53,15 @@ pub enum IoStatus {
     Error,
 }
 
+/// How an event stream's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// HTTP/1.1: in chunks, the last one ending it.
+    Chunked,
+    /// HTTP/1.0: the bytes as they are, ended by closing the connection.
+    CloseDelimited,
+}
+
 #[derive(Debug)]
 pub struct Conn {
     pub socket: TcpStream,
@@ -79,11 +88,8 @@ pub struct Conn {
     pub opened: bool,
     /// Counted against `max_connections` as an open WebSocket (or event stream).
     pub counted: bool,
-    /// An event stream (a streaming HTTP response), not a WebSocket.
-    pub stream: bool,
-    /// The stream's body is chunked (HTTP/1.1); else (HTTP/1.0) it is the bytes as they
-    /// are, ended by closing the connection.
-    pub chunked: bool,
+    /// An event stream (a streaming HTTP response), not a WebSocket: how its body is framed.
+    pub stream: Option<Framing>,
     /// The peer's FIN arrived.
     pub peer_eof: bool,
     /// When the peer was last heard from, and whether it was pinged since.
@@ -132,8 +138,7 @@ impl Conn {
             codec: None,
             opened: false,
             counted: false,
-            stream: false,
-            chunked: false,
+            stream: None,
             peer_eof: false,
             liveness: Liveness::new(now),
             dirty: false,

@@ -87,6 +87,9 @@ pub struct Server<H: Handler> {
     next_tick: Instant,
     /// Compressors shared by every connection without server context takeover.
     pub(super) compressors: CompressorPool,
+    /// The last payload sent to a chunked stream, and it as a chunk: a payload the handler
+    /// sends to many streams (one event for all) is framed once, then shared.
+    pub(super) last_chunk: Option<(Bytes, Bytes)>,
     /// Connections with output to flush at the end of this turn.
     pub(super) dirty: Vec<usize>,
     /// Connections whose deferred HTTP response went out: serve their pipelined requests.
@@ -141,6 +144,7 @@ impl<H: Handler> Server<H> {
         };
         Ok(Server {
             compressors: CompressorPool::new(config.deflate.level),
+            last_chunk: None,
             outbox: Outbox::new(Now::read()),
             metrics: Metrics::default(),
             read_pool: ReadPool::new(),
@@ -382,7 +386,7 @@ impl<H: Handler> Server<H> {
     fn remove(&mut self, index: usize) {
         self.leave_open(index);
         let Some(mut conn) = self.conns.try_remove(index) else { return };
-        if conn.counted && conn.stream {
+        if conn.counted && conn.stream.is_some() {
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             self.metrics.streams -= 1;
         } else if conn.counted {

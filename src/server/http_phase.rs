@@ -12,7 +12,7 @@ use log::{debug, warn};
 use mio::{Interest, Token};
 
 use super::access::{self, Refusal};
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Framing, Phase};
 use super::event_loop::{Outcome, Server, SIGNALS};
 use super::metrics::HandshakeFailure;
 use super::policy;
@@ -233,14 +233,15 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.awaiting_response = None;
         conn.ip_slot = ip_slot.map(Box::new);
-        let chunked = !req.http_1_0;
-        conn.queue(Bytes::from(if chunked { response.encode(true) } else { response.encode_close_delimited() }));
+        let framing = if req.http_1_0 { Framing::CloseDelimited } else { Framing::Chunked };
+        let head = if framing == Framing::Chunked { response.encode(true) } else { response.encode_close_delimited() };
+        conn.queue(Bytes::from(head));
         conn.discard_input();
         conn.phase = Phase::Streaming;
-        conn.chunked = chunked;
+
         conn.opened = true;
         conn.counted = true;
-        conn.stream = true;
+        conn.stream = Some(framing);
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         self.shared.handshaking.fetch_sub(1, Ordering::Relaxed);
         self.metrics.streams += 1;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use log::debug;
 
-use super::conn::Phase;
+use super::conn::{Framing, Phase};
 use super::event_loop::{live_conn, mark_dirty, Server};
 use super::metrics::CloseInitiator;
 use super::policy::{self, Fanout};
@@ -37,6 +37,7 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+        self.last_chunk = None;
     }
 
     /// One message to one open connection, framed by its own codec: corked when it can be
@@ -44,7 +45,7 @@ impl<H: Handler> Server<H> {
     fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes, now: Instant) {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else {
             // Not an open socket: a stream's chunk, or nobody (one lookup for sockets).
-            return self.send_chunk(id, &payload, now);
+            return self.send_chunk(id, payload, now);
         };
         let Some(codec) = conn.codec.as_mut() else { return };
         let header = codec.plain_frame_header(kind, payload.len());
@@ -119,7 +120,7 @@ impl<H: Handler> Server<H> {
     /// socket first, and a client that took nothing (or is past twice the cap) does not
     /// read: it is dropped (a stream has no close frame to say why; it resumes from its
     /// `Last-Event-ID`).
-    fn send_chunk(&mut self, id: ConnId, payload: &[u8], now: Instant) {
+    fn send_chunk(&mut self, id: ConnId, payload: Bytes, now: Instant) {
         let cap = self.config.max_outbound_bytes;
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
         if policy::fanout(conn.queued_bytes(), payload.len(), cap, None) != Fanout::Queue {
@@ -132,8 +133,16 @@ impl<H: Handler> Server<H> {
                 return self.settle(id.index(), super::event_loop::Outcome::Remove, now);
             }
         }
-        let bytes = if conn.chunked { super::http::chunk(payload) } else { payload.to_vec() };
-        conn.queue(Bytes::from(bytes));
+        let bytes = match &self.last_chunk {
+            _ if conn.stream != Some(Framing::Chunked) => payload,
+            Some((last, chunk)) if last.as_ptr() == payload.as_ptr() && last.len() == payload.len() => chunk.clone(),
+            _ => {
+                let chunk = Bytes::from(super::http::chunk(&payload));
+                self.last_chunk = Some((payload, chunk.clone()));
+                chunk
+            }
+        };
+        conn.queue(bytes);
         self.metrics.messages_out += 1;
         mark_dirty(&mut self.dirty, conn, id.index());
     }
@@ -141,7 +150,7 @@ impl<H: Handler> Server<H> {
     /// Ends a stream: the last chunk, then the connection finishes (FIN once it is out).
     pub(super) fn end_stream(&mut self, id: ConnId, now: Instant) {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Streaming) else { return };
-        if conn.chunked {
+        if conn.stream == Some(Framing::Chunked) {
             conn.queue(Bytes::from_static(super::http::LAST_CHUNK));
         }
         self.settle(id.index(), super::event_loop::Outcome::Finish, now);

@@ -1,7 +1,9 @@
 // wsedge-client: the client for the `wsedge.v1` room protocol (docs/protocol.md).
-// Owns one WebSocket at a time: connects, authenticates, rejoins every room with `since`
+// Owns one connection at a time: connects, authenticates, rejoins every room with `since`
 // after a drop and delivers each message offset exactly once, in order. Queues publishes
-// while offline. No dependencies: browsers and Node 20+ (global WebSocket or one passed in).
+// while offline. The connection is a WebSocket, or where WebSockets fail, Server-Sent
+// Events (`GET /sse`) with `POST /publish` behind the same interface. No dependencies:
+// browsers and Node 20+ (global WebSocket or one passed in; global fetch).
 
 /** The subprotocol this client speaks (docs/protocol.md, "Connecting"). */
 export const PROTOCOL = "wsedge.v1";
@@ -25,6 +27,16 @@ const DEFAULTS = {
   publishRate: 95,
   publishBurst: 190,
   sendKeys: true, // send each publish's idempotency `key` (the server publishes a key once)
+  // Transports in order of preference: WebSocket, and Server-Sent Events (GET /sse plus
+  // POST /publish) after `fallbackAfter` WebSocket attempts in a row failed before their
+  // welcome (a refused upgrade is one). Two: one failure is a blip (a restart, a lost
+  // network), the second in a row is a pattern worth working around.
+  transports: ["websocket", "sse"],
+  fallbackAfter: 2,
+  // On SSE, a WebSocket is tried this often (ms; 0: never); when its upgrade succeeds, the
+  // client reconnects over WebSocket. Without it, clients that fell back during an outage
+  // (a refused connection looks like a refused upgrade) would stay on SSE until a drop.
+  probeInterval: 60000,
   random: Math.random, // the backoff's jitter source (tests pin it)
 };
 
@@ -241,6 +253,303 @@ export class Room extends Emitter {
   }
 }
 
+// ---- Server-Sent Events: the fallback transport -----------------------------------------
+
+/** Presence asked of a stream: the strongest any of its rooms wants (one per stream). */
+const PRESENCE_RANK = { false: 0, connections: 1, users: 2 };
+
+/**
+ * A push parser of `text/event-stream` (HTML, "Server-sent events", §9.2.6 "Interpreting an
+ * event stream"): `feed` text as it comes, get `{event, data, id}` at each blank line. A
+ * line may end with CRLF, LF or CR, and a chunk may end between CR and LF.
+ */
+export class EventStreamParser {
+  constructor(onEvent) {
+    this._onEvent = onEvent;
+    this._rest = ""; // an unfinished line
+    this._event = "";
+    this._data = [];
+    this._id = null;
+  }
+
+  feed(text) {
+    const buf = this._rest + text;
+    let start = 0;
+    for (let i = 0; i < buf.length; i++) {
+      const c = buf.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      if (c === 13 && i + 1 === buf.length) break; // CR last: its LF may be in the next chunk
+      this._line(buf.slice(start, i));
+      if (c === 13 && buf.charCodeAt(i + 1) === 10) i++;
+      start = i + 1;
+    }
+    this._rest = buf.slice(start);
+  }
+
+  _line(line) {
+    if (line === "") {
+      // Dispatch; an event with no data line is none (the spec's "if the data buffer is empty").
+      const event = { event: this._event || "message", data: this._data.join("\n"), id: this._id };
+      const had = this._data.length > 0;
+      this._event = "";
+      this._data = [];
+      this._id = null;
+      if (had) this._onEvent(event);
+      return;
+    }
+    if (line.charCodeAt(0) === 58) return; // ":" a comment (the server's keepalive)
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    if (field === "event") this._event = value;
+    else if (field === "data") this._data.push(value);
+    else if (field === "id" && !value.includes("\0")) this._id = value;
+    // "retry": the client schedules its own reconnects.
+  }
+}
+
+/**
+ * The room protocol over `GET /sse` and `POST /publish` (docs/protocol.md, "Server-Sent
+ * Events"), shaped like a WebSocket so that the client's connection logic stays one: the
+ * client `send`s the same request frames and gets the same pushes and replies through
+ * `onmessage`. A `join` is answered by the stream's `joined` (or `reset`, or `error`) event
+ * for the room; a room the stream does not follow yet, or a `leave`, opens the stream again
+ * with the new room set (`restream`), resuming every room where the client is; a `publish`
+ * is a `POST /publish` as the stream's member; a `ping` is answered by the next bytes on
+ * the stream (the server's keepalive comes every 15 s). `history`, `presence` and `auth`
+ * have no equivalent: 501.
+ *
+ * Why `fetch` and not `EventSource`: the client writes `Last-Event-ID` itself, from its own
+ * position in every room, on the first request too (an `EventSource` sends one only on its
+ * own reconnects, so a switch from WebSocket, or a new room set, would start from now and
+ * lose messages); reconnects follow the client's backoff, not the browser's fixed delay; a
+ * refusal's status and JSON body are readable; and Node 20 has `fetch` but no `EventSource`.
+ */
+class EventStreamSocket {
+  constructor(client, token) {
+    this.readyState = 0; // CONNECTING; 1 OPEN; 3 CLOSED, as a WebSocket's
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._client = client;
+    this._fetch = client.options.fetch ?? globalThis.fetch.bind(globalThis);
+    this._token = token;
+    this._abort = null; // the AbortController of the stream being read
+    this._rooms = []; // the rooms the current stream follows, and its presence
+    this._presence = false;
+    this._stream = null; // the welcome's `stream`: what POST /publish is made as
+    this._joins = new Map(); // room -> id of the `join` waiting for the stream's answer
+    this._answers = new Map(); // room -> the answer that came before its `join` was sent
+    this._posts = Promise.resolve(); // one publish at a time: in order, as on one socket
+    this._welcomeWaiters = []; // publishes waiting for a stream (after a 410)
+    this._pings = [];
+    this._restreamTimer = null;
+    this._open();
+  }
+
+  send(text) {
+    const req = JSON.parse(text);
+    switch (req.op) {
+      case "join":
+        return this._join(req);
+      case "leave":
+        this._reply(req.id, { ok: {} });
+        return this._restreamSoon();
+      case "publish":
+        // A failure here must not stop the chain: the request then times out.
+        this._posts = this._posts.then(() => this._publish(req)).catch(() => {});
+        return;
+      case "ping":
+        return void this._pings.push(req.id);
+      default:
+        return this._reply(req.id, { error: { code: 501, message: `${req.op}: not available over Server-Sent Events` } });
+    }
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    clearTimeout(this._restreamTimer);
+    this._abort?.abort();
+    for (const w of this._welcomeWaiters.splice(0)) w();
+  }
+
+  /** Opens the stream for the client's rooms, resuming each where the client is. */
+  async _open() {
+    const { rooms, presence, lastEventId } = this._client._streamQuery();
+    const abort = new AbortController();
+    this._abort = abort;
+    this._rooms = rooms;
+    this._presence = presence;
+    this._answers.clear();
+    this._stream = null;
+    this._welcomed = false; // this stream's welcome came (with a `stream`, or from a server without POST /publish)
+    this._closeEvent = null;
+    // GET /sse needs a room: the last one left, the connection ends (the client opens
+    // none without a room, and tries WebSocket meanwhile if it may).
+    if (!rooms.length) return this._ended(abort, 1000, "no room to stream");
+    const headers = { accept: "text/event-stream" };
+    if (lastEventId) headers["last-event-id"] = lastEventId;
+    let res;
+    try {
+      const url = new URL(this._client._sseUrl);
+      for (const room of rooms) url.searchParams.append("room", room);
+      if (presence) url.searchParams.set("presence", presence === "users" ? "users" : "1");
+      // In the query: a cross-origin fetch with an Authorization header would need a
+      // preflight, which /sse does not answer.
+      if (this._token) url.searchParams.set("token", this._token);
+      res = await this._fetch(url.href, { headers, signal: abort.signal, cache: "no-store" });
+    } catch (e) {
+      return this._ended(abort, 1006, `stream: ${e && e.message ? e.message : e}`);
+    }
+    if (abort !== this._abort) return res.body?.cancel().catch(() => {});
+    if (!res.ok) {
+      const body = await res.json().catch(() => null);
+      const why = body?.error?.message ?? res.statusText;
+      // 401: the token (missing, expired, refused): like a WebSocket's 1008 close about it.
+      if (res.status === 401) return this._ended(abort, 1008, `token refused (HTTP 401: ${why})`);
+      return this._ended(abort, 1006, `GET /sse: HTTP ${res.status} ${why}`);
+    }
+    if (this.readyState === 0) {
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    const parser = new EventStreamParser((event) => abort === this._abort && this._event(event));
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (abort !== this._abort) return reader.cancel().catch(() => {});
+        if (done) break;
+        for (const id of this._pings.splice(0)) this._reply(id, { ok: {} }); // bytes: alive
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+    } catch {
+      // Cut (or aborted by a restream or close, handled below).
+    }
+    if (abort !== this._abort) return;
+    const close = this._closeEvent; // the server said why before it ended the stream
+    this._ended(abort, close?.code ?? 1006, close?.reason ?? "the event stream ended");
+  }
+
+  _event({ event, data }) {
+    // message, join, leave: the push a socket gets, byte for byte.
+    if (event === "message" || event === "join" || event === "leave") return this.onmessage?.({ data });
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    switch (event) {
+      case "welcome":
+        this._stream = msg.stream ?? null;
+        this._welcomed = true;
+        this._push(msg);
+        for (const w of this._welcomeWaiters.splice(0)) w();
+        return;
+      case "joined":
+        return this._answer(msg.room, { ok: { ...msg, missed: [] } });
+      case "reset":
+        // During a join, its answer (not recovered); afterwards a push, as on a socket.
+        if (this._joins.has(msg.room)) {
+          return this._answer(msg.room, { ok: { room: msg.room, epoch: msg.epoch, offset: msg.offset, members: 0, recovered: false, missed: [] } });
+        }
+        return this._push(msg);
+      case "error":
+        if (msg.room !== undefined) return this._answer(msg.room, { error: { code: msg.code, message: msg.message } });
+        return this._push({ id: null, error: msg });
+      case "close":
+        this._closeEvent = { code: msg.code, reason: msg.reason ?? "" };
+    }
+  }
+
+  _join(req) {
+    this._joins.set(req.room, req.id);
+    const want = PRESENCE_RANK[presenceMode(this._client._rooms.get(req.room)?.presence)] ?? 0;
+    if (!this._rooms.includes(req.room) || want > PRESENCE_RANK[presenceMode(this._presence)]) return this._restreamSoon();
+    const answer = this._answers.get(req.room);
+    if (answer) this._answer(req.room, answer);
+  }
+
+  _answer(room, body) {
+    const id = this._joins.get(room);
+    if (id === undefined) return void this._answers.set(room, body);
+    this._joins.delete(room);
+    this._answers.delete(room);
+    this._reply(id, body);
+  }
+
+  /** A new room set: one new stream for every change made in this turn of the event loop. */
+  _restreamSoon() {
+    if (this._restreamTimer !== null || this.readyState === 3) return;
+    this._restreamTimer = setTimeout(() => {
+      this._restreamTimer = null;
+      if (this.readyState === 3) return;
+      this._abort?.abort();
+      this._open();
+    }, 0);
+  }
+
+  async _publish(req) {
+    const body = { stream: null, room: req.room, data: req.data };
+    for (const k of ["key", "echo", "ephemeral"]) if (req[k] !== undefined) body[k] = req[k];
+    for (let failures = 0; ; ) {
+      if (this.readyState === 3) return; // the client rejects it as "disconnected"
+      if (!this._stream && this._welcomed && this._rooms.length) {
+        return this._reply(req.id, { error: { code: 501, message: "publish: this server takes no publishes over Server-Sent Events (no POST /publish)" } });
+      }
+      if (!this._stream) {
+        await new Promise((resolve) => this._welcomeWaiters.push(resolve));
+        continue;
+      }
+      body.stream = this._stream;
+      let res;
+      let reply;
+      try {
+        res = await this._fetch(this._client._publishUrl, {
+          method: "POST",
+          // A "simple" request: a cross-origin page needs no preflight.
+          headers: { "content-type": "text/plain;charset=UTF-8" },
+          body: JSON.stringify(body),
+        });
+        reply = await res.json().catch(() => null);
+      } catch (e) {
+        // A keyed publish may go again (the server publishes a key once); otherwise, or
+        // twice in a row, the link is bad: reconnect, and the client sends it again.
+        if (body.key !== undefined && ++failures < 2) continue;
+        return this._ended(this._abort, 1006, `POST /publish: ${e && e.message ? e.message : e}`);
+      }
+      if (res.status === 410) {
+        // The stream ended (or is on another node): wait for the next one, same key. A
+        // stream still read here is one the server no longer knows: open a new one.
+        if (this._stream === body.stream) {
+          this._stream = null;
+          this._welcomed = false;
+          this._restreamSoon();
+        }
+        continue;
+      }
+      if (res.ok) return this._reply(req.id, { ok: reply ?? {} });
+      return this._reply(req.id, { error: reply?.error ?? { code: res.status, message: `POST /publish: HTTP ${res.status}` } });
+    }
+  }
+
+  _reply(id, body) {
+    queueMicrotask(() => this.readyState !== 3 && this._push({ id, ...body }));
+  }
+
+  _push(msg) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+
+  _ended(abort, code, reason) {
+    if (abort !== this._abort || this.readyState === 3) return;
+    this.close();
+    this.onclose?.({ code, reason });
+  }
+}
+
 /**
  * A connection to a wsedge server that stays up: see README.md.
  * Events: "state" (state, {code, reason, retryIn}), "welcome" ({client, user, info}),
@@ -255,7 +564,11 @@ export class WsedgeClient extends Emitter {
     this.options = { ...DEFAULTS };
     for (const [k, v] of Object.entries(options)) if (v !== undefined) this.options[k] = v;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.WebSocket !== "function") {
+    const transports = this.options.transports;
+    if (!transports.length || transports.some((t) => t !== "websocket" && t !== "sse")) {
+      throw new TypeError(`wsedge-client: transports must list "websocket" and/or "sse", not ${JSON.stringify(transports)}`);
+    }
+    if (transports.includes("websocket") && typeof this.WebSocket !== "function") {
       throw new TypeError("wsedge-client: no WebSocket: pass {WebSocket} (e.g. from the `ws` package) or run Node with a global WebSocket");
     }
     this.state = "disconnected";
@@ -263,6 +576,19 @@ export class WsedgeClient extends Emitter {
     this.user = null; // the token's `sub`, or null
     this.info = null; // the token's `info` claim (the user's profile for the app), or null
     this.token = options.token ?? null;
+    this.transport = null; // the current connection's: "websocket" or "sse" (null: none)
+    // GET /sse and POST /publish next to the WebSocket endpoint (ws://h/ws -> http://h/sse).
+    let http = null;
+    try {
+      http = new URL(url, globalThis.location?.href);
+      http.protocol = http.protocol === "wss:" ? "https:" : http.protocol === "ws:" ? "http:" : http.protocol;
+      http.search = http.hash = "";
+    } catch {
+      // Not a URL: the WebSocket constructor says so at connect.
+    }
+    this._sseUrl = options.sseUrl ?? (http && new URL("sse", http).href);
+    this._publishUrl = options.publishUrl ?? (http && new URL("publish", http).href);
+    this._wsFailures = 0; // WebSocket attempts in a row that failed before their welcome
     /** Counters for dashboards and tests. */
     this.stats = { connects: 0, resets: 0, settledByMessage: 0, resent: 0, retried429: 0 };
     this._rooms = new Map();
@@ -347,6 +673,10 @@ export class WsedgeClient extends Emitter {
     const room = new Room(this, name, options);
     this._rooms.set(name, room);
     if (this.state === "connected") this._sync(room);
+    if (this._awaitingRoom) {
+      this._awaitingRoom = false;
+      this._connect();
+    }
     return room;
   }
 
@@ -393,22 +723,29 @@ export class WsedgeClient extends Emitter {
     if (this._needToken && token === this._failedToken && !this.options.getToken) {
       return this._stop(`authentication failed (${this._authFailure}): the token was refused and there is no getToken to fetch a new one`);
     }
+    const sse = this._useEventStream();
+    if (sse && !this._rooms.size) {
+      // A stream needs a room: wait for the first join (join() connects), "connecting".
+      this._awaitingRoom = true;
+      return;
+    }
     let ws;
     try {
-      ws = new this.WebSocket(this.url, PROTOCOL);
+      ws = sse ? new EventStreamSocket(this, token) : new this.WebSocket(this.url, PROTOCOL);
     } catch (e) {
       this._emit("error", new WsedgeError("connect", String(e && e.message ? e.message : e)));
       return this._retry({ code: 0, reason: "cannot connect" });
     }
     this._ws = ws;
+    this.transport = sse ? "sse" : "websocket";
     this._welcomed = false;
-    this._authed = !token;
+    this._authed = !token || sse; // a stream's token goes with its request
     this._sentToken = token;
     this._setTimer("connect", this.options.connectTimeout, () => this._drop(4000, "connect timeout"));
     ws.onopen = () => {
       if (ws !== this._ws) return;
       this._lastFrame = Date.now();
-      if (token) {
+      if (token && !sse) {
         // The `auth` message: the token stays out of URLs (docs/protocol.md, "Authentication").
         this._send(ws, "auth", { token }, { timeout: this.options.connectTimeout }).then(
           (ok) => {
@@ -449,6 +786,33 @@ export class WsedgeClient extends Emitter {
     ws.onerror = () => {}; // a close event follows
   }
 
+  /** Whether this attempt is over Server-Sent Events (see `transports`, `fallbackAfter`). */
+  _useEventStream() {
+    const transports = this.options.transports;
+    if (!transports.includes("sse")) return false;
+    if (!transports.includes("websocket")) return true;
+    // With no room there is nothing to stream: keep trying WebSocket.
+    return this._wsFailures >= this.options.fallbackAfter && this._rooms.size > 0;
+  }
+
+  /**
+   * What a stream follows: every room, the strongest presence asked, and where to resume
+   * each room (`Last-Event-ID`). The client writes it from its own positions, in the
+   * server's format (src/rooms/sse.rs: `room~epoch~offset`, joined by `,`), so a stream
+   * opened after a WebSocket, or for a new room set, resumes exactly where the client is.
+   */
+  _streamQuery() {
+    const rooms = [];
+    const since = [];
+    let rank = 0;
+    for (const room of this._rooms.values()) {
+      rooms.push(room.name);
+      rank = Math.max(rank, PRESENCE_RANK[presenceMode(room.presence)]);
+      if (room.epoch !== null) since.push(`${room.name}~${room.epoch}~${room.offset}`);
+    }
+    return { rooms, presence: [false, "connections", "users"][rank], lastEventId: since.join(",") };
+  }
+
   _maybeReady() {
     if (!this._welcomed || !this._authed || this.state === "connected") return;
     this._clearTimer("connect");
@@ -460,6 +824,7 @@ export class WsedgeClient extends Emitter {
     this._setState("connected");
     this._scheduleRefresh();
     this._scheduleIdle();
+    this._scheduleProbe();
     for (const w of this._waiting.splice(0)) w.go();
     for (const room of this._rooms.values()) this._sync(room);
   }
@@ -473,8 +838,14 @@ export class WsedgeClient extends Emitter {
     this._clearTimer("pong");
     this._clearTimer("refresh");
     this._clearTimer("flush");
+    this._endProbe();
     const wasConnected = this.state === "connected";
     if (wasConnected && Date.now() - this._connectedAt >= this.options.stableAfter) this._attempt = 0;
+    // Back to WebSocket on the next full reconnect after a stream, with one try: it failed
+    // before. A socket that was up counts no failure.
+    if (this.transport === "sse") this._wsFailures = Math.max(0, this.options.fallbackAfter - 1);
+    else if (this.transport === "websocket") this._wsFailures = wasConnected ? 0 : this._wsFailures + 1;
+    this.transport = null;
     for (const p of this._pending.values()) {
       clearTimeout(p.timer);
       p.reject(new WsedgeError("disconnected", "the connection closed before the reply"));
@@ -526,6 +897,8 @@ export class WsedgeClient extends Emitter {
 
   _stop(reason, error, detail = {}) {
     this._stopped = true;
+    this._awaitingRoom = false;
+    this._endProbe();
     this._stopReason = reason;
     for (const name of Object.keys(this._timers)) this._clearTimer(name);
     if (error) this._listen(false); // close(): for good
@@ -560,6 +933,48 @@ export class WsedgeClient extends Emitter {
     delete this._timers[name];
   }
 
+  /**
+   * On SSE: a WebSocket opened every probeInterval and closed at once; an upgrade that
+   * succeeds ends the stream, and the reconnect (WebSocket first) resumes every room.
+   */
+  _scheduleProbe() {
+    if (this.transport !== "sse" || !this.options.probeInterval || !this.options.transports.includes("websocket")) return;
+    this._setTimer("probe", this.options.probeInterval, () => {
+      if (this.transport !== "sse" || this.state !== "connected") return;
+      let probe;
+      try {
+        probe = new this.WebSocket(this.url, PROTOCOL);
+      } catch {
+        return this._scheduleProbe();
+      }
+      this._probe = probe;
+      const done = (upgraded) => {
+        if (this._probe !== probe) return;
+        this._endProbe();
+        if (upgraded) this._drop(1000, "WebSocket works again");
+        else this._scheduleProbe();
+      };
+      probe.onopen = () => done(true);
+      probe.onclose = () => done(false);
+      probe.onerror = () => {}; // a close event follows
+      this._setTimer("probeTimeout", this.options.connectTimeout, () => done(false));
+    });
+  }
+
+  _endProbe() {
+    this._clearTimer("probe");
+    this._clearTimer("probeTimeout");
+    const probe = this._probe;
+    if (!probe) return;
+    this._probe = null;
+    probe.onopen = probe.onclose = probe.onmessage = null;
+    try {
+      probe.close(1000, "probe");
+    } catch {
+      // already closing
+    }
+  }
+
   /** Dead-link detection: a link silent for idleTimeout gets a ping; no reply, reconnect. */
   _scheduleIdle() {
     const since = Date.now() - this._lastFrame;
@@ -582,7 +997,9 @@ export class WsedgeClient extends Emitter {
   /** Sends `auth` with a fresh token before the current one's `exp`. */
   _scheduleRefresh() {
     const exp = this._sentToken && tokenExpiry(this._sentToken);
-    if (!exp || !this.options.getToken) return;
+    // A stream cannot take a new token: at `exp` the server ends it and the reconnect
+    // asks getToken.
+    if (!exp || !this.options.getToken || this.transport === "sse") return;
     const left = exp * 1000 - Date.now();
     const wait = Math.max(0, left - Math.min(this.options.refreshBefore, left / 2));
     this._setTimer("refresh", wait, async () => {
@@ -710,12 +1127,14 @@ export class WsedgeClient extends Emitter {
         return this._deliver(room, msg);
       case "join":
       case "leave":
+        // A stream asks one presence for all its rooms: not every room wanted it.
+        if (!room.presence) return;
         return room._presenceEvent(msg);
       case "reset":
         // The engine lost continuity (future engines): reload like recovered: false. While a
         // join is on its way its reply already tells (a new epoch: not recovered).
         if (!room.joined) return;
-        return this._reload(room, { reason: "reset" });
+        return this._reload(room, { reason: "reset", epoch: msg.epoch, offset: msg.offset });
     }
   }
 
@@ -817,16 +1236,21 @@ export class WsedgeClient extends Emitter {
   }
 
   /** Continuity lost (or history wanted on the first join): reload from `history`. */
-  async _reload(room, { reason, ws = this._ws }) {
+  async _reload(room, { reason, ws = this._ws, epoch, offset }) {
     room._syncing = true;
     const previousEpoch = room.epoch;
     const first = reason === "join";
     const limit = first ? room._historyOnJoin : this.options.historyLimit;
     let h;
-    try {
-      h = await this._send(ws, "history", { room: room.name, limit });
-    } catch (e) {
-      return this._syncFailed(room, ws, e);
+    if (this.transport === "sse") {
+      // No `history` over a stream: the reset says where to continue from, with no messages.
+      h = { room: room.name, epoch, offset, messages: [] };
+    } else {
+      try {
+        h = await this._send(ws, "history", { room: room.name, limit });
+      } catch (e) {
+        return this._syncFailed(room, ws, e);
+      }
     }
     if (ws !== this._ws || room.left) return;
     // Publishes of ours whose replies were lost and whose messages are still kept.
@@ -938,7 +1362,10 @@ export class WsedgeClient extends Emitter {
     if (item.ephemeral) fields.ephemeral = true;
     // The idempotency key: the server answers a repeat with the first offset (`duplicate`).
     if (item.key !== undefined && this.options.sendKeys) fields.key = item.key;
-    item.sentAs = this.clientId;
+    // Over a stream the POST goes out later (one at a time), maybe as the next stream's
+    // member after a 410: which connection sends it is not known here, so no matching by
+    // message; the key settles a lost reply (every server with POST /publish has keys).
+    item.sentAs = this.transport === "sse" ? undefined : this.clientId;
     item.offset = undefined;
     if (!item.ephemeral) room._inflight.push(item); // ephemeral ones are never recovered
     this._send(this._ws, "publish", fields).then(

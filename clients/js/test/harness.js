@@ -92,7 +92,7 @@ export async function waitFor(cond, what = "condition", timeout = 20000) {
   for (;;) {
     const v = await cond();
     if (v) return v;
-    if (Date.now() - t0 > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (Date.now() - t0 > timeout) throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === "function" ? what() : what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }
@@ -123,16 +123,23 @@ export function signToken(secret, claims) {
   return `${header}.${body}.${sig}`;
 }
 
+/** What an upgrade-refusing proxy answers a WebSocket handshake with. */
+const UPGRADE_REFUSED = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\nWebSocket upgrades refused\n";
+
 /**
  * A TCP proxy to `port` the test controls: cutAll() destroys every open pair (both sides,
  * whatever was in flight is lost), chaos() cuts each connection after a random number of
  * bytes (mid-frame, either direction), freeze() holds every byte (a dead link), deafen()
  * drops what the server sends on the open connections (requests arrive, replies are
- * lost), pause() refuses new connections until resume().
+ * lost), pause() refuses new connections until resume(). With `refuseUpgrades` (or after
+ * refuseUpgrades(true)) it answers any request carrying `Upgrade: websocket` with
+ * `403 Forbidden` and closes, as a proxy that breaks WebSockets does; other HTTP passes.
  */
-export async function startProxy(port) {
+export async function startProxy(port, { refuseUpgrades = false } = {}) {
   const pairs = new Set();
   let refusing = false;
+  let refusingUpgrades = refuseUpgrades;
+  let upgradesRefused = 0;
   let connections = 0;
   let cuts = 0;
   let budget = null; // {min, max}: bytes each connection may carry before its cut
@@ -150,6 +157,14 @@ export async function startProxy(port) {
     };
     const forward = (to) => (chunk) => {
       if (pair.frozen || !pairs.has(pair) || (pair.deaf && to === client)) return;
+      if (refusingUpgrades && to === upstream && /\r\nupgrade:[ \t]*websocket/i.test(chunk.toString("latin1"))) {
+        // The handshake never reaches the server (the request's headers come in one chunk).
+        upgradesRefused++;
+        pairs.delete(pair);
+        upstream.destroy();
+        client.end(UPGRADE_REFUSED);
+        return;
+      }
       if (budget && pair.left === Infinity) pair.left = random(budget.min, budget.max);
       if (budget && chunk.length >= pair.left) {
         // Cut here: part of this chunk goes through, the rest is lost with the connection.
@@ -170,6 +185,7 @@ export async function startProxy(port) {
   return {
     port: proxyPort,
     url: `ws://127.0.0.1:${proxyPort}/ws`,
+    http: `http://127.0.0.1:${proxyPort}`,
     get open() {
       return pairs.size;
     },
@@ -178,6 +194,13 @@ export async function startProxy(port) {
     },
     get cuts() {
       return cuts;
+    },
+    get upgradesRefused() {
+      return upgradesRefused;
+    },
+    /** Answers WebSocket handshakes with 403 (true) or passes them (false) from now on. */
+    refuseUpgrades(on = true) {
+      refusingUpgrades = on;
     },
     cutAll() {
       const n = pairs.size;

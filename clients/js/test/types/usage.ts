@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by test.sh: index.d.ts must type the README's examples and
 // every wsedge.v1 frame. Not run.
-import { WsedgeClient, WsedgeError, backoffDelay, type ClientFrame, type MessagePush, type ServerFrame, type WebSocketConstructor } from "wsedge-client";
+import { EventStreamParser, WsedgeClient, WsedgeError, backoffDelay, type ClientFrame, type MessagePush, type ServerFrame, type Transport, type WebSocketConstructor } from "wsedge-client";
 
 declare const WebSocket: WebSocketConstructor; // e.g. the `ws` package's
 
@@ -101,3 +101,10 @@ const requests: ClientFrame[] = [
   { op: "ping" },
 ];
 console.log(requests.length);
+
+// The fallback to Server-Sent Events.
+const fallback = new WsedgeClient("wss://example.com/ws", { transports: ["websocket", "sse"], fallbackAfter: 2, probeInterval: 60000, fetch: globalThis.fetch });
+const sseOnly = new WsedgeClient("wss://example.com/ws", { transports: ["sse"], sseUrl: "https://example.com/sse", publishUrl: "https://example.com/publish" });
+const now: Transport | null = fallback.transport;
+console.log(now, sseOnly.transport === "sse");
+new EventStreamParser(({ event, data, id }) => console.log(event, data, id ?? "no id")).feed("data: x\n\n");
