@@ -1,7 +1,8 @@
 //! The plain-HTTP surface of the room server: the backend API (`POST /api/publish`,
 //! `GET /api/rooms`, `GET /api/presence`, `GET /api/history`, bearer-key protected),
-//! `GET /healthz`, `GET /metrics`, and the demo chat's embedded files (`GET /`,
-//! `/client.js`: the `demo` submodule).
+//! `GET /healthz`, `GET /metrics`, the demo chat's embedded files (`GET /`,
+//! `/client.js`: the `demo` submodule), and the operator's live view (`GET /admin`,
+//! `GET /api/admin/stream`: the `admin` submodule).
 //!
 //! It uses the engine's public calls only: `POST /api/publish` is the engine's `publish`,
 //! the same call as a client's, and so are `presence` and `history` (asked as the backend,
@@ -26,6 +27,7 @@ use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
 use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
 
+pub mod admin;
 mod demo;
 
 /// A deferred request, waiting for the engine.
@@ -51,6 +53,9 @@ enum Waiting {
         /// How a presence list is shown.
         by: Presence,
     },
+    /// An admin snapshot, waiting for the room list (on the stream that asked: never
+    /// answered as a request).
+    Admin(Box<admin::Pending>),
 }
 
 /// The backend API of one worker.
@@ -60,12 +65,15 @@ pub struct Api {
     /// By HTTP connection: the loop defers the requests pipelined behind a deferred one,
     /// so each connection waits for one answer at a time.
     waiting: HashMap<ConnId, Waiting>,
+    /// The admin streams on this worker.
+    admin: admin::Admin,
 }
 
 impl Api {
     /// The API under `config` (its path and key).
     pub fn new(config: Arc<RoomsConfig>) -> Self {
-        Api { config, waiting: HashMap::new() }
+        let admin = admin::Admin::new(config.auth.is_some());
+        Api { config, waiting: HashMap::new(), admin }
     }
 
     /// `conn` waits for the answer to an event stream's request, asked from a page of
@@ -118,13 +126,20 @@ impl Api {
                     ("GET", "/api/presence" | "/api/history") => {
                         return self.read(out, conn, p == "/api/history", &request.path, engine);
                     }
-                    (_, "/api/publish" | "/api/disconnect" | "/api/rooms" | "/api/presence" | "/api/history") => {
-                        ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p))
-                    }
+                    ("GET", "/api/admin/stream") => self.admin.open(conn),
+                    (
+                        _,
+                        "/api/publish" | "/api/disconnect" | "/api/rooms" | "/api/presence" | "/api/history"
+                        | "/api/admin/stream",
+                    ) => ApiRefusal::MethodNotAllowed.response().with_header("Allow", allowed(p)),
                     _ => ApiRefusal::NoEndpoint.response(),
                 }
             }
             ("GET", p) if p == self.config.path => http::upgrade_required(),
+            // The page is static (its data needs the key), and exists only with a key.
+            ("GET", p) if admin::is_page_file(p) && self.config.api_key.is_some() => {
+                admin::page_file(p).unwrap_or_else(|| HttpResponse::text(404, "not found\n"))
+            }
             (method, p) => self.demo_file(method, p).unwrap_or_else(|| HttpResponse::text(404, "not found\n")),
         })
     }
@@ -189,6 +204,31 @@ impl Api {
         None
     }
 
+    /// The server admitted `conn`'s stream: true if it is an admin stream (it has no other
+    /// part to open).
+    pub fn on_stream(&mut self, out: &mut Outbox, conn: ConnId) -> bool {
+        self.admin.opened(out, conn)
+    }
+
+    /// `conn` is gone.
+    pub fn on_close(&mut self, conn: ConnId) {
+        self.admin.close(conn);
+    }
+
+    /// Whether an admin stream is open here (the server then hands in its counters each tick).
+    pub fn wants_stats(&self) -> bool {
+        self.admin.watching()
+    }
+
+    /// A tick with every worker's counters: an admin snapshot, completed when the engine
+    /// lists its rooms.
+    pub fn on_stats(&mut self, out: &mut Outbox, workers: &[Metrics], engine: &mut dyn Engine) {
+        if let Some((asker, pending)) = self.admin.tick(out.now(), workers, engine.store_link()) {
+            self.waiting.insert(asker, Waiting::Admin(Box::new(pending)));
+            engine.list_rooms(out.now(), ReplyTo::Http(asker));
+        }
+    }
+
     /// Every worker (every node) acted for the call waiting on `http`, or could not.
     pub fn on_reached(&mut self, out: &mut Outbox, http: ConnId, result: Result<Reached, RoomError>) {
         let Some(Waiting::Reach(user)) = self.waiting.remove(&http) else { return };
@@ -250,6 +290,17 @@ impl Api {
     /// in the server, for `/metrics`).
     pub fn on_answer(&mut self, out: &mut Outbox, http: ConnId, result: Result<Answer, RoomError>, relay_rooms: usize) {
         let Some(waiting) = self.waiting.remove(&http) else { return };
+        // The admin stream is not a request: its snapshot goes out as an event, never a response.
+        let (waiting, result) = match (waiting, result) {
+            (Waiting::Admin(pending), result) => {
+                let rooms = match result {
+                    Ok(Answer::Rooms(all)) => Some(all),
+                    _ => None,
+                };
+                return self.admin.finish(out, *pending, rooms, relay_rooms);
+            }
+            other => other,
+        };
         let response = match (waiting, result) {
             (Waiting::Stream { origin, by }, result) => {
                 let response = match result {

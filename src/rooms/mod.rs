@@ -384,6 +384,9 @@ impl Handler for Rooms {
     }
 
     fn on_stream(&mut self, out: &mut Outbox, conn: ConnId) {
+        if self.api.on_stream(out, conn) {
+            return;
+        }
         let (Some((wanted, since)), Some(session)) = (self.admitting.remove(&conn), self.sessions.get(conn)) else {
             return;
         };
@@ -393,6 +396,7 @@ impl Handler for Rooms {
 
     fn on_close(&mut self, out: &mut Outbox, conn: ConnId) {
         self.admitting.remove(&conn);
+        self.api.on_close(conn);
         self.relay.close(out, conn);
         self.sessions.close(conn);
         self.members.close(out, conn, &mut *self.engine);
@@ -424,6 +428,15 @@ impl Handler for Rooms {
         self.members.heartbeat(out);
         self.engine.tick(out.now());
         self.reach.tick(out.now().mono);
+        self.pump(out);
+    }
+
+    fn wants_stats(&self) -> bool {
+        self.api.wants_stats()
+    }
+
+    fn on_stats(&mut self, out: &mut Outbox, workers: &[Metrics]) {
+        self.api.on_stats(out, workers, &mut *self.engine);
         self.pump(out);
     }
 

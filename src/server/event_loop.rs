@@ -190,15 +190,25 @@ impl<H: Handler> Server<H> {
             info!("listening on {scheme}://{}", self.local_addr);
         }
         let mut events = Events::with_capacity(1024);
+        let mut turn_began: Option<Instant> = None;
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let before_poll = Instant::now();
+            // A worker's load: the time from a turn's start to the next wait (no extra clock read).
+            if let Some(began) = turn_began.take() {
+                let micros =
+                    u64::try_from(before_poll.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
+                self.metrics.busy_micros = self.metrics.busy_micros.saturating_add(micros);
+            }
+            let timeout = self.poll_timeout(before_poll);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            if self.turn(&events, Now::read()) == Flow::Exit {
+            let now = Now::read();
+            turn_began = Some(now.mono);
+            if self.turn(&events, now) == Flow::Exit {
                 return Ok(());
             }
         }
@@ -256,6 +266,11 @@ impl<H: Handler> Server<H> {
         if now >= self.next_tick {
             self.next_tick = now + self.config.tick_interval;
             self.handler.on_tick(&mut self.outbox);
+            // Only a handler that asked pays for the copy of every worker's counters.
+            if self.handler.wants_stats() {
+                let workers = self.shared.worker_metrics(usize::from(self.worker), &self.metrics);
+                self.handler.on_stats(&mut self.outbox, &workers);
+            }
             // One worker keeps the shared per-IP table trimmed.
             if self.worker == 0 {
                 self.shared.ip_limits.sweep(now);

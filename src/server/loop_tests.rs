@@ -456,3 +456,46 @@ fn a_stream_is_admitted_as_an_upgrade_is_its_origin_checked_and_echoed_for_cors(
     assert!(!evil.contains("data: hello"), "no event for a refused stream: {evil}");
     assert_eq!(closed.lock().unwrap().len(), 1, "the handler hears the refused stream is gone");
 }
+
+/// A handler that asks for every worker's counters while `watching`, and keeps what each
+/// tick gave it.
+#[derive(Default)]
+struct Watcher {
+    watching: bool,
+    seen: Vec<Vec<super::Metrics>>,
+}
+
+impl super::Handler for Watcher {
+    type Admission = ();
+
+    fn accept(&mut self, _: &crate::proto::handshake::UpgradeRequest, _: Now) -> Result<(), super::HttpResponse> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: bytes::Bytes) {}
+
+    fn wants_stats(&self) -> bool {
+        self.watching
+    }
+
+    fn on_stats(&mut self, _: &mut super::Outbox, workers: &[super::Metrics]) {
+        self.seen.push(workers.to_vec());
+    }
+}
+
+#[test]
+fn only_a_handler_that_asks_gets_the_counters_each_tick() {
+    let mut server = Server::bind(config(), Watcher::default()).unwrap();
+    let start = Now::read();
+    server.drive(start.after(Duration::from_secs(2)), SETTLE);
+    assert!(server.handler.seen.is_empty(), "not watching: no copy made");
+    server.handler.watching = true;
+    let mut client = TcpStream::connect(server.local_addr()).unwrap();
+    client.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    server.drive(start.after(Duration::from_secs(2)), SETTLE);
+    server.drive(start.after(Duration::from_secs(4)), SETTLE);
+    assert_eq!(server.handler.seen.len(), 1, "one per tick");
+    let workers = &server.handler.seen[0];
+    assert_eq!(workers.len(), 1, "every worker's (one here)");
+    assert_eq!(workers[0].http_requests, 1, "this worker's live counters");
+}

@@ -19,7 +19,8 @@ pub enum CloseInitiator {
 }
 
 impl CloseInitiator {
-    fn label(self) -> &'static str {
+    /// The metrics label (`initiator="..."`).
+    pub fn label(self) -> &'static str {
         match self {
             CloseInitiator::Client => "client",
             CloseInitiator::Server => "server",
@@ -187,10 +188,14 @@ pub struct Metrics {
     pub idle_timeouts: u64,
     /// Connections closed with 1013 because they did not read fast enough.
     pub slow_consumer_closes: u64,
-    /// Failed opening handshakes, indexed by [`HandshakeFailure`].
+    /// Failed opening handshakes, indexed by [`HandshakeFailure`] (see
+    /// [`Metrics::handshake_failures`]).
     handshake_failures: [u64; HandshakeFailure::COUNT],
     /// Plain HTTP requests answered.
     pub http_requests: u64,
+    /// Microseconds the event loop spent working (not waiting in `poll`): a worker's load
+    /// is how fast this grows.
+    pub busy_micros: u64,
     /// Bumped whenever `closes` changes (so a copy can skip the map).
     closes_version: u64,
 }
@@ -207,6 +212,11 @@ impl Metrics {
         if let Some(n) = self.handshake_failures.get_mut(reason as usize) {
             *n += 1;
         }
+    }
+
+    /// Every reason's failed handshakes, in [`HandshakeFailure::ALL`] order.
+    pub fn handshake_failures(&self) -> impl Iterator<Item = (HandshakeFailure, u64)> + '_ {
+        HandshakeFailure::ALL.iter().copied().zip(self.handshake_failures)
     }
 
     /// Makes these counters equal to `other`, copying the `closes` map only if it changed
@@ -234,6 +244,7 @@ impl Metrics {
         self.idle_timeouts += other.idle_timeouts;
         self.slow_consumer_closes += other.slow_consumer_closes;
         self.http_requests += other.http_requests;
+        self.busy_micros += other.busy_micros;
         for (key, n) in &other.closes {
             *self.closes.entry(*key).or_default() += n;
         }
@@ -280,6 +291,9 @@ impl Metrics {
             writeln!(out, "# HELP wsedge_clients Clients connected now, by transport.\n# TYPE wsedge_clients gauge");
         let _ = writeln!(out, "wsedge_clients{{transport=\"websocket\"}} {}", self.connections);
         let _ = writeln!(out, "wsedge_clients{{transport=\"sse\"}} {}", self.streams);
+        let busy = "wsedge_loop_busy_seconds_total";
+        let _ = writeln!(out, "# HELP {busy} Time the event loops spent working, not waiting.\n# TYPE {busy} counter");
+        let _ = writeln!(out, "{busy} {}.{:06}", self.busy_micros / 1_000_000, self.busy_micros % 1_000_000);
         let _ = writeln!(out, "# HELP wsedge_closes_total Close handshakes by status code and initiator.");
         let _ = writeln!(out, "# TYPE wsedge_closes_total counter");
         for ((code, initiator), n) in &self.closes {

@@ -353,6 +353,18 @@ pub trait Handler {
         let _ = out;
     }
 
+    /// Whether `on_stats` should run at the next tick (a live view of the counters is
+    /// open): it costs a copy of every worker's counters, so only a handler that asks pays.
+    fn wants_stats(&self) -> bool {
+        false
+    }
+
+    /// Called every tick, after `on_tick`, while `wants_stats`: every worker's transport
+    /// counters by worker index (the same ones `/metrics` sums), this worker's live.
+    fn on_stats(&mut self, out: &mut Outbox, workers: &[Metrics]) {
+        let _ = (out, workers);
+    }
+
     /// Another worker woke this one: the handler reads its end of the `Mesh`.
     fn on_wake(&mut self, out: &mut Outbox) {
         let _ = out;

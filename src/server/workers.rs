@@ -91,6 +91,17 @@ impl Shared {
         }
     }
 
+    /// Every worker's counters by index: `own` (live) for worker `index`, the others' last
+    /// copies (the handler's `on_stats`).
+    pub(crate) fn worker_metrics(&self, index: usize, own: &Metrics) -> Vec<Metrics> {
+        let copy = |(i, slot): (usize, &Mutex<Metrics>)| match slot.lock() {
+            _ if i == index => own.clone(),
+            Ok(slot) => slot.clone(),
+            Err(_) => Metrics::default(),
+        };
+        self.metrics.iter().enumerate().map(copy).collect()
+    }
+
     /// The whole server's counters: `own` (live) plus every other worker's last copy.
     pub(crate) fn total_metrics(&self, index: usize, own: &Metrics) -> Metrics {
         let mut total = own.clone();

@@ -341,4 +341,24 @@ pub trait Engine: fmt::Debug + Send {
     }
     /// Appends the engine's own metrics (Prometheus text) to `/metrics`.
     fn render_metrics(&self, _out: &mut String) {}
+    /// The store link's counters (those `render_metrics` renders) for the admin view;
+    /// `None` for an engine without a store (rooms in memory).
+    fn store_link(&self) -> Option<StoreLink> {
+        None
+    }
+}
+
+/// An engine's link to its store as of now (the same counters as its `/metrics` lines).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLink {
+    /// Every shard of the store reachable.
+    pub up: bool,
+    /// Round trips (pipelined batches) so far.
+    pub round_trips: u64,
+    /// Their total time, microseconds.
+    pub round_trip_micros: u64,
+    /// Commands sent and not answered yet.
+    pub in_flight: u64,
+    /// Connections made again after a loss.
+    pub reconnects: u64,
 }

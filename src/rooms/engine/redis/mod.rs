@@ -837,4 +837,16 @@ impl Engine for RedisEngine {
     fn render_metrics(&self, out: &mut String) {
         self.backplane.stats().render(self.backplane.healthy(), out);
     }
+
+    fn store_link(&self) -> Option<super::StoreLink> {
+        let stats = self.backplane.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Some(super::StoreLink {
+            up: self.backplane.healthy(),
+            round_trips: get(&stats.round_trips),
+            round_trip_micros: get(&stats.round_trip_micros),
+            in_flight: get(&stats.in_flight),
+            reconnects: get(&stats.reconnects),
+        })
+    }
 }
