@@ -174,8 +174,10 @@ fn over_wss_a_token_is_refreshed_before_it_expires_and_the_connection_lives_on()
         });
     client.join("r", JoinOptions::default());
     let mut authenticated = 0;
-    let until = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < until {
+    // Two refreshes take about 4 s; a loaded machine (debug TLS, tests side by side) may
+    // take longer, which changes nothing here: the connection must outlive its tokens.
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until && authenticated < 3 {
         match client.next_event(Duration::from_millis(100)) {
             Some(RoomEvent::Authenticated { user }) => {
                 assert_eq!(user.as_deref(), Some("ann"));
@@ -188,7 +190,7 @@ fn over_wss_a_token_is_refreshed_before_it_expires_and_the_connection_lives_on()
         }
     }
     assert!(client.is_connected());
-    assert!(authenticated >= 3, "connect + two refreshes in 7 s, got {authenticated}");
+    assert!(authenticated >= 3, "connect + two refreshes in 15 s, got {authenticated}");
     assert_eq!(*handed_out.lock().unwrap(), authenticated);
     // Still a member: a publish goes through on the refreshed connection.
     let seq = client.publish("r", json!("still here")).unwrap();
