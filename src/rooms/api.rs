@@ -313,7 +313,7 @@ impl Api {
                     }
                     Err(e) => error_response(&e),
                 };
-                with_cors(response, origin.as_deref())
+                response.with_cors(origin.as_deref())
             }
             (_, Err(e)) => error_response(&e),
             (Waiting::Publish, Ok(Answer::Published { room, offset, duplicate })) => {
@@ -334,26 +334,6 @@ impl Api {
         };
         out.respond(http, response);
     }
-}
-
-/// `response` with the CORS headers of a request from `origin` (an origin the server's
-/// rules allow; `None`: none needed).
-pub fn with_cors(response: HttpResponse, origin: Option<&str>) -> HttpResponse {
-    match origin {
-        Some(origin) => {
-            response.with_header("Access-Control-Allow-Origin", origin.to_owned()).with_header("Vary", "Origin")
-        }
-        None => response,
-    }
-}
-
-/// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods` with
-/// `headers` a page may set.
-pub fn preflight(methods: &str, headers: &str) -> HttpResponse {
-    HttpResponse::text(204, "")
-        .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
-        .with_header("Access-Control-Allow-Headers", headers.to_owned())
-        .with_header("Access-Control-Max-Age", "600".to_owned())
 }
 
 /// A refusal as the API's JSON error, with the wire code as the HTTP status.

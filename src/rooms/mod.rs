@@ -197,7 +197,7 @@ impl Rooms {
                 return refuse(RoomError::OriginDenied);
             }
             let cors = request.origin.as_deref();
-            return api::with_cors(api::preflight("GET", "Last-Event-ID, Authorization"), cors);
+            return HttpResponse::preflight("GET", "Last-Event-ID, Authorization").with_cors(cors);
         }
         if request.method != "GET" {
             return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET, OPTIONS");
@@ -258,18 +258,18 @@ impl Rooms {
         body: &[u8],
     ) -> Option<HttpResponse> {
         let cors = request.origin.as_deref().filter(|_| request.origin_allowed);
-        let refuse = |e: RoomError| Some(api::with_cors(HttpResponse::json_error(e.code(), &e.to_string()), cors));
+        let refuse = |e: RoomError| Some(HttpResponse::json_error(e.code(), &e.to_string()).with_cors(cors));
         if !request.origin_allowed {
             return refuse(RoomError::OriginDenied);
         }
         let path = request.path.split('?').next().unwrap_or_default();
         let method = if path == "/publish" { "POST" } else { "GET" };
         let (body, by) = match request.method.as_str() {
-            "OPTIONS" => return Some(api::with_cors(api::preflight(method, "Content-Type, Authorization"), cors)),
+            "OPTIONS" => return Some(HttpResponse::preflight(method, "Content-Type, Authorization").with_cors(cors)),
             m if m != method => {
                 let response = HttpResponse::json_error(405, "method not allowed")
                     .with_header("Allow", format!("{method}, OPTIONS"));
-                return Some(api::with_cors(response, cors));
+                return Some(response.with_cors(cors));
             }
             "POST" => (bytes::Bytes::copy_from_slice(body), protocol::Presence::Connections),
             _ => match sse::read_request(path, &request.path) {

@@ -75,6 +75,24 @@ impl HttpResponse {
         self
     }
 
+    /// With the CORS headers of a request from `origin`, an origin the server's rules
+    /// allow (`None`: none needed).
+    pub fn with_cors(self, origin: Option<&str>) -> Self {
+        match origin {
+            Some(origin) => self.with_header("Access-Control-Allow-Origin", origin).with_header("Vary", "Origin"),
+            None => self,
+        }
+    }
+
+    /// The answer to a CORS preflight (`OPTIONS`) of an endpoint taking `methods` with
+    /// `headers` a page may set (204: no body).
+    pub fn preflight(methods: &str, headers: &str) -> Self {
+        HttpResponse::text(204, "")
+            .with_header("Access-Control-Allow-Methods", format!("{methods}, OPTIONS"))
+            .with_header("Access-Control-Allow-Headers", headers)
+            .with_header("Access-Control-Max-Age", "600")
+    }
+
     /// The response bytes; `keep_alive` false adds `Connection: close`. A stream's head
     /// says `Transfer-Encoding: chunked`, and its body is the first chunk.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
@@ -97,7 +115,8 @@ impl HttpResponse {
         );
         if self.stream && chunked {
             out.push_str("Transfer-Encoding: chunked\r\n");
-        } else if !self.stream {
+        } else if !self.stream && self.status != 204 {
+            // A 204 has no body, and no Content-Length to say so (RFC 9110 §8.6).
             out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
         if !keep_alive {
@@ -222,5 +241,25 @@ mod query_tests {
         assert_eq!(query_param("/p?a=%zz", "a"), Some(Err(())));
         assert_eq!(query_param("/p?a=%ff", "a"), Some(Err(())), "not UTF-8");
         assert_eq!(query_param("/p", "a"), None);
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::HttpResponse;
+
+    #[test]
+    fn a_preflight_is_a_204_without_a_length_and_cors_names_the_origin() {
+        let head = String::from_utf8(
+            HttpResponse::preflight("POST", "Content-Type").with_cors(Some("https://a.example")).encode(true),
+        )
+        .unwrap();
+        assert!(head.starts_with("HTTP/1.1 204 "), "{head}");
+        assert!(!head.contains("Content-Length"), "a 204 has no Content-Length: {head}");
+        assert!(head.contains("\r\nAccess-Control-Allow-Methods: POST, OPTIONS\r\n"), "{head}");
+        assert!(head.contains("\r\nAccess-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        let plain = String::from_utf8(HttpResponse::text(200, "").with_cors(None).encode(true)).unwrap();
+        assert!(plain.contains("Content-Length: 0\r\n") && !plain.contains("Access-Control"), "{plain}");
     }
 }

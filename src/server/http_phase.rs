@@ -226,10 +226,7 @@ impl<H: Handler> Server<H> {
                 return outcome;
             }
         };
-        if let Some(origin) = &req.origin {
-            response =
-                response.with_header("Access-Control-Allow-Origin", origin.clone()).with_header("Vary", "Origin");
-        }
+        response = response.with_cors(req.origin.as_deref());
         let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
         conn.awaiting_response = None;
         conn.ip_slot = ip_slot.map(Box::new);
