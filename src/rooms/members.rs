@@ -598,26 +598,27 @@ impl Members {
             if Some(conn) == except || !audience.includes(stream.presence) {
                 continue;
             }
-            let epoch = match (offset, stream.positions.get_mut(room)) {
+            // A message with an offset moves the stream's place in the room (and gets an id).
+            let placed = match (offset, stream.positions.get_mut(room)) {
                 (Some(offset), Some(position)) => {
                     position.1 = offset;
-                    Some(position.0.clone())
+                    true
                 }
-                _ => None,
+                _ => false,
             };
             let with_id =
                 |positions: &sse::Positions| Bytes::from(sse::event(op, Some(&sse::event_id(positions)), push));
-            let event = match epoch {
-                None => shared.get_or_insert_with(|| Bytes::from(sse::event(op, None, push))).clone(),
-                Some(epoch) if stream.positions.len() == 1 => match &alone {
-                    Some((of, event)) if *of == epoch => event.clone(),
+            let event = match (placed, stream.positions.only()) {
+                (false, _) => shared.get_or_insert_with(|| Bytes::from(sse::event(op, None, push))).clone(),
+                (true, Some((epoch, _))) => match &alone {
+                    Some((of, event)) if Arc::ptr_eq(of, epoch) || of == epoch => event.clone(),
                     _ => {
                         let event = with_id(&stream.positions);
-                        alone = Some((epoch, event.clone()));
+                        alone = Some((epoch.clone(), event.clone()));
                         event
                     }
                 },
-                Some(_) => with_id(&stream.positions),
+                (true, None) => with_id(&stream.positions),
             };
             out.send(conn, MessageKind::Text, event);
         }

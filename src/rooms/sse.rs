@@ -132,6 +132,14 @@ impl Positions {
         self.0.get_mut(i).map(|(_, position)| position)
     }
 
+    /// The position of the one room placed, when there is exactly one.
+    pub fn only(&self) -> Option<&Position> {
+        match self.0.as_slice() {
+            [(_, position)] => Some(position),
+            _ => None,
+        }
+    }
+
     /// Rooms placed.
     pub fn len(&self) -> usize {
         self.0.len()
