@@ -8,6 +8,9 @@ use bytes::{Buf, BytesMut};
 
 /// The longest response head or chunk-size line we wait for.
 const MAX_LINE: usize = 8 * 1024;
+/// The longest event we wait for the end of (a server that never ends one is no event
+/// stream, and must not grow the client without bound).
+const MAX_EVENT: usize = 1 << 20;
 
 /// `GET target` on `host`, kept alive.
 pub fn request(host: &str, target: &str) -> Vec<u8> {
@@ -69,6 +72,9 @@ impl Reader {
             if let Some(data) = data {
                 each(name, data);
             }
+        }
+        if self.events.len() > MAX_EVENT {
+            return Err(format!("an event over {MAX_EVENT} bytes"));
         }
         Ok(())
     }
@@ -153,6 +159,10 @@ mod tests {
 
     #[test]
     fn a_refusal_says_its_status_and_a_close_delimited_body_is_read_as_it_is() {
+        let endless =
+            [&b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: "[..], &[b'x'; MAX_EVENT + 1][..]]
+                .concat();
+        assert_eq!(events(&mut Reader::default(), &endless, 1 << 16), Err(format!("an event over {MAX_EVENT} bytes")));
         let refused = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
         assert_eq!(
             events(&mut Reader::default(), refused, 1000),
