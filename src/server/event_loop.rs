@@ -103,6 +103,10 @@ pub struct Server<H: Handler> {
     pub(super) held: Vec<usize>,
 
     pub(super) accept_paused_until: Option<Instant>,
+    /// The real clock when this turn began (None when a test drives the time): a worker's
+    /// load counts from it, and a socket accepted late in a long turn has its deadlines
+    /// counted from its accept, not from the turn's start.
+    pub(super) turn_began: Option<Instant>,
     pub(super) shared: Arc<Shared>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     /// Set once shutdown began: the time by which the loop exits regardless.
@@ -166,6 +170,7 @@ impl<H: Handler> Server<H> {
             hold_input: false,
             held: Vec::new(),
             accept_paused_until: None,
+            turn_began: None,
             shared,
             signals,
             shutdown_deadline: None,
@@ -190,11 +195,10 @@ impl<H: Handler> Server<H> {
             info!("listening on {scheme}://{}", self.local_addr);
         }
         let mut events = Events::with_capacity(1024);
-        let mut turn_began: Option<Instant> = None;
         loop {
             let before_poll = Instant::now();
             // A worker's load: the time from a turn's start to the next wait (no extra clock read).
-            if let Some(began) = turn_began.take() {
+            if let Some(began) = self.turn_began.take() {
                 let micros =
                     u64::try_from(before_poll.saturating_duration_since(began).as_micros()).unwrap_or(u64::MAX);
                 self.metrics.busy_micros = self.metrics.busy_micros.saturating_add(micros);
@@ -207,7 +211,7 @@ impl<H: Handler> Server<H> {
                 return Err(e);
             }
             let now = Now::read();
-            turn_began = Some(now.mono);
+            self.turn_began = Some(now.mono);
             if self.turn(&events, now) == Flow::Exit {
                 return Ok(());
             }
@@ -221,6 +225,7 @@ impl<H: Handler> Server<H> {
     pub(super) fn drive(&mut self, time: Now, wait: Duration) -> bool {
         let mut events = Events::with_capacity(64);
         let _ = self.poll.poll(&mut events, Some(wait));
+        self.turn_began = None;
         self.turn(&events, time) == Flow::Continue
     }
 

@@ -31,7 +31,13 @@ impl<H: Handler> Server<H> {
         }
         loop {
             match self.listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                // The turn's time plus the real time it has run: accepting a thousand
+                // sockets takes long enough that the last one's deadline would otherwise
+                // start tens of milliseconds before it arrived.
+                Ok((stream, peer)) => {
+                    let accepted = now + self.turn_began.map_or(Duration::ZERO, |began| began.elapsed());
+                    self.add_conn(stream, peer, accepted);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
                 Err(e) => {
