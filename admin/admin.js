@@ -171,6 +171,7 @@ function show(s) {
   showRooms(s, dt);
   showCloses(t, p, dt);
   showStore(s.store, p?.store);
+  showNodes(s);
 }
 
 /** Replaces a table body's rows: each row an array of cell texts. */
@@ -188,7 +189,7 @@ function rows(id, data, empty) {
   if (made.length === 0 && empty) {
     const tr = document.createElement("tr");
     const td = document.createElement("td");
-    td.colSpan = 5;
+    td.colSpan = body.closest("table")?.tHead?.rows[0]?.cells.length ?? 1;
     td.className = "empty";
     td.textContent = empty;
     tr.append(td);
@@ -249,6 +250,53 @@ function showStore(store, before) {
     ["commands in flight", fmt(store.in_flight)],
     ["reconnects", fmt(store.reconnects)],
   ]);
+}
+
+/** Each node's last two distinct reports (id -> [before, latest]): nodes report every
+ * second on their own clocks, so rates come from their reports, not from this page's ticks. */
+const reports = new Map();
+
+function showNodes(s) {
+  $("nodes-section").hidden = !s.nodes;
+  if (!s.nodes) return;
+  for (const n of s.nodes) {
+    const known = reports.get(n.id);
+    if (!known) reports.set(n.id, [null, n]);
+    else if (n.at_ms > known[1].at_ms) reports.set(n.id, [known[1], n]);
+  }
+  for (const id of reports.keys()) if (!s.nodes.some((n) => n.id === id)) reports.delete(id);
+  rows(
+    "nodes",
+    s.nodes.map((n) => {
+      const before = reports.get(n.id)[0];
+      const dt = before ? (n.at_ms - before.at_ms) / 1000 : 0;
+      const per = (now, then) => (before && dt > 0 ? Math.max(0, (now - then) / dt) : 0);
+      const trips = before ? n.store.round_trips - before.store.round_trips : 0;
+      const rtt = trips > 0 ? `${((n.store.round_trip_us - before.store.round_trip_us) / trips / 1000).toFixed(2)} ms` : "–";
+      const load = per(n.busy_us, before?.busy_us) / 10000 / Math.max(1, n.workers);
+      const silent = (s.at_ms - n.at_ms) / 1000;
+      const state = silent > 3 ? `silent ${silent.toFixed(0)} s` : n.store.up ? "up" : "Redis unreachable";
+      return [
+        n.id === s.node.id ? `${n.name} (this page)` : n.name,
+        state,
+        fmt(n.connections),
+        fmt(n.streams),
+        fmt(per(n.messages_in, before?.messages_in)),
+        fmt(per(n.messages_out, before?.messages_out)),
+        `${Math.min(100, load).toFixed(1)} %`,
+        rtt,
+        duration((n.at_ms - n.started_ms) / 1000),
+      ];
+    }),
+    "no node has reported yet",
+  );
+}
+
+function duration(seconds) {
+  if (seconds < 120) return `${Math.max(0, Math.round(seconds))} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} d`;
 }
 
 // ---- charts: one small SVG each, drawn here ----

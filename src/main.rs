@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Command::Serve { server, rooms, auth } => {
             let mut config = server.config(ROOM_SERVER_MAX_MESSAGE);
             config.subprotocols = vec![SUBPROTOCOL.to_owned()];
-            let mut rooms_config = rooms.config();
+            let mut rooms_config = RoomsConfig { node_name: rooms.node_name(config.listen), ..rooms.config() };
             if let Err(e) = auth.apply(&mut rooms_config, config.handshake_timeout) {
                 error!("{e}");
                 return ExitCode::from(2);
@@ -104,8 +104,12 @@ fn main() -> ExitCode {
         Command::Relay { server, rooms, auth } => {
             let config = server.config(ROOM_SERVER_MAX_MESSAGE);
             // Every path is a relay room; there is no JSON endpoint.
-            let mut rooms_config =
-                RoomsConfig { path: String::new(), relay_prefix: Some("/".to_owned()), ..rooms.config() };
+            let mut rooms_config = RoomsConfig {
+                path: String::new(),
+                relay_prefix: Some("/".to_owned()),
+                node_name: rooms.node_name(config.listen),
+                ..rooms.config()
+            };
             if let Err(e) = auth.apply(&mut rooms_config, config.handshake_timeout) {
                 error!("{e}");
                 return ExitCode::from(2);

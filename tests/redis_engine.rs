@@ -552,3 +552,71 @@ fn two_databases_of_one_redis_are_not_two_shards() {
     let error = wsedge::rooms::engine::redis::Backplane::connect(&urls, 1).expect_err("refused");
     assert!(error.contains("named twice"), "{error}");
 }
+
+/// The admin view lists every node on the Redis (issue 20): each reports itself every
+/// second with its counters and its Redis round trips, whichever node serves the page; a
+/// node that dies leaves the list within the presence TTL, as its members leave rooms.
+#[test]
+fn the_admin_view_lists_every_node_and_forgets_a_dead_one() {
+    let Some(redis) = RedisServer::start() else { return };
+    let rooms = RoomsConfig {
+        presence_ttl: Duration::from_secs(4),
+        api_key: Some("k".to_owned()),
+        node_name: "edge-a".to_owned(),
+        ..RoomsConfig::default()
+    };
+    let a = node_with(&redis, 2, rooms);
+    let mut b = Running::serve(&["--redis", &redis.url(), "--presence-ttl", "4", "--node-name", "edge-b"]);
+    let members: Vec<RoomClient> = (0..3)
+        .map(|_| {
+            let mut member = RoomClient::connect_url(&b.url("/ws"));
+            member.join("r");
+            member
+        })
+        .collect();
+    let mut admin = support::sse::open(&a, "/api/admin/stream", &["Authorization: Bearer k"])
+        .unwrap_or_else(|(head, body)| panic!("refused: {} {body}", head.status));
+    let mut next = || {
+        let event = admin.next_event();
+        assert_eq!(event.event, "stats", "{event:?}");
+        event.json()
+    };
+    let names = |s: &Value| -> Vec<String> {
+        s["nodes"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = next();
+        let both = names(&s) == ["edge-a", "edge-b"];
+        if both && s["nodes"][1]["connections"] == 3 && s["nodes"][1]["store"]["round_trips"].as_u64() > Some(0) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no snapshot listed both nodes and b's members: {s}");
+    };
+    assert_eq!(s["node"]["name"], "edge-a", "the node serving the page");
+    assert_eq!(s["nodes"][0]["id"], s["node"]["id"]);
+    assert_eq!(s["nodes"][0]["workers"], 2);
+    assert_eq!(s["nodes"][1]["store"]["up"], true);
+    assert!(s["nodes"][1]["store"]["round_trip_us"].as_u64() > Some(0), "{s}");
+    let (b_seen, b_started) = (s["nodes"][1]["at_ms"].as_u64().unwrap(), s["nodes"][1]["started_ms"].as_u64().unwrap());
+    assert!(b_started <= b_seen);
+    // b keeps reporting while it lives.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while next()["nodes"][1]["at_ms"].as_u64().unwrap() <= b_seen {
+        assert!(Instant::now() < deadline, "b stopped reporting");
+    }
+
+    b.kill();
+    let killed = Instant::now();
+    drop(members);
+    loop {
+        let s = next();
+        if names(&s) == ["edge-a"] {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "a dead node stayed listed: {s}");
+    }
+    // Forgotten once silent for the presence TTL (4 s), at a's next report (every second).
+    assert!(killed.elapsed() <= Duration::from_secs(4 + 3), "listed {:?} after its death", killed.elapsed());
+    assert!(killed.elapsed() >= Duration::from_secs(3), "forgotten {:?} after its death", killed.elapsed());
+}

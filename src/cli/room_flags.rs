@@ -69,6 +69,10 @@ pub(crate) struct RoomArgs {
     #[arg(long, default_value_t = defaults().presence_ttl.as_secs())]
     #[arg(value_parser = clap::value_parser!(u64).range(4..=super::MAX_SECONDS))]
     presence_ttl: u64,
+    /// With --redis: this node's name in the admin page's list of nodes (default:
+    /// `<hostname>:<port>`).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
     /// Seconds between the comment lines an event stream (`GET /sse`) with nothing to say
     /// gets, so that proxies keep it open.
     #[arg(long, default_value_t = defaults().sse_heartbeat.as_secs())]
@@ -112,6 +116,24 @@ impl RoomArgs {
     /// The `--redis` URLs (none: the in-memory engine).
     pub(crate) fn redis_urls(&self) -> &[String] {
         &self.redis
+    }
+
+    /// `--node-name`, or `<hostname>:<port>` for a server listening on `listen` (empty,
+    /// so the node goes by its random id, when the port is chosen at bind time).
+    pub(crate) fn node_name(&self, listen: std::net::SocketAddr) -> String {
+        if let Some(name) = &self.node_name {
+            return name.clone();
+        }
+        if listen.port() == 0 {
+            return String::new();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "wsedge".to_owned());
+        format!("{host}:{}", listen.port())
     }
 }
 

@@ -25,7 +25,7 @@ use super::protocol::{self, ObjectWriter, Presence};
 use super::reach::{Action, Reach, Reached};
 use super::RoomsConfig;
 use crate::proto::handshake::PlainRequest;
-use crate::server::{http, ConnId, HttpResponse, Metrics, Outbox};
+use crate::server::{http, ConnId, HttpResponse, Metrics, Now, Outbox};
 
 pub mod admin;
 mod demo;
@@ -70,9 +70,9 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API under `config` (its path and key).
-    pub fn new(config: Arc<RoomsConfig>) -> Self {
-        let admin = admin::Admin::new(config.auth.is_some());
+    /// The API under `config` (its path and key), on `node`.
+    pub fn new(config: Arc<RoomsConfig>, node: Arc<admin::ThisNode>) -> Self {
+        let admin = admin::Admin::new(config.auth.is_some(), node);
         Api { config, waiting: HashMap::new(), admin }
     }
 
@@ -220,10 +220,17 @@ impl Api {
         self.admin.watching()
     }
 
+    /// A tick with every worker's counters: this node's report to the others sharing the
+    /// engine's store (from one worker per node).
+    pub fn report_node(&mut self, now: Now, workers: &[Metrics], engine: &mut dyn Engine) {
+        let report = self.admin.node().report(now, workers, engine.store_link().unwrap_or_default());
+        engine.report_node(now, &report);
+    }
+
     /// A tick with every worker's counters: an admin snapshot, completed when the engine
     /// lists its rooms.
     pub fn on_stats(&mut self, out: &mut Outbox, workers: &[Metrics], engine: &mut dyn Engine) {
-        if let Some((asker, pending)) = self.admin.tick(out.now(), workers, engine.store_link()) {
+        if let Some((asker, pending)) = self.admin.tick(out.now(), workers, engine.store_link(), engine.nodes()) {
             self.waiting.insert(asker, Waiting::Admin(Box::new(pending)));
             engine.list_rooms(out.now(), ReplyTo::Http(asker));
         }

@@ -70,6 +70,9 @@ pub struct RoomsConfig {
     /// How often an event stream (`GET /sse`) with nothing to say gets a comment line, so
     /// that proxies and browsers keep it open.
     pub sse_heartbeat: Duration,
+    /// This node's name in the admin page's node list (with a store several nodes share;
+    /// empty: the node's random id).
+    pub node_name: String,
 }
 
 impl Default for RoomsConfig {
@@ -98,6 +101,7 @@ impl Default for RoomsConfig {
             presence_ttl: Duration::from_secs(30),
             demo: true,
             sse_heartbeat: Duration::from_secs(15),
+            node_name: String::new(),
         }
     }
 }

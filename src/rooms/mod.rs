@@ -111,6 +111,7 @@ impl Rooms {
         let users = Arc::new(users::UserConnections::new(config.max_conns_per_user));
         // One per node, made by the first worker built (the workers are known from its mesh).
         let reach_ready = Arc::new(std::sync::OnceLock::new());
+        let this_node = Arc::new(api::admin::ThisNode::new(&config.node_name));
         move |mesh| {
             let (me, workers) = (mesh.me(), mesh.workers());
             // One random prefix per worker: its client ids (`q3zdpn-1`) and epochs
@@ -137,7 +138,7 @@ impl Rooms {
                     relay.clone(),
                     backplane.as_ref().map(|b| (b.clone(), b.attach_relay(me, mesh.doorbell()))),
                 ),
-                api: Api::new(config.clone()),
+                api: Api::new(config.clone(), this_node.clone()),
                 streams: !config.path.is_empty(),
                 admitting: HashMap::new(),
                 reach: match &backplane {
@@ -156,6 +157,12 @@ impl Rooms {
     /// Rooms this worker's engine holds.
     pub fn room_count(&self) -> usize {
         self.engine.room_count()
+    }
+
+    /// Whether this worker reports the node to the others sharing the engine's store
+    /// (worker 0 does, every tick, when there is such a store).
+    fn reports_node(&self) -> bool {
+        self.mesh.me() == 0 && self.engine.nodes().is_some()
     }
 
     /// Hands on what the engine and the relay have: events to their parts here, traffic
@@ -432,10 +439,13 @@ impl Handler for Rooms {
     }
 
     fn wants_stats(&self) -> bool {
-        self.api.wants_stats()
+        self.api.wants_stats() || self.reports_node()
     }
 
     fn on_stats(&mut self, out: &mut Outbox, workers: &[Metrics]) {
+        if self.reports_node() {
+            self.api.report_node(out.now(), workers, &mut *self.engine);
+        }
         self.api.on_stats(out, workers, &mut *self.engine);
         self.pump(out);
     }

@@ -5,7 +5,8 @@
 // non-zero rates within 3 s of the key being entered, draws its charts and lists the rooms;
 // a wrong key is refused (the page asks again; the stream answers 401 with a JSON error);
 // user names, message data and a room name that are HTML stay text; an operator publishes,
-// reads presence and history, and disconnects a user from it. The screenshot goes to
+// reads presence and history, and disconnects a user from it. Two nodes on one Redis are
+// both listed, each with its Redis round trip, whichever serves the page. The screenshots go to
 // target/admin/ (the README's docs/admin.png is admin.png). Without a Chromium the test
 // skips, unless WSEDGE_REQUIRE_BROWSER=1 (CI), where that is a failure.
 
@@ -14,7 +15,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { clientPool, findBrowser, signToken, startServer, waitFor } from "./harness.js";
+import { clientPool, findBrowser, signToken, startRedis, startServer, waitFor } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SHOTS = resolve(here, "../../../target/admin");
@@ -182,4 +183,44 @@ test("names and data that are HTML stay text; the actions work", { skip, timeout
   assert.equal(await page.evaluate(() => window.__pwned), undefined, "no handler ran");
   assert.deepEqual(errors, []);
   await page.context().close();
+});
+
+test("two nodes on one Redis: the page lists both, each with its Redis round trip", { skip, timeout: 60000 }, async () => {
+  if (missing) assert.fail(`${missing}; WSEDGE_REQUIRE_BROWSER=1 makes that a failure`);
+  const redis = await startRedis();
+  if (redis.missing) return; // said by startRedis; a failure under WSEDGE_REQUIRE_REDIS=1
+  const node = (name) => startServer(["--redis", redis.url, "--api-key", API_KEY, "--node-name", name]);
+  const [a, b] = await Promise.all([node("edge-a"), node(HOSTILE)]);
+  const members = clientPool();
+  try {
+    for (let i = 0; i < 2; i++) members.make(b.url).join("lobby");
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e));
+    await page.goto(`${a.http}/admin`);
+    await page.fill("#key", API_KEY);
+    await page.click("#unlock button");
+    const cells = async () => (await page.locator("#nodes tr").allInnerTexts()).map((row) => row.split("\t"));
+    // Both nodes (b, named like markup, sorts first), b's members counted, and a round trip
+    // measured for each (from two reports each).
+    let seen = [];
+    await waitFor(async () => {
+      seen = await cells();
+      return seen.length === 2 && seen[0][2] === "2" && seen.every((r) => /^\d+\.\d\d ms$/.test(r[7]));
+    }, "both nodes with their round trips", 15000).catch((e) => assert.fail(`${e.message}: ${JSON.stringify(seen)}`));
+    const rows = await cells();
+    assert.deepEqual(rows.map((r) => r[0]), [HOSTILE, "edge-a (this page)"], "by name (\"<\" first); b's shown as text");
+    assert.deepEqual(rows.map((r) => r[1]), ["up", "up"]);
+    assert.equal(await page.locator("#nodes img").count(), 0, "no element made from a node's name");
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: resolve(SHOTS, "admin-nodes.png"), fullPage: true });
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally {
+    members.closeAll();
+    await Promise.all([a.kill(), b.kill()]);
+    await redis.stop();
+  }
 });

@@ -287,3 +287,50 @@ export async function backendCall(server, apiKey, path, body) {
   assert.equal(res.status, 200, `${path}: ${await res.clone().text()}`);
   return res.json();
 }
+
+/**
+ * A `redis-server` of the test's own on a free port (persistence off), for a cluster of
+ * `wsedge serve --redis` nodes: `{ url, stop() }`, or `{ missing }` when there is none
+ * (a failure under WSEDGE_REQUIRE_REDIS=1, as in CI).
+ */
+export async function startRedis() {
+  const port = await new Promise((res, rej) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => res(port));
+    });
+    probe.on("error", rej);
+  });
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const spawned = await new Promise((res) => {
+    proc.on("error", (e) => res(e));
+    proc.on("spawn", () => res(null));
+  });
+  if (spawned) {
+    const missing = `redis-server could not start (${spawned.message}; apt-get install redis-server)`;
+    if (process.env.WSEDGE_REQUIRE_REDIS === "1") throw new Error(missing);
+    return { missing };
+  }
+  const exited = new Promise((res) => proc.on("exit", res));
+  await waitFor(
+    () =>
+      new Promise((res) => {
+        const socket = net.connect(port, "127.0.0.1", () => {
+          socket.end();
+          res(true);
+        });
+        socket.on("error", () => res(false));
+      }),
+    "redis-server listening",
+    10000,
+  );
+  return {
+    url: `redis://127.0.0.1:${port}/`,
+    async stop() {
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+      await exited;
+    },
+  };
+}

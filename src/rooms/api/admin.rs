@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::proto::MessageKind;
-use crate::rooms::engine::{RoomsSummary, StoreLink};
+use crate::rooms::engine::{NodeReport, RoomsSummary, StoreLink};
 use crate::rooms::sse;
 use crate::server::{ConnId, HttpResponse, Metrics, Now, Outbox};
 
@@ -32,11 +32,64 @@ pub const MAX_STREAMS: usize = 16;
 /// lost one must not stop the view).
 const OVERDUE: Duration = Duration::from_secs(5);
 
+/// This node, as the admin views name it (one per process, shared by its workers).
+#[derive(Debug, Clone, Serialize)]
+pub struct ThisNode {
+    /// Random per process: a restarted node is a new one.
+    pub id: String,
+    /// The operator's name for it (`RoomsConfig::node_name`; its id when that is empty).
+    pub name: String,
+    #[serde(skip)]
+    started_ms: u64,
+}
+
+impl ThisNode {
+    /// This process, named `name` (empty: by its random id).
+    pub fn new(name: &str) -> Self {
+        let id = crate::rooms::protocol::random_id();
+        let name = if name.is_empty() { id.clone() } else { name.to_owned() };
+        ThisNode { id, name, started_ms: unix_ms(Now::read()) }
+    }
+
+    /// The report this node gives the others sharing its store: `workers`' counters
+    /// summed (the same as `/metrics`), and its `store` link.
+    pub fn report(&self, now: Now, workers: &[Metrics], store: StoreLink) -> NodeReport {
+        let mut total = Metrics::default();
+        for worker in workers {
+            total.add(worker);
+        }
+        NodeReport {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            at_ms: unix_ms(now),
+            started_ms: self.started_ms,
+            workers: workers.len() as u64,
+            connections: total.connections,
+            streams: total.streams,
+            messages_in: total.messages_in,
+            messages_out: total.messages_out,
+            busy_us: workers.iter().map(|w| w.busy_micros).fold(0, u64::saturating_add),
+            store,
+        }
+    }
+}
+
+impl Default for ThisNode {
+    fn default() -> Self {
+        ThisNode::new("")
+    }
+}
+
+fn unix_ms(now: Now) -> u64 {
+    u64::try_from(now.unix.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The admin streams of one worker.
 #[derive(Debug, Default)]
 pub struct Admin {
     /// The server knows users (tokens are configured): the page offers to disconnect one.
     users: bool,
+    node: Arc<ThisNode>,
     /// Answered with a stream, waiting for the server's admission.
     opening: Vec<ConnId>,
     /// Open: each gets every snapshot.
@@ -55,13 +108,19 @@ pub struct Pending {
     at: Now,
     transport: Transport,
     workers: Vec<WorkerStats>,
-    store: Option<Store>,
+    store: Option<StoreLink>,
+    nodes: Option<Arc<[NodeReport]>>,
 }
 
 impl Admin {
     /// No streams yet; `users`: the server knows users (tokens are configured).
-    pub fn new(users: bool) -> Self {
-        Admin { users, ..Admin::default() }
+    pub fn new(users: bool, node: Arc<ThisNode>) -> Self {
+        Admin { users, node, ..Admin::default() }
+    }
+
+    /// This node.
+    pub fn node(&self) -> &ThisNode {
+        &self.node
     }
 
     /// `GET /api/admin/stream`, its key checked: a stream, admitted by the server next.
@@ -99,9 +158,16 @@ impl Admin {
         !self.streams.is_empty()
     }
 
-    /// A tick: the transport half of a snapshot, and the stream the engine's room list is
-    /// asked for (`None`: no stream, or the last list has not come yet).
-    pub fn tick(&mut self, now: Now, workers: &[Metrics], store: Option<StoreLink>) -> Option<(ConnId, Pending)> {
+    /// A tick: the transport half of a snapshot (with the engine's link to its store, and
+    /// the nodes sharing it), and the stream the engine's room list is asked for (`None`:
+    /// no stream, or the last list has not come yet).
+    pub fn tick(
+        &mut self,
+        now: Now,
+        workers: &[Metrics],
+        store: Option<StoreLink>,
+        nodes: Option<Arc<[NodeReport]>>,
+    ) -> Option<(ConnId, Pending)> {
         let asker = *self.streams.first()?;
         if self.asking.is_some_and(|since| now.mono.saturating_duration_since(since) < OVERDUE) {
             return None;
@@ -115,7 +181,8 @@ impl Admin {
             at: now,
             transport: Transport::from(&total),
             workers: workers.iter().map(WorkerStats::from).collect(),
-            store: store.map(Store::from),
+            store,
+            nodes,
         };
         Some((asker, pending))
     }
@@ -129,12 +196,14 @@ impl Admin {
         }
         let rooms = rooms.map(|all| self.rooms_part(pending.at, all, relay_rooms));
         let snapshot = Snapshot {
-            at_ms: u64::try_from(pending.at.unix.as_millis()).unwrap_or(u64::MAX),
+            at_ms: unix_ms(pending.at),
             users: self.users,
+            node: &self.node,
             transport: pending.transport,
             workers: pending.workers,
             rooms,
             store: pending.store,
+            nodes: pending.nodes.as_deref(),
         };
         let Ok(json) = serde_json::to_string(&snapshot) else { return };
         let event = Bytes::from(sse::event("stats", None, &json));
@@ -197,17 +266,22 @@ fn top(rooms: &mut [TopRoom], key: impl Fn(&TopRoom) -> (u64, u64)) -> Vec<TopRo
 /// One `stats` event. Counters are totals since start: the page takes rates from two
 /// successive snapshots (as Prometheus does from `/metrics`).
 #[derive(Debug, Serialize)]
-struct Snapshot {
+struct Snapshot<'a> {
     /// Wall-clock time of the tick, Unix milliseconds.
     at_ms: u64,
     /// Users exist on this server (`POST /api/disconnect` can find some).
     users: bool,
+    /// The node serving this stream (`id`, `name`).
+    node: &'a ThisNode,
     transport: Transport,
     workers: Vec<WorkerStats>,
     /// `null` when the engine could not list its rooms (its store unreachable).
     rooms: Option<Rooms>,
     /// The engine's store link (Redis), or `null`.
-    store: Option<Store>,
+    store: Option<StoreLink>,
+    /// Every node sharing the store, as each last reported itself (by name), or `null`
+    /// without a shared store.
+    nodes: Option<&'a [NodeReport]>,
 }
 
 /// The server's transport counters, summed over its workers (`/metrics`' lines).
@@ -330,28 +404,6 @@ fn as_str<S: serde::Serializer>(s: &Arc<str>, to: S) -> Result<S::Ok, S::Error> 
     to.serialize_str(s)
 }
 
-/// This node's link to its store.
-#[derive(Debug, Serialize)]
-struct Store {
-    up: bool,
-    round_trips: u64,
-    round_trip_us: u64,
-    in_flight: u64,
-    reconnects: u64,
-}
-
-impl From<StoreLink> for Store {
-    fn from(s: StoreLink) -> Self {
-        Store {
-            up: s.up,
-            round_trips: s.round_trips,
-            round_trip_us: s.round_trip_micros,
-            in_flight: s.in_flight,
-            reconnects: s.reconnects,
-        }
-    }
-}
-
 // ---- the page ----
 
 /// One embedded file of the page.
@@ -440,7 +492,7 @@ mod tests {
     #[test]
     fn a_snapshot_sums_the_workers_and_ranks_rooms_by_members_and_traffic() {
         let (a, b) = (ConnId::from_parts(1, 0), ConnId::from_parts(2, 0));
-        let mut admin = Admin::new(true);
+        let mut admin = Admin::new(true, Arc::new(ThisNode::new("edge-1")));
         let mut out = Outbox::new(at(0));
         assert!(!admin.watching());
         assert!(admin.open(a).stream);
@@ -455,10 +507,10 @@ mod tests {
         w0.count_handshake_failure(HandshakeFailure::OriginNotAllowed);
         let mut w1 = Metrics::default();
         (w1.connections, w1.messages_out) = (3, 7);
-        let (asker, pending) = admin.tick(at(0), &[w0.clone(), w1.clone()], None).unwrap();
+        let (asker, pending) = admin.tick(at(0), &[w0.clone(), w1.clone()], None, None).unwrap();
         assert_eq!(asker, a);
-        assert!(admin.tick(at(0), &[w0.clone(), w1.clone()], None).is_none(), "one room list asked at a time");
-        assert!(admin.tick(at(6), &[], None).is_some(), "unless the answer is overdue");
+        assert!(admin.tick(at(0), &[w0.clone(), w1.clone()], None, None).is_none(), "one room list asked at a time");
+        assert!(admin.tick(at(6), &[], None, None).is_some(), "unless the answer is overdue");
         admin.finish(&mut out, pending, Some(summary(&[("quiet", 9, 4), ("busy", 1, 10)])), 0);
         let first = events(&mut out);
         assert_eq!(first.len(), 1);
@@ -476,7 +528,7 @@ mod tests {
         assert_eq!(s["rooms"]["top_traffic"].as_array().map(Vec::len), Some(0), "no traffic in the first");
 
         // A second later: "busy" ordered 5 messages, a new room 2.
-        let (_, pending) = admin.tick(at(1), &[w0, w1], None).unwrap();
+        let (_, pending) = admin.tick(at(1), &[w0, w1], None, None).unwrap();
         admin.finish(&mut out, pending, Some(summary(&[("quiet", 9, 4), ("busy", 1, 15), ("new", 1, 2)])), 0);
         let s = &events(&mut out)[0].1;
         assert_eq!(s["rooms"]["published"], 7);
@@ -484,6 +536,45 @@ mod tests {
         assert_eq!(s["rooms"]["top_traffic"][0]["room"], "busy");
         assert_eq!(s["rooms"]["top_traffic"][0]["messages"], 5);
         assert_eq!(s["rooms"]["top_traffic"][1]["room"], "new");
+    }
+
+    #[test]
+    fn a_node_reports_its_workers_summed_and_the_snapshot_lists_every_node() {
+        let node = Arc::new(ThisNode::new("edge-1"));
+        assert_eq!(node.name, "edge-1");
+        assert_ne!(ThisNode::new("").name, ThisNode::new("").name, "unnamed: each process by its own id");
+        let mut w0 = Metrics::default();
+        (w0.connections, w0.streams, w0.messages_in, w0.busy_micros) = (2, 1, 5, 10);
+        let mut w1 = Metrics::default();
+        (w1.connections, w1.messages_out, w1.busy_micros) = (3, 7, 30);
+        let link = StoreLink { up: true, round_trips: 4, round_trip_micros: 800, ..StoreLink::default() };
+        let report = node.report(at(2), &[w0.clone(), w1.clone()], link);
+        assert_eq!((report.id.as_str(), report.name.as_str()), (node.id.as_str(), "edge-1"));
+        assert_eq!((report.workers, report.connections, report.streams), (2, 5, 1));
+        assert_eq!((report.messages_in, report.messages_out, report.busy_us), (5, 7, 40));
+        assert_eq!(report.at_ms, at(2).unix.as_millis() as u64);
+        assert!(report.started_ms <= report.at_ms + 2000);
+        // What another node reads back is what this one wrote.
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains(r#""round_trip_us":800"#), "{json}");
+        assert_eq!(serde_json::from_str::<NodeReport>(&json).unwrap(), report);
+
+        let mut admin = Admin::new(false, node.clone());
+        let mut out = Outbox::new(at(0));
+        admin.open(ConnId::from_parts(1, 0));
+        admin.opened(&mut out, ConnId::from_parts(1, 0));
+        out.take();
+        let other = NodeReport { id: "x".into(), name: "<b>edge-2</b>".into(), ..NodeReport::default() };
+        let nodes: Arc<[NodeReport]> = Arc::from(vec![report, other]);
+        let (_, pending) = admin.tick(at(2), &[w0, w1], Some(link), Some(nodes)).unwrap();
+        admin.finish(&mut out, pending, None, 0);
+        let s = &events(&mut out)[0].1;
+        assert_eq!(s["node"], serde_json::json!({"id": node.id, "name": "edge-1"}));
+        assert_eq!(s["store"]["round_trips"], 4);
+        assert_eq!(s["nodes"].as_array().map(Vec::len), Some(2));
+        assert_eq!(s["nodes"][0]["connections"], 5);
+        assert_eq!(s["nodes"][1]["name"], "<b>edge-2</b>", "names as given: the page shows them as text");
+        assert!(s["rooms"].is_null(), "no room list: null, the rest still shown");
     }
 
     #[test]
@@ -510,7 +601,7 @@ mod tests {
         }
         assert!(!admin.opened(&mut out, ConnId::from_parts(0, 0)));
         assert!(!admin.watching());
-        assert!(admin.tick(at(0), &[], None).is_none());
+        assert!(admin.tick(at(0), &[], None, None).is_none());
     }
 
     #[test]

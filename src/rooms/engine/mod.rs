@@ -346,16 +346,57 @@ pub trait Engine: fmt::Debug + Send {
     fn store_link(&self) -> Option<StoreLink> {
         None
     }
+    /// Every node sharing this engine's store, this one included, as each last reported
+    /// itself ([`Engine::report_node`]); `None` for an engine no other node shares.
+    fn nodes(&self) -> Option<Arc<[NodeReport]>> {
+        None
+    }
+    /// Records this node's report where every node reads it (one worker per node calls
+    /// it, once a tick, while [`Engine::nodes`] is `Some`).
+    fn report_node(&mut self, _now: Now, _report: &NodeReport) {}
+}
+
+/// One node as it reports itself to the others sharing a store, for their admin views:
+/// its transport counters summed over its workers (totals since its start: a reader takes
+/// rates from two reports) and its link to the store.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct NodeReport {
+    /// Random per process: a restarted node is a new one.
+    pub id: String,
+    /// The operator's name for it (`--node-name`).
+    pub name: String,
+    /// When it reported, Unix milliseconds (its own clock).
+    pub at_ms: u64,
+    /// When it started, Unix milliseconds.
+    pub started_ms: u64,
+    /// Its workers.
+    pub workers: u64,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Open event streams.
+    pub streams: u64,
+    /// Messages received from clients.
+    pub messages_in: u64,
+    /// Messages sent to clients (deliveries).
+    pub messages_out: u64,
+    /// Microseconds its loops spent working, over every worker (1,000,000 a second is
+    /// one core).
+    pub busy_us: u64,
+    /// Its link to the store.
+    pub store: StoreLink,
 }
 
 /// An engine's link to its store as of now (the same counters as its `/metrics` lines).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StoreLink {
     /// Every shard of the store reachable.
     pub up: bool,
     /// Round trips (pipelined batches) so far.
     pub round_trips: u64,
     /// Their total time, microseconds.
+    #[serde(rename = "round_trip_us")]
     pub round_trip_micros: u64,
     /// Commands sent and not answered yet.
     pub in_flight: u64,

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use log::{info, warn};
 use redis::{Cmd, Connection, Value};
 
 use super::store::{self, Scripts};
-use crate::rooms::engine::RoomsSummary;
+use crate::rooms::engine::{NodeReport, RoomsSummary};
 use crate::server::Doorbell;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -247,6 +247,8 @@ struct Inner {
     stats: LinkStats,
     /// The last subscription token handed out.
     subscriptions: AtomicU64,
+    /// Every node's latest report, as the last report read them (`Backplane::nodes`).
+    nodes: Mutex<Arc<[NodeReport]>>,
 }
 
 impl Inner {
@@ -347,6 +349,7 @@ impl Backplane {
             users_ports,
             stats: LinkStats::default(),
             subscriptions: AtomicU64::new(0),
+            nodes: Mutex::new(Arc::from([])),
         });
         for (shard, (client, command_rx, subscription_rx)) in receivers.into_iter().enumerate() {
             let (a, b) = (inner.clone(), inner.clone());
@@ -429,6 +432,21 @@ impl Backplane {
     /// The link's counters.
     pub fn stats(&self) -> &LinkStats {
         &self.inner.stats
+    }
+
+    /// Every node's latest report, as this node last read them (every worker's admin view
+    /// shows the list one worker reads).
+    pub fn nodes(&self) -> Arc<[NodeReport]> {
+        self.inner.nodes.lock().map(|nodes| nodes.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// The node list just read.
+    pub fn set_nodes(&self, nodes: Vec<NodeReport>) {
+        let nodes = Arc::from(nodes);
+        match self.inner.nodes.lock() {
+            Ok(mut slot) => *slot = nodes,
+            Err(poisoned) => *poisoned.into_inner() = nodes,
+        }
     }
 
     /// Sends `op` to `shard`'s command thread; the reply comes to `worker` as

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use super::gather::{Gatherings, Question};
 use super::room::Membership;
 use super::route::{Msg, Router, Shared};
-use super::{Answer, Engine, Event, Join, Leave, Output, Publish, ReplyTo};
+use super::{Answer, Engine, Event, Join, Leave, NodeReport, Output, Publish, ReplyTo};
 use crate::rooms::count::SharedCount;
 use crate::rooms::error::RoomError;
 use crate::rooms::protocol::{self, Presence};
@@ -108,6 +108,8 @@ enum Pending {
     Rooms {
         gathering: u64,
     },
+    /// This node's report, answered with every node's.
+    Nodes,
     Nothing,
 }
 
@@ -620,6 +622,13 @@ impl RedisEngine {
                 self.check_acks();
             }
             Pending::Rooms { gathering } => self.gathered(gathering, Default::default()),
+            // Unanswered (Redis down): the last list stays, each node's `at_ms` telling
+            // how old it is.
+            Pending::Nodes => {
+                if let Some(nodes) = value.and_then(store::parse_nodes) {
+                    self.backplane.set_nodes(nodes);
+                }
+            }
             Pending::Nothing => {}
         }
     }
@@ -836,6 +845,19 @@ impl Engine for RedisEngine {
 
     fn render_metrics(&self, out: &mut String) {
         self.backplane.stats().render(self.backplane.healthy(), out);
+    }
+
+    fn nodes(&self) -> Option<Arc<[NodeReport]>> {
+        Some(self.backplane.nodes())
+    }
+
+    fn report_node(&mut self, now: Now, report: &NodeReport) {
+        self.now = now;
+        let Ok(json) = serde_json::to_string(report) else { return };
+        let forget_ms = self.config.presence_ttl.as_millis() as u64;
+        let cmd = self.scripts.report_node(&report.id, &json, self.now_ms(), forget_ms);
+        // The first Redis holds the node list.
+        self.request(0, Op::Command(cmd), Pending::Nodes);
     }
 
     fn store_link(&self) -> Option<super::StoreLink> {

@@ -10,6 +10,9 @@
 //!   `wsedge:{R}:users`: user -> its connections present (for presence by user);
 //! - `wsedge:rooms`, one per Redis: every room -> when its keys expire (Unix ms), which
 //!   bounds the rooms (`max_rooms`, per Redis) and lists them for `GET /api/rooms`;
+//! - `wsedge:nodes` and `wsedge:nodes:seen`, in the first Redis: each node's latest report
+//!   for the admin views (node id -> report JSON, and -> when it came, Unix ms), written
+//!   every second by each node, which forgets nodes silent for `presence_ttl`;
 //! - the pub/sub channel `wsedge:{R}`, carrying `<epoch> <offset> <except> <push>`: offset
 //!   `0` for an ephemeral message, `p` for a presence event, `m` for a bare marker (then
 //!   the epoch is `-`), `u` for a presence event by user (a user's first connection in or
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use redis::{Cmd, Script, Value};
 
-use super::super::Identity;
+use super::super::{Identity, NodeReport};
 
 /// The keys and channel of one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,16 @@ pub struct RoomKeys {
 
 /// The registry of rooms (one per Redis): room -> when its keys expire.
 pub const ROOMS: &str = "wsedge:rooms";
+
+/// Every node's latest report (in the first Redis only): node id -> `NodeReport` JSON.
+pub const NODES: &str = "wsedge:nodes";
+/// When each node last reported: node id -> Unix ms (a node silent for `presence_ttl` is
+/// forgotten, as its members are).
+pub const NODES_SEEN: &str = "wsedge:nodes:seen";
+
+/// Nodes listed at most (a reply beyond it is cut: the list's memory is bounded whatever
+/// Redis holds).
+pub const MAX_NODES: usize = 256;
 
 impl RoomKeys {
     /// The room's name (from its channel).
@@ -374,6 +387,21 @@ redis.call('PEXPIRE', KEYS[6], ARGV[3])
 return sweep(KEYS[3], KEYS[4], KEYS[6], ARGV[4], room, ARGV[5])
 "#;
 
+const NODES_SCRIPT: &str = r#"
+-- One node's report (KEYS[1]: id -> report, KEYS[2]: id -> when), forgetting the nodes
+-- silent since ARGV[4]; both keys live as long as reports keep coming. Every report back.
+-- ARGV: node id, report JSON, now (Unix ms), forget before (Unix ms), keys' TTL (ms)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return redis.call('HVALS', KEYS[1])
+"#;
+
 const PRESENCE: &str = r#"
 -- KEYS: presence, who. ARGV: now ms. The members whose entries have not expired.
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
@@ -394,15 +422,17 @@ pub struct Scripts {
     leave: Script,
     refresh: Script,
     presence: Script,
+    nodes: Script,
     /// Each script's source, the prelude first.
-    sources: [String; 6],
+    sources: [String; 7],
 }
 
 impl Default for Scripts {
     fn default() -> Self {
-        let sources = [PUBLISH, JOIN, READ, LEAVE, REFRESH, PRESENCE].map(|body| format!("{PRELUDE}{body}"));
-        let [publish, join, read, leave, refresh, presence] = sources.each_ref().map(|s| Script::new(s));
-        Scripts { publish, join, read, leave, refresh, presence, sources }
+        let sources =
+            [PUBLISH, JOIN, READ, LEAVE, REFRESH, PRESENCE, NODES_SCRIPT].map(|body| format!("{PRELUDE}{body}"));
+        let [publish, join, read, leave, refresh, presence, nodes] = sources.each_ref().map(|s| Script::new(s));
+        Scripts { publish, join, read, leave, refresh, presence, nodes, sources }
     }
 }
 
@@ -543,6 +573,25 @@ impl Scripts {
         cmd.arg(now_ms);
         cmd
     }
+
+    /// This node's report `json` (node `id`), forgetting nodes silent for `forget_ms`
+    /// (reply: [`parse_nodes`], every node's report).
+    pub fn report_node(&self, id: &str, json: &str, now_ms: u64, forget_ms: u64) -> Cmd {
+        let mut cmd = evalsha(&self.nodes, &[NODES, NODES_SEEN]);
+        cmd.arg(id).arg(json).arg(now_ms).arg(now_ms.saturating_sub(forget_ms)).arg(forget_ms.max(1));
+        cmd
+    }
+}
+
+/// The reply of [`Scripts::report_node`]: the reports, by name (then id), at most
+/// [`MAX_NODES`]; entries in another shape are skipped.
+pub fn parse_nodes(reply: Value) -> Option<Vec<NodeReport>> {
+    let Value::Array(items) = reply else { return None };
+    let mut nodes: Vec<NodeReport> =
+        items.into_iter().filter_map(|item| serde_json::from_str(&text(item)?).ok()).collect();
+    nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    nodes.truncate(MAX_NODES);
+    Some(nodes)
 }
 
 /// The reply of [`Scripts::publish`]: `Err(())` when the room was new and this Redis holds

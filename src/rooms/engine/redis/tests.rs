@@ -234,3 +234,32 @@ fn user_counts_follow_the_live_members_even_after_a_loss() {
     scripts.leave(&keys, "u", "a3", later).query::<Value>(&mut con).unwrap();
     assert_eq!(by_user(&mut con), [ann_leaves], "the last of ann's connections went");
 }
+
+/// Each node's report is kept under its id, the latest wins, a node silent for the forget
+/// time goes at the next report, and entries another program wrote are skipped.
+#[test]
+fn node_reports_are_kept_by_id_and_silent_nodes_forgotten() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut con = redis.connection().unwrap();
+    let scripts = Scripts::default();
+    let mut report = |id: &str, name: &str, at_ms: u64, connections: u64| {
+        let node = super::NodeReport { id: id.into(), name: name.into(), at_ms, connections, ..Default::default() };
+        let json = serde_json::to_string(&node).unwrap();
+        let reply = scripts.report_node(id, &json, at_ms, 10_000).query::<Value>(&mut con).expect("report");
+        store::parse_nodes(reply).expect("a list of reports")
+    };
+    let names = |nodes: &[super::NodeReport]| nodes.iter().map(|n| (n.name.clone(), n.connections)).collect::<Vec<_>>();
+    let t0 = 1_800_000_000_000;
+    assert_eq!(names(&report("b1", "edge-b", t0, 1)), [("edge-b".to_owned(), 1)]);
+    assert_eq!(names(&report("a1", "edge-a", t0 + 1_000, 2)), [("edge-a".to_owned(), 2), ("edge-b".to_owned(), 1)]);
+    assert_eq!(names(&report("b1", "edge-b", t0 + 2_000, 5)), [("edge-a".to_owned(), 2), ("edge-b".to_owned(), 5)]);
+    // Something else in the hash is not a report.
+    let mut other = redis.connection().unwrap();
+    redis::cmd("HSET").arg(store::NODES).arg("junk").arg("{not json").query::<()>(&mut other).unwrap();
+    assert_eq!(report("b1", "edge-b", t0 + 3_000, 5).len(), 2);
+    // a1 last reported at t0 + 1 s: gone once 10 s have passed since.
+    assert_eq!(names(&report("b1", "edge-b", t0 + 11_000, 6)), [("edge-a".to_owned(), 2), ("edge-b".to_owned(), 6)]);
+    assert_eq!(names(&report("b1", "edge-b", t0 + 11_001, 6)), [("edge-b".to_owned(), 6)]);
+    let ttl: i64 = redis::cmd("PTTL").arg(store::NODES).query(&mut other).unwrap();
+    assert!(ttl > 0 && ttl <= 10_000, "the list goes when every node has: {ttl}");
+}
