@@ -37,7 +37,7 @@ fn fanout(c: &mut Criterion) {
     for i in 0..MEMBERS {
         let id = ConnId::from_parts(i, 0);
         rooms.on_open(&mut out, id, &request, Admission::Anonymous);
-        rooms.on_message(&mut out, id, MessageKind::Text, join.clone());
+        rooms.on_message(&mut out, id, MessageKind::Text, join.clone().into());
     }
     out.take();
     let mut queues: Vec<VecDeque<Bytes>> = (0..MEMBERS).map(|_| VecDeque::with_capacity(4)).collect();
@@ -48,7 +48,7 @@ fn fanout(c: &mut Criterion) {
     group.throughput(Throughput::Elements(u64::from(MEMBERS)));
     group.bench_function("publish_to_10k_members", |b| {
         b.iter(|| {
-            rooms.on_message(&mut out, publisher, MessageKind::Text, black_box(publish.clone()));
+            rooms.on_message(&mut out, publisher, MessageKind::Text, black_box(publish.clone()).into());
             let mut delivered = 0;
             for command in out.take() {
                 if let Command::Broadcast { to, except, kind, payload } = command {

@@ -1,12 +1,10 @@
 //! The echo handler: every text or binary message goes back unchanged to its sender.
-//! Used by `wsedge echo` and by the Autobahn testsuite run. It keeps no state and never
-//! copies a payload.
-
-use bytes::Bytes;
+//! Used by `wsedge echo` and by the Autobahn testsuite run. It keeps no state; a small
+//! message is copied on its way out (into the connection's cork), a large one never.
 
 use crate::proto::handshake::UpgradeRequest;
 use crate::proto::MessageKind;
-use crate::server::{ConnId, Handler, HttpResponse, Now, Outbox};
+use crate::server::{ConnId, Handler, HttpResponse, Now, Outbox, Payload};
 
 /// The echo handler: stateless, so one per worker costs nothing.
 #[derive(Debug, Default)]
@@ -19,8 +17,9 @@ impl Handler for Echo {
         Ok(()) // any path
     }
 
-    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes) {
-        // The payload `Bytes` is the slice of the read buffer it arrived in: no copy.
-        out.send(conn, kind, data);
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Payload<'_>) {
+        // Small: copied, on to the cork (no reference count); large: the read buffer's
+        // slice it arrived in (no copy).
+        out.send_payload(conn, kind, data);
     }
 }

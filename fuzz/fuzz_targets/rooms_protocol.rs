@@ -655,6 +655,8 @@ impl Harness {
                     json_of(payload);
                 }
                 Command::Respond(..) => panic!("a deferred HTTP response outside an HTTP request"),
+                // `Outbox::take` hands these out as `Message`s.
+                Command::Copied(..) => panic!("a copied message taken as it is"),
                 Command::Close(to, code, reason) => {
                     assert!(self.model.open.contains_key(to), "close of a connection that is not open");
                     // Abuse, limits and tokens: 1008; the API's disconnect: 4001.
@@ -866,7 +868,7 @@ impl Harness {
             return;
         }
         let mut out = self.outbox();
-        self.rooms.on_message(&mut out, conn, MessageKind::Binary, Bytes::copy_from_slice(data));
+        self.rooms.on_message(&mut out, conn, MessageKind::Binary, Bytes::copy_from_slice(data).into());
         let commands = out.take();
         self.check_commands(&commands);
         let replies = replies_to(&commands, conn);
@@ -883,7 +885,7 @@ impl Harness {
             return;
         }
         let mut out = self.outbox();
-        self.rooms.on_message(&mut out, conn, MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()));
+        self.rooms.on_message(&mut out, conn, MessageKind::Text, Bytes::copy_from_slice(text.as_bytes()).into());
         let commands = out.take();
         self.check_commands(&commands);
 

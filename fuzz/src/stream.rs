@@ -22,13 +22,14 @@
 //! checked frame by frame and decoded by a peer in the other role, which must see exactly
 //! the pongs, close replies, error closes and messages the driver expects. Without driver
 //! actions, feeding the same stream in one piece must give the same events, error and
-//! output (chunking independence).
+//! output (chunking independence). `decode_in_place` (the server's path: a message in one
+//! frame left in the buffer for the caller to take) must agree with `decode` on all of it.
 
 use bytes::{Bytes, BytesMut};
 use wsedge::proto::close::{CloseCode, CloseFrame};
 use wsedge::proto::deflate::DeflateParams;
 use wsedge::proto::frame::{MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
-use wsedge::proto::{Config, Connection, Event, MaskKeys, MessageKind, ProtocolError, Role};
+use wsedge::proto::{Config, Connection, Decoded, Event, MaskKeys, MessageKind, ProtocolError, Role};
 
 use crate::{check_transmitted_frames, decode_chunked, seen, transmitted, Seen};
 
@@ -124,15 +125,34 @@ const CLOSE_REASON: &str = "bye";
 /// Runs one input through a connection in `role`.
 pub fn run(role: Role, data: &[u8]) {
     let Some((plan, stream)) = Plan::parse(data) else { return };
-    let outcome = drive(role, &plan, stream, &plan.chunks);
+    let outcome = drive(role, &plan, stream, &plan.chunks, false);
+    // The server's path: messages in one frame left in place, then taken from the buffer.
+    let in_place = drive(role, &plan, stream, &plan.chunks, true);
+    assert_eq!(outcome, in_place, "decode_in_place and decode disagree");
     if !plan.has_actions() {
         // Chunking independence: the whole stream in one piece gives the same result.
-        let whole = drive(role, &plan, stream, &[stream.len().max(1)]);
+        let whole = drive(role, &plan, stream, &[stream.len().max(1)], false);
         assert_eq!(outcome, whole, "chunked and whole-stream decoding disagree");
     }
 }
 
-fn drive(role: Role, plan: &Plan, stream: &[u8], chunks: &[usize]) -> Outcome {
+/// The next event as `decode` gives it, or (`in_place`) through `decode_in_place`, taking
+/// a message left in place from the front of `buf`.
+fn next_event(conn: &mut Connection, buf: &mut BytesMut, in_place: bool) -> Result<Option<Event>, ProtocolError> {
+    if !in_place {
+        return conn.decode(buf);
+    }
+    Ok(match conn.decode_in_place(buf)? {
+        Some(Decoded::InPlace { kind, len }) => {
+            assert!(len <= buf.len(), "a message in place of {len} bytes, {} buffered", buf.len());
+            Some(Event::Message { kind, data: buf.split_to(len).freeze() })
+        }
+        Some(Decoded::Event(event)) => Some(event),
+        None => None,
+    })
+}
+
+fn drive(role: Role, plan: &Plan, stream: &[u8], chunks: &[usize], in_place: bool) -> Outcome {
     let config = plan.config;
     let mut conn = plan.connection(role);
     let mut buf = BytesMut::new();
@@ -152,7 +172,7 @@ fn drive(role: Role, plan: &Plan, stream: &[u8], chunks: &[usize]) -> Outcome {
         loop {
             let before = buf.len();
             let was_open = conn.is_open();
-            let result = conn.decode(&mut buf);
+            let result = next_event(&mut conn, &mut buf, in_place);
             assert!(buf.len() <= before, "decode grew the read buffer: {before} -> {}", buf.len());
             assert!(
                 conn.buffered_message_bytes() <= config.max_message_size,

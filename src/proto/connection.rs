@@ -111,6 +111,23 @@ pub enum Event {
     Close(Option<CloseFrame>),
 }
 
+/// What [`Connection::decode_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// An event, as [`Connection::decode`] returns it.
+    Event(Event),
+    /// A message that arrived whole in one uncompressed frame (the common case): its `len`
+    /// payload bytes are at the front of the input, unmasked and checked (text is valid
+    /// UTF-8). The caller takes them (`split_to`) or skips them (`advance`) before it
+    /// decodes again.
+    InPlace {
+        /// Text or binary.
+        kind: MessageKind,
+        /// The payload's length.
+        len: usize,
+    },
+}
+
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -294,6 +311,23 @@ impl Connection {
     /// Bytes of a frame still arriving stay in `input` (unmasked in place), so the caller
     /// must keep the buffer and append to it.
     pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        Ok(match self.decode_frames(input, false)? {
+            Some(Decoded::Event(event)) => Some(event),
+            // Not asked for: every message comes as an event.
+            Some(Decoded::InPlace { kind, len }) => Some(Event::Message { kind, data: input.split_to(len).freeze() }),
+            None => None,
+        })
+    }
+
+    /// As [`Connection::decode`], but a message in one uncompressed frame stays where it
+    /// arrived, at the front of `input` ([`Decoded::InPlace`]): a caller that only reads
+    /// it, or copies it, never makes it a `Bytes` (whose reference count costs two atomic
+    /// operations per message).
+    pub fn decode_in_place(&mut self, input: &mut BytesMut) -> Result<Option<Decoded>, ProtocolError> {
+        self.decode_frames(input, true)
+    }
+
+    fn decode_frames(&mut self, input: &mut BytesMut, in_place: bool) -> Result<Option<Decoded>, ProtocolError> {
         loop {
             if self.is_terminated() {
                 input.clear();
@@ -327,9 +361,21 @@ impl Connection {
                 self.frame = Some(frame);
                 return Ok(None);
             }
+            // A message in one uncompressed frame (`check_header` kept no state).
+            let whole = MessageKind::of(frame.header.opcode).filter(|_| in_place && self.message.is_none());
+            if let Some(kind) = whole {
+                if let Err(e) = self.check_message_end(kind) {
+                    return Err(self.fail(e));
+                }
+                if self.state == State::Open {
+                    return Ok(Some(Decoded::InPlace { kind, len: frame.len }));
+                }
+                input.advance(frame.len); // §7.1.4: data after our close is discarded
+                continue;
+            }
             let payload = input.split_to(frame.len).freeze();
             match self.complete_frame(frame.header, payload) {
-                Ok(Some(event)) => return Ok(Some(event)),
+                Ok(Some(event)) => return Ok(Some(Decoded::Event(event))),
                 Ok(None) => continue,
                 Err(e) => return Err(self.fail(e)),
             }
@@ -463,13 +509,19 @@ impl Connection {
 
     /// The last frame of a message arrived: checks the text is complete UTF-8 and emits it.
     fn complete_message(&mut self, kind: MessageKind, data: Bytes) -> Result<Option<Event>, ProtocolError> {
-        if kind == MessageKind::Text && self.state == State::Open {
-            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
+        self.check_message_end(kind)?;
         if self.state != State::Open {
             return Ok(None); // §7.1.4: data after our close is discarded
         }
         Ok(Some(Event::Message { kind, data }))
+    }
+
+    /// A message's last byte arrived: its text must be complete UTF-8.
+    fn check_message_end(&mut self, kind: MessageKind) -> Result<(), ProtocolError> {
+        if kind == MessageKind::Text && self.state == State::Open {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
     }
 
     /// Inflates one frame of a compressed message; on the last one, emits the message.
@@ -880,6 +932,36 @@ mod tests {
         let mut conn = server();
         let mut buf = BytesMut::from(&wire[..40]);
         assert_eq!(conn.decode(&mut buf), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_message_in_one_frame_is_left_in_place_and_the_rest_comes_as_events() {
+        let mut wire = frame(true, OpCode::Text, b"whole", KEY);
+        wire.extend(frame(false, OpCode::Binary, b"frag", KEY));
+        wire.extend(frame(true, OpCode::Ping, b"p", KEY));
+        wire.extend(frame(true, OpCode::Continuation, b"ment", KEY));
+        wire.extend(frame(true, OpCode::Binary, b"", KEY));
+        let mut conn = server();
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(Some(Decoded::InPlace { kind: MessageKind::Text, len: 5 })));
+        assert_eq!(&buf[..5], b"whole", "unmasked, at the front");
+        buf.advance(5);
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(Some(Decoded::Event(Event::Ping(Bytes::from_static(b"p"))))));
+        let fragmented = Event::Message { kind: MessageKind::Binary, data: Bytes::from_static(b"fragment") };
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(Some(Decoded::Event(fragmented))));
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(Some(Decoded::InPlace { kind: MessageKind::Binary, len: 0 })));
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(None));
+        assert!(buf.is_empty());
+        // Text in one frame is checked before it is offered.
+        let mut conn = server();
+        let mut buf = BytesMut::from(&frame(true, OpCode::Text, &[0xff], KEY)[..]);
+        assert_eq!(conn.decode_in_place(&mut buf), Err(ProtocolError::InvalidUtf8));
+        // After our close, data is discarded, in place too.
+        let mut conn = server();
+        conn.close(CloseCode::NORMAL, "");
+        let mut buf = BytesMut::from(&frame(true, OpCode::Text, b"late", KEY)[..]);
+        assert_eq!(conn.decode_in_place(&mut buf), Ok(None));
+        assert!(buf.is_empty());
     }
 
     #[test]

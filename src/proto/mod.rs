@@ -17,7 +17,7 @@ pub mod transmit;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Config, Connection, Event, MessageKind, ProtocolError, Role};
+pub use connection::{Config, Connection, Decoded, Event, MessageKind, ProtocolError, Role};
 pub use frame::{EncodedHeader, FrameHeader, OpCode};
 pub use mask_keys::MaskKeys;
 pub use transmit::Transmit;

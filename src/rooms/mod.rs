@@ -35,7 +35,7 @@ use std::sync::Arc;
 use self::{api::Api, auth::AuthError, error::RoomError, error::UpgradeRefusal, members::Members, sessions::Sessions};
 use crate::proto::handshake::{PlainRequest, UpgradeRequest};
 use crate::proto::MessageKind;
-use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox};
+use crate::server::{ConnId, Handler, HttpResponse, Mesh, Metrics, Now, Outbox, Payload};
 use engine::redis::{Backplane, RedisEngine};
 use engine::{memory::MemoryEngine, Engine, EngineMsg, Event, Output, ReplyTo};
 use reach::Reach;
@@ -381,7 +381,9 @@ impl Handler for Rooms {
         self.pump(out);
     }
 
-    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: bytes::Bytes) {
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Payload<'_>) {
+        // Kept as it is: a publish's data is a slice of it, and the relay forwards it whole.
+        let data = data.into_bytes();
         if self.relay.is_member(conn) {
             self.relay.on_message(out, conn, kind, data);
         } else {

@@ -24,6 +24,7 @@ mod listener;
 mod loop_tests;
 pub mod metrics;
 mod output;
+mod payload;
 mod policy;
 mod pool;
 mod reading;
@@ -47,6 +48,7 @@ pub use bucket::TokenBucket;
 pub use event_loop::Server;
 pub use http::HttpResponse;
 pub use metrics::Metrics;
+pub use payload::Payload;
 pub use tls::{TlsConfig, TlsError};
 pub use workers::{Doorbell, Mesh, ShutdownHandle, Workers, MAX_WORKERS};
 
@@ -222,6 +224,10 @@ impl Now {
 pub enum Command {
     /// One message to one connection ([`Outbox::send`]).
     Message(ConnId, MessageKind, Bytes),
+    /// One small message to one connection, copied into the outbox
+    /// ([`Outbox::send_payload`]): these bytes of it until the loop applies it
+    /// ([`Outbox::take`] hands it out as a `Message`).
+    Copied(ConnId, MessageKind, std::ops::Range<usize>),
     /// One message to many connections, framed once ([`Outbox::broadcast`]).
     Broadcast {
         /// The receivers (a room's shared member list).
@@ -247,13 +253,15 @@ pub enum Command {
 pub struct Outbox {
     /// Applied from the front while handlers (`on_close` of a close it applies) add to the back.
     commands: VecDeque<Command>,
+    /// The bytes of `Copied` commands, emptied once they are applied.
+    copied: Vec<u8>,
     now: Now,
 }
 
 impl Outbox {
     /// An empty outbox at time `now`.
     pub fn new(now: Now) -> Self {
-        Outbox { commands: VecDeque::new(), now }
+        Outbox { commands: VecDeque::new(), copied: Vec::new(), now }
     }
 
     /// The time of the current loop turn.
@@ -266,14 +274,43 @@ impl Outbox {
         self.now = now;
     }
 
-    /// Takes the queued commands (the loop applies them; tests inspect them).
+    /// Takes the queued commands (tests inspect them; the loop applies them in place).
     pub fn take(&mut self) -> Vec<Command> {
-        self.commands.drain(..).collect()
+        let copied = std::mem::take(&mut self.copied);
+        let owned = |command| match command {
+            Command::Copied(to, kind, at) => {
+                Command::Message(to, kind, Bytes::copy_from_slice(copied.get(at).unwrap_or_default()))
+            }
+            other => other,
+        };
+        self.commands.drain(..).map(owned).collect()
     }
 
     /// Sends a message to one connection (encoded with that connection's codec).
     pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: Bytes) {
         self.commands.push_back(Command::Message(to, kind, payload));
+    }
+
+    /// Sends a message the handler received on to one connection (an echo): one of up to
+    /// `COPY_MAX` bytes is copied here (the loop copies it again, into the connection's
+    /// cork, and no reference count is taken); a bigger one goes as the shared `Bytes` it
+    /// arrived in, without a copy.
+    pub fn send_payload(&mut self, to: ConnId, kind: MessageKind, payload: Payload<'_>) {
+        if payload.len() > write_buffers::COPY_MAX {
+            return self.send(to, kind, payload.into_bytes());
+        }
+        let start = self.copied.len();
+        self.copied.extend_from_slice(&payload);
+        self.commands.push_back(Command::Copied(to, kind, start..self.copied.len()));
+    }
+
+    /// The bytes of applied `Copied` commands are no longer needed (the loop calls this
+    /// when the queue is empty). A burst's buffer is not kept beyond its turn.
+    fn applied(&mut self) {
+        self.copied.clear();
+        if self.copied.capacity() > 16 * write_buffers::COPY_MAX {
+            self.copied = Vec::new();
+        }
     }
 
     /// Sends one message to many connections (all of `to` but `except`). It is framed
@@ -315,7 +352,9 @@ pub trait Handler {
     }
 
     /// A complete message arrived (text is valid UTF-8).
-    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Bytes);
+    /// `data` is borrowed from the read buffer: take it with `Payload::into_bytes` to keep
+    /// it, or pass it on with `Outbox::send_payload`.
+    fn on_message(&mut self, out: &mut Outbox, conn: ConnId, kind: MessageKind, data: Payload<'_>);
 
     /// A stream `on_http` answered with (`HttpResponse::event_stream`) passed the
     /// transport's admission (origin, per-IP limits, `max_connections`) and is open: what

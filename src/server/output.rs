@@ -22,7 +22,13 @@ impl<H: Handler> Server<H> {
     pub(super) fn apply_outbox(&mut self, now: Instant) {
         while let Some(command) = self.outbox.commands.pop_front() {
             match command {
-                Command::Message(id, kind, payload) => self.send(id, kind, payload, now),
+                Command::Message(id, kind, payload) => self.send(id, kind, Body::Shared(payload), now),
+                Command::Copied(id, kind, at) => {
+                    // Out of the outbox while sending (which adds no command).
+                    let copied = std::mem::take(&mut self.outbox.copied);
+                    self.send(id, kind, Body::Copied(copied.get(at).unwrap_or_default()), now);
+                    self.outbox.copied = copied;
+                }
                 Command::Broadcast { to, except, kind, payload } => self.broadcast(&to, except, kind, &payload, now),
                 Command::Respond(id, response) => {
                     let outcome = self.respond(id, *response, now);
@@ -38,20 +44,22 @@ impl<H: Handler> Server<H> {
             }
         }
         self.last_chunk = None;
+        self.outbox.applied();
     }
 
     /// One message to one open connection, framed by its own codec: corked when it can be
     /// (see `write_buffers.rs`), else queued.
-    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Bytes, now: Instant) {
+    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Body<'_>, now: Instant) {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else {
             // Not an open socket: a stream's chunk, or nobody (one lookup for sockets).
-            return self.send_chunk(id, payload, now);
+            return self.send_chunk(id, payload.into_bytes(), now);
         };
         let Some(codec) = conn.codec.as_mut() else { return };
         let header = codec.plain_frame_header(kind, payload.len());
         if !header.is_some_and(|header| conn.cork(&mut self.write_buffers, &header, &payload)) {
             if let Some(codec) = conn.codec.as_mut() {
-                codec.send_message_pooled(kind, payload, Some(&mut self.compressors));
+                // (A copied payload becomes a `Bytes` here: TLS, compression, a backlog.)
+                codec.send_message_pooled(kind, payload.into_bytes(), Some(&mut self.compressors));
             }
             conn.queue_codec_output();
         }
@@ -168,5 +176,33 @@ impl<H: Handler> Server<H> {
         self.enter_deadline(id.index(), now);
         self.mark_dirty(id.index());
         self.leave_open(id.index());
+    }
+}
+
+/// A message's bytes on their way to one connection.
+enum Body<'a> {
+    /// Shared with whoever else holds them (the read buffer, a room's history).
+    Shared(Bytes),
+    /// Copied into the outbox by the handler ([`super::Outbox::send_payload`]).
+    Copied(&'a [u8]),
+}
+
+impl Body<'_> {
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Shared(bytes) => bytes,
+            Body::Copied(slice) => Bytes::copy_from_slice(slice),
+        }
+    }
+}
+
+impl std::ops::Deref for Body<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Shared(bytes) => bytes,
+            Body::Copied(slice) => slice,
+        }
     }
 }

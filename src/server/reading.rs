@@ -10,8 +10,8 @@ use super::conn::{IoStatus, Phase};
 use super::event_loop::{mark_dirty, Outcome, Server};
 use super::metrics::{CloseInitiator, HandshakeFailure};
 use super::policy::{self, ReadGate};
-use super::{ConnId, Handler};
-use crate::proto::{CloseCode, Event};
+use super::{ConnId, Handler, Payload};
+use crate::proto::{CloseCode, Decoded, Event};
 
 impl<H: Handler> Server<H> {
     /// Reads what a connection sent (up to the turn's budget) and acts on it: HTTP
@@ -117,7 +117,7 @@ impl<H: Handler> Server<H> {
         loop {
             let Some(conn) = self.conns.get_mut(index) else { return Outcome::Keep };
             let Some(codec) = conn.codec.as_mut() else { return Outcome::Keep };
-            let result = codec.decode(&mut conn.read_buf);
+            let result = codec.decode_in_place(&mut conn.read_buf);
             let terminated = codec.is_terminated();
             // Control frames the codec answers (pongs, the close reply) go out with the rest.
             if codec.has_output() {
@@ -127,14 +127,23 @@ impl<H: Handler> Server<H> {
             let deliver = conn.phase == Phase::Open;
             let needs_input = matches!(result, Ok(None));
             match result {
-                Ok(Some(Event::Message { kind, data })) => {
+                // Still in the read buffer, which the payload consumes when the handler is done.
+                Ok(Some(Decoded::InPlace { kind, len })) => {
                     self.metrics.messages_in += 1;
+                    let data = Payload::in_place(&mut conn.read_buf, len);
                     if deliver {
                         self.handler.on_message(&mut self.outbox, id, kind, data);
                         self.apply_outbox(now);
                     }
                 }
-                Ok(Some(Event::Close(frame))) => {
+                Ok(Some(Decoded::Event(Event::Message { kind, data }))) => {
+                    self.metrics.messages_in += 1;
+                    if deliver {
+                        self.handler.on_message(&mut self.outbox, id, kind, data.into());
+                        self.apply_outbox(now);
+                    }
+                }
+                Ok(Some(Decoded::Event(Event::Close(frame)))) => {
                     debug!("{index}: close received {:?}", frame.as_ref().map(|f| f.code));
                     if deliver {
                         // The client started the close handshake (else it answered ours).
@@ -142,7 +151,7 @@ impl<H: Handler> Server<H> {
                         self.metrics.count_close(code.0, CloseInitiator::Client);
                     }
                 }
-                Ok(Some(Event::Ping(_) | Event::Pong(_))) | Ok(None) => {}
+                Ok(Some(Decoded::Event(Event::Ping(_) | Event::Pong(_)))) | Ok(None) => {}
                 Err(e) => {
                     debug!("{index}: failing connection: {e} (close {})", e.close_code().0);
                     if deliver {
