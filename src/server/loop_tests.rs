@@ -225,7 +225,14 @@ impl super::Handler for Deferring {
         Ok(())
     }
 
-    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: super::Payload<'_>) {}
+    fn on_message(
+        &mut self,
+        _: &mut super::Outbox,
+        _: super::ConnId,
+        _: crate::proto::MessageKind,
+        _: super::Payload<'_>,
+    ) {
+    }
 
     fn on_http(
         &mut self,
@@ -286,7 +293,14 @@ impl super::Handler for Streamer {
         Ok(())
     }
 
-    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: super::Payload<'_>) {}
+    fn on_message(
+        &mut self,
+        _: &mut super::Outbox,
+        _: super::ConnId,
+        _: crate::proto::MessageKind,
+        _: super::Payload<'_>,
+    ) {
+    }
 
     fn on_close(&mut self, _: &mut super::Outbox, conn: super::ConnId) {
         self.streams.retain(|&c| c != conn);
@@ -472,7 +486,14 @@ impl super::Handler for Watcher {
         Ok(())
     }
 
-    fn on_message(&mut self, _: &mut super::Outbox, _: super::ConnId, _: crate::proto::MessageKind, _: super::Payload<'_>) {}
+    fn on_message(
+        &mut self,
+        _: &mut super::Outbox,
+        _: super::ConnId,
+        _: crate::proto::MessageKind,
+        _: super::Payload<'_>,
+    ) {
+    }
 
     fn wants_stats(&self) -> bool {
         self.watching

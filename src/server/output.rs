@@ -22,12 +22,20 @@ impl<H: Handler> Server<H> {
     pub(super) fn apply_outbox(&mut self, now: Instant) {
         while let Some(command) = self.outbox.commands.pop_front() {
             match command {
-                Command::Message(id, kind, payload) => self.send(id, kind, Body::Shared(payload), now),
+                Command::Message(id, kind, payload) => {
+                    if let Some(payload) = self.send(id, kind, Body::Shared(payload)) {
+                        self.send_chunk(id, payload, now);
+                    }
+                }
                 Command::Copied(id, kind, at) => {
-                    // Out of the outbox while sending (which adds no command).
+                    // Out of the outbox while sending to a socket, which calls no handler
+                    // (a stream's chunk may: it is sent once the bytes are back).
                     let copied = std::mem::take(&mut self.outbox.copied);
-                    self.send(id, kind, Body::Copied(copied.get(at).unwrap_or_default()), now);
+                    let not_a_socket = self.send(id, kind, Body::Copied(copied.get(at).unwrap_or_default()));
                     self.outbox.copied = copied;
+                    if let Some(payload) = not_a_socket {
+                        self.send_chunk(id, payload, now);
+                    }
                 }
                 Command::Broadcast { to, except, kind, payload } => self.broadcast(&to, except, kind, &payload, now),
                 Command::Respond(id, response) => {
@@ -48,13 +56,13 @@ impl<H: Handler> Server<H> {
     }
 
     /// One message to one open connection, framed by its own codec: corked when it can be
-    /// (see `write_buffers.rs`), else queued.
-    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Body<'_>, now: Instant) {
+    /// (see `write_buffers.rs`), else queued. Not an open socket: the payload back, for a
+    /// stream's chunk (or nobody: one lookup for sockets).
+    fn send(&mut self, id: ConnId, kind: MessageKind, payload: Body<'_>) -> Option<Bytes> {
         let Some(conn) = live_conn(&mut self.conns, self.worker, id, Phase::Open) else {
-            // Not an open socket: a stream's chunk, or nobody (one lookup for sockets).
-            return self.send_chunk(id, payload.into_bytes(), now);
+            return Some(payload.into_bytes());
         };
-        let Some(codec) = conn.codec.as_mut() else { return };
+        let codec = conn.codec.as_mut()?;
         let header = codec.plain_frame_header(kind, payload.len());
         if !header.is_some_and(|header| conn.cork(&mut self.write_buffers, &header, &payload)) {
             if let Some(codec) = conn.codec.as_mut() {
@@ -65,6 +73,7 @@ impl<H: Handler> Server<H> {
         }
         self.metrics.messages_out += 1;
         mark_dirty(&mut self.dirty, conn, id.index());
+        None
     }
 
     /// The fan-out path: one encoding per variant (plain, or compressed for a window size),

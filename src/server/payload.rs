@@ -18,7 +18,10 @@ pub struct Payload<'a>(Inner<'a>);
 
 enum Inner<'a> {
     /// The first `len` bytes of the read buffer; skipped when the payload is dropped.
-    InPlace { buf: &'a mut BytesMut, len: usize },
+    InPlace {
+        buf: &'a mut BytesMut,
+        len: usize,
+    },
     Owned(Bytes),
 }
 
