@@ -140,16 +140,6 @@ impl Positions {
         }
     }
 
-    /// Rooms placed.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// No room placed yet.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Each room and its position, in room order.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Position)> {
         self.0.iter().map(|(room, position)| (room, position))

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
-use super::{Config, Now, Server, ShutdownHandle, TlsConfig};
+use super::{Config, ConnId, Now, Outbox, Payload, Server, ShutdownHandle, TlsConfig};
 use crate::echo::Echo;
+use crate::proto::MessageKind;
 
 /// Real time a turn waits for the sockets' readiness (loopback is quick; this is slack).
 const SETTLE: Duration = Duration::from_millis(20);
@@ -225,14 +226,7 @@ impl super::Handler for Deferring {
         Ok(())
     }
 
-    fn on_message(
-        &mut self,
-        _: &mut super::Outbox,
-        _: super::ConnId,
-        _: crate::proto::MessageKind,
-        _: super::Payload<'_>,
-    ) {
-    }
+    fn on_message(&mut self, _: &mut Outbox, _: ConnId, _: MessageKind, _: Payload<'_>) {}
 
     fn on_http(
         &mut self,
@@ -293,14 +287,7 @@ impl super::Handler for Streamer {
         Ok(())
     }
 
-    fn on_message(
-        &mut self,
-        _: &mut super::Outbox,
-        _: super::ConnId,
-        _: crate::proto::MessageKind,
-        _: super::Payload<'_>,
-    ) {
-    }
+    fn on_message(&mut self, _: &mut Outbox, _: ConnId, _: MessageKind, _: Payload<'_>) {}
 
     fn on_close(&mut self, _: &mut super::Outbox, conn: super::ConnId) {
         self.streams.retain(|&c| c != conn);
@@ -486,14 +473,7 @@ impl super::Handler for Watcher {
         Ok(())
     }
 
-    fn on_message(
-        &mut self,
-        _: &mut super::Outbox,
-        _: super::ConnId,
-        _: crate::proto::MessageKind,
-        _: super::Payload<'_>,
-    ) {
-    }
+    fn on_message(&mut self, _: &mut Outbox, _: ConnId, _: MessageKind, _: Payload<'_>) {}
 
     fn wants_stats(&self) -> bool {
         self.watching
