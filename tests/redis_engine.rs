@@ -15,6 +15,7 @@ use support::process::{wsedge, Running};
 use support::proxy::Proxy;
 use support::redis::{node, node_at, node_with, RedisServer};
 use support::rooms::{offset_of, RoomClient};
+use support::sse;
 use support::TestServer;
 use wsedge::rooms::RoomsConfig;
 
@@ -146,8 +147,12 @@ fn a_flushed_redis_is_a_reset_and_recovery_across_it_is_partial() {
     let server = node(&redis);
     let mut member = RoomClient::connect(&server);
     let epoch = member.join("r")["epoch"].as_str().unwrap().to_owned();
+    // An event stream in the room is told as the socket is.
+    let mut stream = sse::open(&server, "/sse?room=r", &[]).map_err(|(head, _)| head.status).unwrap();
+    assert_eq!((stream.next_event().event, stream.next_event().event), ("welcome".to_owned(), "joined".to_owned()));
     member.publish("r", json!(1));
     collect_messages(&mut member, 1);
+    assert_eq!(stream.next_event().json()["data"], 1);
     redis.cmd(&["FLUSHALL"]);
     // The next publish starts a new epoch: the member is told continuity is lost.
     let mut publisher = RoomClient::connect(&server);
@@ -162,6 +167,12 @@ fn a_flushed_redis_is_a_reset_and_recovery_across_it_is_partial() {
     assert_ne!(reset["epoch"].as_str(), Some(epoch.as_str()), "{reset}");
     let next = member.next();
     assert_eq!((next["op"].as_str(), next["data"].as_u64()), (Some("message"), Some(2)), "{next}");
+    let event = stream.next_event();
+    assert_eq!((event.event.as_str(), event.json()["epoch"].clone()), ("reset", reset["epoch"].clone()), "{event:?}");
+    let id = event.id.expect("a reset places the stream at the new epoch");
+    assert!(id.starts_with(&format!("r~{}~", reset["epoch"].as_str().unwrap())), "{id}");
+    let event = stream.next_event();
+    assert_eq!((event.event.as_str(), event.json()["data"].clone()), ("message", json!(2)), "{event:?}");
     let mut late = RoomClient::connect(&server);
     let back = late.ok(json!({"op": "join", "room": "r", "since": {"epoch": epoch, "offset": 1}}));
     assert_eq!(back["recovered"], json!(false), "{back}");

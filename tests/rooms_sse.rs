@@ -137,8 +137,12 @@ fn last_event_id_resumes_every_room_where_it_left_off_each_message_once() {
             other => panic!("unexpected {other}: {event:?}"),
         }
     }
-    got.sort();
-    assert_eq!(got, ["a3", "a4", "b2"], "the missed ones, once each");
+    // Each room's missed messages once each, in its order (rooms may interleave).
+    let in_room = |room: char| got.iter().filter(|d| d.starts_with(room)).cloned().collect::<Vec<_>>();
+    assert_eq!(
+        (in_room('a'), in_room('b'), got.len()),
+        (vec!["a3".to_owned(), "a4".to_owned()], vec!["b2".to_owned()], 3)
+    );
     publish(&server, "b", json!("b3"));
     assert_eq!(stream.next_event().json()["data"], "b3");
 }
@@ -171,7 +175,83 @@ fn a_lost_position_is_a_reset_and_a_malformed_one_is_refused() {
 }
 
 #[test]
+fn a_gap_older_than_the_history_is_a_reset_with_no_message_then_delivery_goes_on() {
+    let server = TestServer::rooms(RoomsConfig { history_size: 2, ..rooms() });
+    let mut stream = open(&server, "/sse?room=r", &[]);
+    let id = opened(&mut stream, 1);
+    drop(stream);
+    for n in 1..=5 {
+        publish(&server, "r", json!(n));
+    }
+    // Offsets 1-3 have aged out of a history of 2: continuity is lost, whatever is kept.
+    let header = format!("Last-Event-ID: {id}");
+    let mut stream = open(&server, "/sse?room=r", &[&header]);
+    assert_eq!(stream.next_event().event, "welcome");
+    let reset = stream.next_event();
+    assert_eq!((reset.event.as_str(), reset.json()["room"].clone()), ("reset", json!("r")), "{reset:?}");
+    assert_eq!(publish(&server, "r", json!(6)), 6);
+    loop {
+        let event = stream.next_event();
+        match event.event.as_str() {
+            "message" => {
+                assert_eq!(event.json()["offset"], 6, "no message from before the reset: {event:?}");
+                break;
+            }
+            "joined" => assert_eq!(event.json()["recovered"], false, "{event:?}"),
+            other => panic!("unexpected {other}: {event:?}"),
+        }
+    }
+}
+
+/// The transport's admission rules hold for streams as for upgrades (the per-IP count
+/// 429, `max_connections` 503), so do the room layer's (`--max-rooms-per-connection`);
+/// every refusal to an allowed origin carries its CORS header, so a page reading the
+/// stream with `fetch` sees the status.
+#[test]
+fn streams_are_admitted_as_upgrades_are_and_refusals_tell_allowed_origins_why() {
+    use wsedge::server::access::AccessConfig;
+    const APP: &str = "Origin: https://app.example.com";
+    let refusal = |server: &TestServer, target: &str, headers: &[&str]| {
+        let (head, body) = sse::open(server, target, headers).err().expect("refused");
+        (head.status, head.header("Access-Control-Allow-Origin").map(str::to_owned), body)
+    };
+    let allowed = Some("https://app.example.com".to_owned());
+    let access = AccessConfig {
+        allowed_origins: vec!["https://app.example.com".parse().unwrap()],
+        max_conns_per_ip: Some(1),
+        ..AccessConfig::default()
+    };
+    let rooms_limited = RoomsConfig { max_rooms_per_connection: 2, ..rooms() };
+    let config = wsedge::server::Config { access, workers: ROOM_WORKERS, ..support::config() };
+    let server = TestServer::rooms_with(config, rooms_limited);
+    let (status, cors, body) = refusal(&server, "/sse?room=a&room=b&room=c", &[APP]);
+    assert_eq!((status, cors.clone()), (503, allowed.clone()), "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["message"],
+        "too many rooms for one connection (max 2)"
+    );
+    let (status, cors, _) = refusal(&server, "/sse", &[APP]);
+    assert_eq!((status, cors), (400, allowed.clone()));
+    let (status, cors, body) = refusal(&server, "/sse?room=a", &["Origin: https://evil.example.com"]);
+    assert_eq!((status, cors), (403, None), "{body}");
+    let mut first = open(&server, "/sse?room=a&room=b", &[APP]);
+    assert_eq!(first.head.header("Access-Control-Allow-Origin"), allowed.as_deref());
+    opened(&mut first, 2);
+    let (status, cors, body) = refusal(&server, "/sse?room=a", &[APP]);
+    assert_eq!((status, cors, body.as_str()), (429, allowed.clone(), "too many connections from this address\n"));
+    drop(first);
+
+    let config = wsedge::server::Config { max_connections: 1, workers: ROOM_WORKERS, ..support::config() };
+    let server = TestServer::rooms_with(config, rooms());
+    let mut first = open(&server, "/sse?room=a", &[]);
+    opened(&mut first, 1);
+    let (status, _, body) = refusal(&server, "/sse?room=a", &[]);
+    assert_eq!((status, body.as_str()), (503, "too many connections\n"));
+}
+
+#[test]
 fn heartbeats_keep_a_quiet_stream_open_and_presence_comes_when_asked() {
+    assert_eq!(RoomsConfig::default().sse_heartbeat, Duration::from_secs(15), "the default docs/protocol.md names");
     let server = TestServer::rooms(RoomsConfig { sse_heartbeat: Duration::from_millis(200), ..rooms() });
     let mut watching = open(&server, "/sse?room=r&presence=1", &[]);
     opened(&mut watching, 1);
@@ -236,6 +316,10 @@ fn a_stream_that_is_not_read_is_dropped_not_buffered_without_end() {
         received += 1;
         assert!(received < 400, "every event arrived: the stream was never dropped");
     }
+    assert!(!stream.silent(), "the stream went quiet instead of ending");
+    let metrics = server.http("GET", "/metrics", &[], b"").text().to_owned();
+    assert!(!metrics.contains("\nwsedge_slow_consumer_closes_total 0\n"), "{metrics}");
+    assert!(metrics.contains("\nwsedge_slow_consumer_closes_total "), "{metrics}");
 }
 
 /// Nothing lost, nothing twice: a stream through a proxy that cuts it at random points

@@ -5,7 +5,7 @@
 //! Input: the first byte picks which; the rest is the text (lossy UTF-8, as headers and
 //! targets reach the parser as text).
 //!
-//! Checks: nothing panics; an accepted query names 1-64 valid rooms, each once; an accepted
+//! Checks: nothing panics; an accepted query names 1 to `MAX_QUERY_ROOMS` valid rooms, each once; an accepted
 //! `Last-Event-ID` prints back (as the server writes ids) to one that parses to the same
 //! positions; every event written from any text keeps its data whole on `data:` lines; an
 //! accepted stream request names a stream token of at most 64 bytes and is a publish whose

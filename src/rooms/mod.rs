@@ -194,20 +194,22 @@ impl Rooms {
     /// `GET /sse`: an event stream of the rooms its query names, checked as a socket's
     /// upgrade and joins are (its token, the user's connection limit, each room's
     /// permissions), resuming from its `Last-Event-ID`. Refusals are the API's JSON errors,
-    /// with the codes of the room protocol.
+    /// with the codes of the room protocol, and an allowed origin's CORS headers (a page
+    /// reading the stream with `fetch` sees the status, not a network error).
     fn open_stream(&mut self, out: &mut Outbox, conn: ConnId, request: &PlainRequest) -> HttpResponse {
-        let refuse = |e: RoomError| HttpResponse::json_error(e.code(), &e.to_string());
+        let cors = request.origin.as_deref().filter(|_| request.origin_allowed);
+        let refuse = |e: RoomError| HttpResponse::json_error(e.code(), &e.to_string()).with_cors(cors);
         if request.method == "OPTIONS" {
             // A page of another origin reading the stream with `fetch` sends `Last-Event-ID`
             // itself (and maybe `Authorization`): its browser asks first.
             if !request.origin_allowed {
                 return refuse(RoomError::OriginDenied);
             }
-            let cors = request.origin.as_deref();
             return HttpResponse::preflight("GET", "Last-Event-ID, Authorization").with_cors(cors);
         }
         if request.method != "GET" {
-            return HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET, OPTIONS");
+            let response = HttpResponse::json_error(405, "method not allowed").with_header("Allow", "GET, OPTIONS");
+            return response.with_cors(cors);
         }
         let wanted = match sse::parse_query(&request.path) {
             Ok(wanted) => wanted,
@@ -215,7 +217,7 @@ impl Rooms {
         };
         let since = match sse::parse_last_event_id(request.last_event_id.as_deref().unwrap_or_default()) {
             Ok(since) => since,
-            Err(reason) => return HttpResponse::json_error(400, reason),
+            Err(reason) => return HttpResponse::json_error(400, reason).with_cors(cors),
         };
         let admission = match self.sessions.admit_token(&request.path, request.authorization.as_deref(), out.now()) {
             // No `auth` message on a stream: a required token comes with the request.

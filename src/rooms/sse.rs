@@ -44,6 +44,9 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
                 let value = decoded.ok_or(RoomError::WrongType("room"))?;
                 protocol::validate_room_name(&value)?;
                 if !rooms.contains(&value) {
+                    if rooms.len() == MAX_QUERY_ROOMS {
+                        return Err(RoomError::TooManyRoomsForConnection { max: MAX_QUERY_ROOMS });
+                    }
                     rooms.push(value);
                 }
             }
@@ -60,9 +63,6 @@ pub fn parse_query(target: &str) -> Result<StreamRequest, RoomError> {
     }
     if rooms.is_empty() {
         return Err(RoomError::MissingField("room"));
-    }
-    if rooms.len() > MAX_QUERY_ROOMS {
-        return Err(RoomError::TooManyRoomsForConnection { max: MAX_QUERY_ROOMS });
     }
     Ok(StreamRequest { rooms, presence })
 }

@@ -207,8 +207,9 @@ impl<H: Handler> Server<H> {
     }
 
     /// Turns a connection in its HTTP phase into a stream (`HttpResponse::event_stream`),
-    /// admitted as an upgrade is: the origin (403; an allowed one gets its CORS header), the
-    /// client IP's rate and connection count (429), `max_connections` (503). Then it counts
+    /// admitted as an upgrade is: the origin (403; an allowed one gets its CORS header, on a
+    /// refusal too), the client IP's rate and connection count (429), `max_connections`
+    /// (503). Then it counts
     /// as an open connection, has no deadline, and the handler hears of its end
     /// (`on_close`). Requests pipelined behind it are dropped: the response never ends.
     fn open_stream(&mut self, id: ConnId, req: &PlainRequest, mut response: HttpResponse, now: Instant) -> Outcome {
@@ -224,7 +225,8 @@ impl<H: Handler> Server<H> {
                 debug!("stream on {index} refused: {}", failure.label());
                 self.metrics.count_handshake_failure(failure);
                 // The handler took it for a stream: it hears it is gone.
-                let outcome = self.queue_final(index, Bytes::from(refusal.encode(false)));
+                let cors = req.origin.as_deref().filter(|_| req.origin_allowed);
+                let outcome = self.queue_final(index, Bytes::from(refusal.with_cors(cors).encode(false)));
                 if let Some(conn) = self.conns.get_mut(index) {
                     conn.awaiting_response = None;
                     conn.opened = true;
