@@ -397,8 +397,8 @@ class EventStreamSocket {
       const url = new URL(this._client._sseUrl);
       for (const room of rooms) url.searchParams.append("room", room);
       if (presence) url.searchParams.set("presence", presence === "users" ? "users" : "1");
-      // In the query: a cross-origin fetch with an Authorization header would need a
-      // preflight, which /sse does not answer.
+      // In the query, as an EventSource sends it: the token then adds no header that a
+      // cross-origin fetch would have to ask about in its preflight.
       if (this._token) url.searchParams.set("token", this._token);
       res = await this._fetch(url.href, { headers, signal: abort.signal, cache: "no-store" });
     } catch (e) {
