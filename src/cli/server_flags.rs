@@ -65,6 +65,11 @@ pub(crate) struct ServerArgs {
     /// "slow consumer" (fan-out) or stops being read from (its own replies).
     #[arg(long, default_value_t = defaults().max_outbound_bytes)]
     max_outbound: usize,
+    /// Reads during one turn's writes: a flush of more than 512 connections reads what
+    /// became ready after each 512, at most this many times a turn, so messages arriving
+    /// during a big fan-out join it (more messages per write; 0: write, then poll).
+    #[arg(long, default_value_t = defaults().flush_reads)]
+    flush_reads: usize,
     /// Largest plain HTTP request body, in bytes (bigger -> 413).
     #[arg(long, default_value_t = defaults().max_body_bytes)]
     max_body: usize,
@@ -244,6 +249,7 @@ impl ServerArgs {
         config.max_outbound_bytes = self.max_outbound;
         config.write_high_water = self.max_outbound;
         config.max_body_bytes = self.max_body;
+        config.flush_reads = self.flush_reads;
         config.max_handshakes = self.max_handshakes;
         config.ping_interval = Duration::from_secs(self.ping_interval);
         config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);

@@ -59,7 +59,7 @@ pub(super) enum Outcome {
 
 /// Whether the loop goes on after a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Exit,
 }
@@ -92,6 +92,10 @@ pub struct Server<H: Handler> {
     pub(super) last_chunk: Option<(Bytes, Bytes)>,
     /// Connections with output to flush at the end of this turn.
     pub(super) dirty: Vec<usize>,
+    /// Connections read this turn: written first (see `writing.rs`).
+    pub(super) talkers: Vec<usize>,
+    /// What a read between slices of the flush found ready (see `writing.rs`).
+    pub(super) slice_events: Option<Events>,
     /// Connections whose deferred HTTP response went out: serve their pipelined requests.
     pub(super) resume_http: Vec<usize>,
     /// Connections to read first thing next turn: they had more input than one turn's
@@ -165,6 +169,8 @@ impl<H: Handler> Server<H> {
             open_count: 0,
             deadlines: Deadlines::default(),
             dirty: Vec::new(),
+            talkers: Vec::new(),
+            slice_events: Some(Events::with_capacity(256)),
             resume_http: Vec::new(),
             more_input: Vec::new(),
             hold_input: false,
@@ -239,33 +245,9 @@ impl<H: Handler> Server<H> {
             self.serve(index, now);
         }
         for event in events.iter() {
-            match event.token() {
-                LISTENER => self.accept(now),
-                WAKER => {
-                    if self.shared.abort.load(Ordering::SeqCst) {
-                        return Flow::Exit;
-                    }
-                    if self.shared.shutdown.load(Ordering::SeqCst) {
-                        self.begin_shutdown(now);
-                    }
-                    // Other workers have sent the handler something.
-                    self.handler.on_wake(&mut self.outbox);
-                }
-                SIGNALS => {
-                    if self.on_signals(now) == Flow::Exit {
-                        return Flow::Exit;
-                    }
-                }
-                Token(index) => {
-                    if event.is_writable() {
-                        self.mark_dirty(index);
-                    }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.serve(index, now);
-                    }
-                }
+            if self.dispatch(event, now) == Flow::Exit {
+                return Flow::Exit;
             }
-            self.apply_outbox(now);
         }
         self.fire_deadlines(now);
         if now >= self.next_tick {
@@ -285,11 +267,9 @@ impl<H: Handler> Server<H> {
         self.apply_outbox(now);
         // What the handler posted to other workers this turn goes out as one batch each.
         self.handler.end_turn();
-        // Before the writes: a client that sees this turn's effects finds them counted.
-        if self.shared.workers() > 1 {
-            self.shared.publish_metrics(usize::from(self.worker), &self.metrics);
+        if self.flush_dirty(now) == Flow::Exit {
+            return Flow::Exit;
         }
-        self.flush_dirty(now);
         match self.shutdown_deadline {
             Some(deadline) if self.conns.is_empty() || now >= deadline => {
                 info!("shutdown complete (connections dropped at the deadline: {})", self.conns.len());
@@ -299,8 +279,42 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Acts on one readiness event (of a turn, or of a read between slices of its flush),
+    /// then applies what the handler said.
+    pub(super) fn dispatch(&mut self, event: &mio::event::Event, now: Instant) -> Flow {
+        match event.token() {
+            LISTENER => self.accept(now),
+            WAKER => {
+                if self.shared.abort.load(Ordering::SeqCst) {
+                    return Flow::Exit;
+                }
+                if self.shared.shutdown.load(Ordering::SeqCst) {
+                    self.begin_shutdown(now);
+                }
+                // Other workers have sent the handler something.
+                self.handler.on_wake(&mut self.outbox);
+            }
+            SIGNALS => {
+                if self.on_signals(now) == Flow::Exit {
+                    return Flow::Exit;
+                }
+            }
+            Token(index) => {
+                if event.is_writable() {
+                    self.mark_dirty(index);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.serve(index, now);
+                }
+            }
+        }
+        self.apply_outbox(now);
+        Flow::Continue
+    }
+
     /// Reads a connection and acts on the outcome.
     fn serve(&mut self, index: usize, now: Instant) {
+        self.talkers.push(index);
         let outcome = self.read_conn(index, now);
         self.settle(index, outcome, now);
     }
@@ -431,12 +445,6 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    pub(super) fn mark_dirty(&mut self, index: usize) {
-        if let Some(conn) = self.conns.get_mut(index) {
-            mark_dirty(&mut self.dirty, conn, index);
-        }
-    }
-
     /// Queues a final HTTP response; the caller finishes the connection.
     pub(super) fn queue_final(&mut self, index: usize, response: Bytes) -> Outcome {
         match self.conns.get_mut(index) {
@@ -473,14 +481,6 @@ impl<H: Handler> Server<H> {
                 _ => {}
             }
         }
-    }
-}
-
-/// Puts connection `index` (`conn`) on the list to flush this turn, once.
-pub(super) fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut Conn, index: usize) {
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(index);
     }
 }
 

@@ -500,3 +500,106 @@ fn only_a_handler_that_asks_gets_the_counters_each_tick() {
     assert_eq!(workers.len(), 1, "every worker's (one here)");
     assert_eq!(workers[0].http_requests, 1, "this worker's live counters");
 }
+
+/// A handler that fans every message out to every open connection. The first message it
+/// handles also makes another client speak (the test's end of its socket is written to
+/// from inside the handler), so that client's message arrives while the turn is writing.
+struct FanOut {
+    members: Vec<ConnId>,
+    trigger: Option<(TcpStream, Vec<u8>)>,
+}
+
+impl super::Handler for FanOut {
+    type Admission = ();
+
+    fn accept(&mut self, _: &crate::proto::handshake::UpgradeRequest, _: Now) -> Result<(), super::HttpResponse> {
+        Ok(())
+    }
+
+    fn on_open(&mut self, _: &mut Outbox, conn: ConnId, _: &crate::proto::handshake::UpgradeRequest, _: ()) {
+        self.members.push(conn);
+    }
+
+    fn on_message(&mut self, out: &mut Outbox, _: ConnId, kind: MessageKind, data: Payload<'_>) {
+        out.broadcast(self.members.clone().into(), None, kind, data.into_bytes());
+        if let Some((mut client, frame)) = self.trigger.take() {
+            client.write_all(&frame).unwrap();
+        }
+    }
+}
+
+/// A masked one-frame text message, as a client sends it.
+fn client_text(text: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Members of one fan-out (more than one slice of the flush), upgraded; the first one
+/// publishes, the second is made to speak during the first one's turn.
+fn fan_out_members(flush_reads: usize, count: usize) -> (Server<FanOut>, Now, Vec<TcpStream>) {
+    let config = Config { flush_reads, max_connections: 2 * count, ..config() };
+    let mut server = Server::bind(config, FanOut { members: Vec::new(), trigger: None }).unwrap();
+    let start = Now::read();
+    let mut clients: Vec<TcpStream> = (0..count).map(|_| TcpStream::connect(server.local_addr()).unwrap()).collect();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.local_addr()
+    );
+    for client in &mut clients {
+        client.set_nonblocking(true).unwrap();
+        client.write_all(request.as_bytes()).unwrap();
+    }
+    let mut upgraded = vec![false; count];
+    for _ in 0..200 {
+        server.drive(start, SETTLE);
+        for (client, done) in clients.iter_mut().zip(&mut upgraded) {
+            if !*done {
+                let response = read_now(client).expect("open");
+                assert!(response.is_empty() || response.starts_with(b"HTTP/1.1 101"), "{response:?}");
+                *done = !response.is_empty();
+            }
+        }
+        if upgraded.iter().all(|&done| done) {
+            break;
+        }
+    }
+    assert!(upgraded.iter().all(|&done| done), "every member upgraded");
+    server.handler.trigger = Some((clients[1].try_clone().unwrap(), client_text(b"b")));
+    (server, start, clients)
+}
+
+/// What each member has been sent so far.
+fn received(clients: &mut [TcpStream]) -> Vec<Vec<u8>> {
+    clients.iter_mut().map(|c| read_now(c).expect("open")).collect()
+}
+
+#[test]
+fn a_message_that_arrives_while_a_big_fan_out_is_written_joins_it_in_the_same_turn() {
+    let count = super::writing::FLUSH_SLICE + 100;
+    let (mut server, start, mut clients) = fan_out_members(1, count);
+    clients[0].write_all(&client_text(b"a")).unwrap();
+    server.drive(start, SETTLE);
+    // One turn: "a" read and written to all; "b" came while the writes ran, was read
+    // between two slices, and reached every member too, after "a".
+    let both = [0x81, 1, b'a', 0x81, 1, b'b'].to_vec();
+    let got = received(&mut clients);
+    let missing = got.iter().filter(|bytes| **bytes != both).count();
+    assert_eq!(missing, 0, "members without both, in order, after one turn (first: {:?})", got.first());
+    server.drive(start, SETTLE);
+    assert!(received(&mut clients).iter().all(Vec::is_empty), "nothing twice");
+}
+
+#[test]
+fn without_reads_between_slices_the_late_message_waits_for_the_next_turn() {
+    let count = super::writing::FLUSH_SLICE + 100;
+    let (mut server, start, mut clients) = fan_out_members(0, count);
+    clients[0].write_all(&client_text(b"a")).unwrap();
+    server.drive(start, SETTLE);
+    assert!(received(&mut clients).iter().all(|bytes| *bytes == [0x81, 1, b'a']), "only a, this turn");
+    server.drive(start, SETTLE);
+    assert!(received(&mut clients).iter().all(|bytes| *bytes == [0x81, 1, b'b']), "b, next turn");
+}

@@ -99,6 +99,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often the handler's `on_tick` runs (history expiry and the like).
     pub tick_interval: Duration,
+    /// Reads during one turn's writes: a flush of more than `FLUSH_SLICE` (512)
+    /// connections reads what became ready after each slice, at most this many times a
+    /// turn, so messages arriving during a big fan-out join it instead of waiting for the
+    /// next turn (see `writing.rs`). 0: never (each turn writes, then polls).
+    pub flush_reads: usize,
     /// Subprotocols the server speaks, in no particular order; the client's first offered
     /// one that is here is selected.
     pub subprotocols: Vec<String>,
@@ -131,6 +136,7 @@ impl Default for Config {
             max_outbound_bytes: 4 << 20,
             max_body_bytes: 1 << 20,
             tick_interval: Duration::from_secs(1),
+            flush_reads: 4,
             subprotocols: Vec::new(),
             deflate: DeflateConfig::default(),
             tls: None,

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use log::debug;
 
 use super::conn::{Framing, Phase};
-use super::event_loop::{live_conn, mark_dirty, Server};
+use super::event_loop::{live_conn, Server};
 use super::metrics::CloseInitiator;
 use super::policy::{self, Fanout};
 use super::write_buffers::Placements;
+use super::writing::mark_dirty;
 use super::{Command, ConnId, Handler};
 use crate::proto::connection::BroadcastFrames;
 use crate::proto::{CloseCode, MessageKind};

@@ -7,9 +7,10 @@ use std::time::Instant;
 use log::debug;
 
 use super::conn::{IoStatus, Phase};
-use super::event_loop::{mark_dirty, Outcome, Server};
+use super::event_loop::{Outcome, Server};
 use super::metrics::{CloseInitiator, HandshakeFailure};
 use super::policy::{self, ReadGate};
+use super::writing::mark_dirty;
 use super::{ConnId, Handler, Payload};
 use crate::proto::{CloseCode, Decoded, Event};
 
