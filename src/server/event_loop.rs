@@ -6,7 +6,9 @@
 //! 2. read and decode what arrived, connection by connection (`reading.rs`; the HTTP phase
 //!    and the upgrade are in `http_phase.rs`), handing messages to the handler;
 //! 3. act on deadlines and the handler's tick (`deadlines.rs`);
-//! 4. flush every connection that has output, one vectored write each (`writing.rs`).
+//! 4. flush every connection that has output, one vectored write each (`writing.rs`); a
+//!    flush of more than 512 connections also reads, between slices, what arrived
+//!    meanwhile, handling it as step 2 does, so it joins the writes still to do.
 //!
 //! Each step on a connection returns an [`Outcome`] (keep it, finish it, remove it) and
 //! [`Server::settle`] acts on it, the one place a connection changes phase for good or
@@ -92,7 +94,8 @@ pub struct Server<H: Handler> {
     pub(super) last_chunk: Option<(Bytes, Bytes)>,
     /// Connections with output to flush at the end of this turn.
     pub(super) dirty: Vec<usize>,
-    /// Connections read this turn: written first (see `writing.rs`).
+    /// Connections read this turn: written first in a flush that reads between slices
+    /// (see `writing.rs`).
     pub(super) talkers: Vec<usize>,
     /// What a read between slices of the flush found ready (see `writing.rs`).
     pub(super) slice_events: Option<Events>,

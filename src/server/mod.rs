@@ -102,7 +102,8 @@ pub struct Config {
     /// Reads during one turn's writes: a flush of more than `FLUSH_SLICE` (512)
     /// connections reads what became ready after each slice, at most this many times a
     /// turn, so messages arriving during a big fan-out join it instead of waiting for the
-    /// next turn (see `writing.rs`). 0: never (each turn writes, then polls).
+    /// next turn; such a flush also writes the connections read this turn first (see
+    /// `writing.rs`). 0: neither (each turn writes, then polls).
     pub flush_reads: usize,
     /// Subprotocols the server speaks, in no particular order; the client's first offered
     /// one that is here is selected.

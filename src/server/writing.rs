@@ -3,7 +3,8 @@
 //! paused (backpressure) is read again next turn once its queue is down.
 //!
 //! Two rules make a big fan-out cheaper per message (a flush of more than [`FLUSH_SLICE`]
-//! connections; smaller ones are written as they are listed):
+//! connections, with `Config::flush_reads` above 0; smaller ones are written in one pass,
+//! the list popped from its end):
 //! - **Talkers first.** The connections read this turn are written first: a publisher gets
 //!   its own copy (or its ack) before the 10,000 members of its room get theirs, so its
 //!   next messages are on their way while the rest is written.
@@ -88,8 +89,12 @@ impl<H: Handler> Server<H> {
     }
 
     /// Between two slices of a long flush: whatever is ready now (no wait), handled as a
-    /// turn handles its events; then the talkers among them are written.
+    /// turn handles its events; then the talkers among them are written. Nothing is read
+    /// while the handler cannot take input (the events wait for the next turn).
     fn read_between_slices(&mut self, now: Instant) -> Flow {
+        if !self.handler.accepting_input() {
+            return Flow::Continue;
+        }
         let Some(mut events) = self.slice_events.take() else { return Flow::Continue };
         let mut flow = Flow::Continue;
         if self.poll.poll(&mut events, Some(std::time::Duration::ZERO)).is_ok() {
@@ -101,11 +106,15 @@ impl<H: Handler> Server<H> {
             }
         }
         self.slice_events = Some(events);
-        if flow == Flow::Continue {
-            self.share_metrics();
-            self.flush_talkers(now);
+        if flow == Flow::Exit {
+            return Flow::Exit; // the loop ends: what is left unwritten goes with it
         }
-        flow
+        // Requests pipelined behind an answer given just now (`on_wake`), as a turn does.
+        self.resume_deferred_http(now);
+        self.apply_outbox(now);
+        self.share_metrics();
+        self.flush_talkers(now);
+        Flow::Continue
     }
 
     /// Before writes: a client that sees this turn's effects finds them counted in any
